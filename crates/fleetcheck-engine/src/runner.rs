@@ -1,0 +1,424 @@
+//! The runner: generates cases from one seed, runs them (in parallel when asked), and on the
+//! first failure shrinks it and checks how often the minimal case reproduces.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serializer;
+
+use crate::case::{execute, Case, Trace, Verdict};
+use crate::gen::{mix_seed, Gen};
+use crate::model::{Model, System};
+use crate::shrink::{shrink, ShrinkConfig, ShrinkReport};
+use crate::stats::{Labels, Stats};
+
+/// How many times one step may draw a command whose precondition is false before the
+/// sequence is ended there.
+const TRIES_PER_STEP: u32 = 100;
+
+/// The runner's knobs (ScalaCheck's, and more).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Successful cases needed for the property to pass (ScalaCheck's `minSuccessfulTests`).
+    pub tests: u32,
+    /// Shortest command sequence.
+    pub min_size: usize,
+    /// Longest command sequence; sizes grow from `min_size` to `max_size` over the run.
+    pub max_size: usize,
+    /// The seed; `None` picks one from the clock (and the report says which).
+    pub seed: Option<u64>,
+    /// Cases run at once (each on its own instance of the system).
+    pub workers: usize,
+    /// Give up when discarded commands exceed this many per successful case wanted.
+    pub max_discard_ratio: f64,
+    /// The shrinker's budget and k-of-n policy.
+    pub shrink: ShrinkConfig,
+    /// Extra runs of the minimal case, to report how often it reproduces.
+    pub reproduce_runs: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            tests: 100,
+            min_size: 1,
+            max_size: 20,
+            seed: None,
+            workers: 1,
+            max_discard_ratio: 5.0,
+            shrink: ShrinkConfig::default(),
+            reproduce_runs: 3,
+        }
+    }
+}
+
+/// A progress event, for progress bars and verbose logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The run started with this seed.
+    Started {
+        /// The seed in use.
+        seed: u64,
+        /// Cases to run.
+        tests: u32,
+    },
+    /// Case `index` finished.
+    CaseFinished {
+        /// The case's index in the run.
+        index: u64,
+        /// Its number of commands.
+        commands: usize,
+        /// How it ended.
+        verdict: Verdict,
+        /// Cases finished so far.
+        done: u64,
+    },
+    /// Shrinking began on a case of this many commands.
+    ShrinkStarted {
+        /// Commands in the failing case.
+        commands: usize,
+    },
+    /// A shrink candidate was tried.
+    ShrinkCandidate {
+        /// Candidate runs so far.
+        runs: u32,
+        /// Whether it failed too and became the current case.
+        accepted: bool,
+        /// Commands in the current case.
+        commands: usize,
+    },
+    /// A re-run of the minimal case finished.
+    Reproduced {
+        /// The re-run's number (1-based).
+        run: u32,
+        /// Whether it failed again.
+        failed: bool,
+    },
+}
+
+/// Receives [`Event`]s while a run goes on. `()` ignores them.
+pub trait Observer: Sync {
+    /// Called for each event, from any worker thread.
+    fn event(&self, event: &Event);
+}
+
+impl Observer for () {
+    fn event(&self, _event: &Event) {}
+}
+
+/// A counterexample: the case that failed, its minimal form, and how it was found.
+#[derive(Debug)]
+pub struct Failure<M: Model> {
+    /// The index of the failing case in the run.
+    pub index: u64,
+    /// The case as generated.
+    pub original: Case<M>,
+    /// The minimal case.
+    pub minimal: Case<M>,
+    /// The failing run of the minimal case.
+    pub trace: Trace<M>,
+    /// Why it failed (the false postcondition or invariant).
+    pub reason: String,
+    /// The shrinker's accounts.
+    pub shrink: ShrinkReport,
+    /// How many of the extra runs of the minimal case failed again.
+    pub reproduced: u32,
+    /// How many extra runs there were.
+    pub reproduce_runs: u32,
+}
+
+/// How a run ended: the four outcomes stay apart.
+#[derive(Debug)]
+pub enum Outcome<M: Model> {
+    /// Every case passed.
+    Passed,
+    /// A postcondition or invariant was false: a shrunk counterexample.
+    Failed(Box<Failure<M>>),
+    /// The infrastructure broke: reported, never shrunk, never a counterexample.
+    Aborted {
+        /// The index of the aborted case.
+        index: u64,
+        /// The case.
+        case: Box<Case<M>>,
+        /// The command index, if a command was running.
+        step: Option<usize>,
+        /// What broke.
+        message: String,
+    },
+    /// Too many commands were discarded by preconditions.
+    GaveUp {
+        /// Discarded draws.
+        discarded: u64,
+        /// The limit that was passed.
+        limit: u64,
+    },
+}
+
+impl<M: Model> Outcome<M> {
+    /// `passed`, `failed`, `aborted` or `gave_up`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed(_) => "failed",
+            Outcome::Aborted { .. } => "aborted",
+            Outcome::GaveUp { .. } => "gave_up",
+        }
+    }
+}
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct Report<M: Model> {
+    /// How it ended.
+    pub outcome: Outcome<M>,
+    /// The seed that reproduces it.
+    pub seed: u64,
+    /// Cases that ran (not counting shrinking).
+    pub cases_run: u64,
+    /// Cases that passed.
+    pub passed: u64,
+    /// Command draws discarded by preconditions.
+    pub discarded: u64,
+    /// Labels of the cases that ran.
+    pub stats: Stats,
+    /// Wall time, shrinking included.
+    pub elapsed: Duration,
+}
+
+/// A generated case with its generation accounts.
+#[derive(Debug)]
+pub struct Generated<M: Model> {
+    /// The case.
+    pub case: Case<M>,
+    /// Draws discarded while generating it.
+    pub discarded: u64,
+}
+
+/// The seed of case `index` of a run with seed `seed`.
+pub fn case_seed(seed: u64, index: u64) -> u64 {
+    mix_seed(seed, index)
+}
+
+/// The size bound of case `index` of `tests`: grows linearly from `min` to `max`.
+pub fn case_size(min: usize, max: usize, index: u64, tests: u32) -> usize {
+    let max = max.max(min);
+    let span = (max - min) as u64;
+    let denominator = u64::from(tests.saturating_sub(1).max(1));
+    min + (span * index.min(denominator) / denominator) as usize
+}
+
+/// Generates one case from its seed: the initial state, then commands drawn from the current
+/// model state, each checked against its precondition.
+pub fn generate<M: Model>(model: &M, seed: u64, min_size: usize, size: usize) -> Generated<M> {
+    let mut g = Gen::new(seed, size);
+    let initial = model.initial_state(&mut g);
+    let length = g.range(min_size.min(size)..=size);
+    let mut state = initial.clone();
+    let mut commands = Vec::with_capacity(length);
+    let mut discarded = 0;
+    'steps: for _ in 0..length {
+        for _ in 0..TRIES_PER_STEP {
+            match model.command(&state, &mut g) {
+                Some(command) if model.precondition(&state, &command) => {
+                    state = model.next_state(&state, &command);
+                    commands.push(command);
+                    continue 'steps;
+                }
+                _ => discarded += 1,
+            }
+        }
+        break;
+    }
+    Generated {
+        case: Case {
+            seed,
+            initial,
+            commands,
+        },
+        discarded,
+    }
+}
+
+/// The labels of a case: the model's, plus command names and the sequence length.
+pub fn labels_of<M: Model>(model: &M, case: &Case<M>) -> Labels {
+    let mut labels = Labels::default();
+    labels.add("commands per case", case.commands.len());
+    for command in &case.commands {
+        labels.add("command", model.command_name(command));
+    }
+    model.labels(&case.initial, &case.commands, &mut labels);
+    labels
+}
+
+/// Resolves the seed of a run: the configured one or one from the clock.
+pub fn resolve_seed(seed: Option<u64>) -> u64 {
+    seed.unwrap_or_else(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        mix_seed(nanos, u64::from(std::process::id()))
+    })
+}
+
+/// Runs the property: generates `config.tests` cases from the seed, runs them on `system`
+/// with `config.workers` workers, and shrinks the first failure (the one of lowest index, so
+/// the result does not depend on scheduling).
+pub fn run<M: Model, S: System<M>>(
+    model: &M,
+    system: &S,
+    config: &Config,
+    observer: &dyn Observer,
+) -> Report<M> {
+    let start = Instant::now();
+    let seed = resolve_seed(config.seed);
+    observer.event(&Event::Started {
+        seed,
+        tests: config.tests,
+    });
+
+    // Generation is pure and cheap next to a run: do it up front, so discards are known
+    // before any machine is booted.
+    let generated: Vec<Generated<M>> = (0..u64::from(config.tests))
+        .map(|i| {
+            let size = case_size(config.min_size, config.max_size, i, config.tests);
+            generate(model, case_seed(seed, i), config.min_size, size)
+        })
+        .collect();
+    let discarded: u64 = generated.iter().map(|g| g.discarded).sum();
+    let limit = (config.max_discard_ratio * f64::from(config.tests)).ceil() as u64;
+    if discarded > limit {
+        return Report {
+            outcome: Outcome::GaveUp { discarded, limit },
+            seed,
+            cases_run: 0,
+            passed: 0,
+            discarded,
+            stats: Stats::default(),
+            elapsed: start.elapsed(),
+        };
+    }
+
+    let next = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
+    let first_bad = AtomicU64::new(u64::MAX);
+    let stop = AtomicBool::new(false);
+    let finished: Mutex<BTreeMap<u64, Trace<M>>> = Mutex::new(BTreeMap::new());
+    let worker = || loop {
+        let index = next.fetch_add(1, Ordering::SeqCst);
+        if index >= generated.len() as u64
+            || (stop.load(Ordering::SeqCst) && index > first_bad.load(Ordering::SeqCst))
+        {
+            break;
+        }
+        let case = &generated[index as usize].case;
+        let trace = execute(model, system, case);
+        if trace.verdict != Verdict::Passed {
+            first_bad.fetch_min(index, Ordering::SeqCst);
+            stop.store(true, Ordering::SeqCst);
+        }
+        let finished_count = done.fetch_add(1, Ordering::SeqCst) + 1;
+        observer.event(&Event::CaseFinished {
+            index,
+            commands: case.commands.len(),
+            verdict: trace.verdict.clone(),
+            done: finished_count,
+        });
+        finished
+            .lock()
+            .expect("no worker panics while holding the lock")
+            .insert(index, trace);
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..config.workers.max(1) {
+            scope.spawn(worker);
+        }
+        worker();
+    });
+    let mut finished = finished.into_inner().expect("workers have ended");
+
+    // Everything below the first bad index ran and passed; count and label exactly those, so
+    // the statistics do not depend on scheduling either.
+    let bad = first_bad.load(Ordering::SeqCst);
+    let mut stats = Stats::default();
+    let counted = bad.min(generated.len() as u64);
+    for g in &generated[..counted as usize] {
+        stats.record(&labels_of(model, &g.case));
+    }
+    let passed = counted;
+    let (outcome, cases_run) = if bad == u64::MAX {
+        (Outcome::Passed, passed)
+    } else {
+        let case = generated[bad as usize].case.clone();
+        stats.record(&labels_of(model, &case));
+        let trace = finished
+            .remove(&bad)
+            .expect("the first bad case has a trace");
+        let outcome = match trace.verdict.clone() {
+            Verdict::Aborted { step, message } => Outcome::Aborted {
+                index: bad,
+                case: Box::new(case),
+                step,
+                message,
+            },
+            Verdict::Failed { .. } => {
+                let mut failure = minimise(model, system, case, trace, config, observer);
+                failure.index = bad;
+                Outcome::Failed(Box::new(failure))
+            }
+            Verdict::Passed => unreachable!("a bad case did not pass"),
+        };
+        (outcome, passed + 1)
+    };
+    Report {
+        outcome,
+        seed,
+        cases_run,
+        passed,
+        discarded,
+        stats,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Shrinks a failing case and re-runs the minimal one `config.reproduce_runs` times.
+pub fn minimise<M: Model, S: System<M>>(
+    model: &M,
+    system: &S,
+    case: Case<M>,
+    trace: Trace<M>,
+    config: &Config,
+    observer: &dyn Observer,
+) -> Failure<M> {
+    observer.event(&Event::ShrinkStarted {
+        commands: case.commands.len(),
+    });
+    let shrunk = shrink(model, system, &case, trace, &config.shrink, observer);
+    let mut reproduced = 0;
+    for run in 1..=config.reproduce_runs {
+        let failed = execute(model, system, &shrunk.case).verdict.is_failure();
+        reproduced += u32::from(failed);
+        observer.event(&Event::Reproduced { run, failed });
+    }
+    let reason = match &shrunk.trace.verdict {
+        Verdict::Failed { reason, .. } => reason.clone(),
+        other => format!("{other:?}"),
+    };
+    Failure {
+        index: 0,
+        original: case,
+        minimal: shrunk.case,
+        trace: shrunk.trace,
+        reason,
+        shrink: shrunk.report,
+        reproduced,
+        reproduce_runs: config.reproduce_runs,
+    }
+}
+
+/// Serialises a duration as whole milliseconds.
+pub(crate) fn ser_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
