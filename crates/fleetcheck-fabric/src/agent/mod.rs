@@ -1,0 +1,231 @@
+//! The in-machine agent: PID 1 of a machine's pid namespace.
+//!
+//! Started by the `netns` backend as `<program> <args...> --channel-fd N`, with fd `N` one end of
+//! a socketpair whose other end only the host process holds. As PID 1 it makes `/` recursively
+//! private before mounting anything, drops the inherited `/run/netns` bind mounts (so it does not
+//! pin other networks' namespaces), mounts a fresh `/proc`, sets the hostname, runs the setup
+//! commands with `sh -c`, reports, then serves [`crate::protocol`] requests, one thread each.
+//! A reaper thread reaps every child including orphans. It exits when the host end closes.
+
+mod exec;
+mod ping;
+mod reaper;
+
+use std::ffi::CString;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::protocol::{encode, AgentMsg, HostMsg, Request, Response};
+use reaper::Reaper;
+
+fn log(msg: &str) {
+    eprintln!("fleetcheck-agent: {msg}");
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("static path without NUL")
+}
+
+fn mount(src: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong) -> io::Result<()> {
+    let (src, target) = (cstr(src), cstr(target));
+    let fstype = fstype.map(cstr);
+    // SAFETY: all pointers are valid NUL-terminated strings or null for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ref().map_or(std::ptr::null(), |f| f.as_ptr()),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Prepares the machine's own mount and uts namespaces. Only ever called as PID 1, i.e. inside
+/// namespaces created for this machine.
+fn become_machine_init() -> io::Result<()> {
+    // First of all: stop mount events from propagating back to the host.
+    mount("none", "/", None, libc::MS_REC | libc::MS_PRIVATE)?;
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        for entry in entries.flatten() {
+            if let Ok(path) = CString::new(entry.path().as_os_str().as_encoded_bytes()) {
+                // SAFETY: valid C string; failure (not a mount point) is fine.
+                unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+    mount(
+        "proc",
+        "/proc",
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+    )
+}
+
+fn set_hostname(name: &str) -> io::Result<()> {
+    // SAFETY: pointer and length describe a live byte slice.
+    if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn parse_fd(args: &[String]) -> Option<RawFd> {
+    let pos = args.iter().position(|a| a == "--channel-fd")?;
+    args.get(pos + 1)?.parse().ok()
+}
+
+/// Entry point of the agent (`fleetcheck-agent --channel-fd N`, or the CLI's hidden
+/// `fleetcheck agent --channel-fd N`). `args` are the arguments after the program name.
+pub fn main(args: Vec<String>) -> ExitCode {
+    let Some(fd) = parse_fd(&args) else {
+        eprintln!(
+            "usage: fleetcheck-agent --channel-fd N (started by the fleetcheck netns backend)"
+        );
+        return ExitCode::from(2);
+    };
+    // SAFETY: fcntl on the inherited descriptor; makes it close-on-exec so commands don't get it.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        log(&format!(
+            "channel fd {fd} is unusable: {}",
+            io::Error::last_os_error()
+        ));
+        return ExitCode::from(2);
+    }
+    // SAFETY: the backend passes us this descriptor to own; nothing else in this process uses it.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    match serve(stream) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log(&format!("stopping: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Writer = Arc<Mutex<UnixStream>>;
+
+fn send(writer: &Writer, msg: &AgentMsg) -> io::Result<()> {
+    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+    w.write_all(&encode(msg))
+}
+
+fn serve(stream: UnixStream) -> io::Result<()> {
+    let writer: Writer = Arc::new(Mutex::new(stream.try_clone()?));
+    let mut lines = BufReader::new(stream).lines();
+    let first = lines
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no init message"))??;
+    let HostMsg::Init {
+        hostname,
+        setup,
+        setup_timeout_ms,
+    } = serde_json::from_str(&first).map_err(io::Error::other)?
+    else {
+        return Err(io::Error::other("first message is not Init"));
+    };
+    // SAFETY: getpid cannot fail.
+    let pid1 = unsafe { libc::getpid() } == 1;
+    if pid1 {
+        become_machine_init()?;
+        set_hostname(&hostname)?;
+    } else {
+        log("not PID 1: leaving mounts and hostname alone");
+    }
+    log(&format!("machine {hostname} starting"));
+    let reaper = Reaper::start();
+    for command in &setup {
+        log(&format!("setup `{command}`"));
+        let argv = ["sh".to_string(), "-c".to_string(), command.clone()];
+        let result = exec::run(&reaper, &argv, Duration::from_millis(setup_timeout_ms));
+        let failure = match result {
+            Ok(out) => {
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                if !stdout.is_empty() {
+                    eprint!("{stdout}");
+                }
+                if !stderr.is_empty() {
+                    eprint!("{stderr}");
+                }
+                (!out.success()).then(|| (out.describe_status(), stderr.trim_end().to_string()))
+            }
+            Err(e) => Some(("spawn failure".into(), format!("{e:?}"))),
+        };
+        if let Some((status, stderr)) = failure {
+            log(&format!("setup `{command}` failed with {status}"));
+            send(
+                &writer,
+                &AgentMsg::SetupFailed {
+                    command: command.clone(),
+                    status,
+                    stderr,
+                },
+            )?;
+            return Ok(());
+        }
+    }
+    log("ready");
+    send(&writer, &AgentMsg::Ready)?;
+    for line in lines {
+        let line = line?;
+        let msg: HostMsg = match serde_json::from_str(&line) {
+            Ok(m) => m,
+            Err(e) => {
+                log(&format!("ignoring bad message: {e}"));
+                continue;
+            }
+        };
+        let HostMsg::Request { id, request } = msg else {
+            log("ignoring a second Init");
+            continue;
+        };
+        let writer = writer.clone();
+        let reaper = reaper.clone();
+        std::thread::spawn(move || {
+            let response = answer(&reaper, request);
+            if let Err(e) = send(&writer, &AgentMsg::Response { id, response }) {
+                log(&format!("cannot answer request {id}: {e}"));
+            }
+        });
+    }
+    log("host closed the channel, powering off");
+    Ok(())
+}
+
+fn answer(reaper: &Reaper, request: Request) -> Response {
+    match request {
+        Request::Exec { argv, timeout_ms } => {
+            if argv.is_empty() {
+                return Response::Error {
+                    message: "empty argv".into(),
+                };
+            }
+            match exec::run(reaper, &argv, Duration::from_millis(timeout_ms)) {
+                Ok(out) => Response::Exec(out),
+                Err(exec::RunError::Spawn(e)) => Response::SpawnFailed {
+                    message: e.to_string(),
+                },
+                Err(exec::RunError::Internal(e)) => Response::Error {
+                    message: e.to_string(),
+                },
+            }
+        }
+        Request::Ping { dst, timeout_ms } => {
+            match ping::ping(dst, Duration::from_millis(timeout_ms)) {
+                Ok(answered) => Response::Ping(answered),
+                Err(e) => Response::Error {
+                    message: format!("ping socket: {e}"),
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! One error type per operation. Variants tell "asked for something the state does not allow"
+//! (`UnknownMachine`, `WrongStatus`) from "the OS or the agent failed" (everything else).
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::spec::{MachineStatus, SpecError};
+
+/// The host cannot run a backend at all: missing privilege or kernel support.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("the netns backend needs root (effective uid is {euid})")]
+    NotRoot { euid: u32 },
+    #[error("the kernel lacks {feature} (no {path})")]
+    MissingFeature {
+        feature: &'static str,
+        path: PathBuf,
+    },
+    #[error("no cgroup hierarchy with the memory controller (neither {v1} nor {v2})")]
+    NoMemoryCgroup { v1: PathBuf, v2: PathBuf },
+    #[error("failed to prepare run directory {path}")]
+    RunDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no fleetcheck-agent found (looked at {searched:?}; set FLEETCHECK_AGENT)")]
+    AgentNotFound { searched: Vec<PathBuf> },
+    #[error("start-up sweep failed")]
+    Sweep(#[source] SweepError),
+}
+
+/// The start-up sweep could not look at or remove a leftover of a dead run.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to remove {what} left by dead run {run}")]
+pub struct SweepError {
+    pub run: String,
+    pub what: String,
+    #[source]
+    pub source: io::Error,
+}
+
+/// A network could not be created; everything created so far was removed again.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("invalid network spec")]
+    InvalidSpec(#[source] SpecError),
+    #[error("failed to create network namespace {name}")]
+    Namespace {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("netlink request failed: {what}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to set up cgroup {path}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the backend was shut down")]
+    BackendGone,
+}
+
+/// A machine did not boot; it is `Off` again.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("no machine {machine} in this network")]
+    UnknownMachine { machine: String },
+    #[error("machine {machine} cannot boot while {status}")]
+    WrongStatus {
+        machine: String,
+        status: MachineStatus,
+    },
+    #[error("machine {machine} is named twice in one boot")]
+    Duplicate { machine: String },
+    #[error("failed to start the agent of machine {machine}")]
+    Spawn {
+        machine: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to bring the link of machine {machine} up")]
+    Link {
+        machine: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("setup command `{command}` of machine {machine} exited with {status}: {stderr}")]
+    SetupFailed {
+        machine: String,
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("the agent of machine {machine} went away during boot: {detail}")]
+    AgentLost { machine: String, detail: String },
+    #[error("machine {machine} was not ready after {after:?}")]
+    Timeout { machine: String, after: Duration },
+}
+
+/// A machine could not be shut down or crashed.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    #[error("no machine {machine} in this network")]
+    UnknownMachine { machine: String },
+    #[error("machine {machine} cannot shut down while {status}")]
+    WrongStatus {
+        machine: String,
+        status: MachineStatus,
+    },
+    #[error("failed to kill the agent of machine {machine}")]
+    Kill {
+        machine: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to bring the link of machine {machine} down")]
+    Link {
+        machine: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A command could not be run (a command that ran and failed is an `Ok` [`crate::ExecOutput`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("no machine {machine} in this network")]
+    UnknownMachine { machine: String },
+    #[error("machine {machine} cannot run commands while {status}")]
+    WrongStatus {
+        machine: String,
+        status: MachineStatus,
+    },
+    #[error("empty command for machine {machine}")]
+    EmptyCommand { machine: String },
+    #[error("machine {machine} could not start `{program}`: {message}")]
+    Spawn {
+        machine: String,
+        program: String,
+        message: String,
+    },
+    #[error("the agent of machine {machine} went away")]
+    AgentLost { machine: String },
+    #[error("the agent of machine {machine} did not answer within {after:?}")]
+    NoAnswer { machine: String, after: Duration },
+    #[error("failed to send a request to the agent of machine {machine}")]
+    Channel {
+        machine: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A ping could not be attempted (an unanswered ping is `Ok(false)`).
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    #[error("no machine {machine} in this network")]
+    UnknownMachine { machine: String },
+    #[error("machine {machine} failed to ping: {message}")]
+    Agent { machine: String, message: String },
+    #[error("the agent of machine {machine} went away")]
+    AgentLost { machine: String },
+    #[error("the agent of machine {machine} did not answer within {after:?}")]
+    NoAnswer { machine: String, after: Duration },
+    #[error("failed to send a request to the agent of machine {machine}")]
+    Channel {
+        machine: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Some resources of a network could not be removed (the others were).
+#[derive(Debug, thiserror::Error)]
+#[error("failed to remove {what} ({more} more failures)")]
+pub struct TeardownError {
+    pub what: String,
+    pub more: usize,
+    #[source]
+    pub source: io::Error,
+}

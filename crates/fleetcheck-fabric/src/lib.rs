@@ -1,0 +1,53 @@
+//! The fabric of fleetcheck: networks of machines over interchangeable backends.
+//!
+//! - [`NetworkSpec`], [`MachineSpec`], [`Subnet`]: what to build.
+//! - [`Backend`] builds a [`Network`]; a network boots, shuts down and crashes machines, runs
+//!   commands in them ([`ExecRequest`] / [`ExecOutput`]) and pings between them.
+//! - [`fake::FakeBackend`]: in memory, no OS calls, with planted ping faults, for engine tests.
+//! - [`netns::NetnsBackend`]: real Linux namespaces, a bridge in a private switch namespace and
+//!   an [`agent`] as PID 1 of every machine. Needs root.
+//! - One error type per operation: [`BootError`], [`ShutdownError`], [`ExecError`], ...
+//!
+//! ```
+//! use std::time::Duration;
+//! use fleetcheck_fabric::{fake::FakeBackend, Backend, MachineSpec, NetworkSpec};
+//!
+//! let spec = NetworkSpec {
+//!     subnet: "172.16.2.0/24".parse().unwrap(),
+//!     machines: ["a", "b"]
+//!         .iter()
+//!         .enumerate()
+//!         .map(|(i, id)| MachineSpec {
+//!             id: id.to_string(),
+//!             ip: format!("172.16.2.{}", i + 1).parse().unwrap(),
+//!             memory_mb: 128,
+//!             kernel: "6.1".into(),
+//!             setup: vec![],
+//!         })
+//!         .collect(),
+//! };
+//! let net = FakeBackend::new().create(&spec).unwrap();
+//! assert!(net.boot(&["a", "b"]).iter().all(Result::is_ok));
+//! assert!(net.ping("a", "172.16.2.2".parse().unwrap(), Duration::from_secs(1)).unwrap());
+//! net.shutdown("b").unwrap();
+//! assert!(!net.ping("a", "172.16.2.2".parse().unwrap(), Duration::from_secs(1)).unwrap());
+//! net.teardown().unwrap();
+//! ```
+
+pub mod agent;
+mod backend;
+mod error;
+pub mod fake;
+pub mod netns;
+pub mod protocol;
+mod spec;
+
+pub use backend::{Backend, Network};
+pub use error::{
+    BootError, CreateError, ExecError, HostError, PingError, ShutdownError, SweepError,
+    TeardownError,
+};
+pub use spec::{
+    ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec, ParseSubnetError, SpecError,
+    Subnet,
+};

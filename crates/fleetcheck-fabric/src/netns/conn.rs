@@ -1,0 +1,142 @@
+//! Host side of one agent's channel: a reader thread demultiplexes answers to waiters by id.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::protocol::{encode, AgentMsg, HostMsg, Request, Response};
+
+/// Why a request got no answer.
+#[derive(Debug)]
+pub enum CallError {
+    /// The channel closed (the agent died or was killed).
+    Lost,
+    /// No answer in time.
+    Timeout,
+    /// Writing the request failed.
+    Send(io::Error),
+}
+
+#[derive(Default)]
+struct Pending {
+    waiters: HashMap<u64, Sender<Response>>,
+    closed: bool,
+}
+
+/// A live agent channel.
+pub struct AgentConn {
+    writer: Mutex<UnixStream>,
+    pending: Arc<Mutex<Pending>>,
+    next_id: AtomicU64,
+    reader: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl AgentConn {
+    /// Starts the reader thread; boot messages (`Ready`, `SetupFailed`) go to the returned
+    /// receiver, which disconnects when the channel closes.
+    pub fn start(stream: UnixStream, machine: &str) -> io::Result<(Arc<Self>, Receiver<AgentMsg>)> {
+        let read_half = stream.try_clone()?;
+        let pending: Arc<Mutex<Pending>> = Arc::default();
+        let (boot_tx, boot_rx) = mpsc::channel();
+        let p = pending.clone();
+        let reader = std::thread::Builder::new()
+            .name(format!("agent-{machine}"))
+            .spawn(move || read_loop(read_half, p, boot_tx))?;
+        Ok((
+            Arc::new(AgentConn {
+                writer: Mutex::new(stream),
+                pending,
+                next_id: AtomicU64::new(1),
+                reader: Mutex::new(Some(reader)),
+            }),
+            boot_rx,
+        ))
+    }
+
+    /// Sends a message without waiting for anything.
+    pub fn send(&self, msg: &HostMsg) -> io::Result<()> {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        w.write_all(&encode(msg))
+    }
+
+    /// Sends a request and waits for its answer for at most `wait`.
+    pub fn call(&self, request: Request, wait: Duration) -> Result<Response, CallError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if p.closed {
+                return Err(CallError::Lost);
+            }
+            p.waiters.insert(id, tx);
+        }
+        if let Err(e) = self.send(&HostMsg::Request { id, request }) {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .waiters
+                .remove(&id);
+            return Err(if e.kind() == io::ErrorKind::BrokenPipe {
+                CallError::Lost
+            } else {
+                CallError::Send(e)
+            });
+        }
+        match rx.recv_timeout(wait) {
+            Ok(r) => Ok(r),
+            Err(RecvTimeoutError::Disconnected) => Err(CallError::Lost),
+            Err(RecvTimeoutError::Timeout) => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .waiters
+                    .remove(&id);
+                Err(CallError::Timeout)
+            }
+        }
+    }
+
+    /// Joins the reader thread; call after the agent died.
+    pub fn join(&self) {
+        let _ = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .shutdown(std::net::Shutdown::Both);
+        if let Some(h) = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn read_loop(stream: UnixStream, pending: Arc<Mutex<Pending>>, boot_tx: Sender<AgentMsg>) {
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        let Ok(msg) = serde_json::from_str::<AgentMsg>(&line) else {
+            continue;
+        };
+        match msg {
+            AgentMsg::Response { id, response } => {
+                let waiter = pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .waiters
+                    .remove(&id);
+                if let Some(w) = waiter {
+                    let _ = w.send(response);
+                }
+            }
+            other => {
+                let _ = boot_tx.send(other);
+            }
+        }
+    }
+    let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+    p.closed = true;
+    p.waiters.clear();
+}

@@ -1,0 +1,205 @@
+//! The `netns` backend: every machine is a set of Linux namespaces with a cgroup, plugged into a
+//! bridge that lives in a private switch namespace. Needs root, nothing else.
+//!
+//! Per network `n<k>` of run `<run>`:
+//! - `/run/netns/fleetcheck-<run>-n<k>-sw`: the switch namespace with bridge `br0` and one port
+//!   `p<i>` per machine (down while the machine is off);
+//! - `/run/netns/fleetcheck-<run>-n<k>-m<i>[-<id>]`: machine `i`'s namespace with `lo` and `eth0`
+//!   (the port's veth peer) carrying the machine's address;
+//! - `<memory cgroup>/fleetcheck-<run>/n<k>-m<i>`: its memory limit;
+//! - `/run/fleetcheck/<run>/n<k>/m<i>.log`: agent and setup output.
+//!
+//! A boot clones the agent ([`crate::agent`]) as PID 1 of new pid, mount, uts and ipc namespaces,
+//! joined to the machine's network namespace and cgroup. A shutdown SIGKILLs it, which kills the
+//! whole pid namespace at once. Nothing is ever added to the host's own network namespace.
+
+mod cgroup;
+mod conn;
+mod netlink;
+mod network;
+mod ns;
+mod spawn;
+mod sweep;
+mod sys;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crate::backend::{Backend, Network};
+use crate::error::{CreateError, HostError};
+use crate::spec::NetworkSpec;
+
+pub use cgroup::Cgroups;
+pub use network::NetnsNetwork;
+pub use sweep::{sweep, SweepReport, RUN_ROOT};
+
+use network::NetShared;
+use sweep::RunDir;
+
+/// How to start the agent: `program args... --channel-fd 3`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl AgentCommand {
+    /// `$FLEETCHECK_AGENT`, else a `fleetcheck-agent` next to the current executable or in its
+    /// parent directory (test binaries live in `target/<profile>/deps`).
+    pub fn locate() -> Result<Self, HostError> {
+        if let Some(p) = std::env::var_os("FLEETCHECK_AGENT") {
+            return Ok(AgentCommand {
+                program: p.into(),
+                args: Vec::new(),
+            });
+        }
+        let mut searched = Vec::new();
+        if let Ok(exe) = std::env::current_exe() {
+            let mut dir = exe.parent();
+            for _ in 0..2 {
+                let Some(d) = dir else { break };
+                let candidate = d.join("fleetcheck-agent");
+                if candidate.is_file() {
+                    return Ok(AgentCommand {
+                        program: candidate,
+                        args: Vec::new(),
+                    });
+                }
+                searched.push(candidate);
+                dir = d.parent();
+            }
+        }
+        Err(HostError::AgentNotFound { searched })
+    }
+}
+
+/// Settings of the `netns` backend.
+#[derive(Clone, Debug)]
+pub struct NetnsConfig {
+    /// How to start the in-machine agent.
+    pub agent: AgentCommand,
+    /// How long a boot (agent start plus setup commands) may take.
+    pub boot_timeout: Duration,
+}
+
+impl NetnsConfig {
+    /// Defaults around a given agent command.
+    pub fn new(agent: AgentCommand) -> Self {
+        NetnsConfig {
+            agent,
+            boot_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Defaults with [`AgentCommand::locate`].
+    pub fn located() -> Result<Self, HostError> {
+        Ok(Self::new(AgentCommand::locate()?))
+    }
+}
+
+/// The `netns` backend; one instance is one run (see [`sweep`]).
+#[derive(Debug)]
+pub struct NetnsBackend {
+    config: NetnsConfig,
+    run: Arc<RunDir>,
+}
+
+impl NetnsBackend {
+    /// Checks the host (root, namespaces, memory cgroup), sweeps what dead runs left behind and
+    /// claims a new run id.
+    pub fn new(config: NetnsConfig) -> Result<Self, HostError> {
+        // SAFETY: geteuid cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if euid != 0 {
+            return Err(HostError::NotRoot { euid });
+        }
+        for (feature, path) in [
+            ("network namespaces", "/proc/self/ns/net"),
+            ("pid namespaces", "/proc/self/ns/pid"),
+            ("mount namespaces", "/proc/self/ns/mnt"),
+            ("uts namespaces", "/proc/self/ns/uts"),
+            ("ipc namespaces", "/proc/self/ns/ipc"),
+        ] {
+            if !std::path::Path::new(path).exists() {
+                return Err(HostError::MissingFeature {
+                    feature,
+                    path: path.into(),
+                });
+            }
+        }
+        let cgroups = Cgroups::detect()?;
+        sweep().map_err(HostError::Sweep)?;
+        let run = RunDir::create(std::path::Path::new(RUN_ROOT), cgroups)?;
+        Ok(NetnsBackend { config, run })
+    }
+
+    /// This backend's run id (all its resources are named `fleetcheck-<run id>-...`).
+    pub fn run_id(&self) -> &str {
+        &self.run.run
+    }
+
+    /// The memory cgroup hierarchy in use.
+    pub fn cgroups(&self) -> &Cgroups {
+        &self.run.cgroups
+    }
+
+    /// Like [`Backend::create`], returning the concrete network type.
+    pub fn create_netns(&self, spec: &NetworkSpec) -> Result<NetnsNetwork, CreateError> {
+        network::create(spec, &self.config, &self.run)
+    }
+}
+
+impl Backend for NetnsBackend {
+    fn name(&self) -> &'static str {
+        "netns"
+    }
+
+    fn create(&self, spec: &NetworkSpec) -> Result<Box<dyn Network>, CreateError> {
+        Ok(Box::new(self.create_netns(spec)?))
+    }
+}
+
+static NETWORKS: Mutex<Vec<Weak<NetShared>>> = Mutex::new(Vec::new());
+static RUNS: Mutex<Vec<Weak<RunDir>>> = Mutex::new(Vec::new());
+
+fn register_network(net: &Arc<NetShared>) {
+    let mut nets = NETWORKS.lock().unwrap_or_else(|e| e.into_inner());
+    nets.retain(|w| w.strong_count() > 0);
+    nets.push(Arc::downgrade(net));
+}
+
+fn unregister_network(net: &NetShared) {
+    let mut nets = NETWORKS.lock().unwrap_or_else(|e| e.into_inner());
+    nets.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), net));
+}
+
+fn register_run(run: &Arc<RunDir>) {
+    let mut runs = RUNS.lock().unwrap_or_else(|e| e.into_inner());
+    runs.retain(|w| w.strong_count() > 0);
+    runs.push(Arc::downgrade(run));
+}
+
+/// Tears down every live network of this process and removes its run directories: for a Ctrl-C
+/// handler, which should exit afterwards. Does not wait for locks held by running operations;
+/// those fail promptly once their agents are killed.
+pub fn cleanup_process_resources() {
+    let nets: Vec<Arc<NetShared>> = NETWORKS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for net in nets {
+        let _ = net.teardown();
+    }
+    let runs: Vec<Arc<RunDir>> = RUNS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for run in runs {
+        run.remove();
+    }
+}

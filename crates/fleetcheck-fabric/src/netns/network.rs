@@ -1,0 +1,643 @@
+//! A network of namespace machines: creation, boot, shutdown, exec, ping, teardown.
+
+use std::fs;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{mpsc::RecvTimeoutError, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::cgroup;
+use super::conn::{AgentConn, CallError};
+use super::netlink::Req;
+use super::ns::{self, Netns};
+use super::spawn::{spawn_agent, AgentFds};
+use super::sweep::RunDir;
+use super::sys;
+use super::NetnsConfig;
+use crate::backend::Network;
+use crate::error::{BootError, CreateError, ExecError, PingError, ShutdownError, TeardownError};
+use crate::protocol::{AgentMsg, HostMsg, Request, Response};
+use crate::spec::{ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec};
+
+static NEXT_NET: AtomicU64 = AtomicU64::new(0);
+
+/// Extra time the host waits for an agent's answer beyond the request's own timeout.
+const ANSWER_MARGIN: Duration = Duration::from_secs(5);
+
+struct Machine {
+    spec: MachineSpec,
+    netns: Netns,
+    /// Bridge port of this machine in the switch namespace.
+    port: String,
+    cgroup: PathBuf,
+    log: PathBuf,
+    state: Mutex<MachineState>,
+    /// Pid of the live agent (0: none), readable without the state lock for emergency cleanup.
+    agent_pid: AtomicI32,
+}
+
+struct MachineState {
+    status: MachineStatus,
+    booting: bool,
+    agent: Option<Arc<AgentConn>>,
+}
+
+/// Everything a network owns; shared with the process registry for Ctrl-C cleanup.
+pub struct NetShared {
+    spec: NetworkSpec,
+    config: NetnsConfig,
+    /// `n<k>`: unique within the run.
+    pub name: String,
+    switch: Mutex<Option<Netns>>,
+    machines: Vec<Machine>,
+    dir: PathBuf,
+    run: Arc<RunDir>,
+    torn_down: AtomicBool,
+}
+
+/// The public handle; dropping it tears the network down.
+pub struct NetnsNetwork {
+    shared: Arc<NetShared>,
+}
+
+fn ns_name(run: &str, net: &str, i: usize, id: &str) -> String {
+    let readable = id.len() <= 24
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if readable {
+        format!("fleetcheck-{run}-{net}-m{i}-{id}")
+    } else {
+        format!("fleetcheck-{run}-{net}-m{i}")
+    }
+}
+
+/// Builds the network. On failure everything created so far is removed.
+pub fn create(
+    spec: &NetworkSpec,
+    config: &NetnsConfig,
+    run: &Arc<RunDir>,
+) -> Result<NetnsNetwork, CreateError> {
+    spec.validate().map_err(CreateError::InvalidSpec)?;
+    let net = format!("n{}", NEXT_NET.fetch_add(1, Ordering::Relaxed));
+    let dir = run.path.join(&net);
+    fs::create_dir_all(&dir).map_err(|source| CreateError::Cgroup {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut names = vec![format!("fleetcheck-{}-{net}-sw", run.run)];
+    names.extend(
+        spec.machines
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ns_name(&run.run, &net, i, &m.id)),
+    );
+    let (mut made, failed) = ns::create_all(names);
+    if let Some((name, source)) = failed {
+        for n in &made {
+            let _ = ns::remove_named(&n.path);
+        }
+        let _ = fs::remove_dir_all(&dir);
+        return Err(CreateError::Namespace { name, source });
+    }
+    let machine_ns = made.split_off(1);
+    let switch = made.pop().expect("switch namespace was created first");
+    let mut machines = Vec::with_capacity(spec.machines.len());
+    for (i, (m, netns)) in spec.machines.iter().zip(machine_ns).enumerate() {
+        machines.push(Machine {
+            spec: m.clone(),
+            netns,
+            port: format!("p{i}"),
+            cgroup: run.cgroups.run_dir(&run.run).join(format!("{net}-m{i}")),
+            log: dir.join(format!("m{i}.log")),
+            state: Mutex::new(MachineState {
+                status: MachineStatus::Off,
+                booting: false,
+                agent: None,
+            }),
+            agent_pid: AtomicI32::new(0),
+        });
+    }
+    let shared = Arc::new(NetShared {
+        spec: spec.clone(),
+        config: config.clone(),
+        name: net,
+        switch: Mutex::new(Some(switch)),
+        machines,
+        dir,
+        run: run.clone(),
+        torn_down: AtomicBool::new(false),
+    });
+    super::register_network(&shared);
+    let network = NetnsNetwork { shared };
+    // If wiring fails, dropping `network` removes what exists.
+    network.shared.wire()?;
+    Ok(network)
+}
+
+fn netlink_err((what, source): (String, io::Error)) -> CreateError {
+    CreateError::Netlink { what, source }
+}
+
+impl NetShared {
+    /// Bridge, veth pairs, addresses, cgroups.
+    fn wire(&self) -> Result<(), CreateError> {
+        let mut guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
+        let switch = guard.as_mut().expect("switch exists until teardown");
+        let mut sw = switch.netlink.lock().unwrap_or_else(|e| e.into_inner());
+        sw.batch(vec![
+            Req::NewBridge { name: "br0".into() },
+            Req::SetUp {
+                name: "br0".into(),
+                up: true,
+            },
+            Req::SetUp {
+                name: "lo".into(),
+                up: true,
+            },
+        ])
+        .map_err(netlink_err)?;
+        let bridge = sw
+            .link_index("br0")
+            .map_err(|source| CreateError::Netlink {
+                what: "look up bridge br0".into(),
+                source,
+            })?;
+        // Ports stay down while their machine is off.
+        sw.batch(
+            self.machines
+                .iter()
+                .map(|m| Req::NewVeth {
+                    name: m.port.clone(),
+                    master: bridge,
+                    peer: "eth0".into(),
+                    peer_ns: m.netns.fd.as_raw_fd(),
+                })
+                .collect(),
+        )
+        .map_err(netlink_err)?;
+        drop(sw);
+        drop(guard);
+        for m in &self.machines {
+            let mut nl = m.netns.netlink.lock().unwrap_or_else(|e| e.into_inner());
+            let eth0 = nl
+                .link_index("eth0")
+                .map_err(|source| CreateError::Netlink {
+                    what: format!("look up eth0 of machine {}", m.spec.id),
+                    source,
+                })?;
+            nl.batch(vec![
+                Req::SetUp {
+                    name: "lo".into(),
+                    up: true,
+                },
+                Req::SetUp {
+                    name: "eth0".into(),
+                    up: true,
+                },
+                Req::AddAddr {
+                    index: eth0,
+                    addr: m.spec.ip,
+                    prefix: self.spec.subnet.prefix,
+                },
+            ])
+            .map_err(netlink_err)?;
+            let name = m
+                .cgroup
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("cgroup names are ascii");
+            self.run
+                .cgroups
+                .create_machine(&self.run.run, name, m.spec.memory_mb)
+                .map_err(|source| CreateError::Cgroup {
+                    path: m.cgroup.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn machine(&self, id: &str) -> Option<&Machine> {
+        self.machines.iter().find(|m| m.spec.id == id)
+    }
+
+    fn set_port(&self, m: &Machine, up: bool) -> io::Result<()> {
+        let mut guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
+        let switch = guard
+            .as_mut()
+            .ok_or_else(|| io::Error::other("network was torn down"))?;
+        let mut nl = switch.netlink.lock().unwrap_or_else(|e| e.into_inner());
+        nl.batch(vec![Req::SetUp {
+            name: m.port.clone(),
+            up,
+        }])
+        .map_err(|(_, e)| e)
+    }
+
+    /// Kills and reaps the agent of `m`, joins its reader.
+    fn stop_agent(&self, m: &Machine, conn: Option<Arc<AgentConn>>) -> io::Result<()> {
+        let pid = m.agent_pid.swap(0, Ordering::SeqCst);
+        let mut result = Ok(());
+        if pid > 0 {
+            result = sys::kill(pid, libc::SIGKILL);
+            let _ = sys::reap(pid);
+        }
+        if let Some(conn) = conn {
+            conn.join();
+        }
+        result
+    }
+
+    fn boot_one(&self, m: &Machine) -> Result<(), BootError> {
+        let machine = || m.spec.id.clone();
+        {
+            let mut st = m.state.lock().unwrap_or_else(|e| e.into_inner());
+            if !st.status.can_boot() || st.booting {
+                return Err(BootError::WrongStatus {
+                    machine: machine(),
+                    status: if st.booting {
+                        MachineStatus::Running
+                    } else {
+                        st.status
+                    },
+                });
+            }
+            st.booting = true;
+        }
+        let result = self.start_agent(m);
+        let mut st = m.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.booting = false;
+        match result {
+            Ok(conn) => {
+                st.status = MachineStatus::Running;
+                st.agent = Some(conn);
+                Ok(())
+            }
+            Err((err, conn)) => {
+                let _ = self.stop_agent(m, conn);
+                let _ = self.set_port(m, false);
+                Err(err)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn start_agent(
+        &self,
+        m: &Machine,
+    ) -> Result<Arc<AgentConn>, (BootError, Option<Arc<AgentConn>>)> {
+        let machine = || m.spec.id.clone();
+        let spawn_err = |source: io::Error| {
+            (
+                BootError::Spawn {
+                    machine: machine(),
+                    source,
+                },
+                None,
+            )
+        };
+        if self.torn_down.load(Ordering::SeqCst) {
+            return Err(spawn_err(io::Error::other("network was torn down")));
+        }
+        self.set_port(m, true).map_err(|source| {
+            (
+                BootError::Link {
+                    machine: machine(),
+                    source,
+                },
+                None,
+            )
+        })?;
+        let (host_end, agent_end) = UnixStream::pair().map_err(spawn_err)?;
+        let log: OwnedFd = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .map_err(spawn_err)?
+            .into();
+        let stdin =
+            sys::open(std::path::Path::new("/dev/null"), libc::O_RDONLY).map_err(spawn_err)?;
+        let procs = sys::open(&m.cgroup.join("cgroup.procs"), libc::O_WRONLY).map_err(spawn_err)?;
+        let agent_end: OwnedFd = agent_end.into();
+        let pid = spawn_agent(
+            &self.config.agent,
+            AgentFds {
+                netns: &m.netns.fd,
+                cgroup_procs: &procs,
+                stdin: &stdin,
+                log: &log,
+                channel: &agent_end,
+            },
+        )
+        .map_err(spawn_err)?;
+        m.agent_pid.store(pid, Ordering::SeqCst);
+        drop(agent_end);
+        let (conn, boot_rx) = match AgentConn::start(host_end, &m.spec.id) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = sys::kill(pid, libc::SIGKILL);
+                let _ = sys::reap(pid);
+                m.agent_pid.store(0, Ordering::SeqCst);
+                return Err(spawn_err(e));
+            }
+        };
+        let fail = |e: BootError| (e, Some(conn.clone()));
+        conn.send(&HostMsg::Init {
+            hostname: m.spec.id.clone(),
+            setup: m.spec.setup.clone(),
+            setup_timeout_ms: self.config.boot_timeout.as_millis() as u64,
+        })
+        .map_err(|source| {
+            fail(BootError::Spawn {
+                machine: machine(),
+                source,
+            })
+        })?;
+        match boot_rx.recv_timeout(self.config.boot_timeout) {
+            Ok(AgentMsg::Ready) => Ok(conn),
+            Ok(AgentMsg::SetupFailed {
+                command,
+                status,
+                stderr,
+            }) => Err(fail(BootError::SetupFailed {
+                machine: machine(),
+                command,
+                status,
+                stderr,
+            })),
+            Ok(other) => Err(fail(BootError::AgentLost {
+                machine: machine(),
+                detail: format!("unexpected message {other:?}"),
+            })),
+            Err(RecvTimeoutError::Timeout) => Err(fail(BootError::Timeout {
+                machine: machine(),
+                after: self.config.boot_timeout,
+            })),
+            Err(RecvTimeoutError::Disconnected) => Err(fail(BootError::AgentLost {
+                machine: machine(),
+                detail: last_lines(&fs::read_to_string(&m.log).unwrap_or_default(), 5),
+            })),
+        }
+    }
+
+    fn power_off(&self, id: &str) -> Result<(), ShutdownError> {
+        let m = self
+            .machine(id)
+            .ok_or_else(|| ShutdownError::UnknownMachine { machine: id.into() })?;
+        let mut st = m.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !st.status.can_shutdown() {
+            return Err(ShutdownError::WrongStatus {
+                machine: id.into(),
+                status: st.status,
+            });
+        }
+        let conn = st.agent.take();
+        st.status = MachineStatus::Off;
+        let killed = self.stop_agent(m, conn);
+        let link = self.set_port(m, false);
+        killed.map_err(|source| ShutdownError::Kill {
+            machine: id.into(),
+            source,
+        })?;
+        link.map_err(|source| ShutdownError::Link {
+            machine: id.into(),
+            source,
+        })
+    }
+
+    fn agent(&self, id: &str) -> Result<Arc<AgentConn>, Result<MachineStatus, ()>> {
+        let m = self.machine(id).ok_or(Err(()))?;
+        let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
+        match (&st.agent, st.status) {
+            (Some(conn), MachineStatus::Running) => Ok(conn.clone()),
+            (_, status) => Err(Ok(status)),
+        }
+    }
+
+    /// Removes everything; idempotent and callable from any thread (Ctrl-C cleanup).
+    pub fn teardown(&self) -> Result<(), TeardownError> {
+        if self.torn_down.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut failures: Vec<(String, io::Error)> = Vec::new();
+        for m in &self.machines {
+            // Do not wait for the state lock: a boot may hold it; killing the agent by pid
+            // makes that boot fail promptly.
+            let conn = m.state.try_lock().ok().and_then(|mut st| {
+                st.status = MachineStatus::Off;
+                st.agent.take()
+            });
+            if let Err(e) = self.stop_agent(m, conn) {
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    failures.push((format!("agent of machine {}", m.spec.id), e));
+                }
+            }
+        }
+        // Deleting namespaces deletes their links: far faster than deleting veths one by one.
+        if let Some(switch) = self.switch.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            if let Err(e) = ns::remove_named(&switch.path) {
+                failures.push((format!("namespace {}", switch.name), e));
+            }
+        }
+        for m in &self.machines {
+            if let Err(e) = ns::remove_named(&m.netns.path) {
+                failures.push((format!("namespace {}", m.netns.name), e));
+            }
+            if let Err(e) = cgroup::remove(&m.cgroup) {
+                failures.push((format!("cgroup {}", m.cgroup.display()), e));
+            }
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+        super::unregister_network(self);
+        let more = failures.len().saturating_sub(1);
+        match failures.into_iter().next() {
+            None => Ok(()),
+            Some((what, source)) => Err(TeardownError { what, more, source }),
+        }
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Network for NetnsNetwork {
+    fn spec(&self) -> &NetworkSpec {
+        &self.shared.spec
+    }
+
+    fn status(&self, id: &str) -> Option<MachineStatus> {
+        let m = self.shared.machine(id)?;
+        let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
+        Some(st.status)
+    }
+
+    fn boot(&self, ids: &[&str]) -> Vec<Result<(), BootError>> {
+        let shared = &self.shared;
+        std::thread::scope(|s| {
+            let handles: Vec<_> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    let dup = ids[..i].contains(id);
+                    s.spawn(move || {
+                        if dup {
+                            return Err(BootError::Duplicate {
+                                machine: (*id).into(),
+                            });
+                        }
+                        let m = shared
+                            .machine(id)
+                            .ok_or_else(|| BootError::UnknownMachine {
+                                machine: (*id).into(),
+                            })?;
+                        shared.boot_one(m)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("boot threads do not panic"))
+                .collect()
+        })
+    }
+
+    fn shutdown(&self, id: &str) -> Result<(), ShutdownError> {
+        self.shared.power_off(id)
+    }
+
+    fn crash(&self, id: &str) -> Result<(), ShutdownError> {
+        self.shared.power_off(id)
+    }
+
+    fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError> {
+        let machine = || id.to_string();
+        if req.argv.is_empty() {
+            return Err(ExecError::EmptyCommand { machine: machine() });
+        }
+        let conn = self.shared.agent(id).map_err(|e| match e {
+            Err(()) => ExecError::UnknownMachine { machine: machine() },
+            Ok(status) => ExecError::WrongStatus {
+                machine: machine(),
+                status,
+            },
+        })?;
+        let wait = req.timeout + ANSWER_MARGIN;
+        let request = Request::Exec {
+            argv: req.argv.clone(),
+            timeout_ms: req.timeout.as_millis() as u64,
+        };
+        match conn.call(request, wait) {
+            Ok(Response::Exec(out)) => Ok(out),
+            Ok(Response::SpawnFailed { message }) => Err(ExecError::Spawn {
+                machine: machine(),
+                program: req.argv[0].clone(),
+                message,
+            }),
+            Ok(other) => Err(ExecError::Spawn {
+                machine: machine(),
+                program: req.argv[0].clone(),
+                message: format!("{other:?}"),
+            }),
+            Err(CallError::Lost) => Err(ExecError::AgentLost { machine: machine() }),
+            Err(CallError::Timeout) => Err(ExecError::NoAnswer {
+                machine: machine(),
+                after: wait,
+            }),
+            Err(CallError::Send(source)) => Err(ExecError::Channel {
+                machine: machine(),
+                source,
+            }),
+        }
+    }
+
+    fn ping(&self, from: &str, to: Ipv4Addr, timeout: Duration) -> Result<bool, PingError> {
+        let machine = || from.to_string();
+        let conn = match self.shared.agent(from) {
+            Ok(conn) => conn,
+            Err(Err(())) => return Err(PingError::UnknownMachine { machine: machine() }),
+            // A machine that is off gets no reply.
+            Err(Ok(_)) => return Ok(false),
+        };
+        let wait = timeout + ANSWER_MARGIN;
+        let started = Instant::now();
+        let request = Request::Ping {
+            dst: to,
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        match conn.call(request, wait) {
+            Ok(Response::Ping(answered)) => Ok(answered),
+            Ok(other) => Err(PingError::Agent {
+                machine: machine(),
+                message: format!("{other:?}"),
+            }),
+            // The machine went down while pinging: it got no reply.
+            Err(CallError::Lost) if started.elapsed() <= wait => Ok(false),
+            Err(CallError::Lost) => Err(PingError::AgentLost { machine: machine() }),
+            Err(CallError::Timeout) => Err(PingError::NoAnswer {
+                machine: machine(),
+                after: wait,
+            }),
+            Err(CallError::Send(source)) => Err(PingError::Channel {
+                machine: machine(),
+                source,
+            }),
+        }
+    }
+
+    fn logs(&self, id: &str) -> String {
+        self.shared
+            .machine(id)
+            .and_then(|m| fs::read_to_string(&m.log).ok())
+            .unwrap_or_default()
+    }
+
+    fn teardown(self: Box<Self>) -> Result<(), TeardownError> {
+        self.shared.teardown()
+    }
+}
+
+impl NetnsNetwork {
+    /// Name of the network namespace of machine `id` (under /run/netns).
+    pub fn namespace_of(&self, id: &str) -> Option<&str> {
+        self.shared.machine(id).map(|m| m.netns.name.as_str())
+    }
+
+    /// The cgroup directory of machine `id`.
+    pub fn cgroup_of(&self, id: &str) -> Option<PathBuf> {
+        self.shared.machine(id).map(|m| m.cgroup.clone())
+    }
+
+    /// Host pid of the agent of machine `id`, while it runs.
+    pub fn agent_pid(&self, id: &str) -> Option<i32> {
+        let pid = self.shared.machine(id)?.agent_pid.load(Ordering::SeqCst);
+        (pid > 0).then_some(pid)
+    }
+
+    /// The run id this network belongs to.
+    pub fn run_id(&self) -> &str {
+        &self.shared.run.run
+    }
+}
+
+impl std::fmt::Debug for NetnsNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetnsNetwork")
+            .field("run", &self.shared.run.run)
+            .field("name", &self.shared.name)
+            .field("machines", &self.shared.machines.len())
+            .finish()
+    }
+}
+
+impl Drop for NetnsNetwork {
+    fn drop(&mut self) {
+        let _ = self.shared.teardown();
+    }
+}

@@ -1,0 +1,254 @@
+//! Run directories and the start-up sweep.
+//!
+//! Every backend instance is a *run* with a random id. Before creating anything it publishes
+//! `/run/fleetcheck/<run>/owner` ("<pid> <start time>", written to a temporary directory that is
+//! then renamed, so an owner file is never missing). Every resource of the run carries the id:
+//! namespaces `/run/netns/fleetcheck-<run>-*`, cgroups `<hierarchy>/fleetcheck-<run>/`, logs in
+//! the run directory. [`sweep`] removes every run whose owner is dead (pid gone, or reused by a
+//! process with another start time), and nothing else.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::cgroup::{self, Cgroups};
+use super::ns::{remove_named, NETNS_DIR};
+use super::sys;
+use crate::error::{HostError, SweepError};
+
+/// Where run directories live.
+pub const RUN_ROOT: &str = "/run/fleetcheck";
+
+/// What [`sweep`] removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Dead runs found (and removed).
+    pub runs: Vec<String>,
+    pub processes: usize,
+    pub namespaces: usize,
+    pub cgroups: usize,
+}
+
+/// This process's claim on a run id; removing the directory and cgroup parent on drop.
+#[derive(Debug)]
+pub struct RunDir {
+    pub run: String,
+    pub path: PathBuf,
+    pub cgroups: Cgroups,
+}
+
+impl RunDir {
+    /// Claims a fresh run id under `root`.
+    pub fn create(root: &Path, cgroups: Cgroups) -> Result<Arc<Self>, HostError> {
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| HostError::RunDir { path, source }
+        };
+        fs::create_dir_all(root).map_err(err(root))?;
+        let pid = std::process::id() as i32;
+        let start = sys::start_time(pid).unwrap_or(0);
+        loop {
+            let run = sys::random_hex(4);
+            let tmp = root.join(format!(".{run}.tmp"));
+            let path = root.join(&run);
+            if path.exists() {
+                continue;
+            }
+            fs::create_dir(&tmp).map_err(err(&tmp))?;
+            fs::write(tmp.join("owner"), format!("{pid} {start}\n")).map_err(err(&tmp))?;
+            match fs::rename(&tmp, &path) {
+                Ok(()) => {
+                    let dir = Arc::new(RunDir { run, path, cgroups });
+                    super::register_run(&dir);
+                    return Ok(dir);
+                }
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&tmp);
+                    if path.exists() {
+                        continue;
+                    }
+                    return Err(err(&path)(e));
+                }
+            }
+        }
+    }
+
+    /// Removes the run's cgroup parent and directory (idempotent).
+    pub fn remove(&self) {
+        let _ = cgroup::remove(&self.cgroups.run_dir(&self.run));
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+fn owner_alive(dir: &Path) -> bool {
+    let Ok(owner) = fs::read_to_string(dir.join("owner")) else {
+        return false;
+    };
+    let mut parts = owner.split_whitespace();
+    let (Some(Ok(pid)), Some(Ok(start))) = (
+        parts.next().map(str::parse::<i32>),
+        parts.next().map(str::parse::<u64>),
+    ) else {
+        return false;
+    };
+    sys::start_time(pid) == Some(start)
+}
+
+fn hierarchies() -> Vec<PathBuf> {
+    [
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/unified",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .filter(|p| p.is_dir())
+    .collect()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Run ids that have some resource on this host.
+fn known_runs() -> Vec<String> {
+    let mut runs = std::collections::BTreeSet::new();
+    for name in entries(Path::new(RUN_ROOT)) {
+        if !name.starts_with('.') {
+            runs.insert(name);
+        }
+    }
+    for name in entries(Path::new(NETNS_DIR)) {
+        if let Some(rest) = name.strip_prefix("fleetcheck-") {
+            if let Some((run, _)) = rest.split_once('-') {
+                runs.insert(run.to_string());
+            }
+        }
+    }
+    for h in hierarchies() {
+        for name in entries(&h) {
+            if let Some(run) = name.strip_prefix("fleetcheck-") {
+                runs.insert(run.to_string());
+            }
+        }
+    }
+    runs.into_iter().collect()
+}
+
+/// Waits (event-driven, via pidfd) until `pid` has exited, at most until `deadline`.
+fn wait_gone(pid: i32, deadline: Instant) {
+    // SAFETY: plain syscall; the returned fd is closed below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd < 0 {
+        return;
+    }
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis() as i32;
+    // SAFETY: one valid pollfd; then closing the fd we opened.
+    unsafe {
+        libc::poll(&mut pfd, 1, left);
+        libc::close(fd);
+    }
+}
+
+/// Removes everything of run `run` (which must be dead or torn down).
+fn remove_run(run: &str, report: &mut SweepReport) -> Result<(), SweepError> {
+    let fail = |what: String| {
+        let run = run.to_string();
+        move |source| SweepError { run, what, source }
+    };
+    let cg_dirs: Vec<PathBuf> = hierarchies()
+        .into_iter()
+        .map(|h| h.join(format!("fleetcheck-{run}")))
+        .filter(|p| p.is_dir())
+        .collect();
+    // 1. Processes: every agent and its descendants sit in a machine cgroup.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for dir in &cg_dirs {
+        for m in entries(dir) {
+            let mdir = dir.join(&m);
+            if !mdir.is_dir() {
+                continue;
+            }
+            for pid in cgroup::pids(&mdir) {
+                if sys::kill(pid, libc::SIGKILL).is_ok() {
+                    report.processes += 1;
+                }
+                wait_gone(pid, deadline);
+            }
+        }
+    }
+    // 2. Namespaces.
+    let prefix = format!("fleetcheck-{run}-");
+    for name in entries(Path::new(NETNS_DIR)) {
+        if name.starts_with(&prefix) {
+            let path = Path::new(NETNS_DIR).join(&name);
+            remove_named(&path).map_err(fail(format!("namespace {name}")))?;
+            report.namespaces += 1;
+        }
+    }
+    // 3. Cgroups, leaves first.
+    for dir in &cg_dirs {
+        for m in entries(dir) {
+            let mdir = dir.join(&m);
+            if mdir.is_dir() {
+                cgroup::remove(&mdir).map_err(fail(format!("cgroup {}", mdir.display())))?;
+                report.cgroups += 1;
+            }
+        }
+        cgroup::remove(dir).map_err(fail(format!("cgroup {}", dir.display())))?;
+        report.cgroups += 1;
+    }
+    // 4. The run directory.
+    let rdir = Path::new(RUN_ROOT).join(run);
+    match fs::remove_dir_all(&rdir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(fail(format!("directory {}", rdir.display()))(e))
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Removes every resource of every run whose owner process is dead. Never touches live runs
+/// or anything not named `fleetcheck-<run>`.
+pub fn sweep() -> Result<SweepReport, SweepError> {
+    let mut report = SweepReport::default();
+    let mut first_err = None;
+    for run in known_runs() {
+        if run.is_empty() || run.contains(['/', '.']) {
+            continue;
+        }
+        if owner_alive(&Path::new(RUN_ROOT).join(&run)) {
+            continue;
+        }
+        report.runs.push(run.clone());
+        if let Err(e) = remove_run(&run, &mut report) {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}

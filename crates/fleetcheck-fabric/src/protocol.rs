@@ -1,0 +1,71 @@
+//! The agent protocol: newline-delimited JSON over an inherited socketpair.
+//!
+//! The host sends [`HostMsg::Init`] once, the agent answers [`AgentMsg::Ready`] or
+//! [`AgentMsg::SetupFailed`]; after `Ready` the host sends [`HostMsg::Request`]s, each with an id
+//! unique per boot, and the agent answers each with one [`AgentMsg::Response`] carrying that id,
+//! in any order (requests are served concurrently). When the host's end closes, the agent exits.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::ExecOutput;
+
+/// Host to agent.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum HostMsg {
+    /// First message: become this machine, run these setup commands, report.
+    Init {
+        hostname: String,
+        setup: Vec<String>,
+        setup_timeout_ms: u64,
+    },
+    /// A request to answer with a [`AgentMsg::Response`] of the same id.
+    Request { id: u64, request: Request },
+}
+
+/// Requests an agent serves.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum Request {
+    /// Run argv, kill its process group after the timeout.
+    Exec { argv: Vec<String>, timeout_ms: u64 },
+    /// Send ICMP echo requests to `dst` until a reply arrives or the timeout passes.
+    Ping { dst: Ipv4Addr, timeout_ms: u64 },
+}
+
+/// Agent to host.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum AgentMsg {
+    /// Setup done, serving requests.
+    Ready,
+    /// A setup command failed; the agent exits after sending this.
+    SetupFailed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    /// The answer to request `id`.
+    Response { id: u64, response: Response },
+}
+
+/// Answers to [`Request`]s.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum Response {
+    Exec(ExecOutput),
+    Ping(bool),
+    /// The program could not be started (not found, not executable, ...).
+    SpawnFailed {
+        message: String,
+    },
+    /// Anything else that went wrong inside the agent.
+    Error {
+        message: String,
+    },
+}
+
+/// Encodes one message as a line.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut line = serde_json::to_vec(msg).expect("protocol messages always serialize");
+    line.push(b'\n');
+    line
+}

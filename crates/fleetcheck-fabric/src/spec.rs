@@ -1,0 +1,334 @@
+//! Plain data describing networks, machines and commands: what a backend is asked to build and run.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A whole network: one IPv4 subnet on one switch, and the machines plugged into it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NetworkSpec {
+    /// The subnet every machine address lies in.
+    pub subnet: Subnet,
+    /// The machines, in a fixed order; ids are unique.
+    pub machines: Vec<MachineSpec>,
+}
+
+impl NetworkSpec {
+    /// The spec of machine `id`, if the network has one.
+    pub fn machine(&self, id: &str) -> Option<&MachineSpec> {
+        self.machines.iter().find(|m| m.id == id)
+    }
+
+    /// Checks what every backend relies on: unique ids and addresses, addresses inside the
+    /// subnet that are neither its network nor its broadcast address.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let mut ids = std::collections::BTreeSet::new();
+        let mut ips = std::collections::BTreeSet::new();
+        if self.subnet.prefix > 30 {
+            return Err(SpecError::SubnetTooSmall {
+                subnet: self.subnet,
+            });
+        }
+        for m in &self.machines {
+            if m.id.is_empty() || m.id.len() > 64 || m.id.contains(['/', '\0']) {
+                return Err(SpecError::BadId { id: m.id.clone() });
+            }
+            if !ids.insert(m.id.as_str()) {
+                return Err(SpecError::DuplicateId { id: m.id.clone() });
+            }
+            if !ips.insert(m.ip) {
+                return Err(SpecError::DuplicateIp { ip: m.ip });
+            }
+            let network = self.subnet.network();
+            if !self.subnet.contains(m.ip) || m.ip == network || m.ip == self.subnet.broadcast() {
+                return Err(SpecError::IpOutsideSubnet {
+                    machine: m.id.clone(),
+                    ip: m.ip,
+                    subnet: self.subnet,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a [`NetworkSpec`] cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("machine id `{id}` is empty, longer than 64 bytes or contains `/`")]
+    BadId { id: String },
+    #[error("machine id `{id}` is used twice")]
+    DuplicateId { id: String },
+    #[error("address {ip} is used twice")]
+    DuplicateIp { ip: Ipv4Addr },
+    #[error("address {ip} of machine {machine} is not a host address of {subnet}")]
+    IpOutsideSubnet {
+        machine: String,
+        ip: Ipv4Addr,
+        subnet: Subnet,
+    },
+    #[error("subnet {subnet} has no room for hosts")]
+    SubnetTooSmall { subnet: Subnet },
+}
+
+/// An IPv4 subnet such as `172.16.2.0/24`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Subnet {
+    /// Any address in the subnet; usually its network address.
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0..=32.
+    pub prefix: u8,
+}
+
+impl Subnet {
+    fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix.min(32)))
+        }
+    }
+
+    /// The network address (host bits zero).
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+
+    /// The broadcast address (host bits one).
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+
+    /// Whether `ip` lies in this subnet.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
+    }
+
+    /// How many usable host addresses the subnet has (without network and broadcast address;
+    /// /31 and /32 count their 2 and 1 addresses).
+    pub fn host_count(&self) -> u64 {
+        let size = 1u64 << (32 - u32::from(self.prefix.min(32)));
+        if size <= 2 {
+            size
+        } else {
+            size - 2
+        }
+    }
+
+    /// The `n`th host address (0-based), if the subnet has that many.
+    pub fn host(&self, n: u64) -> Option<Ipv4Addr> {
+        if n >= self.host_count() {
+            return None;
+        }
+        let offset = if self.host_count() > 2 { n + 1 } else { n };
+        Some(Ipv4Addr::from(u32::from(self.network()) + offset as u32))
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Why a string is not a subnet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{input}` is not a subnet like 172.16.2.0/24")]
+pub struct ParseSubnetError {
+    pub input: String,
+}
+
+impl FromStr for Subnet {
+    type Err = ParseSubnetError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseSubnetError {
+            input: s.to_owned(),
+        };
+        let (addr, prefix) = s.split_once('/').ok_or_else(err)?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| err())?;
+        let prefix: u8 = prefix.parse().map_err(|_| err())?;
+        if prefix > 32 {
+            return Err(err());
+        }
+        Ok(Subnet { addr, prefix })
+    }
+}
+
+/// One machine of a network.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MachineSpec {
+    /// Unique name within the network; also the machine's hostname.
+    pub id: String,
+    /// Its address on the network's switch.
+    pub ip: Ipv4Addr,
+    /// Memory limit in MiB (a cgroup limit on `netns`, guest memory on VM backends).
+    pub memory_mb: u32,
+    /// Kernel version; `netns` machines share the host kernel and ignore it.
+    pub kernel: String,
+    /// Shell commands run (`sh -c`) one by one at every boot before the machine counts as ready.
+    pub setup: Vec<String>,
+}
+
+/// Power state of a machine.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MachineStatus {
+    /// No processes, link down.
+    Off,
+    /// Agent ready, link up.
+    Running,
+}
+
+impl MachineStatus {
+    /// Whether [`crate::Network::boot`] accepts a machine in this state.
+    pub fn can_boot(self) -> bool {
+        self == MachineStatus::Off
+    }
+
+    /// Whether [`crate::Network::shutdown`] and [`crate::Network::crash`] accept it.
+    pub fn can_shutdown(self) -> bool {
+        self == MachineStatus::Running
+    }
+}
+
+impl fmt::Display for MachineStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MachineStatus::Off => "off",
+            MachineStatus::Running => "running",
+        })
+    }
+}
+
+/// A command to run inside a machine.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// Program and arguments; the program is looked up in `PATH`.
+    pub argv: Vec<String>,
+    /// After this long the command's process group is killed and the output has `timed_out`.
+    pub timeout: Duration,
+}
+
+impl ExecRequest {
+    /// The default timeout of [`ExecRequest::shell`].
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// `sh -c <cmd>` with [`ExecRequest::DEFAULT_TIMEOUT`].
+    pub fn shell(cmd: impl Into<String>) -> Self {
+        ExecRequest {
+            argv: vec!["sh".into(), "-c".into(), cmd.into()],
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The same request with another timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// What a command did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit code; `None` if killed by a signal.
+    pub status: Option<i32>,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Whether it was killed because it ran past its timeout.
+    pub timed_out: bool,
+}
+
+impl ExecOutput {
+    /// Exit code 0 and not timed out.
+    pub fn success(&self) -> bool {
+        self.status == Some(0) && !self.timed_out
+    }
+
+    /// stdout as (lossy) UTF-8.
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// stderr as (lossy) UTF-8.
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// "exit code 3", "signal 9", "timeout": for error messages.
+    pub fn describe_status(&self) -> String {
+        if self.timed_out {
+            "timeout".into()
+        } else if let Some(code) = self.status {
+            format!("exit code {code}")
+        } else if let Some(sig) = self.signal {
+            format!("signal {sig}")
+        } else {
+            "unknown status".into()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnet_parses_displays_and_counts() {
+        let s: Subnet = "172.16.2.0/24".parse().unwrap();
+        assert_eq!(s.to_string(), "172.16.2.0/24");
+        assert!(s.contains("172.16.2.77".parse().unwrap()));
+        assert!(!s.contains("172.16.3.1".parse().unwrap()));
+        assert_eq!(s.host_count(), 254);
+        assert_eq!(s.host(0), Some("172.16.2.1".parse().unwrap()));
+        assert_eq!(s.host(254), None);
+        assert!("172.16.2.0".parse::<Subnet>().is_err());
+        assert!("172.16.2.0/33".parse::<Subnet>().is_err());
+        let all: Subnet = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn validate_rejects_duplicates_and_outsiders() {
+        let m = |id: &str, ip: &str| MachineSpec {
+            id: id.into(),
+            ip: ip.parse().unwrap(),
+            memory_mb: 64,
+            kernel: String::new(),
+            setup: vec![],
+        };
+        let mut spec = NetworkSpec {
+            subnet: "10.0.0.0/24".parse().unwrap(),
+            machines: vec![m("a", "10.0.0.1"), m("b", "10.0.0.2")],
+        };
+        assert_eq!(spec.validate(), Ok(()));
+        spec.machines.push(m("a", "10.0.0.3"));
+        assert!(matches!(
+            spec.validate(),
+            Err(SpecError::DuplicateId { .. })
+        ));
+        spec.machines[2] = m("c", "10.0.1.3");
+        assert!(matches!(
+            spec.validate(),
+            Err(SpecError::IpOutsideSubnet { .. })
+        ));
+        spec.machines[2] = m("c", "10.0.0.255");
+        assert!(matches!(
+            spec.validate(),
+            Err(SpecError::IpOutsideSubnet { .. })
+        ));
+    }
+
+    #[test]
+    fn status_questions() {
+        assert!(MachineStatus::Off.can_boot());
+        assert!(!MachineStatus::Off.can_shutdown());
+        assert!(MachineStatus::Running.can_shutdown());
+        assert!(!MachineStatus::Running.can_boot());
+    }
+}
