@@ -115,10 +115,15 @@ impl<M: Model> ReplayFile<M> {
         serde_json::from_value(value).map_err(ReplayError::Malformed)
     }
 
-    /// Reads only the scenario name of a replay file, to pick the model before parsing it.
+    /// Reads only the scenario name of a replay file (checking its format), to pick the model
+    /// before parsing the rest.
     pub fn scenario_of(text: &str) -> Result<String, ReplayError> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(ReplayError::Malformed)?;
+        let format = value.get("format").and_then(|f| f.as_str()).unwrap_or("");
+        if format != REPLAY_FORMAT {
+            return Err(ReplayError::WrongFormat(format.to_string()));
+        }
         Ok(value
             .get("scenario")
             .and_then(|f| f.as_str())

@@ -76,7 +76,13 @@ impl Stats {
         for (group, values) in &self.groups {
             let total: u64 = values.values().sum();
             let mut rows: Vec<(&String, &u64)> = values.iter().collect();
-            rows.sort_by(|a, b| b.1.cmp(a.1).then_with(|| natural_cmp(a.0, b.0)));
+            // Numeric values (sizes, counts, ranges like "96-127") read best in order;
+            // names read best by frequency.
+            if rows.iter().all(|(v, _)| leading_number(v).is_some()) {
+                rows.sort_by(|a, b| natural_cmp(a.0, b.0));
+            } else {
+                rows.sort_by(|a, b| b.1.cmp(a.1).then_with(|| natural_cmp(a.0, b.0)));
+            }
             let width = rows.iter().map(|(v, _)| v.len()).max().unwrap_or(0).max(5);
             let _ = writeln!(out, "{group} ({total}):");
             for (value, n) in rows {
@@ -94,10 +100,21 @@ impl fmt::Display for Stats {
     }
 }
 
-/// Orders "2" before "10" when both are numbers.
+/// The number a value starts with ("96-127" gives 96).
+fn leading_number(v: &str) -> Option<f64> {
+    let end = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    v[..end].parse().ok()
+}
+
+/// Orders "2" before "10" when both start with numbers.
 fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    match (a.parse::<f64>(), b.parse::<f64>()) {
-        (Ok(x), Ok(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+    match (leading_number(a), leading_number(b)) {
+        (Some(x), Some(y)) => x
+            .partial_cmp(&y)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.cmp(b)),
         _ => a.cmp(b),
     }
 }

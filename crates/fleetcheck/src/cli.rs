@@ -1,0 +1,115 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::exit;
+
+/// Property-based, model-based testing of whole networks of real machines.
+#[derive(Debug, Parser)]
+#[command(name = "fleetcheck", version, after_help = exit::HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate networks and command sequences, run them, shrink any failure.
+    Run(RunArgs),
+    /// Run the case in a replay file again, exactly.
+    Replay(ReplayArgs),
+    /// Check that this host can run a backend; one line per check.
+    Doctor(DoctorArgs),
+    /// Remove what killed runs left behind (also done at the start of every run).
+    Sweep,
+    /// List the built-in scenarios and backends.
+    List,
+    /// The in-machine agent (started by the netns backend as PID 1 of a machine).
+    #[command(hide = true)]
+    Agent {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Backend that builds the machines: `netns` (Linux namespaces) or `fake` (in memory).
+    #[arg(long, default_value = "netns", value_name = "NAME")]
+    pub backend: String,
+    /// More output: -v prints each case, -vv also each shrink candidate.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print one JSON object as the last line of stdout (the text report goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The scenario to run (see `fleetcheck list`).
+    pub scenario: String,
+    /// Successful cases needed for the property to pass.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub tests: u32,
+    /// Shortest command sequence.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub min_size: usize,
+    /// Longest command sequence (sizes grow towards it over the run).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub max_size: usize,
+    /// Seed of the run (random if not given; printed either way).
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Cases run at once, each on its own network [default: 2 per CPU].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Scenario configuration file (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where to write the replay file of a counterexample
+    /// [default: fleetcheck-reports/<scenario>-<seed>.replay.json].
+    #[arg(long, value_name = "FILE")]
+    pub replay_file: Option<PathBuf>,
+    /// Most candidate runs the shrinker may spend.
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    pub shrink_runs: u32,
+    /// Most seconds the shrinker may spend.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub shrink_time: u64,
+    /// Runs per shrink candidate; a candidate counts as failing if --shrink-require of them fail.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub shrink_attempts: u32,
+    /// Failures among --shrink-attempts runs needed to accept a shrink candidate.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub shrink_require: u32,
+    /// Extra runs of the minimal case, to tell how often it reproduces.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub reproduce: u32,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// A replay file written by `fleetcheck run`.
+    pub file: PathBuf,
+    /// Backend to replay on [default: the one the case was found on].
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
+    /// More output.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Backend to check.
+    #[arg(long, default_value = "netns", value_name = "NAME")]
+    pub backend: String,
+}

@@ -1,0 +1,62 @@
+//! Exit codes, documented in one place (also in README and `fleetcheck --help`).
+
+use std::fmt;
+
+/// The property held (or a replayed case passed, or `doctor` found nothing missing).
+pub const PASSED: u8 = 0;
+/// A counterexample was found (or a replayed case failed again).
+pub const FAILED: u8 = 1;
+/// Bad usage or input: unknown option, scenario or backend, malformed or impossible config.
+pub const USAGE: u8 = 2;
+/// This host cannot run it: not root, a missing kernel feature or tool.
+pub const HOST: u8 = 3;
+/// The infrastructure broke during the run (not a counterexample).
+pub const ABORTED: u8 = 4;
+/// Too many generated commands were discarded by preconditions.
+pub const GAVE_UP: u8 = 5;
+/// Interrupted by Ctrl-C (everything created was removed).
+pub const INTERRUPTED: u8 = 130;
+
+/// The text of `--help`'s exit code section.
+pub const HELP: &str = "\
+Exit codes:
+  0  property held (replay: the case passed; doctor: host is ready)
+  1  counterexample found (replay: the case failed again)
+  2  usage or input error (bad option, scenario, backend or configuration)
+  3  this host cannot run it (not root, missing kernel feature or tool)
+  4  aborted: the infrastructure broke (not a counterexample)
+  5  gave up: too many commands discarded by preconditions
+  130 interrupted (Ctrl-C); everything created was removed";
+
+/// An error that ends the program with a given exit code.
+#[derive(Debug)]
+pub struct Fail {
+    /// The exit code.
+    pub code: u8,
+    /// What went wrong, with its causes.
+    pub error: anyhow::Error,
+}
+
+impl Fail {
+    /// A usage or input error.
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: USAGE,
+            error: error.into(),
+        }
+    }
+
+    /// The host cannot run this.
+    pub fn host(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: HOST,
+            error: error.into(),
+        }
+    }
+}
+
+impl fmt::Display for Fail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}

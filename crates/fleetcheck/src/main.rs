@@ -1,0 +1,104 @@
+//! The `fleetcheck` command line. Thin: parsing, dispatch, exit codes; the work is in the
+//! engine, fabric and scenario libraries.
+
+mod backends;
+mod cli;
+mod doctor;
+mod exit;
+mod progress;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::exit::Fail;
+
+fn main() -> ExitCode {
+    // The agent must not parse fleetcheck's options or install handlers: hand over at once.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("agent") {
+        return fleetcheck_fabric::agent::main(argv[2..].to_vec());
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::from(
+                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                        exit::USAGE
+                    } else {
+                        exit::PASSED
+                    },
+                );
+            }
+            // One sentence: clap's first line, without its usage block.
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("invalid usage");
+            eprintln!(
+                "fleetcheck: {} (see fleetcheck --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    install_interrupt_handler();
+    match dispatch(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(fail) => {
+            eprintln!("fleetcheck: {fail}");
+            ExitCode::from(fail.code)
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> Result<u8, Fail> {
+    match &cli.command {
+        Command::Run(args) => run::run_command(args),
+        Command::Replay(args) => run::replay_command(args),
+        Command::Doctor(args) => doctor::doctor_command(args),
+        Command::Sweep => {
+            let report = fleetcheck_fabric::netns::sweep().map_err(Fail::host)?;
+            println!(
+                "removed {} dead run(s): {} process(es), {} namespace(s), {} cgroup(s)",
+                report.runs.len(),
+                report.processes,
+                report.namespaces,
+                report.cgroups
+            );
+            Ok(exit::PASSED)
+        }
+        Command::List => {
+            println!("scenarios:");
+            for s in fleetcheck_scenarios::SCENARIOS {
+                println!("  {s}");
+            }
+            println!("backends:");
+            for (name, what) in backends::BACKENDS {
+                println!("  {name:<6} {what}");
+            }
+            Ok(exit::PASSED)
+        }
+        Command::Agent { .. } => unreachable!("the agent is dispatched before parsing"),
+    }
+}
+
+/// Ctrl-C: remove every namespace, cgroup and process this run created, then exit.
+fn install_interrupt_handler() {
+    let result = ctrlc::set_handler(|| {
+        eprintln!("\nfleetcheck: interrupted; removing what this run created");
+        fleetcheck_fabric::netns::cleanup_process_resources();
+        std::process::exit(i32::from(exit::INTERRUPTED));
+    });
+    if let Err(e) = result {
+        eprintln!("fleetcheck: warning: cannot handle Ctrl-C ({e}); an interrupted run leaves resources for the next run's sweep");
+    }
+}

@@ -1,0 +1,380 @@
+//! `fleetcheck run` and `fleetcheck replay`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use fleetcheck_engine::{
+    describe_failure, describe_trace, execute, run, Config, Model, Outcome, ReplayFile, Report,
+    ShrinkConfig, System, Verdict,
+};
+use fleetcheck_scenarios::config::ScenarioConfig;
+use fleetcheck_scenarios::ping::{PingModel, PingSystem};
+use fleetcheck_scenarios::SCENARIOS;
+use serde_json::{json, Value};
+
+use crate::backends;
+use crate::cli::{ReplayArgs, RunArgs};
+use crate::exit::{self, Fail};
+use crate::progress::Progress;
+
+/// Where people read the text report: stdout, or stderr when stdout carries JSON.
+fn emit(json: bool, text: &str) {
+    if json {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<ScenarioConfig, Fail> {
+    match path {
+        Some(p) => ScenarioConfig::from_file(p).map_err(Fail::usage),
+        None => Ok(ScenarioConfig::default()),
+    }
+}
+
+fn check_scenario(name: &str) -> Result<(), Fail> {
+    if SCENARIOS.contains(&name) {
+        Ok(())
+    } else {
+        Err(Fail::usage(anyhow!(
+            "unknown scenario `{name}`: choose one of {}",
+            SCENARIOS.join(", ")
+        )))
+    }
+}
+
+fn check_run_args(args: &RunArgs) -> Result<(), Fail> {
+    let bad = |m: String| Err(Fail::usage(anyhow!(m)));
+    if args.tests == 0 {
+        return bad("--tests must be at least 1".into());
+    }
+    if args.min_size > args.max_size {
+        return bad(format!(
+            "--min-size ({}) is greater than --max-size ({})",
+            args.min_size, args.max_size
+        ));
+    }
+    if args.max_size > 10_000 {
+        return bad(format!("--max-size {} is more than 10000", args.max_size));
+    }
+    if args.workers == Some(0) {
+        return bad("--workers must be at least 1".into());
+    }
+    if args.shrink_require == 0 || args.shrink_require > args.shrink_attempts {
+        return bad(format!(
+            "--shrink-require ({}) must be between 1 and --shrink-attempts ({})",
+            args.shrink_require, args.shrink_attempts
+        ));
+    }
+    Ok(())
+}
+
+/// Two workers per CPU: a case spends most of its time waiting (boots, ping timeouts).
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
+}
+
+/// `fleetcheck run SCENARIO`.
+pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
+    check_scenario(&args.scenario)?;
+    check_run_args(args)?;
+    let scenario_config = load_config(args.config.as_deref())?;
+    let backend = backends::make(&args.common.backend)?;
+    let config = Config {
+        tests: args.tests,
+        min_size: args.min_size,
+        max_size: args.max_size,
+        seed: args.seed,
+        workers: args.workers.unwrap_or_else(default_workers),
+        shrink: ShrinkConfig {
+            max_runs: args.shrink_runs,
+            max_time: Duration::from_secs(args.shrink_time),
+            attempts: args.shrink_attempts,
+            required: args.shrink_require,
+        },
+        reproduce_runs: args.reproduce,
+        ..Config::default()
+    };
+    let model = PingModel::new(scenario_config.clone());
+    let system = PingSystem::new(backend.clone(), &scenario_config);
+    let json = args.common.json;
+    emit(
+        json,
+        &format!(
+            "fleetcheck: running {} on {} with {} workers, {} cases of {}..={} commands\n",
+            args.scenario,
+            backend.name(),
+            config.workers,
+            config.tests,
+            config.min_size,
+            config.max_size
+        ),
+    );
+    let progress = Progress::new(args.common.verbose);
+    let report = run(&model, &system, &config, &progress);
+    progress.finish();
+    let context = json!({
+        "backend": backend.name(),
+        "config": scenario_config,
+    });
+    finish_run(&model, args, &report, context)
+}
+
+/// The command line that runs the same cases again.
+fn rerun_line(args: &RunArgs, seed: u64) -> String {
+    let mut line = format!(
+        "fleetcheck run {} --seed {seed} --tests {} --min-size {} --max-size {} --backend {}",
+        args.scenario, args.tests, args.min_size, args.max_size, args.common.backend
+    );
+    if let Some(c) = &args.config {
+        let _ = write!(line, " --config {}", c.display());
+    }
+    line
+}
+
+fn finish_run<M: Model>(
+    model: &M,
+    args: &RunArgs,
+    report: &Report<M>,
+    context: Value,
+) -> Result<u8, Fail> {
+    let json = args.common.json;
+    let mut text = String::new();
+    let mut extra = json!({});
+    let secs = report.elapsed.as_secs_f64();
+    let code = match &report.outcome {
+        Outcome::Passed => {
+            let _ = writeln!(
+                text,
+                "OK: {} cases passed in {secs:.2} s (seed {}, {} commands discarded)",
+                report.passed, report.seed, report.discarded
+            );
+            exit::PASSED
+        }
+        Outcome::Failed(f) => {
+            let path = args.replay_file.clone().unwrap_or_else(|| {
+                PathBuf::from("fleetcheck-reports")
+                    .join(format!("{}-{}.replay.json", args.scenario, report.seed))
+            });
+            let file = ReplayFile::<M>::new(
+                &args.scenario,
+                report.seed,
+                f.minimal.clone(),
+                f.reason.clone(),
+                context,
+            );
+            write_replay(&path, &file.to_json())?;
+            let _ = writeln!(
+                text,
+                "FAILED: counterexample after {} passed cases in {secs:.2} s (seed {})\n",
+                report.passed, report.seed
+            );
+            text.push_str(&describe_failure(model, f));
+            let _ = writeln!(
+                text,
+                "\nReplay this case:   fleetcheck replay {}",
+                path.display()
+            );
+            let _ = writeln!(
+                text,
+                "Re-run the search:  {}",
+                rerun_line(args, report.seed)
+            );
+            extra = json!({
+                "counterexample": counterexample_json(model, &f.minimal.initial, &f.minimal.commands, &f.trace),
+                "reason": f.reason,
+                "failing_case": f.index,
+                "original": {
+                    "commands": f.original.commands.len(),
+                    "initial_state": f.original.initial,
+                },
+                "shrink": f.shrink,
+                "reproduced": f.reproduced,
+                "reproduce_runs": f.reproduce_runs,
+                "replay_file": path,
+                "rerun": rerun_line(args, report.seed),
+            });
+            exit::FAILED
+        }
+        Outcome::Aborted {
+            index,
+            case,
+            step,
+            message,
+        } => {
+            let at = step.map_or(String::new(), |s| format!(" at step {}", s + 1));
+            let _ = writeln!(
+                text,
+                "ABORTED: case {index} broke the infrastructure{at}: {message}\n\
+                 This is not a counterexample; it was not shrunk. The case had {} commands.\n\
+                 Re-run: {}",
+                case.commands.len(),
+                rerun_line(args, report.seed)
+            );
+            extra = json!({ "abort": { "case": index, "step": step, "message": message } });
+            exit::ABORTED
+        }
+        Outcome::GaveUp { discarded, limit } => {
+            let _ = writeln!(
+                text,
+                "GAVE UP: preconditions discarded {discarded} generated commands (limit {limit})"
+            );
+            exit::GAVE_UP
+        }
+    };
+    if !report.stats.is_empty() {
+        let _ = writeln!(text, "\nWhat was generated ({} cases):", report.cases_run);
+        text.push_str(&report.stats.table());
+    }
+    emit(json, &text);
+    if json {
+        let mut out = json!({
+            "status": report.outcome.status(),
+            "scenario": args.scenario,
+            "backend": args.common.backend,
+            "tests": report.cases_run,
+            "passed": report.passed,
+            "discarded": report.discarded,
+            "seed": report.seed,
+            "elapsed_ms": report.elapsed.as_millis() as u64,
+            "labels": report.stats,
+        });
+        merge(&mut out, extra);
+        println!("{out}");
+    }
+    Ok(code)
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Value::Object(a), Value::Object(b)) = (into, from) {
+        a.extend(b);
+    }
+}
+
+/// `machines` (with their parameters), `commands` (name and arguments) and each step's output.
+fn counterexample_json<M: Model>(
+    model: &M,
+    initial: &M::State,
+    commands: &[M::Command],
+    trace: &fleetcheck_engine::Trace<M>,
+) -> Value {
+    let state = serde_json::to_value(initial).unwrap_or(Value::Null);
+    let machines = state.get("machines").cloned().unwrap_or(Value::Null);
+    let steps: Vec<Value> = trace
+        .steps
+        .iter()
+        .map(|s| {
+            json!({
+                "command": model.describe_command(&s.command),
+                "output": s.output,
+                "state_after": model.summarize_state(&s.state_after),
+            })
+        })
+        .collect();
+    json!({
+        "machines": machines,
+        "initial_state": state,
+        "commands": commands,
+        "steps": steps,
+    })
+}
+
+fn write_replay(path: &Path, text: &str) -> Result<(), Fail> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))
+            .map_err(Fail::usage)?;
+    }
+    std::fs::write(path, text)
+        .with_context(|| format!("cannot write the replay file {}", path.display()))
+        .map_err(Fail::usage)
+}
+
+/// `fleetcheck replay FILE`.
+pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))
+        .map_err(Fail::usage)?;
+    let scenario = ReplayFile::<PingModel>::scenario_of(&text)
+        .map_err(|e| Fail::usage(anyhow!("{}: {e}", args.file.display())))?;
+    check_scenario(&scenario)?;
+    let file = ReplayFile::<PingModel>::from_json(&text, &scenario)
+        .map_err(|e| Fail::usage(anyhow!("{}: {e}", args.file.display())))?;
+    let config: ScenarioConfig = match file.context.get("config") {
+        Some(c) => serde_json::from_value(c.clone())
+            .map_err(|e| Fail::usage(anyhow!("{}: bad configuration: {e}", args.file.display())))?,
+        None => ScenarioConfig::default(),
+    };
+    config
+        .validate()
+        .map_err(|e| Fail::usage(anyhow!("{}: {e}", args.file.display())))?;
+    let backend_name = args
+        .backend
+        .clone()
+        .or_else(|| {
+            file.context
+                .get("backend")
+                .and_then(|b| b.as_str())
+                .map(String::from)
+        })
+        .unwrap_or_else(|| "netns".to_string());
+    let backend = backends::make(&backend_name)?;
+    let model = PingModel::new(config.clone());
+    let system = PingSystem::new(backend, &config);
+    replay_case(&model, &system, &file, args, &backend_name)
+}
+
+fn replay_case<M: Model, S: System<M>>(
+    model: &M,
+    system: &S,
+    file: &ReplayFile<M>,
+    args: &ReplayArgs,
+    backend: &str,
+) -> Result<u8, Fail> {
+    if !file.case.is_valid(model) {
+        return Err(Fail::usage(anyhow!(
+            "{}: a command's precondition does not hold in the replayed case",
+            args.file.display()
+        )));
+    }
+    let trace = execute(model, system, &file.case);
+    let (status, code) = match &trace.verdict {
+        Verdict::Passed => ("passed", exit::PASSED),
+        Verdict::Failed { .. } => ("failed", exit::FAILED),
+        Verdict::Aborted { .. } => ("aborted", exit::ABORTED),
+    };
+    let mut text = format!(
+        "fleetcheck: replaying {} ({} scenario, seed {}) on {backend}\n",
+        args.file.display(),
+        file.scenario,
+        file.seed
+    );
+    text.push_str(&describe_trace(model, &file.case, &trace));
+    let _ = writeln!(
+        text,
+        "{}",
+        match code {
+            exit::FAILED => "FAILED again: the counterexample reproduces",
+            exit::PASSED => "PASSED: the case did not fail this time",
+            _ => "ABORTED: the infrastructure broke",
+        }
+    );
+    emit(args.json, &text);
+    if args.json {
+        let out = json!({
+            "status": status,
+            "scenario": file.scenario,
+            "backend": backend,
+            "seed": file.seed,
+            "elapsed_ms": trace.elapsed.as_millis() as u64,
+            "verdict": trace.verdict,
+            "counterexample": counterexample_json(model, &file.case.initial, &file.case.commands, &trace),
+        });
+        println!("{out}");
+    }
+    Ok(code)
+}

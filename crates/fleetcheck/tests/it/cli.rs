@@ -1,0 +1,177 @@
+//! The command line on the in-memory backend: options, JSON, exit codes, bad input.
+
+use crate::{fleetcheck, last_json, run, temp_dir, write_config};
+
+#[test]
+fn run_ping_on_fake_passes_with_json_report() {
+    let (code, out, err) =
+        run(fleetcheck().args(["run", "ping", "--backend", "fake", "--seed", "5", "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let j = last_json(&out);
+    assert_eq!(j["status"], "passed");
+    assert_eq!(j["tests"], 100);
+    assert_eq!(j["seed"], 5);
+    assert!(j["elapsed_ms"].is_u64());
+    let machines = j["labels"]["machines"].as_object().expect("machine labels");
+    assert_eq!(
+        machines.values().map(|v| v.as_u64().unwrap()).sum::<u64>(),
+        100
+    );
+    assert!(j["labels"]["command"]["Ping"].as_u64().unwrap() > 0);
+    assert!(
+        err.contains("What was generated"),
+        "text report on stderr: {err}"
+    );
+}
+
+#[test]
+fn same_seed_same_statistics() {
+    let args = [
+        "run",
+        "ping",
+        "--backend",
+        "fake",
+        "--seed",
+        "77",
+        "--json",
+        "--tests",
+        "30",
+    ];
+    let (_, a, _) = run(fleetcheck().args(args));
+    let (_, b, _) = run(fleetcheck().args(args).args(["--workers", "1"]));
+    assert_eq!(last_json(&a)["labels"], last_json(&b)["labels"]);
+}
+
+#[test]
+fn planted_setup_failure_is_a_shrunk_counterexample() {
+    let dir = temp_dir("fake-fail");
+    let config = write_config(
+        &dir,
+        "[network]\nmachines = { min = 1, max = 4 }\n[machine]\nsetup = [\"fail: planted\"]\n",
+    );
+    let replay = dir.join("case.json");
+    let (code, out, err) = run(fleetcheck()
+        .args([
+            "run",
+            "ping",
+            "--backend",
+            "fake",
+            "--seed",
+            "3",
+            "--json",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--replay-file")
+        .arg(&replay));
+    assert_eq!(code, 1, "{err}");
+    let j = last_json(&out);
+    assert_eq!(j["status"], "failed");
+    let cx = &j["counterexample"];
+    assert_eq!(cx["machines"].as_array().unwrap().len(), 1, "{cx}");
+    assert_eq!(cx["commands"].as_array().unwrap().len(), 1, "{cx}");
+    assert_eq!(cx["commands"][0]["name"], "Boot");
+    assert_eq!(cx["machines"][0]["memory_mb"], 96);
+    assert_eq!(cx["machines"][0]["kernel"], "3.14");
+    assert!(
+        j["reason"].as_str().unwrap().contains("planted failure"),
+        "{j}"
+    );
+    assert!(err.contains("fleetcheck replay"), "{err}");
+
+    let (code, out, _) = run(fleetcheck().arg("replay").arg(&replay).arg("--json"));
+    assert_eq!(code, 1, "the failure reproduces");
+    assert_eq!(last_json(&out)["status"], "failed");
+}
+
+#[test]
+fn bad_input_is_one_sentence_and_exit_2() {
+    let dir = temp_dir("bad-input");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["run".into(), "pong".into()], "unknown scenario"),
+        (
+            vec![
+                "run".into(),
+                "ping".into(),
+                "--backend".into(),
+                "vmware".into(),
+            ],
+            "unknown backend",
+        ),
+        (
+            vec!["run".into(), "ping".into(), "--tests".into(), "x".into()],
+            "invalid value",
+        ),
+        (
+            vec![
+                "run".into(),
+                "ping".into(),
+                "--min-size".into(),
+                "9".into(),
+                "--max-size".into(),
+                "3".into(),
+            ],
+            "greater than",
+        ),
+        (vec!["frobnicate".into()], "unrecognized subcommand"),
+        (
+            vec![
+                "run".into(),
+                "ping".into(),
+                "--config".into(),
+                write_config(&dir, "[network]\nmachines = { min = 1, max = 300 }\n")
+                    .display()
+                    .to_string(),
+            ],
+            "usable addresses",
+        ),
+        (
+            vec![
+                "run".into(),
+                "ping".into(),
+                "--config".into(),
+                dir.join("missing.toml").display().to_string(),
+            ],
+            "cannot read",
+        ),
+        (
+            vec![
+                "replay".into(),
+                write_config(&dir, "{\"format\": 3}").display().to_string(),
+            ],
+            "replay file",
+        ),
+    ];
+    for (args, needle) in cases {
+        let (code, out, err) = run(fleetcheck().args(&args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?} printed {out}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{args:?} gave more than a line: {err}"
+        );
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn malformed_config_names_the_line() {
+    let dir = temp_dir("malformed");
+    let config = write_config(&dir, "[network]\nmachines = { min = 1, max = }\n");
+    let (code, _, err) = run(fleetcheck()
+        .args(["run", "ping", "--backend", "fake", "--config"])
+        .arg(&config));
+    assert_eq!(code, 2);
+    assert!(err.contains("line 2"), "{err}");
+}
+
+#[test]
+fn list_and_help_document_scenarios_backends_and_exit_codes() {
+    let (code, out, _) = run(fleetcheck().arg("list"));
+    assert_eq!(code, 0);
+    assert!(out.contains("ping") && out.contains("netns") && out.contains("fake"));
+    let (code, out, _) = run(fleetcheck().arg("--help"));
+    assert_eq!(code, 0);
+    assert!(out.contains("Exit codes:") && out.contains("counterexample found"));
+}

@@ -1,0 +1,258 @@
+//! The binary on real namespaces: the seed's test end to end, a planted fault shrunk, replay,
+//! clean-up after success, failure, Ctrl-C and kill -9, side-by-side runs, host untouched.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{fleetcheck, last_json, require_root, run, temp_dir, write_config};
+
+/// Everything of the host's own network that a run must not touch.
+fn host_network() -> String {
+    let mut all = String::new();
+    for args in [
+        &["-j", "addr"][..],
+        &["-j", "route", "show", "table", "all"],
+        &["-j", "-6", "route", "show", "table", "all"],
+        &["-j", "rule"],
+        &["-j", "link"],
+    ] {
+        let out = Command::new("ip").args(args).output().expect("ip runs");
+        all.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    all
+}
+
+/// The run directories (ids) owned by process `pid`.
+fn runs_of(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/run/fleetcheck") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("owner"))
+                .is_ok_and(|o| o.split_whitespace().next() == Some(&pid.to_string()))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Namespaces, cgroups and the run directory of run `run` that still exist.
+fn leftovers(run: &str) -> Vec<PathBuf> {
+    let prefix = format!("fleetcheck-{run}");
+    let mut found = Vec::new();
+    for dir in [
+        "/run/netns",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/freezer",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup",
+    ] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            found.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    let run_dir = PathBuf::from("/run/fleetcheck").join(run);
+    if run_dir.exists() {
+        found.push(run_dir);
+    }
+    found
+}
+
+/// Waits until `child` has a run with namespaces, and returns the run id.
+fn wait_for_namespaces(child: &mut Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(run) = runs_of(child.id()).pop() {
+            let ns_prefix = format!("fleetcheck-{run}");
+            let has_ns = std::fs::read_dir("/run/netns").is_ok_and(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(&ns_prefix))
+            });
+            if has_ns {
+                return run;
+            }
+        }
+        assert!(
+            child.try_wait().expect("child status").is_none(),
+            "the run ended before it built a network"
+        );
+        assert!(Instant::now() < deadline, "no namespaces after 20 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn long_run() -> Child {
+    fleetcheck()
+        .args(["run", "ping", "--tests", "100000", "--seed", "9"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("fleetcheck starts")
+}
+
+#[test]
+fn ping_passes_on_namespaces_and_leaves_host_untouched() {
+    if !require_root() {
+        return;
+    }
+    let before = host_network();
+    let mut cmd = fleetcheck();
+    cmd.args(["run", "ping", "--tests", "40", "--seed", "12", "--json"]);
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = last_json(&stdout);
+    assert_eq!(j["status"], "passed");
+    assert_eq!(j["backend"], "netns");
+    assert!(j["labels"]["ping target"]["offline"].as_u64().unwrap() > 0);
+    assert!(j["labels"]["ping target"]["online"].as_u64().unwrap() > 0);
+    assert_eq!(before, host_network(), "the host's network changed");
+    assert!(runs_of(pid).is_empty(), "run directory left behind");
+}
+
+#[test]
+fn icmp_dropping_setup_fails_and_shrinks_then_replays() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir("netns-drop");
+    let config = write_config(
+        &dir,
+        r#"[machine]
+setup = ["nft add table inet t && nft add chain inet t input '{ type filter hook input priority 0; }' && nft add rule inet t input icmp type echo-request drop"]
+"#,
+    );
+    let replay = dir.join("case.json");
+    let (code, out, err) = run(fleetcheck()
+        .args(["run", "ping", "--seed", "4", "--json", "--config"])
+        .arg(&config)
+        .arg("--replay-file")
+        .arg(&replay));
+    assert_eq!(code, 1, "{err}");
+    let j = last_json(&out);
+    let cx = &j["counterexample"];
+    let machines = cx["machines"].as_array().unwrap();
+    let commands = cx["commands"].as_array().unwrap();
+    assert!(machines.len() <= 2, "{cx}");
+    assert!(
+        machines
+            .iter()
+            .all(|m| m["memory_mb"] == 96 && m["kernel"] == "3.14"),
+        "{cx}"
+    );
+    assert!(commands.len() <= 3, "{cx}");
+    assert_eq!(commands.last().unwrap()["name"], "Ping", "{cx}");
+    // Every machine is booted once before the ping, nothing else.
+    assert_eq!(commands.len(), machines.len() + 1, "{cx}");
+    assert!(
+        j["reason"].as_str().unwrap().contains("did not answer"),
+        "{j}"
+    );
+    assert_eq!(j["reproduced"], j["reproduce_runs"]);
+    assert!(err.contains("Counterexample"), "{err}");
+
+    let (code, out, err) = run(fleetcheck().arg("replay").arg(&replay).arg("--json"));
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(last_json(&out)["status"], "failed");
+}
+
+#[test]
+fn two_runs_side_by_side_do_not_collide() {
+    if !require_root() {
+        return;
+    }
+    let spawn = |seed: &str| {
+        fleetcheck()
+            .args(["run", "ping", "--tests", "25", "--seed", seed, "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("1"), spawn("1"));
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_removes_everything_and_exits_130() {
+    if !require_root() {
+        return;
+    }
+    let mut child = long_run();
+    let run_id = wait_for_namespaces(&mut child);
+    // SAFETY: kill with a valid pid of our own child and a valid signal.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(leftovers(&run_id), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn killed_run_is_swept() {
+    if !require_root() {
+        return;
+    }
+    let mut child = long_run();
+    let run_id = wait_for_namespaces(&mut child);
+    child.kill().unwrap(); // SIGKILL: no handler runs
+    child.wait().unwrap();
+    assert!(
+        !leftovers(&run_id).is_empty(),
+        "a killed run leaves resources"
+    );
+    let (code, out, err) = run(fleetcheck().arg("sweep"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("removed"), "{out}");
+    assert_eq!(leftovers(&run_id), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn not_root_exits_3_with_one_sentence() {
+    if !require_root() {
+        return;
+    }
+    let (code, out, err) = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_fleetcheck"))
+        .args(["run", "ping", "--tests", "1"]));
+    assert_eq!(code, 3, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("root"), "{err}");
+}
+
+#[test]
+fn doctor_reports_a_ready_host() {
+    if !require_root() {
+        return;
+    }
+    let (code, out, err) = run(fleetcheck().arg("doctor"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("netns smoke test"), "{out}");
+    assert!(!out.contains("MISSING"), "{out}");
+}
