@@ -1,0 +1,138 @@
+//! The ping scenario on the in-memory arm: the seed's generator, shrinking of network and
+//! commands against planted faults. (The real arm runs in the `fleetcheck` crate's tests,
+//! which have the agent binary at hand.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use fleetcheck_engine::{generate, run, Config, Gen, Model, Outcome};
+use fleetcheck_fabric::fake::FakeBackend;
+use fleetcheck_scenarios::config::ScenarioConfig;
+use fleetcheck_scenarios::ping::{PingCmd, PingModel, PingSystem};
+
+fn config(seed: u64) -> Config {
+    Config {
+        seed: Some(seed),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn generated_networks_follow_the_seed() {
+    let model = PingModel::default();
+    let mut counts = BTreeMap::new();
+    for seed in 0..500 {
+        let s = model.initial_state(&mut Gen::new(seed, 10));
+        *counts.entry(s.machines.len()).or_insert(0) += 1;
+        let mut ips: Vec<_> = s.machines.iter().map(|m| m.ip).collect();
+        ips.sort();
+        ips.dedup();
+        assert_eq!(ips.len(), s.machines.len(), "distinct addresses");
+        for m in &s.machines {
+            assert_eq!(m.id.len(), 8);
+            assert!(m.id.chars().all(|c| c.is_ascii_lowercase()));
+            let last = m.ip.octets()[3];
+            assert!((2..=254).contains(&last) && m.ip.octets()[..3] == [172, 16, 2]);
+            assert!((96..=256).contains(&m.memory_mb));
+            assert!(["3.14", "3.13", "3.12", "3.10"].contains(&m.kernel.as_str()));
+            assert!(!m.running, "machines start stopped");
+            assert_eq!(m.uuid.len(), 36);
+        }
+    }
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn generator_frequencies_are_the_seeds() {
+    let model = PingModel::default();
+    // Only Boot while everything is off; never Boot when everything is on.
+    let mut boots_when_mixed = 0;
+    let mut pings_when_mixed = 0;
+    for seed in 0..300 {
+        let case = generate(&model, seed, 1, 20).case;
+        let mut state = case.initial.clone();
+        for c in &case.commands {
+            let up = state.machines.iter().filter(|m| m.running).count();
+            let all = state.machines.len();
+            match c {
+                PingCmd::Boot { .. } => {
+                    assert!(up < all);
+                    if up > 0 {
+                        boots_when_mixed += 1;
+                    }
+                }
+                _ => {
+                    assert!(up > 0, "only Boot when all machines are off");
+                    if up < all && matches!(c, PingCmd::Ping { .. }) {
+                        pings_when_mixed += 1;
+                    }
+                }
+            }
+            state = model.next_state(&state, c);
+        }
+    }
+    // Mixed state: Boot 2 : Ping 8 (online 4 + offline 4).
+    let ratio = f64::from(pings_when_mixed) / f64::from(boots_when_mixed);
+    assert!((3.0..5.0).contains(&ratio), "ping:boot = {ratio}");
+}
+
+#[test]
+fn correct_fake_network_passes() {
+    let cfg = ScenarioConfig::default();
+    let system = PingSystem::new(Arc::new(FakeBackend::new()), &cfg);
+    let report = run(&PingModel::new(cfg), &system, &config(3), &());
+    assert!(matches!(report.outcome, Outcome::Passed));
+}
+
+/// A planted fault: with three or more machines up, pings get no reply.
+fn crowded_backend() -> FakeBackend {
+    FakeBackend::with_fault(Arc::new(|view, _from, _to| {
+        (view.running().len() >= 3).then_some(false)
+    }))
+}
+
+#[test]
+fn crowded_network_fault_shrinks_to_three_minimal_machines() {
+    let cfg = ScenarioConfig::default();
+    let mut exact = 0;
+    for seed in 0..40 {
+        let system = PingSystem::new(Arc::new(crowded_backend()), &cfg);
+        let report = run(&PingModel::new(cfg.clone()), &system, &config(seed), &());
+        let Outcome::Failed(f) = report.outcome else {
+            continue;
+        };
+        let m = &f.minimal;
+        let boots = m
+            .commands
+            .iter()
+            .filter(|c| matches!(c, PingCmd::Boot { .. }))
+            .count();
+        if m.initial.machines.len() == 3
+            && m.initial
+                .machines
+                .iter()
+                .all(|x| x.memory_mb == 96 && x.kernel == "3.14")
+            && m.commands.len() == 4
+            && boots == 3
+            && matches!(m.commands[3], PingCmd::Ping { .. })
+        {
+            exact += 1;
+        } else {
+            panic!("seed {seed}: not minimal: {m:#?}");
+        }
+    }
+    assert!(exact >= 30, "only {exact} of 40 seeds found the fault");
+}
+
+#[test]
+fn setup_failure_is_a_counterexample_not_an_abort() {
+    let cfg = ScenarioConfig::from_toml("[machine]\nsetup = [\"true\", \"fail now\"]").unwrap();
+    let system = PingSystem::new(Arc::new(FakeBackend::new()), &cfg);
+    let report = run(&PingModel::new(cfg), &system, &config(1), &());
+    let Outcome::Failed(f) = report.outcome else {
+        panic!("expected failed, got {}", report.outcome.status());
+    };
+    assert_eq!(f.minimal.initial.machines.len(), 1);
+    assert_eq!(f.minimal.commands.len(), 1);
+    assert!(f.reason.contains("fail now"), "{}", f.reason);
+}
