@@ -54,6 +54,8 @@ pub struct ShrinkReport {
     pub accepted: u32,
     /// Candidates skipped because they had been tried before.
     pub cache_hits: u32,
+    /// Candidates skipped because they are a prefix of a failing run, which passed.
+    pub skipped: u32,
     /// Candidate runs that aborted (infrastructure), counted as not failing.
     pub aborted: u32,
     /// Whether the budget ran out before a fixed point.
@@ -138,9 +140,21 @@ impl<M: Model, S: System<M>> Shrinker<'_, M, S> {
         self.report.budget_exhausted
     }
 
+    /// Whether `candidate` is a strict prefix of the current case. Its run cannot fail: the
+    /// current case's failing run already ran that prefix with every check holding.
+    fn is_passing_prefix(&self, candidate: &Case<M>) -> bool {
+        candidate.initial == self.current.initial
+            && candidate.commands.len() < self.current.commands.len()
+            && self.current.commands[..candidate.commands.len()] == candidate.commands[..]
+    }
+
     /// Runs a candidate (normalised first); on failure makes it the current case.
     fn attempt(&mut self, candidate: Case<M>) -> bool {
         let candidate = candidate.normalized(self.model);
+        if self.is_passing_prefix(&candidate) {
+            self.report.skipped += 1;
+            return false;
+        }
         if !self.tried.insert(key(&candidate)) {
             self.report.cache_hits += 1;
             return false;
@@ -196,17 +210,41 @@ impl<M: Model, S: System<M>> Shrinker<'_, M, S> {
         }
     }
 
+    /// Whether a candidate still holds the failing step (the current case's last command).
+    /// A candidate without it can only fail at a step that passed before, which is rare, so
+    /// such candidates are tried last.
+    fn keeps_failing_step(&self, candidate: &Case<M>) -> bool {
+        let last = self.current.commands.last();
+        last.is_none() || candidate.commands.last() == last
+    }
+
+    /// Tries the model's simpler initial states, those that keep the failing step first. After
+    /// an accepted one it goes on from the same position of the new list instead of starting
+    /// over: what was rejected before it is very likely rejected again, and the outer
+    /// fixed-point loop catches what is not.
     fn shrink_network(&mut self) -> bool {
         let mut progress = false;
+        let mut position = 0;
         'restart: while !self.out_of_budget() {
-            for initial in self.model.shrink_state(&self.current.initial) {
-                let candidate = Case {
-                    seed: self.current.seed,
-                    initial,
-                    commands: self.current.commands.clone(),
-                };
+            let mut candidates: Vec<Case<M>> = self
+                .model
+                .shrink_state(&self.current.initial)
+                .into_iter()
+                .map(|initial| {
+                    Case {
+                        seed: self.current.seed,
+                        initial,
+                        commands: self.current.commands.clone(),
+                    }
+                    .normalized(self.model)
+                })
+                .collect();
+            // Stable: the model's order within each group.
+            candidates.sort_by_key(|c| !self.keeps_failing_step(c));
+            for (index, candidate) in candidates.into_iter().enumerate().skip(position) {
                 if self.attempt(candidate) {
                     progress = true;
+                    position = index;
                     continue 'restart;
                 }
                 if self.out_of_budget() {
@@ -240,9 +278,16 @@ impl<M: Model, S: System<M>> Shrinker<'_, M, S> {
                     (cost, start)
                 })
                 .collect();
-            // Costliest first; among equals the later chunk first, which keeps the prefix
-            // (and so the state the failure depends on) intact.
-            chunks.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+            // The chunk holding the failing step last (without it a candidate rarely fails);
+            // otherwise costliest first, and among equals the later chunk first, which keeps
+            // the prefix (and so the state the failure depends on) intact.
+            let last_start = (len - 1) / size_now * size_now;
+            chunks.sort_by(|a, b| {
+                (a.1 == last_start)
+                    .cmp(&(b.1 == last_start))
+                    .then(b.0.cmp(&a.0))
+                    .then(b.1.cmp(&a.1))
+            });
             let mut accepted = false;
             for (_, start) in chunks {
                 let end = (start + size_now).min(len);

@@ -228,7 +228,7 @@ impl System<RingModel> for FlakyRing {
     type Instance = (Ring, bool);
     fn setup(&self, s: &RingState) -> Result<(Ring, bool), Abort> {
         let n = self.runs.fetch_add(1, Ordering::SeqCst);
-        Ok((Ring::new(s.capacity), n % 2 == 0))
+        Ok((Ring::new(s.capacity), n.is_multiple_of(2)))
     }
     fn run(&self, r: &mut (Ring, bool), s: &RingState, c: &RingCmd) -> Result<Option<u32>, Abort> {
         let out = RingSystem.run(&mut r.0, s, c)?;
