@@ -1,1 +1,7 @@
+//! Integration tests of the fabric: real namespaces, real agents. Tests that need root skip with
+//! a reason when not root, and fail instead when `CI=true`.
 
+mod cleanup;
+mod host;
+mod machines;
+mod support;

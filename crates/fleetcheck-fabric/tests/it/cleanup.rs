@@ -1,0 +1,194 @@
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use fleetcheck_fabric::netns::{sweep, NetnsBackend, RUN_ROOT};
+use fleetcheck_fabric::Network;
+
+use crate::support::{alive, backend, namespaces_with, require_root, spec};
+
+fn assert_run_gone(backend_cgroups: &Path, run: &str, agents: &[i32]) {
+    assert_eq!(
+        namespaces_with(&format!("fleetcheck-{run}-")),
+        Vec::<String>::new()
+    );
+    assert!(
+        !backend_cgroups.join(format!("fleetcheck-{run}")).exists(),
+        "cgroup of {run} remains"
+    );
+    assert!(
+        !Path::new(RUN_ROOT).join(run).exists(),
+        "run dir of {run} remains"
+    );
+    for pid in agents {
+        assert!(!alive(*pid), "agent {pid} of {run} still runs");
+    }
+}
+
+fn booted(backend: &NetnsBackend) -> (fleetcheck_fabric::netns::NetnsNetwork, Vec<i32>) {
+    let net = backend
+        .create_netns(&spec(3, |_| vec!["sleep 1000 &".into()]))
+        .unwrap();
+    net.boot(&["m1", "m2", "m3"])
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    let agents = ["m1", "m2", "m3"]
+        .iter()
+        .map(|id| net.agent_pid(id).unwrap())
+        .collect();
+    (net, agents)
+}
+
+#[test]
+fn teardown_removes_everything() {
+    if !require_root("teardown_removes_everything") {
+        return;
+    }
+    let backend = backend();
+    let run = backend.run_id().to_string();
+    let root = backend.cgroups().root().to_path_buf();
+    let (net, agents) = booted(&backend);
+    assert_eq!(namespaces_with(&format!("fleetcheck-{run}-")).len(), 4);
+    let cgroup = net.cgroup_of("m1").unwrap();
+    Box::new(net).teardown().unwrap();
+    assert!(!cgroup.exists());
+    assert_eq!(
+        namespaces_with(&format!("fleetcheck-{run}-")),
+        Vec::<String>::new()
+    );
+    drop(backend);
+    assert_run_gone(&root, &run, &agents);
+}
+
+#[test]
+fn drop_without_teardown_removes_everything() {
+    if !require_root("drop_without_teardown_removes_everything") {
+        return;
+    }
+    let backend = backend();
+    let run = backend.run_id().to_string();
+    let root = backend.cgroups().root().to_path_buf();
+    let (net, agents) = booted(&backend);
+    drop(net);
+    drop(backend);
+    assert_run_gone(&root, &run, &agents);
+}
+
+#[test]
+fn cleanup_process_resources_removes_live_networks() {
+    if !require_root("cleanup_process_resources_removes_live_networks") {
+        return;
+    }
+    // Runs in a child process: the cleanup affects every network of its process.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "cleanup::child_for_ctrl_c_cleanup",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("FLEETCHECK_TEST_CHILD", "ctrl-c")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let run = stdout
+        .lines()
+        .find_map(|l| l.split_once("RUN ").map(|(_, r)| r))
+        .expect("child reports its run");
+    assert_eq!(
+        namespaces_with(&format!("fleetcheck-{run}-")),
+        Vec::<String>::new()
+    );
+    assert!(!Path::new(RUN_ROOT).join(run).exists());
+}
+
+#[test]
+fn child_for_ctrl_c_cleanup() {
+    if std::env::var("FLEETCHECK_TEST_CHILD").as_deref() != Ok("ctrl-c") {
+        return;
+    }
+    let backend = backend();
+    let (net, _agents) = booted(&backend);
+    println!("RUN {}", backend.run_id());
+    fleetcheck_fabric::netns::cleanup_process_resources();
+    assert_eq!(
+        namespaces_with(&format!("fleetcheck-{}-", backend.run_id())),
+        Vec::<String>::new()
+    );
+    assert!(net
+        .ping(
+            "m1",
+            crate::support::ip(2),
+            std::time::Duration::from_millis(50)
+        )
+        .is_ok());
+    // Leak both on purpose: cleanup already removed everything.
+    std::mem::forget(net);
+    std::mem::forget(backend);
+}
+
+#[test]
+fn child_for_kill_test() {
+    if std::env::var("FLEETCHECK_TEST_CHILD").as_deref() != Ok("kill") {
+        return;
+    }
+    let backend = backend();
+    let (net, agents) = booted(&backend);
+    let pids: Vec<String> = agents.iter().map(i32::to_string).collect();
+    println!("RUN {} {}", backend.run_id(), pids.join(" "));
+    // Wait (bounded) until the parent kills us.
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    drop(net);
+}
+
+#[test]
+fn sweep_removes_what_a_killed_process_left() {
+    if !require_root("sweep_removes_what_a_killed_process_left") {
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "cleanup::child_for_kill_test",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("FLEETCHECK_TEST_CHILD", "kill")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.split_once("RUN ").map(|(_, r)| r.to_string()))
+        .expect("child reports its run");
+    let mut words = line.split_whitespace();
+    let run = words.next().unwrap().to_string();
+    let agents: Vec<i32> = words.map(|w| w.parse().unwrap()).collect();
+    assert_eq!(agents.len(), 3);
+    assert_eq!(namespaces_with(&format!("fleetcheck-{run}-")).len(), 4);
+    // SAFETY: SIGKILL to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    assert!(
+        Path::new(RUN_ROOT).join(&run).exists(),
+        "a killed run leaves its directory"
+    );
+
+    let report = sweep().unwrap();
+    let root = fleetcheck_fabric::netns::Cgroups::detect()
+        .unwrap()
+        .root()
+        .to_path_buf();
+    assert!(report.runs.contains(&run), "{report:?}");
+    assert_run_gone(&root, &run, &agents);
+}

@@ -1,0 +1,69 @@
+use std::net::Ipv4Addr;
+
+use fleetcheck_fabric::netns::{AgentCommand, NetnsBackend, NetnsConfig};
+use fleetcheck_fabric::{MachineSpec, NetworkSpec};
+
+/// Whether the test may run: true when root. Not root: prints why and returns false, or panics
+/// when `CI=true` (in CI a skip is a failure).
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test} needs root, and CI=true forbids skipping");
+    }
+    eprintln!("skipping {test}: needs root");
+    false
+}
+
+pub fn backend() -> NetnsBackend {
+    let agent = AgentCommand {
+        program: env!("CARGO_BIN_EXE_fleetcheck-agent").into(),
+        args: Vec::new(),
+    };
+    NetnsBackend::new(NetnsConfig::new(agent)).expect("this host runs the netns backend")
+}
+
+pub fn ip(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(172, 16, 2, i)
+}
+
+/// Machines `m1..=mn` at 172.16.2.i/24 with 64 MiB, each with `setup(i)`.
+pub fn spec(n: u8, setup: impl Fn(u8) -> Vec<String>) -> NetworkSpec {
+    NetworkSpec {
+        subnet: "172.16.2.0/24".parse().unwrap(),
+        machines: (1..=n)
+            .map(|i| MachineSpec {
+                id: format!("m{i}"),
+                ip: ip(i),
+                memory_mb: 64 + u32::from(i),
+                kernel: "host".into(),
+                setup: setup(i),
+            })
+            .collect(),
+    }
+}
+
+/// Names under /run/netns starting with `prefix`.
+pub fn namespaces_with(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            !after.starts_with('Z')
+        }
+        Err(_) => false,
+    }
+}
