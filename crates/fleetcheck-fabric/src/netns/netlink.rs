@@ -28,12 +28,14 @@ pub struct Netlink {
 pub enum Req {
     /// Create a bridge.
     NewBridge { name: String },
-    /// Create a veth pair: `name` here, attached to bridge `master`; `peer` in namespace `peer_ns`.
+    /// Create a veth pair: `name` here, attached to bridge `master`; `peer` in namespace
+    /// `peer_ns` with hardware address `peer_mac`.
     NewVeth {
         name: String,
         master: u32,
         peer: String,
         peer_ns: RawFd,
+        peer_mac: [u8; 6],
     },
     /// Set link `name` up or down.
     SetUp { name: String, up: bool },
@@ -74,9 +76,13 @@ impl Req {
                 master,
                 peer,
                 peer_ns,
+                peer_mac,
             } => {
                 let mut peer_msg = LinkMessage::default();
                 peer_msg.attributes.push(LinkAttribute::IfName(peer));
+                peer_msg
+                    .attributes
+                    .push(LinkAttribute::Address(peer_mac.to_vec()));
                 peer_msg.attributes.push(LinkAttribute::NetNsFd(peer_ns));
                 let mut msg = LinkMessage::default();
                 msg.attributes.push(LinkAttribute::IfName(name));

@@ -30,14 +30,25 @@ const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 
 struct Machine {
     spec: MachineSpec,
-    netns: Netns,
-    /// Bridge port of this machine in the switch namespace.
-    port: String,
+    /// Position in the spec, for port names.
+    index: usize,
+    wire: Mutex<Wire>,
     cgroup: PathBuf,
     log: PathBuf,
     state: Mutex<MachineState>,
     /// Pid of the live agent (0: none), readable without the state lock for emergency cleanup.
     agent_pid: AtomicI32,
+}
+
+/// A machine's network namespace and its bridge port. Both are replaced before every boot after
+/// the first, so a power cycle starts from a fresh network stack, as a real machine does: no
+/// firewall rule, route, sysctl or neighbour entry of an earlier boot survives it.
+struct Wire {
+    netns: Netns,
+    /// Bridge port of this machine in the switch namespace.
+    port: String,
+    /// Boots started so far.
+    boots: u32,
 }
 
 struct MachineState {
@@ -110,8 +121,12 @@ pub fn create(
     for (i, (m, netns)) in spec.machines.iter().zip(machine_ns).enumerate() {
         machines.push(Machine {
             spec: m.clone(),
-            netns,
-            port: format!("p{i}"),
+            index: i,
+            wire: Mutex::new(Wire {
+                netns,
+                port: format!("p{i}"),
+                boots: 0,
+            }),
             cgroup: run.cgroups.run_dir(&run.run).join(format!("{net}-m{i}")),
             log: dir.join(format!("m{i}.log")),
             state: Mutex::new(MachineState {
@@ -137,6 +152,13 @@ pub fn create(
     // If wiring fails, dropping `network` removes what exists.
     network.shared.wire()?;
     Ok(network)
+}
+
+/// A machine's hardware address, the same at every boot as a real NIC's: locally
+/// administered, derived from its (unique) address on the network.
+fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x02, 0xfc, a, b, c, d]
 }
 
 fn netlink_err((what, source): (String, io::Error)) -> CreateError {
@@ -168,44 +190,29 @@ impl NetShared {
                 source,
             })?;
         // Ports stay down while their machine is off.
+        let wires: Vec<_> = self
+            .machines
+            .iter()
+            .map(|m| m.wire.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
         sw.batch(
             self.machines
                 .iter()
-                .map(|m| Req::NewVeth {
-                    name: m.port.clone(),
+                .zip(&wires)
+                .map(|(m, w)| Req::NewVeth {
+                    name: w.port.clone(),
                     master: bridge,
                     peer: "eth0".into(),
-                    peer_ns: m.netns.fd.as_raw_fd(),
+                    peer_ns: w.netns.fd.as_raw_fd(),
+                    peer_mac: mac_of(m.spec.ip),
                 })
                 .collect(),
         )
         .map_err(netlink_err)?;
         drop(sw);
         drop(guard);
-        for m in &self.machines {
-            let mut nl = m.netns.netlink.lock().unwrap_or_else(|e| e.into_inner());
-            let eth0 = nl
-                .link_index("eth0")
-                .map_err(|source| CreateError::Netlink {
-                    what: format!("look up eth0 of machine {}", m.spec.id),
-                    source,
-                })?;
-            nl.batch(vec![
-                Req::SetUp {
-                    name: "lo".into(),
-                    up: true,
-                },
-                Req::SetUp {
-                    name: "eth0".into(),
-                    up: true,
-                },
-                Req::AddAddr {
-                    index: eth0,
-                    addr: m.spec.ip,
-                    prefix: self.spec.subnet.prefix,
-                },
-            ])
-            .map_err(netlink_err)?;
+        for (m, w) in self.machines.iter().zip(&wires) {
+            self.configure_machine(m, &w.netns)?;
             let name = m
                 .cgroup
                 .file_name()
@@ -222,21 +229,89 @@ impl NetShared {
         Ok(())
     }
 
+    /// Inside a machine's namespace: `lo` and `eth0` up, the machine's address on `eth0`.
+    fn configure_machine(&self, m: &Machine, netns: &Netns) -> Result<(), CreateError> {
+        let mut nl = netns.netlink.lock().unwrap_or_else(|e| e.into_inner());
+        let eth0 = nl
+            .link_index("eth0")
+            .map_err(|source| CreateError::Netlink {
+                what: format!("look up eth0 of machine {}", m.spec.id),
+                source,
+            })?;
+        nl.batch(vec![
+            Req::SetUp {
+                name: "lo".into(),
+                up: true,
+            },
+            Req::SetUp {
+                name: "eth0".into(),
+                up: true,
+            },
+            Req::AddAddr {
+                index: eth0,
+                addr: m.spec.ip,
+                prefix: self.spec.subnet.prefix,
+            },
+        ])
+        .map_err(netlink_err)
+    }
+
+    /// Before every boot but the first: a fresh namespace, veth pair and port for the machine.
+    /// The old namespace is unmounted here and freed by the kernel (with its links) once the
+    /// old handle is dropped; its port was already down.
+    fn renew_wire(&self, m: &Machine, w: &mut Wire) -> io::Result<()> {
+        w.boots += 1;
+        if w.boots == 1 {
+            return Ok(());
+        }
+        ns::remove_named(&w.netns.path)?;
+        let (mut made, failed) = ns::create_all(vec![w.netns.name.clone()]);
+        if let Some((_, e)) = failed {
+            return Err(e);
+        }
+        let netns = made.pop().expect("one namespace was asked for and made");
+        let port = format!("p{}r{}", m.index, w.boots);
+        {
+            let mut guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
+            let switch = guard
+                .as_mut()
+                .ok_or_else(|| io::Error::other("network was torn down"))?;
+            let mut sw = switch.netlink.lock().unwrap_or_else(|e| e.into_inner());
+            let bridge = sw.link_index("br0")?;
+            sw.batch(vec![Req::NewVeth {
+                name: port.clone(),
+                master: bridge,
+                peer: "eth0".into(),
+                peer_ns: netns.fd.as_raw_fd(),
+                peer_mac: mac_of(m.spec.ip),
+            }])
+            .map_err(|(_, e)| e)?;
+        }
+        self.configure_machine(m, &netns)
+            .map_err(io::Error::other)?;
+        w.netns = netns;
+        w.port = port;
+        Ok(())
+    }
+
     fn machine(&self, id: &str) -> Option<&Machine> {
         self.machines.iter().find(|m| m.spec.id == id)
     }
 
     fn set_port(&self, m: &Machine, up: bool) -> io::Result<()> {
+        let port = m
+            .wire
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .port
+            .clone();
         let mut guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
         let switch = guard
             .as_mut()
             .ok_or_else(|| io::Error::other("network was torn down"))?;
         let mut nl = switch.netlink.lock().unwrap_or_else(|e| e.into_inner());
-        nl.batch(vec![Req::SetUp {
-            name: m.port.clone(),
-            up,
-        }])
-        .map_err(|(_, e)| e)
+        nl.batch(vec![Req::SetUp { name: port, up }])
+            .map_err(|(_, e)| e)
     }
 
     /// Kills and reaps the agent of `m`, joins its reader.
@@ -304,6 +379,17 @@ impl NetShared {
         if self.torn_down.load(Ordering::SeqCst) {
             return Err(spawn_err(io::Error::other("network was torn down")));
         }
+        let mut wire = m.wire.lock().unwrap_or_else(|e| e.into_inner());
+        self.renew_wire(m, &mut wire).map_err(|source| {
+            (
+                BootError::Link {
+                    machine: machine(),
+                    source,
+                },
+                None,
+            )
+        })?;
+        drop(wire);
         self.set_port(m, true).map_err(|source| {
             (
                 BootError::Link {
@@ -324,10 +410,11 @@ impl NetShared {
             sys::open(std::path::Path::new("/dev/null"), libc::O_RDONLY).map_err(spawn_err)?;
         let procs = sys::open(&m.cgroup.join("cgroup.procs"), libc::O_WRONLY).map_err(spawn_err)?;
         let agent_end: OwnedFd = agent_end.into();
+        let wire = m.wire.lock().unwrap_or_else(|e| e.into_inner());
         let pid = spawn_agent(
             &self.config.agent,
             AgentFds {
-                netns: &m.netns.fd,
+                netns: &wire.netns.fd,
                 cgroup_procs: &procs,
                 stdin: &stdin,
                 log: &log,
@@ -335,6 +422,7 @@ impl NetShared {
             },
         )
         .map_err(spawn_err)?;
+        drop(wire);
         m.agent_pid.store(pid, Ordering::SeqCst);
         drop(agent_end);
         let (conn, boot_rx) = match AgentConn::start(host_end, &m.spec.id) {
@@ -445,9 +533,11 @@ impl NetShared {
             }
         }
         for m in &self.machines {
-            if let Err(e) = ns::remove_named(&m.netns.path) {
-                failures.push((format!("namespace {}", m.netns.name), e));
+            let wire = m.wire.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = ns::remove_named(&wire.netns.path) {
+                failures.push((format!("namespace {}", wire.netns.name), e));
             }
+            drop(wire);
             if let Err(e) = cgroup::remove(&m.cgroup) {
                 failures.push((format!("cgroup {}", m.cgroup.display()), e));
             }
@@ -605,8 +695,10 @@ impl Network for NetnsNetwork {
 
 impl NetnsNetwork {
     /// Name of the network namespace of machine `id` (under /run/netns).
-    pub fn namespace_of(&self, id: &str) -> Option<&str> {
-        self.shared.machine(id).map(|m| m.netns.name.as_str())
+    pub fn namespace_of(&self, id: &str) -> Option<String> {
+        let m = self.shared.machine(id)?;
+        let wire = m.wire.lock().unwrap_or_else(|e| e.into_inner());
+        Some(wire.netns.name.clone())
     }
 
     /// The cgroup directory of machine `id`.

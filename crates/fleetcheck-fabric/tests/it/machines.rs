@@ -254,3 +254,49 @@ fn two_networks_with_the_same_addresses_do_not_collide() {
     b.teardown().unwrap();
     assert!(a.ping("m2", ip(1), PING).unwrap());
 }
+
+/// Regression (found by `fleetcheck run ping --seed 1`): a ping to a machine that is off left
+/// an unresolved neighbour entry, whose next ARP probe came a second later, so the first pings
+/// after that machine booted went unanswered for longer than the ping timeout.
+#[test]
+fn ping_right_after_the_target_boots_is_answered() {
+    if !require_root("ping_right_after_the_target_boots_is_answered") {
+        return;
+    }
+    let backend = backend();
+    let net = backend.create(&spec(2, |_| Vec::new())).unwrap();
+    assert!(net.boot(&["m1"])[0].is_ok());
+    let timeout = Duration::from_millis(100);
+    assert!(!net.ping("m1", ip(2), timeout).unwrap(), "m2 is off");
+    assert!(net.boot(&["m2"])[0].is_ok());
+    assert!(net.ping("m1", ip(2), timeout).unwrap(), "m2 is up now");
+    net.teardown().unwrap();
+}
+
+/// A power cycle starts from a fresh network stack, as on a real machine: a setup command that
+/// may only run once per boot (`nft create` fails if the table exists) boots again, and the
+/// rules of the earlier boot are gone.
+#[test]
+fn reboot_starts_from_a_fresh_network_stack() {
+    if !require_root("reboot_starts_from_a_fresh_network_stack") {
+        return;
+    }
+    let backend = backend();
+    let net = backend
+        .create(&spec(2, |_| vec!["nft create table inet once".into()]))
+        .unwrap();
+    for round in 0..3 {
+        for r in net.boot(&["m1", "m2"]) {
+            r.unwrap_or_else(|e| panic!("boot {round}: {e}"));
+        }
+        let rules = net
+            .exec("m1", &ExecRequest::shell("nft list tables"))
+            .unwrap();
+        assert_eq!(rules.stdout_str().matches("table inet once").count(), 1);
+        assert!(net.ping("m1", ip(2), Duration::from_secs(1)).unwrap());
+        assert!(net.ping("m2", ip(1), Duration::from_secs(1)).unwrap());
+        net.shutdown("m1").unwrap();
+        net.crash("m2").unwrap();
+    }
+    net.teardown().unwrap();
+}
