@@ -5,6 +5,7 @@ mod backends;
 mod cli;
 mod doctor;
 mod exit;
+mod interrupt;
 mod progress;
 mod run;
 
@@ -50,8 +51,10 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    install_interrupt_handler();
-    match dispatch(&cli) {
+    interrupt::install();
+    let result = dispatch(&cli);
+    interrupt::exit_if_interrupted();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(fail) => {
             eprintln!("fleetcheck: {fail}");
@@ -88,17 +91,5 @@ fn dispatch(cli: &Cli) -> Result<u8, Fail> {
             Ok(exit::PASSED)
         }
         Command::Agent { .. } => unreachable!("the agent is dispatched before parsing"),
-    }
-}
-
-/// Ctrl-C: remove every namespace, cgroup and process this run created, then exit.
-fn install_interrupt_handler() {
-    let result = ctrlc::set_handler(|| {
-        eprintln!("\nfleetcheck: interrupted; removing what this run created");
-        fleetcheck_fabric::netns::cleanup_process_resources();
-        std::process::exit(i32::from(exit::INTERRUPTED));
-    });
-    if let Err(e) = result {
-        eprintln!("fleetcheck: warning: cannot handle Ctrl-C ({e}); an interrupted run leaves resources for the next run's sweep");
     }
 }

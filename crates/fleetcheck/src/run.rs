@@ -117,6 +117,7 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
     let progress = Progress::new(args.common.verbose);
     let report = run(&model, &system, &config, &progress);
     progress.finish();
+    crate::interrupt::exit_if_interrupted();
     let context = json!({
         "backend": backend.name(),
         "config": scenario_config,
@@ -342,6 +343,7 @@ fn replay_case<M: Model, S: System<M>>(
         )));
     }
     let trace = execute(model, system, &file.case);
+    crate::interrupt::exit_if_interrupted();
     let (status, code) = match &trace.verdict {
         Verdict::Passed => ("passed", exit::PASSED),
         Verdict::Failed { .. } => ("failed", exit::FAILED),

@@ -23,7 +23,7 @@ mod sweep;
 mod sys;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use crate::backend::{Backend, Network};
@@ -146,6 +146,7 @@ impl NetnsBackend {
 
     /// Like [`Backend::create`], returning the concrete network type.
     pub fn create_netns(&self, spec: &NetworkSpec) -> Result<NetnsNetwork, CreateError> {
+        let _in_flight = CreateGuard::enter()?;
         network::create(spec, &self.config, &self.run)
     }
 }
@@ -161,6 +162,43 @@ impl Backend for NetnsBackend {
 }
 
 static NETWORKS: Mutex<Vec<Weak<NetShared>>> = Mutex::new(Vec::new());
+
+/// Network creations under way, and whether the process is closing (after Ctrl-C no creation
+/// may start, and cleanup waits for those under way so none leaves namespaces behind).
+struct Gate {
+    in_flight: usize,
+    closing: bool,
+}
+
+static GATE: Mutex<Gate> = Mutex::new(Gate {
+    in_flight: 0,
+    closing: false,
+});
+static GATE_CHANGED: Condvar = Condvar::new();
+
+/// How long cleanup waits for creations under way (each takes milliseconds).
+const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+struct CreateGuard;
+
+impl CreateGuard {
+    fn enter() -> Result<Self, CreateError> {
+        let mut gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
+        if gate.closing {
+            return Err(CreateError::BackendGone);
+        }
+        gate.in_flight += 1;
+        Ok(CreateGuard)
+    }
+}
+
+impl Drop for CreateGuard {
+    fn drop(&mut self) {
+        let mut gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
+        gate.in_flight -= 1;
+        GATE_CHANGED.notify_all();
+    }
+}
 static RUNS: Mutex<Vec<Weak<RunDir>>> = Mutex::new(Vec::new());
 
 fn register_network(net: &Arc<NetShared>) {
@@ -184,6 +222,11 @@ fn register_run(run: &Arc<RunDir>) {
 /// handler, which should exit afterwards. Does not wait for locks held by running operations;
 /// those fail promptly once their agents are killed.
 pub fn cleanup_process_resources() {
+    {
+        let mut gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
+        gate.closing = true;
+        let _ = GATE_CHANGED.wait_timeout_while(gate, GATE_WAIT, |g| g.in_flight > 0);
+    }
     let nets: Vec<Arc<NetShared>> = NETWORKS
         .lock()
         .unwrap_or_else(|e| e.into_inner())

@@ -68,6 +68,9 @@ pub struct NetShared {
     dir: PathBuf,
     run: Arc<RunDir>,
     torn_down: AtomicBool,
+    /// Held for the whole of a teardown, so a second caller (a Ctrl-C handler racing a worker
+    /// that is tearing down at the end of its case) returns only once everything is gone.
+    teardown_done: Mutex<bool>,
 }
 
 /// The public handle; dropping it tears the network down.
@@ -146,6 +149,7 @@ pub fn create(
         dir,
         run: run.clone(),
         torn_down: AtomicBool::new(false),
+        teardown_done: Mutex::new(false),
     });
     super::register_network(&shared);
     let network = NetnsNetwork { shared };
@@ -260,6 +264,11 @@ impl NetShared {
     /// The old namespace is unmounted here and freed by the kernel (with its links) once the
     /// old handle is dropped; its port was already down.
     fn renew_wire(&self, m: &Machine, w: &mut Wire) -> io::Result<()> {
+        // Checked under the wire lock, which teardown takes after setting the flag: no
+        // namespace is made after teardown removed this machine's.
+        if self.torn_down.load(Ordering::SeqCst) {
+            return Err(io::Error::other("network was torn down"));
+        }
         w.boots += 1;
         if w.boots == 1 {
             return Ok(());
@@ -410,7 +419,12 @@ impl NetShared {
             sys::open(std::path::Path::new("/dev/null"), libc::O_RDONLY).map_err(spawn_err)?;
         let procs = sys::open(&m.cgroup.join("cgroup.procs"), libc::O_WRONLY).map_err(spawn_err)?;
         let agent_end: OwnedFd = agent_end.into();
+        // The agent is started and its pid published under the wire lock, which teardown
+        // takes too: teardown either sees the pid or comes first and stops this boot here.
         let wire = m.wire.lock().unwrap_or_else(|e| e.into_inner());
+        if self.torn_down.load(Ordering::SeqCst) {
+            return Err(spawn_err(io::Error::other("network was torn down")));
+        }
         let pid = spawn_agent(
             &self.config.agent,
             AgentFds {
@@ -422,8 +436,8 @@ impl NetShared {
             },
         )
         .map_err(spawn_err)?;
-        drop(wire);
         m.agent_pid.store(pid, Ordering::SeqCst);
+        drop(wire);
         drop(agent_end);
         let (conn, boot_rx) = match AgentConn::start(host_end, &m.spec.id) {
             Ok(c) => c,
@@ -509,9 +523,12 @@ impl NetShared {
 
     /// Removes everything; idempotent and callable from any thread (Ctrl-C cleanup).
     pub fn teardown(&self) -> Result<(), TeardownError> {
-        if self.torn_down.swap(true, Ordering::SeqCst) {
+        let mut done = self.teardown_done.lock().unwrap_or_else(|e| e.into_inner());
+        if *done {
             return Ok(());
         }
+        *done = true;
+        self.torn_down.store(true, Ordering::SeqCst);
         let mut failures: Vec<(String, io::Error)> = Vec::new();
         for m in &self.machines {
             // Do not wait for the state lock: a boot may hold it; killing the agent by pid
@@ -534,6 +551,13 @@ impl NetShared {
         }
         for m in &self.machines {
             let wire = m.wire.lock().unwrap_or_else(|e| e.into_inner());
+            // An agent a racing boot started before this lock was taken, and anything else
+            // left in the machine's cgroup.
+            let _ = self.stop_agent(m, None);
+            for pid in cgroup::pids(&m.cgroup) {
+                let _ = sys::kill(pid, libc::SIGKILL);
+                let _ = sys::reap(pid);
+            }
             if let Err(e) = ns::remove_named(&wire.netns.path) {
                 failures.push((format!("namespace {}", wire.netns.name), e));
             }
