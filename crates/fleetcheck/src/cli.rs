@@ -63,7 +63,7 @@ pub struct RunArgs {
     /// Seed of the run (random if not given; printed either way).
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
-    /// Cases run at once, each on its own network [default: 2 per CPU].
+    /// Cases run at once, each on its own network [default: 4 per CPU].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
     /// Scenario configuration file (TOML).

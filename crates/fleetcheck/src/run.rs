@@ -73,11 +73,6 @@ fn check_run_args(args: &RunArgs) -> Result<(), Fail> {
     Ok(())
 }
 
-/// Two workers per CPU: a case spends most of its time waiting (boots, ping timeouts).
-fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
-}
-
 /// `fleetcheck run SCENARIO`.
 pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
     check_scenario(&args.scenario)?;
@@ -89,7 +84,7 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
         min_size: args.min_size,
         max_size: args.max_size,
         seed: args.seed,
-        workers: args.workers.unwrap_or_else(default_workers),
+        workers: args.workers.unwrap_or_else(PingSystem::default_workers),
         shrink: ShrinkConfig {
             max_runs: args.shrink_runs,
             max_time: Duration::from_secs(args.shrink_time),
