@@ -58,9 +58,17 @@ pub fn describe_trace<M: Model>(model: &M, case: &Case<M>, trace: &Trace<M>) -> 
 pub fn describe_failure<M: Model>(model: &M, failure: &Failure<M>) -> String {
     let mut out = String::new();
     let s = &failure.shrink;
+    let network = match (
+        model.state_size(&failure.original.initial),
+        model.state_size(&failure.minimal.initial),
+    ) {
+        (Some(from), Some(to)) if from != to => format!(" and from {from} to {to}"),
+        (Some(_), Some(to)) => format!(", {to}"),
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "Counterexample (case {index}, shrunk from {from} to {to} commands in {runs} runs, {ms} ms{budget}; reproduced {rep}/{of}):",
+        "Counterexample (case {index}, shrunk from {from} to {to} commands{network} in {runs} runs, {ms} ms{budget}; reproduced {rep}/{of}):",
         index = failure.index,
         from = failure.original.commands.len(),
         to = failure.minimal.commands.len(),

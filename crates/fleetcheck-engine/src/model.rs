@@ -153,6 +153,12 @@ pub trait Model: Sync + Debug {
         format!("{state:#?}")
     }
 
+    /// The size of an initial state for people, e.g. "3 machines"; the counterexample header
+    /// says how shrinking changed it. Default: none.
+    fn state_size(&self, _state: &Self::State) -> Option<String> {
+        None
+    }
+
     /// A one-line summary of a state, printed after each command of a counterexample.
     fn summarize_state(&self, state: &Self::State) -> String {
         format!("{state:?}")

@@ -332,6 +332,11 @@ impl Model for PingModel {
         out
     }
 
+    fn state_size(&self, s: &PingState) -> Option<String> {
+        let n = s.machines.len();
+        Some(format!("{n} machine{}", if n == 1 { "" } else { "s" }))
+    }
+
     fn summarize_state(&self, s: &PingState) -> String {
         let list = |running: bool| {
             let ids = s.ids(running);

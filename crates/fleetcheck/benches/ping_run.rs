@@ -56,9 +56,7 @@ impl System<PingModel> for Timed {
         let kind = match c {
             PingCmd::Boot { .. } => "boot",
             PingCmd::Shutdown { .. } => "shutdown",
-            PingCmd::Ping { to, .. } if s.machine(to).is_some_and(|m| m.running) => {
-                "ping online"
-            }
+            PingCmd::Ping { to, .. } if s.machine(to).is_some_and(|m| m.running) => "ping online",
             PingCmd::Ping { .. } => "ping offline (waits the timeout)",
         };
         let t = Instant::now();
@@ -109,7 +107,9 @@ fn main() {
     let default_workers = PingSystem::default_workers();
     let seeds = [1u64, 2, 3];
 
-    println!("fleetcheck run ping: 100 cases of 1..=20 commands, ping timeout 100 ms, seeds {seeds:?}");
+    println!(
+        "fleetcheck run ping: 100 cases of 1..=20 commands, ping timeout 100 ms, seeds {seeds:?}"
+    );
     println!();
     println!("| backend | workers | wall per run (s): min / median / max | cases/s |");
     println!("|---------|---------|--------------------------------------|---------|");

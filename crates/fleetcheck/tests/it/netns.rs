@@ -256,3 +256,21 @@ fn doctor_reports_a_ready_host() {
     assert!(out.contains("netns smoke test"), "{out}");
     assert!(!out.contains("MISSING"), "{out}");
 }
+
+#[test]
+fn fake_and_netns_arms_agree_on_the_same_seed() {
+    if !require_root() {
+        return;
+    }
+    let args = ["run", "ping", "--tests", "30", "--seed", "21", "--json"];
+    let (code, fake, err) = run(fleetcheck().args(args).args(["--backend", "fake"]));
+    assert_eq!(code, 0, "{err}");
+    let (code, real, err) = run(fleetcheck().args(args).args(["--backend", "netns"]));
+    assert_eq!(code, 0, "{err}");
+    let (fake, real) = (last_json(&fake), last_json(&real));
+    assert_eq!(fake["status"], real["status"]);
+    assert_eq!(
+        fake["labels"], real["labels"],
+        "same seed, same generated cases"
+    );
+}
