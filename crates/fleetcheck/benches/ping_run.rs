@@ -148,7 +148,7 @@ fn main() {
     println!("| operation | count | total (s) | mean (ms) | share |");
     println!("|-----------|-------|-----------|-----------|-------|");
     let mut rows: Vec<_> = spent.into_iter().collect();
-    rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+    rows.sort_by_key(|b| std::cmp::Reverse(b.1 .1));
     for (kind, (n, d)) in rows {
         println!(
             "| {kind} | {n} | {:.3} | {:.2} | {:.1}% |",
