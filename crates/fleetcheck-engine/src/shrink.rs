@@ -218,30 +218,15 @@ impl<M: Model, S: System<M>> Shrinker<'_, M, S> {
         last.is_none() || candidate.commands.last() == last
     }
 
-    /// Tries the model's simpler initial states, those that keep the failing step first. After
-    /// an accepted one it goes on from the same position of the new list instead of starting
-    /// over: what was rejected before it is very likely rejected again, and the outer
-    /// fixed-point loop catches what is not.
-    fn shrink_network(&mut self) -> bool {
+    /// Tries the candidates `make` builds from the current case, in order. After an accepted
+    /// one it builds them again from the new current case and goes on from the same position
+    /// instead of starting over: what was rejected before it is very likely rejected again, and
+    /// the outer fixed-point loop catches what is not.
+    fn try_in_order(&mut self, make: impl Fn(&Self) -> Vec<Case<M>>) -> bool {
         let mut progress = false;
         let mut position = 0;
         'restart: while !self.out_of_budget() {
-            let mut candidates: Vec<Case<M>> = self
-                .model
-                .shrink_state(&self.current.initial)
-                .into_iter()
-                .map(|initial| {
-                    Case {
-                        seed: self.current.seed,
-                        initial,
-                        commands: self.current.commands.clone(),
-                    }
-                    .normalized(self.model)
-                })
-                .collect();
-            // Stable: the model's order within each group.
-            candidates.sort_by_key(|c| !self.keeps_failing_step(c));
-            for (index, candidate) in candidates.into_iter().enumerate().skip(position) {
+            for (index, candidate) in make(self).into_iter().enumerate().skip(position) {
                 if self.attempt(candidate) {
                     progress = true;
                     position = index;
@@ -254,6 +239,28 @@ impl<M: Model, S: System<M>> Shrinker<'_, M, S> {
             break;
         }
         progress
+    }
+
+    /// The model's simpler initial states, those that keep the failing step first.
+    fn shrink_network(&mut self) -> bool {
+        self.try_in_order(|this| {
+            let mut candidates: Vec<Case<M>> = this
+                .model
+                .shrink_state(&this.current.initial)
+                .into_iter()
+                .map(|initial| {
+                    Case {
+                        seed: this.current.seed,
+                        initial,
+                        commands: this.current.commands.clone(),
+                    }
+                    .normalized(this.model)
+                })
+                .collect();
+            // Stable: the model's order within each group.
+            candidates.sort_by_key(|c| !this.keeps_failing_step(c));
+            candidates
+        })
     }
 
     /// ddmin-style removal: chunks of half the sequence, then a quarter, ... down to single
@@ -318,29 +325,19 @@ impl<M: Model, S: System<M>> Shrinker<'_, M, S> {
         progress
     }
 
+    /// The model's whole-sequence rewrites.
     fn rewrite_sequence(&mut self) -> bool {
-        let mut progress = false;
-        'restart: while !self.out_of_budget() {
-            for commands in self
-                .model
-                .shrink_commands(&self.current.initial, &self.current.commands)
-            {
-                let candidate = Case {
-                    seed: self.current.seed,
-                    initial: self.current.initial.clone(),
+        self.try_in_order(|this| {
+            this.model
+                .shrink_commands(&this.current.initial, &this.current.commands)
+                .into_iter()
+                .map(|commands| Case {
+                    seed: this.current.seed,
+                    initial: this.current.initial.clone(),
                     commands,
-                };
-                if self.attempt(candidate) {
-                    progress = true;
-                    continue 'restart;
-                }
-                if self.out_of_budget() {
-                    break 'restart;
-                }
-            }
-            break;
-        }
-        progress
+                })
+                .collect()
+        })
     }
 
     fn simplify_commands(&mut self) -> bool {

@@ -73,6 +73,9 @@ pub struct RunArgs {
     /// [default: fleetcheck-reports/<scenario>-<seed>.replay.json].
     #[arg(long, value_name = "FILE")]
     pub replay_file: Option<PathBuf>,
+    /// Give up when preconditions discard more than this many generated commands per case.
+    #[arg(long, default_value_t = 5.0, value_name = "R")]
+    pub max_discard_ratio: f64,
     /// Most candidate runs the shrinker may spend.
     #[arg(long, default_value_t = 500, value_name = "N")]
     pub shrink_runs: u32,

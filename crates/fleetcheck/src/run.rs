@@ -61,6 +61,12 @@ fn check_run_args(args: &RunArgs) -> Result<(), Fail> {
     if args.max_size > 10_000 {
         return bad(format!("--max-size {} is more than 10000", args.max_size));
     }
+    if !(args.max_discard_ratio >= 0.0 && args.max_discard_ratio.is_finite()) {
+        return bad(format!(
+            "--max-discard-ratio must be a finite number of at least 0, not {}",
+            args.max_discard_ratio
+        ));
+    }
     if args.workers == Some(0) {
         return bad("--workers must be at least 1".into());
     }
@@ -92,7 +98,7 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
             required: args.shrink_require,
         },
         reproduce_runs: args.reproduce,
-        ..Config::default()
+        max_discard_ratio: args.max_discard_ratio,
     };
     let model = PingModel::new(scenario_config.clone());
     let system = PingSystem::new(backend.clone(), &scenario_config);
