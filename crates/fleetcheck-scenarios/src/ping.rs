@@ -302,7 +302,8 @@ impl Model for PingModel {
         for m in &initial.machines {
             labels.add("kernel", &m.kernel);
             let bucket = m.memory_mb / 32 * 32;
-            labels.add("memory (MiB)", format!("{bucket}-{}", bucket + 31));
+            let top = (bucket + 31).min(self.config.machine.memory_mb.max);
+            labels.add("memory (MiB)", format!("{bucket}-{top}"));
         }
         // Online and offline pings, as the seed's generator tells them apart.
         let mut state = initial.clone();
