@@ -3,8 +3,14 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::error::{BootError, CreateError, ExecError, PingError, ShutdownError, TeardownError};
+use crate::error::{
+    BootError, CreateError, ExecError, FaultError, PingError, ShutdownError, TeardownError,
+};
 use crate::spec::{ExecOutput, ExecRequest, MachineStatus, NetworkSpec};
+
+/// Extra time the host waits for an agent's answer beyond the request's own timeout (an exec
+/// on a paused machine fails with `NoAnswer` once this much more has passed).
+pub(crate) const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 
 /// A way to build networks of machines (in memory, Linux namespaces, VMs, ...).
 pub trait Backend: Send + Sync + std::fmt::Debug {
@@ -15,6 +21,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 }
 
 /// A built network. All methods take `&self` and may be called from several threads.
+///
+/// Network faults (partition, block, loss) sit on the switch, not in the machines: they survive
+/// a machine's reboot and last until [`Network::heal`].
 pub trait Network: Send + Sync {
     /// The spec it was built from.
     fn spec(&self) -> &NetworkSpec;
@@ -33,6 +42,22 @@ pub trait Network: Send + Sync {
     /// Sends ICMP echo requests from inside `from` to `to` until a reply arrives (`true`) or
     /// `timeout` passes (`false`). A machine that is `Off` gets no reply: `Ok(false)`.
     fn ping(&self, from: &str, to: Ipv4Addr, timeout: Duration) -> Result<bool, PingError>;
+    /// Freezes every process of running machine `id`. Its link stays up, but it answers
+    /// nothing: pings to it time out, pings from it are `Ok(false)` at once, an exec waits
+    /// until [`Network::resume`] (or its own timeout plus a margin). Shutdown and crash still work.
+    fn pause(&self, id: &str) -> Result<(), FaultError>;
+    /// Thaws paused machine `id`; it answers again.
+    fn resume(&self, id: &str) -> Result<(), FaultError>;
+    /// Machines in different groups can no longer exchange packets (either way); machines
+    /// named in no group form one more group. Adds to the faults in force until [`Network::heal`].
+    fn partition(&self, groups: &[Vec<String>]) -> Result<(), FaultError>;
+    /// One-way: packets from `from` to `to` are dropped; those from `to` to `from` still pass.
+    fn block(&self, from: &str, to: &str) -> Result<(), FaultError>;
+    /// Drops `percent` (0..=100, chosen at random per packet) of the packets to and from
+    /// machine `id`; replaces its earlier loss, and 0 removes it.
+    fn loss(&self, id: &str, percent: u8) -> Result<(), FaultError>;
+    /// Removes every partition, block and loss (not pauses).
+    fn heal(&self) -> Result<(), FaultError>;
     /// Captured agent and setup command output of machine `id`, over all its boots.
     fn logs(&self, id: &str) -> String;
     /// Removes everything the network consists of. Dropping the network does the same on a

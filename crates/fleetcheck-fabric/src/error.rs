@@ -187,3 +187,46 @@ pub struct TeardownError {
     #[source]
     pub source: io::Error,
 }
+
+/// A fault (pause, resume, partition, block, loss, heal) could not be applied; the faults in
+/// force are those before the call.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    #[error("no machine {machine} in this network")]
+    UnknownMachine { machine: String },
+    #[error("machine {machine} cannot {operation} while {status}")]
+    WrongStatus {
+        machine: String,
+        status: MachineStatus,
+        operation: &'static str,
+    },
+    #[error("machine {machine} is named in more than one partition group")]
+    RepeatedInPartition { machine: String },
+    #[error("machine {machine} cannot be blocked from itself")]
+    SameMachine { machine: String },
+    #[error("loss of {percent}% is more than 100%")]
+    BadPercent { percent: u8 },
+    #[error("nft not found: apt-get install nftables")]
+    NftMissing,
+    #[error("failed to run nft in the switch namespace")]
+    NftSpawn(#[source] io::Error),
+    #[error("nft rejected the fault rules ({status}): {stderr}")]
+    NftRejected { status: String, stderr: String },
+    #[error("no freezer for machine {machine} (neither a v1 freezer hierarchy nor cgroup.freeze)")]
+    NoFreezer { machine: String },
+    #[error("failed to use the freezer cgroup {path} of machine {machine}")]
+    Freezer {
+        machine: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the freezer of machine {machine} did not reach {state} within {after:?}")]
+    FreezerTimeout {
+        machine: String,
+        state: &'static str,
+        after: Duration,
+    },
+    #[error("the network was torn down")]
+    TornDown,
+}

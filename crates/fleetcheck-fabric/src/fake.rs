@@ -1,23 +1,36 @@
 //! An in-memory backend without any OS call, for engine and scenario tests.
 //!
-//! Machines only change between `Off` and `Running`. Rules, documented so tests can rely on them:
+//! Machines are `Off`, `Running` or `Paused`. Rules, documented so tests can rely on them:
 //!
 //! - a setup command (or an exec'd command, judged by its `sh -c` argument or its joined argv)
 //!   whose trimmed text is `false` or starts with `fail` fails with exit code 1 and stderr
 //!   `planted failure`; every other command succeeds with empty output;
 //! - `ping(from, to)` is `true` iff `from` is running and `to` is the address of a running
 //!   machine, unless a planted fault ([`FakeBackend::with_fault`]) answers otherwise;
+//! - faults follow the netns backend: a paused machine answers no ping and sends none
+//!   (`Ok(false)` at once), and an exec on it waits until it is resumed, shut down (then
+//!   `AgentLost`) or the request's timeout plus 5 s pass (then `NoAnswer`); a ping needs the
+//!   request path `from → to` and the reply path `to → from` both uncut by partitions and blocks;
+//!   a ping to oneself never crosses the switch, so no network fault touches it;
+//! - loss is drawn from a generator seeded by [`FakeBackend::with_seed`] (0 by default), so a
+//!   run is reproducible: like the agent, a ping makes one echo exchange per 10 ms of its
+//!   timeout (at least one), each crossing the switch twice; every crossing drops with the
+//!   loss percentage of the sending machine and then of the receiving one. 100% always drops,
+//!   0% never does;
 //! - every operation is counted ([`FakeBackend::stats`]) over all networks of the backend.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, Network};
-use crate::error::{BootError, CreateError, ExecError, PingError, ShutdownError, TeardownError};
+use crate::backend::{Backend, Network, ANSWER_MARGIN};
+use crate::error::{
+    BootError, CreateError, ExecError, FaultError, PingError, ShutdownError, TeardownError,
+};
+use crate::faults::Faults;
 use crate::spec::{ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec};
 
 /// A planted fault: `Some(answer)` overrides the answer of a ping from `from` to `to`.
@@ -28,6 +41,7 @@ pub type PingFault = Arc<dyn Fn(&FakeView<'_>, &str, Ipv4Addr) -> Option<bool> +
 pub struct FakeBackend {
     fault: Option<PingFault>,
     counters: Arc<Counters>,
+    seed: u64,
 }
 
 impl fmt::Debug for FakeBackend {
@@ -74,7 +88,14 @@ impl FakeBackend {
         FakeBackend {
             fault: Some(fault),
             counters: Arc::default(),
+            seed: 0,
         }
+    }
+
+    /// The same fake, whose networks draw packet loss from `seed`.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
     }
 
     /// Operation counts so far.
@@ -113,7 +134,10 @@ impl Backend for FakeBackend {
             state: Mutex::new(State {
                 status,
                 logs: BTreeMap::new(),
+                faults: Faults::default(),
+                rng: self.seed,
             }),
+            changed: Condvar::new(),
         }))
     }
 }
@@ -155,6 +179,34 @@ impl FakeView<'_> {
 struct State {
     status: BTreeMap<String, MachineStatus>,
     logs: BTreeMap<String, String>,
+    faults: Faults,
+    /// splitmix64 state for packet loss.
+    rng: u64,
+}
+
+impl State {
+    /// Next number of the loss generator (splitmix64).
+    fn next(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Whether one frame from machine `a` to machine `b` crosses the switch.
+    fn crosses(&mut self, a: usize, b: usize) -> bool {
+        if self.faults.is_cut(a, b) {
+            return false;
+        }
+        for i in [a, b] {
+            let loss = self.faults.loss_of(i);
+            if loss > 0 && self.next() % 100 < u64::from(loss) {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 struct FakeNetwork {
@@ -162,6 +214,8 @@ struct FakeNetwork {
     fault: Option<PingFault>,
     counters: Arc<Counters>,
     state: Mutex<State>,
+    /// Signalled whenever a machine's status changes (a waiting exec on a paused machine).
+    changed: Condvar,
 }
 
 /// Whether the fake treats `cmd` as a failing command.
@@ -219,6 +273,44 @@ impl FakeNetwork {
             });
         }
         state.status.insert(id.into(), MachineStatus::Off);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// Moves machine `id` from status `from` to `to`, for pause and resume.
+    fn switch_status(
+        &self,
+        id: &str,
+        allowed: fn(MachineStatus) -> bool,
+        operation: &'static str,
+        to: MachineStatus,
+    ) -> Result<(), FaultError> {
+        let mut state = self.lock();
+        let status = *state
+            .status
+            .get(id)
+            .ok_or_else(|| FaultError::UnknownMachine { machine: id.into() })?;
+        if !allowed(status) {
+            return Err(FaultError::WrongStatus {
+                machine: id.into(),
+                status,
+                operation,
+            });
+        }
+        state.status.insert(id.into(), to);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// Changes the faults in force by `change`, if it accepts the call.
+    fn change_faults(
+        &self,
+        change: impl FnOnce(&mut Faults) -> Result<(), FaultError>,
+    ) -> Result<(), FaultError> {
+        let mut state = self.lock();
+        let mut next = state.faults.clone();
+        change(&mut next)?;
+        state.faults = next;
         Ok(())
     }
 }
@@ -265,11 +357,36 @@ impl Network for FakeNetwork {
         let status = self
             .status(id)
             .ok_or_else(|| ExecError::UnknownMachine { machine: id.into() })?;
-        if status != MachineStatus::Running {
+        if !status.can_exec() {
             return Err(ExecError::WrongStatus {
                 machine: id.into(),
                 status,
             });
+        }
+        if status == MachineStatus::Paused {
+            // As on netns: the request waits in the frozen agent.
+            let wait = req.timeout + ANSWER_MARGIN;
+            let deadline = Instant::now() + wait;
+            let mut state = self.lock();
+            loop {
+                match state.status.get(id).copied() {
+                    Some(MachineStatus::Running) => break,
+                    Some(MachineStatus::Paused) => {}
+                    _ => return Err(ExecError::AgentLost { machine: id.into() }),
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ExecError::NoAnswer {
+                        machine: id.into(),
+                        after: wait,
+                    });
+                }
+                state = self
+                    .changed
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
         }
         let text = match req.argv.as_slice() {
             [] => return Err(ExecError::EmptyCommand { machine: id.into() }),
@@ -290,9 +407,9 @@ impl Network for FakeNetwork {
         }
     }
 
-    fn ping(&self, from: &str, to: Ipv4Addr, _timeout: Duration) -> Result<bool, PingError> {
+    fn ping(&self, from: &str, to: Ipv4Addr, timeout: Duration) -> Result<bool, PingError> {
         self.counters.pings.fetch_add(1, Ordering::Relaxed);
-        let state = self.lock();
+        let mut state = self.lock();
         let from_status = *state
             .status
             .get(from)
@@ -306,10 +423,62 @@ impl Network for FakeNetwork {
         if let Some(answer) = self.fault.as_ref().and_then(|f| f(&view, from, to)) {
             return Ok(answer);
         }
-        Ok(from_status == MachineStatus::Running
-            && view
-                .machine_by_ip(to)
-                .is_some_and(|m| view.is_running(&m.id)))
+        let target = view.machine_by_ip(to).map(|m| m.id.clone());
+        if from_status != MachineStatus::Running
+            || !target.as_ref().is_some_and(|t| view.is_running(t))
+        {
+            return Ok(false);
+        }
+        let position = |id: &str| {
+            self.spec
+                .machines
+                .iter()
+                .position(|m| m.id == id)
+                .expect("ids in the status map are machines of the spec")
+        };
+        let (a, b) = (position(from), position(&target.expect("checked above")));
+        if a == b {
+            return Ok(true);
+        }
+        let exchanges = (timeout.as_millis() / 10).clamp(1, 10_000);
+        for _ in 0..exchanges {
+            if state.crosses(a, b) && state.crosses(b, a) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn pause(&self, id: &str) -> Result<(), FaultError> {
+        self.switch_status(id, MachineStatus::can_pause, "pause", MachineStatus::Paused)
+    }
+
+    fn resume(&self, id: &str) -> Result<(), FaultError> {
+        self.switch_status(
+            id,
+            MachineStatus::can_resume,
+            "resume",
+            MachineStatus::Running,
+        )
+    }
+
+    fn partition(&self, groups: &[Vec<String>]) -> Result<(), FaultError> {
+        self.change_faults(|f| f.partition(&self.spec, groups))
+    }
+
+    fn block(&self, from: &str, to: &str) -> Result<(), FaultError> {
+        self.change_faults(|f| f.block(&self.spec, from, to))
+    }
+
+    fn loss(&self, id: &str, percent: u8) -> Result<(), FaultError> {
+        self.change_faults(|f| f.set_loss(&self.spec, id, percent))
+    }
+
+    fn heal(&self) -> Result<(), FaultError> {
+        self.change_faults(|f| {
+            f.heal();
+            Ok(())
+        })
     }
 
     fn logs(&self, id: &str) -> String {
@@ -439,6 +608,145 @@ mod tests {
         assert!(matches!(
             FakeBackend::new().create(&s),
             Err(CreateError::InvalidSpec(_))
+        ));
+    }
+
+    fn ips() -> (Ipv4Addr, Ipv4Addr, Ipv4Addr) {
+        (
+            "10.1.0.1".parse().unwrap(),
+            "10.1.0.2".parse().unwrap(),
+            "10.1.0.3".parse().unwrap(),
+        )
+    }
+
+    fn three_running() -> Box<dyn Network> {
+        let mut s = spec();
+        s.machines[2].setup.clear();
+        let net = FakeBackend::new().create(&s).unwrap();
+        assert!(net.boot(&["a", "b", "c"]).iter().all(Result::is_ok));
+        net
+    }
+
+    #[test]
+    fn paused_machine_answers_nothing_and_exec_waits_for_resume() {
+        let net = three_running();
+        let (a, b, _) = ips();
+        assert!(matches!(
+            net.resume("a"),
+            Err(FaultError::WrongStatus { .. })
+        ));
+        net.pause("b").unwrap();
+        assert_eq!(net.status("b"), Some(MachineStatus::Paused));
+        assert!(matches!(
+            net.pause("b"),
+            Err(FaultError::WrongStatus { .. })
+        ));
+        assert!(!net.ping("a", b, T).unwrap());
+        assert!(
+            !net.ping("b", a, T).unwrap(),
+            "a paused machine sends nothing"
+        );
+        assert!(matches!(
+            net.boot(&["b"])[0],
+            Err(BootError::WrongStatus { .. })
+        ));
+        std::thread::scope(|s| {
+            let waiting = s.spawn(|| {
+                let started = Instant::now();
+                let out = net.exec("b", &ExecRequest::shell("true")).unwrap();
+                (out, started.elapsed())
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            net.resume("b").unwrap();
+            let (out, took) = waiting.join().unwrap();
+            assert!(out.success());
+            assert!(took >= Duration::from_millis(40), "exec waited for resume");
+        });
+        assert!(net.ping("a", b, T).unwrap());
+    }
+
+    #[test]
+    fn paused_machine_can_be_shut_down_and_its_waiting_exec_is_lost() {
+        let net = three_running();
+        net.pause("c").unwrap();
+        std::thread::scope(|s| {
+            let waiting = s.spawn(|| net.exec("c", &ExecRequest::shell("true")));
+            std::thread::sleep(Duration::from_millis(20));
+            net.crash("c").unwrap();
+            assert!(matches!(
+                waiting.join().unwrap(),
+                Err(ExecError::AgentLost { .. })
+            ));
+        });
+        assert_eq!(net.status("c"), Some(MachineStatus::Off));
+        net.boot(&["c"]).remove(0).unwrap();
+        let out = net.exec(
+            "c",
+            &ExecRequest::shell("true").with_timeout(Duration::ZERO),
+        );
+        assert!(out.unwrap().success(), "a rebooted machine is not paused");
+    }
+
+    #[test]
+    fn partition_block_and_heal() {
+        let net = three_running();
+        let (a, b, c) = ips();
+        net.partition(&[vec!["a".into(), "b".into()], vec!["c".into()]])
+            .unwrap();
+        assert!(net.ping("a", b, T).unwrap() && net.ping("b", a, T).unwrap());
+        assert!(!net.ping("a", c, T).unwrap() && !net.ping("c", a, T).unwrap());
+        assert!(!net.ping("b", c, T).unwrap() && !net.ping("c", b, T).unwrap());
+        assert!(
+            net.ping("c", c, T).unwrap(),
+            "a machine still reaches itself"
+        );
+        net.heal().unwrap();
+        assert!(net.ping("a", c, T).unwrap() && net.ping("c", b, T).unwrap());
+        // One-way: a ping needs both ways, so it fails both ways; the rest pass.
+        net.block("a", "c").unwrap();
+        assert!(!net.ping("a", c, T).unwrap() && !net.ping("c", a, T).unwrap());
+        assert!(net.ping("b", c, T).unwrap() && net.ping("a", b, T).unwrap());
+        assert!(matches!(
+            net.block("a", "zz"),
+            Err(FaultError::UnknownMachine { .. })
+        ));
+        // Faults survive a reboot.
+        net.shutdown("c").unwrap();
+        net.boot(&["c"]).remove(0).unwrap();
+        assert!(!net.ping("a", c, T).unwrap());
+        net.heal().unwrap();
+        assert!(net.ping("a", c, T).unwrap());
+    }
+
+    #[test]
+    fn loss_is_seeded_and_bounded_by_its_extremes() {
+        let net = three_running();
+        let (_, _, c) = ips();
+        net.loss("c", 100).unwrap();
+        assert!((0..50).all(|_| !net.ping("a", c, Duration::from_secs(1)).unwrap()));
+        net.loss("c", 0).unwrap();
+        assert!((0..50).all(|_| net.ping("a", c, T).unwrap()));
+        net.loss("c", 50).unwrap();
+        net.partition(&[vec!["b".into()]]).unwrap();
+        assert!(
+            !net.ping("a", "10.1.0.2".parse().unwrap(), T).unwrap(),
+            "faults add up"
+        );
+        let answered = |seed: u64| {
+            let mut s = spec();
+            s.machines[2].setup.clear();
+            let net = FakeBackend::new().with_seed(seed).create(&s).unwrap();
+            net.boot(&["a", "c"]);
+            net.loss("c", 50).unwrap();
+            (0..200).filter(|_| net.ping("a", c, T).unwrap()).count()
+        };
+        let first = answered(7);
+        // One exchange crosses c's lossy port twice: 25% get through.
+        assert!((20..=80).contains(&first), "{first} of 200 answered");
+        assert_eq!(answered(7), first, "the same seed, the same drops");
+        assert!(matches!(
+            net.loss("c", 101),
+            Err(FaultError::BadPercent { .. })
         ));
     }
 }

@@ -38,13 +38,14 @@ pub mod agent;
 mod backend;
 mod error;
 pub mod fake;
+mod faults;
 pub mod netns;
 pub mod protocol;
 mod spec;
 
 pub use backend::{Backend, Network};
 pub use error::{
-    BootError, CreateError, ExecError, HostError, PingError, ShutdownError, SweepError,
+    BootError, CreateError, ExecError, FaultError, HostError, PingError, ShutdownError, SweepError,
     TeardownError,
 };
 pub use spec::{

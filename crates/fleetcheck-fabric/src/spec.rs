@@ -180,6 +180,8 @@ pub enum MachineStatus {
     Off,
     /// Agent ready, link up.
     Running,
+    /// Every process frozen ([`crate::Network::pause`]): the link stays up but nothing answers.
+    Paused,
 }
 
 impl MachineStatus {
@@ -188,9 +190,26 @@ impl MachineStatus {
         self == MachineStatus::Off
     }
 
-    /// Whether [`crate::Network::shutdown`] and [`crate::Network::crash`] accept it.
+    /// Whether [`crate::Network::shutdown`] and [`crate::Network::crash`] accept it (a paused
+    /// machine can lose power too).
     pub fn can_shutdown(self) -> bool {
+        matches!(self, MachineStatus::Running | MachineStatus::Paused)
+    }
+
+    /// Whether [`crate::Network::exec`] accepts it; on a paused machine the command starts only
+    /// once the machine is resumed.
+    pub fn can_exec(self) -> bool {
+        matches!(self, MachineStatus::Running | MachineStatus::Paused)
+    }
+
+    /// Whether [`crate::Network::pause`] accepts it.
+    pub fn can_pause(self) -> bool {
         self == MachineStatus::Running
+    }
+
+    /// Whether [`crate::Network::resume`] accepts it.
+    pub fn can_resume(self) -> bool {
+        self == MachineStatus::Paused
     }
 }
 
@@ -199,6 +218,7 @@ impl fmt::Display for MachineStatus {
         f.write_str(match self {
             MachineStatus::Off => "off",
             MachineStatus::Running => "running",
+            MachineStatus::Paused => "paused",
         })
     }
 }
@@ -330,5 +350,14 @@ mod tests {
         assert!(!MachineStatus::Off.can_shutdown());
         assert!(MachineStatus::Running.can_shutdown());
         assert!(!MachineStatus::Running.can_boot());
+        assert!(MachineStatus::Running.can_pause());
+        assert!(!MachineStatus::Running.can_resume());
+        assert!(MachineStatus::Paused.can_resume());
+        assert!(MachineStatus::Paused.can_shutdown());
+        assert!(MachineStatus::Paused.can_exec());
+        assert!(!MachineStatus::Paused.can_boot());
+        assert!(!MachineStatus::Paused.can_pause());
+        assert!(!MachineStatus::Off.can_exec());
+        assert!(!MachineStatus::Off.can_pause());
     }
 }

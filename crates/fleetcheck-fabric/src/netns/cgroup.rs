@@ -103,3 +103,160 @@ pub fn remove(dir: &Path) -> io::Result<()> {
         other => other,
     })
 }
+
+const V1_FREEZER: &str = "/sys/fs/cgroup/freezer";
+
+/// Where machines get frozen ([`crate::Network::pause`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Freezer {
+    /// The v1 freezer hierarchy: each machine has a cgroup of its own there,
+    /// `<root>/fleetcheck-<run>/<net>-<machine>`, next to its memory cgroup.
+    V1 { root: PathBuf },
+    /// `cgroup.freeze` of the machine's v2 cgroup.
+    V2,
+    /// Neither: pausing fails, everything else works.
+    Missing,
+}
+
+impl Freezer {
+    /// The freezer that goes with the memory hierarchy in use.
+    pub fn detect(cgroups: &Cgroups) -> Self {
+        if let Cgroups::V2 { .. } = cgroups {
+            return Freezer::V2;
+        }
+        let v1 = Path::new(V1_FREEZER);
+        if v1.join("cgroup.procs").exists() {
+            Freezer::V1 { root: v1.into() }
+        } else {
+            Freezer::Missing
+        }
+    }
+
+    /// `<root>/fleetcheck-<run>` of the v1 freezer hierarchy.
+    pub fn run_dir(&self, run: &str) -> Option<PathBuf> {
+        match self {
+            Freezer::V1 { root } => Some(root.join(format!("fleetcheck-{run}"))),
+            _ => None,
+        }
+    }
+
+    /// The freezer of the machine whose memory cgroup is `memory_dir` (not created yet).
+    pub fn machine(&self, run: &str, memory_dir: &Path) -> Option<FreezerDir> {
+        match self {
+            Freezer::V1 { .. } => {
+                let name = memory_dir.file_name()?;
+                Some(FreezerDir::V1(self.run_dir(run)?.join(name)))
+            }
+            Freezer::V2 => Some(FreezerDir::V2(memory_dir.to_path_buf())),
+            Freezer::Missing => None,
+        }
+    }
+}
+
+/// One machine's freezer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FreezerDir {
+    /// A cgroup of the v1 freezer hierarchy (`freezer.state`).
+    V1(PathBuf),
+    /// The machine's v2 cgroup (`cgroup.freeze`, `cgroup.events`).
+    V2(PathBuf),
+}
+
+impl FreezerDir {
+    /// The cgroup directory.
+    pub fn path(&self) -> &Path {
+        match self {
+            FreezerDir::V1(p) | FreezerDir::V2(p) => p,
+        }
+    }
+
+    /// The `cgroup.procs` an agent must join, if the freezer is a cgroup of its own.
+    pub fn own_procs(&self) -> Option<PathBuf> {
+        match self {
+            FreezerDir::V1(p) => Some(p.join("cgroup.procs")),
+            FreezerDir::V2(_) => None,
+        }
+    }
+
+    /// Creates the v1 cgroup (and its run parent); nothing to do on v2.
+    pub fn create(&self) -> io::Result<()> {
+        let FreezerDir::V1(dir) = self else {
+            return Ok(());
+        };
+        if let Some(parent) = dir.parent() {
+            match fs::create_dir(parent) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+        }
+        fs::create_dir(dir)
+    }
+
+    /// Removes the v1 cgroup (missing is fine); nothing to do on v2.
+    pub fn remove(&self) -> io::Result<()> {
+        match self {
+            FreezerDir::V1(dir) => remove(dir),
+            FreezerDir::V2(_) => Ok(()),
+        }
+    }
+
+    /// Asks the kernel to freeze or thaw, without waiting.
+    pub fn request(&self, frozen: bool) -> io::Result<()> {
+        match self {
+            FreezerDir::V1(dir) => fs::write(
+                dir.join("freezer.state"),
+                if frozen { "FROZEN" } else { "THAWED" },
+            ),
+            FreezerDir::V2(dir) => {
+                fs::write(dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })
+            }
+        }
+    }
+
+    /// Whether every task has reached the asked state.
+    pub fn reached(&self, frozen: bool) -> io::Result<bool> {
+        match self {
+            FreezerDir::V1(dir) => {
+                let state = fs::read_to_string(dir.join("freezer.state"))?;
+                Ok(state.trim() == if frozen { "FROZEN" } else { "THAWED" })
+            }
+            FreezerDir::V2(dir) => {
+                let events = fs::read_to_string(dir.join("cgroup.events"))?;
+                let want = if frozen { "frozen 1" } else { "frozen 0" };
+                Ok(events.lines().any(|l| l.trim() == want))
+            }
+        }
+    }
+
+    /// Freezes or thaws and waits until the kernel reports it done, at most `limit`: polls the
+    /// state file with a backoff from 50 µs to 5 ms (freezing a few tasks takes well under a
+    /// millisecond). On v1 every poll asks again, which is how v1 retries a `FREEZING` cgroup.
+    /// `Ok(false)`: not reached in time.
+    pub fn set(&self, frozen: bool, limit: std::time::Duration) -> io::Result<bool> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut pause = std::time::Duration::from_micros(50);
+        loop {
+            self.request(frozen)?;
+            if self.reached(frozen)? {
+                return Ok(true);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+/// Thaws whatever freezer cgroup `dir` is (v1 `freezer.state` or v2 `cgroup.freeze`), if it
+/// is one: for the sweep, after killing, since a frozen task dies only once thawed on v1.
+pub fn thaw_any(dir: &Path) {
+    if dir.join("freezer.state").exists() {
+        let _ = fs::write(dir.join("freezer.state"), "THAWED");
+    }
+    if dir.join("cgroup.freeze").exists() {
+        let _ = fs::write(dir.join("cgroup.freeze"), "0");
+    }
+}

@@ -7,6 +7,10 @@
 //! - `/run/netns/fleetcheck-<run>-n<k>-m<i>[-<id>]`: machine `i`'s namespace with `lo` and `eth0`
 //!   (the port's veth peer) carrying the machine's address;
 //! - `<memory cgroup>/fleetcheck-<run>/n<k>-m<i>`: its memory limit;
+//! - `<v1 freezer>/fleetcheck-<run>/n<k>-m<i>`: its freezer for pause/resume (on cgroup v2 the
+//!   memory cgroup's own `cgroup.freeze`);
+//! - table `bridge fleetcheck` in the switch namespace: the network faults (partition, block,
+//!   loss), present only while some are in force;
 //! - `/run/fleetcheck/<run>/n<k>/m<i>.log`: agent and setup output.
 //!
 //! A boot clones the agent ([`crate::agent`]) as PID 1 of new pid, mount, uts and ipc namespaces,
@@ -17,6 +21,7 @@ mod cgroup;
 mod conn;
 mod netlink;
 mod network;
+mod nft;
 mod ns;
 mod spawn;
 mod sweep;
@@ -30,7 +35,7 @@ use crate::backend::{Backend, Network};
 use crate::error::{CreateError, HostError};
 use crate::spec::NetworkSpec;
 
-pub use cgroup::Cgroups;
+pub use cgroup::{Cgroups, Freezer};
 pub use network::NetnsNetwork;
 pub use sweep::{sweep, SweepReport, RUN_ROOT};
 

@@ -10,23 +10,24 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{mpsc::RecvTimeoutError, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::cgroup;
+use super::cgroup::{self, FreezerDir};
 use super::conn::{AgentConn, CallError};
 use super::netlink::Req;
+use super::nft;
 use super::ns::{self, Netns};
 use super::spawn::{spawn_agent, AgentFds};
 use super::sweep::RunDir;
 use super::sys;
 use super::NetnsConfig;
-use crate::backend::Network;
-use crate::error::{BootError, CreateError, ExecError, PingError, ShutdownError, TeardownError};
+use crate::backend::{Network, ANSWER_MARGIN};
+use crate::error::{
+    BootError, CreateError, ExecError, FaultError, PingError, ShutdownError, TeardownError,
+};
+use crate::faults::Faults;
 use crate::protocol::{AgentMsg, HostMsg, Request, Response};
 use crate::spec::{ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec};
 
 static NEXT_NET: AtomicU64 = AtomicU64::new(0);
-
-/// Extra time the host waits for an agent's answer beyond the request's own timeout.
-const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 
 struct Machine {
     spec: MachineSpec,
@@ -34,6 +35,8 @@ struct Machine {
     index: usize,
     wire: Mutex<Wire>,
     cgroup: PathBuf,
+    /// Its freezer, if the host has one.
+    freezer: Option<FreezerDir>,
     log: PathBuf,
     state: Mutex<MachineState>,
     /// Pid of the live agent (0: none), readable without the state lock for emergency cleanup.
@@ -68,6 +71,8 @@ pub struct NetShared {
     dir: PathBuf,
     run: Arc<RunDir>,
     torn_down: AtomicBool,
+    /// The network faults in force; held while nft applies a change, which serialises them.
+    faults: Mutex<Faults>,
     /// Held for the whole of a teardown, so a second caller (a Ctrl-C handler racing a worker
     /// that is tearing down at the end of its case) returns only once everything is gone.
     teardown_done: Mutex<bool>,
@@ -122,7 +127,9 @@ pub fn create(
     let switch = made.pop().expect("switch namespace was created first");
     let mut machines = Vec::with_capacity(spec.machines.len());
     for (i, (m, netns)) in spec.machines.iter().zip(machine_ns).enumerate() {
+        let cgroup = run.cgroups.run_dir(&run.run).join(format!("{net}-m{i}"));
         machines.push(Machine {
+            freezer: run.freezer.machine(&run.run, &cgroup),
             spec: m.clone(),
             index: i,
             wire: Mutex::new(Wire {
@@ -130,7 +137,7 @@ pub fn create(
                 port: format!("p{i}"),
                 boots: 0,
             }),
-            cgroup: run.cgroups.run_dir(&run.run).join(format!("{net}-m{i}")),
+            cgroup,
             log: dir.join(format!("m{i}.log")),
             state: Mutex::new(MachineState {
                 status: MachineStatus::Off,
@@ -149,6 +156,7 @@ pub fn create(
         dir,
         run: run.clone(),
         torn_down: AtomicBool::new(false),
+        faults: Mutex::new(Faults::default()),
         teardown_done: Mutex::new(false),
     });
     super::register_network(&shared);
@@ -229,6 +237,12 @@ impl NetShared {
                     path: m.cgroup.clone(),
                     source,
                 })?;
+            if let Some(freezer) = &m.freezer {
+                freezer.create().map_err(|source| CreateError::Cgroup {
+                    path: freezer.path().to_path_buf(),
+                    source,
+                })?;
+            }
         }
         Ok(())
     }
@@ -329,6 +343,9 @@ impl NetShared {
         let mut result = Ok(());
         if pid > 0 {
             result = sys::kill(pid, libc::SIGKILL);
+            // A frozen task dies only once thawed (v1 freezer; verified on this kernel). The
+            // kill is queued first, so no thawed process runs user code again.
+            self.thaw_after_kill(m);
             let _ = sys::reap(pid);
         }
         if let Some(conn) = conn {
@@ -418,6 +435,10 @@ impl NetShared {
         let stdin =
             sys::open(std::path::Path::new("/dev/null"), libc::O_RDONLY).map_err(spawn_err)?;
         let procs = sys::open(&m.cgroup.join("cgroup.procs"), libc::O_WRONLY).map_err(spawn_err)?;
+        let freezer_procs = match m.freezer.as_ref().and_then(FreezerDir::own_procs) {
+            Some(path) => Some(sys::open(&path, libc::O_WRONLY).map_err(spawn_err)?),
+            None => None,
+        };
         let agent_end: OwnedFd = agent_end.into();
         // The agent is started and its pid published under the wire lock, which teardown
         // takes too: teardown either sees the pid or comes first and stops this boot here.
@@ -430,6 +451,7 @@ impl NetShared {
             AgentFds {
                 netns: &wire.netns.fd,
                 cgroup_procs: &procs,
+                freezer_procs: freezer_procs.as_ref(),
                 stdin: &stdin,
                 log: &log,
                 channel: &agent_end,
@@ -499,9 +521,20 @@ impl NetShared {
             });
         }
         let conn = st.agent.take();
+        let was_paused = st.status == MachineStatus::Paused;
         st.status = MachineStatus::Off;
         let killed = self.stop_agent(m, conn);
-        let link = self.set_port(m, false);
+        let mut link = self.set_port(m, false);
+        if was_paused {
+            // Its next boot must answer again.
+            let unpaused = self.change_faults(|f| {
+                f.paused.remove(&m.index);
+                Ok(())
+            });
+            if let Err(e) = unpaused {
+                link = link.and(Err(io::Error::other(e)));
+            }
+        }
         killed.map_err(|source| ShutdownError::Kill {
             machine: id.into(),
             source,
@@ -512,13 +545,118 @@ impl NetShared {
         })
     }
 
-    fn agent(&self, id: &str) -> Result<Arc<AgentConn>, Result<MachineStatus, ()>> {
+    /// The agent channel of a machine whose status passes `allowed`.
+    fn agent(
+        &self,
+        id: &str,
+        allowed: fn(MachineStatus) -> bool,
+    ) -> Result<Arc<AgentConn>, Result<MachineStatus, ()>> {
         let m = self.machine(id).ok_or(Err(()))?;
         let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
         match (&st.agent, st.status) {
-            (Some(conn), MachineStatus::Running) => Ok(conn.clone()),
+            (Some(conn), status) if allowed(status) => Ok(conn.clone()),
             (_, status) => Err(Ok(status)),
         }
+    }
+
+    /// After a kill: thaws the machine's freezer so its (maybe frozen) tasks can die.
+    fn thaw_after_kill(&self, m: &Machine) {
+        if let Some(freezer) = &m.freezer {
+            let _ = freezer.request(false);
+        }
+    }
+
+    /// Pause (`frozen`) or resume machine `id`, waiting until the kernel reports it done. A
+    /// paused machine's port also drops every frame (see [`nft`]): its frozen processes cannot
+    /// answer, but its kernel network stack could.
+    fn freeze(&self, id: &str, frozen: bool) -> Result<(), FaultError> {
+        let (i, m) = self
+            .machines
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.spec.id == id)
+            .ok_or_else(|| FaultError::UnknownMachine { machine: id.into() })?;
+        let (allowed, operation, to): (fn(MachineStatus) -> bool, _, _) = if frozen {
+            (MachineStatus::can_pause, "pause", MachineStatus::Paused)
+        } else {
+            (MachineStatus::can_resume, "resume", MachineStatus::Running)
+        };
+        // Held throughout, so a shutdown cannot interleave.
+        let mut st = m.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !allowed(st.status) || st.booting {
+            return Err(FaultError::WrongStatus {
+                machine: id.into(),
+                status: st.status,
+                operation,
+            });
+        }
+        let freezer = m
+            .freezer
+            .as_ref()
+            .ok_or_else(|| FaultError::NoFreezer { machine: id.into() })?;
+        let set = |frozen: bool| -> Result<(), FaultError> {
+            let reached =
+                freezer
+                    .set(frozen, FREEZE_TIMEOUT)
+                    .map_err(|source| FaultError::Freezer {
+                        machine: id.into(),
+                        path: freezer.path().to_path_buf(),
+                        source,
+                    })?;
+            if reached {
+                Ok(())
+            } else {
+                Err(FaultError::FreezerTimeout {
+                    machine: id.into(),
+                    state: if frozen { "FROZEN" } else { "THAWED" },
+                    after: FREEZE_TIMEOUT,
+                })
+            }
+        };
+        if frozen {
+            // Silence the port first, so nothing more leaves a half-frozen machine.
+            self.change_faults(|f| {
+                f.paused.insert(i);
+                Ok(())
+            })?;
+            if let Err(e) = set(true) {
+                // Leave it running rather than half frozen.
+                let _ = set(false);
+                let _ = self.change_faults(|f| {
+                    f.paused.remove(&i);
+                    Ok(())
+                });
+                return Err(e);
+            }
+        } else {
+            set(false)?;
+            self.change_faults(|f| {
+                f.paused.remove(&i);
+                Ok(())
+            })?;
+        }
+        st.status = to;
+        Ok(())
+    }
+
+    /// Applies `change` to the faults in force: renders the whole new table and replaces the
+    /// old one in one `nft` transaction; the faults change only if nft accepted them.
+    fn change_faults(
+        &self,
+        change: impl FnOnce(&mut Faults) -> Result<(), FaultError>,
+    ) -> Result<(), FaultError> {
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = faults.clone();
+        change(&mut next)?;
+        let ids: Vec<&str> = self.machines.iter().map(|m| m.spec.id.as_str()).collect();
+        let script = nft::render(&next, &ids);
+        // The switch lock keeps the namespace (and its fd) alive while nft enters it.
+        let guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
+        let switch = guard.as_ref().ok_or(FaultError::TornDown)?;
+        nft::run_in(switch.fd.as_raw_fd(), &["-f", "-"], &script)?;
+        drop(guard);
+        *faults = next;
+        Ok(())
     }
 
     /// Removes everything; idempotent and callable from any thread (Ctrl-C cleanup).
@@ -554,8 +692,12 @@ impl NetShared {
             // An agent a racing boot started before this lock was taken, and anything else
             // left in the machine's cgroup.
             let _ = self.stop_agent(m, None);
-            for pid in cgroup::pids(&m.cgroup) {
+            let left = cgroup::pids(&m.cgroup);
+            for &pid in &left {
                 let _ = sys::kill(pid, libc::SIGKILL);
+            }
+            self.thaw_after_kill(m);
+            for pid in left {
                 let _ = sys::reap(pid);
             }
             if let Err(e) = ns::remove_named(&wire.netns.path) {
@@ -564,6 +706,11 @@ impl NetShared {
             drop(wire);
             if let Err(e) = cgroup::remove(&m.cgroup) {
                 failures.push((format!("cgroup {}", m.cgroup.display()), e));
+            }
+            if let Some(freezer) = &m.freezer {
+                if let Err(e) = freezer.remove() {
+                    failures.push((format!("cgroup {}", freezer.path().display()), e));
+                }
             }
         }
         let _ = fs::remove_dir_all(&self.dir);
@@ -575,6 +722,9 @@ impl NetShared {
         }
     }
 }
+
+/// How long pause and resume wait for the freezer.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -635,13 +785,16 @@ impl Network for NetnsNetwork {
         if req.argv.is_empty() {
             return Err(ExecError::EmptyCommand { machine: machine() });
         }
-        let conn = self.shared.agent(id).map_err(|e| match e {
-            Err(()) => ExecError::UnknownMachine { machine: machine() },
-            Ok(status) => ExecError::WrongStatus {
-                machine: machine(),
-                status,
-            },
-        })?;
+        let conn = self
+            .shared
+            .agent(id, MachineStatus::can_exec)
+            .map_err(|e| match e {
+                Err(()) => ExecError::UnknownMachine { machine: machine() },
+                Ok(status) => ExecError::WrongStatus {
+                    machine: machine(),
+                    status,
+                },
+            })?;
         let wait = req.timeout + ANSWER_MARGIN;
         let request = Request::Exec {
             argv: req.argv.clone(),
@@ -673,10 +826,11 @@ impl Network for NetnsNetwork {
 
     fn ping(&self, from: &str, to: Ipv4Addr, timeout: Duration) -> Result<bool, PingError> {
         let machine = || from.to_string();
-        let conn = match self.shared.agent(from) {
+        let running = |s| s == MachineStatus::Running;
+        let conn = match self.shared.agent(from, running) {
             Ok(conn) => conn,
             Err(Err(())) => return Err(PingError::UnknownMachine { machine: machine() }),
-            // A machine that is off gets no reply.
+            // A machine that is off gets no reply; a paused one sends nothing.
             Err(Ok(_)) => return Ok(false),
         };
         let wait = timeout + ANSWER_MARGIN;
@@ -712,6 +866,36 @@ impl Network for NetnsNetwork {
             .unwrap_or_default()
     }
 
+    fn pause(&self, id: &str) -> Result<(), FaultError> {
+        self.shared.freeze(id, true)
+    }
+
+    fn resume(&self, id: &str) -> Result<(), FaultError> {
+        self.shared.freeze(id, false)
+    }
+
+    fn partition(&self, groups: &[Vec<String>]) -> Result<(), FaultError> {
+        let spec = &self.shared.spec;
+        self.shared.change_faults(|f| f.partition(spec, groups))
+    }
+
+    fn block(&self, from: &str, to: &str) -> Result<(), FaultError> {
+        let spec = &self.shared.spec;
+        self.shared.change_faults(|f| f.block(spec, from, to))
+    }
+
+    fn loss(&self, id: &str, percent: u8) -> Result<(), FaultError> {
+        let spec = &self.shared.spec;
+        self.shared.change_faults(|f| f.set_loss(spec, id, percent))
+    }
+
+    fn heal(&self) -> Result<(), FaultError> {
+        self.shared.change_faults(|f| {
+            f.heal();
+            Ok(())
+        })
+    }
+
     fn teardown(self: Box<Self>) -> Result<(), TeardownError> {
         self.shared.teardown()
     }
@@ -734,6 +918,36 @@ impl NetnsNetwork {
     pub fn agent_pid(&self, id: &str) -> Option<i32> {
         let pid = self.shared.machine(id)?.agent_pid.load(Ordering::SeqCst);
         (pid > 0).then_some(pid)
+    }
+
+    /// Name of the switch namespace (under /run/netns), until teardown.
+    pub fn switch_namespace(&self) -> Option<String> {
+        let guard = self.shared.switch.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().map(|s| s.name.clone())
+    }
+
+    /// The machine's freezer cgroup directory (on cgroup v2 its memory cgroup).
+    pub fn freezer_of(&self, id: &str) -> Option<PathBuf> {
+        let m = self.shared.machine(id)?;
+        m.freezer.as_ref().map(|f| f.path().to_path_buf())
+    }
+
+    /// The fault table as `nft list` prints it, with rule counters (empty when no fault is in
+    /// force): to see which rule dropped what.
+    pub fn fault_rules(&self) -> Result<String, FaultError> {
+        let _faults = self.shared.faults.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.shared.switch.lock().unwrap_or_else(|e| e.into_inner());
+        let switch = guard.as_ref().ok_or(FaultError::TornDown)?;
+        let fd = switch.fd.as_raw_fd();
+        let tables = nft::run_in(fd, &["list", "tables"], "")?;
+        if !tables
+            .lines()
+            .any(|l| l.trim() == format!("table {}", nft::TABLE))
+        {
+            return Ok(String::new());
+        }
+        let (family, name) = nft::TABLE.split_once(' ').expect("family and name");
+        nft::run_in(fd, &["list", "table", family, name], "")
     }
 
     /// The run id this network belongs to.

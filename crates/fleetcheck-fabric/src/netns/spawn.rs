@@ -24,6 +24,8 @@ struct ChildArgs {
     envp: *const *const libc::c_char,
     netns: RawFd,
     cgroup_procs: RawFd,
+    /// `cgroup.procs` of the machine's own freezer cgroup, or -1.
+    freezer_procs: RawFd,
     stdin: RawFd,
     log: RawFd,
     channel: RawFd,
@@ -52,6 +54,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::write(a.cgroup_procs, b"0".as_ptr().cast(), 1) < 0 {
             fail(2);
         }
+        if a.freezer_procs >= 0 && libc::write(a.freezer_procs, b"0".as_ptr().cast(), 1) < 0 {
+            fail(6);
+        }
         if libc::dup2(a.stdin, 0) < 0 || libc::dup2(a.log, 1) < 0 || libc::dup2(a.log, 2) < 0 {
             fail(3);
         }
@@ -74,6 +79,7 @@ fn step_name(step: i32) -> &'static str {
         2 => "join the machine's cgroup",
         3 => "redirect standard streams",
         4 => "pass the channel",
+        6 => "join the machine's freezer cgroup",
         _ => "execute the agent",
     }
 }
@@ -86,6 +92,7 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
 pub struct AgentFds<'a> {
     pub netns: &'a OwnedFd,
     pub cgroup_procs: &'a OwnedFd,
+    pub freezer_procs: Option<&'a OwnedFd>,
     pub stdin: &'a OwnedFd,
     pub log: &'a OwnedFd,
     pub channel: &'a OwnedFd,
@@ -130,6 +137,7 @@ pub fn spawn_agent(cmd: &AgentCommand, fds: AgentFds<'_>) -> io::Result<i32> {
         envp: envp.as_ptr(),
         netns: fds.netns.as_raw_fd(),
         cgroup_procs: fds.cgroup_procs.as_raw_fd(),
+        freezer_procs: fds.freezer_procs.map_or(-1, |fd| fd.as_raw_fd()),
         stdin: fds.stdin.as_raw_fd(),
         log: fds.log.as_raw_fd(),
         channel: fds.channel.as_raw_fd(),

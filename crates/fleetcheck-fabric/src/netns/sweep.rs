@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::cgroup::{self, Cgroups};
+use super::cgroup::{self, Cgroups, Freezer};
 use super::ns::{remove_named, NETNS_DIR};
 use super::sys;
 use crate::error::{HostError, SweepError};
@@ -37,6 +37,7 @@ pub struct RunDir {
     pub run: String,
     pub path: PathBuf,
     pub cgroups: Cgroups,
+    pub freezer: Freezer,
 }
 
 impl RunDir {
@@ -60,7 +61,13 @@ impl RunDir {
             fs::write(tmp.join("owner"), format!("{pid} {start}\n")).map_err(err(&tmp))?;
             match fs::rename(&tmp, &path) {
                 Ok(()) => {
-                    let dir = Arc::new(RunDir { run, path, cgroups });
+                    let freezer = Freezer::detect(&cgroups);
+                    let dir = Arc::new(RunDir {
+                        run,
+                        path,
+                        cgroups,
+                        freezer,
+                    });
                     super::register_run(&dir);
                     return Ok(dir);
                 }
@@ -78,6 +85,9 @@ impl RunDir {
     /// Removes the run's cgroup parent and directory (idempotent).
     pub fn remove(&self) {
         let _ = cgroup::remove(&self.cgroups.run_dir(&self.run));
+        if let Some(dir) = self.freezer.run_dir(&self.run) {
+            let _ = cgroup::remove(&dir);
+        }
         let _ = fs::remove_dir_all(&self.path);
     }
 }
@@ -105,6 +115,7 @@ fn owner_alive(dir: &Path) -> bool {
 fn hierarchies() -> Vec<PathBuf> {
     [
         "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/freezer",
         "/sys/fs/cgroup",
         "/sys/fs/cgroup/unified",
     ]
@@ -182,21 +193,28 @@ fn remove_run(run: &str, report: &mut SweepReport) -> Result<(), SweepError> {
         .map(|h| h.join(format!("fleetcheck-{run}")))
         .filter(|p| p.is_dir())
         .collect();
-    // 1. Processes: every agent and its descendants sit in a machine cgroup.
+    // 1. Processes: every agent and its descendants sit in a machine cgroup. A paused machine's
+    // tasks die only once thawed (v1 freezer), so: kill all, thaw all, then wait.
     let deadline = Instant::now() + Duration::from_secs(5);
-    for dir in &cg_dirs {
-        for m in entries(dir) {
-            let mdir = dir.join(&m);
-            if !mdir.is_dir() {
-                continue;
-            }
-            for pid in cgroup::pids(&mdir) {
-                if sys::kill(pid, libc::SIGKILL).is_ok() {
-                    report.processes += 1;
-                }
-                wait_gone(pid, deadline);
+    let mut killed = Vec::new();
+    let machine_dirs: Vec<PathBuf> = cg_dirs
+        .iter()
+        .flat_map(|dir| entries(dir).into_iter().map(move |m| dir.join(m)))
+        .filter(|p| p.is_dir())
+        .collect();
+    for mdir in &machine_dirs {
+        for pid in cgroup::pids(mdir) {
+            if sys::kill(pid, libc::SIGKILL).is_ok() && !killed.contains(&pid) {
+                report.processes += 1;
+                killed.push(pid);
             }
         }
+    }
+    for mdir in &machine_dirs {
+        cgroup::thaw_any(mdir);
+    }
+    for pid in killed {
+        wait_gone(pid, deadline);
     }
     // 2. Namespaces.
     let prefix = format!("fleetcheck-{run}-");

@@ -2,6 +2,7 @@
 //! a reason when not root, and fail instead when `CI=true`.
 
 mod cleanup;
+mod faults;
 mod host;
 mod machines;
 mod support;
