@@ -3,6 +3,9 @@
 //! - [`NetworkSpec`], [`MachineSpec`], [`Subnet`]: what to build.
 //! - [`Backend`] builds a [`Network`]; a network boots, shuts down and crashes machines, runs
 //!   commands in them ([`ExecRequest`] / [`ExecOutput`]) and pings between them.
+//! - Faults are network operations too: `pause`/`resume` freeze and thaw a machine,
+//!   `partition`, `block` (one-way) and `loss` cut or thin its traffic on the switch until
+//!   `heal`; they survive reboots. Both backends implement the same rules ([`FaultError`]).
 //! - [`fake::FakeBackend`]: in memory, no OS calls, with planted ping faults, for engine tests.
 //! - [`netns::NetnsBackend`]: real Linux namespaces, a bridge in a private switch namespace and
 //!   an [`agent`] as PID 1 of every machine. Needs root.
@@ -29,6 +32,12 @@
 //! let net = FakeBackend::new().create(&spec).unwrap();
 //! assert!(net.boot(&["a", "b"]).iter().all(Result::is_ok));
 //! assert!(net.ping("a", "172.16.2.2".parse().unwrap(), Duration::from_secs(1)).unwrap());
+//! net.partition(&[vec!["a".into()], vec!["b".into()]]).unwrap();
+//! assert!(!net.ping("a", "172.16.2.2".parse().unwrap(), Duration::from_secs(1)).unwrap());
+//! net.heal().unwrap();
+//! net.pause("b").unwrap();
+//! assert!(!net.ping("a", "172.16.2.2".parse().unwrap(), Duration::from_secs(1)).unwrap());
+//! net.resume("b").unwrap();
 //! net.shutdown("b").unwrap();
 //! assert!(!net.ping("a", "172.16.2.2".parse().unwrap(), Duration::from_secs(1)).unwrap());
 //! net.teardown().unwrap();
