@@ -13,6 +13,7 @@
 //!
 //! [ping]
 //! timeout_ms = 100                               # how long a ping waits for a reply
+//! faults = ["pause", "partition", "block"]       # faults to generate too (default none)
 //! ```
 //!
 //! Every key is optional; the defaults are the seed's (shown above, with no setup commands).
@@ -69,6 +70,22 @@ pub struct MachineConfig {
 pub struct PingConfig {
     /// How long a ping waits for a reply, in milliseconds.
     pub timeout_ms: u64,
+    /// Faults the generator may add to the seed's commands: `"pause"` (Pause/Resume),
+    /// `"partition"` (Partition/Heal) and `"block"` (one-way Block/Heal). Empty: the seed's
+    /// test exactly.
+    pub faults: Vec<Fault>,
+}
+
+/// A kind of fault the ping scenario can generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fault {
+    /// Freeze a running machine, and thaw it later.
+    Pause,
+    /// Split the machines into groups that cannot reach each other, and heal.
+    Partition,
+    /// Drop packets from one machine to another (one way), and heal.
+    Block,
 }
 
 /// A whole configuration file.
@@ -107,7 +124,10 @@ impl Default for MachineConfig {
 
 impl Default for PingConfig {
     fn default() -> Self {
-        Self { timeout_ms: 100 }
+        Self {
+            timeout_ms: 100,
+            faults: Vec::new(),
+        }
     }
 }
 

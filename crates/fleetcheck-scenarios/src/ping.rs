@@ -1,9 +1,12 @@
 //! The seed's test: 1–4 initially stopped machines, Boot, Shutdown and Ping(from, to), with
-//! the seed's generators, frequencies, preconditions and postconditions.
+//! the seed's generators, frequencies, preconditions and postconditions. Optionally
+//! (`[ping] faults`) also Pause/Resume, Partition, one-way Block and Heal, whose effect on
+//! pings the model predicts.
 //!
 //! [`PingModel`] is pure; [`PingSystem`] runs it on any fabric backend (the in-memory fake or
 //! real namespaces), so the same scenario runs on both arms.
 
+use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use fleetcheck_engine::{check, Abort, Check, Gen, Labels, Model, System};
 use fleetcheck_fabric::{Backend, BootError, MachineSpec, Network, NetworkSpec, Subnet};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ScenarioConfig;
+use crate::config::{Fault, ScenarioConfig};
 
 /// One machine of the model: the seed's `Machine` case class.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +33,9 @@ pub struct Machine {
     pub kernel: String,
     /// Whether the model says it is up.
     pub running: bool,
+    /// Whether it is frozen (running, but answering nothing).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// The model state: the network.
@@ -39,6 +45,9 @@ pub struct PingState {
     pub subnet: Subnet,
     /// The machines, in generation order.
     pub machines: Vec<Machine>,
+    /// Directed cuts `(from, to)`: packets from `from` to `to` are dropped (until Heal).
+    #[serde(default)]
+    pub cuts: BTreeSet<(String, String)>,
 }
 
 impl PingState {
@@ -53,6 +62,29 @@ impl PingState {
             .filter(|m| m.running == running)
             .map(|m| m.id.clone())
             .collect()
+    }
+
+    /// Running machines that are not paused: those that can act.
+    fn awake(&self) -> Vec<String> {
+        self.machines
+            .iter()
+            .filter(|m| m.running && !m.paused)
+            .map(|m| m.id.clone())
+            .collect()
+    }
+
+    fn paused(&self) -> Vec<String> {
+        self.machines
+            .iter()
+            .filter(|m| m.paused)
+            .map(|m| m.id.clone())
+            .collect()
+    }
+
+    /// Whether an echo from `from` to `to` and its reply can both get through.
+    pub fn reachable(&self, from: &str, to: &str) -> bool {
+        let cut = |a: &str, b: &str| self.cuts.contains(&(a.to_string(), b.to_string()));
+        from == to || !(cut(from, to) || cut(to, from))
     }
 
     /// The fabric's description of this network, every machine running `setup` at boot.
@@ -95,6 +127,30 @@ pub enum PingCmd {
         /// The target (running or not).
         to: String,
     },
+    /// Freeze every process of a running machine.
+    Pause {
+        /// The machine.
+        machine: String,
+    },
+    /// Thaw a paused machine.
+    Resume {
+        /// The machine.
+        machine: String,
+    },
+    /// Cut the network between groups (machines in no group form one more group).
+    Partition {
+        /// The groups.
+        groups: Vec<Vec<String>>,
+    },
+    /// Drop packets from one machine to another, one way.
+    Block {
+        /// The sender whose packets are dropped.
+        from: String,
+        /// Their destination.
+        to: String,
+    },
+    /// Remove every partition and block.
+    Heal,
 }
 
 /// What a command returned.
@@ -162,11 +218,13 @@ impl Model for PingModel {
                     .expect("validated: at least one kernel")
                     .clone(),
                 running: false,
+                paused: false,
             });
         }
         PingState {
             subnet: net.subnet,
             machines,
+            cuts: BTreeSet::new(),
         }
     }
 
@@ -202,7 +260,8 @@ impl Model for PingModel {
     }
 
     /// The seed's `genCommand`: only Boot when all are off; Shutdown 1 : PingOnline 4 when all
-    /// are on; otherwise Boot 2 : Shutdown 1 : PingOnline 4 : PingOffline 4.
+    /// are on; otherwise Boot 2 : Shutdown 1 : PingOnline 4 : PingOffline 4. With faults
+    /// enabled, Pause 1 / Resume 2, Partition 1, Block 1 and Heal 2 join in where they apply.
     fn command(&self, s: &PingState, g: &mut Gen) -> Option<PingCmd> {
         #[derive(Clone, Copy)]
         enum Kind {
@@ -210,57 +269,144 @@ impl Model for PingModel {
             Shutdown,
             PingOnline,
             PingOffline,
+            Pause,
+            Resume,
+            Partition,
+            Block,
+            Heal,
         }
         let (up, down) = (s.ids(true), s.ids(false));
-        let kind = if up.is_empty() {
-            Kind::Boot
+        let mut kinds: Vec<(u32, Kind)> = if up.is_empty() {
+            vec![(1, Kind::Boot)]
         } else if down.is_empty() {
-            *g.frequency(&[(1, Kind::Shutdown), (4, Kind::PingOnline)])?
+            vec![(1, Kind::Shutdown), (4, Kind::PingOnline)]
         } else {
-            *g.frequency(&[
+            vec![
                 (2, Kind::Boot),
                 (1, Kind::Shutdown),
                 (4, Kind::PingOnline),
                 (4, Kind::PingOffline),
-            ])?
+            ]
         };
-        let mut pick = |ids: &[String]| g.choose(ids).cloned();
+        let faults = &self.config.ping.faults;
+        let awake = s.awake();
+        if !up.is_empty() {
+            if faults.contains(&Fault::Pause) {
+                if !awake.is_empty() {
+                    kinds.push((1, Kind::Pause));
+                }
+                if !s.paused().is_empty() {
+                    kinds.push((2, Kind::Resume));
+                }
+            }
+            if s.machines.len() >= 2 {
+                if faults.contains(&Fault::Partition) {
+                    kinds.push((1, Kind::Partition));
+                }
+                if faults.contains(&Fault::Block) {
+                    kinds.push((1, Kind::Block));
+                }
+            }
+            if !s.cuts.is_empty() {
+                kinds.push((2, Kind::Heal));
+            }
+        }
+        let kind = *g.frequency(&kinds)?;
+        let all: Vec<String> = s.machines.iter().map(|m| m.id.clone()).collect();
         Some(match kind {
             Kind::Boot => PingCmd::Boot {
-                machine: pick(&down)?,
+                machine: g.choose(&down)?.clone(),
             },
             Kind::Shutdown => PingCmd::Shutdown {
-                machine: pick(&up)?,
+                machine: g.choose(&up)?.clone(),
             },
             Kind::PingOnline => PingCmd::Ping {
-                from: pick(&up)?,
-                to: pick(&up)?,
+                from: g.choose(&awake)?.clone(),
+                to: g.choose(&up)?.clone(),
             },
             Kind::PingOffline => PingCmd::Ping {
-                from: pick(&up)?,
-                to: pick(&down)?,
+                from: g.choose(&awake)?.clone(),
+                to: g.choose(&down)?.clone(),
             },
+            Kind::Pause => PingCmd::Pause {
+                machine: g.choose(&awake)?.clone(),
+            },
+            Kind::Resume => PingCmd::Resume {
+                machine: g.choose(&s.paused())?.clone(),
+            },
+            Kind::Partition => {
+                // A random non-empty proper subset against the rest.
+                let mut side: Vec<String> = all.iter().filter(|_| g.bool(0.5)).cloned().collect();
+                if side.is_empty() || side.len() == all.len() {
+                    side = vec![g.choose(&all)?.clone()];
+                }
+                PingCmd::Partition { groups: vec![side] }
+            }
+            Kind::Block => {
+                let from = g.choose(&all)?.clone();
+                let others: Vec<String> = all.iter().filter(|m| **m != from).cloned().collect();
+                PingCmd::Block {
+                    from,
+                    to: g.choose(&others)?.clone(),
+                }
+            }
+            Kind::Heal => PingCmd::Heal,
         })
     }
 
     fn precondition(&self, s: &PingState, c: &PingCmd) -> bool {
         let running = |id: &str| s.machine(id).map(|m| m.running);
+        let awake = |id: &str| s.machine(id).is_some_and(|m| m.running && !m.paused);
+        let exists = |id: &str| s.machine(id).is_some();
         match c {
             PingCmd::Boot { machine } => running(machine) == Some(false),
             PingCmd::Shutdown { machine } => running(machine) == Some(true),
-            PingCmd::Ping { from, to } => running(from) == Some(true) && running(to).is_some(),
+            PingCmd::Ping { from, to } => awake(from) && exists(to),
+            PingCmd::Pause { machine } => awake(machine),
+            PingCmd::Resume { machine } => s.machine(machine).is_some_and(|m| m.paused),
+            PingCmd::Partition { groups } => {
+                let named: Vec<&String> = groups.iter().flatten().collect();
+                let distinct: BTreeSet<&String> = named.iter().copied().collect();
+                !groups.is_empty()
+                    && groups.iter().all(|g| !g.is_empty())
+                    && distinct.len() == named.len()
+                    && named.iter().all(|id| exists(id))
+                    // There must be a second group: another listed one, or the unlisted rest.
+                    && (groups.len() >= 2 || named.len() < s.machines.len())
+            }
+            PingCmd::Block { from, to } => from != to && exists(from) && exists(to),
+            PingCmd::Heal => !s.cuts.is_empty(),
         }
     }
 
     fn next_state(&self, s: &PingState, c: &PingCmd) -> PingState {
         let mut next = s.clone();
-        let (id, running) = match c {
-            PingCmd::Boot { machine } => (machine, true),
-            PingCmd::Shutdown { machine } => (machine, false),
-            PingCmd::Ping { .. } => return next,
+        let mut set = |id: &str, running: bool, paused: bool| {
+            if let Some(m) = next.machines.iter_mut().find(|m| m.id == id) {
+                m.running = running;
+                m.paused = paused;
+            }
         };
-        if let Some(m) = next.machines.iter_mut().find(|m| &m.id == id) {
-            m.running = running;
+        match c {
+            PingCmd::Boot { machine } => set(machine, true, false),
+            PingCmd::Shutdown { machine } => set(machine, false, false),
+            PingCmd::Pause { machine } => set(machine, true, true),
+            PingCmd::Resume { machine } => set(machine, true, false),
+            PingCmd::Ping { .. } => {}
+            PingCmd::Partition { groups } => {
+                let group_of = |id: &str| groups.iter().position(|g| g.iter().any(|x| x == id));
+                for a in &s.machines {
+                    for b in &s.machines {
+                        if a.id != b.id && group_of(&a.id) != group_of(&b.id) {
+                            next.cuts.insert((a.id.clone(), b.id.clone()));
+                        }
+                    }
+                }
+            }
+            PingCmd::Block { from, to } => {
+                next.cuts.insert((from.clone(), to.clone()));
+            }
+            PingCmd::Heal => next.cuts.clear(),
         }
         next
     }
@@ -268,13 +414,26 @@ impl Model for PingModel {
     fn postcondition(&self, s: &PingState, c: &PingCmd, out: &PingOutput) -> Check {
         match (c, out) {
             (PingCmd::Ping { from, to }, PingOutput::Reply(reply)) => {
-                let expected = s.machine(to).is_some_and(|m| m.running);
+                let target = s.machine(to);
+                let up = target.is_some_and(|m| m.running);
+                let awake = target.is_some_and(|m| m.running && !m.paused);
+                let reachable = s.reachable(from, to);
+                let expected = awake && reachable;
                 check(*reply == expected, || {
-                    let ip = s.machine(to).map(|m| m.ip.to_string()).unwrap_or_default();
-                    if expected {
-                        format!("{to} ({ip}) is running but did not answer a ping from {from}")
+                    let ip = target.map(|m| m.ip.to_string()).unwrap_or_default();
+                    let why = if !up {
+                        "is off"
+                    } else if !awake {
+                        "is paused"
+                    } else if !reachable {
+                        "is cut off from it"
                     } else {
-                        format!("{to} ({ip}) is off but answered a ping from {from}")
+                        "is running"
+                    };
+                    if expected {
+                        format!("{to} ({ip}) {why} but did not answer a ping from {from}")
+                    } else {
+                        format!("{to} ({ip}) {why} but answered a ping from {from}")
                     }
                 })
             }
@@ -284,6 +443,7 @@ impl Model for PingModel {
             (PingCmd::Shutdown { machine }, PingOutput::Done(r)) => r
                 .clone()
                 .map_err(|e| format!("shutdown of {machine} failed: {e}")),
+            (_, PingOutput::Done(r)) => r.clone().map_err(|e| format!("{c:?} failed: {e}")),
             (c, out) => Err(format!("{c:?} returned {out:?}, which it cannot")),
         }
     }
@@ -292,8 +452,13 @@ impl Model for PingModel {
     fn cost(&self, c: &PingCmd) -> u32 {
         match c {
             PingCmd::Boot { .. } => 3,
-            PingCmd::Shutdown { .. } => 1,
+            PingCmd::Shutdown { .. } | PingCmd::Heal => 1,
             PingCmd::Ping { .. } => 2,
+            // One nft transaction or freezer round trip each (about 18 ms on netns).
+            PingCmd::Pause { .. }
+            | PingCmd::Resume { .. }
+            | PingCmd::Partition { .. }
+            | PingCmd::Block { .. } => 2,
         }
     }
 
@@ -308,9 +473,18 @@ impl Model for PingModel {
         // Online and offline pings, as the seed's generator tells them apart.
         let mut state = initial.clone();
         for c in commands {
-            if let PingCmd::Ping { to, .. } = c {
-                let online = state.machine(to).is_some_and(|m| m.running);
-                labels.add("ping target", if online { "online" } else { "offline" });
+            if let PingCmd::Ping { from, to } = c {
+                let target = state.machine(to);
+                let what = if !target.is_some_and(|m| m.running) {
+                    "offline"
+                } else if target.is_some_and(|m| m.paused) {
+                    "paused"
+                } else if !state.reachable(from, to) {
+                    "cut off"
+                } else {
+                    "online"
+                };
+                labels.add("ping target", what);
             }
             state = self.next_state(&state, c);
         }
@@ -347,7 +521,16 @@ impl Model for PingModel {
                 ids.join(" ")
             }
         };
-        format!("up: {}; off: {}", list(true), list(false))
+        let mut out = format!("up: {}; off: {}", list(true), list(false));
+        let paused = s.paused();
+        if !paused.is_empty() {
+            let _ = write!(out, "; paused: {}", paused.join(" "));
+        }
+        if !s.cuts.is_empty() {
+            let cuts: Vec<String> = s.cuts.iter().map(|(a, b)| format!("{a}-/->{b}")).collect();
+            let _ = write!(out, "; cut: {}", cuts.join(" "));
+        }
+        out
     }
 
     fn describe_command(&self, c: &PingCmd) -> String {
@@ -355,6 +538,14 @@ impl Model for PingModel {
             PingCmd::Boot { machine } => format!("Boot({machine})"),
             PingCmd::Shutdown { machine } => format!("Shutdown({machine})"),
             PingCmd::Ping { from, to } => format!("Ping({from} -> {to})"),
+            PingCmd::Pause { machine } => format!("Pause({machine})"),
+            PingCmd::Resume { machine } => format!("Resume({machine})"),
+            PingCmd::Partition { groups } => {
+                let groups: Vec<String> = groups.iter().map(|g| g.join(" ")).collect();
+                format!("Partition({} | rest)", groups.join(" | "))
+            }
+            PingCmd::Block { from, to } => format!("Block({from} -/-> {to})"),
+            PingCmd::Heal => "Heal".to_string(),
         }
     }
 }
@@ -427,6 +618,26 @@ impl System<PingModel> for PingSystem {
                     target.ip,
                     self.timeout,
                 )?))
+            }
+            PingCmd::Pause { machine } => {
+                net.pause(machine)?;
+                Ok(PingOutput::Done(Ok(())))
+            }
+            PingCmd::Resume { machine } => {
+                net.resume(machine)?;
+                Ok(PingOutput::Done(Ok(())))
+            }
+            PingCmd::Partition { groups } => {
+                net.partition(groups)?;
+                Ok(PingOutput::Done(Ok(())))
+            }
+            PingCmd::Block { from, to } => {
+                net.block(from, to)?;
+                Ok(PingOutput::Done(Ok(())))
+            }
+            PingCmd::Heal => {
+                net.heal()?;
+                Ok(PingOutput::Done(Ok(())))
             }
         }
     }

@@ -136,3 +136,69 @@ fn setup_failure_is_a_counterexample_not_an_abort() {
     assert_eq!(f.minimal.commands.len(), 1);
     assert!(f.reason.contains("fail now"), "{}", f.reason);
 }
+
+#[test]
+fn faults_follow_the_model_on_the_fake_network() {
+    let cfg = ScenarioConfig::from_toml("[ping]\nfaults = [\"pause\", \"partition\", \"block\"]")
+        .unwrap();
+    let system = PingSystem::new(Arc::new(FakeBackend::new()), &cfg);
+    let report = run(&PingModel::new(cfg), &system, &config(8), &());
+    assert!(
+        matches!(report.outcome, Outcome::Passed),
+        "{}",
+        report.outcome.status()
+    );
+    let commands = report.stats.group("command").unwrap();
+    for name in ["Pause", "Resume", "Partition", "Block", "Heal"] {
+        assert!(
+            commands.contains_key(name),
+            "{name} generated: {commands:?}"
+        );
+    }
+    let targets = report.stats.group("ping target").unwrap();
+    assert!(
+        targets.contains_key("paused") && targets.contains_key("cut off"),
+        "{targets:?}"
+    );
+}
+
+#[test]
+fn without_faults_the_generator_is_the_seeds() {
+    let model = PingModel::default();
+    for seed in 0..200 {
+        let case = generate(&model, seed, 1, 20).case;
+        assert!(case.commands.iter().all(|c| matches!(
+            c,
+            PingCmd::Boot { .. } | PingCmd::Shutdown { .. } | PingCmd::Ping { .. }
+        )));
+    }
+}
+
+/// A planted bug in the fake: a partition is not applied to pings *from* the first group.
+#[test]
+fn leaky_partition_is_found_and_shrunk() {
+    let cfg = ScenarioConfig::from_toml("[ping]\nfaults = [\"partition\"]").unwrap();
+    // Pings from a machine that was cut off get through anyway: a fault that leaks.
+    let leaky = FakeBackend::with_fault(Arc::new(|view, from, to| {
+        let target = view.machine_by_ip(to)?;
+        (view.is_running(from) && view.is_running(&target.id)).then_some(true)
+    }));
+    let system = PingSystem::new(Arc::new(leaky), &cfg);
+    let report = run(&PingModel::new(cfg), &system, &config(2), &());
+    let Outcome::Failed(f) = report.outcome else {
+        panic!("expected failed, got {}", report.outcome.status());
+    };
+    let m = &f.minimal;
+    assert_eq!(m.initial.machines.len(), 2, "{m:#?}");
+    assert!(
+        matches!(m.commands.last(), Some(PingCmd::Ping { .. })),
+        "{m:#?}"
+    );
+    assert!(
+        m.commands
+            .iter()
+            .any(|c| matches!(c, PingCmd::Partition { .. })),
+        "{m:#?}"
+    );
+    assert_eq!(m.commands.len(), 4, "Boot, Boot, Partition, Ping: {m:#?}");
+}

@@ -274,3 +274,24 @@ fn fake_and_netns_arms_agree_on_the_same_seed() {
         "same seed, same generated cases"
     );
 }
+
+#[test]
+fn faults_on_namespaces_follow_the_model_like_the_fake() {
+    if !require_root() {
+        return;
+    }
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/faults.toml");
+    let args = [
+        "run", "ping", "--tests", "40", "--seed", "3", "--json", "--config", config,
+    ];
+    let (code, fake, err) = run(fleetcheck().args(args).args(["--backend", "fake"]));
+    assert_eq!(code, 0, "{err}");
+    let (code, real, err) = run(fleetcheck().args(args).args(["--backend", "netns"]));
+    assert_eq!(code, 0, "{err}");
+    let (fake, real) = (last_json(&fake), last_json(&real));
+    assert_eq!(fake["labels"], real["labels"]);
+    let commands = real["labels"]["command"].as_object().unwrap();
+    for name in ["Pause", "Resume", "Partition", "Block"] {
+        assert!(commands.contains_key(name), "{name}: {commands:?}");
+    }
+}
