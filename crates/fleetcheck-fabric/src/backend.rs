@@ -60,6 +60,12 @@ pub trait Network: Send + Sync {
     fn heal(&self) -> Result<(), FaultError>;
     /// Captured agent and setup command output of machine `id`, over all its boots.
     fn logs(&self, id: &str) -> String;
+    /// Machine `id`'s disk: a directory, visible at this path inside the machine, that keeps
+    /// its contents across reboots and crashes and is removed with the network. `None` where
+    /// the backend has no such disk (the fake).
+    fn data_dir(&self, _id: &str) -> Option<std::path::PathBuf> {
+        None
+    }
     /// Removes everything the network consists of. Dropping the network does the same on a
     /// best-effort basis.
     fn teardown(self: Box<Self>) -> Result<(), TeardownError>;

@@ -38,6 +38,8 @@ struct Machine {
     /// Its freezer, if the host has one.
     freezer: Option<FreezerDir>,
     log: PathBuf,
+    /// The machine's disk (see `Network::data_dir`), under the network's run directory.
+    data: PathBuf,
     state: Mutex<MachineState>,
     /// Pid of the live agent (0: none), readable without the state lock for emergency cleanup.
     agent_pid: AtomicI32,
@@ -139,6 +141,7 @@ pub fn create(
             }),
             cgroup,
             log: dir.join(format!("m{i}.log")),
+            data: dir.join(format!("m{i}.data")),
             state: Mutex::new(MachineState {
                 status: MachineStatus::Off,
                 booting: false,
@@ -864,6 +867,12 @@ impl Network for NetnsNetwork {
             .machine(id)
             .and_then(|m| fs::read_to_string(&m.log).ok())
             .unwrap_or_default()
+    }
+
+    fn data_dir(&self, id: &str) -> Option<PathBuf> {
+        let m = self.shared.machine(id)?;
+        fs::create_dir_all(&m.data).ok()?;
+        Some(m.data.clone())
     }
 
     fn pause(&self, id: &str) -> Result<(), FaultError> {

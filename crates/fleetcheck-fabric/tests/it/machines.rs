@@ -300,3 +300,24 @@ fn reboot_starts_from_a_fresh_network_stack() {
     }
     net.teardown().unwrap();
 }
+
+/// A machine's disk keeps what it wrote across a power cut and goes away with the network.
+#[test]
+fn data_dir_survives_reboot_and_teardown_removes_it() {
+    if !require_root("data_dir_survives_reboot_and_teardown_removes_it") {
+        return;
+    }
+    let backend = backend();
+    let net = backend.create(&spec(1, |_| Vec::new())).unwrap();
+    let dir = net.data_dir("m1").expect("netns machines have a disk");
+    assert!(net.boot(&["m1"])[0].is_ok());
+    let write = format!("echo kept > {}/file", dir.display());
+    assert!(net.exec("m1", &ExecRequest::shell(write)).unwrap().success());
+    net.crash("m1").unwrap();
+    assert!(net.boot(&["m1"])[0].is_ok());
+    let read = format!("cat {}/file", dir.display());
+    let out = net.exec("m1", &ExecRequest::shell(read)).unwrap();
+    assert_eq!(out.stdout_str().trim(), "kept");
+    net.teardown().unwrap();
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
