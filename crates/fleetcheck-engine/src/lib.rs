@@ -9,6 +9,9 @@
 //!   failure ([`shrink`]) and returns a [`Report`] whose [`Outcome`] is passed, failed,
 //!   aborted or gave up.
 //! - [`Stats`]: labels of generated cases as a table; [`ReplayFile`]: a failing case as JSON.
+//! - [`History`] of concurrent operations (recorded by workers through a [`Recorder`]) and
+//!   [`linearizability::check`] against a [`Sequential`] model such as [`KvSpec`] or
+//!   [`RegisterSpec`]: a [`Linearizability`] verdict.
 //!
 //! ```
 //! use fleetcheck_engine::{check, run, Abort, Check, Config, Gen, Model, Outcome, System};
@@ -57,6 +60,8 @@
 mod case;
 mod display;
 mod gen;
+pub mod history;
+pub mod linearizability;
 mod model;
 mod replay;
 mod runner;
@@ -66,6 +71,10 @@ mod stats;
 pub use case::{execute, Case, Step, Trace, Verdict};
 pub use display::{describe_failure, describe_trace};
 pub use gen::{mix_seed, Gen, GenInt};
+pub use history::{History, Operation, Recorder, Ticket};
+pub use linearizability::{
+    KvOp, KvRet, KvSpec, Linearizability, RegisterOp, RegisterRet, RegisterSpec, Sequential,
+};
 pub use model::{check, Abort, Check, Model, System};
 pub use replay::{ReplayError, ReplayFile, REPLAY_FORMAT};
 pub use runner::{

@@ -1,9 +1,13 @@
 //! The engine's integration tests: planted bugs found and shrunk exactly, the four outcomes,
-//! determinism, flakiness, statistics and replay.
+//! determinism, flakiness, statistics and replay;
+//! histories and the linearizability checker.
 
+#[path = "../common/histories.rs"]
+mod histories;
 #[path = "../common/planted.rs"]
 mod planted;
 
+mod linearizability;
 mod outcomes;
 mod planted_bugs;
 mod replay;
