@@ -98,6 +98,8 @@ pub struct ScenarioConfig {
     pub machine: MachineConfig,
     /// `[ping]`.
     pub ping: PingConfig,
+    /// `[kv]`: the kv scenario's knobs.
+    pub kv: crate::kv::KvConfig,
 }
 
 impl Default for NetworkConfig {

@@ -2,6 +2,8 @@
 //! fabric, and the configuration file that sets their parameter domains.
 //!
 //! - [`ping`]: the seed's test — [`ping::PingModel`] and [`ping::PingSystem`].
+//! - [`kv`]: a replicated key-value store (etcd, or in-memory stores) under faults, with
+//!   concurrent clients whose history must be linearizable.
 //! - [`config::ScenarioConfig`]: the TOML configuration file.
 //!
 //! ```
@@ -17,7 +19,8 @@
 //! ```
 
 pub mod config;
+pub mod kv;
 pub mod ping;
 
 /// The names of the built-in scenarios.
-pub const SCENARIOS: &[&str] = &["ping"];
+pub const SCENARIOS: &[&str] = &["ping", "kv"];

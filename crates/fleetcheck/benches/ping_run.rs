@@ -58,6 +58,7 @@ impl System<PingModel> for Timed {
             PingCmd::Shutdown { .. } => "shutdown",
             PingCmd::Ping { to, .. } if s.machine(to).is_some_and(|m| m.running) => "ping online",
             PingCmd::Ping { .. } => "ping offline (waits the timeout)",
+            _ => "fault",
         };
         let t = Instant::now();
         let r = self.inner.run(net, s, c);

@@ -51,6 +51,10 @@ pub struct Common {
 pub struct RunArgs {
     /// The scenario to run (see `fleetcheck list`).
     pub scenario: String,
+    /// The system under test, for scenarios that have a choice (kv: etcd, memory,
+    /// memory-lossy) [default: etcd].
+    #[arg(long, value_name = "NAME")]
+    pub system: Option<String>,
     /// Successful cases needed for the property to pass.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub tests: u32,

@@ -11,6 +11,9 @@ use fleetcheck_engine::{
     ShrinkConfig, System, Verdict,
 };
 use fleetcheck_scenarios::config::ScenarioConfig;
+use fleetcheck_scenarios::kv::etcd::EtcdStore;
+use fleetcheck_scenarios::kv::memory::MemoryStore;
+use fleetcheck_scenarios::kv::{KvModel, KvSystem};
 use fleetcheck_scenarios::ping::{PingModel, PingSystem};
 use fleetcheck_scenarios::SCENARIOS;
 use serde_json::{json, Value};
@@ -84,6 +87,7 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
     check_scenario(&args.scenario)?;
     check_run_args(args)?;
     let scenario_config = load_config(args.config.as_deref())?;
+    let system_name = system_of(&args.scenario, args.system.as_deref())?;
     let backend = backends::make(&args.common.backend)?;
     let config = Config {
         tests: args.tests,
@@ -100,30 +104,89 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
         reproduce_runs: args.reproduce,
         max_discard_ratio: args.max_discard_ratio,
     };
-    let model = PingModel::new(scenario_config.clone());
-    let system = PingSystem::new(backend.clone(), &scenario_config);
-    let json = args.common.json;
+    let context = json!({
+        "backend": backend.name(),
+        "system": system_name,
+        "config": scenario_config,
+    });
+    match (args.scenario.as_str(), system_name.as_deref()) {
+        ("kv", Some("etcd")) => {
+            let store = EtcdStore::new(
+                backend.clone(),
+                scenario_config.kv.memory_mb,
+                Duration::from_millis(scenario_config.kv.op_timeout_ms),
+            );
+            let model = KvModel {
+                config: scenario_config.kv.clone(),
+            };
+            search(
+                &model,
+                &KvSystem::new(store),
+                args,
+                &config,
+                backend.name(),
+                context,
+            )
+        }
+        ("kv", Some(memory)) => {
+            let store = MemoryStore {
+                lose_unreplicated_writes: memory == "memory-lossy",
+            };
+            let model = KvModel {
+                config: scenario_config.kv.clone(),
+            };
+            search(
+                &model,
+                &KvSystem::new(store),
+                args,
+                &config,
+                "memory",
+                context,
+            )
+        }
+        _ => {
+            let model = PingModel::new(scenario_config.clone());
+            let system = PingSystem::new(backend.clone(), &scenario_config);
+            search(&model, &system, args, &config, backend.name(), context)
+        }
+    }
+}
+
+/// The system a scenario runs against: `kv` has several (etcd, memory, memory-lossy).
+fn system_of(scenario: &str, system: Option<&str>) -> Result<Option<String>, Fail> {
+    match (scenario, system) {
+        ("kv", None) => Ok(Some("etcd".into())),
+        ("kv", Some(s @ ("etcd" | "memory" | "memory-lossy"))) => Ok(Some(s.into())),
+        ("kv", Some(other)) => Err(Fail::usage(anyhow!(
+            "unknown system `{other}` for kv: choose etcd, memory or memory-lossy"
+        ))),
+        (_, None) => Ok(None),
+        (s, Some(_)) => Err(Fail::usage(anyhow!(
+            "scenario `{s}` has no --system choice"
+        ))),
+    }
+}
+
+fn search<M: Model, S: System<M>>(
+    model: &M,
+    system: &S,
+    args: &RunArgs,
+    config: &Config,
+    on: &str,
+    context: Value,
+) -> Result<u8, Fail> {
     emit(
-        json,
+        args.common.json,
         &format!(
-            "fleetcheck: running {} on {} with {} workers, {} cases of {}..={} commands\n",
-            args.scenario,
-            backend.name(),
-            config.workers,
-            config.tests,
-            config.min_size,
-            config.max_size
+            "fleetcheck: running {} on {on} with {} workers, {} cases of {}..={} commands\n",
+            args.scenario, config.workers, config.tests, config.min_size, config.max_size
         ),
     );
     let progress = Progress::new(args.common.verbose);
-    let report = run(&model, &system, &config, &progress);
+    let report = run(model, system, config, &progress);
     progress.finish();
     crate::interrupt::exit_if_interrupted();
-    let context = json!({
-        "backend": backend.name(),
-        "config": scenario_config,
-    });
-    finish_run(&model, args, &report, context)
+    finish_run(model, args, &report, context)
 }
 
 /// The command line that runs the same cases again.
@@ -132,6 +195,9 @@ fn rerun_line(args: &RunArgs, seed: u64) -> String {
         "fleetcheck run {} --seed {seed} --tests {} --min-size {} --max-size {} --backend {}",
         args.scenario, args.tests, args.min_size, args.max_size, args.common.backend
     );
+    if let Some(s) = &args.system {
+        let _ = write!(line, " --system {s}");
+    }
     if let Some(c) = &args.config {
         let _ = write!(line, " --config {}", c.display());
     }
@@ -301,30 +367,58 @@ pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))
         .map_err(Fail::usage)?;
-    let scenario = ReplayFile::<PingModel>::scenario_of(&text)
-        .map_err(|e| Fail::usage(anyhow!("{}: {e}", args.file.display())))?;
+    let bad = |e: &dyn std::fmt::Display| Fail::usage(anyhow!("{}: {e}", args.file.display()));
+    let scenario = ReplayFile::<PingModel>::scenario_of(&text).map_err(|e| bad(&e))?;
     check_scenario(&scenario)?;
-    let file = ReplayFile::<PingModel>::from_json(&text, &scenario)
-        .map_err(|e| Fail::usage(anyhow!("{}: {e}", args.file.display())))?;
-    let config: ScenarioConfig = match file.context.get("config") {
+    let context: Value = serde_json::from_str::<Value>(&text)
+        .map_err(|e| bad(&e))?
+        .get("context")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let config: ScenarioConfig = match context.get("config") {
         Some(c) => serde_json::from_value(c.clone())
-            .map_err(|e| Fail::usage(anyhow!("{}: bad configuration: {e}", args.file.display())))?,
+            .map_err(|e| bad(&format!("bad configuration: {e}")))?,
         None => ScenarioConfig::default(),
     };
-    config
-        .validate()
-        .map_err(|e| Fail::usage(anyhow!("{}: {e}", args.file.display())))?;
+    config.validate().map_err(|e| bad(&e))?;
     let backend_name = args
         .backend
         .clone()
         .or_else(|| {
-            file.context
+            context
                 .get("backend")
                 .and_then(|b| b.as_str())
                 .map(String::from)
         })
         .unwrap_or_else(|| "netns".to_string());
     let backend = backends::make(&backend_name)?;
+    if scenario == "kv" {
+        let file = ReplayFile::<KvModel>::from_json(&text, &scenario).map_err(|e| bad(&e))?;
+        let model = KvModel {
+            config: config.kv.clone(),
+        };
+        let system = context
+            .get("system")
+            .and_then(|s| s.as_str())
+            .unwrap_or("etcd");
+        return match system {
+            "etcd" => {
+                let store = EtcdStore::new(
+                    backend,
+                    config.kv.memory_mb,
+                    Duration::from_millis(config.kv.op_timeout_ms),
+                );
+                replay_case(&model, &KvSystem::new(store), &file, args, &backend_name)
+            }
+            memory => {
+                let store = MemoryStore {
+                    lose_unreplicated_writes: memory == "memory-lossy",
+                };
+                replay_case(&model, &KvSystem::new(store), &file, args, "memory")
+            }
+        };
+    }
+    let file = ReplayFile::<PingModel>::from_json(&text, &scenario).map_err(|e| bad(&e))?;
     let model = PingModel::new(config.clone());
     let system = PingSystem::new(backend, &config);
     replay_case(&model, &system, &file, args, &backend_name)

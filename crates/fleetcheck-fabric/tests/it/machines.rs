@@ -312,7 +312,10 @@ fn data_dir_survives_reboot_and_teardown_removes_it() {
     let dir = net.data_dir("m1").expect("netns machines have a disk");
     assert!(net.boot(&["m1"])[0].is_ok());
     let write = format!("echo kept > {}/file", dir.display());
-    assert!(net.exec("m1", &ExecRequest::shell(write)).unwrap().success());
+    assert!(net
+        .exec("m1", &ExecRequest::shell(write))
+        .unwrap()
+        .success());
     net.crash("m1").unwrap();
     assert!(net.boot(&["m1"])[0].is_ok());
     let read = format!("cat {}/file", dir.display());

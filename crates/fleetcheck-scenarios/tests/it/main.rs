@@ -202,3 +202,83 @@ fn leaky_partition_is_found_and_shrunk() {
     );
     assert_eq!(m.commands.len(), 4, "Boot, Boot, Partition, Ping: {m:#?}");
 }
+
+mod kv {
+    use fleetcheck_engine::{run, Config, Outcome};
+    use fleetcheck_scenarios::kv::memory::MemoryStore;
+    use fleetcheck_scenarios::kv::{KvCmd, KvConfig, KvModel, KvSystem};
+
+    fn model() -> KvModel {
+        KvModel {
+            config: KvConfig {
+                nodes: (1, 3),
+                ..KvConfig::default()
+            },
+        }
+    }
+
+    #[test]
+    fn correct_store_is_linearizable_under_faults() {
+        let system = KvSystem::new(MemoryStore::default());
+        let report = run(&model(), &system, &super::config(5), &());
+        assert!(
+            matches!(report.outcome, Outcome::Passed),
+            "{}",
+            report.outcome.status()
+        );
+        let faults: u64 = report
+            .stats
+            .group("command")
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k != "Ops")
+            .map(|(_, v)| v)
+            .sum();
+        assert!(faults > 50, "faults were generated");
+    }
+
+    #[test]
+    fn lost_acknowledged_write_is_found_and_shrunk() {
+        let system = KvSystem::new(MemoryStore {
+            lose_unreplicated_writes: true,
+        });
+        let (mut found, mut minimal) = (0, 0);
+        for seed in 0..10 {
+            let report = run(
+                &model(),
+                &system,
+                &Config {
+                    seed: Some(seed),
+                    ..Config::default()
+                },
+                &(),
+            );
+            let Outcome::Failed(f) = report.outcome else {
+                continue;
+            };
+            found += 1;
+            assert!(f.reason.contains("not linearizable"), "{}", f.reason);
+            let c = &f.minimal.commands;
+            let ops: usize = c
+                .iter()
+                .map(|c| match c {
+                    KvCmd::Ops { ops } => ops.len(),
+                    _ => 0,
+                })
+                .sum();
+            // A write, the primary's crash, a read on the successor.
+            if f.minimal.initial.nodes.len() == 2
+                && c.len() == 3
+                && ops == 2
+                && matches!(c[1], KvCmd::Crash { .. })
+            {
+                minimal += 1;
+            }
+        }
+        assert!(found >= 5, "only {found}/10 seeds found the lost write");
+        assert_eq!(
+            minimal, found,
+            "every one shrank to write, crash, read on 2 nodes"
+        );
+    }
+}

@@ -175,3 +175,36 @@ fn list_and_help_document_scenarios_backends_and_exit_codes() {
     assert_eq!(code, 0);
     assert!(out.contains("Exit codes:") && out.contains("counterexample found"));
 }
+
+#[test]
+fn kv_lost_write_on_memory_store_is_shrunk_and_replays() {
+    let dir = temp_dir("kv-lossy");
+    let replay = dir.join("kv.json");
+    let (code, out, err) = run(fleetcheck()
+        .args([
+            "run",
+            "kv",
+            "--system",
+            "memory-lossy",
+            "--seed",
+            "1",
+            "--json",
+            "--replay-file",
+        ])
+        .arg(&replay));
+    assert_eq!(code, 1, "{err}");
+    let j = last_json(&out);
+    assert!(
+        j["reason"].as_str().unwrap().contains("not linearizable"),
+        "{j}"
+    );
+    let commands = j["counterexample"]["commands"].as_array().unwrap();
+    assert_eq!(commands.len(), 3, "{j}");
+    assert_eq!(commands[1]["name"], "Crash");
+    let (code, out, _) = run(fleetcheck().arg("replay").arg(&replay).arg("--json"));
+    assert_eq!(code, 1);
+    assert_eq!(last_json(&out)["status"], "failed");
+    let (code, _, err) = run(fleetcheck().args(["run", "kv", "--system", "zookeeper"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown system"), "{err}");
+}

@@ -295,3 +295,17 @@ fn faults_on_namespaces_follow_the_model_like_the_fake() {
         assert!(commands.contains_key(name), "{name}: {commands:?}");
     }
 }
+
+#[test]
+fn etcd_cluster_under_faults_is_linearizable() {
+    if !require_root() {
+        return;
+    }
+    let (code, out, err) = run(fleetcheck().args([
+        "run", "kv", "--system", "etcd", "--tests", "6", "--seed", "3", "--json",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let j = last_json(&out);
+    assert_eq!(j["status"], "passed");
+    assert!(j["labels"]["operation"]["put"].as_u64().unwrap() > 0, "{j}");
+}

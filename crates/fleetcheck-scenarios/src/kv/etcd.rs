@@ -1,0 +1,261 @@
+//! etcd 3.4 clusters (Debian's `etcd-server`) on the fabric: one member per node, clients
+//! through `etcdctl` run inside the node they talk to.
+//!
+//! Timers: heartbeat 10 ms, election timeout 100 ms (a leader failover takes about 0.4 s
+//! here instead of 1–1.7 s with the defaults), so a case with faults costs seconds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetcheck_engine::history::Outcome;
+use fleetcheck_engine::{Abort, KvOp, KvRet};
+use fleetcheck_fabric::{Backend, ExecError, ExecRequest, MachineSpec, Network, NetworkSpec};
+
+use super::{KvCmd, KvState, Op, Ret, Store};
+
+/// How long a cluster may take to take its first write.
+const READY: Duration = Duration::from_secs(20);
+
+/// The cluster took a write (of a key outside those clients use).
+const WRITE_PROBE: &str = "etcdctl --endpoints=127.0.0.1:2379 --dial-timeout=100ms \
+     --command-timeout=300ms put fleetcheck-ready 1";
+
+/// Something listens on the client port (2379 = 0x094B) of this machine's network namespace.
+const LISTENING_PROBE: &str =
+    "awk '$2 ~ /:094B$/ && $4 == \"0A\" { found = 1 } END { exit !found }' /proc/net/tcp";
+
+/// etcd on a backend with disks (netns).
+#[derive(Debug, Clone)]
+pub struct EtcdStore {
+    backend: Arc<dyn Backend>,
+    memory_mb: u32,
+    op_timeout: Duration,
+}
+
+impl EtcdStore {
+    /// A store on `backend`, nodes of `memory_mb`, client operations timing out after
+    /// `op_timeout`.
+    pub fn new(backend: Arc<dyn Backend>, memory_mb: u32, op_timeout: Duration) -> Self {
+        Self {
+            backend,
+            memory_mb,
+            op_timeout,
+        }
+    }
+}
+
+/// A live etcd cluster.
+pub struct EtcdCluster {
+    net: Box<dyn Network>,
+    /// `name=http://ip:2380,...` of every member.
+    initial_cluster: String,
+    state: KvState,
+}
+
+impl std::fmt::Debug for EtcdCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdCluster")
+            .field("initial_cluster", &self.initial_cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+fn shell(cmd: String, timeout: Duration) -> ExecRequest {
+    ExecRequest::shell(cmd).with_timeout(timeout)
+}
+
+impl EtcdStore {
+    fn ctl(&self) -> String {
+        let ms = self.op_timeout.as_millis();
+        format!("etcdctl --endpoints=127.0.0.1:2379 --dial-timeout={ms}ms --command-timeout={ms}ms")
+    }
+
+    /// Starts the member on `node` (in the background, its log on its disk).
+    fn launch(&self, c: &EtcdCluster, node: &str) -> Result<(), Abort> {
+        let ip = c
+            .state
+            .node(node)
+            .ok_or_else(|| Abort::new(format!("no node {node}")))?
+            .ip;
+        let disk = c.net.data_dir(node).ok_or_else(|| {
+            Abort::new(format!(
+                "the {} backend gives machines no disk; etcd needs the netns backend",
+                self.backend.name()
+            ))
+        })?;
+        let d = disk.display();
+        let cmd = format!(
+            "etcd --name {node} --data-dir {d}/etcd \
+             --listen-client-urls http://{ip}:2379,http://127.0.0.1:2379 \
+             --advertise-client-urls http://{ip}:2379 \
+             --listen-peer-urls http://{ip}:2380 --initial-advertise-peer-urls http://{ip}:2380 \
+             --initial-cluster {cl} --initial-cluster-state new \
+             --initial-cluster-token fleetcheck \
+             --heartbeat-interval 10 --election-timeout 100 >>{d}/etcd.log 2>&1 &",
+            cl = c.initial_cluster
+        );
+        let out = c.net.exec(node, &shell(cmd, Duration::from_secs(5)))?;
+        if !out.success() {
+            return Err(Abort::new(format!(
+                "cannot start etcd on {node}: {}",
+                out.stderr_str().trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waits (with a deadline) until `probe`, a shell condition, holds on `node`.
+    fn wait(&self, c: &EtcdCluster, node: &str, probe: &str) -> Result<(), Abort> {
+        // A readiness probe: the condition is retried every 10 ms until it holds or the
+        // deadline passes; it is the signal, the pause only spaces the attempts.
+        let tries = READY.as_millis() / 10;
+        let cmd = format!(
+            "i=0; while [ $i -lt {tries} ]; do {probe} >/dev/null 2>&1 && exit 0; \
+             i=$((i+1)); sleep 0.01; done; exit 1"
+        );
+        let out = c
+            .net
+            .exec(node, &shell(cmd, READY + Duration::from_secs(15)))?;
+        if out.success() {
+            Ok(())
+        } else {
+            let log = c
+                .net
+                .data_dir(node)
+                .and_then(|d| std::fs::read_to_string(d.join("etcd.log")).ok())
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            Err(Abort::new(format!(
+                "etcd on {node} did not get ready ({probe}) within {READY:?}: {}",
+                tail.join(" | ")
+            )))
+        }
+    }
+}
+
+impl Store for EtcdStore {
+    type Cluster = EtcdCluster;
+
+    fn start(&self, state: &KvState) -> Result<EtcdCluster, Abort> {
+        let spec = NetworkSpec {
+            subnet: state.subnet,
+            machines: state
+                .nodes
+                .iter()
+                .map(|n| MachineSpec {
+                    id: n.id.clone(),
+                    ip: n.ip,
+                    memory_mb: self.memory_mb,
+                    kernel: "host".into(),
+                    setup: Vec::new(),
+                })
+                .collect(),
+        };
+        let net = self.backend.create(&spec)?;
+        let ids: Vec<&str> = state.nodes.iter().map(|n| n.id.as_str()).collect();
+        for r in net.boot(&ids) {
+            r?;
+        }
+        let initial_cluster = state
+            .nodes
+            .iter()
+            .map(|n| format!("{}=http://{}:2380", n.id, n.ip))
+            .collect::<Vec<_>>()
+            .join(",");
+        let cluster = EtcdCluster {
+            net,
+            initial_cluster,
+            state: state.clone(),
+        };
+        for id in &ids {
+            self.launch(&cluster, id)?;
+        }
+        // The cluster serves once it takes a write (outside the keys clients use).
+        self.wait(&cluster, ids[0], WRITE_PROBE)?;
+        Ok(cluster)
+    }
+
+    fn op(&self, c: &EtcdCluster, node: &str, op: &Op) -> Outcome<Ret> {
+        let ctl = self.ctl();
+        let (cmd, read) = match op {
+            KvOp::Put(k, v) => (format!("{ctl} put k{k} {v}"), false),
+            KvOp::Get(k) => (format!("{ctl} get k{k} --print-value-only"), true),
+            KvOp::Delete(k) => (format!("{ctl} del k{k}"), false),
+            KvOp::Cas { key, expected, new } => {
+                let compare = match expected {
+                    Some(e) => format!("value(\\\"k{key}\\\") = \\\"{e}\\\""),
+                    None => format!("create(\\\"k{key}\\\") = \\\"0\\\""),
+                };
+                (
+                    format!("printf '%s\\n\\n%s\\n\\n\\n' \"{compare}\" \"put k{key} {new}\" | {ctl} txn"),
+                    false,
+                )
+            }
+        };
+        // Not knowing is the safe answer for a write; a read that failed changed nothing.
+        let unsure = if read {
+            Outcome::Fail
+        } else {
+            Outcome::Unknown
+        };
+        let req = shell(cmd, self.op_timeout + Duration::from_secs(2));
+        let out = match c.net.exec(node, &req) {
+            Ok(out) => out,
+            Err(ExecError::WrongStatus { .. } | ExecError::UnknownMachine { .. }) => {
+                return Outcome::Fail
+            }
+            Err(_) => return unsure,
+        };
+        if out.timed_out {
+            return unsure;
+        }
+        let stdout = out.stdout_str();
+        if !out.success() {
+            return if out.stderr_str().contains("connection refused") {
+                Outcome::Fail
+            } else {
+                unsure
+            };
+        }
+        match op {
+            KvOp::Put(..) | KvOp::Delete(..) => Outcome::Ok(KvRet::Done),
+            KvOp::Get(_) => match stdout.trim() {
+                "" => Outcome::Ok(KvRet::Value(None)),
+                v => v
+                    .parse()
+                    .map(|v| Outcome::Ok(KvRet::Value(Some(v))))
+                    .unwrap_or(Outcome::Fail),
+            },
+            KvOp::Cas { .. } => match stdout.lines().next().map(str::trim) {
+                Some("SUCCESS") => Outcome::Ok(KvRet::Swapped(true)),
+                Some("FAILURE") => Outcome::Ok(KvRet::Swapped(false)),
+                _ => unsure,
+            },
+        }
+    }
+
+    fn fault(&self, c: &EtcdCluster, _: &KvState, command: &KvCmd) -> Result<(), Abort> {
+        match command {
+            KvCmd::Crash { node } => c.net.crash(node)?,
+            KvCmd::Restart { node } => {
+                if let Some(r) = c.net.boot(&[node.as_str()]).pop() {
+                    r?;
+                }
+                self.launch(c, node)?;
+                // Listening is enough: the cluster may have no quorum right now, and etcd
+                // serves requests only once it has rejoined through raft.
+                self.wait(c, node, LISTENING_PROBE)?;
+            }
+            KvCmd::Pause { node } => c.net.pause(node)?,
+            KvCmd::Resume { node } => c.net.resume(node)?,
+            KvCmd::Partition { side } => c.net.partition(std::slice::from_ref(side))?,
+            KvCmd::Heal => c.net.heal()?,
+            KvCmd::Ops { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn stop(&self, c: EtcdCluster) -> Result<(), Abort> {
+        Ok(c.net.teardown()?)
+    }
+}

@@ -1,0 +1,650 @@
+//! The `kv` scenario: a replicated key-value store under faults, driven by concurrent client
+//! workers whose history must be linearizable.
+//!
+//! The model tracks only the network (nodes up, paused, partitioned); the store's contents are
+//! judged after every step by checking the whole history so far against a sequential map
+//! ([`KvSpec`]) with the linearizability checker. Client operations whose outcome is not known
+//! (timeouts during faults) are recorded as such and may or may not have taken effect.
+//!
+//! Systems: [`etcd`] (real etcd 3.4 clusters on the fabric) and [`memory`] (in-memory stores
+//! for the fake arm, one with a planted lost-write bug).
+
+pub mod etcd;
+pub mod memory;
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fleetcheck_engine::history::Outcome;
+use fleetcheck_engine::linearizability::{check_with, Limits};
+use fleetcheck_engine::{
+    Abort, Check, Gen, History, KvOp, KvRet, KvSpec, Labels, Linearizability, Model, Operation,
+    Recorder, System,
+};
+use fleetcheck_fabric::Subnet;
+use serde::{Deserialize, Serialize};
+
+/// A client operation of the scenario: keys and values are small numbers.
+pub type Op = KvOp<u64>;
+/// What an [`Op`] returns.
+pub type Ret = KvRet<u64>;
+/// One recorded operation.
+pub type Recorded = Operation<Op, Ret>;
+
+/// The scenario's knobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KvConfig {
+    /// How many nodes a cluster has (least, most).
+    pub nodes: (u32, u32),
+    /// How many distinct keys clients use.
+    pub keys: u64,
+    /// Most concurrent client workers in one batch of operations.
+    pub workers: usize,
+    /// Most operations per worker in one batch.
+    pub ops_per_worker: usize,
+    /// Client timeout of one operation, in milliseconds (then its outcome is unknown).
+    pub op_timeout_ms: u64,
+    /// Memory of each node, in MiB.
+    pub memory_mb: u32,
+    /// Faults to generate: any of "crash", "pause", "partition".
+    pub faults: Vec<String>,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        Self {
+            nodes: (3, 3),
+            keys: 3,
+            workers: 3,
+            ops_per_worker: 3,
+            op_timeout_ms: 1000,
+            memory_mb: 256,
+            faults: ["crash", "pause", "partition"].map(String::from).to_vec(),
+        }
+    }
+}
+
+impl KvConfig {
+    fn fault(&self, name: &str) -> bool {
+        self.faults.iter().any(|f| f == name)
+    }
+}
+
+/// A node of the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// 8 random lowercase letters; also the hostname and the member name.
+    pub id: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Whether it is up (its service started).
+    pub running: bool,
+    /// Whether it is frozen.
+    pub paused: bool,
+}
+
+/// The model state: the cluster and the faults in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvState {
+    /// The subnet of the nodes.
+    pub subnet: Subnet,
+    /// The nodes, in generation order.
+    pub nodes: Vec<Node>,
+    /// Whether a partition is in force.
+    pub partitioned: bool,
+}
+
+impl KvState {
+    /// The node named `id`.
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    fn ids(&self, pick: impl Fn(&Node) -> bool) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| pick(n))
+            .map(|n| n.id.clone())
+            .collect()
+    }
+
+    fn awake(&self) -> Vec<String> {
+        self.ids(|n| n.running && !n.paused)
+    }
+}
+
+/// One client operation: which worker issues it, against which node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientOp {
+    /// The worker (0-based); a worker's operations run one after another.
+    pub worker: usize,
+    /// The node it talks to.
+    pub node: String,
+    /// The operation.
+    pub op: Op,
+}
+
+/// A command of the kv scenario.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "name", content = "args")]
+pub enum KvCmd {
+    /// A batch of client operations: workers run concurrently, each its own in order.
+    Ops {
+        /// The operations.
+        ops: Vec<ClientOp>,
+    },
+    /// Power cut of a node.
+    Crash {
+        /// The node.
+        node: String,
+    },
+    /// Boot a crashed node and start its service again (its disk kept).
+    Restart {
+        /// The node.
+        node: String,
+    },
+    /// Freeze a node.
+    Pause {
+        /// The node.
+        node: String,
+    },
+    /// Thaw a node.
+    Resume {
+        /// The node.
+        node: String,
+    },
+    /// Cut these nodes off from the others.
+    Partition {
+        /// One side; the other side is every other node.
+        side: Vec<String>,
+    },
+    /// Remove the partition.
+    Heal,
+}
+
+/// What a command returned.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KvOutput {
+    /// The recorded operations of a batch.
+    Ops(Vec<Recorded>),
+    /// A fault was applied.
+    Done,
+}
+
+impl std::fmt::Debug for KvOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KvOutput::Done => f.write_str("ok"),
+            KvOutput::Ops(ops) => {
+                let parts: Vec<String> = ops
+                    .iter()
+                    .map(|o| match &o.outcome {
+                        Outcome::Ok(r) => format!("{r:?}"),
+                        Outcome::Fail => "fail".into(),
+                        Outcome::Unknown => "unknown".into(),
+                    })
+                    .collect();
+                write!(f, "[{}]", parts.join(", "))
+            }
+        }
+    }
+}
+
+/// The kv model.
+#[derive(Debug, Clone, Default)]
+pub struct KvModel {
+    /// Its knobs.
+    pub config: KvConfig,
+}
+
+fn describe_op(op: &Op) -> String {
+    match op {
+        KvOp::Put(k, v) => format!("put k{k}={v}"),
+        KvOp::Get(k) => format!("get k{k}"),
+        KvOp::Delete(k) => format!("del k{k}"),
+        KvOp::Cas { key, expected, new } => match expected {
+            Some(e) => format!("cas k{key} {e}->{new}"),
+            None => format!("cas k{key} absent->{new}"),
+        },
+    }
+}
+
+impl Model for KvModel {
+    type State = KvState;
+    type Command = KvCmd;
+    type Output = KvOutput;
+
+    fn initial_state(&self, g: &mut Gen) -> KvState {
+        let subnet = Subnet {
+            addr: Ipv4Addr::new(172, 16, 3, 0),
+            prefix: 24,
+        };
+        let count = g.range(self.config.nodes.0..=self.config.nodes.1) as usize;
+        let hosts = g.distinct(count, 1..=subnet.host_count() - 1);
+        let mut nodes: Vec<Node> = Vec::new();
+        for host in hosts {
+            let mut id = g.lowercase(8);
+            while nodes.iter().any(|n| n.id == id) {
+                id = g.lowercase(8);
+            }
+            nodes.push(Node {
+                id,
+                ip: subnet.host(host).expect("inside the subnet"),
+                running: true,
+                paused: false,
+            });
+        }
+        KvState {
+            subnet,
+            nodes,
+            partitioned: false,
+        }
+    }
+
+    fn shrink_state(&self, s: &KvState) -> Vec<KvState> {
+        let mut out = Vec::new();
+        if s.nodes.len() > self.config.nodes.0 as usize {
+            for i in 0..s.nodes.len() {
+                let mut smaller = s.clone();
+                smaller.nodes.remove(i);
+                out.push(smaller);
+            }
+        }
+        out
+    }
+
+    fn command(&self, s: &KvState, g: &mut Gen) -> Option<KvCmd> {
+        let awake = s.awake();
+        let down = s.ids(|n| !n.running);
+        let paused = s.ids(|n| n.paused);
+        let mut kinds: Vec<(u32, u8)> = Vec::new();
+        if !awake.is_empty() {
+            kinds.push((6, 0));
+        }
+        if self.config.fault("crash") {
+            if !s.ids(|n| n.running).is_empty() {
+                kinds.push((1, 1));
+            }
+            if !down.is_empty() {
+                kinds.push((2, 2));
+            }
+        }
+        if self.config.fault("pause") {
+            if !awake.is_empty() {
+                kinds.push((1, 3));
+            }
+            if !paused.is_empty() {
+                kinds.push((2, 4));
+            }
+        }
+        if self.config.fault("partition") && s.nodes.len() >= 2 {
+            if s.partitioned {
+                kinds.push((2, 6));
+            } else {
+                kinds.push((1, 5));
+            }
+        }
+        let all: Vec<String> = s.nodes.iter().map(|n| n.id.clone()).collect();
+        Some(match *g.frequency(&kinds)? {
+            0 => {
+                let workers = g.range(1..=self.config.workers.max(1));
+                let mut ops = Vec::new();
+                for worker in 0..workers {
+                    for _ in 0..g.range(1..=self.config.ops_per_worker.max(1)) {
+                        let node = g.choose(&awake)?.clone();
+                        let key = g.range(0..=self.config.keys.max(1) - 1);
+                        let value = g.range(0..=99u64);
+                        let op = match g.frequency(&[(3, 0u8), (3, 1), (1, 2), (1, 3)])? {
+                            0 => KvOp::Put(key, value),
+                            1 => KvOp::Get(key),
+                            2 => KvOp::Delete(key),
+                            _ => KvOp::Cas {
+                                key,
+                                expected: g.bool(0.7).then(|| g.range(0..=99u64)),
+                                new: value,
+                            },
+                        };
+                        ops.push(ClientOp { worker, node, op });
+                    }
+                }
+                KvCmd::Ops { ops }
+            }
+            1 => KvCmd::Crash {
+                node: g.choose(&s.ids(|n| n.running))?.clone(),
+            },
+            2 => KvCmd::Restart {
+                node: g.choose(&down)?.clone(),
+            },
+            3 => KvCmd::Pause {
+                node: g.choose(&awake)?.clone(),
+            },
+            4 => KvCmd::Resume {
+                node: g.choose(&paused)?.clone(),
+            },
+            5 => {
+                let mut side: Vec<String> = all.iter().filter(|_| g.bool(0.5)).cloned().collect();
+                if side.is_empty() || side.len() == all.len() {
+                    side = vec![g.choose(&all)?.clone()];
+                }
+                KvCmd::Partition { side }
+            }
+            _ => KvCmd::Heal,
+        })
+    }
+
+    /// Client operations aimed at a node move to the first node (so that shrinking the network
+    /// can then drop the node they no longer need).
+    fn shrink_commands(&self, initial: &KvState, commands: &[KvCmd]) -> Vec<Vec<KvCmd>> {
+        let Some(first) = initial.nodes.first().map(|n| n.id.clone()) else {
+            return Vec::new();
+        };
+        initial.nodes[1..]
+            .iter()
+            .filter(|n| {
+                commands.iter().any(|c| match c {
+                    KvCmd::Ops { ops } => ops.iter().any(|o| o.node == n.id),
+                    _ => false,
+                })
+            })
+            .map(|n| {
+                commands
+                    .iter()
+                    .map(|c| match c {
+                        KvCmd::Ops { ops } => KvCmd::Ops {
+                            ops: ops
+                                .iter()
+                                .map(|o| ClientOp {
+                                    node: if o.node == n.id {
+                                        first.clone()
+                                    } else {
+                                        o.node.clone()
+                                    },
+                                    ..o.clone()
+                                })
+                                .collect(),
+                        },
+                        other => other.clone(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Batches lose one operation at a time.
+    fn shrink_command(&self, c: &KvCmd) -> Vec<KvCmd> {
+        match c {
+            KvCmd::Ops { ops } if ops.len() > 1 => (0..ops.len())
+                .map(|i| {
+                    let mut fewer = ops.clone();
+                    fewer.remove(i);
+                    KvCmd::Ops { ops: fewer }
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn precondition(&self, s: &KvState, c: &KvCmd) -> bool {
+        let node = |id: &str| s.node(id);
+        match c {
+            KvCmd::Ops { ops } => {
+                !ops.is_empty()
+                    && ops
+                        .iter()
+                        .all(|o| node(&o.node).is_some_and(|n| n.running && !n.paused))
+            }
+            KvCmd::Crash { node: id } => node(id).is_some_and(|n| n.running),
+            KvCmd::Restart { node: id } => node(id).is_some_and(|n| !n.running),
+            KvCmd::Pause { node: id } => node(id).is_some_and(|n| n.running && !n.paused),
+            KvCmd::Resume { node: id } => node(id).is_some_and(|n| n.paused),
+            KvCmd::Partition { side } => {
+                !s.partitioned
+                    && !side.is_empty()
+                    && side.len() < s.nodes.len()
+                    && side.iter().all(|id| node(id).is_some())
+            }
+            KvCmd::Heal => s.partitioned,
+        }
+    }
+
+    fn next_state(&self, s: &KvState, c: &KvCmd) -> KvState {
+        let mut next = s.clone();
+        let mut set = |id: &str, running: bool, paused: bool| {
+            if let Some(n) = next.nodes.iter_mut().find(|n| n.id == id) {
+                n.running = running;
+                n.paused = paused;
+            }
+        };
+        match c {
+            KvCmd::Ops { .. } => {}
+            KvCmd::Crash { node } => set(node, false, false),
+            KvCmd::Restart { node } | KvCmd::Resume { node } => set(node, true, false),
+            KvCmd::Pause { node } => set(node, true, true),
+            KvCmd::Partition { .. } => next.partitioned = true,
+            KvCmd::Heal => next.partitioned = false,
+        }
+        next
+    }
+
+    /// Operations are judged together, by the linearizability invariant.
+    fn postcondition(&self, _: &KvState, _: &KvCmd, _: &KvOutput) -> Check {
+        Ok(())
+    }
+
+    fn cost(&self, c: &KvCmd) -> u32 {
+        match c {
+            KvCmd::Ops { ops } => ops.len() as u32,
+            KvCmd::Restart { .. } => 5,
+            _ => 2,
+        }
+    }
+
+    fn labels(&self, initial: &KvState, commands: &[KvCmd], labels: &mut Labels) {
+        labels.add("nodes", initial.nodes.len());
+        for c in commands {
+            if let KvCmd::Ops { ops } = c {
+                let workers: BTreeSet<usize> = ops.iter().map(|o| o.worker).collect();
+                labels.add("workers per batch", workers.len());
+                for o in ops {
+                    let kind = match o.op {
+                        KvOp::Put(..) => "put",
+                        KvOp::Get(..) => "get",
+                        KvOp::Delete(..) => "delete",
+                        KvOp::Cas { .. } => "cas",
+                    };
+                    labels.add("operation", kind);
+                }
+            }
+        }
+        let faults = commands
+            .iter()
+            .filter(|c| !matches!(c, KvCmd::Ops { .. }))
+            .count();
+        labels.add("faults per case", faults);
+    }
+
+    fn describe_state(&self, s: &KvState) -> String {
+        let mut out = format!("{} node(s) on {}:\n", s.nodes.len(), s.subnet);
+        for n in &s.nodes {
+            let _ = writeln!(out, "  {:<8}  {}", n.id, n.ip);
+        }
+        out
+    }
+
+    fn state_size(&self, s: &KvState) -> Option<String> {
+        Some(format!("{} nodes", s.nodes.len()))
+    }
+
+    fn summarize_state(&self, s: &KvState) -> String {
+        let list = |ids: Vec<String>| {
+            if ids.is_empty() {
+                "-".to_string()
+            } else {
+                ids.join(" ")
+            }
+        };
+        let mut out = format!(
+            "up: {}; down: {}",
+            list(s.ids(|n| n.running && !n.paused)),
+            list(s.ids(|n| !n.running))
+        );
+        let paused = s.ids(|n| n.paused);
+        if !paused.is_empty() {
+            let _ = write!(out, "; paused: {}", paused.join(" "));
+        }
+        if s.partitioned {
+            out.push_str("; partitioned");
+        }
+        out
+    }
+
+    fn describe_command(&self, c: &KvCmd) -> String {
+        match c {
+            KvCmd::Ops { ops } => {
+                let parts: Vec<String> = ops
+                    .iter()
+                    .map(|o| format!("w{} {} @{}", o.worker, describe_op(&o.op), o.node))
+                    .collect();
+                format!("Ops[{}]", parts.join("; "))
+            }
+            KvCmd::Crash { node } => format!("Crash({node})"),
+            KvCmd::Restart { node } => format!("Restart({node})"),
+            KvCmd::Pause { node } => format!("Pause({node})"),
+            KvCmd::Resume { node } => format!("Resume({node})"),
+            KvCmd::Partition { side } => format!("Partition({} | rest)", side.join(" ")),
+            KvCmd::Heal => "Heal".into(),
+        }
+    }
+}
+
+/// How a store runs on (or beside) a network: the part that differs between etcd, Redis and
+/// the in-memory stores.
+pub trait Store: Send + Sync {
+    /// The live cluster of one case.
+    type Cluster: Send + Sync;
+
+    /// Builds and starts the cluster of `state` (every node up) and waits until it serves.
+    fn start(&self, state: &KvState) -> Result<Self::Cluster, Abort>;
+    /// Runs one client operation against `node`.
+    fn op(&self, cluster: &Self::Cluster, node: &str, op: &Op) -> Outcome<Ret>;
+    /// Called before each batch of operations.
+    fn before_batch(&self, _cluster: &Self::Cluster) {}
+    /// Applies a fault command (anything but `Ops`).
+    fn fault(&self, cluster: &Self::Cluster, state: &KvState, command: &KvCmd)
+        -> Result<(), Abort>;
+    /// Stops and removes the cluster.
+    fn stop(&self, cluster: Self::Cluster) -> Result<(), Abort>;
+}
+
+/// One case's live cluster and the history of its client operations.
+#[derive(Debug)]
+pub struct KvInstance<C> {
+    cluster: C,
+    recorder: Arc<Recorder<Op, Ret>>,
+    /// Wall time spent checking histories.
+    pub checking: std::time::Duration,
+}
+
+/// Runs the kv model on a [`Store`]; after every step the history so far must be linearizable.
+#[derive(Debug, Clone)]
+pub struct KvSystem<S> {
+    store: S,
+    /// Most search steps the checker may take per check.
+    pub max_check_steps: u64,
+}
+
+impl<S> KvSystem<S> {
+    /// A system on `store`.
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            max_check_steps: 2_000_000,
+        }
+    }
+}
+
+impl<S: Store> System<KvModel> for KvSystem<S> {
+    type Instance = KvInstance<S::Cluster>;
+
+    fn setup(&self, initial: &KvState) -> Result<Self::Instance, Abort> {
+        Ok(KvInstance {
+            cluster: self.store.start(initial)?,
+            recorder: Arc::new(Recorder::new()),
+            checking: std::time::Duration::ZERO,
+        })
+    }
+
+    fn run(
+        &self,
+        inst: &mut Self::Instance,
+        state: &KvState,
+        command: &KvCmd,
+    ) -> Result<KvOutput, Abort> {
+        let KvCmd::Ops { ops } = command else {
+            self.store.fault(&inst.cluster, state, command)?;
+            return Ok(KvOutput::Done);
+        };
+        let workers: BTreeSet<usize> = ops.iter().map(|o| o.worker).collect();
+        self.store.before_batch(&inst.cluster);
+        let (cluster, recorder) = (&inst.cluster, &inst.recorder);
+        let mut results: Vec<(usize, Recorded)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = workers
+                .iter()
+                .map(|&w| {
+                    scope.spawn(move || {
+                        let mut done = Vec::new();
+                        for (i, o) in ops.iter().enumerate().filter(|(_, o)| o.worker == w) {
+                            let ticket = recorder.invoke(w, o.op.clone());
+                            let outcome = self.store.op(cluster, &o.node, &o.op);
+                            let index = ticket.index();
+                            recorder.complete(ticket, outcome);
+                            done.push((i, index));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            let history = || recorder.history();
+            let indices: Vec<(usize, usize)> = handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("client workers do not panic"))
+                .collect();
+            let h = history();
+            indices
+                .into_iter()
+                .map(|(i, index)| (i, h.operations[index].clone()))
+                .collect()
+        });
+        results.sort_by_key(|(i, _)| *i);
+        Ok(KvOutput::Ops(results.into_iter().map(|(_, r)| r).collect()))
+    }
+
+    fn invariant(&self, inst: &mut Self::Instance, _: &KvState) -> Result<Check, Abort> {
+        let history: History<Op, Ret> = inst.recorder.history();
+        if history.is_empty() {
+            return Ok(Ok(()));
+        }
+        let started = Instant::now();
+        let limits = Limits {
+            max_steps: Some(self.max_check_steps),
+            ..Limits::default()
+        };
+        let verdict = check_with(&KvSpec::<u64>::new(), &history, &limits).result;
+        inst.checking += started.elapsed();
+        Ok(match verdict {
+            Linearizability::NotLinearizable { explanation, .. } => {
+                Err(format!("the history is not linearizable: {explanation}"))
+            }
+            // An exhausted budget is not evidence of a bug.
+            Linearizability::Linearizable | Linearizability::Unknown { .. } => Ok(()),
+        })
+    }
+
+    fn teardown(&self, inst: Self::Instance) -> Result<(), Abort> {
+        self.store.stop(inst.cluster)
+    }
+}

@@ -1,0 +1,127 @@
+//! Throughput of the kv scenario: etcd clusters under faults on netns (cases per minute, and
+//! operations and faults per case), next to the in-memory store in the same run; and the cost
+//! of finding and shrinking the planted lost write of the lossy in-memory store.
+//!
+//! `cargo bench -p fleetcheck --bench kv_run` (as root, with etcd-server and etcd-client).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleetcheck_engine::{run, Config, Model, Outcome, Report};
+use fleetcheck_fabric::netns::{AgentCommand, NetnsBackend, NetnsConfig};
+use fleetcheck_fabric::Backend;
+use fleetcheck_scenarios::kv::etcd::EtcdStore;
+use fleetcheck_scenarios::kv::memory::MemoryStore;
+use fleetcheck_scenarios::kv::{KvConfig, KvModel, KvSystem};
+
+fn per_case(report: &Report<KvModel>, group: &str) -> f64 {
+    let total: u64 = report.stats.group(group).map_or(0, |g| g.values().sum());
+    total as f64 / report.cases_run.max(1) as f64
+}
+
+fn faults_per_case(report: &Report<KvModel>) -> f64 {
+    let total: u64 = report.stats.group("command").map_or(0, |g| {
+        g.iter().filter(|(k, _)| *k != "Ops").map(|(_, v)| v).sum()
+    });
+    total as f64 / report.cases_run.max(1) as f64
+}
+
+fn row<M: Model>(name: &str, report: &Report<M>, wall: Duration, ops: f64, faults: f64) {
+    println!(
+        "| {name:<22} | {:<6} | {:>5} | {:>8.1} | {:>9.1} | {:>8.1} | {:>11.1} |",
+        report.outcome.status(),
+        report.cases_run,
+        wall.as_secs_f64(),
+        report.cases_run as f64 * 60.0 / wall.as_secs_f64(),
+        ops,
+        faults
+    );
+}
+
+fn main() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("kv_run: needs root (it builds namespaces)");
+        std::process::exit(3);
+    }
+    let agent = AgentCommand {
+        program: env!("CARGO_BIN_EXE_fleetcheck").into(),
+        args: vec!["agent".into()],
+    };
+    let netns: Arc<dyn Backend> = Arc::new(NetnsBackend::new(NetnsConfig::new(agent)).unwrap());
+    let kv = KvConfig::default();
+    let model = KvModel { config: kv.clone() };
+    // Sequences of 8..=12 commands: about 20 client operations and 3 faults per case.
+    let config = Config {
+        tests: 20,
+        min_size: 8,
+        max_size: 12,
+        seed: Some(7),
+        workers: 4,
+        ..Config::default()
+    };
+    println!("kv scenario: {} cases of {}..={} commands, 3-node clusters, {} workers, faults crash/pause/partition", config.tests, config.min_size, config.max_size, config.workers);
+    println!();
+    println!("| system                 | status | cases | wall (s) | cases/min | ops/case | faults/case |");
+    println!("|------------------------|--------|-------|----------|-----------|----------|-------------|");
+    let etcd = KvSystem::new(EtcdStore::new(
+        netns,
+        kv.memory_mb,
+        Duration::from_millis(kv.op_timeout_ms),
+    ));
+    let start = Instant::now();
+    let report = run(&model, &etcd, &config, &());
+    let wall = start.elapsed();
+    row(
+        "etcd 3.4 on netns",
+        &report,
+        wall,
+        per_case(&report, "operation"),
+        faults_per_case(&report),
+    );
+    if let Outcome::Aborted { message, .. } = &report.outcome {
+        println!("aborted: {message}");
+    }
+
+    let memory = KvSystem::new(MemoryStore::default());
+    let start = Instant::now();
+    let report = run(&model, &memory, &config, &());
+    let wall = start.elapsed();
+    row(
+        "in-memory (correct)",
+        &report,
+        wall,
+        per_case(&report, "operation"),
+        faults_per_case(&report),
+    );
+
+    println!();
+    println!("Finding and shrinking the lossy store's lost write (seeds 0..20, 100 cases each):");
+    let lossy = KvSystem::new(MemoryStore {
+        lose_unreplicated_writes: true,
+    });
+    let (mut found, mut runs, mut commands, mut spent) = (0, 0u32, 0usize, Duration::ZERO);
+    for seed in 0..20 {
+        let report = run(
+            &model,
+            &lossy,
+            &Config {
+                seed: Some(seed),
+                ..Config::default()
+            },
+            &(),
+        );
+        if let Outcome::Failed(f) = report.outcome {
+            found += 1;
+            runs += f.shrink.runs;
+            commands += f.minimal.commands.len();
+            spent += f.shrink.elapsed;
+        }
+    }
+    println!(
+        "found {found}/20; shrink runs mean {:.1}; minimal commands mean {:.1}; shrink time mean {:.2} ms",
+        f64::from(runs) / f64::from(found.max(1)),
+        commands as f64 / f64::from(found.max(1)),
+        spent.as_secs_f64() * 1000.0 / f64::from(found.max(1))
+    );
+}
