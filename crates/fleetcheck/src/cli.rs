@@ -51,8 +51,8 @@ pub struct Common {
 pub struct RunArgs {
     /// The scenario to run (see `fleetcheck list`).
     pub scenario: String,
-    /// The system under test, for scenarios that have a choice (kv: etcd, memory,
-    /// memory-lossy) [default: etcd].
+    /// The system under test, for scenarios that have a choice (kv: etcd, redis,
+    /// memory, memory-lossy) [default: etcd].
     #[arg(long, value_name = "NAME")]
     pub system: Option<String>,
     /// Successful cases needed for the property to pass.

@@ -13,6 +13,7 @@ use fleetcheck_engine::{
 use fleetcheck_scenarios::config::ScenarioConfig;
 use fleetcheck_scenarios::kv::etcd::EtcdStore;
 use fleetcheck_scenarios::kv::memory::MemoryStore;
+use fleetcheck_scenarios::kv::redis::RedisStore;
 use fleetcheck_scenarios::kv::{KvModel, KvSystem};
 use fleetcheck_scenarios::ping::{PingModel, PingSystem};
 use fleetcheck_scenarios::SCENARIOS;
@@ -128,6 +129,24 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
                 context,
             )
         }
+        ("kv", Some("redis")) => {
+            let store = RedisStore::new(
+                backend.clone(),
+                scenario_config.kv.memory_mb,
+                Duration::from_millis(scenario_config.kv.op_timeout_ms),
+            );
+            let model = KvModel {
+                config: scenario_config.kv.clone(),
+            };
+            search(
+                &model,
+                &KvSystem::new(store),
+                args,
+                &config,
+                backend.name(),
+                context,
+            )
+        }
         ("kv", Some(memory)) => {
             let store = MemoryStore {
                 lose_unreplicated_writes: memory == "memory-lossy",
@@ -156,9 +175,9 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
 fn system_of(scenario: &str, system: Option<&str>) -> Result<Option<String>, Fail> {
     match (scenario, system) {
         ("kv", None) => Ok(Some("etcd".into())),
-        ("kv", Some(s @ ("etcd" | "memory" | "memory-lossy"))) => Ok(Some(s.into())),
+        ("kv", Some(s @ ("etcd" | "redis" | "memory" | "memory-lossy"))) => Ok(Some(s.into())),
         ("kv", Some(other)) => Err(Fail::usage(anyhow!(
-            "unknown system `{other}` for kv: choose etcd, memory or memory-lossy"
+            "unknown system `{other}` for kv: choose etcd, redis, memory or memory-lossy"
         ))),
         (_, None) => Ok(None),
         (s, Some(_)) => Err(Fail::usage(anyhow!(
@@ -404,6 +423,14 @@ pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
         return match system {
             "etcd" => {
                 let store = EtcdStore::new(
+                    backend,
+                    config.kv.memory_mb,
+                    Duration::from_millis(config.kv.op_timeout_ms),
+                );
+                replay_case(&model, &KvSystem::new(store), &file, args, &backend_name)
+            }
+            "redis" => {
+                let store = RedisStore::new(
                     backend,
                     config.kv.memory_mb,
                     Duration::from_millis(config.kv.op_timeout_ms),

@@ -11,6 +11,7 @@
 
 pub mod etcd;
 pub mod memory;
+pub mod redis;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;

@@ -309,3 +309,27 @@ fn etcd_cluster_under_faults_is_linearizable() {
     assert_eq!(j["status"], "passed");
     assert!(j["labels"]["operation"]["put"].as_u64().unwrap() > 0, "{j}");
 }
+
+/// Regression: Redis with Sentinel loses an acknowledged write when the primary is cut off
+/// from the majority, which promotes a replica, and the partition heals. fleetcheck found and
+/// shrank this case; this replays it (4 commands on 3 nodes).
+#[test]
+fn redis_loses_an_acknowledged_write_after_failover() {
+    if !require_root() {
+        return;
+    }
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/redis-lost-write.replay.json"
+    );
+    let (code, out, err) = run(fleetcheck().args(["replay", file, "--json"]));
+    assert_eq!(code, 1, "{out}{err}");
+    let j = last_json(&out);
+    assert_eq!(j["status"], "failed");
+    let steps = j["counterexample"]["steps"].as_array().unwrap();
+    assert_eq!(
+        steps[1]["output"], "[Done]",
+        "the write was acknowledged: {j}"
+    );
+    assert_eq!(steps[3]["output"], "[Value(None)]", "and is gone: {j}");
+}

@@ -1,0 +1,321 @@
+//! Redis 7 primary/replicas with Sentinel failover (Debian's `redis-server` and
+//! `redis-sentinel`) on the fabric: every node runs a server and a sentinel; the first node is
+//! the first primary. Clients are sentinel-aware: each operation, run inside the node it is
+//! aimed at, asks that node's sentinel for the primary and talks to it.
+//!
+//! Servers persist every write (`appendonly yes`, `appendfsync always`), so a crash alone
+//! loses nothing acknowledged; replication is asynchronous, as Redis ships it.
+//! Timers: `down-after-milliseconds 200`, `failover-timeout 1000`. After every fault the store
+//! waits (deadline 8 s) until the sentinels that can see a majority agree on a primary they
+//! can reach, so failovers happen where the command sequence says, not at random later.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleetcheck_engine::history::Outcome;
+use fleetcheck_engine::{Abort, KvOp, KvRet};
+use fleetcheck_fabric::{Backend, ExecError, ExecRequest, MachineSpec, Network, NetworkSpec};
+
+use super::{KvCmd, KvState, Op, Ret, Store};
+
+const READY: Duration = Duration::from_secs(20);
+const SETTLE: Duration = Duration::from_secs(8);
+
+/// Redis with Sentinel on a backend with disks (netns).
+#[derive(Debug, Clone)]
+pub struct RedisStore {
+    backend: Arc<dyn Backend>,
+    memory_mb: u32,
+    op_timeout: Duration,
+}
+
+impl RedisStore {
+    /// A store on `backend`.
+    pub fn new(backend: Arc<dyn Backend>, memory_mb: u32, op_timeout: Duration) -> Self {
+        Self {
+            backend,
+            memory_mb,
+            op_timeout,
+        }
+    }
+}
+
+/// A live Redis deployment.
+pub struct RedisCluster {
+    net: Box<dyn Network>,
+    state: std::sync::Mutex<KvState>,
+    /// One side of the partition in force, if any.
+    side: std::sync::Mutex<Option<Vec<String>>>,
+}
+
+impl std::fmt::Debug for RedisCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCluster").finish_non_exhaustive()
+    }
+}
+
+fn shell(cmd: String, timeout: Duration) -> ExecRequest {
+    ExecRequest::shell(cmd).with_timeout(timeout)
+}
+
+impl RedisStore {
+    /// Writes the node's configuration on first start, then starts server and sentinel.
+    fn launch(&self, c: &RedisCluster, state: &KvState, node: &str) -> Result<(), Abort> {
+        let me = state
+            .node(node)
+            .ok_or_else(|| Abort::new(format!("no node {node}")))?;
+        let first = &state.nodes[0];
+        let disk = c.net.data_dir(node).ok_or_else(|| {
+            Abort::new(format!(
+                "the {} backend gives machines no disk; redis needs the netns backend",
+                self.backend.name()
+            ))
+        })?;
+        let d = disk.display();
+        let ip = me.ip;
+        let replicaof = if me.id == first.id {
+            String::new()
+        } else {
+            format!("replicaof {} 6379\n", first.ip)
+        };
+        let quorum = state.nodes.len() / 2 + 1;
+        let cmd = format!(
+            "[ -f {d}/redis.conf ] || printf '%s' 'bind {ip} 127.0.0.1\nport 6379\nprotected-mode no\n\
+dir {d}\nappendonly yes\nappendfsync always\nsave \"\"\nrepl-diskless-sync yes\n\
+repl-diskless-sync-delay 0\ndaemonize yes\nlogfile {d}/redis.log\npidfile {d}/redis.pid\n{replicaof}' > {d}/redis.conf && \
+[ -f {d}/sentinel.conf ] || printf '%s' 'port 26379\nbind {ip} 127.0.0.1\nprotected-mode no\n\
+daemonize yes\nlogfile {d}/sentinel.log\npidfile {d}/sentinel.pid\ndir {d}\n\
+sentinel monitor m {first} 6379 {quorum}\nsentinel down-after-milliseconds m 200\n\
+sentinel failover-timeout m 1000\nsentinel parallel-syncs m 1\n' > {d}/sentinel.conf && \
+redis-server {d}/redis.conf && redis-sentinel {d}/sentinel.conf",
+            first = first.ip
+        );
+        let out = c.net.exec(node, &shell(cmd, Duration::from_secs(5)))?;
+        if !out.success() {
+            return Err(Abort::new(format!(
+                "cannot start redis on {node}: {}",
+                out.stderr_str().trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs a shell probe on `node` until it succeeds or `within` passes.
+    fn probe(&self, c: &RedisCluster, node: &str, probe: &str, within: Duration) -> bool {
+        let tries = within.as_millis() / 10;
+        let cmd = format!(
+            "i=0; while [ $i -lt {tries} ]; do {probe} && exit 0; i=$((i+1)); sleep 0.01; done; exit 1"
+        );
+        c.net
+            .exec(node, &shell(cmd, within + Duration::from_secs(5)))
+            .is_ok_and(|o| o.success())
+    }
+
+    /// The primary `node`'s sentinel names, if it answers.
+    fn primary_seen_by(&self, c: &RedisCluster, node: &str) -> Option<String> {
+        let cmd =
+            "timeout 0.5 redis-cli -p 26379 --raw SENTINEL get-master-addr-by-name m | head -1";
+        let out = c
+            .net
+            .exec(node, &shell(cmd.into(), Duration::from_secs(2)))
+            .ok()?;
+        let ip = out.stdout_str().trim().to_string();
+        (!ip.is_empty()).then_some(ip)
+    }
+
+    /// After a fault: waits until the sentinels on the majority side of the network agree, a
+    /// majority of them, on a primary that is awake and on their side (a failover has
+    /// completed, or was not needed). Gives up quietly at the deadline (e.g. no side has a
+    /// majority): the history will say what happened.
+    fn settle(&self, c: &RedisCluster) {
+        let state = c.state.lock().expect("no panics while locked").clone();
+        let side = c.side.lock().expect("no panics while locked").clone();
+        let majority = state.nodes.len() / 2 + 1;
+        let in_side = |id: &str| side.as_ref().is_some_and(|s| s.iter().any(|x| x == id));
+        let side_size = state.nodes.iter().filter(|n| in_side(&n.id)).count();
+        // The group that can elect: the listed side, the rest, or everyone when not cut.
+        let group: Vec<&super::Node> = state
+            .nodes
+            .iter()
+            .filter(|n| match &side {
+                None => true,
+                Some(_) if side_size >= majority => in_side(&n.id),
+                Some(_) => !in_side(&n.id),
+            })
+            .collect();
+        if group.len() < majority {
+            return;
+        }
+        let awake: Vec<&super::Node> = group
+            .into_iter()
+            .filter(|n| n.running && !n.paused)
+            .collect();
+        let deadline = Instant::now() + SETTLE;
+        let mut backoff = Duration::from_millis(20);
+        while Instant::now() < deadline {
+            let seen: Vec<String> = awake
+                .iter()
+                .filter_map(|n| self.primary_seen_by(c, &n.id))
+                .collect();
+            let agreed = seen.iter().find(|ip| {
+                seen.iter().filter(|x| x == ip).count() >= majority
+                    && awake.iter().any(|n| n.ip.to_string() == **ip)
+            });
+            if agreed.is_some() {
+                return;
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Store for RedisStore {
+    type Cluster = RedisCluster;
+
+    fn start(&self, state: &KvState) -> Result<RedisCluster, Abort> {
+        let spec = NetworkSpec {
+            subnet: state.subnet,
+            machines: state
+                .nodes
+                .iter()
+                .map(|n| MachineSpec {
+                    id: n.id.clone(),
+                    ip: n.ip,
+                    memory_mb: self.memory_mb,
+                    kernel: "host".into(),
+                    setup: Vec::new(),
+                })
+                .collect(),
+        };
+        let net = self.backend.create(&spec)?;
+        let ids: Vec<&str> = state.nodes.iter().map(|n| n.id.as_str()).collect();
+        for r in net.boot(&ids) {
+            r?;
+        }
+        let cluster = RedisCluster {
+            net,
+            state: std::sync::Mutex::new(state.clone()),
+            side: std::sync::Mutex::new(None),
+        };
+        for id in &ids {
+            self.launch(&cluster, state, id)?;
+        }
+        // Ready: every replica is in sync and every sentinel knows all the others.
+        let n = ids.len();
+        let first = ids[0];
+        let synced = format!(
+            "[ \"$(redis-cli --raw INFO replication | grep -c '^slave[0-9]*:.*state=online')\" -ge {} ]",
+            n - 1
+        );
+        let sentinels = format!(
+            "[ \"$(redis-cli -p 26379 --raw SENTINEL master m | grep -A1 '^num-other-sentinels$' | tail -1)\" -ge {} ]",
+            n - 1
+        );
+        if !self.probe(&cluster, first, &synced, READY)
+            || !self.probe(&cluster, first, &sentinels, READY)
+        {
+            return Err(Abort::new(format!(
+                "redis replicas or sentinels of {first} not ready within {READY:?}"
+            )));
+        }
+        Ok(cluster)
+    }
+
+    fn op(&self, c: &RedisCluster, node: &str, op: &Op) -> Outcome<Ret> {
+        let secs = self.op_timeout.as_secs_f64();
+        let args = match op {
+            KvOp::Put(k, v) => format!("SET k{k} {v}"),
+            KvOp::Get(k) => format!("GET k{k}"),
+            KvOp::Delete(k) => format!("DEL k{k}"),
+            KvOp::Cas { key, expected, new } => {
+                let test = match expected {
+                    Some(e) => format!("redis.call('GET', KEYS[1]) == '{e}'"),
+                    None => "redis.call('GET', KEYS[1]) == false".to_string(),
+                };
+                format!(
+                    "EVAL \"if {test} then redis.call('SET', KEYS[1], ARGV[1]) return 1 else return 0 end\" 1 k{key} {new}"
+                )
+            }
+        };
+        let cmd = format!(
+            "M=$(timeout {secs} redis-cli -p 26379 --raw SENTINEL get-master-addr-by-name m | head -1); \
+             [ -n \"$M\" ] || {{ echo 'NOPRIMARY'; exit 3; }}; timeout {secs} redis-cli -h \"$M\" --raw {args}"
+        );
+        let read = matches!(op, KvOp::Get(_));
+        let unsure = if read {
+            Outcome::Fail
+        } else {
+            Outcome::Unknown
+        };
+        let out = match c.net.exec(
+            node,
+            &shell(cmd, self.op_timeout * 3 + Duration::from_secs(2)),
+        ) {
+            Ok(out) => out,
+            Err(ExecError::WrongStatus { .. } | ExecError::UnknownMachine { .. }) => {
+                return Outcome::Fail
+            }
+            Err(_) => return unsure,
+        };
+        if out.timed_out {
+            return unsure;
+        }
+        let text = out.stdout_str();
+        let all = format!("{text}{}", out.stderr_str());
+        if std::env::var_os("FLEETCHECK_DEBUG_REDIS").is_some() {
+            eprintln!("redis op {op:?} on {node}: {all:?}");
+        }
+        if all.contains("READONLY") || all.contains("NOPRIMARY") || all.contains("refused") {
+            return Outcome::Fail;
+        }
+        if !out.success() || all.contains("ERR") {
+            return unsure;
+        }
+        let value = text.trim_end_matches('\n');
+        match op {
+            KvOp::Put(..) if value == "OK" => Outcome::Ok(KvRet::Done),
+            KvOp::Delete(..) if value.parse::<u64>().is_ok() => Outcome::Ok(KvRet::Done),
+            KvOp::Get(_) if value.is_empty() => Outcome::Ok(KvRet::Value(None)),
+            KvOp::Get(_) => value
+                .parse()
+                .map(|v| Outcome::Ok(KvRet::Value(Some(v))))
+                .unwrap_or(Outcome::Fail),
+            KvOp::Cas { .. } if value == "1" => Outcome::Ok(KvRet::Swapped(true)),
+            KvOp::Cas { .. } if value == "0" => Outcome::Ok(KvRet::Swapped(false)),
+            _ => unsure,
+        }
+    }
+
+    fn fault(&self, c: &RedisCluster, state: &KvState, command: &KvCmd) -> Result<(), Abort> {
+        match command {
+            KvCmd::Crash { node } => c.net.crash(node)?,
+            KvCmd::Restart { node } => {
+                if let Some(r) = c.net.boot(&[node.as_str()]).pop() {
+                    r?;
+                }
+                self.launch(c, state, node)?;
+            }
+            KvCmd::Pause { node } => c.net.pause(node)?,
+            KvCmd::Resume { node } => c.net.resume(node)?,
+            KvCmd::Partition { side } => {
+                c.net.partition(std::slice::from_ref(side))?;
+                *c.side.lock().expect("no panics while locked") = Some(side.clone());
+            }
+            KvCmd::Heal => {
+                c.net.heal()?;
+                *c.side.lock().expect("no panics while locked") = None;
+            }
+            KvCmd::Ops { .. } => return Ok(()),
+        }
+        let model = super::KvModel::default();
+        *c.state.lock().expect("no panics while locked") =
+            fleetcheck_engine::Model::next_state(&model, state, command);
+        self.settle(c);
+        Ok(())
+    }
+
+    fn stop(&self, c: RedisCluster) -> Result<(), Abort> {
+        Ok(c.net.teardown()?)
+    }
+}
