@@ -263,9 +263,6 @@ impl Store for RedisStore {
         }
         let text = out.stdout_str();
         let all = format!("{text}{}", out.stderr_str());
-        if std::env::var_os("FLEETCHECK_DEBUG_REDIS").is_some() {
-            eprintln!("redis op {op:?} on {node}: {all:?}");
-        }
         if all.contains("READONLY") || all.contains("NOPRIMARY") || all.contains("refused") {
             return Outcome::Fail;
         }
