@@ -11,10 +11,7 @@ use fleetcheck_engine::{
     ShrinkConfig, System, Verdict,
 };
 use fleetcheck_scenarios::config::ScenarioConfig;
-use fleetcheck_scenarios::kv::etcd::EtcdStore;
-use fleetcheck_scenarios::kv::memory::MemoryStore;
-use fleetcheck_scenarios::kv::redis::RedisStore;
-use fleetcheck_scenarios::kv::{KvModel, KvSystem};
+use fleetcheck_scenarios::kv::{AnyStore, KvModel, KvSystem, SYSTEMS};
 use fleetcheck_scenarios::ping::{PingModel, PingSystem};
 use fleetcheck_scenarios::SCENARIOS;
 use serde_json::{json, Value};
@@ -111,57 +108,18 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
         "config": scenario_config,
     });
     match (args.scenario.as_str(), system_name.as_deref()) {
-        ("kv", Some("etcd")) => {
-            let store = EtcdStore::new(
-                backend.clone(),
-                scenario_config.kv.memory_mb,
-                Duration::from_millis(scenario_config.kv.op_timeout_ms),
-            );
+        ("kv", Some(system)) => {
             let model = KvModel {
                 config: scenario_config.kv.clone(),
             };
-            search(
-                &model,
-                &KvSystem::new(store),
-                args,
-                &config,
-                backend.name(),
-                context,
-            )
-        }
-        ("kv", Some("redis")) => {
-            let store = RedisStore::new(
-                backend.clone(),
-                scenario_config.kv.memory_mb,
-                Duration::from_millis(scenario_config.kv.op_timeout_ms),
-            );
-            let model = KvModel {
-                config: scenario_config.kv.clone(),
+            let store = AnyStore::named(system, backend.clone(), &scenario_config.kv)
+                .expect("system_of accepts only known systems");
+            let on = if system.starts_with("memory") {
+                "memory"
+            } else {
+                backend.name()
             };
-            search(
-                &model,
-                &KvSystem::new(store),
-                args,
-                &config,
-                backend.name(),
-                context,
-            )
-        }
-        ("kv", Some(memory)) => {
-            let store = MemoryStore {
-                lose_unreplicated_writes: memory == "memory-lossy",
-            };
-            let model = KvModel {
-                config: scenario_config.kv.clone(),
-            };
-            search(
-                &model,
-                &KvSystem::new(store),
-                args,
-                &config,
-                "memory",
-                context,
-            )
+            search(&model, &KvSystem::new(store), args, &config, on, context)
         }
         _ => {
             let model = PingModel::new(scenario_config.clone());
@@ -175,9 +133,10 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
 fn system_of(scenario: &str, system: Option<&str>) -> Result<Option<String>, Fail> {
     match (scenario, system) {
         ("kv", None) => Ok(Some("etcd".into())),
-        ("kv", Some(s @ ("etcd" | "redis" | "memory" | "memory-lossy"))) => Ok(Some(s.into())),
+        ("kv", Some(s)) if SYSTEMS.contains(&s) => Ok(Some(s.into())),
         ("kv", Some(other)) => Err(Fail::usage(anyhow!(
-            "unknown system `{other}` for kv: choose etcd, redis, memory or memory-lossy"
+            "unknown system `{other}` for kv: choose one of {}",
+            SYSTEMS.join(", ")
         ))),
         (_, None) => Ok(None),
         (s, Some(_)) => Err(Fail::usage(anyhow!(
@@ -420,30 +379,14 @@ pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
             .get("system")
             .and_then(|s| s.as_str())
             .unwrap_or("etcd");
-        return match system {
-            "etcd" => {
-                let store = EtcdStore::new(
-                    backend,
-                    config.kv.memory_mb,
-                    Duration::from_millis(config.kv.op_timeout_ms),
-                );
-                replay_case(&model, &KvSystem::new(store), &file, args, &backend_name)
-            }
-            "redis" => {
-                let store = RedisStore::new(
-                    backend,
-                    config.kv.memory_mb,
-                    Duration::from_millis(config.kv.op_timeout_ms),
-                );
-                replay_case(&model, &KvSystem::new(store), &file, args, &backend_name)
-            }
-            memory => {
-                let store = MemoryStore {
-                    lose_unreplicated_writes: memory == "memory-lossy",
-                };
-                replay_case(&model, &KvSystem::new(store), &file, args, "memory")
-            }
+        let store = AnyStore::named(system, backend, &config.kv)
+            .ok_or_else(|| bad(&format!("unknown system `{system}`")))?;
+        let on = if system.starts_with("memory") {
+            "memory"
+        } else {
+            backend_name.as_str()
         };
+        return replay_case(&model, &KvSystem::new(store), &file, args, on);
     }
     let file = ReplayFile::<PingModel>::from_json(&text, &scenario).map_err(|e| bad(&e))?;
     let model = PingModel::new(config.clone());

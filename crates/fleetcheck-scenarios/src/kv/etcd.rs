@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::{Abort, KvOp, KvRet};
-use fleetcheck_fabric::{Backend, ExecError, ExecRequest, MachineSpec, Network, NetworkSpec};
+use fleetcheck_fabric::{Backend, ExecError, ExecRequest, Network};
 
 use super::{KvCmd, KvState, Op, Ret, Store};
 
@@ -137,25 +137,8 @@ impl Store for EtcdStore {
     type Cluster = EtcdCluster;
 
     fn start(&self, state: &KvState) -> Result<EtcdCluster, Abort> {
-        let spec = NetworkSpec {
-            subnet: state.subnet,
-            machines: state
-                .nodes
-                .iter()
-                .map(|n| MachineSpec {
-                    id: n.id.clone(),
-                    ip: n.ip,
-                    memory_mb: self.memory_mb,
-                    kernel: "host".into(),
-                    setup: Vec::new(),
-                })
-                .collect(),
-        };
-        let net = self.backend.create(&spec)?;
+        let net = super::boot_cluster(self.backend.as_ref(), state, self.memory_mb)?;
         let ids: Vec<&str> = state.nodes.iter().map(|n| n.id.as_str()).collect();
-        for r in net.boot(&ids) {
-            r?;
-        }
         let initial_cluster = state
             .nodes
             .iter()

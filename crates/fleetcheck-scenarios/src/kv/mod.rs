@@ -522,6 +522,35 @@ impl Model for KvModel {
     }
 }
 
+/// Builds the network of `state` on `backend` (one machine per node, `memory_mb` each) and
+/// boots every node, in parallel: the common start of every store that runs on machines.
+pub fn boot_cluster(
+    backend: &dyn fleetcheck_fabric::Backend,
+    state: &KvState,
+    memory_mb: u32,
+) -> Result<Box<dyn fleetcheck_fabric::Network>, Abort> {
+    let spec = fleetcheck_fabric::NetworkSpec {
+        subnet: state.subnet,
+        machines: state
+            .nodes
+            .iter()
+            .map(|n| fleetcheck_fabric::MachineSpec {
+                id: n.id.clone(),
+                ip: n.ip,
+                memory_mb,
+                kernel: "host".into(),
+                setup: Vec::new(),
+            })
+            .collect(),
+    };
+    let net = backend.create(&spec)?;
+    let ids: Vec<&str> = state.nodes.iter().map(|n| n.id.as_str()).collect();
+    for r in net.boot(&ids) {
+        r?;
+    }
+    Ok(net)
+}
+
 /// How a store runs on (or beside) a network: the part that differs between etcd, Redis and
 /// the in-memory stores.
 pub trait Store: Send + Sync {
@@ -647,5 +676,93 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
 
     fn teardown(&self, inst: Self::Instance) -> Result<(), Abort> {
         self.store.stop(inst.cluster)
+    }
+}
+
+/// Any of the built-in stores, chosen by name at run time.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    /// etcd on the fabric.
+    Etcd(etcd::EtcdStore),
+    /// Redis with Sentinel on the fabric.
+    Redis(redis::RedisStore),
+    /// An in-memory store.
+    Memory(memory::MemoryStore),
+}
+
+/// The names [`AnyStore::named`] knows.
+pub const SYSTEMS: &[&str] = &["etcd", "redis", "memory", "memory-lossy"];
+
+impl AnyStore {
+    /// The store called `name` (see [`SYSTEMS`]), its machines on `backend`.
+    pub fn named(
+        name: &str,
+        backend: Arc<dyn fleetcheck_fabric::Backend>,
+        config: &KvConfig,
+    ) -> Option<Self> {
+        let timeout = std::time::Duration::from_millis(config.op_timeout_ms);
+        Some(match name {
+            "etcd" => AnyStore::Etcd(etcd::EtcdStore::new(backend, config.memory_mb, timeout)),
+            "redis" => AnyStore::Redis(redis::RedisStore::new(backend, config.memory_mb, timeout)),
+            "memory" | "memory-lossy" => AnyStore::Memory(memory::MemoryStore {
+                lose_unreplicated_writes: name == "memory-lossy",
+            }),
+            _ => return None,
+        })
+    }
+}
+
+/// The cluster of an [`AnyStore`].
+#[derive(Debug)]
+pub enum AnyCluster {
+    /// etcd's.
+    Etcd(etcd::EtcdCluster),
+    /// Redis'.
+    Redis(redis::RedisCluster),
+    /// In memory.
+    Memory(memory::MemoryCluster),
+}
+
+macro_rules! dispatch {
+    ($store:expr, $cluster:expr, |$s:ident, $c:ident| $body:expr) => {
+        match ($store, $cluster) {
+            (AnyStore::Etcd($s), AnyCluster::Etcd($c)) => $body,
+            (AnyStore::Redis($s), AnyCluster::Redis($c)) => $body,
+            (AnyStore::Memory($s), AnyCluster::Memory($c)) => $body,
+            _ => unreachable!("a store only ever gets its own clusters"),
+        }
+    };
+}
+
+impl Store for AnyStore {
+    type Cluster = AnyCluster;
+
+    fn start(&self, state: &KvState) -> Result<AnyCluster, Abort> {
+        Ok(match self {
+            AnyStore::Etcd(s) => AnyCluster::Etcd(s.start(state)?),
+            AnyStore::Redis(s) => AnyCluster::Redis(s.start(state)?),
+            AnyStore::Memory(s) => AnyCluster::Memory(s.start(state)?),
+        })
+    }
+
+    fn op(&self, cluster: &AnyCluster, node: &str, op: &Op) -> Outcome<Ret> {
+        dispatch!(self, cluster, |s, c| s.op(c, node, op))
+    }
+
+    fn before_batch(&self, cluster: &AnyCluster) {
+        dispatch!(self, cluster, |s, c| s.before_batch(c))
+    }
+
+    fn fault(&self, cluster: &AnyCluster, state: &KvState, command: &KvCmd) -> Result<(), Abort> {
+        dispatch!(self, cluster, |s, c| s.fault(c, state, command))
+    }
+
+    fn stop(&self, cluster: AnyCluster) -> Result<(), Abort> {
+        match (self, cluster) {
+            (AnyStore::Etcd(s), AnyCluster::Etcd(c)) => s.stop(c),
+            (AnyStore::Redis(s), AnyCluster::Redis(c)) => s.stop(c),
+            (AnyStore::Memory(s), AnyCluster::Memory(c)) => s.stop(c),
+            _ => unreachable!("a store only ever gets its own clusters"),
+        }
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::{Abort, KvOp, KvRet};
-use fleetcheck_fabric::{Backend, ExecError, ExecRequest, MachineSpec, Network, NetworkSpec};
+use fleetcheck_fabric::{Backend, ExecError, ExecRequest, Network};
 
 use super::{KvCmd, KvState, Op, Ret, Store};
 
@@ -174,25 +174,8 @@ impl Store for RedisStore {
     type Cluster = RedisCluster;
 
     fn start(&self, state: &KvState) -> Result<RedisCluster, Abort> {
-        let spec = NetworkSpec {
-            subnet: state.subnet,
-            machines: state
-                .nodes
-                .iter()
-                .map(|n| MachineSpec {
-                    id: n.id.clone(),
-                    ip: n.ip,
-                    memory_mb: self.memory_mb,
-                    kernel: "host".into(),
-                    setup: Vec::new(),
-                })
-                .collect(),
-        };
-        let net = self.backend.create(&spec)?;
+        let net = super::boot_cluster(self.backend.as_ref(), state, self.memory_mb)?;
         let ids: Vec<&str> = state.nodes.iter().map(|n| n.id.as_str()).collect();
-        for r in net.boot(&ids) {
-            r?;
-        }
         let cluster = RedisCluster {
             net,
             state: std::sync::Mutex::new(state.clone()),
