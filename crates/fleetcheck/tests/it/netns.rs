@@ -322,7 +322,7 @@ fn redis_loses_an_acknowledged_write_after_failover() {
     }
     let file = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/redis-lost-write.replay.json"
+        "/tests/data/redis-lost-write.json"
     );
     let (code, out, err) = run(fleetcheck().args(["replay", file, "--json"]));
     assert_eq!(code, 1, "{out}{err}");
