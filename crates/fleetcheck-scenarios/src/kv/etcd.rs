@@ -218,22 +218,12 @@ impl Store for EtcdStore {
     }
 
     fn fault(&self, c: &EtcdCluster, _: &KvState, command: &KvCmd) -> Result<(), Abort> {
-        match command {
-            KvCmd::Crash { node } => c.net.crash(node)?,
-            KvCmd::Restart { node } => {
-                if let Some(r) = c.net.boot(&[node.as_str()]).pop() {
-                    r?;
-                }
-                self.launch(c, node)?;
-                // Listening is enough: the cluster may have no quorum right now, and etcd
-                // serves requests only once it has rejoined through raft.
-                self.wait(c, node, LISTENING_PROBE)?;
-            }
-            KvCmd::Pause { node } => c.net.pause(node)?,
-            KvCmd::Resume { node } => c.net.resume(node)?,
-            KvCmd::Partition { side } => c.net.partition(std::slice::from_ref(side))?,
-            KvCmd::Heal => c.net.heal()?,
-            KvCmd::Ops { .. } => {}
+        super::apply_fault(c.net.as_ref(), command)?;
+        if let KvCmd::Restart { node } = command {
+            self.launch(c, node)?;
+            // Listening is enough: the cluster may have no quorum right now, and etcd
+            // serves requests only once it has rejoined through raft.
+            self.wait(c, node, LISTENING_PROBE)?;
         }
         Ok(())
     }

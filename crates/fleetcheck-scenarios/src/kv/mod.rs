@@ -551,6 +551,25 @@ pub fn boot_cluster(
     Ok(net)
 }
 
+/// Applies a fault command to the machines of a store's network. A `Restart` only boots the
+/// machine: starting the store's service again is the store's part.
+pub fn apply_fault(net: &dyn fleetcheck_fabric::Network, command: &KvCmd) -> Result<(), Abort> {
+    match command {
+        KvCmd::Crash { node } => net.crash(node)?,
+        KvCmd::Restart { node } => {
+            if let Some(r) = net.boot(&[node.as_str()]).pop() {
+                r?;
+            }
+        }
+        KvCmd::Pause { node } => net.pause(node)?,
+        KvCmd::Resume { node } => net.resume(node)?,
+        KvCmd::Partition { side } => net.partition(std::slice::from_ref(side))?,
+        KvCmd::Heal => net.heal()?,
+        KvCmd::Ops { .. } => {}
+    }
+    Ok(())
+}
+
 /// How a store runs on (or beside) a network: the part that differs between etcd, Redis and
 /// the in-memory stores.
 pub trait Store: Send + Sync {

@@ -268,25 +268,14 @@ impl Store for RedisStore {
     }
 
     fn fault(&self, c: &RedisCluster, state: &KvState, command: &KvCmd) -> Result<(), Abort> {
+        super::apply_fault(c.net.as_ref(), command)?;
         match command {
-            KvCmd::Crash { node } => c.net.crash(node)?,
-            KvCmd::Restart { node } => {
-                if let Some(r) = c.net.boot(&[node.as_str()]).pop() {
-                    r?;
-                }
-                self.launch(c, state, node)?;
-            }
-            KvCmd::Pause { node } => c.net.pause(node)?,
-            KvCmd::Resume { node } => c.net.resume(node)?,
+            KvCmd::Restart { node } => self.launch(c, state, node)?,
             KvCmd::Partition { side } => {
-                c.net.partition(std::slice::from_ref(side))?;
                 *c.side.lock().expect("no panics while locked") = Some(side.clone());
             }
-            KvCmd::Heal => {
-                c.net.heal()?;
-                *c.side.lock().expect("no panics while locked") = None;
-            }
-            KvCmd::Ops { .. } => return Ok(()),
+            KvCmd::Heal => *c.side.lock().expect("no panics while locked") = None,
+            _ => {}
         }
         let model = super::KvModel::default();
         *c.state.lock().expect("no panics while locked") =
