@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::{Abort, KvOp, KvRet};
-use fleetcheck_fabric::{Backend, ExecError, ExecRequest, Network};
+use fleetcheck_fabric::{Backend, ExecError, Network};
 
+use super::service::{self, shell};
 use super::{KvCmd, KvState, Op, Ret, Store};
 
 /// How long a cluster may take to take its first write.
@@ -60,10 +61,6 @@ impl std::fmt::Debug for EtcdCluster {
     }
 }
 
-fn shell(cmd: String, timeout: Duration) -> ExecRequest {
-    ExecRequest::shell(cmd).with_timeout(timeout)
-}
-
 impl EtcdStore {
     fn ctl(&self) -> String {
         let ms = self.op_timeout.as_millis();
@@ -77,12 +74,7 @@ impl EtcdStore {
             .node(node)
             .ok_or_else(|| Abort::new(format!("no node {node}")))?
             .ip;
-        let disk = c.net.data_dir(node).ok_or_else(|| {
-            Abort::new(format!(
-                "the {} backend gives machines no disk; etcd needs the netns backend",
-                self.backend.name()
-            ))
-        })?;
+        let disk = service::disk(c.net.as_ref(), self.backend.name(), node, "etcd")?;
         let d = disk.display();
         let cmd = format!(
             "etcd --name {node} --data-dir {d}/etcd \
@@ -94,42 +86,24 @@ impl EtcdStore {
              --heartbeat-interval 10 --election-timeout 100 >>{d}/etcd.log 2>&1 &",
             cl = c.initial_cluster
         );
-        let out = c.net.exec(node, &shell(cmd, Duration::from_secs(5)))?;
-        if !out.success() {
-            return Err(Abort::new(format!(
-                "cannot start etcd on {node}: {}",
-                out.stderr_str().trim()
-            )));
-        }
-        Ok(())
+        service::start(c.net.as_ref(), node, "etcd", cmd)
     }
 
     /// Waits (with a deadline) until `probe`, a shell condition, holds on `node`.
     fn wait(&self, c: &EtcdCluster, node: &str, probe: &str) -> Result<(), Abort> {
-        // A readiness probe: the condition is retried every 10 ms until it holds or the
-        // deadline passes; it is the signal, the pause only spaces the attempts.
-        let tries = READY.as_millis() / 10;
-        let cmd = format!(
-            "i=0; while [ $i -lt {tries} ]; do {probe} >/dev/null 2>&1 && exit 0; \
-             i=$((i+1)); sleep 0.01; done; exit 1"
-        );
-        let out = c
-            .net
-            .exec(node, &shell(cmd, READY + Duration::from_secs(15)))?;
-        if out.success() {
-            Ok(())
-        } else {
-            let log = c
-                .net
-                .data_dir(node)
-                .and_then(|d| std::fs::read_to_string(d.join("etcd.log")).ok())
-                .unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(3).collect();
-            Err(Abort::new(format!(
-                "etcd on {node} did not get ready ({probe}) within {READY:?}: {}",
-                tail.join(" | ")
-            )))
+        if service::probe(c.net.as_ref(), node, probe, READY) {
+            return Ok(());
         }
+        let log = c
+            .net
+            .data_dir(node)
+            .and_then(|d| std::fs::read_to_string(d.join("etcd.log")).ok())
+            .unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(3).collect();
+        Err(Abort::new(format!(
+            "etcd on {node} did not get ready ({probe}) within {READY:?}: {}",
+            tail.join(" | ")
+        )))
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod etcd;
 pub mod memory;
 pub mod redis;
+mod service;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;

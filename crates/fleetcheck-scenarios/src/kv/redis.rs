@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::{Abort, KvOp, KvRet};
-use fleetcheck_fabric::{Backend, ExecError, ExecRequest, Network};
+use fleetcheck_fabric::{Backend, ExecError, Network};
 
+use super::service::{self, shell};
 use super::{KvCmd, KvState, Op, Ret, Store};
 
 const READY: Duration = Duration::from_secs(20);
@@ -54,10 +55,6 @@ impl std::fmt::Debug for RedisCluster {
     }
 }
 
-fn shell(cmd: String, timeout: Duration) -> ExecRequest {
-    ExecRequest::shell(cmd).with_timeout(timeout)
-}
-
 impl RedisStore {
     /// Writes the node's configuration on first start, then starts server and sentinel.
     fn launch(&self, c: &RedisCluster, state: &KvState, node: &str) -> Result<(), Abort> {
@@ -65,12 +62,7 @@ impl RedisStore {
             .node(node)
             .ok_or_else(|| Abort::new(format!("no node {node}")))?;
         let first = &state.nodes[0];
-        let disk = c.net.data_dir(node).ok_or_else(|| {
-            Abort::new(format!(
-                "the {} backend gives machines no disk; redis needs the netns backend",
-                self.backend.name()
-            ))
-        })?;
+        let disk = service::disk(c.net.as_ref(), self.backend.name(), node, "redis")?;
         let d = disk.display();
         let ip = me.ip;
         let replicaof = if me.id == first.id {
@@ -90,25 +82,7 @@ sentinel failover-timeout m 1000\nsentinel parallel-syncs m 1\n' > {d}/sentinel.
 redis-server {d}/redis.conf && redis-sentinel {d}/sentinel.conf",
             first = first.ip
         );
-        let out = c.net.exec(node, &shell(cmd, Duration::from_secs(5)))?;
-        if !out.success() {
-            return Err(Abort::new(format!(
-                "cannot start redis on {node}: {}",
-                out.stderr_str().trim()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Runs a shell probe on `node` until it succeeds or `within` passes.
-    fn probe(&self, c: &RedisCluster, node: &str, probe: &str, within: Duration) -> bool {
-        let tries = within.as_millis() / 10;
-        let cmd = format!(
-            "i=0; while [ $i -lt {tries} ]; do {probe} && exit 0; i=$((i+1)); sleep 0.01; done; exit 1"
-        );
-        c.net
-            .exec(node, &shell(cmd, within + Duration::from_secs(5)))
-            .is_ok_and(|o| o.success())
+        service::start(c.net.as_ref(), node, "redis", cmd)
     }
 
     /// The primary `node`'s sentinel names, if it answers.
@@ -195,8 +169,8 @@ impl Store for RedisStore {
             "[ \"$(redis-cli -p 26379 --raw SENTINEL master m | grep -A1 '^num-other-sentinels$' | tail -1)\" -ge {} ]",
             n - 1
         );
-        if !self.probe(&cluster, first, &synced, READY)
-            || !self.probe(&cluster, first, &sentinels, READY)
+        if !service::probe(cluster.net.as_ref(), first, &synced, READY)
+            || !service::probe(cluster.net.as_ref(), first, &sentinels, READY)
         {
             return Err(Abort::new(format!(
                 "redis replicas or sentinels of {first} not ready within {READY:?}"

@@ -1,0 +1,48 @@
+//! What the stores that run as services on machines share: their disk, starting them, and
+//! readiness probes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fleetcheck_engine::Abort;
+use fleetcheck_fabric::{ExecRequest, Network};
+
+/// `sh -c cmd` with a deadline.
+pub fn shell(cmd: String, timeout: Duration) -> ExecRequest {
+    ExecRequest::shell(cmd).with_timeout(timeout)
+}
+
+/// The disk of `node`, where `service` keeps its data, configuration and log.
+pub fn disk(net: &dyn Network, backend: &str, node: &str, service: &str) -> Result<PathBuf, Abort> {
+    net.data_dir(node).ok_or_else(|| {
+        Abort::new(format!(
+            "the {backend} backend gives machines no disk; {service} needs the netns backend"
+        ))
+    })
+}
+
+/// Runs the shell command that starts `service` in the background on `node`.
+pub fn start(net: &dyn Network, node: &str, service: &str, cmd: String) -> Result<(), Abort> {
+    let out = net.exec(node, &shell(cmd, Duration::from_secs(5)))?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(Abort::new(format!(
+            "cannot start {service} on {node}: {}",
+            out.stderr_str().trim()
+        )))
+    }
+}
+
+/// A readiness probe: the shell `condition` is retried on `node` every 10 ms until it holds
+/// (`true`) or `within` passes (`false`). The condition is the signal; the pause only spaces
+/// the attempts.
+pub fn probe(net: &dyn Network, node: &str, condition: &str, within: Duration) -> bool {
+    let tries = within.as_millis() / 10;
+    let cmd = format!(
+        "i=0; while [ $i -lt {tries} ]; do {{ {condition}; }} >/dev/null 2>&1 && exit 0; \
+         i=$((i+1)); sleep 0.01; done; exit 1"
+    );
+    net.exec(node, &shell(cmd, within + Duration::from_secs(5)))
+        .is_ok_and(|o| o.success())
+}
