@@ -1,11 +1,10 @@
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use fleetcheck_fabric::netns::{sweep, NetnsBackend, RUN_ROOT};
 use fleetcheck_fabric::Network;
 
-use crate::support::{alive, backend, namespaces_with, require_root, spec};
+use crate::support::{alive, backend, namespaces_with, require_root, spawn_child_run, spec};
 
 fn assert_run_gone(backend_cgroups: &Path, run: &str, agents: &[i32]) {
     assert_eq!(
@@ -152,33 +151,11 @@ fn sweep_removes_what_a_killed_process_left() {
     if !require_root("sweep_removes_what_a_killed_process_left") {
         return;
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "cleanup::child_for_kill_test",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("FLEETCHECK_TEST_CHILD", "kill")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| l.split_once("RUN ").map(|(_, r)| r.to_string()))
-        .expect("child reports its run");
-    let mut words = line.split_whitespace();
-    let run = words.next().unwrap().to_string();
-    let agents: Vec<i32> = words.map(|w| w.parse().unwrap()).collect();
+    let child = spawn_child_run("cleanup::child_for_kill_test", "kill");
+    let (run, agents) = (child.run.clone(), child.agents.clone());
     assert_eq!(agents.len(), 3);
     assert_eq!(namespaces_with(&format!("fleetcheck-{run}-")).len(), 4);
-    // SAFETY: SIGKILL to our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    child.wait().unwrap();
+    child.kill();
     assert!(
         Path::new(RUN_ROOT).join(&run).exists(),
         "a killed run leaves its directory"

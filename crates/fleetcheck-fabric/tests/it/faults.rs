@@ -1,15 +1,14 @@
 //! Faults on real namespaces: pause/resume, partition, block, loss, heal, across reboots, and
 //! their cleanup.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fleetcheck_fabric::netns::{sweep, NetnsNetwork};
 use fleetcheck_fabric::{ExecRequest, FaultError, MachineStatus, Network};
 
-use crate::support::{alive, backend, ip, require_root, spec};
+use crate::support::{alive, backend, ip, require_root, spawn_child_run, spec};
 
 const PING: Duration = Duration::from_secs(2);
 const SILENT: Duration = Duration::from_millis(300);
@@ -321,36 +320,14 @@ fn sweep_thaws_and_removes_what_a_killed_run_paused() {
     if !require_root("sweep_thaws_and_removes_what_a_killed_run_paused") {
         return;
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "faults::child_for_paused_kill_test",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("FLEETCHECK_TEST_CHILD", "kill-paused")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| l.split_once("RUN ").map(|(_, r)| r.to_string()))
-        .expect("child reports its run");
-    let mut words = line.split_whitespace();
-    let run = words.next().unwrap().to_string();
-    let agents: Vec<i32> = words.map(|w| w.parse().unwrap()).collect();
+    let child = spawn_child_run("faults::child_for_paused_kill_test", "kill-paused");
+    let (run, agents) = (child.run.clone(), child.agents.clone());
     let freezer_run = Path::new("/sys/fs/cgroup/freezer").join(format!("fleetcheck-{run}"));
     let v1 = Path::new("/sys/fs/cgroup/freezer/cgroup.procs").exists();
     if v1 {
         assert!(freezer_run.is_dir());
     }
-    // SAFETY: SIGKILL to our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    child.wait().unwrap();
+    child.kill();
     let started = Instant::now();
     let report = sweep().unwrap();
     assert!(report.runs.contains(&run), "{report:?}");

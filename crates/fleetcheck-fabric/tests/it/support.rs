@@ -67,3 +67,44 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// A child test process that built a network and reported `RUN <run id> <agent pids...>`.
+pub struct ChildRun {
+    pub run: String,
+    pub agents: Vec<i32>,
+    child: std::process::Child,
+}
+
+/// Runs test `test` of this binary in a child process with `FLEETCHECK_TEST_CHILD=role`, and
+/// waits for its `RUN` line.
+pub fn spawn_child_run(test: &str, role: &str) -> ChildRun {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("FLEETCHECK_TEST_CHILD", role)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.split_once("RUN ").map(|(_, r)| r.to_string()))
+        .expect("child reports its run");
+    let mut words = line.split_whitespace();
+    let run = words.next().unwrap().to_string();
+    let agents = words.map(|w| w.parse().unwrap()).collect();
+    ChildRun { run, agents, child }
+}
+
+impl ChildRun {
+    /// SIGKILL: no handler or destructor of the child runs.
+    pub fn kill(mut self) {
+        // SAFETY: SIGKILL to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        self.child.wait().unwrap();
+    }
+}
