@@ -642,7 +642,21 @@ impl System<PingModel> for PingSystem {
         }
     }
 
+    /// Heals every fault first (resumes paused machines, removes cuts); a heal that fails
+    /// aborts the case, after the network is torn down anyway.
     fn teardown(&self, net: Box<dyn Network>) -> Result<(), Abort> {
-        Ok(net.teardown()?)
+        let healed = heal_all(net.as_ref());
+        net.teardown()?;
+        healed.map_err(|e| Abort::new(format!("healing the faults before teardown failed: {e}")))
     }
+}
+
+/// Resumes every paused machine of `net` and heals its network faults.
+fn heal_all(net: &dyn Network) -> Result<(), fleetcheck_fabric::FaultError> {
+    for m in &net.spec().machines {
+        if net.status(&m.id) == Some(fleetcheck_fabric::MachineStatus::Paused) {
+            net.resume(&m.id)?;
+        }
+    }
+    net.heal()
 }

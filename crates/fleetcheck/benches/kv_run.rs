@@ -99,6 +99,7 @@ fn main() {
     println!("Finding and shrinking the lossy store's lost write (seeds 0..20, 100 cases each):");
     let lossy = KvSystem::new(MemoryStore {
         lose_unreplicated_writes: true,
+        ..MemoryStore::default()
     });
     let (mut found, mut runs, mut commands, mut spent) = (0, 0u32, 0usize, Duration::ZERO);
     for seed in 0..20 {

@@ -651,6 +651,10 @@ impl NetShared {
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = faults.clone();
         change(&mut next)?;
+        if next == *faults {
+            // Nothing changes (e.g. a heal with no fault in force): no nft call.
+            return Ok(());
+        }
         let ids: Vec<&str> = self.machines.iter().map(|m| m.spec.id.as_str()).collect();
         let script = nft::render(&next, &ids);
         // The switch lock keeps the namespace (and its fd) alive while nft enters it.

@@ -15,6 +15,9 @@ pub struct MemoryStore {
     /// The planted bug: writes reach the replicas only at the start of the next batch of
     /// operations, and a crashed primary's successor starts from its own (stale) copy.
     pub lose_unreplicated_writes: bool,
+    /// For tests of the infrastructure: healing the faults before teardown fails, as it would
+    /// if the switch's firewall could not be changed.
+    pub heal_fails: bool,
 }
 
 /// The live in-memory cluster.
@@ -124,6 +127,13 @@ impl Store for MemoryStore {
                 }
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    fn heal(&self, _: &MemoryCluster, state: &KvState) -> Result<(), Abort> {
+        if self.heal_fails && !state.heal_commands().is_empty() {
+            return Err(Abort::new("the planted heal failure"));
         }
         Ok(())
     }

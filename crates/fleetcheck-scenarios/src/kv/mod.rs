@@ -9,15 +9,16 @@
 //! Systems: [`etcd`] (real etcd 3.4 clusters on the fabric) and [`memory`] (in-memory stores
 //! for the fake arm, one with a planted lost-write bug).
 
+mod anomaly;
 pub mod etcd;
 pub mod memory;
 pub mod redis;
 mod service;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use fleetcheck_engine::history::Outcome;
@@ -52,7 +53,7 @@ pub struct KvConfig {
     pub op_timeout_ms: u64,
     /// Memory of each node, in MiB.
     pub memory_mb: u32,
-    /// Faults to generate: any of "crash", "pause", "partition".
+    /// Faults to generate: any of "crash", "pause", "partition", "block" (one-way), "loss".
     pub faults: Vec<String>,
 }
 
@@ -65,7 +66,9 @@ impl Default for KvConfig {
             ops_per_worker: 3,
             op_timeout_ms: 1000,
             memory_mb: 256,
-            faults: ["crash", "pause", "partition"].map(String::from).to_vec(),
+            faults: ["crash", "pause", "partition", "block", "loss"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -98,6 +101,9 @@ pub struct KvState {
     pub nodes: Vec<Node>,
     /// Whether a partition is in force.
     pub partitioned: bool,
+    /// Whether one-way blocks or packet loss are in force.
+    #[serde(default)]
+    pub links_faulty: bool,
 }
 
 impl KvState {
@@ -116,6 +122,25 @@ impl KvState {
 
     fn awake(&self) -> Vec<String> {
         self.ids(|n| n.running && !n.paused)
+    }
+
+    /// Whether any network fault (partition, block, loss) is in force.
+    pub fn network_faulty(&self) -> bool {
+        self.partitioned || self.links_faulty
+    }
+
+    /// The commands that undo every fault in force: resume each paused node, heal the network.
+    /// Crashed nodes stay down (a power cut is not a fault to heal).
+    pub fn heal_commands(&self) -> Vec<KvCmd> {
+        let mut out: Vec<KvCmd> = self
+            .ids(|n| n.paused)
+            .into_iter()
+            .map(|node| KvCmd::Resume { node })
+            .collect();
+        if self.network_faulty() {
+            out.push(KvCmd::Heal);
+        }
+        out
     }
 }
 
@@ -164,7 +189,21 @@ pub enum KvCmd {
         /// One side; the other side is every other node.
         side: Vec<String>,
     },
-    /// Remove the partition.
+    /// One-way: packets from `from` to `to` are dropped, the other way still passes.
+    Block {
+        /// The sender whose packets are dropped.
+        from: String,
+        /// The receiver that no longer hears it.
+        to: String,
+    },
+    /// Drop a share of the packets to and from a node (nftables random drop on the switch).
+    Loss {
+        /// The node.
+        node: String,
+        /// Percent of packets dropped.
+        percent: u8,
+    },
+    /// Remove every partition, block and loss.
     Heal,
 }
 
@@ -244,6 +283,7 @@ impl Model for KvModel {
             subnet,
             nodes,
             partitioned: false,
+            links_faulty: false,
         }
     }
 
@@ -283,12 +323,17 @@ impl Model for KvModel {
                 kinds.push((2, 4));
             }
         }
-        if self.config.fault("partition") && s.nodes.len() >= 2 {
-            if s.partitioned {
-                kinds.push((2, 6));
-            } else {
-                kinds.push((1, 5));
-            }
+        if self.config.fault("partition") && s.nodes.len() >= 2 && !s.partitioned {
+            kinds.push((1, 5));
+        }
+        if self.config.fault("block") && s.nodes.len() >= 2 {
+            kinds.push((1, 7));
+        }
+        if self.config.fault("loss") {
+            kinds.push((1, 8));
+        }
+        if s.network_faulty() {
+            kinds.push((2, 6));
         }
         let all: Vec<String> = s.nodes.iter().map(|n| n.id.clone()).collect();
         Some(match *g.frequency(&kinds)? {
@@ -334,6 +379,18 @@ impl Model for KvModel {
                 }
                 KvCmd::Partition { side }
             }
+            7 => {
+                let from = g.choose(&all)?.clone();
+                let others: Vec<String> = all.iter().filter(|id| **id != from).cloned().collect();
+                KvCmd::Block {
+                    from,
+                    to: g.choose(&others)?.clone(),
+                }
+            }
+            8 => KvCmd::Loss {
+                node: g.choose(&all)?.clone(),
+                percent: *g.choose(&[20u8, 50, 80])?,
+            },
             _ => KvCmd::Heal,
         })
     }
@@ -376,16 +433,41 @@ impl Model for KvModel {
             .collect()
     }
 
-    /// Batches lose one operation at a time.
+    /// Batches lose one operation at a time, then one worker's operations move to the worker
+    /// before it (fewer workers); loss gets lighter.
     fn shrink_command(&self, c: &KvCmd) -> Vec<KvCmd> {
         match c {
-            KvCmd::Ops { ops } if ops.len() > 1 => (0..ops.len())
-                .map(|i| {
-                    let mut fewer = ops.clone();
-                    fewer.remove(i);
-                    KvCmd::Ops { ops: fewer }
-                })
-                .collect(),
+            KvCmd::Ops { ops } => {
+                let mut out: Vec<KvCmd> = Vec::new();
+                if ops.len() > 1 {
+                    out.extend((0..ops.len()).map(|i| {
+                        let mut fewer = ops.clone();
+                        fewer.remove(i);
+                        KvCmd::Ops { ops: fewer }
+                    }));
+                }
+                let workers: BTreeSet<usize> = ops.iter().map(|o| o.worker).collect();
+                for (rank, &w) in workers.iter().enumerate() {
+                    if w == 0 {
+                        continue;
+                    }
+                    // Worker `w` becomes the next lower id: merged into it, or renumbered.
+                    let to = if rank == 0 { 0 } else { w - 1 };
+                    let moved = ops
+                        .iter()
+                        .map(|o| ClientOp {
+                            worker: if o.worker == w { to } else { o.worker },
+                            ..o.clone()
+                        })
+                        .collect();
+                    out.push(KvCmd::Ops { ops: moved });
+                }
+                out
+            }
+            KvCmd::Loss { node, percent } if *percent > 20 => vec![KvCmd::Loss {
+                node: node.clone(),
+                percent: 20,
+            }],
             _ => Vec::new(),
         }
     }
@@ -409,7 +491,9 @@ impl Model for KvModel {
                     && side.len() < s.nodes.len()
                     && side.iter().all(|id| node(id).is_some())
             }
-            KvCmd::Heal => s.partitioned,
+            KvCmd::Block { from, to } => from != to && node(from).is_some() && node(to).is_some(),
+            KvCmd::Loss { node: id, percent } => *percent <= 100 && node(id).is_some(),
+            KvCmd::Heal => s.network_faulty(),
         }
     }
 
@@ -427,7 +511,11 @@ impl Model for KvModel {
             KvCmd::Restart { node } | KvCmd::Resume { node } => set(node, true, false),
             KvCmd::Pause { node } => set(node, true, true),
             KvCmd::Partition { .. } => next.partitioned = true,
-            KvCmd::Heal => next.partitioned = false,
+            KvCmd::Block { .. } | KvCmd::Loss { .. } => next.links_faulty = true,
+            KvCmd::Heal => {
+                next.partitioned = false;
+                next.links_faulty = false;
+            }
         }
         next
     }
@@ -501,6 +589,9 @@ impl Model for KvModel {
         if s.partitioned {
             out.push_str("; partitioned");
         }
+        if s.links_faulty {
+            out.push_str("; links faulty");
+        }
         out
     }
 
@@ -518,6 +609,8 @@ impl Model for KvModel {
             KvCmd::Pause { node } => format!("Pause({node})"),
             KvCmd::Resume { node } => format!("Resume({node})"),
             KvCmd::Partition { side } => format!("Partition({} | rest)", side.join(" ")),
+            KvCmd::Block { from, to } => format!("Block({from} -> {to})"),
+            KvCmd::Loss { node, percent } => format!("Loss({node}, {percent}%)"),
             KvCmd::Heal => "Heal".into(),
         }
     }
@@ -565,6 +658,8 @@ pub fn apply_fault(net: &dyn fleetcheck_fabric::Network, command: &KvCmd) -> Res
         KvCmd::Pause { node } => net.pause(node)?,
         KvCmd::Resume { node } => net.resume(node)?,
         KvCmd::Partition { side } => net.partition(std::slice::from_ref(side))?,
+        KvCmd::Block { from, to } => net.block(from, to)?,
+        KvCmd::Loss { node, percent } => net.loss(node, *percent)?,
         KvCmd::Heal => net.heal()?,
         KvCmd::Ops { .. } => {}
     }
@@ -586,6 +681,16 @@ pub trait Store: Send + Sync {
     /// Applies a fault command (anything but `Ops`).
     fn fault(&self, cluster: &Self::Cluster, state: &KvState, command: &KvCmd)
         -> Result<(), Abort>;
+    /// Undoes every fault in force in `state` (resumes paused nodes, heals the network) before
+    /// the cluster stops. By default through [`Store::fault`].
+    fn heal(&self, cluster: &Self::Cluster, state: &KvState) -> Result<(), Abort> {
+        let mut state = state.clone();
+        for command in state.heal_commands() {
+            self.fault(cluster, &state, &command)?;
+            state = KvModel::default().next_state(&state, &command);
+        }
+        Ok(())
+    }
     /// Stops and removes the cluster.
     fn stop(&self, cluster: Self::Cluster) -> Result<(), Abort>;
 }
@@ -595,6 +700,10 @@ pub trait Store: Send + Sync {
 pub struct KvInstance<C> {
     cluster: C,
     recorder: Arc<Recorder<Op, Ret>>,
+    /// The node each recorded operation went through, by history index.
+    nodes: Mutex<BTreeMap<usize, String>>,
+    /// The model state after the last command that ran: the faults to heal at teardown.
+    state: KvState,
     /// Wall time spent checking histories.
     pub checking: std::time::Duration,
 }
@@ -624,6 +733,8 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
         Ok(KvInstance {
             cluster: self.store.start(initial)?,
             recorder: Arc::new(Recorder::new()),
+            nodes: Mutex::new(BTreeMap::new()),
+            state: initial.clone(),
             checking: std::time::Duration::ZERO,
         })
     }
@@ -636,11 +747,12 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
     ) -> Result<KvOutput, Abort> {
         let KvCmd::Ops { ops } = command else {
             self.store.fault(&inst.cluster, state, command)?;
+            inst.state = KvModel::default().next_state(state, command);
             return Ok(KvOutput::Done);
         };
         let workers: BTreeSet<usize> = ops.iter().map(|o| o.worker).collect();
         self.store.before_batch(&inst.cluster);
-        let (cluster, recorder) = (&inst.cluster, &inst.recorder);
+        let (cluster, recorder, nodes) = (&inst.cluster, &inst.recorder, &inst.nodes);
         let mut results: Vec<(usize, Recorded)> = std::thread::scope(|scope| {
             let handles: Vec<_> = workers
                 .iter()
@@ -649,8 +761,12 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
                         let mut done = Vec::new();
                         for (i, o) in ops.iter().enumerate().filter(|(_, o)| o.worker == w) {
                             let ticket = recorder.invoke(w, o.op.clone());
-                            let outcome = self.store.op(cluster, &o.node, &o.op);
                             let index = ticket.index();
+                            nodes
+                                .lock()
+                                .expect("no panics while locked")
+                                .insert(index, o.node.clone());
+                            let outcome = self.store.op(cluster, &o.node, &o.op);
                             recorder.complete(ticket, outcome);
                             done.push((i, index));
                         }
@@ -687,15 +803,28 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
         inst.checking += started.elapsed();
         Ok(match verdict {
             Linearizability::NotLinearizable { explanation, .. } => {
-                Err(format!("the history is not linearizable: {explanation}"))
+                let nodes = inst.nodes.lock().expect("no panics while locked");
+                let node = |i: usize| nodes.get(&i).cloned().unwrap_or_else(|| "?".into());
+                Err(match anomaly::missing_write(&history, node) {
+                    Some(anomaly) => {
+                        format!("the history is not linearizable: {anomaly}\n{explanation}")
+                    }
+                    None => format!("the history is not linearizable: {explanation}"),
+                })
             }
             // An exhausted budget is not evidence of a bug.
             Linearizability::Linearizable | Linearizability::Unknown { .. } => Ok(()),
         })
     }
 
+    /// Heals every fault first; a heal that fails aborts the case (it is the infrastructure's
+    /// failure, not the store's), after the cluster is stopped anyway.
     fn teardown(&self, inst: Self::Instance) -> Result<(), Abort> {
-        self.store.stop(inst.cluster)
+        let healed = self.store.heal(&inst.cluster, &inst.state);
+        let stopped = self.store.stop(inst.cluster);
+        healed
+            .map_err(|e| Abort::new(format!("healing the faults before teardown failed: {e}")))?;
+        stopped
     }
 }
 
@@ -726,6 +855,7 @@ impl AnyStore {
             "redis" => AnyStore::Redis(redis::RedisStore::new(backend, config.memory_mb, timeout)),
             "memory" | "memory-lossy" => AnyStore::Memory(memory::MemoryStore {
                 lose_unreplicated_writes: name == "memory-lossy",
+                ..memory::MemoryStore::default()
             }),
             _ => return None,
         })
@@ -775,6 +905,10 @@ impl Store for AnyStore {
 
     fn fault(&self, cluster: &AnyCluster, state: &KvState, command: &KvCmd) -> Result<(), Abort> {
         dispatch!(self, cluster, |s, c| s.fault(c, state, command))
+    }
+
+    fn heal(&self, cluster: &AnyCluster, state: &KvState) -> Result<(), Abort> {
+        dispatch!(self, cluster, |s, c| s.heal(c, state))
     }
 
     fn stop(&self, cluster: AnyCluster) -> Result<(), Abort> {

@@ -258,6 +258,14 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    /// Without waiting for the sentinels: the cluster is about to stop.
+    fn heal(&self, c: &RedisCluster, state: &KvState) -> Result<(), Abort> {
+        for command in state.heal_commands() {
+            super::apply_fault(c.net.as_ref(), &command)?;
+        }
+        Ok(())
+    }
+
     fn stop(&self, c: RedisCluster) -> Result<(), Abort> {
         Ok(c.net.teardown()?)
     }
