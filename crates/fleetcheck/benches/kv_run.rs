@@ -12,6 +12,7 @@ use fleetcheck_fabric::netns::{AgentCommand, NetnsBackend, NetnsConfig};
 use fleetcheck_fabric::Backend;
 use fleetcheck_scenarios::kv::etcd::EtcdStore;
 use fleetcheck_scenarios::kv::memory::MemoryStore;
+use fleetcheck_scenarios::kv::redis::RedisStore;
 use fleetcheck_scenarios::kv::{KvConfig, KvModel, KvSystem};
 
 fn per_case(report: &Report<KvModel>, group: &str) -> f64 {
@@ -51,21 +52,28 @@ fn main() {
     let netns: Arc<dyn Backend> = Arc::new(NetnsBackend::new(NetnsConfig::new(agent)).unwrap());
     let kv = KvConfig::default();
     let model = KvModel { config: kv.clone() };
-    // Sequences of 8..=12 commands: about 20 client operations and 3 faults per case.
+    // Sequences of 12..=16 commands: about 20 client operations and 6 faults per case.
     let config = Config {
         tests: 20,
-        min_size: 8,
-        max_size: 12,
+        min_size: 12,
+        max_size: 16,
         seed: Some(7),
         workers: 4,
         ..Config::default()
     };
-    println!("kv scenario: {} cases of {}..={} commands, 3-node clusters, {} workers, faults crash/pause/partition", config.tests, config.min_size, config.max_size, config.workers);
+    println!(
+        "kv scenario: {} cases of {}..={} commands, 3-node clusters, {} workers, faults {}",
+        config.tests,
+        config.min_size,
+        config.max_size,
+        config.workers,
+        kv.faults.join("/")
+    );
     println!();
     println!("| system                 | status | cases | wall (s) | cases/min | ops/case | faults/case |");
     println!("|------------------------|--------|-------|----------|-----------|----------|-------------|");
     let etcd = KvSystem::new(EtcdStore::new(
-        netns,
+        netns.clone(),
         kv.memory_mb,
         Duration::from_millis(kv.op_timeout_ms),
     ));
@@ -83,6 +91,50 @@ fn main() {
         println!("aborted: {message}");
     }
 
+    let redis = KvSystem::new(RedisStore::new(
+        netns,
+        kv.memory_mb,
+        Duration::from_millis(kv.op_timeout_ms),
+    ));
+    let start = Instant::now();
+    let report = run(&model, &redis, &config, &());
+    let wall = start.elapsed();
+    let redis_outcome = match &report.outcome {
+        Outcome::Failed(f) => {
+            // Throughput until the failure: the shrinking is reported on its own below.
+            let searching = wall.saturating_sub(f.shrink.elapsed);
+            row(
+                "redis 7.0 (until fail)",
+                &report,
+                searching,
+                per_case(&report, "operation"),
+                faults_per_case(&report),
+            );
+            format!(
+                "redis: failed at case {}; shrunk {} -> {} commands in {} runs, {:.1} s; \
+                 reproduced {}/{}\n  {}",
+                report.cases_run,
+                f.original.commands.len(),
+                f.minimal.commands.len(),
+                f.shrink.runs,
+                f.shrink.elapsed.as_secs_f64(),
+                f.reproduced,
+                f.reproduce_runs,
+                f.reason.lines().next().unwrap_or_default()
+            )
+        }
+        other => {
+            row(
+                "redis 7.0",
+                &report,
+                wall,
+                per_case(&report, "operation"),
+                faults_per_case(&report),
+            );
+            format!("redis: {}", other.status())
+        }
+    };
+
     let memory = KvSystem::new(MemoryStore::default());
     let start = Instant::now();
     let report = run(&model, &memory, &config, &());
@@ -95,6 +147,8 @@ fn main() {
         faults_per_case(&report),
     );
 
+    println!();
+    println!("{redis_outcome}");
     println!();
     println!("Finding and shrinking the lossy store's lost write (seeds 0..20, 100 cases each):");
     let lossy = KvSystem::new(MemoryStore {
