@@ -77,6 +77,14 @@ pub struct RunArgs {
     /// [default: fleetcheck-reports/<scenario>-<seed>.replay.json].
     #[arg(long, value_name = "FILE")]
     pub replay_file: Option<PathBuf>,
+    /// Write a report folder here: replay file, counterexample, each machine's output, the
+    /// history, a summary and timeline.html [default on failure:
+    /// fleetcheck-reports/<scenario>-<seed>].
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Write JUnit XML here: one test case per property, the counterexample in its failure.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Give up when preconditions discard more than this many generated commands per case.
     #[arg(long, default_value_t = 5.0, value_name = "R")]
     pub max_discard_ratio: f64,
@@ -112,6 +120,12 @@ pub struct ReplayArgs {
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// Write a report folder of this run here (logs, history, summary, timeline.html).
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Write JUnit XML of this replay here.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod doctor;
 mod exit;
 mod interrupt;
 mod progress;
+mod report;
 mod run;
 
 use std::process::ExitCode;
