@@ -341,7 +341,7 @@ impl Scenario for PingModel {
                     format!("pause {machine}"),
                     Band {
                         lanes: vec![machine.clone()],
-                        from: to,
+                        from,
                         to,
                         kind: "pause",
                         label: "paused".into(),
@@ -354,7 +354,7 @@ impl Scenario for PingModel {
                     "cut".into(),
                     Band {
                         lanes: ids.clone(),
-                        from: to,
+                        from,
                         to,
                         kind: "partition",
                         label: format!(
@@ -371,7 +371,7 @@ impl Scenario for PingModel {
                     "cut".into(),
                     Band {
                         lanes: vec![a.clone(), b.clone()],
-                        from: to,
+                        from,
                         to,
                         kind: "block",
                         label: format!("block {a} -/-> {b}"),
@@ -461,7 +461,7 @@ impl Scenario for KvModel {
                         format!("pause {node}"),
                         Band {
                             lanes: vec![node.clone()],
-                            from: to,
+                            from,
                             to,
                             kind: "pause",
                             label: "paused".into(),
@@ -479,7 +479,7 @@ impl Scenario for KvModel {
                         "cut".into(),
                         Band {
                             lanes: ids.clone(),
-                            from: to,
+                            from,
                             to,
                             kind: "partition",
                             label: format!("partition {} | rest", side.join(" ")),
