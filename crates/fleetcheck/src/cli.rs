@@ -20,6 +20,8 @@ pub enum Command {
     Run(RunArgs),
     /// Run the case in a replay file again, exactly.
     Replay(ReplayArgs),
+    /// Boot a network and run commands in it from a prompt (stdin); torn down on exit.
+    Up(UpArgs),
     /// Check that this host can run a backend; one line per check.
     Doctor(DoctorArgs),
     /// Remove what killed runs left behind (also done at the start of every run).
@@ -133,4 +135,20 @@ pub struct DoctorArgs {
     /// Backend to check.
     #[arg(long, default_value = "netns", value_name = "NAME")]
     pub backend: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Scenario configuration file (TOML): subnet, memory, kernels, setup commands.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// How many machines (m1, m2, ...) [default: the configuration's most].
+    #[arg(long, value_name = "N")]
+    pub machines: Option<u32>,
+    /// Build the network of a replay file and run its commands up to the failing step.
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// Backend that builds the machines [default: netns, or the replay file's].
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
 }

@@ -476,12 +476,35 @@ fn write_replay(path: &Path, text: &str) -> Result<(), Fail> {
         .map_err(Fail::usage)
 }
 
-/// `fleetcheck replay FILE`.
-pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))
+/// A replay file, read and checked, with the backend it runs on.
+pub struct OpenedReplay {
+    /// The file's text.
+    pub text: String,
+    /// Its scenario (a known one).
+    pub scenario: String,
+    /// The system, for scenarios that have a choice.
+    pub system: Option<String>,
+    /// The scenario configuration the case was found with.
+    pub config: ScenarioConfig,
+    /// The backend's name.
+    pub backend_name: String,
+    /// The backend.
+    pub backend: std::sync::Arc<dyn fleetcheck_fabric::Backend>,
+}
+
+impl OpenedReplay {
+    /// A usage error about this file.
+    pub fn bad(file: &Path, e: &dyn std::fmt::Display) -> Fail {
+        Fail::usage(anyhow!("{}: {e}", file.display()))
+    }
+}
+
+/// Reads the replay file `file`; `backend` overrides the one the case was found on.
+pub fn open_replay(file: &Path, backend: Option<&str>) -> Result<OpenedReplay, Fail> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {}", file.display()))
         .map_err(Fail::usage)?;
-    let bad = |e: &dyn std::fmt::Display| Fail::usage(anyhow!("{}: {e}", args.file.display()));
+    let bad = |e: &dyn std::fmt::Display| OpenedReplay::bad(file, e);
     let scenario = ReplayFile::<PingModel>::scenario_of(&text).map_err(|e| bad(&e))?;
     check_scenario(&scenario)?;
     let context: Value = serde_json::from_str::<Value>(&text)
@@ -495,9 +518,8 @@ pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
         None => ScenarioConfig::default(),
     };
     config.validate().map_err(|e| bad(&e))?;
-    let backend_name = args
-        .backend
-        .clone()
+    let backend_name = backend
+        .map(String::from)
         .or_else(|| {
             context
                 .get("backend")
@@ -506,28 +528,52 @@ pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
         })
         .unwrap_or_else(|| "netns".to_string());
     let backend = backends::make(&backend_name)?;
-    if scenario == "kv" {
-        let file = ReplayFile::<KvModel>::from_json(&text, &scenario).map_err(|e| bad(&e))?;
-        let model = KvModel {
-            config: config.kv.clone(),
-        };
-        let system = context
+    let system = (scenario == "kv").then(|| {
+        context
             .get("system")
             .and_then(|s| s.as_str())
-            .unwrap_or("etcd");
-        let store = AnyStore::named(system, backend, &config.kv)
-            .ok_or_else(|| bad(&format!("unknown system `{system}`")))?;
-        let on = if system.starts_with("memory") {
-            "memory"
-        } else {
-            backend_name.as_str()
+            .unwrap_or("etcd")
+            .to_string()
+    });
+    Ok(OpenedReplay {
+        text,
+        scenario,
+        system,
+        config,
+        backend_name,
+        backend,
+    })
+}
+
+/// The kv store named in a replay file.
+pub fn kv_store(r: &OpenedReplay, file: &Path) -> Result<(AnyStore, String), Fail> {
+    let system = r.system.clone().unwrap_or_else(|| "etcd".into());
+    let store = AnyStore::named(&system, r.backend.clone(), &r.config.kv)
+        .ok_or_else(|| OpenedReplay::bad(file, &format!("unknown system `{system}`")))?;
+    let on = if system.starts_with("memory") {
+        "memory".to_string()
+    } else {
+        r.backend_name.clone()
+    };
+    Ok((store, on))
+}
+
+/// `fleetcheck replay FILE`.
+pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
+    let r = open_replay(&args.file, args.backend.as_deref())?;
+    let bad = |e: &dyn std::fmt::Display| OpenedReplay::bad(&args.file, e);
+    if r.scenario == "kv" {
+        let file = ReplayFile::<KvModel>::from_json(&r.text, &r.scenario).map_err(|e| bad(&e))?;
+        let model = KvModel {
+            config: r.config.kv.clone(),
         };
-        return replay_case(&model, &KvSystem::new(store), &file, args, on);
+        let (store, on) = kv_store(&r, &args.file)?;
+        return replay_case(&model, &KvSystem::new(store), &file, args, &on);
     }
-    let file = ReplayFile::<PingModel>::from_json(&text, &scenario).map_err(|e| bad(&e))?;
-    let model = PingModel::new(config.clone());
-    let system = PingSystem::new(backend, &config);
-    replay_case(&model, &system, &file, args, &backend_name)
+    let file = ReplayFile::<PingModel>::from_json(&r.text, &r.scenario).map_err(|e| bad(&e))?;
+    let model = PingModel::new(r.config.clone());
+    let system = PingSystem::new(r.backend.clone(), &r.config);
+    replay_case(&model, &system, &file, args, &r.backend_name)
 }
 
 fn replay_case<M: Scenario, S: Inspect<M>>(

@@ -5,6 +5,7 @@ mod browser;
 mod cli;
 mod netns;
 mod report;
+mod up;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
