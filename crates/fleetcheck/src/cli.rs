@@ -20,6 +20,8 @@ pub enum Command {
     Run(RunArgs),
     /// Run the case in a replay file again, exactly.
     Replay(ReplayArgs),
+    /// Write a counterexample as a standalone regression test (a Rust #[test]).
+    Export(ExportArgs),
     /// Boot a network and run commands in it from a prompt (stdin); torn down on exit.
     Up(UpArgs),
     /// Check that this host can run a backend; one line per check.
@@ -149,6 +151,24 @@ pub struct UpArgs {
     #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
     /// Backend that builds the machines [default: netns, or the replay file's].
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A replay file written by `fleetcheck run`.
+    pub file: PathBuf,
+    /// Export a Rust #[test] that replays exactly this case through the libraries.
+    #[arg(long)]
+    pub rust: bool,
+    /// Where to write it [default: stdout].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The test function's name [default: <scenario>_seed_<seed>_regression].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Backend the test replays on [default: the one the case was found on].
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,
 }

@@ -5,6 +5,7 @@ mod backends;
 mod cli;
 mod doctor;
 mod exit;
+mod export;
 mod interrupt;
 mod progress;
 mod report;
@@ -70,6 +71,7 @@ fn dispatch(cli: &Cli) -> Result<u8, Fail> {
         Command::Run(args) => run::run_command(args),
         Command::Replay(args) => run::replay_command(args),
         Command::Up(args) => up::up_command(args),
+        Command::Export(args) => export::export_command(args),
         Command::Doctor(args) => doctor::doctor_command(args),
         Command::Sweep => {
             let report = fleetcheck_fabric::netns::sweep().map_err(Fail::host)?;

@@ -3,6 +3,7 @@
 
 mod browser;
 mod cli;
+mod export;
 mod netns;
 mod report;
 mod up;
