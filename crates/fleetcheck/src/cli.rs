@@ -77,8 +77,8 @@ pub struct RunArgs {
     /// Scenario configuration file (TOML).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Where to write the replay file of a counterexample
-    /// [default: fleetcheck-reports/<scenario>-<seed>.replay.json].
+    /// Where to write the replay file of a counterexample (it also goes into the report
+    /// folder) [default: <report folder>/replay.json].
     #[arg(long, value_name = "FILE")]
     pub replay_file: Option<PathBuf>,
     /// Write a report folder here: replay file, counterexample, each machine's output, the

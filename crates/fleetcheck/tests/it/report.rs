@@ -256,3 +256,43 @@ fn drop_icmp_on_netns_report_timeline_in_chromium() {
     assert_rendered_with_failing_step(&page, steps);
     assert!(page.dom.contains(">ping "), "no ping bar");
 }
+
+/// A kv run on real machines: the committed Redis lost-write case replayed with a report. The
+/// folder keeps each node's agent, redis and sentinel logs; the timeline shows the partition
+/// band, the client worker's operations and the read that lost the write.
+#[test]
+fn redis_lost_write_replay_report_on_netns_in_chromium() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir("report-redis");
+    let report = dir.join("report");
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/redis-lost-write.json"
+    );
+    let (code, out, err) = run(fleetcheck().args(["replay", file, "--report"]).arg(&report));
+    assert_eq!(code, 1, "{out}{err}");
+    let summary = assert_folder(&report);
+    assert_eq!(summary["system"], "redis");
+    assert_eq!(summary["final_replay"]["history"]["operations"], 2);
+    for node in ["aaaaaaaa", "bbbbbbbb", "cccccccc"] {
+        for log in ["agent.log", "redis.log", "sentinel.log"] {
+            let path = report.join(format!("machines/{node}/{log}"));
+            assert!(path.is_file(), "no {}", path.display());
+        }
+    }
+    let Some(browser) = require_chromium() else {
+        return;
+    };
+    let page = load(&browser, &report.join("timeline.html"), "kv-redis-netns");
+    assert_rendered_with_failing_step(&page, 4);
+    assert!(
+        page.dom.contains(r#"class="band band-partition""#),
+        "no partition band"
+    );
+    assert!(
+        page.dom.contains(r#"class="bar failing-bar""#),
+        "the lost read is not marked"
+    );
+}
