@@ -265,11 +265,7 @@ fn execute(net: &dyn Network, line: &str, faults: &mut Faults) -> Result<Flow, S
         "state" => Ok(Flow::Go(describe_state(net, faults))),
         "exec" => {
             let machine = arg(1, "a machine")?;
-            let rest = line
-                .split_once(machine)
-                .map(|(_, r)| r.trim())
-                .filter(|r| !r.is_empty())
-                .ok_or("`exec` needs a command after the machine")?;
+            let rest = after_words(line, 2).ok_or("`exec` needs a command after the machine")?;
             let out = net
                 .exec(
                     machine,
@@ -386,6 +382,16 @@ fn execute(net: &dyn Network, line: &str, faults: &mut Faults) -> Result<Flow, S
     }
 }
 
+/// What follows the first `n` words of `line`, as typed (`None` if nothing does).
+fn after_words(line: &str, n: usize) -> Option<&str> {
+    let mut rest = line.trim_start();
+    for _ in 0..n {
+        let end = rest.find(char::is_whitespace)?;
+        rest = rest[end..].trim_start();
+    }
+    (!rest.is_empty()).then_some(rest)
+}
+
 fn describe_state(net: &dyn Network, faults: &Faults) -> String {
     let mut out = String::new();
     for m in &net.spec().machines {
@@ -403,4 +409,17 @@ fn describe_state(net: &dyn Network, faults: &Faults) -> String {
         out.push_str(&format!("faults: {}\n", faults.join("; ")));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::after_words;
+
+    #[test]
+    fn exec_keeps_the_command_as_typed() {
+        assert_eq!(after_words("exec e  echo  exec e", 2), Some("echo  exec e"));
+        assert_eq!(after_words("  exec m1 ls", 2), Some("ls"));
+        assert_eq!(after_words("exec m1", 2), None);
+        assert_eq!(after_words("exec m1   ", 2), None);
+    }
 }

@@ -38,11 +38,24 @@ pub struct TestCase {
     pub stdout: String,
 }
 
-/// Escapes text for XML attributes and content; drops characters XML 1.0 cannot hold.
+/// Escapes text for XML content; drops characters XML 1.0 cannot hold.
 fn escape(text: &str) -> String {
+    escape_as(text, false)
+}
+
+/// Escapes text for an attribute value, whose tabs and line breaks a parser would otherwise
+/// turn into spaces.
+fn attr(text: &str) -> String {
+    escape_as(text, true)
+}
+
+fn escape_as(text: &str, attribute: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
+            '\t' if attribute => out.push_str("&#9;"),
+            '\n' if attribute => out.push_str("&#10;"),
+            '\r' if attribute => out.push_str("&#13;"),
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
@@ -76,27 +89,27 @@ pub fn render(suite: &str, cases: &[TestCase]) -> String {
     let _ = writeln!(
         x,
         "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"0\" time=\"{time:.3}\">",
-        escape(suite),
+        attr(suite),
         cases.len()
     );
     for c in cases {
         let _ = write!(
             x,
             "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\"",
-            escape(&c.name),
-            escape(&c.classname),
+            attr(&c.name),
+            attr(&c.classname),
             c.time.as_secs_f64()
         );
         let body = match &c.result {
             Result::Passed => String::new(),
             Result::Failed { message, text } => format!(
                 "      <failure message=\"{}\" type=\"counterexample\">{}</failure>\n",
-                escape(message),
+                attr(message),
                 escape(text)
             ),
             Result::Error { message, text } => format!(
                 "      <error message=\"{}\" type=\"aborted\">{}</error>\n",
-                escape(message),
+                attr(message),
                 escape(text)
             ),
         };
@@ -125,4 +138,40 @@ pub fn write(path: &Path, suite: &str, cases: &[TestCase]) -> std::result::Resul
     std::fs::write(path, render(suite, cases))
         .with_context(|| format!("cannot write the JUnit file {}", path.display()))
         .map_err(Fail::usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counterexample_text_survives_xml() {
+        let text = "Ping(a -> b) -> no reply <\"&'>\u{1b}[0m\tend\nnext line";
+        let xml = render(
+            "s",
+            &[TestCase {
+                name: "kv/etcd".into(),
+                classname: "fleetcheck.netns".into(),
+                time: Duration::from_millis(1500),
+                result: Result::Failed {
+                    message: text.into(),
+                    text: text.into(),
+                },
+                stdout: String::new(),
+            }],
+        );
+        let doc = roxmltree::Document::parse(&xml).expect("well-formed");
+        let failure = doc
+            .descendants()
+            .find(|n| n.has_tag_name("failure"))
+            .expect("a failure");
+        let kept = "Ping(a -> b) -> no reply <\"&'>[0m\tend\nnext line";
+        assert_eq!(failure.attribute("message"), Some(kept));
+        assert_eq!(failure.text(), Some(kept));
+        let case = doc
+            .descendants()
+            .find(|n| n.has_tag_name("testcase"))
+            .unwrap();
+        assert_eq!(case.attribute("time"), Some("1.500"));
+    }
 }

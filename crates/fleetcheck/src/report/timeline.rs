@@ -566,3 +566,75 @@ fn offset_ms(other: Instant, origin: Instant) -> f64 {
         None => -ms(origin.duration_since(other)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use fleetcheck_engine::{execute, Case, Model};
+    use fleetcheck_fabric::fake::FakeBackend;
+    use fleetcheck_scenarios::config::ScenarioConfig;
+    use fleetcheck_scenarios::ping::{PingCmd, PingModel, PingSystem};
+
+    use super::Scenario;
+
+    #[test]
+    fn ping_timeline_has_periods_bands_and_the_failing_step() {
+        let config = ScenarioConfig::default();
+        let model = PingModel::new(config.clone());
+        let mut initial = model.initial_state(&mut fleetcheck_engine::Gen::new(1, 10));
+        initial.machines.truncate(2);
+        if initial.machines.len() < 2 {
+            initial = model.initial_state(&mut fleetcheck_engine::Gen::new(7, 10));
+        }
+        let (a, b) = (
+            initial.machines[0].id.clone(),
+            initial.machines[1].id.clone(),
+        );
+        let commands = vec![
+            PingCmd::Boot { machine: a.clone() },
+            PingCmd::Boot { machine: b.clone() },
+            PingCmd::Pause { machine: b.clone() },
+            PingCmd::Resume { machine: b.clone() },
+            PingCmd::Partition {
+                groups: vec![vec![a.clone()]],
+            },
+            PingCmd::Heal,
+            PingCmd::Shutdown { machine: b.clone() },
+            // The model expects no reply from an off machine: this passes.
+            PingCmd::Ping {
+                from: a.clone(),
+                to: b.clone(),
+            },
+        ];
+        let case = Case {
+            seed: 1,
+            initial,
+            commands,
+        };
+        let system = PingSystem::new(Arc::new(FakeBackend::new()), &config);
+        let trace = execute(&model, &system, &case);
+        let t = model.timeline(&case, &trace, None);
+        assert!(t.failing.is_none(), "{:?}", trace.verdict);
+        assert_eq!(t.steps.len(), 8);
+        assert_eq!(t.bars.len(), 8);
+        let states = |m: &str| -> Vec<&str> {
+            t.periods
+                .iter()
+                .filter(|p| p.lane == m)
+                .map(|p| p.state)
+                .collect()
+        };
+        assert_eq!(states(&a), ["down", "booting", "up"]);
+        assert_eq!(states(&b), ["down", "booting", "up", "down"]);
+        let kinds: Vec<&str> = t.bands.iter().map(|b| b.kind).collect();
+        assert_eq!(kinds, ["pause", "partition"]);
+        for band in &t.bands {
+            assert!(band.from <= band.to, "{band:?}");
+        }
+        let ping = t.bars.last().unwrap();
+        assert_eq!(ping.lane, a);
+        assert!(ping.label.contains("no reply"), "{ping:?}");
+        assert!(t.setup_end <= t.steps[0].from && t.teardown_start <= t.end);
+    }
+}
