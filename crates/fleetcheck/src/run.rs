@@ -89,6 +89,7 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
     check_run_args(args)?;
     let scenario_config = load_config(args.config.as_deref())?;
     let system_name = system_of(&args.scenario, args.system.as_deref())?;
+    check_outputs(args.report.as_deref(), args.junit.as_deref())?;
     let backend = backends::make(&args.common.backend)?;
     let config = Config {
         tests: args.tests,
@@ -130,6 +131,22 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
             search(&model, &system, args, &config, backend.name(), context)
         }
     }
+}
+
+/// Refuses, before any case runs, a report folder or JUnit file that cannot be written.
+fn check_outputs(report_dir: Option<&Path>, junit: Option<&Path>) -> Result<(), Fail> {
+    if let Some(dir) = report_dir {
+        report::create_dir(dir)?;
+    }
+    if let Some(dir) = junit
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {} for the JUnit file", dir.display()))
+            .map_err(Fail::usage)?;
+    }
+    Ok(())
 }
 
 /// The system a scenario runs against: `kv` has several (etcd, memory, memory-lossy).
@@ -561,6 +578,7 @@ pub fn kv_store(r: &OpenedReplay, file: &Path) -> Result<(AnyStore, String), Fai
 /// `fleetcheck replay FILE`.
 pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
     let r = open_replay(&args.file, args.backend.as_deref())?;
+    check_outputs(args.report.as_deref(), args.junit.as_deref())?;
     let bad = |e: &dyn std::fmt::Display| OpenedReplay::bad(&args.file, e);
     if r.scenario == "kv" {
         let file = ReplayFile::<KvModel>::from_json(&r.text, &r.scenario).map_err(|e| bad(&e))?;
@@ -687,6 +705,7 @@ fn replay_case<M: Scenario, S: Inspect<M>>(
             "elapsed_ms": trace.elapsed.as_millis() as u64,
             "verdict": trace.verdict,
             "counterexample": counterexample_json(model, &file.case.initial, &file.case.commands, &trace),
+            "report": args.report,
         });
         println!("{out}");
     }
