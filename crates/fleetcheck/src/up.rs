@@ -164,6 +164,7 @@ fn up_case<M: Model, S: Inspect<M>>(
         state = model.next_state(&state, command);
     }
     if broke.is_none() {
+        println!("model state: {}", model.summarize_state(&state));
         if let Some(last) = case.commands.last() {
             println!(
                 "stopped before step {}: {}{}",
@@ -404,9 +405,12 @@ fn describe_state(net: &dyn Network, faults: &Faults) -> String {
         ));
     }
     if faults.is_empty() {
-        out.push_str("faults: none\n");
+        out.push_str("faults applied at this prompt: none\n");
     } else {
-        out.push_str(&format!("faults: {}\n", faults.join("; ")));
+        out.push_str(&format!(
+            "faults applied at this prompt: {}\n",
+            faults.join("; ")
+        ));
     }
     out
 }

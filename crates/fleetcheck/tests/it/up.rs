@@ -63,7 +63,10 @@ fn assert_session(out: &str) {
     };
     assert!(out.contains("m1 ") && out.contains("running"), "{out}");
     assert!(after("exec m1 echo hello").starts_with("hello") || out.contains("[exit code 0]"));
-    assert!(out.contains("faults: partition m1 | m2"), "{out}");
+    assert!(
+        out.contains("faults applied at this prompt: partition m1 | m2"),
+        "{out}"
+    );
     assert!(out.matches("reply from m2").count() >= 2, "{out}");
     assert!(
         out.contains("no reply from m2 (172.16.2.3) within 300 ms"),
@@ -168,6 +171,7 @@ fn up_from_a_replay_stops_before_the_failing_step() {
         out.contains(&format!("stopped before step {}", commands.len())),
         "{out}"
     );
+    assert!(out.contains("model state: up: "), "{out}");
     assert!(out.contains("echo-request drop"), "{out}");
     assert!(out.contains(&format!("no reply from {to}")), "{out}");
     assert!(out.ends_with("fleetcheck: network removed\n"), "{out}");
