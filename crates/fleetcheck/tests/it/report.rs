@@ -220,6 +220,44 @@ fn report_and_junit_paths_that_cannot_be_written_are_input_errors() {
     }
 }
 
+/// The planted fault of `examples/drop-icmp.toml` on the fake backend, which reads the nft
+/// rule as netns does: the same minimal case as on namespaces, in milliseconds.
+#[test]
+fn drop_icmp_on_fake_report_timeline_in_chromium() {
+    let dir = temp_dir("report-fake-drop");
+    let report = dir.join("report");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/drop-icmp.toml");
+    let (code, out, err) = run(fleetcheck()
+        .args(["run", "ping", "--backend", "fake", "--seed", "4", "--json"])
+        .args(["--config", config, "--report"])
+        .arg(&report));
+    assert_eq!(code, 1, "{err}");
+    let j = last_json(&out);
+    let commands = j["counterexample"]["commands"].as_array().unwrap();
+    assert_eq!(commands.last().unwrap()["name"], "Ping", "{j}");
+    assert_eq!(
+        commands.len(),
+        j["counterexample"]["machines"].as_array().unwrap().len() + 1,
+        "every machine booted, then the ping: {j}"
+    );
+    assert!(
+        j["reason"].as_str().unwrap().contains("did not answer"),
+        "{j}"
+    );
+    let summary = assert_folder(&report);
+    assert_eq!(summary["backend"], "fake");
+    let Some(browser) = require_chromium() else {
+        return;
+    };
+    let page = load(
+        &browser,
+        &report.join("timeline.html"),
+        "ping-fake-drop-icmp",
+    );
+    assert_rendered_with_failing_step(&page, commands.len());
+    assert!(page.dom.contains(">ping "), "no ping bar");
+}
+
 /// The planted fault of `examples/drop-icmp.toml` on real namespaces: the timeline shows the
 /// boots, the unanswered ping marked as the failing step, and each machine's agent output.
 #[test]
