@@ -526,7 +526,7 @@ impl Scenario for KvModel {
                     lane: format!("w{}", o.worker),
                     from,
                     to,
-                    label: format!("{} → {result}", o.op),
+                    label: format!("{} @{node} → {result}", o.op),
                     outcome: o.outcome,
                     step,
                     failing: culprit,
