@@ -72,6 +72,9 @@ impl<M: Model> Clone for Trace<M> {
         Self {
             steps: self.steps.clone(),
             verdict: self.verdict.clone(),
+            started_at: self.started_at,
+            setup: self.setup,
+            teardown: self.teardown,
             elapsed: self.elapsed,
         }
     }
@@ -173,6 +176,13 @@ pub struct Trace<M: Model> {
     pub steps: Vec<Step<M>>,
     /// How the run ended.
     pub verdict: Verdict,
+    /// When the run began: time zero of [`Step::started`]. Reports align other clocks of
+    /// the same run (e.g. a [`History`](crate::History)'s) to it.
+    pub started_at: Instant,
+    /// How long [`System::setup`] took (the network was built before the first command).
+    pub setup: Duration,
+    /// How long [`System::teardown`] took (it ended the run).
+    pub teardown: Duration,
     /// Wall time of the whole run, setup and teardown included.
     pub elapsed: Duration,
 }
@@ -191,10 +201,14 @@ pub fn execute<M: Model, S: System<M>>(model: &M, system: &S, case: &Case<M>) ->
                     step: None,
                     message: format!("setup: {abort}"),
                 },
+                started_at: start,
+                setup: start.elapsed(),
+                teardown: Duration::ZERO,
                 elapsed: start.elapsed(),
             }
         }
     };
+    let setup = start.elapsed();
     let mut state = case.initial.clone();
     let mut verdict = Verdict::Passed;
     for (index, command) in case.commands.iter().enumerate() {
@@ -258,7 +272,10 @@ pub fn execute<M: Model, S: System<M>>(model: &M, system: &S, case: &Case<M>) ->
             break;
         }
     }
-    if let Err(abort) = system.teardown(instance) {
+    let teardown_began = Instant::now();
+    let torn_down = system.teardown(instance);
+    let teardown = teardown_began.elapsed();
+    if let Err(abort) = torn_down {
         // A teardown failure is the infrastructure's, and it outranks a failure: a case whose
         // network could not be removed cannot be trusted as a counterexample.
         verdict = Verdict::Aborted {
@@ -269,6 +286,9 @@ pub fn execute<M: Model, S: System<M>>(model: &M, system: &S, case: &Case<M>) ->
     Trace {
         steps,
         verdict,
+        started_at: start,
+        setup,
+        teardown,
         elapsed: start.elapsed(),
     }
 }

@@ -88,6 +88,13 @@ pub enum Event {
         accepted: bool,
         /// Commands in the current case.
         commands: usize,
+        /// The shrinker's pass: `network`, `remove commands`, `rewrite sequence` or
+        /// `simplify commands`.
+        pass: &'static str,
+        /// Candidates tried so far (a candidate may take several runs).
+        candidates: u32,
+        /// Candidates accepted so far: the shrink steps taken.
+        steps: u32,
     },
     /// A re-run of the minimal case finished.
     Reproduced {

@@ -86,6 +86,8 @@ struct Shrinker<'a, M: Model, S: System<M>> {
     start: Instant,
     current: Case<M>,
     trace: Trace<M>,
+    /// The pass under way, for progress events.
+    pass: &'static str,
 }
 
 /// Shrinks `case`, which failed with `trace`, to a minimal failing case.
@@ -107,6 +109,7 @@ pub fn shrink<M: Model, S: System<M>>(
         start: Instant::now(),
         current: cut(case.clone(), &trace.verdict),
         trace,
+        pass: "network",
     };
     shrinker.tried.insert(key(&shrinker.current));
     shrinker.run();
@@ -193,6 +196,9 @@ impl<M: Model, S: System<M>> Shrinker<'_, M, S> {
             runs: self.report.runs,
             accepted,
             commands: self.current.commands.len(),
+            pass: self.pass,
+            candidates: self.report.candidates,
+            steps: self.report.accepted,
         });
         accepted
     }
@@ -243,6 +249,7 @@ impl<M: Model, S: System<M>> Shrinker<'_, M, S> {
 
     /// The model's simpler initial states, those that keep the failing step first.
     fn shrink_network(&mut self) -> bool {
+        self.pass = "network";
         self.try_in_order(|this| {
             let mut candidates: Vec<Case<M>> = this
                 .model
@@ -266,6 +273,7 @@ impl<M: Model, S: System<M>> Shrinker<'_, M, S> {
     /// ddmin-style removal: chunks of half the sequence, then a quarter, ... down to single
     /// commands; within a size, the costliest chunk first.
     fn remove_chunks(&mut self) -> bool {
+        self.pass = "remove commands";
         let mut progress = false;
         let mut size = self.current.commands.len().div_ceil(2).max(1);
         loop {
@@ -327,6 +335,7 @@ impl<M: Model, S: System<M>> Shrinker<'_, M, S> {
 
     /// The model's whole-sequence rewrites.
     fn rewrite_sequence(&mut self) -> bool {
+        self.pass = "rewrite sequence";
         self.try_in_order(|this| {
             this.model
                 .shrink_commands(&this.current.initial, &this.current.commands)
@@ -341,6 +350,7 @@ impl<M: Model, S: System<M>> Shrinker<'_, M, S> {
     }
 
     fn simplify_commands(&mut self) -> bool {
+        self.pass = "simplify commands";
         let mut progress = false;
         let mut index = 0;
         while index < self.current.commands.len() && !self.out_of_budget() {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::anyhow;
-use fleetcheck_fabric::fake::FakeBackend;
+use fleetcheck_fabric::fake::{FakeBackend, FakeView};
 use fleetcheck_fabric::netns::{AgentCommand, NetnsBackend, NetnsConfig};
 use fleetcheck_fabric::Backend;
 
@@ -17,7 +17,8 @@ pub const BACKENDS: &[(&str, &str)] = &[
     ),
     (
         "fake",
-        "in-memory machines: no OS calls, for trying a scenario or a model quickly",
+        "in-memory machines: no OS calls, for trying a scenario or a model quickly \
+         (it reads an nft rule dropping ICMP echo requests in a setup command as netns does)",
     ),
 ];
 
@@ -31,6 +32,18 @@ pub fn agent_command() -> Result<AgentCommand, Fail> {
     })
 }
 
+/// The fake's reading of a firewall rule that drops ICMP echo requests (the planted fault of
+/// `examples/drop-icmp.toml`): a running machine with a setup command naming both
+/// `echo-request` and `drop` answers no ping, as on namespaces, so both arms find the fault.
+fn icmp_drop_rule(view: &FakeView<'_>, from: &str, to: std::net::Ipv4Addr) -> Option<bool> {
+    let target = view.machine_by_ip(to)?;
+    let drops = target
+        .setup
+        .iter()
+        .any(|c| c.contains("echo-request") && c.contains("drop"));
+    (drops && view.is_running(from) && view.is_running(&target.id)).then_some(false)
+}
+
 /// Builds the backend `name`.
 pub fn make(name: &str) -> Result<Arc<dyn Backend>, Fail> {
     match name {
@@ -39,7 +52,7 @@ pub fn make(name: &str) -> Result<Arc<dyn Backend>, Fail> {
             let backend = NetnsBackend::new(config).map_err(Fail::host)?;
             Ok(Arc::new(backend))
         }
-        "fake" => Ok(Arc::new(FakeBackend::new())),
+        "fake" => Ok(Arc::new(FakeBackend::with_fault(Arc::new(icmp_drop_rule)))),
         other => Err(Fail::usage(anyhow!(
             "unknown backend `{other}`: choose one of {}",
             BACKENDS

@@ -20,6 +20,10 @@ pub enum Command {
     Run(RunArgs),
     /// Run the case in a replay file again, exactly.
     Replay(ReplayArgs),
+    /// Write a counterexample as a standalone regression test (a Rust #[test]).
+    Export(ExportArgs),
+    /// Boot a network and run commands in it from a prompt (stdin); torn down on exit.
+    Up(UpArgs),
     /// Check that this host can run a backend; one line per check.
     Doctor(DoctorArgs),
     /// Remove what killed runs left behind (also done at the start of every run).
@@ -73,10 +77,18 @@ pub struct RunArgs {
     /// Scenario configuration file (TOML).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Where to write the replay file of a counterexample
-    /// [default: fleetcheck-reports/<scenario>-<seed>.replay.json].
+    /// Where to write the replay file of a counterexample (it also goes into the report
+    /// folder) [default: <report folder>/replay.json].
     #[arg(long, value_name = "FILE")]
     pub replay_file: Option<PathBuf>,
+    /// Write a report folder here: replay file, counterexample, each machine's output, the
+    /// history, a summary and timeline.html [default on failure:
+    /// fleetcheck-reports/<scenario>-<seed>].
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Write JUnit XML here: one test case per property, the counterexample in its failure.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Give up when preconditions discard more than this many generated commands per case.
     #[arg(long, default_value_t = 5.0, value_name = "R")]
     pub max_discard_ratio: f64,
@@ -112,6 +124,12 @@ pub struct ReplayArgs {
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// Write a report folder of this run here (logs, history, summary, timeline.html).
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Write JUnit XML of this replay here.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -119,4 +137,38 @@ pub struct DoctorArgs {
     /// Backend to check.
     #[arg(long, default_value = "netns", value_name = "NAME")]
     pub backend: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Scenario configuration file (TOML): subnet, memory, kernels, setup commands.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// How many machines (m1, m2, ...) [default: the configuration's most].
+    #[arg(long, value_name = "N")]
+    pub machines: Option<u32>,
+    /// Build the network of a replay file and run its commands up to the failing step.
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// Backend that builds the machines [default: netns, or the replay file's].
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A replay file written by `fleetcheck run`.
+    pub file: PathBuf,
+    /// Export a Rust #[test] that replays exactly this case through the libraries.
+    #[arg(long)]
+    pub rust: bool,
+    /// Where to write it [default: stdout].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The test function's name [default: <scenario>_seed_<seed>_regression].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Backend the test replays on [default: the one the case was found on].
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
 }

@@ -5,9 +5,12 @@ mod backends;
 mod cli;
 mod doctor;
 mod exit;
+mod export;
 mod interrupt;
 mod progress;
+mod report;
 mod run;
+mod up;
 
 use std::process::ExitCode;
 
@@ -67,6 +70,8 @@ fn dispatch(cli: &Cli) -> Result<u8, Fail> {
     match &cli.command {
         Command::Run(args) => run::run_command(args),
         Command::Replay(args) => run::replay_command(args),
+        Command::Up(args) => up::up_command(args),
+        Command::Export(args) => export::export_command(args),
         Command::Doctor(args) => doctor::doctor_command(args),
         Command::Sweep => {
             let report = fleetcheck_fabric::netns::sweep().map_err(Fail::host)?;

@@ -1,4 +1,5 @@
-//! Progress while a run goes on: a live bar on a terminal, lines with `-v`, nothing otherwise.
+//! Progress while a run goes on: a live line on a terminal (cases done, the shrinker's pass,
+//! steps and candidates tried, elapsed time), lines with `-v`, nothing otherwise.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -14,10 +15,10 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A bar on stderr when it is a terminal; `verbose` adds lines per case (1) and per shrink
-    /// candidate (2).
+    /// A live line on stderr when stdout and stderr are terminals (quiet when the output goes
+    /// to a file or a pipe); `verbose` adds lines per case (1) and per shrink candidate (2).
     pub fn new(verbose: u8) -> Self {
-        let target = if std::io::stderr().is_terminal() {
+        let target = if std::io::stdout().is_terminal() && std::io::stderr().is_terminal() {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
@@ -25,7 +26,7 @@ impl Progress {
         let bar = ProgressBar::with_draw_target(None, target);
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} cases {msg}",
+                "{spinner} [{elapsed_precise}] {pos}/{len} cases {wide_msg}",
             )
             .expect("the template is valid"),
         );
@@ -76,9 +77,13 @@ impl Observer for Progress {
                 runs,
                 accepted,
                 commands,
+                pass,
+                candidates,
+                steps,
             } => {
-                self.bar
-                    .set_message(format!("shrinking: {runs} runs, now {commands} commands"));
+                self.bar.set_message(format!(
+                    "shrinking, {pass}: step {steps}, {candidates} candidates ({runs} runs), {commands} commands"
+                ));
                 if self.verbose >= 2 {
                     let verdict = if *accepted {
                         "smaller case fails"

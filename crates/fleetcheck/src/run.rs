@@ -1,14 +1,14 @@
 //! `fleetcheck run` and `fleetcheck replay`.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use fleetcheck_engine::{
     describe_failure, describe_trace, execute, run, Config, Model, Outcome, ReplayFile, Report,
-    ShrinkConfig, System, Verdict,
+    ShrinkConfig, Verdict,
 };
 use fleetcheck_scenarios::config::ScenarioConfig;
 use fleetcheck_scenarios::kv::{AnyStore, KvModel, KvSystem, SYSTEMS};
@@ -20,6 +20,9 @@ use crate::backends;
 use crate::cli::{ReplayArgs, RunArgs};
 use crate::exit::{self, Fail};
 use crate::progress::Progress;
+use crate::report::capture::{final_replay, Inspect};
+use crate::report::timeline::Scenario;
+use crate::report::{self, junit, CaseReport, Summary};
 
 /// Where people read the text report: stdout, or stderr when stdout carries JSON.
 fn emit(json: bool, text: &str) {
@@ -86,6 +89,7 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
     check_run_args(args)?;
     let scenario_config = load_config(args.config.as_deref())?;
     let system_name = system_of(&args.scenario, args.system.as_deref())?;
+    check_outputs(args.report.as_deref(), args.junit.as_deref())?;
     let backend = backends::make(&args.common.backend)?;
     let config = Config {
         tests: args.tests,
@@ -129,6 +133,22 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
     }
 }
 
+/// Refuses, before any case runs, a report folder or JUnit file that cannot be written.
+fn check_outputs(report_dir: Option<&Path>, junit: Option<&Path>) -> Result<(), Fail> {
+    if let Some(dir) = report_dir {
+        report::create_dir(dir)?;
+    }
+    if let Some(dir) = junit
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {} for the JUnit file", dir.display()))
+            .map_err(Fail::usage)?;
+    }
+    Ok(())
+}
+
 /// The system a scenario runs against: `kv` has several (etcd, memory, memory-lossy).
 fn system_of(scenario: &str, system: Option<&str>) -> Result<Option<String>, Fail> {
     match (scenario, system) {
@@ -145,7 +165,7 @@ fn system_of(scenario: &str, system: Option<&str>) -> Result<Option<String>, Fai
     }
 }
 
-fn search<M: Model, S: System<M>>(
+fn search<M: Scenario, S: Inspect<M>>(
     model: &M,
     system: &S,
     args: &RunArgs,
@@ -164,7 +184,7 @@ fn search<M: Model, S: System<M>>(
     let report = run(model, system, config, &progress);
     progress.finish();
     crate::interrupt::exit_if_interrupted();
-    finish_run(model, args, &report, context)
+    finish_run(model, system, args, &report, context, on)
 }
 
 /// The command line that runs the same cases again.
@@ -182,16 +202,48 @@ fn rerun_line(args: &RunArgs, seed: u64) -> String {
     line
 }
 
-fn finish_run<M: Model>(
+/// The property's name in reports: the scenario, and the system for those that have one.
+fn property_name(scenario: &str, system: Option<&str>) -> String {
+    match system {
+        Some(s) => format!("{scenario}/{s}"),
+        None => scenario.to_string(),
+    }
+}
+
+fn finish_run<M: Scenario, S: Inspect<M>>(
     model: &M,
+    system: &S,
     args: &RunArgs,
     report: &Report<M>,
     context: Value,
+    on: &str,
 ) -> Result<u8, Fail> {
     let json = args.common.json;
     let mut text = String::new();
     let mut extra = json!({});
     let secs = report.elapsed.as_secs_f64();
+    let system_name = context
+        .get("system")
+        .and_then(Value::as_str)
+        .map(String::from);
+    let mut summary = Summary {
+        status: report.outcome.status().to_string(),
+        scenario: args.scenario.clone(),
+        system: system_name.clone(),
+        backend: on.to_string(),
+        seed: report.seed,
+        reason: None,
+        replay_command: None,
+        rerun: Some(rerun_line(args, report.seed)),
+        search: json!({
+            "cases_run": report.cases_run,
+            "passed": report.passed,
+            "discarded": report.discarded,
+            "elapsed_ms": report.elapsed.as_millis() as u64,
+        }),
+    };
+    let mut junit_result = junit::Result::Passed;
+    let mut wrote_report = false;
     let code = match &report.outcome {
         Outcome::Passed => {
             let _ = writeln!(
@@ -202,10 +254,14 @@ fn finish_run<M: Model>(
             exit::PASSED
         }
         Outcome::Failed(f) => {
-            let path = args.replay_file.clone().unwrap_or_else(|| {
-                PathBuf::from("fleetcheck-reports")
-                    .join(format!("{}-{}.replay.json", args.scenario, report.seed))
-            });
+            let dir = args
+                .report
+                .clone()
+                .unwrap_or_else(|| report::default_dir(&args.scenario, report.seed));
+            let path = args
+                .replay_file
+                .clone()
+                .unwrap_or_else(|| dir.join("replay.json"));
             let file = ReplayFile::<M>::new(
                 &args.scenario,
                 report.seed,
@@ -213,13 +269,66 @@ fn finish_run<M: Model>(
                 f.reason.clone(),
                 context,
             );
-            write_replay(&path, &file.to_json())?;
+            let replay_json = file.to_json();
+            write_replay(&path, &replay_json)?;
+            let counterexample = describe_failure(model, f);
             let _ = writeln!(
                 text,
                 "FAILED: counterexample after {} passed cases in {secs:.2} s (seed {})\n",
                 report.passed, report.seed
             );
-            text.push_str(&describe_failure(model, f));
+            text.push_str(&counterexample);
+
+            // One more run of the minimal case, keeping its logs, history and timings.
+            let (trace, capture) = final_replay(model, system, &f.minimal);
+            crate::interrupt::exit_if_interrupted();
+            summary.reason = Some(f.reason.clone());
+            summary.replay_command = Some(format!("fleetcheck replay {}", path.display()));
+            if let Value::Object(o) = &mut summary.search {
+                o.insert("failing_case".into(), json!(f.index));
+                o.insert("original_commands".into(), json!(f.original.commands.len()));
+                o.insert("minimal_commands".into(), json!(f.minimal.commands.len()));
+                o.insert(
+                    "failing_step".into(),
+                    json!(match &f.trace.verdict {
+                        Verdict::Failed { step, .. } => Some(step + 1),
+                        _ => None,
+                    }),
+                );
+                o.insert("shrink_runs".into(), json!(f.shrink.runs));
+                o.insert(
+                    "shrink_ms".into(),
+                    json!(f.shrink.elapsed.as_millis() as u64),
+                );
+                o.insert(
+                    "reproduced".into(),
+                    json!(format!("{}/{}", f.reproduced, f.reproduce_runs)),
+                );
+            }
+            let final_text = format!(
+                "{counterexample}\nFinal replay for the report ({}):\n{}",
+                if trace.verdict.is_failure() {
+                    "failed again"
+                } else {
+                    "did not fail this time"
+                },
+                describe_trace(model, &f.minimal, &trace)
+            );
+            let timeline = report::write_case(CaseReport {
+                dir: &dir,
+                model,
+                case: &f.minimal,
+                trace: &trace,
+                capture: &capture,
+                replay_json: &replay_json,
+                text: &final_text,
+                summary: summary.clone(),
+            })?;
+            wrote_report = true;
+            junit_result = junit::Result::Failed {
+                message: f.reason.clone(),
+                text: counterexample.clone(),
+            };
             let _ = writeln!(
                 text,
                 "\nReplay this case:   fleetcheck replay {}",
@@ -229,6 +338,12 @@ fn finish_run<M: Model>(
                 text,
                 "Re-run the search:  {}",
                 rerun_line(args, report.seed)
+            );
+            let _ = writeln!(
+                text,
+                "Report:             {} (timeline: {})",
+                dir.display(),
+                timeline.display()
             );
             extra = json!({
                 "counterexample": counterexample_json(model, &f.minimal.initial, &f.minimal.commands, &f.trace),
@@ -243,6 +358,8 @@ fn finish_run<M: Model>(
                 "reproduce_runs": f.reproduce_runs,
                 "replay_file": path,
                 "rerun": rerun_line(args, report.seed),
+                "report": dir,
+                "timeline": timeline,
             });
             exit::FAILED
         }
@@ -262,6 +379,11 @@ fn finish_run<M: Model>(
                 rerun_line(args, report.seed)
             );
             extra = json!({ "abort": { "case": index, "step": step, "message": message } });
+            summary.reason = Some(format!("aborted{at}: {message}"));
+            junit_result = junit::Result::Error {
+                message: format!("aborted{at}: {message}"),
+                text: format!("case {index} broke the infrastructure{at}: {message}"),
+            };
             exit::ABORTED
         }
         Outcome::GaveUp { discarded, limit } => {
@@ -269,12 +391,43 @@ fn finish_run<M: Model>(
                 text,
                 "GAVE UP: preconditions discarded {discarded} generated commands (limit {limit})"
             );
+            let why = format!(
+                "gave up: preconditions discarded {discarded} generated commands (limit {limit})"
+            );
+            summary.reason = Some(why.clone());
+            junit_result = junit::Result::Error {
+                message: why.clone(),
+                text: why,
+            };
             exit::GAVE_UP
         }
     };
     if !report.stats.is_empty() {
         let _ = writeln!(text, "\nWhat was generated ({} cases):", report.cases_run);
         text.push_str(&report.stats.table());
+    }
+    if let (Some(dir), false) = (&args.report, wrote_report) {
+        report::write_summary(dir, &summary, None)?;
+        let _ = writeln!(text, "\nReport: {}", dir.display());
+        merge(&mut extra, json!({ "report": dir }));
+    }
+    if let Some(path) = &args.junit {
+        let mut stdout = format!(
+            "seed {}\nre-run: {}\n",
+            report.seed,
+            rerun_line(args, report.seed)
+        );
+        if let Some(r) = &summary.replay_command {
+            let _ = writeln!(stdout, "replay: {r}");
+        }
+        let case = junit::TestCase {
+            name: property_name(&args.scenario, system_name.as_deref()),
+            classname: format!("fleetcheck.{on}"),
+            time: report.elapsed,
+            result: junit_result,
+            stdout,
+        };
+        junit::write(path, "fleetcheck", &[case])?;
     }
     emit(json, &text);
     if json {
@@ -340,12 +493,35 @@ fn write_replay(path: &Path, text: &str) -> Result<(), Fail> {
         .map_err(Fail::usage)
 }
 
-/// `fleetcheck replay FILE`.
-pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))
+/// A replay file, read and checked, with the backend it runs on.
+pub struct OpenedReplay {
+    /// The file's text.
+    pub text: String,
+    /// Its scenario (a known one).
+    pub scenario: String,
+    /// The system, for scenarios that have a choice.
+    pub system: Option<String>,
+    /// The scenario configuration the case was found with.
+    pub config: ScenarioConfig,
+    /// The backend's name.
+    pub backend_name: String,
+    /// The backend.
+    pub backend: std::sync::Arc<dyn fleetcheck_fabric::Backend>,
+}
+
+impl OpenedReplay {
+    /// A usage error about this file.
+    pub fn bad(file: &Path, e: &dyn std::fmt::Display) -> Fail {
+        Fail::usage(anyhow!("{}: {e}", file.display()))
+    }
+}
+
+/// Reads the replay file `file`; `backend` overrides the one the case was found on.
+pub fn open_replay(file: &Path, backend: Option<&str>) -> Result<OpenedReplay, Fail> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {}", file.display()))
         .map_err(Fail::usage)?;
-    let bad = |e: &dyn std::fmt::Display| Fail::usage(anyhow!("{}: {e}", args.file.display()));
+    let bad = |e: &dyn std::fmt::Display| OpenedReplay::bad(file, e);
     let scenario = ReplayFile::<PingModel>::scenario_of(&text).map_err(|e| bad(&e))?;
     check_scenario(&scenario)?;
     let context: Value = serde_json::from_str::<Value>(&text)
@@ -359,9 +535,8 @@ pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
         None => ScenarioConfig::default(),
     };
     config.validate().map_err(|e| bad(&e))?;
-    let backend_name = args
-        .backend
-        .clone()
+    let backend_name = backend
+        .map(String::from)
         .or_else(|| {
             context
                 .get("backend")
@@ -370,31 +545,56 @@ pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
         })
         .unwrap_or_else(|| "netns".to_string());
     let backend = backends::make(&backend_name)?;
-    if scenario == "kv" {
-        let file = ReplayFile::<KvModel>::from_json(&text, &scenario).map_err(|e| bad(&e))?;
-        let model = KvModel {
-            config: config.kv.clone(),
-        };
-        let system = context
+    let system = (scenario == "kv").then(|| {
+        context
             .get("system")
             .and_then(|s| s.as_str())
-            .unwrap_or("etcd");
-        let store = AnyStore::named(system, backend, &config.kv)
-            .ok_or_else(|| bad(&format!("unknown system `{system}`")))?;
-        let on = if system.starts_with("memory") {
-            "memory"
-        } else {
-            backend_name.as_str()
-        };
-        return replay_case(&model, &KvSystem::new(store), &file, args, on);
-    }
-    let file = ReplayFile::<PingModel>::from_json(&text, &scenario).map_err(|e| bad(&e))?;
-    let model = PingModel::new(config.clone());
-    let system = PingSystem::new(backend, &config);
-    replay_case(&model, &system, &file, args, &backend_name)
+            .unwrap_or("etcd")
+            .to_string()
+    });
+    Ok(OpenedReplay {
+        text,
+        scenario,
+        system,
+        config,
+        backend_name,
+        backend,
+    })
 }
 
-fn replay_case<M: Model, S: System<M>>(
+/// The kv store named in a replay file.
+pub fn kv_store(r: &OpenedReplay, file: &Path) -> Result<(AnyStore, String), Fail> {
+    let system = r.system.clone().unwrap_or_else(|| "etcd".into());
+    let store = AnyStore::named(&system, r.backend.clone(), &r.config.kv)
+        .ok_or_else(|| OpenedReplay::bad(file, &format!("unknown system `{system}`")))?;
+    let on = if system.starts_with("memory") {
+        "memory".to_string()
+    } else {
+        r.backend_name.clone()
+    };
+    Ok((store, on))
+}
+
+/// `fleetcheck replay FILE`.
+pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
+    let r = open_replay(&args.file, args.backend.as_deref())?;
+    check_outputs(args.report.as_deref(), args.junit.as_deref())?;
+    let bad = |e: &dyn std::fmt::Display| OpenedReplay::bad(&args.file, e);
+    if r.scenario == "kv" {
+        let file = ReplayFile::<KvModel>::from_json(&r.text, &r.scenario).map_err(|e| bad(&e))?;
+        let model = KvModel {
+            config: r.config.kv.clone(),
+        };
+        let (store, on) = kv_store(&r, &args.file)?;
+        return replay_case(&model, &KvSystem::new(store), &file, args, &on);
+    }
+    let file = ReplayFile::<PingModel>::from_json(&r.text, &r.scenario).map_err(|e| bad(&e))?;
+    let model = PingModel::new(r.config.clone());
+    let system = PingSystem::new(r.backend.clone(), &r.config);
+    replay_case(&model, &system, &file, args, &r.backend_name)
+}
+
+fn replay_case<M: Scenario, S: Inspect<M>>(
     model: &M,
     system: &S,
     file: &ReplayFile<M>,
@@ -407,7 +607,11 @@ fn replay_case<M: Model, S: System<M>>(
             args.file.display()
         )));
     }
-    let trace = execute(model, system, &file.case);
+    let (trace, capture) = if args.report.is_some() {
+        final_replay(model, system, &file.case)
+    } else {
+        (execute(model, system, &file.case), Default::default())
+    };
     crate::interrupt::exit_if_interrupted();
     let (status, code) = match &trace.verdict {
         Verdict::Passed => ("passed", exit::PASSED),
@@ -420,7 +624,8 @@ fn replay_case<M: Model, S: System<M>>(
         file.scenario,
         file.seed
     );
-    text.push_str(&describe_trace(model, &file.case, &trace));
+    let described = describe_trace(model, &file.case, &trace);
+    text.push_str(&described);
     let _ = writeln!(
         text,
         "{}",
@@ -430,6 +635,66 @@ fn replay_case<M: Model, S: System<M>>(
             _ => "ABORTED: the infrastructure broke",
         }
     );
+    let system_name = file
+        .context
+        .get("system")
+        .and_then(Value::as_str)
+        .map(String::from);
+    let reason = match &trace.verdict {
+        Verdict::Passed => None,
+        Verdict::Failed { reason, .. } => Some(reason.clone()),
+        Verdict::Aborted { message, .. } => Some(format!("aborted: {message}")),
+    };
+    let replay_command = format!("fleetcheck replay {}", args.file.display());
+    if let Some(dir) = &args.report {
+        let timeline = report::write_case(CaseReport {
+            dir,
+            model,
+            case: &file.case,
+            trace: &trace,
+            capture: &capture,
+            replay_json: &file.to_json(),
+            text: &described,
+            summary: Summary {
+                status: status.to_string(),
+                scenario: file.scenario.clone(),
+                system: system_name.clone(),
+                backend: backend.to_string(),
+                seed: file.seed,
+                reason: reason.clone(),
+                replay_command: Some(replay_command.clone()),
+                rerun: None,
+                search: Value::Null,
+            },
+        })?;
+        let _ = writeln!(
+            text,
+            "Report: {} (timeline: {})",
+            dir.display(),
+            timeline.display()
+        );
+    }
+    if let Some(path) = &args.junit {
+        let result = match &trace.verdict {
+            Verdict::Passed => junit::Result::Passed,
+            Verdict::Failed { reason, .. } => junit::Result::Failed {
+                message: reason.clone(),
+                text: described.clone(),
+            },
+            Verdict::Aborted { message, .. } => junit::Result::Error {
+                message: message.clone(),
+                text: described.clone(),
+            },
+        };
+        let case = junit::TestCase {
+            name: property_name(&file.scenario, system_name.as_deref()),
+            classname: format!("fleetcheck.{backend}"),
+            time: trace.elapsed,
+            result,
+            stdout: format!("seed {}\nreplay: {replay_command}\n", file.seed),
+        };
+        junit::write(path, "fleetcheck replay", &[case])?;
+    }
     emit(args.json, &text);
     if args.json {
         let out = json!({
@@ -440,6 +705,7 @@ fn replay_case<M: Model, S: System<M>>(
             "elapsed_ms": trace.elapsed.as_millis() as u64,
             "verdict": trace.verdict,
             "counterexample": counterexample_json(model, &file.case.initial, &file.case.commands, &trace),
+            "report": args.report,
         });
         println!("{out}");
     }

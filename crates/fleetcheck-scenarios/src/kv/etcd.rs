@@ -53,6 +53,13 @@ pub struct EtcdCluster {
     state: KvState,
 }
 
+impl EtcdCluster {
+    /// The machines of the cluster (for reports: their logs and disks).
+    pub fn network(&self) -> &dyn Network {
+        self.net.as_ref()
+    }
+}
+
 impl std::fmt::Debug for EtcdCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdCluster")

@@ -699,6 +699,8 @@ pub trait Store: Send + Sync {
 #[derive(Debug)]
 pub struct KvInstance<C> {
     cluster: C,
+    /// Time zero of the history's timestamps.
+    origin: Instant,
     recorder: Arc<Recorder<Op, Ret>>,
     /// The node each recorded operation went through, by history index.
     nodes: Mutex<BTreeMap<usize, String>>,
@@ -706,6 +708,19 @@ pub struct KvInstance<C> {
     state: KvState,
     /// Wall time spent checking histories.
     pub checking: std::time::Duration,
+}
+
+impl<C> KvInstance<C> {
+    /// The live cluster.
+    pub fn cluster(&self) -> &C {
+        &self.cluster
+    }
+
+    /// The history of client operations so far, and the moment that is time zero of its
+    /// timestamps (taken just before the recorder was made; for reports).
+    pub fn history(&self) -> (History<Op, Ret>, Instant) {
+        (self.recorder.history(), self.origin)
+    }
 }
 
 /// Runs the kv model on a [`Store`]; after every step the history so far must be linearizable.
@@ -732,6 +747,7 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
     fn setup(&self, initial: &KvState) -> Result<Self::Instance, Abort> {
         Ok(KvInstance {
             cluster: self.store.start(initial)?,
+            origin: Instant::now(),
             recorder: Arc::new(Recorder::new()),
             nodes: Mutex::new(BTreeMap::new()),
             state: initial.clone(),
@@ -871,6 +887,17 @@ pub enum AnyCluster {
     Redis(redis::RedisCluster),
     /// In memory.
     Memory(memory::MemoryCluster),
+}
+
+impl AnyCluster {
+    /// The machines of the cluster; `None` for the in-memory stores, which have none.
+    pub fn network(&self) -> Option<&dyn fleetcheck_fabric::Network> {
+        match self {
+            AnyCluster::Etcd(c) => Some(c.network()),
+            AnyCluster::Redis(c) => Some(c.network()),
+            AnyCluster::Memory(_) => None,
+        }
+    }
 }
 
 macro_rules! dispatch {

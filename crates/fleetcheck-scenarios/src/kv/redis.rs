@@ -49,6 +49,13 @@ pub struct RedisCluster {
     side: std::sync::Mutex<Option<Vec<String>>>,
 }
 
+impl RedisCluster {
+    /// The machines of the cluster (for reports: their logs and disks).
+    pub fn network(&self) -> &dyn Network {
+        self.net.as_ref()
+    }
+}
+
 impl std::fmt::Debug for RedisCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisCluster").finish_non_exhaustive()

@@ -208,3 +208,41 @@ fn kv_lost_write_on_memory_store_is_shrunk_and_replays() {
     assert_eq!(code, 2);
     assert!(err.contains("unknown system"), "{err}");
 }
+
+/// The live line shows cases, the shrinker's pass and step, candidates and elapsed time on a
+/// terminal (`script` gives the run one), and nothing when the output is not a terminal.
+#[test]
+fn progress_line_on_a_terminal_only() {
+    let args = "run kv --system memory-lossy --seed 1 --report";
+    let dir = temp_dir("progress");
+    let (_, _, err) = run(fleetcheck().args(args.split(' ')).arg(dir.join("piped")));
+    assert!(!err.contains("cases"), "progress while piped: {err}");
+    assert!(!err.contains('\u{1b}'), "escape codes while piped: {err}");
+
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("this test needs `script` (util-linux), and CI=true forbids skipping it");
+        }
+        eprintln!("skipped: needs `script` (util-linux)");
+        return;
+    }
+    let line = format!(
+        "{} {args} {}",
+        env!("CARGO_BIN_EXE_fleetcheck"),
+        dir.join("tty").display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("COLUMNS", "200")
+        .output()
+        .expect("script runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/100 cases"), "no live line: {text}");
+    assert!(text.contains("shrinking, "), "no shrink progress: {text}");
+    assert!(text.contains("candidates ("), "no candidate count: {text}");
+    assert!(text.contains("[00:00:0"), "no elapsed time: {text}");
+}

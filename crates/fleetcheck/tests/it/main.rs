@@ -1,15 +1,24 @@
 //! End-to-end tests of the `fleetcheck` binary: on the fake backend, and on real namespaces
 //! (root). In CI (`CI=true`) a test that would skip for lack of root fails instead.
 
+mod browser;
 mod cli;
+mod export;
 mod netns;
+mod report;
+mod up;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The binary under test.
+/// The binary under test, run in a scratch directory: a failing run writes its default
+/// report folder (`fleetcheck-reports/`) there, not into the source tree.
 pub fn fleetcheck() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fleetcheck"))
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleetcheck-cwd");
+    std::fs::create_dir_all(&scratch).expect("scratch directory");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetcheck"));
+    cmd.current_dir(scratch);
+    cmd
 }
 
 /// Runs it and returns (exit code, stdout, stderr).

@@ -38,7 +38,7 @@ fn runs_of(pid: u32) -> Vec<String> {
 }
 
 /// Namespaces, cgroups and the run directory of run `run` that still exist.
-fn leftovers(run: &str) -> Vec<PathBuf> {
+pub(crate) fn leftovers(run: &str) -> Vec<PathBuf> {
     let prefix = format!("fleetcheck-{run}");
     let mut found = Vec::new();
     for dir in [
@@ -66,7 +66,7 @@ fn leftovers(run: &str) -> Vec<PathBuf> {
 }
 
 /// Waits until `child` has a run with namespaces, and returns the run id.
-fn wait_for_namespaces(child: &mut Child) -> String {
+pub(crate) fn wait_for_namespaces(child: &mut Child) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(run) = runs_of(child.id()).pop() {

@@ -1,0 +1,271 @@
+//! The final replay of a case for a report: the scenario's system, wrapped so that just
+//! before teardown it keeps what the run leaves behind — each machine's captured output and
+//! the history of client operations — which teardown would remove.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use fleetcheck_engine::history::Outcome as OpOutcome;
+use fleetcheck_engine::linearizability::{check_with, Limits};
+use fleetcheck_engine::{
+    execute, Abort, Case, Check, KvOp, KvRet, KvSpec, Linearizability, Model, System, Trace,
+};
+use fleetcheck_fabric::Network;
+use fleetcheck_scenarios::kv::{AnyStore, KvModel, KvSystem};
+use fleetcheck_scenarios::ping::{PingModel, PingSystem};
+
+/// Most bytes kept of one log file (its end: where a failure shows).
+const MAX_LOG: usize = 1 << 20;
+
+/// One machine's captured output.
+#[derive(Debug, Clone)]
+pub struct MachineLogs {
+    /// The machine id.
+    pub machine: String,
+    /// `(file name, contents)`: `agent.log` (the agent and the setup commands over all boots),
+    /// then every `*.log` on the machine's disk (its services).
+    pub files: Vec<(String, String)>,
+}
+
+/// One client operation of a history, in the report's terms.
+#[derive(Debug, Clone)]
+pub struct ClientOp {
+    /// Its index in the history (`#n` in texts).
+    pub index: usize,
+    /// The client worker.
+    pub worker: usize,
+    /// What was asked, e.g. `put k1=7`.
+    pub op: String,
+    /// Invocation, ns since the history's origin.
+    pub invoke: u64,
+    /// Completion, ns since the origin; `None` when the outcome is unknown.
+    pub complete: Option<u64>,
+    /// `ok`, `fail` or `unknown`.
+    pub outcome: &'static str,
+    /// What an `ok` operation returned.
+    pub result: Option<String>,
+}
+
+/// A recorded history of client operations.
+#[derive(Debug, Clone)]
+pub struct RecordedHistory {
+    /// Time zero of the operations' timestamps.
+    pub origin: Instant,
+    /// The operations, by index.
+    pub ops: Vec<ClientOp>,
+    /// The history as text, one operation a line.
+    pub text: String,
+    /// The operation the linearizability checker could not place, if it found none to be
+    /// linearizable, and the prefix it had placed before it.
+    pub culprit: Option<usize>,
+    /// The prefix placed before the culprit.
+    pub placed: Vec<usize>,
+}
+
+/// What a system leaves for a report.
+#[derive(Debug, Clone, Default)]
+pub struct Capture {
+    /// Each machine's output, in network order.
+    pub machines: Vec<MachineLogs>,
+    /// The client history, for scenarios that record one.
+    pub history: Option<RecordedHistory>,
+}
+
+/// A [`System`] whose live instance a report can look into.
+pub trait Inspect<M: Model>: System<M> {
+    /// The machines of an instance, if it has any.
+    fn network<'a>(&self, instance: &'a Self::Instance) -> Option<&'a dyn Network>;
+    /// The history of client operations so far, if the scenario records one.
+    fn history(&self, _instance: &Self::Instance) -> Option<RecordedHistory> {
+        None
+    }
+}
+
+impl Inspect<PingModel> for PingSystem {
+    fn network<'a>(&self, instance: &'a Box<dyn Network>) -> Option<&'a dyn Network> {
+        Some(instance.as_ref())
+    }
+}
+
+impl Inspect<KvModel> for KvSystem<AnyStore> {
+    fn network<'a>(&self, instance: &'a Self::Instance) -> Option<&'a dyn Network> {
+        instance.cluster().network()
+    }
+
+    fn history(&self, instance: &Self::Instance) -> Option<RecordedHistory> {
+        let (history, origin) = instance.history();
+        let ops = history
+            .iter()
+            .enumerate()
+            .map(|(index, o)| ClientOp {
+                index,
+                worker: o.worker,
+                op: describe_kv_op(&o.op),
+                invoke: o.invoke,
+                complete: o.complete,
+                outcome: match o.outcome {
+                    OpOutcome::Ok(_) => "ok",
+                    OpOutcome::Fail => "fail",
+                    OpOutcome::Unknown => "unknown",
+                },
+                result: o.outcome.ok().map(describe_kv_ret),
+            })
+            .collect();
+        let (culprit, placed) = if history.is_empty() {
+            (None, Vec::new())
+        } else {
+            let limits = Limits {
+                max_steps: Some(self.max_check_steps),
+                ..Limits::default()
+            };
+            match check_with(&KvSpec::<u64>::new(), &history, &limits).result {
+                Linearizability::NotLinearizable { mut ops, .. } => {
+                    let culprit = ops.pop();
+                    (culprit, ops)
+                }
+                _ => (None, Vec::new()),
+            }
+        };
+        Some(RecordedHistory {
+            origin,
+            ops,
+            text: history.to_string(),
+            culprit,
+            placed,
+        })
+    }
+}
+
+/// `put k1=7`, `get k0`, `del k2`, `cas k1 3->4`.
+pub fn describe_kv_op(op: &KvOp<u64>) -> String {
+    match op {
+        KvOp::Put(k, v) => format!("put k{k}={v}"),
+        KvOp::Get(k) => format!("get k{k}"),
+        KvOp::Delete(k) => format!("del k{k}"),
+        KvOp::Cas { key, expected, new } => match expected {
+            Some(e) => format!("cas k{key} {e}->{new}"),
+            None => format!("cas k{key} absent->{new}"),
+        },
+    }
+}
+
+fn describe_kv_ret(ret: &KvRet<u64>) -> String {
+    match ret {
+        KvRet::Done => "done".into(),
+        KvRet::Value(Some(v)) => v.to_string(),
+        KvRet::Value(None) => "absent".into(),
+        KvRet::Swapped(true) => "swapped".into(),
+        KvRet::Swapped(false) => "not swapped".into(),
+    }
+}
+
+/// Each machine's captured output: what the network says it printed, and its services' logs.
+pub fn machine_logs(net: &dyn Network) -> Vec<MachineLogs> {
+    net.spec()
+        .machines
+        .iter()
+        .map(|m| {
+            let mut files = vec![("agent.log".to_string(), tail(net.logs(&m.id)))];
+            if let Some(disk) = net.data_dir(&m.id) {
+                files.extend(service_logs(&disk));
+            }
+            MachineLogs {
+                machine: m.id.clone(),
+                files,
+            }
+        })
+        .collect()
+}
+
+/// The `*.log` files directly on a disk, by name.
+fn service_logs(disk: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(disk) else {
+        return Vec::new();
+    };
+    let mut logs: Vec<(String, String)> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.ends_with(".log").then(|| {
+                let bytes = std::fs::read(e.path()).unwrap_or_default();
+                (name, tail(String::from_utf8_lossy(&bytes).into_owned()))
+            })
+        })
+        .collect();
+    logs.sort();
+    logs
+}
+
+/// The last [`MAX_LOG`] bytes of a log, cut at a line start.
+fn tail(text: String) -> String {
+    if text.len() <= MAX_LOG {
+        return text;
+    }
+    let mut start = text.len() - MAX_LOG;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let cut = text[start..].find('\n').map_or(start, |n| start + n + 1);
+    format!("[... {cut} bytes cut ...]\n{}", &text[cut..])
+}
+
+/// Wraps a system for one run: keeps a [`Capture`] of the instance just before teardown.
+struct Capturing<'s, S> {
+    inner: &'s S,
+    captured: Mutex<Option<Capture>>,
+}
+
+impl<M: Model, S: Inspect<M>> System<M> for Capturing<'_, S> {
+    type Instance = S::Instance;
+
+    fn setup(&self, initial: &M::State) -> Result<S::Instance, Abort> {
+        self.inner.setup(initial)
+    }
+
+    fn run(
+        &self,
+        instance: &mut S::Instance,
+        state: &M::State,
+        command: &M::Command,
+    ) -> Result<M::Output, Abort> {
+        self.inner.run(instance, state, command)
+    }
+
+    fn invariant(&self, instance: &mut S::Instance, state: &M::State) -> Result<Check, Abort> {
+        self.inner.invariant(instance, state)
+    }
+
+    fn teardown(&self, instance: S::Instance) -> Result<(), Abort> {
+        let capture = Capture {
+            machines: self
+                .inner
+                .network(&instance)
+                .map(machine_logs)
+                .unwrap_or_default(),
+            history: self.inner.history(&instance),
+        };
+        *self.captured.lock().unwrap_or_else(|e| e.into_inner()) = Some(capture);
+        self.inner.teardown(instance)
+    }
+}
+
+/// Runs `case` once more, keeping its machines' output and its history.
+pub fn final_replay<M: Model, S: Inspect<M>>(
+    model: &M,
+    system: &S,
+    case: &Case<M>,
+) -> (Trace<M>, Capture) {
+    let capturing = Capturing {
+        inner: system,
+        captured: Mutex::new(None),
+    };
+    let trace = execute(model, &capturing, case);
+    let capture = capturing
+        .captured
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_default();
+    (trace, capture)
+}

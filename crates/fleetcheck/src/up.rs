@@ -1,0 +1,429 @@
+//! `fleetcheck up`: boot a network and explore it from a prompt (the NixOS test driver's
+//! interactive mode, for fleetcheck's networks). The network comes from a configuration file
+//! or from a replay file, whose commands run up to (not including) the failing step. Every
+//! line of standard input is one command; the network is torn down on `quit`, at the end of
+//! the input and on Ctrl-C.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use fleetcheck_engine::{Case, Model, ReplayFile};
+use fleetcheck_fabric::{ExecRequest, MachineSpec, Network, NetworkSpec};
+use fleetcheck_scenarios::kv::{KvModel, KvSystem};
+use fleetcheck_scenarios::ping::{PingModel, PingSystem};
+
+use crate::cli::UpArgs;
+use crate::exit::{self, Fail};
+use crate::report::capture::Inspect;
+use crate::run::{kv_store, open_replay, OpenedReplay};
+
+const HELP: &str = "\
+commands (one per line; machines by id):
+  exec MACHINE CMD...     run `sh -c CMD` in MACHINE; prints its output and exit status
+  boot MACHINE            boot a machine that is off
+  shutdown MACHINE        cut its power
+  crash MACHINE           the same, as a crash
+  pause MACHINE           freeze every process of it
+  resume MACHINE          thaw it
+  partition A,B | C       cut the network between groups (unnamed machines: one more group)
+  block A B               drop packets from A to B, one way
+  loss MACHINE PERCENT    drop PERCENT of its packets (0 removes the loss)
+  heal                    remove every partition, block and loss
+  ping A B [MS]           ICMP echo from A to B (timeout MS, default 1000)
+  logs MACHINE            its captured agent and setup output
+  state                   every machine's status and address, and the faults in force
+  help                    this text
+  quit                    tear everything down and leave (also at end of input, Ctrl-C)";
+
+/// A fault the session applied, for `state`.
+type Faults = Vec<String>;
+
+fn aborted(e: impl std::fmt::Display) -> Fail {
+    Fail {
+        code: exit::ABORTED,
+        error: anyhow!("{e}"),
+    }
+}
+
+/// `fleetcheck up`.
+pub fn up_command(args: &UpArgs) -> Result<u8, Fail> {
+    if let Some(file) = &args.replay {
+        if args.config.is_some() || args.machines.is_some() {
+            return Err(Fail::usage(anyhow!(
+                "--replay takes the network from the replay file: drop --config and --machines"
+            )));
+        }
+        let r = open_replay(file, args.backend.as_deref())?;
+        return if r.scenario == "kv" {
+            up_kv(&r, file)
+        } else {
+            let case = ReplayFile::<PingModel>::from_json(&r.text, &r.scenario)
+                .map_err(|e| OpenedReplay::bad(file, &e))?;
+            let model = PingModel::new(r.config.clone());
+            let system = PingSystem::new(r.backend.clone(), &r.config);
+            up_case(&model, &system, &case.case, &case.reason)
+        };
+    }
+    let config = match &args.config {
+        Some(p) => {
+            fleetcheck_scenarios::config::ScenarioConfig::from_file(p).map_err(Fail::usage)?
+        }
+        None => Default::default(),
+    };
+    let count = args.machines.unwrap_or(config.network.machines.max);
+    let usable = config.network.subnet.host_count();
+    if count == 0 || u64::from(count) > usable {
+        return Err(Fail::usage(anyhow!(
+            "--machines must be between 1 and {usable} (the usable addresses of {})",
+            config.network.subnet
+        )));
+    }
+    let spec = NetworkSpec {
+        subnet: config.network.subnet,
+        machines: (1..=count)
+            .map(|i| MachineSpec {
+                id: format!("m{i}"),
+                ip: config
+                    .network
+                    .subnet
+                    .host(u64::from(i))
+                    .expect("checked against the subnet's size"),
+                memory_mb: config.machine.memory_mb.min,
+                kernel: config.machine.kernels[0].clone(),
+                setup: config.machine.setup.clone(),
+            })
+            .collect(),
+    };
+    let backend = crate::backends::make(args.backend.as_deref().unwrap_or("netns"))?;
+    let net = backend.create(&spec).map_err(aborted)?;
+    let ids: Vec<&str> = spec.machines.iter().map(|m| m.id.as_str()).collect();
+    println!(
+        "fleetcheck: {} machine(s) on {} ({}), booting",
+        ids.len(),
+        spec.subnet,
+        backend.name()
+    );
+    for (id, result) in ids.iter().zip(net.boot(&ids)) {
+        if let Err(e) = result {
+            println!("boot of {id} failed: {}", chain(&e));
+        }
+    }
+    prompt(net.as_ref());
+    net.teardown().map_err(aborted)?;
+    println!("fleetcheck: network removed");
+    Ok(exit::PASSED)
+}
+
+fn up_kv(r: &OpenedReplay, file: &std::path::Path) -> Result<u8, Fail> {
+    let case = ReplayFile::<KvModel>::from_json(&r.text, &r.scenario)
+        .map_err(|e| OpenedReplay::bad(file, &e))?;
+    let (store, on) = kv_store(r, file)?;
+    if on == "memory" {
+        return Err(Fail::usage(anyhow!(
+            "{}: the {} store runs in memory and has no machines to explore",
+            file.display(),
+            r.system.as_deref().unwrap_or_default()
+        )));
+    }
+    let model = KvModel {
+        config: r.config.kv.clone(),
+    };
+    up_case(&model, &KvSystem::new(store), &case.case, &case.reason)
+}
+
+/// Builds the case's network, runs its commands up to the failing step (the last one), then
+/// hands the network to the prompt.
+fn up_case<M: Model, S: Inspect<M>>(
+    model: &M,
+    system: &S,
+    case: &Case<M>,
+    reason: &str,
+) -> Result<u8, Fail> {
+    println!("fleetcheck: building the case's network");
+    let mut instance = system.setup(&case.initial).map_err(aborted)?;
+    let mut state = case.initial.clone();
+    let before = case.commands.len().saturating_sub(1);
+    let mut broke = None;
+    for (i, command) in case.commands[..before].iter().enumerate() {
+        if !model.precondition(&state, command) {
+            continue;
+        }
+        match system.run(&mut instance, &state, command) {
+            Ok(out) => println!(
+                "{:>3}. {} -> {out:?}",
+                i + 1,
+                model.describe_command(command)
+            ),
+            Err(abort) => {
+                broke = Some(format!("step {} broke the infrastructure: {abort}", i + 1));
+                break;
+            }
+        }
+        state = model.next_state(&state, command);
+    }
+    if broke.is_none() {
+        println!("model state: {}", model.summarize_state(&state));
+        if let Some(last) = case.commands.last() {
+            println!(
+                "stopped before step {}: {}{}",
+                case.commands.len(),
+                model.describe_command(last),
+                if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (it failed: {reason})")
+                }
+            );
+        }
+        match system.network(&instance) {
+            Some(net) => prompt(net),
+            None => println!("this system has no machines to explore"),
+        }
+    }
+    system.teardown(instance).map_err(aborted)?;
+    println!("fleetcheck: network removed");
+    match broke {
+        Some(why) => Err(aborted(why)),
+        None => Ok(exit::PASSED),
+    }
+}
+
+/// An error with its causes.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Reads commands until `quit` or the end of the input.
+fn prompt(net: &dyn Network) {
+    let interactive = std::io::stdin().is_terminal();
+    let mut faults = Faults::new();
+    println!("type `help` for the commands");
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        if interactive {
+            print!("fleetcheck> ");
+        }
+        let _ = std::io::stdout().flush();
+        let Some(Ok(line)) = lines.next() else {
+            break;
+        };
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if !interactive {
+            println!("> {line}");
+        }
+        match execute(net, line, &mut faults) {
+            Ok(Flow::Quit) => break,
+            Ok(Flow::Go(text)) => {
+                if !text.is_empty() {
+                    println!("{}", text.trim_end());
+                }
+            }
+            Err(e) => println!("error: {e}"),
+        }
+        crate::interrupt::exit_if_interrupted();
+    }
+}
+
+enum Flow {
+    Go(String),
+    Quit,
+}
+
+fn ip_of(net: &dyn Network, id: &str) -> Result<Ipv4Addr, String> {
+    net.spec()
+        .machine(id)
+        .map(|m| m.ip)
+        .ok_or_else(|| format!("no machine `{id}` (see `state`)"))
+}
+
+/// One command line.
+fn execute(net: &dyn Network, line: &str, faults: &mut Faults) -> Result<Flow, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let arg = |i: usize, what: &str| -> Result<&str, String> {
+        words
+            .get(i)
+            .copied()
+            .ok_or_else(|| format!("`{}` needs {what} (see `help`)", words[0]))
+    };
+    let done = |r: Result<(), String>, what: String| r.map(|()| Flow::Go(what));
+    let e = |x: &dyn std::error::Error| chain(x);
+    match words[0] {
+        "help" | "?" => Ok(Flow::Go(HELP.to_string())),
+        "quit" | "exit" | "q" => Ok(Flow::Quit),
+        "state" => Ok(Flow::Go(describe_state(net, faults))),
+        "exec" => {
+            let machine = arg(1, "a machine")?;
+            let rest = after_words(line, 2).ok_or("`exec` needs a command after the machine")?;
+            let out = net
+                .exec(
+                    machine,
+                    &ExecRequest::shell(rest).with_timeout(Duration::from_secs(30)),
+                )
+                .map_err(|x| e(&x))?;
+            let mut text = out.stdout_str();
+            text.push_str(&out.stderr_str());
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&format!("[{}]", out.describe_status()));
+            Ok(Flow::Go(text))
+        }
+        "boot" => {
+            let m = arg(1, "a machine")?;
+            let r = net.boot(&[m]).pop().expect("one result per machine");
+            done(r.map_err(|x| e(&x)), format!("{m} is up"))
+        }
+        "shutdown" => {
+            let m = arg(1, "a machine")?;
+            done(net.shutdown(m).map_err(|x| e(&x)), format!("{m} is off"))
+        }
+        "crash" => {
+            let m = arg(1, "a machine")?;
+            done(net.crash(m).map_err(|x| e(&x)), format!("{m} crashed"))
+        }
+        "pause" => {
+            let m = arg(1, "a machine")?;
+            done(net.pause(m).map_err(|x| e(&x)), format!("{m} is paused"))
+        }
+        "resume" => {
+            let m = arg(1, "a machine")?;
+            done(net.resume(m).map_err(|x| e(&x)), format!("{m} runs again"))
+        }
+        "partition" => {
+            let spec = line["partition".len()..].trim();
+            let groups: Vec<Vec<String>> = spec
+                .split('|')
+                .map(|g| {
+                    g.split(|c: char| c == ',' || c.is_whitespace())
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|g| !g.is_empty())
+                .collect();
+            if groups.is_empty() {
+                return Err("`partition` needs groups, e.g. `partition a,b | c`".into());
+            }
+            net.partition(&groups).map_err(|x| e(&x))?;
+            let what = format!(
+                "partition {}",
+                groups
+                    .iter()
+                    .map(|g| g.join(","))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+            faults.push(what.clone());
+            Ok(Flow::Go(what))
+        }
+        "block" => {
+            let (a, b) = (arg(1, "two machines")?, arg(2, "two machines")?);
+            net.block(a, b).map_err(|x| e(&x))?;
+            faults.push(format!("block {a} -/-> {b}"));
+            Ok(Flow::Go(format!("packets from {a} to {b} are dropped")))
+        }
+        "loss" => {
+            let m = arg(1, "a machine and a percentage")?;
+            let percent: u8 = arg(2, "a machine and a percentage")?
+                .trim_end_matches('%')
+                .parse()
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or("the loss is a percentage from 0 to 100")?;
+            net.loss(m, percent).map_err(|x| e(&x))?;
+            faults.push(format!("loss {m} {percent}%"));
+            Ok(Flow::Go(format!("{percent}% of {m}'s packets are dropped")))
+        }
+        "heal" => {
+            net.heal().map_err(|x| e(&x))?;
+            faults.clear();
+            Ok(Flow::Go("healed: no partition, block or loss".into()))
+        }
+        "ping" => {
+            let (a, b) = (arg(1, "two machines")?, arg(2, "two machines")?);
+            let ms: u64 = match words.get(3) {
+                Some(t) => t
+                    .parse()
+                    .map_err(|_| format!("bad timeout `{t}` (milliseconds)"))?,
+                None => 1000,
+            };
+            let ip = ip_of(net, b)?;
+            let started = std::time::Instant::now();
+            let reply = net
+                .ping(a, ip, Duration::from_millis(ms))
+                .map_err(|x| e(&x))?;
+            Ok(Flow::Go(if reply {
+                format!(
+                    "reply from {b} ({ip}) in {:.1} ms",
+                    started.elapsed().as_secs_f64() * 1e3
+                )
+            } else {
+                format!("no reply from {b} ({ip}) within {ms} ms")
+            }))
+        }
+        "logs" => {
+            let m = arg(1, "a machine")?;
+            ip_of(net, m)?;
+            Ok(Flow::Go(net.logs(m)))
+        }
+        other => Err(format!("unknown command `{other}` (see `help`)")),
+    }
+}
+
+/// What follows the first `n` words of `line`, as typed (`None` if nothing does).
+fn after_words(line: &str, n: usize) -> Option<&str> {
+    let mut rest = line.trim_start();
+    for _ in 0..n {
+        let end = rest.find(char::is_whitespace)?;
+        rest = rest[end..].trim_start();
+    }
+    (!rest.is_empty()).then_some(rest)
+}
+
+fn describe_state(net: &dyn Network, faults: &Faults) -> String {
+    let mut out = String::new();
+    for m in &net.spec().machines {
+        let status = net
+            .status(&m.id)
+            .map_or("unknown".to_string(), |s| s.to_string());
+        out.push_str(&format!(
+            "{:<10} {:<15} {:<8} {} MiB\n",
+            m.id, m.ip, status, m.memory_mb
+        ));
+    }
+    if faults.is_empty() {
+        out.push_str("faults applied at this prompt: none\n");
+    } else {
+        out.push_str(&format!(
+            "faults applied at this prompt: {}\n",
+            faults.join("; ")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::after_words;
+
+    #[test]
+    fn exec_keeps_the_command_as_typed() {
+        assert_eq!(after_words("exec e  echo  exec e", 2), Some("echo  exec e"));
+        assert_eq!(after_words("  exec m1 ls", 2), Some("ls"));
+        assert_eq!(after_words("exec m1", 2), None);
+        assert_eq!(after_words("exec m1   ", 2), None);
+    }
+}
