@@ -486,6 +486,34 @@ impl Scenario for KvModel {
                         },
                     );
                 }
+                KvCmd::Block { from: a, to: b } => {
+                    t.bars
+                        .push(node_bar(NETWORK_LANE, &describe.to_lowercase()));
+                    bands.open(
+                        "cut".into(),
+                        Band {
+                            lanes: vec![a.clone(), b.clone()],
+                            from,
+                            to,
+                            kind: "block",
+                            label: format!("block {a} -/-> {b}"),
+                        },
+                    );
+                }
+                KvCmd::Loss { node, percent } => {
+                    t.bars
+                        .push(node_bar(NETWORK_LANE, &describe.to_lowercase()));
+                    bands.open(
+                        "cut".into(),
+                        Band {
+                            lanes: vec![node.clone()],
+                            from,
+                            to,
+                            kind: "loss",
+                            label: format!("loss {percent}% {node}"),
+                        },
+                    );
+                }
                 KvCmd::Heal => {
                     t.bars.push(node_bar(NETWORK_LANE, "heal"));
                     bands.close(|k| k != "cut", from);
