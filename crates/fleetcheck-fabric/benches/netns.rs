@@ -21,6 +21,7 @@ fn spec() -> NetworkSpec {
                 memory_mb: 128,
                 kernel: String::new(),
                 setup: vec![],
+                ..Default::default()
             })
             .collect(),
     }

@@ -100,6 +100,7 @@ impl PingState {
                     memory_mb: m.memory_mb,
                     kernel: m.kernel.clone(),
                     setup: setup.to_vec(),
+                    ..Default::default()
                 })
                 .collect(),
         }

@@ -112,6 +112,7 @@ fn smoke_test(backend: &dyn fleetcheck_fabric::Backend) -> Result<Duration, anyh
         memory_mb: 64,
         kernel: "host".into(),
         setup: vec!["true".into()],
+        ..Default::default()
     };
     let spec = NetworkSpec {
         subnet,

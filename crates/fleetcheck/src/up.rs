@@ -93,6 +93,7 @@ pub fn up_command(args: &UpArgs) -> Result<u8, Fail> {
                 memory_mb: config.machine.memory_mb.min,
                 kernel: config.machine.kernels[0].clone(),
                 setup: config.machine.setup.clone(),
+                ..Default::default()
             })
             .collect(),
     };

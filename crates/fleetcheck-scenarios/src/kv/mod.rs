@@ -634,6 +634,7 @@ pub fn boot_cluster(
                 memory_mb,
                 kernel: "host".into(),
                 setup: Vec::new(),
+                ..Default::default()
             })
             .collect(),
     };
