@@ -155,6 +155,7 @@ impl Backend for FakeBackend {
 pub struct FakeView<'a> {
     spec: &'a NetworkSpec,
     status: &'a BTreeMap<String, MachineStatus>,
+    services: &'a BTreeMap<String, BTreeMap<String, ServiceVersion>>,
 }
 
 impl FakeView<'_> {
@@ -176,6 +177,14 @@ impl FakeView<'_> {
             .filter(|m| self.is_running(&m.id))
             .map(|m| m.id.as_str())
             .collect()
+    }
+
+    /// The version of `service` machine `id` runs now (after any `set_service`).
+    pub fn version(&self, id: &str, service: &str) -> Option<&str> {
+        self.services
+            .get(id)?
+            .get(service)
+            .map(|v| v.version.as_str())
     }
 
     /// The machine with address `ip`.
@@ -429,6 +438,7 @@ impl Network for FakeNetwork {
         let view = FakeView {
             spec: &self.spec,
             status: &state.status,
+            services: &state.services,
         };
         if let Some(answer) = self.fault.as_ref().and_then(|f| f(&view, from, to)) {
             return Ok(answer);

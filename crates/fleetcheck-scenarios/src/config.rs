@@ -615,6 +615,114 @@ setup = ["nft add table inet t"]
     }
 
     #[test]
+    fn machine_parameters_parse_as_values_or_domains() {
+        let c = ScenarioConfig::from_toml(
+            r#"
+[machine]
+memory_mb = 128
+kernels = "6.1"
+filesystem = "xfs"
+
+[services.fw]
+versions = [
+  { version = "1.0", path = "/bin/true" },
+  { version = "2.0", path = "/bin/sh" },
+]
+
+[roles.server]
+count = { min = 1, max = 2 }
+filesystem = ["btrfs", "ext4"]
+versions = { fw = "2.0" }
+
+[roles.client]
+count = 3
+versions = { fw = [] }
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.machine.memory_mb, Range { min: 128, max: 128 });
+        assert_eq!(c.machine.kernels, vec!["6.1"]);
+        assert_eq!(c.machine.filesystem, vec![FileSystem::Xfs]);
+        let domains = c.domains();
+        assert_eq!(
+            domains.iter().map(|d| d.role.as_str()).collect::<Vec<_>>(),
+            ["client", "server"]
+        );
+        let (client, server) = (&domains[0], &domains[1]);
+        assert_eq!(client.count, Range { min: 3, max: 3 });
+        assert_eq!(client.filesystem, vec![FileSystem::Xfs]);
+        assert!(client.versions.is_empty(), "an empty list: not installed");
+        assert_eq!(server.filesystem, vec![FileSystem::Btrfs, FileSystem::Ext4]);
+        assert_eq!(server.versions["fw"].len(), 1);
+        assert_eq!(server.versions["fw"][0].version, "2.0");
+        assert_eq!(c.machine_count(), Range { min: 4, max: 5 });
+    }
+
+    #[test]
+    fn relative_service_paths_are_relative_to_the_file() {
+        let dir = std::env::temp_dir().join(format!("fleetcheck-config-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("v")).unwrap();
+        std::fs::write(dir.join("v/svc"), "#!/bin/sh\n").unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[services.svc]\nversions = [{ version = \"1\", path = \"v/svc\" }]\n",
+        )
+        .unwrap();
+        let c = ScenarioConfig::from_file(&file).unwrap();
+        assert_eq!(c.services["svc"].versions[0].path, dir.join("v/svc"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_machine_parameters_are_one_sentence() {
+        let svc = "[services.fw]\nversions = [{ version = \"1\", path = \"/bin/true\" }]\n";
+        let cases = [
+            (
+                "[machine]\nfilesystem = \"zfs\"".to_string(),
+                "unknown variant `zfs`",
+            ),
+            (
+                "[machine]\nfilesystem = []".into(),
+                "at least one file system",
+            ),
+            ("[machine]\nfilesystem = 3".into(), "a string or a list"),
+            ("[machine]\nmemory_mb = \"big\"".into(), "a number or { min"),
+            (
+                "[services.fw]\nversions = [{ version = \"1\", path = \"/no/such/fw\" }]".into(),
+                "/no/such/fw, which is not a file",
+            ),
+            (
+                "[services.fw]\nversions = []".into(),
+                "at least one version",
+            ),
+            (
+                format!("{svc}[machine]\nversions = {{ fw = \"9\" }}"),
+                "version `9` of fw",
+            ),
+            (
+                "[machine]\nversions = { db = \"1\" }".into(),
+                "no [services.db]",
+            ),
+            (
+                "[roles.a]\ncount = { min = 3, max = 1 }".into(),
+                "roles.a.count.min (3) is greater",
+            ),
+            ("[roles.a]\ncount = 300".into(), "only 253 usable addresses"),
+            (
+                "[roles.a]\ncount = 1\nfilesystem = []".into(),
+                "at least one file system",
+            ),
+            ("[roles.a]\nmemory_mb = 64".into(), "missing field `count`"),
+        ];
+        for (text, needle) in cases {
+            let e = ScenarioConfig::from_toml(&text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text:?} gave {e:?}");
+            assert!(!e.contains('\n'), "one line: {e:?}");
+        }
+    }
+
+    #[test]
     fn empty_file_is_the_default() {
         assert_eq!(
             ScenarioConfig::from_toml("").unwrap(),
