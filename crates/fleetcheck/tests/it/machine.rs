@@ -17,7 +17,7 @@ fn orphan_loops() -> Vec<String> {
             let file = disk::backing_file(&d)?;
             let file = file.to_string_lossy().replace(" (deleted)", "");
             let run = Path::new(&file).iter().nth(3)?.to_owned();
-            (!Path::new("/run/fleetcheck").join(run).exists()).then(|| file)
+            (!Path::new("/run/fleetcheck").join(run).exists()).then_some(file)
         })
         .collect()
 }
