@@ -123,7 +123,7 @@ fn some_file_systems<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<FileS
     Ok(all)
 }
 
-fn one_or_many<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+pub(crate) fn one_or_many<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Vec<T>, D::Error> {
     OneOrMany::deserialize(d).map(|o| o.0)
