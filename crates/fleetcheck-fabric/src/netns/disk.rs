@@ -151,25 +151,33 @@ impl Disk {
         ))
     }
 
-    /// Lets go of the file system and waits (up to `within`) until its loop device is detached.
-    /// Call once no machine runs from the namespace any more.
-    pub fn release(self, within: Duration) -> io::Result<()> {
+    /// Lets go of the file system: closes the namespace and the root descriptor, so the file
+    /// system is unmounted once no machine runs from the namespace any more, and the loop
+    /// device detaches itself. Returns the device, for [`wait_detached`].
+    pub fn close(self) -> PathBuf {
         let Disk { device, ns, root } = self;
         drop(root);
         drop(ns);
-        let deadline = Instant::now() + within;
-        let mut pause = Duration::from_millis(1);
-        while backing_file(&device).is_some() {
-            if Instant::now() >= deadline {
-                return Err(io::Error::other(format!(
-                    "loop device {} still attached after {within:?}",
-                    device.display()
-                )));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
+        device
+    }
+}
+
+/// Waits (up to `within`) until every loop device of `devices` is detached; returns those
+/// still attached then.
+pub fn wait_detached(devices: &[PathBuf], within: Duration) -> Vec<PathBuf> {
+    let deadline = Instant::now() + within;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        let left: Vec<PathBuf> = devices
+            .iter()
+            .filter(|d| backing_file(d).is_some())
+            .cloned()
+            .collect();
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
         }
-        Ok(())
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
     }
 }
 

@@ -798,16 +798,20 @@ impl NetShared {
                 }
             }
         }
-        // No agent runs from a disk namespace any more: let go of the file systems.
-        for m in &self.machines {
-            let taken = m.disk.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(d) = taken {
-                let device = d.device.clone();
-                if let Err(e) = d.release(DISK_RELEASE) {
-                    let _ = disk::detach(&device);
-                    failures.push((format!("loop device {}", device.display()), e));
-                }
-            }
+        // No agent runs from a disk namespace any more: let go of every file system, then wait
+        // for all their loop devices at once.
+        let devices: Vec<PathBuf> = self
+            .machines
+            .iter()
+            .filter_map(|m| m.disk.lock().unwrap_or_else(|e| e.into_inner()).take())
+            .map(Disk::close)
+            .collect();
+        for device in disk::wait_detached(&devices, DISK_RELEASE) {
+            let _ = disk::detach(&device);
+            failures.push((
+                format!("loop device {}", device.display()),
+                io::Error::other(format!("still attached after {DISK_RELEASE:?}")),
+            ));
         }
         let _ = fs::remove_dir_all(&self.dir);
         super::unregister_network(self);
