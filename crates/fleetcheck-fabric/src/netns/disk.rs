@@ -69,7 +69,9 @@ pub fn make_image(image: &Path, fs: FileSystem) -> io::Result<()> {
         .open(image)?;
     file.set_len(IMAGE_MB << 20)?;
     drop(file);
-    let mut cmd = Command::new(fs.mkfs());
+    // Also found in /usr/sbin and /sbin when those are not on PATH.
+    let program = mkfs_path(fs).unwrap_or_else(|| PathBuf::from(fs.mkfs()));
+    let mut cmd = Command::new(program);
     match fs {
         // Inode tables and journal are zeroed lazily (the mount says `noinit_itable`), so
         // mkfs writes about 4 MiB instead of tens.
