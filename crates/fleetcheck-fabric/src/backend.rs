@@ -89,7 +89,7 @@ pub trait Network: Send + Sync {
         _service: &str,
         _version: &ServiceVersion,
     ) -> Result<(), ServiceError> {
-        Err(ServiceError::Unsupported { backend: "this" })
+        Err(ServiceError::Unsupported)
     }
     /// Removes everything the network consists of. Dropping the network does the same on a
     /// best-effort basis.

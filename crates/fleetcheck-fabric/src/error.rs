@@ -249,8 +249,8 @@ pub enum ServiceError {
     },
     #[error("service `{service}` of machine {machine} needs a plain name and an absolute path")]
     BadService { machine: String, service: String },
-    #[error("the {backend} backend cannot replace service versions")]
-    Unsupported { backend: &'static str },
+    #[error("this backend cannot replace service versions")]
+    Unsupported,
     #[error("failed to install {service} on machine {machine}")]
     Install {
         machine: String,
