@@ -153,7 +153,10 @@ pub struct MachineConfig {
     pub setup: Vec<String>,
     /// File systems of the data directory to choose from, the first preferred; empty: a plain
     /// directory on the host's file system.
-    #[serde(deserialize_with = "some_file_systems")]
+    #[serde(
+        deserialize_with = "some_file_systems",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub filesystem: Vec<FileSystem>,
     /// For each service, the versions (of `[services.<name>]`) machines may get, the first
     /// preferred; an empty list: the service is not installed. Services not named: every
@@ -656,6 +659,32 @@ versions = { fw = [] }
         assert_eq!(server.versions["fw"].len(), 1);
         assert_eq!(server.versions["fw"][0].version, "2.0");
         assert_eq!(c.machine_count(), Range { min: 4, max: 5 });
+    }
+
+    /// Replay files carry the configuration as JSON: it must read back the same.
+    #[test]
+    fn configurations_survive_a_json_round_trip() {
+        let full = ScenarioConfig::from_toml(
+            r#"
+[machine]
+filesystem = ["xfs", "ext4"]
+versions = { fw = "1.0" }
+[services.fw]
+versions = [{ version = "1.0", path = "/bin/true" }]
+[roles.a]
+count = 2
+filesystem = "btrfs"
+[kv]
+filesystem = ["ext4"]
+"#,
+        )
+        .unwrap();
+        for c in [ScenarioConfig::default(), full] {
+            let text = serde_json::to_string(&c).unwrap();
+            let back: ScenarioConfig = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, c, "{text}");
+            back.validate().unwrap();
+        }
     }
 
     #[test]
