@@ -106,6 +106,8 @@ pub fn make_image(image: &Path, fs: FileSystem) -> io::Result<()> {
 pub struct Disk {
     /// The loop device, e.g. `/dev/loop3`.
     pub device: PathBuf,
+    /// The image file attached to it.
+    pub image: PathBuf,
     /// The disk namespace.
     ns: OwnedFd,
     /// The root of the mounted file system (`O_PATH`).
@@ -129,7 +131,12 @@ impl Disk {
         match mounted {
             Ok((ns, root)) => {
                 drop(dev_fd);
-                Ok(Disk { device, ns, root })
+                Ok(Disk {
+                    device,
+                    image: image.to_path_buf(),
+                    ns,
+                    root,
+                })
             }
             Err(e) => {
                 // SAFETY: ioctl without argument on our own loop descriptor.
@@ -155,24 +162,38 @@ impl Disk {
 
     /// Lets go of the file system: closes the namespace and the root descriptor, so the file
     /// system is unmounted once no machine runs from the namespace any more, and the loop
-    /// device detaches itself. Returns the device, for [`wait_detached`].
-    pub fn close(self) -> PathBuf {
-        let Disk { device, ns, root } = self;
+    /// device detaches itself. Returns `(device, image)`, for [`wait_detached`].
+    pub fn close(self) -> (PathBuf, PathBuf) {
+        let Disk {
+            device,
+            image,
+            ns,
+            root,
+        } = self;
         drop(root);
         drop(ns);
-        device
+        (device, image)
     }
 }
 
-/// Waits (up to `within`) until every loop device of `devices` is detached; returns those
-/// still attached then.
-pub fn wait_detached(devices: &[PathBuf], within: Duration) -> Vec<PathBuf> {
+/// Whether loop device `device` is (still) attached to `image`. A detached device may at once
+/// be taken by another network's disk, so the backing file is what tells.
+pub fn attached_to(device: &Path, image: &Path) -> bool {
+    backing_file(device).is_some_and(|f| {
+        let f = f.to_string_lossy();
+        Path::new(f.trim_end_matches(" (deleted)")) == image
+    })
+}
+
+/// Waits (up to `within`) until no loop device of `disks` (`(device, image)`) is attached to
+/// its image any more; returns those still attached then.
+pub fn wait_detached(disks: &[(PathBuf, PathBuf)], within: Duration) -> Vec<(PathBuf, PathBuf)> {
     let deadline = Instant::now() + within;
     let mut pause = Duration::from_micros(200);
     loop {
-        let left: Vec<PathBuf> = devices
+        let left: Vec<(PathBuf, PathBuf)> = disks
             .iter()
-            .filter(|d| backing_file(d).is_some())
+            .filter(|(d, image)| attached_to(d, image))
             .cloned()
             .collect();
         if left.is_empty() || Instant::now() >= deadline {
@@ -308,9 +329,13 @@ pub fn loops_under(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Detaches loop device `device` (at once if unused, else when its last user lets go).
-pub fn detach(device: &Path) -> io::Result<()> {
+/// Detaches loop device `device` (at once if unused, else when its last user lets go), if it
+/// is still attached to `image`.
+pub fn detach(device: &Path, image: &Path) -> io::Result<()> {
     let fd = open(device, libc::O_RDWR)?;
+    if !attached_to(device, image) {
+        return Ok(());
+    }
     // SAFETY: ioctl without argument on a loop device we opened.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), LOOP_CLR_FD) }).map(drop)
 }

@@ -800,14 +800,14 @@ impl NetShared {
         }
         // No agent runs from a disk namespace any more: let go of every file system, then wait
         // for all their loop devices at once.
-        let devices: Vec<PathBuf> = self
+        let disks: Vec<(PathBuf, PathBuf)> = self
             .machines
             .iter()
             .filter_map(|m| m.disk.lock().unwrap_or_else(|e| e.into_inner()).take())
             .map(Disk::close)
             .collect();
-        for device in disk::wait_detached(&devices, DISK_RELEASE) {
-            let _ = disk::detach(&device);
+        for (device, image) in disk::wait_detached(&disks, DISK_RELEASE) {
+            let _ = disk::detach(&device, &image);
             failures.push((
                 format!("loop device {}", device.display()),
                 io::Error::other(format!("still attached after {DISK_RELEASE:?}")),

@@ -254,7 +254,11 @@ fn remove_run(run: &str, report: &mut SweepReport) -> Result<(), SweepError> {
     // process and of its (now killed) agents, so they are unused or about to be.
     let rdir = Path::new(RUN_ROOT).join(run);
     for device in super::disk::loops_under(&rdir) {
-        match super::disk::detach(&device) {
+        let Some(image) = super::disk::backing_file(&device) else {
+            continue;
+        };
+        let image = PathBuf::from(image.to_string_lossy().trim_end_matches(" (deleted)"));
+        match super::disk::detach(&device, &image) {
             Ok(()) => report.loops += 1,
             Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
             Err(e) => return Err(fail(format!("loop device {}", device.display()))(e)),

@@ -193,3 +193,35 @@ fn filesystem_sweep_detaches_loop_devices_of_a_killed_run() {
     assert!(!run_dir.exists());
     assert!(!host_mounts().contains(&*run_dir.to_string_lossy()));
 }
+
+/// Regression: teardown waited for a loop device to be detached by checking only that it had
+/// no backing file; with several networks at once, a detached device is at once attached to
+/// another network's image, and teardown waited 5 s and failed. A device attached to another
+/// image counts as detached, and `detach` leaves it alone.
+#[test]
+fn filesystem_reused_loop_device_counts_as_detached() {
+    if !require_root("filesystem_reused_loop_device_counts_as_detached")
+        || !require_mkfs("reused loop device")
+    {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reused-loop");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (image, mine) = (dir.join("other.img"), dir.join("mine.img"));
+    disk::make_image(&image, FileSystem::Ext4).unwrap();
+    let other = disk::Disk::mount(&image, FileSystem::Ext4, &dir.join("mnt")).unwrap();
+    let device = other.device.clone();
+    let pair = [(device.clone(), mine.clone())];
+    let started = std::time::Instant::now();
+    assert!(disk::wait_detached(&pair, std::time::Duration::from_secs(5)).is_empty());
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    disk::detach(&device, &mine).unwrap();
+    assert!(
+        disk::attached_to(&device, &image),
+        "someone else's device was detached"
+    );
+    let left = disk::wait_detached(&[other.close()], std::time::Duration::from_secs(5));
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
