@@ -3,6 +3,11 @@
 //! (`[ping] faults`) also Pause/Resume, Partition, one-way Block and Heal, whose effect on
 //! pings the model predicts.
 //!
+//! Machines carry parameters beyond memory and kernel when the configuration asks for them: a
+//! role, the file system of their data directory and a version per service, each drawn from
+//! its domain and shrunk toward the first choice; with `[ping] upgrade` a rolling `Upgrade`
+//! gives one machine another version (shut down, replaced, booted again, data kept).
+//!
 //! [`PingModel`] is pure; [`PingSystem`] runs it on any fabric backend (the in-memory fake or
 //! real namespaces), so the same scenario runs on both arms.
 
