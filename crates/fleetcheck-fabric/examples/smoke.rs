@@ -15,6 +15,7 @@ fn main() {
                 memory_mb: 64,
                 kernel: String::new(),
                 setup: vec!["echo hello from setup".into()],
+                ..Default::default()
             })
             .collect(),
     };

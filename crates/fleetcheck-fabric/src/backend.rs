@@ -4,9 +4,10 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::error::{
-    BootError, CreateError, ExecError, FaultError, PingError, ShutdownError, TeardownError,
+    BootError, CreateError, ExecError, FaultError, PingError, ServiceError, ShutdownError,
+    TeardownError,
 };
-use crate::spec::{ExecOutput, ExecRequest, MachineStatus, NetworkSpec};
+use crate::spec::{ExecOutput, ExecRequest, MachineStatus, NetworkSpec, ServiceVersion};
 
 /// Extra time the host waits for an agent's answer beyond the request's own timeout (an exec
 /// on a paused machine fails with `NoAnswer` once this much more has passed).
@@ -65,6 +66,30 @@ pub trait Network: Send + Sync {
     /// the backend has no such disk (the fake).
     fn data_dir(&self, _id: &str) -> Option<std::path::PathBuf> {
         None
+    }
+    /// Where the host reads machine `id`'s data directory. The same path as
+    /// [`Network::data_dir`] unless the machine has a file system of its own
+    /// ([`crate::MachineSpec::filesystem`]), which is mounted only inside the machine: then a
+    /// path through which the host sees that file system (on `netns` `/proc/<pid>/fd/<n>`),
+    /// or `None` if the host cannot see it.
+    fn data_dir_on_host(&self, id: &str) -> Option<std::path::PathBuf> {
+        self.data_dir(id)
+    }
+    /// The service versions machine `id` runs now: its spec's, as replaced by
+    /// [`Network::set_service`].
+    fn services(&self, id: &str) -> Option<std::collections::BTreeMap<String, ServiceVersion>> {
+        self.spec().machine(id).map(|m| m.services.clone())
+    }
+    /// Installs `version` of `service` on machine `id`, which must be off: from its next boot
+    /// on it runs that version (a rolling upgrade: shut down, replace, boot; its data directory
+    /// is kept). A service it did not have is added.
+    fn set_service(
+        &self,
+        _id: &str,
+        _service: &str,
+        _version: &ServiceVersion,
+    ) -> Result<(), ServiceError> {
+        Err(ServiceError::Unsupported)
     }
     /// Removes everything the network consists of. Dropping the network does the same on a
     /// best-effort basis.

@@ -52,6 +52,12 @@ pub enum CreateError {
         #[source]
         source: io::Error,
     },
+    #[error("failed to prepare the disk of machine {machine}")]
+    Disk {
+        machine: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("netlink request failed: {what}")]
     Netlink {
         what: String,
@@ -229,4 +235,27 @@ pub enum FaultError {
     },
     #[error("the network was torn down")]
     TornDown,
+}
+
+/// A machine's service version could not be replaced.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("no machine {machine} in this network")]
+    UnknownMachine { machine: String },
+    #[error("machine {machine} is {status}; replace a service version while it is off")]
+    WrongStatus {
+        machine: String,
+        status: MachineStatus,
+    },
+    #[error("service `{service}` of machine {machine} needs a plain name and an absolute path")]
+    BadService { machine: String, service: String },
+    #[error("this backend cannot replace service versions")]
+    Unsupported,
+    #[error("failed to install {service} on machine {machine}")]
+    Install {
+        machine: String,
+        service: String,
+        #[source]
+        source: io::Error,
+    },
 }

@@ -28,10 +28,13 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, Network, ANSWER_MARGIN};
 use crate::error::{
-    BootError, CreateError, ExecError, FaultError, PingError, ShutdownError, TeardownError,
+    BootError, CreateError, ExecError, FaultError, PingError, ServiceError, ShutdownError,
+    TeardownError,
 };
 use crate::faults::Faults;
-use crate::spec::{ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec};
+use crate::spec::{
+    ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec, ServiceVersion,
+};
 
 /// A planted fault: `Some(answer)` overrides the answer of a ping from `from` to `to`.
 pub type PingFault = Arc<dyn Fn(&FakeView<'_>, &str, Ipv4Addr) -> Option<bool> + Send + Sync>;
@@ -136,6 +139,11 @@ impl Backend for FakeBackend {
                 logs: BTreeMap::new(),
                 faults: Faults::default(),
                 rng: self.seed,
+                services: spec
+                    .machines
+                    .iter()
+                    .map(|m| (m.id.clone(), m.services.clone()))
+                    .collect(),
             }),
             changed: Condvar::new(),
         }))
@@ -147,6 +155,7 @@ impl Backend for FakeBackend {
 pub struct FakeView<'a> {
     spec: &'a NetworkSpec,
     status: &'a BTreeMap<String, MachineStatus>,
+    services: &'a BTreeMap<String, BTreeMap<String, ServiceVersion>>,
 }
 
 impl FakeView<'_> {
@@ -170,6 +179,14 @@ impl FakeView<'_> {
             .collect()
     }
 
+    /// The version of `service` machine `id` runs now (after any `set_service`).
+    pub fn version(&self, id: &str, service: &str) -> Option<&str> {
+        self.services
+            .get(id)?
+            .get(service)
+            .map(|v| v.version.as_str())
+    }
+
     /// The machine with address `ip`.
     pub fn machine_by_ip(&self, ip: Ipv4Addr) -> Option<&MachineSpec> {
         self.spec.machines.iter().find(|m| m.ip == ip)
@@ -182,6 +199,8 @@ struct State {
     faults: Faults,
     /// splitmix64 state for packet loss.
     rng: u64,
+    /// Service versions replaced by `set_service`, by machine.
+    services: BTreeMap<String, BTreeMap<String, ServiceVersion>>,
 }
 
 impl State {
@@ -419,6 +438,7 @@ impl Network for FakeNetwork {
         let view = FakeView {
             spec: &self.spec,
             status: &state.status,
+            services: &state.services,
         };
         if let Some(answer) = self.fault.as_ref().and_then(|f| f(&view, from, to)) {
             return Ok(answer);
@@ -485,6 +505,40 @@ impl Network for FakeNetwork {
         self.lock().logs.get(id).cloned().unwrap_or_default()
     }
 
+    fn services(&self, id: &str) -> Option<BTreeMap<String, ServiceVersion>> {
+        self.lock().services.get(id).cloned()
+    }
+
+    fn set_service(
+        &self,
+        id: &str,
+        service: &str,
+        version: &ServiceVersion,
+    ) -> Result<(), ServiceError> {
+        let mut st = self.lock();
+        let status = *st
+            .status
+            .get(id)
+            .ok_or_else(|| ServiceError::UnknownMachine { machine: id.into() })?;
+        if status != MachineStatus::Off {
+            return Err(ServiceError::WrongStatus {
+                machine: id.into(),
+                status,
+            });
+        }
+        if service.is_empty() || service.contains('/') || !version.path.is_absolute() {
+            return Err(ServiceError::BadService {
+                machine: id.into(),
+                service: service.into(),
+            });
+        }
+        st.services
+            .entry(id.to_string())
+            .or_default()
+            .insert(service.to_string(), version.clone());
+        Ok(())
+    }
+
     fn teardown(self: Box<Self>) -> Result<(), TeardownError> {
         self.counters.teardowns.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -497,11 +551,8 @@ mod tests {
 
     fn spec() -> NetworkSpec {
         let m = |id: &str, ip: &str, setup: &[&str]| MachineSpec {
-            id: id.into(),
-            ip: ip.parse().unwrap(),
-            memory_mb: 64,
-            kernel: "6.1".into(),
             setup: setup.iter().map(|s| s.to_string()).collect(),
+            ..MachineSpec::new(id, ip.parse().unwrap(), 64, "6.1")
         };
         NetworkSpec {
             subnet: "10.1.0.0/24".parse().unwrap(),

@@ -132,6 +132,7 @@ mod tests {
                     memory_mb: 64,
                     kernel: String::new(),
                     setup: vec![],
+                    ..Default::default()
                 })
                 .collect(),
         }

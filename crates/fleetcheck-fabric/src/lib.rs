@@ -9,6 +9,10 @@
 //! - [`fake::FakeBackend`]: in memory, no OS calls, with planted ping faults, for engine tests.
 //! - [`netns::NetnsBackend`]: real Linux namespaces, a bridge in a private switch namespace and
 //!   an [`agent`] as PID 1 of every machine. Needs root.
+//! - Machine parameters beyond memory and kernel: [`MachineSpec::filesystem`] (the data
+//!   directory lives on a fresh ext4, xfs or btrfs) and [`MachineSpec::services`] (which
+//!   [`ServiceVersion`] of each service the machine runs; [`Network::set_service`] replaces one
+//!   for a rolling upgrade).
 //! - One error type per operation: [`BootError`], [`ShutdownError`], [`ExecError`], ...
 //!
 //! ```
@@ -20,12 +24,8 @@
 //!     machines: ["a", "b"]
 //!         .iter()
 //!         .enumerate()
-//!         .map(|(i, id)| MachineSpec {
-//!             id: id.to_string(),
-//!             ip: format!("172.16.2.{}", i + 1).parse().unwrap(),
-//!             memory_mb: 128,
-//!             kernel: "6.1".into(),
-//!             setup: vec![],
+//!         .map(|(i, id)| {
+//!             MachineSpec::new(*id, format!("172.16.2.{}", i + 1).parse().unwrap(), 128, "6.1")
 //!         })
 //!         .collect(),
 //! };
@@ -54,10 +54,10 @@ mod spec;
 
 pub use backend::{Backend, Network};
 pub use error::{
-    BootError, CreateError, ExecError, FaultError, HostError, PingError, ShutdownError, SweepError,
-    TeardownError,
+    BootError, CreateError, ExecError, FaultError, HostError, PingError, ServiceError,
+    ShutdownError, SweepError, TeardownError,
 };
 pub use spec::{
-    ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec, ParseSubnetError, SpecError,
-    Subnet,
+    version_variable, ExecOutput, ExecRequest, FileSystem, MachineSpec, MachineStatus, NetworkSpec,
+    ParseFileSystemError, ParseSubnetError, ServiceVersion, SpecError, Subnet,
 };

@@ -1,7 +1,9 @@
 //! Plain data describing networks, machines and commands: what a backend is asked to build and run.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -42,6 +44,16 @@ impl NetworkSpec {
             if !ips.insert(m.ip) {
                 return Err(SpecError::DuplicateIp { ip: m.ip });
             }
+            for (name, v) in &m.services {
+                let bad_name =
+                    name.is_empty() || name.contains(['/', '\0']) || name == "." || name == "..";
+                if bad_name || !v.path.is_absolute() {
+                    return Err(SpecError::BadService {
+                        machine: m.id.clone(),
+                        service: name.clone(),
+                    });
+                }
+            }
             let network = self.subnet.network();
             if !self.subnet.contains(m.ip) || m.ip == network || m.ip == self.subnet.broadcast() {
                 return Err(SpecError::IpOutsideSubnet {
@@ -70,6 +82,8 @@ pub enum SpecError {
         ip: Ipv4Addr,
         subnet: Subnet,
     },
+    #[error("service `{service}` of machine {machine} needs a plain name and an absolute path")]
+    BadService { machine: String, service: String },
     #[error("subnet {subnet} has no room for hosts")]
     SubnetTooSmall { subnet: Subnet },
 }
@@ -159,6 +173,9 @@ impl FromStr for Subnet {
 }
 
 /// One machine of a network.
+///
+/// New fields have defaults (`#[serde(default)]`, [`Default`]), so older replay files still
+/// read and a literal can end in `..Default::default()`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct MachineSpec {
     /// Unique name within the network; also the machine's hostname.
@@ -171,6 +188,140 @@ pub struct MachineSpec {
     pub kernel: String,
     /// Shell commands run (`sh -c`) one by one at every boot before the machine counts as ready.
     pub setup: Vec<String>,
+    /// The file system of the machine's data directory ([`crate::Network::data_dir`]): a fresh
+    /// file system of this type on a disk of its own, made when the network is created, kept
+    /// across reboots and crashes, removed with the network. `None`: a plain directory on the
+    /// host's file system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FileSystem>,
+    /// The installed version of each service, by service name. Inside the machine the program
+    /// `<name>` on `PATH` is `path` of this version, and `FLEETCHECK_VERSION_<NAME>` (upper
+    /// case, other characters `_`) holds `version`. Replaced with
+    /// [`crate::Network::set_service`] while the machine is off.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, ServiceVersion>,
+}
+
+impl MachineSpec {
+    /// A machine with no setup commands, no file system of its own and no services.
+    pub fn new(
+        id: impl Into<String>,
+        ip: Ipv4Addr,
+        memory_mb: u32,
+        kernel: impl Into<String>,
+    ) -> Self {
+        MachineSpec {
+            id: id.into(),
+            ip,
+            memory_mb,
+            kernel: kernel.into(),
+            ..Default::default()
+        }
+    }
+}
+
+impl Default for MachineSpec {
+    fn default() -> Self {
+        MachineSpec {
+            id: String::new(),
+            ip: Ipv4Addr::UNSPECIFIED,
+            memory_mb: 128,
+            kernel: String::new(),
+            setup: Vec::new(),
+            filesystem: None,
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+/// A file system a machine's data directory can live on.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum FileSystem {
+    Ext4,
+    Xfs,
+    Btrfs,
+}
+
+impl FileSystem {
+    /// Every supported file system.
+    pub const ALL: [FileSystem; 3] = [FileSystem::Ext4, FileSystem::Xfs, FileSystem::Btrfs];
+
+    /// The kernel's name for it (`/proc/filesystems`, `mount -t`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FileSystem::Ext4 => "ext4",
+            FileSystem::Xfs => "xfs",
+            FileSystem::Btrfs => "btrfs",
+        }
+    }
+
+    /// The program that makes one (`mkfs.<name>`).
+    pub fn mkfs(self) -> &'static str {
+        match self {
+            FileSystem::Ext4 => "mkfs.ext4",
+            FileSystem::Xfs => "mkfs.xfs",
+            FileSystem::Btrfs => "mkfs.btrfs",
+        }
+    }
+
+    /// The Debian package that has [`FileSystem::mkfs`].
+    pub fn package(self) -> &'static str {
+        match self {
+            FileSystem::Ext4 => "e2fsprogs",
+            FileSystem::Xfs => "xfsprogs",
+            FileSystem::Btrfs => "btrfs-progs",
+        }
+    }
+}
+
+impl fmt::Display for FileSystem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a string is not a file system fleetcheck can make.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{input}` is not a supported file system (ext4, xfs, btrfs)")]
+pub struct ParseFileSystemError {
+    pub input: String,
+}
+
+impl FromStr for FileSystem {
+    type Err = ParseFileSystemError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        FileSystem::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| ParseFileSystemError { input: s.into() })
+    }
+}
+
+/// One installation of a service: its version label and the program that is that version.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceVersion {
+    /// What people and models call it, e.g. `"7.0"`.
+    pub version: String,
+    /// The program (an absolute path on the host; VM backends share it into the guest).
+    pub path: PathBuf,
+}
+
+/// `FLEETCHECK_VERSION_<NAME>`: the variable that holds the version of service `name` inside
+/// a machine.
+pub fn version_variable(service: &str) -> String {
+    let name: String = service
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("FLEETCHECK_VERSION_{name}")
 }
 
 /// Power state of a machine.
@@ -315,13 +466,7 @@ mod tests {
 
     #[test]
     fn validate_rejects_duplicates_and_outsiders() {
-        let m = |id: &str, ip: &str| MachineSpec {
-            id: id.into(),
-            ip: ip.parse().unwrap(),
-            memory_mb: 64,
-            kernel: String::new(),
-            setup: vec![],
-        };
+        let m = |id: &str, ip: &str| MachineSpec::new(id, ip.parse().unwrap(), 64, "");
         let mut spec = NetworkSpec {
             subnet: "10.0.0.0/24".parse().unwrap(),
             machines: vec![m("a", "10.0.0.1"), m("b", "10.0.0.2")],

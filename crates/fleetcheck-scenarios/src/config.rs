@@ -11,17 +11,36 @@
 //! kernels = ["3.14", "3.13", "3.12", "3.10"]     # first = preferred when shrinking
 //! setup = ["nft add table inet t"]               # run by `sh -c` in the machine at every boot
 //!
+//! filesystem = ["ext4", "xfs", "btrfs"]         # the data directory's; first = preferred
+//! versions = { fw = ["1.0", "2.0"] }             # which versions of each service (default all)
+//!
+//! [services.fw]                                  # a service: its versions, first preferred
+//! versions = [
+//!   { version = "1.0", path = "versions/fw-1.0" },   # relative to this file
+//!   { version = "2.0", path = "versions/fw-2.0" },
+//! ]
+//!
+//! [roles.server]                                 # optional: machines by role; each key of
+//! count = { min = 1, max = 2 }                   # [machine] may be set again per role
+//! filesystem = "xfs"
+//!
 //! [ping]
 //! timeout_ms = 100                               # how long a ping waits for a reply
 //! faults = ["pause", "partition", "block"]       # faults to generate too (default none)
+//! upgrade = true                                 # rolling upgrades too (default false)
 //! ```
 //!
-//! Every key is optional; the defaults are the seed's (shown above, with no setup commands).
+//! Every key is optional; the defaults are the seed's (shown above, with no setup commands, no
+//! file system of their own, no services, no roles). Each machine parameter is a fixed value or
+//! a domain: a number or `{ min, max }`; a string or a list whose first element shrinking
+//! prefers. With `[roles.<name>]` the network has `count` machines of each role (roles in
+//! name order) and `[network] machines` is not used.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use fleetcheck_fabric::Subnet;
+use fleetcheck_fabric::{FileSystem, ServiceVersion, Subnet};
 use serde::{Deserialize, Serialize};
 
 /// The least memory a machine may get: the agent and a shell need a few MiB, `nft` more.
@@ -31,14 +50,83 @@ pub const MAX_MEMORY_MB: u32 = 64 * 1024;
 /// The longest ping timeout accepted.
 pub const MAX_PING_TIMEOUT_MS: u64 = 60_000;
 
-/// An inclusive range of integers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// An inclusive range of integers; in the file `{ min = 1, max = 4 }`, or one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Range<T> {
     /// The least value.
     pub min: T,
     /// The greatest value.
     pub max: T,
+}
+
+impl<'de, T: Deserialize<'de> + Copy> Deserialize<'de> for Range<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Both<T> {
+            min: T,
+            max: T,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a number or { min = .., max = .. }")]
+        enum Repr<T> {
+            One(T),
+            Both(Both<T>),
+        }
+        Ok(match Repr::deserialize(d)? {
+            Repr::One(v) => Range { min: v, max: v },
+            Repr::Both(Both { min, max }) => Range { min, max },
+        })
+    }
+}
+
+/// A domain of values in the file: one value (fixed), or a list whose first element is
+/// preferred when shrinking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                let one = T::deserialize(serde::de::value::StrDeserializer::<E>::new(v))?;
+                Ok(OneOrMany(vec![one]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut all = Vec::new();
+                while let Some(v) = seq.next_element()? {
+                    all.push(v);
+                }
+                Ok(OneOrMany(all))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+fn some_file_systems<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<FileSystem>, D::Error> {
+    let all = one_or_many(d)?;
+    if all.is_empty() {
+        return Err(serde::de::Error::custom(
+            "filesystem must name at least one file system (ext4, xfs, btrfs)",
+        ));
+    }
+    Ok(all)
+}
+
+pub(crate) fn one_or_many<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    OneOrMany::deserialize(d).map(|o| o.0)
 }
 
 /// `[network]`.
@@ -59,9 +147,71 @@ pub struct MachineConfig {
     /// Memory of each machine, in MiB.
     pub memory_mb: Range<u32>,
     /// Kernel versions to choose from, the first preferred when shrinking.
+    #[serde(deserialize_with = "one_or_many")]
     pub kernels: Vec<String>,
     /// Shell commands each machine runs at boot, before it counts as up.
     pub setup: Vec<String>,
+    /// File systems of the data directory to choose from, the first preferred; empty: a plain
+    /// directory on the host's file system.
+    #[serde(
+        deserialize_with = "some_file_systems",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub filesystem: Vec<FileSystem>,
+    /// For each service, the versions (of `[services.<name>]`) machines may get, the first
+    /// preferred; an empty list: the service is not installed. Services not named: every
+    /// version, in the order `[services]` lists them.
+    pub versions: BTreeMap<String, OneOrMany<String>>,
+}
+
+/// `[services.<name>]`: a service and its installations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Its versions, the first preferred when shrinking.
+    pub versions: Vec<ServiceVersion>,
+}
+
+/// `[roles.<name>]`: machines of one role; every key but `count` defaults to `[machine]`'s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// How many machines of this role a case has.
+    pub count: Range<u32>,
+    /// Memory of each machine, in MiB.
+    #[serde(default)]
+    pub memory_mb: Option<Range<u32>>,
+    /// Kernel versions.
+    #[serde(default)]
+    pub kernels: Option<OneOrMany<String>>,
+    /// Setup commands (instead of `[machine]`'s).
+    #[serde(default)]
+    pub setup: Option<Vec<String>>,
+    /// File systems of the data directory.
+    #[serde(default)]
+    pub filesystem: Option<OneOrMany<FileSystem>>,
+    /// Versions per service (replacing `[machine]`'s choice for the services named).
+    #[serde(default)]
+    pub versions: BTreeMap<String, OneOrMany<String>>,
+}
+
+/// What the machines of one role are generated from, with every default filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineDomain {
+    /// The role's name; empty without `[roles]`.
+    pub role: String,
+    /// How many machines of it a case has.
+    pub count: Range<u32>,
+    /// Memory in MiB.
+    pub memory_mb: Range<u32>,
+    /// Kernels, the first preferred.
+    pub kernels: Vec<String>,
+    /// Setup commands.
+    pub setup: Vec<String>,
+    /// File systems, the first preferred; empty: none of its own.
+    pub filesystem: Vec<FileSystem>,
+    /// For each installed service, its allowed versions, the first preferred (never empty).
+    pub versions: BTreeMap<String, Vec<ServiceVersion>>,
 }
 
 /// `[ping]`.
@@ -74,6 +224,9 @@ pub struct PingConfig {
     /// `"partition"` (Partition/Heal) and `"block"` (one-way Block/Heal). Empty: the seed's
     /// test exactly.
     pub faults: Vec<Fault>,
+    /// Also generate rolling upgrades: a machine gets another version of a service (shut down
+    /// if running, version replaced, booted again, its data kept).
+    pub upgrade: bool,
 }
 
 /// A kind of fault the ping scenario can generate.
@@ -100,6 +253,10 @@ pub struct ScenarioConfig {
     pub ping: PingConfig,
     /// `[kv]`: the kv scenario's knobs.
     pub kv: crate::kv::KvConfig,
+    /// `[services.<name>]`: services and their versions.
+    pub services: BTreeMap<String, ServiceConfig>,
+    /// `[roles.<name>]`: machines by role (optional).
+    pub roles: BTreeMap<String, RoleConfig>,
 }
 
 impl Default for NetworkConfig {
@@ -120,6 +277,8 @@ impl Default for MachineConfig {
             memory_mb: Range { min: 96, max: 256 },
             kernels: ["3.14", "3.13", "3.12", "3.10"].map(String::from).to_vec(),
             setup: Vec::new(),
+            filesystem: Vec::new(),
+            versions: BTreeMap::new(),
         }
     }
 }
@@ -129,6 +288,7 @@ impl Default for PingConfig {
         Self {
             timeout_ms: 100,
             faults: Vec::new(),
+            upgrade: false,
         }
     }
 }
@@ -162,7 +322,11 @@ impl std::error::Error for ConfigError {}
 impl ScenarioConfig {
     /// Parses TOML text and validates it.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: ScenarioConfig = toml::from_str(text).map_err(|e| {
+        Self::from_toml_in(text, Path::new("."))
+    }
+
+    fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
             let message = e.message().trim().trim_end_matches('.').to_string();
             match e.span() {
                 Some(span) => {
@@ -171,16 +335,100 @@ impl ScenarioConfig {
                 }
                 None => ConfigError(message),
             }
-        })?;
-        config.validate()?;
-        Ok(config)
+        })
     }
 
     /// Reads and validates a configuration file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-        Self::from_toml(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml_in(&text, base).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses TOML text whose relative service paths are relative to `base`, and validates it.
+    pub fn from_toml_in(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let mut config = Self::parse(text)?;
+        config.resolve_paths(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Makes every service path absolute (relative ones against `base`, then the current
+    /// directory).
+    fn resolve_paths(&mut self, base: &Path) {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        for service in self.services.values_mut() {
+            for v in &mut service.versions {
+                if v.path.is_relative() {
+                    v.path = cwd.join(base).join(&v.path);
+                }
+            }
+        }
+    }
+
+    /// The machine domain of each role, in name order; without `[roles]`, one unnamed role
+    /// with `[network] machines` and `[machine]`.
+    pub fn domains(&self) -> Vec<MachineDomain> {
+        let versions_of = |chosen: &BTreeMap<String, OneOrMany<String>>| {
+            self.services
+                .iter()
+                .filter_map(|(name, service)| {
+                    let picked: Vec<ServiceVersion> =
+                        match chosen.get(name).or_else(|| self.machine.versions.get(name)) {
+                            None => service.versions.clone(),
+                            Some(names) => names
+                                .0
+                                .iter()
+                                .filter_map(|n| service.versions.iter().find(|v| v.version == *n))
+                                .cloned()
+                                .collect(),
+                        };
+                    (!picked.is_empty()).then(|| (name.clone(), picked))
+                })
+                .collect()
+        };
+        let base = MachineDomain {
+            role: String::new(),
+            count: self.network.machines,
+            memory_mb: self.machine.memory_mb,
+            kernels: self.machine.kernels.clone(),
+            setup: self.machine.setup.clone(),
+            filesystem: self.machine.filesystem.clone(),
+            versions: versions_of(&BTreeMap::new()),
+        };
+        if self.roles.is_empty() {
+            return vec![base];
+        }
+        self.roles
+            .iter()
+            .map(|(name, r)| MachineDomain {
+                role: name.clone(),
+                count: r.count,
+                memory_mb: r.memory_mb.unwrap_or(base.memory_mb),
+                kernels: r.kernels.clone().map_or(base.kernels.clone(), |k| k.0),
+                setup: r.setup.clone().unwrap_or(base.setup.clone()),
+                filesystem: r
+                    .filesystem
+                    .clone()
+                    .map_or(base.filesystem.clone(), |f| f.0),
+                versions: versions_of(&r.versions),
+            })
+            .collect()
+    }
+
+    /// The domain of role `role` (empty: the only one without roles).
+    pub fn domain(&self, role: &str) -> Option<MachineDomain> {
+        self.domains().into_iter().find(|d| d.role == role)
+    }
+
+    /// The least and most machines a case has.
+    pub fn machine_count(&self) -> Range<u32> {
+        let domains = self.domains();
+        Range {
+            min: domains.iter().map(|d| d.count.min).sum(),
+            max: domains.iter().map(|d| d.count.max).sum(),
+        }
     }
 
     /// How many machine addresses the subnet offers (from its second host address up).
@@ -237,11 +485,110 @@ impl ScenarioConfig {
         if self.machine.kernels.is_empty() {
             return err("machine.kernels must name at least one kernel version".into());
         }
+        self.validate_parameters()?;
         if self.ping.timeout_ms == 0 || self.ping.timeout_ms > MAX_PING_TIMEOUT_MS {
             return err(format!(
                 "ping.timeout_ms is {} but must be between 1 and {MAX_PING_TIMEOUT_MS}",
                 self.ping.timeout_ms
             ));
+        }
+        Ok(())
+    }
+}
+
+impl ScenarioConfig {
+    /// File systems, services, versions and roles.
+    fn validate_parameters(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        for (name, service) in &self.services {
+            let plain = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && !name.starts_with('.');
+            if !plain {
+                return err(format!(
+                    "services.{name} needs a plain name (letters, digits, `-`, `_`, `.`)"
+                ));
+            }
+            if service.versions.is_empty() {
+                return err(format!("services.{name} must list at least one version"));
+            }
+            for (i, v) in service.versions.iter().enumerate() {
+                if service.versions[..i].iter().any(|w| w.version == v.version) {
+                    return err(format!(
+                        "services.{name} lists version `{}` twice",
+                        v.version
+                    ));
+                }
+                if !v.path.is_file() {
+                    return err(format!(
+                        "services.{name} version `{}` is {}, which is not a file",
+                        v.version,
+                        v.path.display()
+                    ));
+                }
+            }
+        }
+        let chosen = std::iter::once(("machine".to_string(), &self.machine.versions)).chain(
+            self.roles
+                .iter()
+                .map(|(r, role)| (format!("roles.{r}"), &role.versions)),
+        );
+        for (place, versions) in chosen {
+            for (name, names) in versions {
+                let Some(service) = self.services.get(name) else {
+                    return err(format!(
+                        "{place}.versions names service `{name}`, which has no [services.{name}]"
+                    ));
+                };
+                for n in &names.0 {
+                    if !service.versions.iter().any(|v| v.version == *n) {
+                        return err(format!(
+                            "{place}.versions names version `{n}` of {name}, which [services.{name}] does not list"
+                        ));
+                    }
+                }
+            }
+        }
+        for (name, role) in &self.roles {
+            if role.count.min > role.count.max {
+                return err(format!(
+                    "roles.{name}.count.min ({}) is greater than roles.{name}.count.max ({})",
+                    role.count.min, role.count.max
+                ));
+            }
+            if let Some(m) = role.memory_mb {
+                if m.min > m.max || m.min < MIN_MEMORY_MB || m.max > MAX_MEMORY_MB {
+                    return err(format!(
+                        "roles.{name}.memory_mb must be a range within {MIN_MEMORY_MB}..={MAX_MEMORY_MB} MiB"
+                    ));
+                }
+            }
+            if role.kernels.as_ref().is_some_and(|k| k.0.is_empty()) {
+                return err(format!(
+                    "roles.{name}.kernels must name at least one kernel version"
+                ));
+            }
+            if role.filesystem.as_ref().is_some_and(|f| f.0.is_empty()) {
+                return err(format!(
+                    "roles.{name}.filesystem must name at least one file system"
+                ));
+            }
+        }
+        if !self.roles.is_empty() {
+            let count = self.machine_count();
+            if count.min < 1 {
+                return err("the roles' counts must add up to at least one machine".into());
+            }
+            if u64::from(count.max) > self.usable_addresses() {
+                return err(format!(
+                    "the roles have up to {} machines but subnet {} has only {} usable addresses",
+                    count.max,
+                    self.network.subnet,
+                    self.usable_addresses()
+                ));
+            }
         }
         Ok(())
     }
@@ -268,6 +615,140 @@ setup = ["nft add table inet t"]
         assert_eq!(c.machine.setup, vec!["nft add table inet t"]);
         assert_eq!(c.network.machines, Range { min: 1, max: 4 });
         assert_eq!(c.ping.timeout_ms, 100);
+    }
+
+    #[test]
+    fn machine_parameters_parse_as_values_or_domains() {
+        let c = ScenarioConfig::from_toml(
+            r#"
+[machine]
+memory_mb = 128
+kernels = "6.1"
+filesystem = "xfs"
+
+[services.fw]
+versions = [
+  { version = "1.0", path = "/bin/true" },
+  { version = "2.0", path = "/bin/sh" },
+]
+
+[roles.server]
+count = { min = 1, max = 2 }
+filesystem = ["btrfs", "ext4"]
+versions = { fw = "2.0" }
+
+[roles.client]
+count = 3
+versions = { fw = [] }
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.machine.memory_mb, Range { min: 128, max: 128 });
+        assert_eq!(c.machine.kernels, vec!["6.1"]);
+        assert_eq!(c.machine.filesystem, vec![FileSystem::Xfs]);
+        let domains = c.domains();
+        assert_eq!(
+            domains.iter().map(|d| d.role.as_str()).collect::<Vec<_>>(),
+            ["client", "server"]
+        );
+        let (client, server) = (&domains[0], &domains[1]);
+        assert_eq!(client.count, Range { min: 3, max: 3 });
+        assert_eq!(client.filesystem, vec![FileSystem::Xfs]);
+        assert!(client.versions.is_empty(), "an empty list: not installed");
+        assert_eq!(server.filesystem, vec![FileSystem::Btrfs, FileSystem::Ext4]);
+        assert_eq!(server.versions["fw"].len(), 1);
+        assert_eq!(server.versions["fw"][0].version, "2.0");
+        assert_eq!(c.machine_count(), Range { min: 4, max: 5 });
+    }
+
+    /// Replay files carry the configuration as JSON: it must read back the same.
+    #[test]
+    fn configurations_survive_a_json_round_trip() {
+        let full = ScenarioConfig::from_toml(
+            r#"
+[machine]
+filesystem = ["xfs", "ext4"]
+versions = { fw = "1.0" }
+[services.fw]
+versions = [{ version = "1.0", path = "/bin/true" }]
+[roles.a]
+count = 2
+filesystem = "btrfs"
+[kv]
+filesystem = ["ext4"]
+"#,
+        )
+        .unwrap();
+        for c in [ScenarioConfig::default(), full] {
+            let text = serde_json::to_string(&c).unwrap();
+            let back: ScenarioConfig = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, c, "{text}");
+            back.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn relative_service_paths_are_relative_to_the_file() {
+        let dir = std::env::temp_dir().join(format!("fleetcheck-config-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("v")).unwrap();
+        std::fs::write(dir.join("v/svc"), "#!/bin/sh\n").unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[services.svc]\nversions = [{ version = \"1\", path = \"v/svc\" }]\n",
+        )
+        .unwrap();
+        let c = ScenarioConfig::from_file(&file).unwrap();
+        assert_eq!(c.services["svc"].versions[0].path, dir.join("v/svc"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_machine_parameters_are_one_sentence() {
+        let svc = "[services.fw]\nversions = [{ version = \"1\", path = \"/bin/true\" }]\n";
+        let cases = [
+            (
+                "[machine]\nfilesystem = \"zfs\"".to_string(),
+                "unknown variant `zfs`",
+            ),
+            (
+                "[machine]\nfilesystem = []".into(),
+                "at least one file system",
+            ),
+            ("[machine]\nfilesystem = 3".into(), "a string or a list"),
+            ("[machine]\nmemory_mb = \"big\"".into(), "a number or { min"),
+            (
+                "[services.fw]\nversions = [{ version = \"1\", path = \"/no/such/fw\" }]".into(),
+                "/no/such/fw, which is not a file",
+            ),
+            (
+                "[services.fw]\nversions = []".into(),
+                "at least one version",
+            ),
+            (
+                format!("{svc}[machine]\nversions = {{ fw = \"9\" }}"),
+                "version `9` of fw",
+            ),
+            (
+                "[machine]\nversions = { db = \"1\" }".into(),
+                "no [services.db]",
+            ),
+            (
+                "[roles.a]\ncount = { min = 3, max = 1 }".into(),
+                "roles.a.count.min (3) is greater",
+            ),
+            ("[roles.a]\ncount = 300".into(), "only 253 usable addresses"),
+            (
+                "[roles.a]\ncount = 1\nfilesystem = []".into(),
+                "at least one file system",
+            ),
+            ("[roles.a]\nmemory_mb = 64".into(), "missing field `count`"),
+        ];
+        for (text, needle) in cases {
+            let e = ScenarioConfig::from_toml(&text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text:?} gave {e:?}");
+            assert!(!e.contains('\n'), "one line: {e:?}");
+        }
     }
 
     #[test]

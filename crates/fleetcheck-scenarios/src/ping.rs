@@ -3,20 +3,27 @@
 //! (`[ping] faults`) also Pause/Resume, Partition, one-way Block and Heal, whose effect on
 //! pings the model predicts.
 //!
+//! Machines carry parameters beyond memory and kernel when the configuration asks for them: a
+//! role, the file system of their data directory and a version per service, each drawn from
+//! its domain and shrunk toward the first choice; with `[ping] upgrade` a rolling `Upgrade`
+//! gives one machine another version (shut down, replaced, booted again, data kept).
+//!
 //! [`PingModel`] is pure; [`PingSystem`] runs it on any fabric backend (the in-memory fake or
 //! real namespaces), so the same scenario runs on both arms.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fleetcheck_engine::{check, Abort, Check, Gen, Labels, Model, System};
-use fleetcheck_fabric::{Backend, BootError, MachineSpec, Network, NetworkSpec, Subnet};
+use fleetcheck_fabric::{
+    Backend, BootError, FileSystem, MachineSpec, Network, NetworkSpec, ServiceVersion, Subnet,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Fault, ScenarioConfig};
+use crate::config::{Fault, MachineDomain, ScenarioConfig};
 
 /// One machine of the model: the seed's `Machine` case class.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +43,28 @@ pub struct Machine {
     /// Whether it is frozen (running, but answering nothing).
     #[serde(default)]
     pub paused: bool,
+    /// Its role (`[roles.<name>]`); empty without roles.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub role: String,
+    /// The file system of its data directory, if it has one of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FileSystem>,
+    /// The version of each service it runs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub versions: BTreeMap<String, String>,
+}
+
+impl Machine {
+    /// `ext4 fw=1.0`: its file system and versions, for labels and reports (`-` if none).
+    pub fn parameters(&self) -> String {
+        let mut parts: Vec<String> = self.filesystem.iter().map(|f| f.to_string()).collect();
+        parts.extend(self.versions.iter().map(|(s, v)| format!("{s}={v}")));
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join(" ")
+        }
+    }
 }
 
 /// The model state: the network.
@@ -100,10 +129,56 @@ impl PingState {
                     memory_mb: m.memory_mb,
                     kernel: m.kernel.clone(),
                     setup: setup.to_vec(),
+                    ..Default::default()
                 })
                 .collect(),
         }
     }
+
+    /// The fabric's description of this network under `config`: each machine with its role's
+    /// setup commands, its file system and the programs of its service versions.
+    pub fn network_spec_for(&self, config: &ScenarioConfig) -> NetworkSpec {
+        let domains = config.domains();
+        NetworkSpec {
+            subnet: self.subnet,
+            machines: self
+                .machines
+                .iter()
+                .map(|m| {
+                    let domain = domains.iter().find(|d| d.role == m.role);
+                    let setup = domain.map_or(config.machine.setup.clone(), |d| d.setup.clone());
+                    MachineSpec {
+                        id: m.id.clone(),
+                        ip: m.ip,
+                        memory_mb: m.memory_mb,
+                        kernel: m.kernel.clone(),
+                        setup,
+                        filesystem: m.filesystem,
+                        services: m
+                            .versions
+                            .iter()
+                            .filter_map(|(s, v)| Some((s.clone(), service_version(config, s, v)?)))
+                            .collect(),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Version `version` of `service` as `[services]` describes it.
+pub fn service_version(
+    config: &ScenarioConfig,
+    service: &str,
+    version: &str,
+) -> Option<ServiceVersion> {
+    config
+        .services
+        .get(service)?
+        .versions
+        .iter()
+        .find(|v| v.version == version)
+        .cloned()
 }
 
 /// A command. Machines are named by id; the model state is looked up when it runs.
@@ -151,6 +226,16 @@ pub enum PingCmd {
     },
     /// Remove every partition and block.
     Heal,
+    /// A rolling upgrade: the machine gets `version` of `service` (shut down first if running,
+    /// booted again afterwards, its data kept).
+    Upgrade {
+        /// The machine (running or off, not paused).
+        machine: String,
+        /// The service.
+        service: String,
+        /// The version it gets.
+        version: String,
+    },
 }
 
 /// What a command returned.
@@ -185,6 +270,40 @@ impl PingModel {
     pub fn new(config: ScenarioConfig) -> Self {
         Self { config }
     }
+
+    /// The versions of `service` machine `m`'s role allows, the first preferred.
+    fn allowed_versions(&self, m: &Machine, service: &str) -> Vec<String> {
+        self.config
+            .domain(&m.role)
+            .and_then(|d| d.versions.get(service).cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.version)
+            .collect()
+    }
+
+    /// Every rolling upgrade possible now (with `[ping] upgrade`): a machine that is not
+    /// paused to another allowed version of one of its services.
+    fn upgrades(&self, s: &PingState) -> Vec<PingCmd> {
+        if !self.config.ping.upgrade {
+            return Vec::new();
+        }
+        let mut all = Vec::new();
+        for m in s.machines.iter().filter(|m| !m.paused) {
+            for (service, current) in &m.versions {
+                for version in self.allowed_versions(m, service) {
+                    if version != *current {
+                        all.push(PingCmd::Upgrade {
+                            machine: m.id.clone(),
+                            service: service.clone(),
+                            version,
+                        });
+                    }
+                }
+            }
+        }
+        all
+    }
 }
 
 impl Model for PingModel {
@@ -194,32 +313,48 @@ impl Model for PingModel {
 
     fn initial_state(&self, g: &mut Gen) -> PingState {
         let net = &self.config.network;
-        let machine = &self.config.machine;
-        let count = g.range(net.machines.min..=net.machines.max) as usize;
+        let domains = self.config.domains();
+        // One role per machine, roles in name order.
+        let mut roles: Vec<&MachineDomain> = Vec::new();
+        for d in &domains {
+            let count = g.range(d.count.min..=d.count.max) as usize;
+            roles.extend(std::iter::repeat_n(d, count));
+        }
+        let count = roles.len();
         // Distinct addresses by construction: host indices 1.. (the seed's .2 to .254 in a /24).
         let last = net.subnet.host_count() - 1;
         let hosts = g.distinct(count, 1..=last);
         let mut machines: Vec<Machine> = Vec::with_capacity(count);
-        for host in hosts {
+        for (host, domain) in hosts.into_iter().zip(roles) {
             let mut id = g.lowercase(8);
             while machines.iter().any(|m| m.id == id) {
                 id = g.lowercase(8);
             }
-            machines.push(Machine {
+            let mut m = Machine {
                 id,
                 uuid: g.uuid(),
                 ip: net
                     .subnet
                     .host(host)
                     .expect("host index is inside the subnet"),
-                memory_mb: g.range(machine.memory_mb.min..=machine.memory_mb.max),
+                memory_mb: g.range(domain.memory_mb.min..=domain.memory_mb.max),
                 kernel: g
-                    .choose(&machine.kernels)
+                    .choose(&domain.kernels)
                     .expect("validated: at least one kernel")
                     .clone(),
                 running: false,
                 paused: false,
-            });
+                role: domain.role.clone(),
+                filesystem: None,
+                versions: BTreeMap::new(),
+            };
+            // Drawn only when configured, so older configurations give the same cases.
+            m.filesystem = g.choose(&domain.filesystem).copied();
+            for (service, versions) in &domain.versions {
+                let v = g.choose(versions).expect("validated: at least one version");
+                m.versions.insert(service.clone(), v.version.clone());
+            }
+            machines.push(m);
         }
         PingState {
             subnet: net.subnet,
@@ -232,23 +367,60 @@ impl Model for PingModel {
     /// first kernel of the list and less memory.
     fn shrink_state(&self, s: &PingState) -> Vec<PingState> {
         let mut out = Vec::new();
-        if s.machines.len() > self.config.network.machines.min as usize {
-            for i in 0..s.machines.len() {
+        let domains = self.config.domains();
+        let domain_of = |m: &Machine| {
+            domains
+                .iter()
+                .find(|d| d.role == m.role)
+                .unwrap_or(&domains[0])
+        };
+        for i in 0..s.machines.len() {
+            let role = &s.machines[i].role;
+            let of_role = s.machines.iter().filter(|m| m.role == *role).count();
+            if of_role > domain_of(&s.machines[i]).count.min as usize {
                 let mut smaller = s.clone();
                 smaller.machines.remove(i);
                 out.push(smaller);
             }
         }
-        let kernels = &self.config.machine.kernels;
-        let min_memory = self.config.machine.memory_mb.min;
+        // Then per machine, preferred parameters: the first versions and file system of its
+        // domain, the first kernel, less memory.
         for (i, m) in s.machines.iter().enumerate() {
+            let domain = domain_of(m);
+            for (service, version) in &m.versions {
+                let Some(versions) = domain.versions.get(service) else {
+                    continue;
+                };
+                let at = versions.iter().position(|v| v.version == *version);
+                for earlier in &versions[..at.unwrap_or(0)] {
+                    let mut simpler = s.clone();
+                    simpler.machines[i]
+                        .versions
+                        .insert(service.clone(), earlier.version.clone());
+                    out.push(simpler);
+                }
+            }
+            if let Some(fs) = m.filesystem {
+                let at = domain.filesystem.iter().position(|f| *f == fs).unwrap_or(0);
+                for earlier in &domain.filesystem[..at] {
+                    let mut simpler = s.clone();
+                    simpler.machines[i].filesystem = Some(*earlier);
+                    out.push(simpler);
+                }
+            }
+        }
+        for (i, m) in s.machines.iter().enumerate() {
+            let domain = domain_of(m);
+            let kernels = &domain.kernels;
+            let min_memory = domain.memory_mb.min;
             let at = kernels.iter().position(|k| *k == m.kernel).unwrap_or(0);
             for kernel in &kernels[..at] {
                 let mut simpler = s.clone();
                 simpler.machines[i].kernel = kernel.clone();
                 out.push(simpler);
             }
-            for memory in [min_memory, min_memory + (m.memory_mb - min_memory) / 2] {
+            let halfway = min_memory + m.memory_mb.saturating_sub(min_memory) / 2;
+            for memory in [min_memory, halfway] {
                 if memory < m.memory_mb {
                     let mut simpler = s.clone();
                     simpler.machines[i].memory_mb = memory;
@@ -274,6 +446,7 @@ impl Model for PingModel {
             Partition,
             Block,
             Heal,
+            Upgrade,
         }
         let (up, down) = (s.ids(true), s.ids(false));
         let mut kinds: Vec<(u32, Kind)> = if up.is_empty() {
@@ -310,6 +483,10 @@ impl Model for PingModel {
             if !s.cuts.is_empty() {
                 kinds.push((2, Kind::Heal));
             }
+        }
+        let upgrades = self.upgrades(s);
+        if !upgrades.is_empty() {
+            kinds.push((1, Kind::Upgrade));
         }
         let kind = *g.frequency(&kinds)?;
         let all: Vec<String> = s.machines.iter().map(|m| m.id.clone()).collect();
@@ -351,6 +528,7 @@ impl Model for PingModel {
                 }
             }
             Kind::Heal => PingCmd::Heal,
+            Kind::Upgrade => g.choose(&upgrades)?.clone(),
         })
     }
 
@@ -376,6 +554,15 @@ impl Model for PingModel {
             }
             PingCmd::Block { from, to } => from != to && exists(from) && exists(to),
             PingCmd::Heal => !s.cuts.is_empty(),
+            PingCmd::Upgrade {
+                machine,
+                service,
+                version,
+            } => s.machine(machine).is_some_and(|m| {
+                !m.paused
+                    && m.versions.get(service).is_some_and(|v| v != version)
+                    && self.allowed_versions(m, service).contains(version)
+            }),
         }
     }
 
@@ -407,6 +594,15 @@ impl Model for PingModel {
                 next.cuts.insert((from.clone(), to.clone()));
             }
             PingCmd::Heal => next.cuts.clear(),
+            PingCmd::Upgrade {
+                machine,
+                service,
+                version,
+            } => {
+                if let Some(m) = next.machines.iter_mut().find(|m| m.id == *machine) {
+                    m.versions.insert(service.clone(), version.clone());
+                }
+            }
         }
         next
     }
@@ -452,6 +648,8 @@ impl Model for PingModel {
     fn cost(&self, c: &PingCmd) -> u32 {
         match c {
             PingCmd::Boot { .. } => 3,
+            // A shutdown and a boot.
+            PingCmd::Upgrade { .. } => 4,
             PingCmd::Shutdown { .. } | PingCmd::Heal => 1,
             PingCmd::Ping { .. } => 2,
             // One nft transaction or freezer round trip each (about 18 ms on netns).
@@ -464,11 +662,35 @@ impl Model for PingModel {
 
     fn labels(&self, initial: &PingState, commands: &[PingCmd], labels: &mut Labels) {
         labels.add("machines", initial.machines.len());
+        let mut mix: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for m in &initial.machines {
+            if !m.role.is_empty() {
+                labels.add("role", &m.role);
+            }
+            if let Some(fs) = m.filesystem {
+                labels.add("filesystem", fs);
+            }
+            for (service, version) in &m.versions {
+                labels.add(format!("version of {service}"), version);
+                mix.entry(service).or_default().insert(version);
+            }
+            if m.filesystem.is_some() || !m.versions.is_empty() {
+                let role = if m.role.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}: ", m.role)
+                };
+                labels.add("machine parameters", format!("{role}{}", m.parameters()));
+            }
             labels.add("kernel", &m.kernel);
             let bucket = m.memory_mb / 32 * 32;
             let top = (bucket + 31).min(self.config.machine.memory_mb.max);
             labels.add("memory (MiB)", format!("{bucket}-{top}"));
+        }
+        // Which versions a network mixes, per service: `1.0+2.0` is a mixed-version cluster.
+        for (service, versions) in &mix {
+            let all: Vec<&str> = versions.iter().copied().collect();
+            labels.add(format!("{service} versions in a network"), all.join("+"));
         }
         // Online and offline pings, as the seed's generator tells them apart.
         let mut state = initial.clone();
@@ -492,17 +714,53 @@ impl Model for PingModel {
 
     fn describe_state(&self, s: &PingState) -> String {
         let mut out = format!("{} machine(s) on {}:\n", s.machines.len(), s.subnet);
-        let _ = writeln!(
+        let roles = s.machines.iter().any(|m| !m.role.is_empty());
+        let params = s
+            .machines
+            .iter()
+            .any(|m| m.filesystem.is_some() || !m.versions.is_empty());
+        let width = s
+            .machines
+            .iter()
+            .map(|m| m.role.len())
+            .max()
+            .unwrap_or(0)
+            .max(4);
+        let role = |r: &str| {
+            if roles {
+                format!("{r:<width$}  ")
+            } else {
+                String::new()
+            }
+        };
+        let _ = write!(
             out,
-            "  {:<8}  {:<15}  {:>6}  {:<7}  uuid",
-            "id", "ip", "memory", "kernel"
+            "  {:<8}  {}{:<15}  {:>6}  {:<7}  uuid",
+            "id",
+            role("role"),
+            "ip",
+            "memory",
+            "kernel"
         );
+        if params {
+            out.push_str("                                  parameters");
+        }
+        out.push('\n');
         for m in &s.machines {
-            let _ = writeln!(
+            let _ = write!(
                 out,
-                "  {:<8}  {:<15}  {:>3} MiB  {:<7}  {}",
-                m.id, m.ip, m.memory_mb, m.kernel, m.uuid
+                "  {:<8}  {}{:<15}  {:>3} MiB  {:<7}  {}",
+                m.id,
+                role(&m.role),
+                m.ip,
+                m.memory_mb,
+                m.kernel,
+                m.uuid
             );
+            if params {
+                let _ = write!(out, "  {}", m.parameters());
+            }
+            out.push('\n');
         }
         out
     }
@@ -546,6 +804,11 @@ impl Model for PingModel {
             }
             PingCmd::Block { from, to } => format!("Block({from} -/-> {to})"),
             PingCmd::Heal => "Heal".to_string(),
+            PingCmd::Upgrade {
+                machine,
+                service,
+                version,
+            } => format!("Upgrade({machine}: {service} -> {version})"),
         }
     }
 }
@@ -554,7 +817,7 @@ impl Model for PingModel {
 #[derive(Debug, Clone)]
 pub struct PingSystem {
     backend: Arc<dyn Backend>,
-    setup: Vec<String>,
+    config: ScenarioConfig,
     timeout: Duration,
 }
 
@@ -570,7 +833,7 @@ impl PingSystem {
     pub fn new(backend: Arc<dyn Backend>, config: &ScenarioConfig) -> Self {
         Self {
             backend,
-            setup: config.machine.setup.clone(),
+            config: config.clone(),
             timeout: Duration::from_millis(config.ping.timeout_ms),
         }
     }
@@ -580,7 +843,9 @@ impl System<PingModel> for PingSystem {
     type Instance = Box<dyn Network>;
 
     fn setup(&self, initial: &PingState) -> Result<Box<dyn Network>, Abort> {
-        Ok(self.backend.create(&initial.network_spec(&self.setup))?)
+        Ok(self
+            .backend
+            .create(&initial.network_spec_for(&self.config))?)
     }
 
     fn run(
@@ -638,6 +903,30 @@ impl System<PingModel> for PingSystem {
             PingCmd::Heal => {
                 net.heal()?;
                 Ok(PingOutput::Done(Ok(())))
+            }
+            PingCmd::Upgrade {
+                machine,
+                service,
+                version,
+            } => {
+                let installation = service_version(&self.config, service, version)
+                    .ok_or_else(|| Abort::new(format!("no version {version} of {service}")))?;
+                let running = s.machine(machine).is_some_and(|m| m.running);
+                if running {
+                    net.shutdown(machine)?;
+                }
+                net.set_service(machine, service, &installation)
+                    .map_err(|e| Abort::new(format!("upgrade failed: {e}")))?;
+                if !running {
+                    return Ok(PingOutput::Done(Ok(())));
+                }
+                match net.boot(&[machine.as_str()]).pop().expect("one result") {
+                    Ok(()) => Ok(PingOutput::Done(Ok(()))),
+                    Err(e @ BootError::SetupFailed { .. }) => {
+                        Ok(PingOutput::Done(Err(e.to_string())))
+                    }
+                    Err(e) => Err(e.into()),
+                }
             }
         }
     }

@@ -45,6 +45,46 @@ fn icmp_drop_rule(view: &FakeView<'_>, from: &str, to: std::net::Ipv4Addr) -> Op
 }
 
 /// Builds the backend `name`.
+/// Whether backend `name` can make every file system `config` asks for: exit code 3 with one
+/// sentence if not, before anything is built.
+pub fn check_filesystems(
+    name: &str,
+    config: &fleetcheck_scenarios::config::ScenarioConfig,
+) -> Result<(), Fail> {
+    use fleetcheck_fabric::netns::disk;
+    if name != "netns" {
+        return Ok(());
+    }
+    let mut wanted: Vec<fleetcheck_fabric::FileSystem> = config
+        .domains()
+        .into_iter()
+        .flat_map(|d| d.filesystem)
+        .chain(config.kv.filesystem.iter().copied())
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    if !wanted.is_empty() && !std::path::Path::new("/dev/loop-control").exists() {
+        return Err(Fail::host(anyhow!(
+            "machine file systems need loop devices and this host has no /dev/loop-control"
+        )));
+    }
+    for fs in wanted {
+        if disk::mkfs_path(fs).is_none() {
+            return Err(Fail::host(anyhow!(
+                "file system {fs} needs {} (apt-get install {}), which this host lacks",
+                fs.mkfs(),
+                fs.package()
+            )));
+        }
+        if !disk::kernel_supports(fs) {
+            return Err(Fail::host(anyhow!(
+                "file system {fs} is not in this kernel's /proc/filesystems (modprobe {fs})"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn make(name: &str) -> Result<Arc<dyn Backend>, Fail> {
     match name {
         "netns" => {

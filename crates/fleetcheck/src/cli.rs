@@ -137,6 +137,9 @@ pub struct DoctorArgs {
     /// Backend to check.
     #[arg(long, default_value = "netns", value_name = "NAME")]
     pub backend: String,
+    /// Also check what this configuration file needs: its file systems and service versions.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

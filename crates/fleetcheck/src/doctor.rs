@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use fleetcheck_fabric::{MachineSpec, NetworkSpec, Subnet};
+use fleetcheck_fabric::netns::disk;
+use fleetcheck_fabric::{ExecRequest, FileSystem, MachineSpec, NetworkSpec, Subnet};
+use fleetcheck_scenarios::config::ScenarioConfig;
 
 use crate::backends;
 use crate::cli::DoctorArgs;
@@ -99,6 +101,132 @@ fn host_checks() -> Vec<Check> {
     checks
 }
 
+/// Which file systems this host can give machines: mkfs on the host, the kernel's support, loop
+/// devices. Required only when the configuration asks for them.
+fn filesystem_checks(config: Option<&ScenarioConfig>) -> (Vec<Check>, Vec<FileSystem>) {
+    let wanted: Vec<FileSystem> = config
+        .map(|c| c.domains().into_iter().flat_map(|d| d.filesystem).collect())
+        .unwrap_or_default();
+    let loops = Path::new("/dev/loop-control").exists();
+    let mut checks = vec![Check {
+        required: !wanted.is_empty(),
+        ok: loops,
+        what: if loops {
+            "loop devices (/dev/loop-control) for machine file systems".into()
+        } else {
+            "loop devices: no /dev/loop-control (modprobe loop); machines get no file system of their own".into()
+        },
+    }];
+    let mut usable = Vec::new();
+    for fs in FileSystem::ALL {
+        let mkfs = disk::mkfs_path(fs);
+        let kernel = disk::kernel_supports(fs);
+        let ok = mkfs.is_some() && kernel && loops;
+        if ok {
+            usable.push(fs);
+        }
+        checks.push(Check {
+            required: wanted.contains(&fs),
+            ok,
+            what: match (&mkfs, kernel) {
+                (Some(p), true) => format!(
+                    "file system {fs}: {} and kernel support (/proc/filesystems)",
+                    p.display()
+                ),
+                (None, _) => format!(
+                    "file system {fs}: {} not found (apt-get install {})",
+                    fs.mkfs(),
+                    fs.package()
+                ),
+                (Some(_), false) => {
+                    format!("file system {fs}: not in /proc/filesystems (modprobe {fs})")
+                }
+            },
+        });
+    }
+    (checks, usable)
+}
+
+/// Every service version of the configuration: its program exists and is executable.
+fn version_checks(config: &ScenarioConfig) -> Vec<Check> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut checks = Vec::new();
+    for (name, service) in &config.services {
+        for v in &service.versions {
+            let executable = std::fs::metadata(&v.path)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+            checks.push(Check {
+                required: true,
+                ok: executable,
+                what: if executable {
+                    format!("service {name} version {}: {}", v.version, v.path.display())
+                } else {
+                    format!(
+                        "service {name} version {}: {} is not an executable file",
+                        v.version,
+                        v.path.display()
+                    )
+                },
+            });
+        }
+    }
+    checks
+}
+
+/// One machine per file system in `filesystems`, booted; each must see its own file system at
+/// its data directory. Returns the time from create to teardown.
+fn filesystem_test(
+    backend: &dyn fleetcheck_fabric::Backend,
+    filesystems: &[FileSystem],
+) -> Result<Duration, anyhow::Error> {
+    let start = Instant::now();
+    let spec = NetworkSpec {
+        subnet: Subnet {
+            addr: Ipv4Addr::new(172, 16, 2, 0),
+            prefix: 24,
+        },
+        machines: filesystems
+            .iter()
+            .enumerate()
+            .map(|(i, fs)| MachineSpec {
+                filesystem: Some(*fs),
+                ..MachineSpec::new(
+                    format!("doctor{fs}"),
+                    Ipv4Addr::new(172, 16, 2, 2 + i as u8),
+                    64,
+                    "host",
+                )
+            })
+            .collect(),
+    };
+    let net = backend.create(&spec)?;
+    let result = (|| {
+        for r in net.boot(
+            &spec
+                .machines
+                .iter()
+                .map(|m| m.id.as_str())
+                .collect::<Vec<_>>(),
+        ) {
+            r?;
+        }
+        for (m, fs) in spec.machines.iter().zip(filesystems) {
+            let cmd = "awk -v d=\"$FLEETCHECK_DATA\" '$2 == d { print $3 }' /proc/self/mounts";
+            let out = net.exec(&m.id, &ExecRequest::shell(cmd))?;
+            let seen = out.stdout_str().trim().to_string();
+            if seen != fs.name() {
+                return Err(anyhow!(
+                    "machine {} sees `{seen}` at its data directory, not {fs}",
+                    m.id
+                ));
+            }
+        }
+        Ok(())
+    })();
+    net.teardown()?;
+    result.map(|()| start.elapsed())
+}
+
 /// Builds a 2-machine network, boots both, pings across, tears down.
 fn smoke_test(backend: &dyn fleetcheck_fabric::Backend) -> Result<Duration, anyhow::Error> {
     let start = Instant::now();
@@ -112,6 +240,7 @@ fn smoke_test(backend: &dyn fleetcheck_fabric::Backend) -> Result<Duration, anyh
         memory_mb: 64,
         kernel: "host".into(),
         setup: vec!["true".into()],
+        ..Default::default()
     };
     let spec = NetworkSpec {
         subnet,
@@ -137,6 +266,10 @@ fn smoke_test(backend: &dyn fleetcheck_fabric::Backend) -> Result<Duration, anyh
 
 /// `fleetcheck doctor`.
 pub fn doctor_command(args: &DoctorArgs) -> Result<u8, Fail> {
+    let config = match &args.config {
+        Some(p) => Some(ScenarioConfig::from_file(p).map_err(Fail::usage)?),
+        None => None,
+    };
     match args.backend.as_str() {
         "fake" => {
             println!("ok      the fake backend runs in memory and needs nothing");
@@ -148,6 +281,11 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<u8, Fail> {
         }
     }
     let mut checks = host_checks();
+    let (fs_checks, usable) = filesystem_checks(config.as_ref());
+    checks.extend(fs_checks);
+    if let Some(c) = &config {
+        checks.extend(version_checks(c));
+    }
     let host_ok = checks.iter().all(|c| c.ok || !c.required);
     if host_ok {
         let outcome = backends::make(&args.backend)
@@ -164,6 +302,24 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<u8, Fail> {
                 Err(e) => format!("netns smoke test failed: {e:#}"),
             },
         });
+        if !usable.is_empty() {
+            let names: Vec<&str> = usable.iter().map(|f| f.name()).collect();
+            let outcome = backends::make(&args.backend)
+                .map_err(|f| f.error)
+                .and_then(|b| filesystem_test(b.as_ref(), &usable));
+            checks.push(Check {
+                required: true,
+                ok: outcome.is_ok(),
+                what: match outcome {
+                    Ok(t) => format!(
+                        "machine file systems: {} made, mounted inside machines and removed in {} ms",
+                        names.join(", "),
+                        t.as_millis()
+                    ),
+                    Err(e) => format!("machine file systems test failed: {e:#}"),
+                },
+            });
+        }
     }
     for c in &checks {
         println!("{}", line(c));

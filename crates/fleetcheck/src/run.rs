@@ -90,6 +90,7 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
     let scenario_config = load_config(args.config.as_deref())?;
     let system_name = system_of(&args.scenario, args.system.as_deref())?;
     check_outputs(args.report.as_deref(), args.junit.as_deref())?;
+    backends::check_filesystems(&args.common.backend, &scenario_config)?;
     let backend = backends::make(&args.common.backend)?;
     let config = Config {
         tests: args.tests,
@@ -544,6 +545,7 @@ pub fn open_replay(file: &Path, backend: Option<&str>) -> Result<OpenedReplay, F
                 .map(String::from)
         })
         .unwrap_or_else(|| "netns".to_string());
+    backends::check_filesystems(&backend_name, &config)?;
     let backend = backends::make(&backend_name)?;
     let system = (scenario == "kv").then(|| {
         context

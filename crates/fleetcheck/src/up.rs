@@ -80,6 +80,11 @@ pub fn up_command(args: &UpArgs) -> Result<u8, Fail> {
             config.network.subnet
         )));
     }
+    let domain = config
+        .domains()
+        .into_iter()
+        .next()
+        .expect("a configuration has at least one machine domain");
     let spec = NetworkSpec {
         subnet: config.network.subnet,
         machines: (1..=count)
@@ -90,9 +95,16 @@ pub fn up_command(args: &UpArgs) -> Result<u8, Fail> {
                     .subnet
                     .host(u64::from(i))
                     .expect("checked against the subnet's size"),
-                memory_mb: config.machine.memory_mb.min,
-                kernel: config.machine.kernels[0].clone(),
-                setup: config.machine.setup.clone(),
+                memory_mb: domain.memory_mb.min,
+                kernel: domain.kernels[0].clone(),
+                setup: domain.setup.clone(),
+                // The preferred (first) file system and version of each service.
+                filesystem: domain.filesystem.first().copied(),
+                services: domain
+                    .versions
+                    .iter()
+                    .map(|(name, versions)| (name.clone(), versions[0].clone()))
+                    .collect(),
             })
             .collect(),
     };

@@ -11,7 +11,12 @@
 //!   memory cgroup's own `cgroup.freeze`);
 //! - table `bridge fleetcheck` in the switch namespace: the network faults (partition, block,
 //!   loss), present only while some are in force;
-//! - `/run/fleetcheck/<run>/n<k>/m<i>.log`: agent and setup output.
+//! - `/run/fleetcheck/<run>/n<k>/m<i>.log`: agent and setup output;
+//! - `/run/fleetcheck/<run>/n<k>/m<i>.data`: its data directory; with a file system of its own
+//!   (`MachineSpec::filesystem`) the image `m<i>.img` on a loop device mounted there inside a
+//!   disk namespace only the machine's boots copy ([`disk`]);
+//! - `/run/fleetcheck/<run>/n<k>/m<i>.bin`: a symlink per service to the version installed,
+//!   first on the machine's `PATH`.
 //!
 //! A boot clones the agent ([`crate::agent`]) as PID 1 of new pid, mount, uts and ipc namespaces,
 //! joined to the machine's network namespace and cgroup. A shutdown SIGKILLs it, which kills the
@@ -19,6 +24,7 @@
 
 mod cgroup;
 mod conn;
+pub mod disk;
 mod netlink;
 mod network;
 mod nft;

@@ -1,5 +1,6 @@
 //! A network of namespace machines: creation, boot, shutdown, exec, ping, teardown.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::net::Ipv4Addr;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::cgroup::{self, FreezerDir};
 use super::conn::{AgentConn, CallError};
+use super::disk::{self, Disk};
 use super::netlink::Req;
 use super::nft;
 use super::ns::{self, Netns};
@@ -21,11 +23,15 @@ use super::sys;
 use super::NetnsConfig;
 use crate::backend::{Network, ANSWER_MARGIN};
 use crate::error::{
-    BootError, CreateError, ExecError, FaultError, PingError, ShutdownError, TeardownError,
+    BootError, CreateError, ExecError, FaultError, PingError, ServiceError, ShutdownError,
+    TeardownError,
 };
 use crate::faults::Faults;
 use crate::protocol::{AgentMsg, HostMsg, Request, Response};
-use crate::spec::{ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec};
+use crate::spec::{
+    version_variable, ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec,
+    ServiceVersion,
+};
 
 static NEXT_NET: AtomicU64 = AtomicU64::new(0);
 
@@ -40,6 +46,12 @@ struct Machine {
     log: PathBuf,
     /// The machine's disk (see `Network::data_dir`), under the network's run directory.
     data: PathBuf,
+    /// Its own file system mounted at `data` in a disk namespace, if its spec asks for one.
+    disk: Mutex<Option<Disk>>,
+    /// `m<i>.bin`: one symlink per service to the version installed; first on the agent's PATH.
+    bin: PathBuf,
+    /// The service versions installed now.
+    services: Mutex<BTreeMap<String, ServiceVersion>>,
     state: Mutex<MachineState>,
     /// Pid of the live agent (0: none), readable without the state lock for emergency cleanup.
     agent_pid: AtomicI32,
@@ -142,6 +154,9 @@ pub fn create(
             cgroup,
             log: dir.join(format!("m{i}.log")),
             data: dir.join(format!("m{i}.data")),
+            disk: Mutex::new(None),
+            bin: dir.join(format!("m{i}.bin")),
+            services: Mutex::new(m.services.clone()),
             state: Mutex::new(MachineState {
                 status: MachineStatus::Off,
                 booting: false,
@@ -166,6 +181,7 @@ pub fn create(
     let network = NetnsNetwork { shared };
     // If wiring fails, dropping `network` removes what exists.
     network.shared.wire()?;
+    network.shared.install_all()?;
     Ok(network)
 }
 
@@ -248,6 +264,63 @@ impl NetShared {
             }
         }
         Ok(())
+    }
+
+    /// Every machine's bin directory and, where its spec asks for one, its file system; the
+    /// file systems are made in parallel.
+    fn install_all(&self) -> Result<(), CreateError> {
+        for m in &self.machines {
+            let services = m.services.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            install_services(&m.bin, &services).map_err(|source| CreateError::Disk {
+                machine: m.spec.id.clone(),
+                source,
+            })?;
+        }
+        std::thread::scope(|s| {
+            let jobs: Vec<_> = self
+                .machines
+                .iter()
+                .filter_map(|m| m.spec.filesystem.map(|fs| (m, fs)))
+                .map(|(m, fs)| {
+                    s.spawn(move || -> Result<(), CreateError> {
+                        let image = self.dir.join(format!("m{}.img", m.index));
+                        let err = |source| CreateError::Disk {
+                            machine: m.spec.id.clone(),
+                            source,
+                        };
+                        disk::make_image(&image, fs).map_err(err)?;
+                        // Checked under the disk lock, which teardown takes after setting the
+                        // flag: no disk is mounted after teardown released the others.
+                        let mut slot = m.disk.lock().unwrap_or_else(|e| e.into_inner());
+                        if self.torn_down.load(Ordering::SeqCst) {
+                            return Err(err(io::Error::other("network was torn down")));
+                        }
+                        *slot = Some(Disk::mount(&image, fs, &m.data).map_err(err)?);
+                        Ok(())
+                    })
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|j| j.join().expect("disk threads do not panic"))
+                .collect::<Result<Vec<()>, _>>()
+        })?;
+        Ok(())
+    }
+
+    /// The variables the agent gets besides the host's: `PATH` with the machine's services
+    /// first, `FLEETCHECK_DATA` (its data directory) and one `FLEETCHECK_VERSION_<NAME>` per
+    /// service.
+    fn agent_env(&self, m: &Machine) -> Vec<(String, String)> {
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+        let mut env = vec![
+            ("PATH".to_string(), format!("{}:{path}", m.bin.display())),
+            ("FLEETCHECK_DATA".to_string(), m.data.display().to_string()),
+        ];
+        let services = m.services.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, v) in services.iter() {
+            env.push((version_variable(name), v.version.clone()));
+        }
+        env
     }
 
     /// Inside a machine's namespace: `lo` and `eth0` up, the machine's address on `eth0`.
@@ -449,19 +522,24 @@ impl NetShared {
         if self.torn_down.load(Ordering::SeqCst) {
             return Err(spawn_err(io::Error::other("network was torn down")));
         }
+        let env = self.agent_env(m);
+        let disk = m.disk.lock().unwrap_or_else(|e| e.into_inner());
         let pid = spawn_agent(
             &self.config.agent,
             AgentFds {
                 netns: &wire.netns.fd,
+                mount_ns: disk.as_ref().map(Disk::namespace),
                 cgroup_procs: &procs,
                 freezer_procs: freezer_procs.as_ref(),
                 stdin: &stdin,
                 log: &log,
                 channel: &agent_end,
             },
+            &env,
         )
         .map_err(spawn_err)?;
         m.agent_pid.store(pid, Ordering::SeqCst);
+        drop(disk);
         drop(wire);
         drop(agent_end);
         let (conn, boot_rx) = match AgentConn::start(host_end, &m.spec.id) {
@@ -720,6 +798,21 @@ impl NetShared {
                 }
             }
         }
+        // No agent runs from a disk namespace any more: let go of every file system, then wait
+        // for all their loop devices at once.
+        let disks: Vec<(PathBuf, PathBuf)> = self
+            .machines
+            .iter()
+            .filter_map(|m| m.disk.lock().unwrap_or_else(|e| e.into_inner()).take())
+            .map(Disk::close)
+            .collect();
+        for (device, image) in disk::wait_detached(&disks, DISK_RELEASE) {
+            let _ = disk::detach(&device, &image);
+            failures.push((
+                format!("loop device {}", device.display()),
+                io::Error::other(format!("still attached after {DISK_RELEASE:?}")),
+            ));
+        }
         let _ = fs::remove_dir_all(&self.dir);
         super::unregister_network(self);
         let more = failures.len().saturating_sub(1);
@@ -728,6 +821,31 @@ impl NetShared {
             Some((what, source)) => Err(TeardownError { what, more, source }),
         }
     }
+}
+
+/// How long teardown waits for a machine's loop device to detach.
+const DISK_RELEASE: Duration = Duration::from_secs(5);
+
+/// Fills `bin` with one symlink per service, to the version's program (atomically replacing
+/// what was there), and removes links of services no longer named.
+fn install_services(
+    bin: &std::path::Path,
+    services: &BTreeMap<String, ServiceVersion>,
+) -> io::Result<()> {
+    fs::create_dir_all(bin)?;
+    for entry in fs::read_dir(bin)?.flatten() {
+        let name = entry.file_name();
+        if !services.contains_key(&*name.to_string_lossy()) {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    for (name, v) in services {
+        let tmp = bin.join(format!(".{name}.new"));
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&v.path, &tmp)?;
+        fs::rename(&tmp, bin.join(name))?;
+    }
+    Ok(())
 }
 
 /// How long pause and resume wait for the freezer.
@@ -877,6 +995,69 @@ impl Network for NetnsNetwork {
         let m = self.shared.machine(id)?;
         fs::create_dir_all(&m.data).ok()?;
         Some(m.data.clone())
+    }
+
+    fn data_dir_on_host(&self, id: &str) -> Option<PathBuf> {
+        let m = self.shared.machine(id)?;
+        let disk = m.disk.lock().unwrap_or_else(|e| e.into_inner());
+        match disk.as_ref() {
+            Some(d) => Some(d.host_path()),
+            None => {
+                drop(disk);
+                self.data_dir(id)
+            }
+        }
+    }
+
+    fn services(&self, id: &str) -> Option<BTreeMap<String, ServiceVersion>> {
+        let m = self.shared.machine(id)?;
+        let services = m.services.lock().unwrap_or_else(|e| e.into_inner());
+        Some(services.clone())
+    }
+
+    fn set_service(
+        &self,
+        id: &str,
+        service: &str,
+        version: &ServiceVersion,
+    ) -> Result<(), ServiceError> {
+        let m = self
+            .shared
+            .machine(id)
+            .ok_or_else(|| ServiceError::UnknownMachine { machine: id.into() })?;
+        // The state lock keeps the machine off while its programs change.
+        let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.status != MachineStatus::Off || st.booting {
+            return Err(ServiceError::WrongStatus {
+                machine: id.into(),
+                status: if st.booting {
+                    MachineStatus::Running
+                } else {
+                    st.status
+                },
+            });
+        }
+        if service.is_empty()
+            || service.contains(['/', '\0'])
+            || service.starts_with('.')
+            || !version.path.is_absolute()
+        {
+            return Err(ServiceError::BadService {
+                machine: id.into(),
+                service: service.into(),
+            });
+        }
+        let mut services = m.services.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = services.clone();
+        next.insert(service.to_string(), version.clone());
+        install_services(&m.bin, &next).map_err(|source| ServiceError::Install {
+            machine: id.into(),
+            service: service.into(),
+            source,
+        })?;
+        *services = next;
+        drop(st);
+        Ok(())
     }
 
     fn pause(&self, id: &str) -> Result<(), FaultError> {

@@ -23,6 +23,8 @@ struct ChildArgs {
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     netns: RawFd,
+    /// The machine's disk namespace to copy the mount namespace from, or -1.
+    mount_ns: RawFd,
     cgroup_procs: RawFd,
     /// `cgroup.procs` of the machine's own freezer cgroup, or -1.
     freezer_procs: RawFd,
@@ -50,6 +52,14 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     unsafe {
         if libc::setns(a.netns, libc::CLONE_NEWNET) < 0 {
             fail(1);
+        }
+        // Enter the disk namespace, then leave it for a copy of our own: the machine sees its
+        // file system, and what the agent mounts stays in this boot's namespace.
+        if a.mount_ns >= 0
+            && (libc::setns(a.mount_ns, libc::CLONE_NEWNS) < 0
+                || libc::unshare(libc::CLONE_NEWNS) < 0)
+        {
+            fail(7);
         }
         if libc::write(a.cgroup_procs, b"0".as_ptr().cast(), 1) < 0 {
             fail(2);
@@ -80,6 +90,7 @@ fn step_name(step: i32) -> &'static str {
         3 => "redirect standard streams",
         4 => "pass the channel",
         6 => "join the machine's freezer cgroup",
+        7 => "enter the machine's disk namespace",
         _ => "execute the agent",
     }
 }
@@ -91,6 +102,7 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
 /// Descriptors the agent starts with.
 pub struct AgentFds<'a> {
     pub netns: &'a OwnedFd,
+    pub mount_ns: Option<&'a OwnedFd>,
     pub cgroup_procs: &'a OwnedFd,
     pub freezer_procs: Option<&'a OwnedFd>,
     pub stdin: &'a OwnedFd,
@@ -98,8 +110,13 @@ pub struct AgentFds<'a> {
     pub channel: &'a OwnedFd,
 }
 
-/// Clones the agent; returns its pid (in the host's pid namespace) once it has exec'd.
-pub fn spawn_agent(cmd: &AgentCommand, fds: AgentFds<'_>) -> io::Result<i32> {
+/// Clones the agent with the host's environment plus `env` (which wins); returns its pid (in
+/// the host's pid namespace) once it has exec'd.
+pub fn spawn_agent(
+    cmd: &AgentCommand,
+    fds: AgentFds<'_>,
+    env: &[(String, String)],
+) -> io::Result<i32> {
     let program = cstring(cmd.program.as_os_str().as_bytes())?;
     let mut args: Vec<CString> = vec![program.clone()];
     for a in &cmd.args {
@@ -109,8 +126,11 @@ pub fn spawn_agent(cmd: &AgentCommand, fds: AgentFds<'_>) -> io::Result<i32> {
     args.push(cstring(CHANNEL_FD.to_string().as_bytes())?);
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
+    let extra = env;
     let env: Vec<CString> = std::env::vars_os()
-        .filter_map(|(k, v)| {
+        .filter(|(k, _)| !extra.iter().any(|(e, _)| k.as_bytes() == e.as_bytes()))
+        .chain(extra.iter().map(|(k, v)| (k.into(), v.into())))
+        .filter_map(|(k, v): (std::ffi::OsString, std::ffi::OsString)| {
             let mut kv = k.as_bytes().to_vec();
             kv.push(b'=');
             kv.extend_from_slice(v.as_bytes());
@@ -136,6 +156,7 @@ pub fn spawn_agent(cmd: &AgentCommand, fds: AgentFds<'_>) -> io::Result<i32> {
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         netns: fds.netns.as_raw_fd(),
+        mount_ns: fds.mount_ns.map_or(-1, |fd| fd.as_raw_fd()),
         cgroup_procs: fds.cgroup_procs.as_raw_fd(),
         freezer_procs: fds.freezer_procs.map_or(-1, |fd| fd.as_raw_fd()),
         stdin: fds.stdin.as_raw_fd(),

@@ -3,9 +3,10 @@
 //! Every backend instance is a *run* with a random id. Before creating anything it publishes
 //! `/run/fleetcheck/<run>/owner` ("<pid> <start time>", written to a temporary directory that is
 //! then renamed, so an owner file is never missing). Every resource of the run carries the id:
-//! namespaces `/run/netns/fleetcheck-<run>-*`, cgroups `<hierarchy>/fleetcheck-<run>/`, logs in
-//! the run directory. [`sweep`] removes every run whose owner is dead (pid gone, or reused by a
-//! process with another start time), and nothing else.
+//! namespaces `/run/netns/fleetcheck-<run>-*`, cgroups `<hierarchy>/fleetcheck-<run>/`, logs
+//! and disk images in the run directory, loop devices attached to those images. [`sweep`]
+//! removes every run whose owner is dead (pid gone, or reused by a process with another start
+//! time), and nothing else.
 
 use std::fs;
 use std::io;
@@ -29,6 +30,8 @@ pub struct SweepReport {
     pub processes: usize,
     pub namespaces: usize,
     pub cgroups: usize,
+    /// Loop devices detached (machine disks).
+    pub loops: usize,
 }
 
 /// This process's claim on a run id; removing the directory and cgroup parent on drop.
@@ -150,6 +153,16 @@ fn known_runs() -> Vec<String> {
             }
         }
     }
+    // A disk image's loop device can outlive the run directory (its file deleted).
+    for device in super::disk::loops_under(Path::new(RUN_ROOT)) {
+        if let Some(file) = super::disk::backing_file(&device) {
+            if let Ok(rest) = file.strip_prefix(RUN_ROOT) {
+                if let Some(run) = rest.iter().next().and_then(|r| r.to_str()) {
+                    runs.insert(run.to_string());
+                }
+            }
+        }
+    }
     for h in hierarchies() {
         for name in entries(&h) {
             if let Some(run) = name.strip_prefix("fleetcheck-") {
@@ -237,8 +250,21 @@ fn remove_run(run: &str, report: &mut SweepReport) -> Result<(), SweepError> {
         cgroup::remove(dir).map_err(fail(format!("cgroup {}", dir.display())))?;
         report.cgroups += 1;
     }
-    // 4. The run directory.
+    // 4. Loop devices of machine disks. Their mounts lived only in namespaces of the dead
+    // process and of its (now killed) agents, so they are unused or about to be.
     let rdir = Path::new(RUN_ROOT).join(run);
+    for device in super::disk::loops_under(&rdir) {
+        let Some(image) = super::disk::backing_file(&device) else {
+            continue;
+        };
+        let image = PathBuf::from(image.to_string_lossy().trim_end_matches(" (deleted)"));
+        match super::disk::detach(&device, &image) {
+            Ok(()) => report.loops += 1,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+            Err(e) => return Err(fail(format!("loop device {}", device.display()))(e)),
+        }
+    }
+    // 5. The run directory.
     match fs::remove_dir_all(&rdir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
             return Err(fail(format!("directory {}", rdir.display()))(e))

@@ -3,6 +3,7 @@
 
 mod cleanup;
 mod faults;
+mod filesystem;
 mod host;
 mod machines;
 mod support;

@@ -40,6 +40,7 @@ pub fn spec(n: u8, setup: impl Fn(u8) -> Vec<String>) -> NetworkSpec {
                 memory_mb: 64 + u32::from(i),
                 kernel: "host".into(),
                 setup: setup(i),
+                ..Default::default()
             })
             .collect(),
     }

@@ -103,7 +103,7 @@ impl EtcdStore {
         }
         let log = c
             .net
-            .data_dir(node)
+            .data_dir_on_host(node)
             .and_then(|d| std::fs::read_to_string(d.join("etcd.log")).ok())
             .unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(3).collect();

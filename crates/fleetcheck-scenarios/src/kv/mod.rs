@@ -55,6 +55,10 @@ pub struct KvConfig {
     pub memory_mb: u32,
     /// Faults to generate: any of "crash", "pause", "partition", "block" (one-way), "loss".
     pub faults: Vec<String>,
+    /// File systems of each node's data directory (where the store keeps its state), the first
+    /// preferred when shrinking; empty (the default): a directory on the host's file system.
+    #[serde(deserialize_with = "crate::config::one_or_many")]
+    pub filesystem: Vec<fleetcheck_fabric::FileSystem>,
 }
 
 impl Default for KvConfig {
@@ -69,6 +73,7 @@ impl Default for KvConfig {
             faults: ["crash", "pause", "partition", "block", "loss"]
                 .map(String::from)
                 .to_vec(),
+            filesystem: Vec::new(),
         }
     }
 }
@@ -90,6 +95,9 @@ pub struct Node {
     pub running: bool,
     /// Whether it is frozen.
     pub paused: bool,
+    /// The file system of its data directory, if one of its own (`[kv] filesystem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<fleetcheck_fabric::FileSystem>,
 }
 
 /// The model state: the cluster and the faults in force.
@@ -277,6 +285,8 @@ impl Model for KvModel {
                 ip: subnet.host(host).expect("inside the subnet"),
                 running: true,
                 paused: false,
+                // Drawn only when configured, so other configurations give the same cases.
+                filesystem: g.choose(&self.config.filesystem).copied(),
             });
         }
         KvState {
@@ -294,6 +304,19 @@ impl Model for KvModel {
                 let mut smaller = s.clone();
                 smaller.nodes.remove(i);
                 out.push(smaller);
+            }
+        }
+        // The preferred (earlier) file systems.
+        let filesystems = &self.config.filesystem;
+        for (i, n) in s.nodes.iter().enumerate() {
+            let at = n
+                .filesystem
+                .and_then(|f| filesystems.iter().position(|x| *x == f))
+                .unwrap_or(0);
+            for earlier in &filesystems[..at] {
+                let mut simpler = s.clone();
+                simpler.nodes[i].filesystem = Some(*earlier);
+                out.push(simpler);
             }
         }
         out
@@ -535,6 +558,11 @@ impl Model for KvModel {
 
     fn labels(&self, initial: &KvState, commands: &[KvCmd], labels: &mut Labels) {
         labels.add("nodes", initial.nodes.len());
+        for n in &initial.nodes {
+            if let Some(fs) = n.filesystem {
+                labels.add("filesystem", fs);
+            }
+        }
         for c in commands {
             if let KvCmd::Ops { ops } = c {
                 let workers: BTreeSet<usize> = ops.iter().map(|o| o.worker).collect();
@@ -560,7 +588,14 @@ impl Model for KvModel {
     fn describe_state(&self, s: &KvState) -> String {
         let mut out = format!("{} node(s) on {}:\n", s.nodes.len(), s.subnet);
         for n in &s.nodes {
-            let _ = writeln!(out, "  {:<8}  {}", n.id, n.ip);
+            match n.filesystem {
+                Some(fs) => {
+                    let _ = writeln!(out, "  {:<8}  {:<15}  data on {fs}", n.id, n.ip);
+                }
+                None => {
+                    let _ = writeln!(out, "  {:<8}  {}", n.id, n.ip);
+                }
+            }
         }
         out
     }
@@ -634,6 +669,8 @@ pub fn boot_cluster(
                 memory_mb,
                 kernel: "host".into(),
                 setup: Vec::new(),
+                filesystem: n.filesystem,
+                ..Default::default()
             })
             .collect(),
     };

@@ -203,6 +203,8 @@ fn leaky_partition_is_found_and_shrunk() {
     assert_eq!(m.commands.len(), 4, "Boot, Boot, Partition, Ping: {m:#?}");
 }
 
+mod parameters;
+
 mod kv {
     use fleetcheck_engine::{run, Config, Outcome};
     use fleetcheck_scenarios::kv::memory::MemoryStore;

@@ -167,7 +167,7 @@ pub fn machine_logs(net: &dyn Network) -> Vec<MachineLogs> {
         .iter()
         .map(|m| {
             let mut files = vec![("agent.log".to_string(), tail(net.logs(&m.id)))];
-            if let Some(disk) = net.data_dir(&m.id) {
+            if let Some(disk) = net.data_dir_on_host(&m.id) {
                 files.extend(service_logs(&disk));
             }
             MachineLogs {

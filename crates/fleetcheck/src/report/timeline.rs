@@ -304,6 +304,11 @@ impl Scenario for PingModel {
                 PingCmd::Ping { from: a, to: b } => (a.clone(), format!("ping {b}: {output}")),
                 PingCmd::Pause { machine } => (machine.clone(), "pause".into()),
                 PingCmd::Resume { machine } => (machine.clone(), "resume".into()),
+                PingCmd::Upgrade {
+                    machine,
+                    service,
+                    version,
+                } => (machine.clone(), format!("upgrade {service} to {version}")),
                 PingCmd::Partition { .. } | PingCmd::Block { .. } | PingCmd::Heal => {
                     (NETWORK_LANE.to_string(), describe.to_lowercase())
                 }
@@ -378,7 +383,9 @@ impl Scenario for PingModel {
                     },
                 ),
                 PingCmd::Heal => bands.close(|k| k != "cut", from),
-                PingCmd::Ping { .. } => {}
+                // A running machine is down and up again within the bar; its state after is
+                // the one before.
+                PingCmd::Ping { .. } | PingCmd::Upgrade { .. } => {}
             }
         }
         t.periods = states.finish(t.end);

@@ -4,6 +4,7 @@
 mod browser;
 mod cli;
 mod export;
+mod machine;
 mod netns;
 mod report;
 mod up;

@@ -1,0 +1,358 @@
+//! A machine's own file system on `netns` ([`crate::MachineSpec::filesystem`]).
+//!
+//! When the network is created, each such machine gets a sparse image file
+//! `<network dir>/m<i>.img`, formatted by `mkfs.<fs>` on the host, attached to a loop device with
+//! autoclear set, and mounted at the machine's data directory inside a *disk namespace*: a
+//! private mount namespace the network holds only by file descriptor. Nothing is mounted in the
+//! host's mount namespace. Every boot of the machine starts its agent from a fresh copy of that
+//! namespace (see `spawn`), so the machine sees its file system at the data directory, and
+//! the mount (with everything written to it) outlives crashes and reboots.
+//!
+//! The host reads the file system through `/proc/<pid>/fd/<n>`, a descriptor of the mount's
+//! root ([`Disk::host_path`]). Closing the descriptors (teardown, or the process dying) ends the
+//! namespace, which unmounts the file system, which lets autoclear detach the loop device; the
+//! sweep detaches any loop device still backed by a file of a dead run.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::sys::{check, cpath, open};
+use crate::spec::FileSystem;
+
+/// Size of every image. Sparse: only what the file system writes takes space (about 4 MiB
+/// for ext4 and btrfs, 64 MiB for xfs's log). xfs refuses less than 300 MiB.
+pub const IMAGE_MB: u64 = 512;
+
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// `struct loop_info64` of `<linux/loop.h>`.
+#[repr(C)]
+struct LoopInfo64 {
+    device: u64,
+    inode: u64,
+    rdevice: u64,
+    offset: u64,
+    sizelimit: u64,
+    number: u32,
+    encrypt_type: u32,
+    encrypt_key_size: u32,
+    flags: u32,
+    file_name: [u8; 64],
+    crypt_name: [u8; 64],
+    encrypt_key: [u8; 32],
+    init: [u64; 2],
+}
+
+/// `struct loop_config` of `<linux/loop.h>`.
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// Makes a fresh, empty file system of type `fs` in a new sparse image file at `image`.
+pub fn make_image(image: &Path, fs: FileSystem) -> io::Result<()> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(image)?;
+    file.set_len(IMAGE_MB << 20)?;
+    drop(file);
+    // Also found in /usr/sbin and /sbin when those are not on PATH.
+    let program = mkfs_path(fs).unwrap_or_else(|| PathBuf::from(fs.mkfs()));
+    let mut cmd = Command::new(program);
+    match fs {
+        // Inode tables and journal are zeroed lazily (the mount says `noinit_itable`), so
+        // mkfs writes about 4 MiB instead of tens.
+        FileSystem::Ext4 => cmd.args([
+            "-q",
+            "-F",
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
+        ]),
+        FileSystem::Xfs => cmd.args(["-q", "-f", "-K"]),
+        FileSystem::Btrfs => cmd.args(["-q", "-f", "-K"]),
+    };
+    let out = cmd.arg(image).output().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot run {} (package {}): {e}", fs.mkfs(), fs.package()),
+        )
+    })?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{} failed with {}: {}",
+            fs.mkfs(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// A formatted image attached and mounted in its own mount namespace.
+#[derive(Debug)]
+pub struct Disk {
+    /// The loop device, e.g. `/dev/loop3`.
+    pub device: PathBuf,
+    /// The image file attached to it.
+    pub image: PathBuf,
+    /// The disk namespace.
+    ns: OwnedFd,
+    /// The root of the mounted file system (`O_PATH`).
+    root: OwnedFd,
+}
+
+impl Disk {
+    /// Attaches `image` to a free loop device and mounts it (type `fs`) at `target` inside a
+    /// new private mount namespace.
+    pub fn mount(image: &Path, fs: FileSystem, target: &Path) -> io::Result<Disk> {
+        let (device, dev_fd) = attach(image)?;
+        let fstype = fs.name();
+        let target = target.to_path_buf();
+        let dev = device.clone();
+        let mounted = std::thread::scope(|s| {
+            s.spawn(move || mount_in_new_ns(&dev, fstype, &target))
+                .join()
+                .expect("the mount thread does not panic")
+        });
+        // The mount holds the device now; with autoclear it goes when the mount goes.
+        match mounted {
+            Ok((ns, root)) => {
+                drop(dev_fd);
+                Ok(Disk {
+                    device,
+                    image: image.to_path_buf(),
+                    ns,
+                    root,
+                })
+            }
+            Err(e) => {
+                // SAFETY: ioctl without argument on our own loop descriptor.
+                unsafe { libc::ioctl(dev_fd.as_raw_fd(), LOOP_CLR_FD) };
+                Err(e)
+            }
+        }
+    }
+
+    /// The mount namespace a boot copies its own from.
+    pub fn namespace(&self) -> &OwnedFd {
+        &self.ns
+    }
+
+    /// A path through which the host process (or, as root, any process) sees the file system.
+    pub fn host_path(&self) -> PathBuf {
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            self.root.as_raw_fd()
+        ))
+    }
+
+    /// Lets go of the file system: closes the namespace and the root descriptor, so the file
+    /// system is unmounted once no machine runs from the namespace any more, and the loop
+    /// device detaches itself. Returns `(device, image)`, for [`wait_detached`].
+    pub fn close(self) -> (PathBuf, PathBuf) {
+        let Disk {
+            device,
+            image,
+            ns,
+            root,
+        } = self;
+        drop(root);
+        drop(ns);
+        (device, image)
+    }
+}
+
+/// Whether loop device `device` is (still) attached to `image`. A detached device may at once
+/// be taken by another network's disk, so the backing file is what tells.
+pub fn attached_to(device: &Path, image: &Path) -> bool {
+    backing_file(device).is_some_and(|f| {
+        let f = f.to_string_lossy();
+        Path::new(f.trim_end_matches(" (deleted)")) == image
+    })
+}
+
+/// Waits (up to `within`) until no loop device of `disks` (`(device, image)`) is attached to
+/// its image any more; returns those still attached then.
+pub fn wait_detached(disks: &[(PathBuf, PathBuf)], within: Duration) -> Vec<(PathBuf, PathBuf)> {
+    let deadline = Instant::now() + within;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        let left: Vec<(PathBuf, PathBuf)> = disks
+            .iter()
+            .filter(|(d, image)| attached_to(d, image))
+            .cloned()
+            .collect();
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// Attaches `image` to a free loop device with autoclear; returns its path and descriptor.
+fn attach(image: &Path) -> io::Result<(PathBuf, OwnedFd)> {
+    let file = open(image, libc::O_RDWR)?;
+    let control = open(Path::new("/dev/loop-control"), libc::O_RDWR)?;
+    for _ in 0..32 {
+        // SAFETY: ioctl without argument on /dev/loop-control.
+        let n = check(unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) })?;
+        let device = PathBuf::from(format!("/dev/loop{n}"));
+        let dev = open(&device, libc::O_RDWR)?;
+        // SAFETY: LoopConfig is plain data; all zero is a valid value.
+        let mut config: LoopConfig = unsafe { std::mem::zeroed() };
+        config.fd = file.as_raw_fd() as u32;
+        config.info.flags = LO_FLAGS_AUTOCLEAR;
+        let name = image.as_os_str().as_bytes();
+        let len = name.len().min(63);
+        config.info.file_name[..len].copy_from_slice(&name[..len]);
+        // SAFETY: LOOP_CONFIGURE reads a struct loop_config that lives across the call.
+        let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &config) };
+        if rc == 0 {
+            return Ok((device, dev));
+        }
+        let err = io::Error::last_os_error();
+        // Another process took the device between the two calls: ask for another.
+        if err.raw_os_error() != Some(libc::EBUSY) {
+            return Err(io::Error::new(
+                err.kind(),
+                format!(
+                    "cannot attach {} to {}: {err}",
+                    image.display(),
+                    device.display()
+                ),
+            ));
+        }
+    }
+    Err(io::Error::other("no free loop device after 32 attempts"))
+}
+
+fn mount_in_new_ns(device: &Path, fstype: &str, target: &Path) -> io::Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: unshare on this thread only (it implies CLONE_FS: the thread gets its own root
+    // and working directory, and ends right after).
+    check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
+    let c = |s: &str| CString::new(s).expect("no NUL");
+    let root = c("/");
+    let none = c("none");
+    // SAFETY: valid C strings; makes this namespace's mounts private so nothing propagates back.
+    check(unsafe {
+        libc::mount(
+            none.as_ptr(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    })?;
+    // The copy of /run/netns would pin every network namespace that exists now.
+    if let Ok(entries) = fs::read_dir(super::ns::NETNS_DIR) {
+        for entry in entries.flatten() {
+            if let Ok(path) = cpath(&entry.path()) {
+                // SAFETY: valid C string; failure (not a mount point) is fine.
+                unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+    fs::create_dir_all(target)?;
+    let (src, dst, ty) = (cpath(device)?, cpath(target)?, c(fstype));
+    let options = c(if fstype == "ext4" {
+        "noinit_itable"
+    } else {
+        ""
+    });
+    // SAFETY: valid C strings that live across the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            ty.as_ptr(),
+            libc::MS_NOATIME,
+            options.as_ptr().cast(),
+        )
+    };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!(
+                "cannot mount {} ({fstype}) at {}: {err}",
+                device.display(),
+                target.display()
+            ),
+        ));
+    }
+    let root = open(target, libc::O_PATH | libc::O_DIRECTORY)?;
+    let ns = open(Path::new("/proc/thread-self/ns/mnt"), libc::O_RDONLY)?;
+    Ok((ns, root))
+}
+
+/// The file a loop device is attached to, if it is attached.
+pub fn backing_file(device: &Path) -> Option<PathBuf> {
+    let name = device.file_name()?.to_str()?;
+    let text = fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok()?;
+    Some(PathBuf::from(text.trim_end_matches('\n')))
+}
+
+/// Loop devices attached to a file under `dir` (`/dev/loopN`, sorted).
+pub fn loops_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir("/sys/block")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with("loop"))
+                .map(|n| PathBuf::from(format!("/dev/{n}")))
+                .filter(|d| {
+                    backing_file(d).is_some_and(|f| {
+                        let f = f.to_string_lossy();
+                        let f = f.trim_end_matches(" (deleted)");
+                        Path::new(f).starts_with(dir)
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// Detaches loop device `device` (at once if unused, else when its last user lets go), if it
+/// is still attached to `image`.
+pub fn detach(device: &Path, image: &Path) -> io::Result<()> {
+    let fd = open(device, libc::O_RDWR)?;
+    if !attached_to(device, image) {
+        return Ok(());
+    }
+    // SAFETY: ioctl without argument on a loop device we opened.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), LOOP_CLR_FD) }).map(drop)
+}
+
+/// Whether the kernel can mount `fs` (`/proc/filesystems`, which lists modules once loaded).
+pub fn kernel_supports(fs: FileSystem) -> bool {
+    fs::read_to_string("/proc/filesystems").is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.split_whitespace().last() == Some(fs.name()))
+    })
+}
+
+/// Where `mkfs.<fs>` is, if on `PATH` (or in /sbin, /usr/sbin).
+pub fn mkfs_path(fs: FileSystem) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(fs.mkfs()))
+        .find(|p| p.is_file())
+}
