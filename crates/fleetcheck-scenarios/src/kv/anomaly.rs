@@ -67,9 +67,22 @@ impl Observed {
     }
 }
 
-/// Looks for an acknowledged write missing from a later read; `node(i)` names the node
-/// operation `i` went through. Returns one sentence, or `None` if the pattern is not there.
-pub fn missing_write(history: &History<Op, Ret>, node: impl Fn(usize) -> String) -> Option<String> {
+/// Where an operation went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    /// The node it went through.
+    pub node: String,
+    /// Whether a partition cut that node off from the majority when the operation began.
+    pub cut_off: bool,
+}
+
+/// Looks for an acknowledged write missing from a later read; `via(i)` says where operation
+/// `i` went. Returns one sentence, or `None` if the pattern is not there. The kind is named
+/// from where the two went: a write acknowledged on the cut-off side and missing on the
+/// majority side is a lost write; a read on the cut-off side missing a write made on the
+/// majority side is a stale read; otherwise (crashes, pauses) the write was lost, or at least
+/// not visible, after it was acknowledged.
+pub fn missing_write(history: &History<Op, Ret>, via: impl Fn(usize) -> Via) -> Option<String> {
     let ops = &history.operations;
     let ms = |ns: u64| ns as f64 / 1e6;
     for (r, read) in ops.iter().enumerate() {
@@ -106,15 +119,29 @@ pub fn missing_write(history: &History<Op, Ret>, node: impl Fn(usize) -> String)
             if explained {
                 continue;
             }
+            let (wv, rv) = (via(w), via(r));
+            let (kind, wside, rside) = match (wv.cut_off, rv.cut_off) {
+                (true, false) => (
+                    "lost write",
+                    " (cut off from the majority)",
+                    " (majority side)",
+                ),
+                (false, true) => (
+                    "stale read",
+                    " (majority side)",
+                    " (cut off from the majority)",
+                ),
+                _ => ("acknowledged write lost", "", ""),
+            };
             return Some(format!(
-                "acknowledged write missing: `{}` through {} was acknowledged at {:.3} ms, yet \
-                 `{}` through {}, begun after that at {:.3} ms, {} — no write that could have \
-                 come after it explains that (a lost write, or a stale read)",
+                "{kind}: `{}` through {}{wside} was acknowledged at {:.3} ms, yet `{}` through \
+                 {}{rside}, begun after that at {:.3} ms, {} — no write that could have come \
+                 after it explains that",
                 describe_op(&write.op),
-                node(w),
+                wv.node,
                 ms(acked),
                 describe_op(&read.op),
-                node(r),
+                rv.node,
                 ms(read.invoke),
                 seen.describe(),
             ));
@@ -157,10 +184,40 @@ mod tests {
             Outcome::Ok(KvRet::Value(Some(26))),
         ));
         let nodes = ["a", "a", "b"];
-        let s = missing_write(&h, |i| nodes[i].to_string()).expect("found");
+        let via = |i: usize| Via {
+            node: nodes[i].to_string(),
+            cut_off: false,
+        };
+        let s = missing_write(&h, via).expect("found");
+        assert!(s.starts_with("acknowledged write lost"), "{s}");
         assert!(s.contains("`del k2` through a"), "{s}");
         assert!(s.contains("`get k2` through b"), "{s}");
         assert!(s.contains("found 26"), "{s}");
+    }
+
+    #[test]
+    fn the_side_of_a_partition_names_lost_write_and_stale_read() {
+        let mut h = History::new();
+        h.push(op(0, KvOp::Put(0, 4), 0, 10, Outcome::Ok(KvRet::Done)));
+        h.push(op(0, KvOp::Get(0), 20, 30, Outcome::Ok(KvRet::Value(None))));
+        let write_cut = |i: usize| Via {
+            node: ["a", "b"][i].into(),
+            cut_off: i == 0,
+        };
+        let s = missing_write(&h, write_cut).expect("found");
+        assert!(
+            s.starts_with("lost write: `put k0=4` through a (cut off"),
+            "{s}"
+        );
+        let read_cut = |i: usize| Via {
+            node: ["a", "b"][i].into(),
+            cut_off: i == 1,
+        };
+        let s = missing_write(&h, read_cut).expect("found");
+        assert!(
+            s.starts_with("stale read: `put k0=4` through a (majority side)"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -175,7 +232,13 @@ mod tests {
             40,
             Outcome::Ok(KvRet::Value(Some(2))),
         ));
-        assert_eq!(missing_write(&h, |_| "a".into()), None);
+        assert_eq!(
+            missing_write(&h, |_| Via {
+                node: "a".into(),
+                cut_off: false,
+            }),
+            None
+        );
     }
 
     #[test]
@@ -196,6 +259,12 @@ mod tests {
             40,
             Outcome::Ok(KvRet::Value(Some(2))),
         ));
-        assert_eq!(missing_write(&h, |_| "a".into()), None);
+        assert_eq!(
+            missing_write(&h, |_| Via {
+                node: "a".into(),
+                cut_off: false,
+            }),
+            None
+        );
     }
 }

@@ -651,6 +651,22 @@ impl Model for KvModel {
     }
 }
 
+/// The nodes that partition `side | rest` cuts off from a majority: the smaller group, or
+/// every node when neither group is a majority.
+fn minority(state: &KvState, side: &[String]) -> BTreeSet<String> {
+    let all: BTreeSet<String> = state.nodes.iter().map(|n| n.id.clone()).collect();
+    let side: BTreeSet<String> = side.iter().cloned().collect();
+    let rest: BTreeSet<String> = all.difference(&side).cloned().collect();
+    let majority = all.len() / 2 + 1;
+    if side.len() >= majority {
+        rest
+    } else if rest.len() >= majority {
+        side
+    } else {
+        all
+    }
+}
+
 /// Builds the network of `state` on `backend` (one machine per node, `memory_mb` each) and
 /// boots every node, in parallel: the common start of every store that runs on machines.
 pub fn boot_cluster(
@@ -739,8 +755,11 @@ pub struct KvInstance<C> {
     /// Time zero of the history's timestamps.
     origin: Instant,
     recorder: Arc<Recorder<Op, Ret>>,
-    /// The node each recorded operation went through, by history index.
-    nodes: Mutex<BTreeMap<usize, String>>,
+    /// The node each recorded operation went through, by history index, and whether that node
+    /// was cut off from the majority by a partition then.
+    nodes: Mutex<BTreeMap<usize, anomaly::Via>>,
+    /// The nodes a partition in force cuts off from the majority (all, if no side has one).
+    cut_off: BTreeSet<String>,
     /// The model state after the last command that ran: the faults to heal at teardown.
     state: KvState,
     /// Wall time spent checking histories.
@@ -787,6 +806,7 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
             origin: Instant::now(),
             recorder: Arc::new(Recorder::new()),
             nodes: Mutex::new(BTreeMap::new()),
+            cut_off: BTreeSet::new(),
             state: initial.clone(),
             checking: std::time::Duration::ZERO,
         })
@@ -801,11 +821,17 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
         let KvCmd::Ops { ops } = command else {
             self.store.fault(&inst.cluster, state, command)?;
             inst.state = KvModel::default().next_state(state, command);
+            match command {
+                KvCmd::Partition { side } => inst.cut_off = minority(state, side),
+                KvCmd::Heal => inst.cut_off.clear(),
+                _ => {}
+            }
             return Ok(KvOutput::Done);
         };
         let workers: BTreeSet<usize> = ops.iter().map(|o| o.worker).collect();
         self.store.before_batch(&inst.cluster);
         let (cluster, recorder, nodes) = (&inst.cluster, &inst.recorder, &inst.nodes);
+        let cut_off = &inst.cut_off;
         let mut results: Vec<(usize, Recorded)> = std::thread::scope(|scope| {
             let handles: Vec<_> = workers
                 .iter()
@@ -815,10 +841,13 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
                         for (i, o) in ops.iter().enumerate().filter(|(_, o)| o.worker == w) {
                             let ticket = recorder.invoke(w, o.op.clone());
                             let index = ticket.index();
-                            nodes
-                                .lock()
-                                .expect("no panics while locked")
-                                .insert(index, o.node.clone());
+                            nodes.lock().expect("no panics while locked").insert(
+                                index,
+                                anomaly::Via {
+                                    node: o.node.clone(),
+                                    cut_off: cut_off.contains(&o.node),
+                                },
+                            );
                             let outcome = self.store.op(cluster, &o.node, &o.op);
                             recorder.complete(ticket, outcome);
                             done.push((i, index));
@@ -857,8 +886,13 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
         Ok(match verdict {
             Linearizability::NotLinearizable { explanation, .. } => {
                 let nodes = inst.nodes.lock().expect("no panics while locked");
-                let node = |i: usize| nodes.get(&i).cloned().unwrap_or_else(|| "?".into());
-                Err(match anomaly::missing_write(&history, node) {
+                let via = |i: usize| {
+                    nodes.get(&i).cloned().unwrap_or_else(|| anomaly::Via {
+                        node: "?".into(),
+                        cut_off: false,
+                    })
+                };
+                Err(match anomaly::missing_write(&history, via) {
                     Some(anomaly) => {
                         format!("the history is not linearizable: {anomaly}\n{explanation}")
                     }

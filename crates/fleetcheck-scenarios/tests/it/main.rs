@@ -294,7 +294,7 @@ mod kv {
             found += 1;
             assert!(f.reason.contains("not linearizable"), "{}", f.reason);
             assert!(
-                f.reason.contains("acknowledged write missing"),
+                f.reason.contains("acknowledged write lost"),
                 "the anomaly is named: {}",
                 f.reason
             );
