@@ -16,6 +16,11 @@ pub(crate) const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Short name, e.g. `"fake"` or `"netns"`.
     fn name(&self) -> &'static str;
+    /// The kernel releases this backend can boot, the preferred (for shrinking) first; `None`
+    /// when machines do not run their own kernel and `MachineSpec::kernel` is only a label.
+    fn kernels(&self) -> Option<Vec<String>> {
+        None
+    }
     /// Builds the network with every machine `Off`.
     fn create(&self, spec: &NetworkSpec) -> Result<Box<dyn Network>, CreateError>;
 }

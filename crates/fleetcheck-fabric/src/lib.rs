@@ -50,6 +50,7 @@ pub mod fake;
 mod faults;
 pub mod netns;
 pub mod protocol;
+pub mod qemu;
 mod spec;
 
 pub use backend::{Backend, Network};

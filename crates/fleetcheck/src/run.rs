@@ -84,9 +84,10 @@ fn check_run_args(args: &RunArgs) -> Result<(), Fail> {
 pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
     check_scenario(&args.scenario)?;
     check_run_args(args)?;
-    let scenario_config = load_config(args.config.as_deref())?;
+    let mut scenario_config = load_config(args.config.as_deref())?;
     let system_name = system_of(&args.scenario, args.system.as_deref())?;
     let backend = backends::make(&args.common.backend)?;
+    fit_kernels(&mut scenario_config, backend.as_ref())?;
     let config = Config {
         tests: args.tests,
         min_size: args.min_size,
@@ -127,6 +128,36 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
             search(&model, &system, args, &config, backend.name(), context)
         }
     }
+}
+
+/// On a backend whose machines boot their own kernels: without a `machine.kernels` in the
+/// configuration, the generator picks among the installed kernels (the first preferred when
+/// shrinking); a configured kernel that is not installed is a usage error.
+fn fit_kernels(
+    config: &mut ScenarioConfig,
+    backend: &dyn fleetcheck_fabric::Backend,
+) -> Result<(), Fail> {
+    let Some(installed) = backend.kernels() else {
+        return Ok(());
+    };
+    let default = fleetcheck_scenarios::config::MachineConfig::default().kernels;
+    if config.machine.kernels == default {
+        config.machine.kernels = installed;
+        return Ok(());
+    }
+    if let Some(k) = config
+        .machine
+        .kernels
+        .iter()
+        .find(|k| !installed.contains(k))
+    {
+        return Err(Fail::usage(anyhow!(
+            "machine.kernels names {k}, which the {} backend cannot boot (installed: {})",
+            backend.name(),
+            installed.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// The system a scenario runs against: `kv` has several (etcd, memory, memory-lossy).

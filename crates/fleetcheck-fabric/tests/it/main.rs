@@ -5,4 +5,5 @@ mod cleanup;
 mod faults;
 mod host;
 mod machines;
+mod qemu;
 mod support;

@@ -1,0 +1,251 @@
+//! The agent as init of a VM (`--guest`, started by the initramfs's `/init` that
+//! [`crate::qemu`] builds).
+//!
+//! Boot: mount `/proc`, `/sys`, `/dev`; load the kernel modules listed in [`MODULES`] (in
+//! dependency order, with their `module.param=value` options from the kernel command line, as
+//! modprobe would); find the virtio-serial port named [`PORT_NAME`]; say
+//! [`crate::protocol::AgentMsg::Booted`] on it and wait for Init. Nothing in this part depends on
+//! which machine this is, so the host may snapshot the VM here and restore it as any machine of
+//! the same kernel and memory.
+//!
+//! Identity ([`take_identity`], on Init): mount the host's root read-only over virtio-9p at
+//! `/host` and bind its `/usr`, `/etc`, `/bin`, `/sbin`, `/lib`, `/lib64`, `/opt` over the
+//! initramfs (the VM then runs the host's programs, as the seed shares the Nix store); set the
+//! MAC address and IP address of `eth0`, bring `lo` and `eth0` up. The 9p mount happens after a
+//! possible snapshot because QEMU refuses to migrate a VM with a mounted 9p share.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use super::{log, mount_with, serve};
+use crate::protocol::GuestInit;
+
+/// Modules to load, one initramfs path per line, dependencies first.
+pub const MODULES: &str = "/fc/modules";
+/// Name of the virtio-serial port the host talks on.
+pub const PORT_NAME: &str = "fleetcheck";
+/// Where the initramfs's busybox and its applet links live (last on `PATH`).
+pub const BUSYBOX_DIR: &str = "/fc/bin";
+/// `PATH` inside the VM: the host's directories (shared), then busybox.
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/fc/bin";
+/// How long the agent waits for the channel's device to appear.
+const PORT_WAIT: Duration = Duration::from_secs(20);
+
+fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong) -> io::Result<()> {
+    let _ = fs::create_dir_all(target);
+    mount_with(src, target, Some(fstype), flags, None)
+        .map_err(|e| io::Error::new(e.kind(), format!("mount {fstype} on {target}: {e}")))
+}
+
+/// Entry point of `--guest`.
+pub fn main() -> ExitCode {
+    // SAFETY: getpid cannot fail.
+    if unsafe { libc::getpid() } != 1 {
+        log("--guest is for init of a fleetcheck VM only");
+        return ExitCode::from(2);
+    }
+    match boot() {
+        Ok(()) => log("host closed the channel, powering off"),
+        Err(e) => log(&format!("stopping: {e}")),
+    }
+    // As PID 1, exiting panics the kernel, which ends the VM (panic=-1 and -no-reboot).
+    ExitCode::FAILURE
+}
+
+fn boot() -> io::Result<()> {
+    std::env::set_var("PATH", PATH);
+    let nodev = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    mount("proc", "/proc", "proc", nodev)?;
+    mount("sysfs", "/sys", "sysfs", nodev)?;
+    mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID)?;
+    let _ = fs::create_dir_all("/dev/pts");
+    let _ = mount(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+    );
+    let _ = mount(
+        "tmpfs",
+        "/dev/shm",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+    );
+    let _ = mount("tmpfs", "/run", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV);
+    let _ = fs::create_dir_all("/tmp");
+    load_modules()?;
+    let port = wait_for_port(Instant::now() + PORT_WAIT)?;
+    let channel = OpenOptions::new().read(true).write(true).open(&port)?;
+    let writer = channel.try_clone()?;
+    serve(Box::new(channel), Box::new(writer), true)
+}
+
+/// `name.param=value` options for module `name` on the kernel command line.
+fn cmdline_options(cmdline: &str, name: &str) -> String {
+    let name = name.replace('-', "_");
+    cmdline
+        .split_whitespace()
+        .filter_map(|word| {
+            let (module, option) = word.split_once('.')?;
+            (module.replace('-', "_") == name && option.contains('=')).then_some(option)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn load_modules() -> io::Result<()> {
+    let list = match fs::read_to_string(MODULES) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    for path in list.lines().filter(|l| !l.is_empty()) {
+        let name = Path::new(path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".ko"))
+            .unwrap_or(path);
+        let options =
+            std::ffi::CString::new(cmdline_options(&cmdline, name)).map_err(io::Error::other)?;
+        let file = File::open(path)?;
+        // SAFETY: finit_module on a descriptor we hold, with a NUL-terminated option string.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_finit_module,
+                file.as_raw_fd(),
+                options.as_ptr(),
+                0,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(io::Error::new(e.kind(), format!("load module {path}: {e}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The device of the virtio-serial port named [`PORT_NAME`], once the kernel has created it
+/// (ports appear asynchronously, after the device announced them).
+fn wait_for_port(deadline: Instant) -> io::Result<PathBuf> {
+    let mut pause = Duration::from_micros(200);
+    loop {
+        if let Ok(entries) = fs::read_dir("/sys/class/virtio-ports") {
+            for entry in entries.flatten() {
+                let name = fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+                let dev = Path::new("/dev").join(entry.file_name());
+                if name.trim() == PORT_NAME && dev.exists() {
+                    return Ok(dev);
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no virtio-serial port named {PORT_NAME} after {PORT_WAIT:?}"),
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
+fn run(argv: &[&str]) -> io::Result<()> {
+    let out = Command::new(argv[0]).args(&argv[1..]).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "`{}` failed with {}: {}",
+            argv.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Takes the machine's identity (see the module documentation). Runs before the reaper
+/// thread starts, so waiting for its own children is safe.
+pub fn take_identity(init: &GuestInit) -> io::Result<()> {
+    if let Some(tag) = &init.share {
+        mount_host(tag)?;
+    }
+    let ip = format!("{}/{}", init.ip, init.prefix);
+    let ipcmd = format!("{BUSYBOX_DIR}/ip");
+    run(&[&ipcmd, "link", "set", "dev", "lo", "up"])?;
+    run(&[&ipcmd, "link", "set", "dev", "eth0", "address", &init.mac])?;
+    run(&[&ipcmd, "addr", "add", &ip, "dev", "eth0"])?;
+    run(&[&ipcmd, "link", "set", "dev", "eth0", "up"])?;
+    // As on netns: a peer pinged while off must answer as soon as it boots.
+    if let Err(e) = fs::write("/proc/sys/net/ipv4/neigh/eth0/retrans_time_ms", "10") {
+        log(&format!(
+            "cannot shorten the ARP retransmit time of eth0: {e}"
+        ));
+    }
+    Ok(())
+}
+
+/// Host directories bound over the initramfs, read-only.
+const SHARED: &[&str] = &["usr", "etc", "bin", "sbin", "lib", "lib64", "opt"];
+
+fn mount_host(tag: &str) -> io::Result<()> {
+    let ro = libc::MS_RDONLY;
+    fs::create_dir_all("/host")?;
+    mount_with(
+        tag,
+        "/host",
+        Some("9p"),
+        ro,
+        Some("trans=virtio,version=9p2000.L,msize=262144,cache=loose"),
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("mount 9p share {tag} on /host: {e}")))?;
+    for dir in SHARED {
+        let src = Path::new("/host").join(dir);
+        // On a merged-/usr host `/host/bin` is a link to `usr/bin`: bind what it points to.
+        let Ok(real) = fs::canonicalize(&src).map(|p| {
+            // canonicalize resolves inside the guest's view: re-root relative links under /host.
+            if p.starts_with("/host") {
+                p
+            } else {
+                Path::new("/host").join(p.strip_prefix("/").unwrap_or(&p))
+            }
+        }) else {
+            continue;
+        };
+        if !real.is_dir() {
+            continue;
+        }
+        let target = Path::new("/").join(dir);
+        let _ = fs::create_dir_all(&target);
+        let (src, target) = (real.to_string_lossy(), target.to_string_lossy());
+        mount_with(&src, &target, None, libc::MS_BIND | libc::MS_REC, None)
+            .map_err(|e| io::Error::new(e.kind(), format!("bind {src} on {target}: {e}")))?;
+        // A bind mount takes the read-only flag only on a remount.
+        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+        let _ = mount_with(&src, &target, None, flags, None);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_options_pick_the_module_s_own() {
+        let cmdline = "console=ttyS0 virtio_mmio.device=512@0xfeb00e00:12 virtio-mmio.device=1K@0x1:3 quiet virtio_net.napi_tx=1";
+        assert_eq!(
+            cmdline_options(cmdline, "virtio_mmio"),
+            "device=512@0xfeb00e00:12 device=1K@0x1:3"
+        );
+        assert_eq!(cmdline_options(cmdline, "virtio_net"), "napi_tx=1");
+        assert_eq!(cmdline_options(cmdline, "9p"), "");
+    }
+}

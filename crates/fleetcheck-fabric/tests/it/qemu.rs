@@ -1,0 +1,224 @@
+//! The qemu backend on real VMs: kernels and memory are what the spec says, machines ping each
+//! other, faults cut them, and nothing outlives a killed run. Needs root, QEMU, busybox and two
+//! kernels (`scripts/install-deps`); skips outside CI without them, fails with `CI=true`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use fleetcheck_fabric::netns::{sweep, AgentCommand, RUN_ROOT};
+use fleetcheck_fabric::qemu::{kernels, QemuBackend, QemuConfig, QemuNetwork};
+use fleetcheck_fabric::{ExecRequest, MachineSpec, Network, NetworkSpec};
+
+use crate::support::{alive, ip, namespaces_with, require_root, spawn_child_run};
+
+/// Whether the qemu tests may run: root, QEMU and at least two kernels. Otherwise prints why
+/// and returns false, or panics under `CI=true`.
+fn require_qemu(test: &str) -> bool {
+    if !require_root(test) {
+        return false;
+    }
+    let missing = if fleetcheck_fabric::qemu::find_qemu().is_none() {
+        Some("qemu-system-x86_64".to_string())
+    } else if fleetcheck_fabric::qemu::find_busybox().is_none() {
+        Some("busybox".to_string())
+    } else if kernels::installed().len() < 2 {
+        Some(format!(
+            "two kernels (found {:?}; {})",
+            kernels::installed()
+                .iter()
+                .map(|k| k.release.clone())
+                .collect::<Vec<_>>(),
+            kernels::HOW_TO_INSTALL
+        ))
+    } else {
+        None
+    };
+    match missing {
+        None => true,
+        Some(what) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test} needs {what}, and CI=true forbids skipping")
+        }
+        Some(what) => {
+            eprintln!("skipping {test}: needs {what}");
+            false
+        }
+    }
+}
+
+fn backend(snapshots: bool) -> QemuBackend {
+    let agent = AgentCommand {
+        program: env!("CARGO_BIN_EXE_fleetcheck-agent").into(),
+        args: Vec::new(),
+    };
+    let mut config = QemuConfig::new(agent);
+    config.snapshots = snapshots;
+    QemuBackend::new(config).expect("this host runs the qemu backend")
+}
+
+fn machine(i: u8, kernel: &str, memory_mb: u32) -> MachineSpec {
+    MachineSpec {
+        id: format!("m{i}"),
+        ip: ip(i),
+        memory_mb,
+        kernel: kernel.into(),
+        setup: vec![],
+    }
+}
+
+fn net_of(machines: Vec<MachineSpec>) -> NetworkSpec {
+    NetworkSpec {
+        subnet: "172.16.2.0/24".parse().unwrap(),
+        machines,
+    }
+}
+
+fn sh(net: &QemuNetwork, id: &str, cmd: &str) -> String {
+    let out = net
+        .exec(
+            id,
+            &ExecRequest::shell(cmd).with_timeout(Duration::from_secs(20)),
+        )
+        .unwrap();
+    assert!(out.success(), "{cmd} on {id}: {out:?}\n{}", net.logs(id));
+    out.stdout_str().trim().to_string()
+}
+
+fn mem_total_mb(net: &QemuNetwork, id: &str) -> u32 {
+    let kb: u32 = sh(net, id, "awk '/MemTotal/ {print $2}' /proc/meminfo")
+        .parse()
+        .unwrap();
+    kb / 1024
+}
+
+#[test]
+fn qemu_kernels_and_memory_are_what_the_spec_says() {
+    if !require_qemu("qemu_kernels_and_memory_are_what_the_spec_says") {
+        return;
+    }
+    let backend = backend(true);
+    let installed = backend.installed_kernels().to_vec();
+    let (k1, k2) = (
+        &installed[0].release,
+        &installed[installed.len() - 1].release,
+    );
+    let spec = net_of(vec![
+        machine(1, k1, 128),
+        machine(2, k2, 256),
+        machine(3, k2, 128),
+    ]);
+    let net = backend.create_qemu(&spec).unwrap();
+    for r in net.boot(&["m1", "m2", "m3"]) {
+        r.unwrap();
+    }
+    for m in &spec.machines {
+        assert_eq!(sh(&net, &m.id, "uname -r"), m.kernel, "kernel of {}", m.id);
+        assert_eq!(sh(&net, &m.id, "hostname"), m.id);
+        let total = mem_total_mb(&net, &m.id);
+        // MemTotal is guest memory less what the kernel keeps for itself (about 50 MiB).
+        assert!(
+            total <= m.memory_mb && total + 64 >= m.memory_mb,
+            "{} has {total} MiB of {} MiB",
+            m.id,
+            m.memory_mb
+        );
+        assert!(
+            sh(&net, &m.id, "ip -4 addr show dev eth0").contains(&format!("{}/24", m.ip)),
+            "address of {}",
+            m.id
+        );
+    }
+    // Same kernel, twice the memory: 128 MiB more.
+    let more = mem_total_mb(&net, "m2") - mem_total_mb(&net, "m3");
+    assert!(
+        (120..=136).contains(&more),
+        "m2 has {more} MiB more than m3"
+    );
+    // Host files are shared: the host's own programs run inside.
+    assert!(sh(&net, "m1", "ls /usr/bin").contains("awk"));
+    Box::new(net).teardown().unwrap();
+}
+
+#[test]
+fn qemu_machines_ping_each_other_and_faults_cut_them() {
+    if !require_qemu("qemu_machines_ping_each_other_and_faults_cut_them") {
+        return;
+    }
+    let backend = backend(true);
+    let k = backend.installed_kernels()[0].release.clone();
+    let spec = net_of(vec![machine(1, &k, 128), machine(2, &k, 128)]);
+    let net = backend.create_qemu(&spec).unwrap();
+    let t = Duration::from_secs(2);
+    assert!(!net.ping("m1", ip(2), t).unwrap(), "both off");
+    for r in net.boot(&["m1", "m2"]) {
+        r.unwrap();
+    }
+    assert!(net.ping("m1", ip(2), t).unwrap(), "{}", net.logs("m1"));
+    assert!(net.ping("m2", ip(1), t).unwrap());
+    net.block("m1", "m2").unwrap();
+    assert!(!net.ping("m1", ip(2), Duration::from_millis(300)).unwrap());
+    net.heal().unwrap();
+    assert!(net.ping("m1", ip(2), t).unwrap());
+    net.pause("m2").unwrap();
+    assert!(!net.ping("m1", ip(2), Duration::from_millis(300)).unwrap());
+    net.resume("m2").unwrap();
+    assert!(net.ping("m1", ip(2), t).unwrap());
+    net.shutdown("m2").unwrap();
+    assert!(!net.ping("m1", ip(2), Duration::from_millis(300)).unwrap());
+    net.boot(&["m2"]).pop().unwrap().unwrap();
+    assert!(net.ping("m1", ip(2), t).unwrap(), "after a reboot");
+    // A restored machine has its own identity.
+    assert_eq!(sh(&net, "m2", "hostname"), "m2");
+    assert!(sh(&net, "m2", "ip link show dev eth0").contains("02:fc:ac:10:02:02"));
+    let records = net.boot_records();
+    assert!(
+        records.iter().any(|r| r.restored),
+        "some boot restored a snapshot: {records:?}"
+    );
+    Box::new(net).teardown().unwrap();
+}
+
+#[test]
+fn qemu_child_for_kill_test() {
+    if std::env::var("FLEETCHECK_TEST_CHILD").as_deref() != Ok("qemu-kill") {
+        return;
+    }
+    let backend = backend(true);
+    let k = backend.installed_kernels()[0].release.clone();
+    let net = backend
+        .create_qemu(&net_of(vec![machine(1, &k, 128), machine(2, &k, 128)]))
+        .unwrap();
+    for r in net.boot(&["m1", "m2"]) {
+        r.unwrap();
+    }
+    let pids = [net.qemu_pid("m1").unwrap(), net.qemu_pid("m2").unwrap()];
+    println!("RUN {} {} {}", backend.run_id(), pids[0], pids[1]);
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    drop(net);
+}
+
+#[test]
+fn qemu_sweep_removes_what_a_killed_run_left() {
+    if !require_qemu("qemu_sweep_removes_what_a_killed_run_left") {
+        return;
+    }
+    let child = spawn_child_run("qemu::qemu_child_for_kill_test", "qemu-kill");
+    let (run, vms) = (child.run.clone(), child.agents.clone());
+    assert_eq!(vms.len(), 2);
+    assert_eq!(namespaces_with(&format!("fleetcheck-{run}-")).len(), 1);
+    child.kill();
+    assert!(
+        vms.iter().all(|&pid| alive(pid)),
+        "QEMU outlives its killed parent"
+    );
+    let report = sweep().unwrap();
+    assert!(report.runs.contains(&run), "{report:?}");
+    for pid in vms {
+        assert!(!alive(pid), "qemu {pid} of {run} still runs");
+    }
+    assert_eq!(
+        namespaces_with(&format!("fleetcheck-{run}-")),
+        Vec::<String>::new()
+    );
+    assert!(!Path::new(RUN_ROOT).join(&run).exists());
+}
