@@ -21,6 +21,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn kernels(&self) -> Option<Vec<String>> {
         None
     }
+    /// The least memory (MiB) a machine of this backend can boot with (a VM's kernel needs
+    /// room for itself and its initramfs); 0 when there is no such floor.
+    fn min_memory_mb(&self) -> u32 {
+        0
+    }
     /// Builds the network with every machine `Off`.
     fn create(&self, spec: &NetworkSpec) -> Result<Box<dyn Network>, CreateError>;
 }

@@ -92,6 +92,12 @@ pub enum CreateError {
         #[source]
         source: crate::qemu::InitramfsError,
     },
+    #[error("machine {machine} has {memory_mb} MiB but this backend needs at least {min} MiB")]
+    TooLittleMemory {
+        machine: String,
+        memory_mb: u32,
+        min: u32,
+    },
     #[error("failed to create {path}")]
     RunFile {
         path: PathBuf,

@@ -42,6 +42,10 @@ pub struct GuestInit {
     /// virtio-9p mount tag of the host's root directory, mounted read-only at `/host`, whose
     /// `/usr`, `/etc` (and the merged `/bin`, `/lib`, ...) are bound over the initramfs.
     pub share: Option<String>,
+    /// Host path of the kernel's `lib/modules/<release>` directory, bound (through the share)
+    /// at `/lib/modules/<release>` so `modprobe` finds the guest kernel's modules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules: Option<String>,
 }
 
 /// Requests an agent serves.

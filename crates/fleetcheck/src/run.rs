@@ -132,11 +132,26 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
 
 /// On a backend whose machines boot their own kernels: without a `machine.kernels` in the
 /// configuration, the generator picks among the installed kernels (the first preferred when
-/// shrinking); a configured kernel that is not installed is a usage error.
+/// shrinking); a configured kernel that is not installed is a usage error. Likewise the default
+/// memory range starts at the backend's floor; a configured one below it is a usage error.
 fn fit_kernels(
     config: &mut ScenarioConfig,
     backend: &dyn fleetcheck_fabric::Backend,
 ) -> Result<(), Fail> {
+    let floor = backend.min_memory_mb();
+    let memory = &mut config.machine.memory_mb;
+    if memory.min < floor {
+        let default = fleetcheck_scenarios::config::MachineConfig::default().memory_mb;
+        if *memory != default {
+            return Err(Fail::usage(anyhow!(
+                "machine.memory_mb.min is {} MiB but the {} backend needs at least {floor} MiB",
+                memory.min,
+                backend.name()
+            )));
+        }
+        memory.min = floor;
+        memory.max = memory.max.max(floor);
+    }
     let Some(installed) = backend.kernels() else {
         return Ok(());
     };

@@ -176,6 +176,9 @@ fn run(argv: &[&str]) -> io::Result<()> {
 pub fn take_identity(init: &GuestInit) -> io::Result<()> {
     if let Some(tag) = &init.share {
         mount_host(tag)?;
+        if let Some(modules) = &init.modules {
+            mount_modules(modules)?;
+        }
     }
     let ip = format!("{}/{}", init.ip, init.prefix);
     let ipcmd = format!("{BUSYBOX_DIR}/ip");
@@ -190,6 +193,26 @@ pub fn take_identity(init: &GuestInit) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Binds the host directory `modules` (seen through `/host`) at `/lib/modules/<release>`,
+/// on a tmpfs over the host's `/lib/modules` (which holds the host kernel's modules only).
+fn mount_modules(modules: &str) -> io::Result<()> {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease")?;
+    let target = Path::new("/lib/modules").join(release.trim());
+    let src = Path::new("/host").join(modules.trim_start_matches('/'));
+    mount_with(
+        "tmpfs",
+        "/lib/modules",
+        Some("tmpfs"),
+        libc::MS_NOSUID,
+        None,
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("mount tmpfs on /lib/modules: {e}")))?;
+    fs::create_dir_all(&target)?;
+    let (src, target) = (src.to_string_lossy(), target.to_string_lossy());
+    mount_with(&src, &target, None, libc::MS_BIND, None)
+        .map_err(|e| io::Error::new(e.kind(), format!("bind {src} on {target}: {e}")))
 }
 
 /// Host directories bound over the initramfs, read-only.

@@ -49,6 +49,10 @@ pub(crate) use vm::pidfile_alive;
 
 use network::NetShared;
 
+/// The least guest memory, MiB: a Debian kernel keeps about 60 MiB for itself and needs room
+/// to unpack the initramfs (below about 112 MiB it panics, "deadlocked on memory").
+pub const MIN_MEMORY_MB: u32 = 128;
+
 /// Kernel names that mean "the first installed kernel".
 pub const DEFAULT_KERNELS: &[&str] = &["", "host"];
 
@@ -222,6 +226,13 @@ impl QemuBackend {
         let _in_flight = CreateGuard::enter()?;
         let mut hardware = Vec::with_capacity(spec.machines.len());
         for m in &spec.machines {
+            if m.memory_mb < MIN_MEMORY_MB {
+                return Err(CreateError::TooLittleMemory {
+                    machine: m.id.clone(),
+                    memory_mb: m.memory_mb,
+                    min: MIN_MEMORY_MB,
+                });
+            }
             // "host" (what backends without own kernels are given) means the preferred one.
             let kernel = self
                 .kernels
@@ -252,6 +263,7 @@ impl QemuBackend {
                 initramfs,
                 memory_mb: m.memory_mb,
                 cmdline: vm::cmdline(),
+                modules: kernel.modules.clone(),
             });
         }
         network::create(
@@ -271,6 +283,10 @@ impl Backend for QemuBackend {
 
     fn kernels(&self) -> Option<Vec<String>> {
         Some(self.kernels.iter().map(|k| k.release.clone()).collect())
+    }
+
+    fn min_memory_mb(&self) -> u32 {
+        MIN_MEMORY_MB
     }
 
     fn create(&self, spec: &NetworkSpec) -> Result<Box<dyn Network>, CreateError> {

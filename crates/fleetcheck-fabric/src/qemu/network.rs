@@ -382,6 +382,7 @@ impl NetShared {
                 prefix: self.spec.subnet.prefix,
                 mac: mac_text(mac_of(m.spec.ip)),
                 share: Some(SHARE_TAG.into()),
+                modules: Some(m.hw.modules.to_string_lossy().into_owned()),
             }),
         })
         .map_err(|source| {
@@ -444,7 +445,14 @@ impl NetShared {
     fn log_tail(&self, m: &Machine) -> String {
         let text = fs::read_to_string(&m.paths.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join("\n")
+        // The agent's last words and a kernel panic's reason say more than a stack trace.
+        let mut picked: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.contains("fleetcheck-agent: stopping") || l.contains("Kernel panic"))
+            .copied()
+            .collect();
+        picked.extend(&lines[lines.len().saturating_sub(3)..]);
+        picked.join("\n")
     }
 
     /// Kills and reaps QEMU of `m`, joins its agent reader.

@@ -71,6 +71,8 @@ pub struct Hardware {
     pub memory_mb: u32,
     /// The kernel command line ([`cmdline`]).
     pub cmdline: String,
+    /// The kernel's `lib/modules/<release>` on the host, shared into the guest.
+    pub modules: PathBuf,
 }
 
 impl Hardware {

@@ -101,11 +101,13 @@ fn qemu_kernels_and_memory_are_what_the_spec_says() {
         &installed[0].release,
         &installed[installed.len() - 1].release,
     );
-    let spec = net_of(vec![
+    let mut spec = net_of(vec![
         machine(1, k1, 128),
         machine(2, k2, 256),
         machine(3, k2, 128),
     ]);
+    // A setup command that needs a module of the guest's own kernel (nf_tables).
+    spec.machines[1].setup = vec!["nft add table inet t".into()];
     let net = backend.create_qemu(&spec).unwrap();
     for r in net.boot(&["m1", "m2", "m3"]) {
         r.unwrap();
@@ -133,6 +135,7 @@ fn qemu_kernels_and_memory_are_what_the_spec_says() {
         (120..=136).contains(&more),
         "m2 has {more} MiB more than m3"
     );
+    assert!(sh(&net, "m2", "nft list tables").contains("table inet t"));
     // Host files are shared: the host's own programs run inside.
     assert!(sh(&net, "m1", "ls /usr/bin").contains("awk"));
     Box::new(net).teardown().unwrap();
