@@ -349,7 +349,28 @@ pub fn build(
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
+    prune(&dir, KEEP);
     result.map(|()| path)
+}
+
+/// How many initramfs files the cache keeps (each rebuilt agent makes new ones).
+const KEEP: usize = 12;
+
+/// Removes all but the `keep` newest images in `dir`.
+fn prune(dir: &Path, keep: usize) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cpio"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    files.sort();
+    files.reverse();
+    for (_, path) in files.into_iter().skip(keep) {
+        let _ = fs::remove_file(path);
+    }
 }
 
 fn contents(entry: &Entry) -> Result<Vec<u8>, InitramfsError> {

@@ -432,7 +432,11 @@ impl NetShared {
 
     fn save_snapshot(&self, m: &Machine, claim: &Claim) -> io::Result<()> {
         let mut qmp = Qmp::connect(&m.paths.qmp, SNAPSHOT_TIMEOUT)?;
-        qmp.snapshot(&claim.path, Instant::now() + SNAPSHOT_TIMEOUT)
+        qmp.snapshot(&claim.path, Instant::now() + SNAPSHOT_TIMEOUT)?;
+        if let Some(s) = &self.snapshots {
+            s.prune();
+        }
+        Ok(())
     }
 
     fn note(&self, m: &Machine, msg: &str) {

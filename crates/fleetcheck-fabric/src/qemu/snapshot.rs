@@ -7,6 +7,11 @@
 //! number. Setup commands are not in the key: they run after the restore, as part of Init.
 //! Files are written under a temporary name and renamed, so a reader never sees half a file;
 //! one boot per key writes, the others boot cold meanwhile.
+//!
+//! A snapshot holds the guest memory in use (about 80 MB for a 128 MiB guest), and the
+//! generator draws memory sizes from a range, so the cache is bounded: after each save the
+//! least recently used files go until the rest fit in `$FLEETCHECK_SNAPSHOT_MB` (default
+//! [`DEFAULT_CAP_MB`]). A restore counts as a use (it touches the file).
 
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
@@ -15,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::vm::Hardware;
+
+/// Default size bound of the snapshot cache, MB.
+pub const DEFAULT_CAP_MB: u64 = 4096;
 
 /// Bumped when what a snapshot holds changes.
 const FORMAT: u32 = 1;
@@ -72,10 +80,42 @@ impl Snapshots {
         self.dir.join(format!("{key}.vmstate"))
     }
 
-    /// The snapshot file of `key`, if one was saved.
+    /// The snapshot file of `key`, if one was saved; marks it used.
     pub fn existing(&self, key: &str) -> Option<PathBuf> {
         let p = self.path(key);
-        p.is_file().then_some(p)
+        let file = std::fs::File::options().append(true).open(&p).ok()?;
+        let _ = file.set_modified(std::time::SystemTime::now());
+        Some(p)
+    }
+
+    /// Removes the least recently used snapshots until the rest fit in the cap.
+    pub fn prune(&self) {
+        let cap = std::env::var("FLEETCHECK_SNAPSHOT_MB")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(DEFAULT_CAP_MB)
+            * 1_000_000;
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "vmstate"))
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), e.path()))
+            })
+            .collect();
+        files.sort();
+        let mut total: u64 = files.iter().map(|f| f.1).sum();
+        for (_, len, path) in files {
+            if total <= cap {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total -= len;
+            }
+        }
     }
 
     /// The right to save the snapshot of `key`, unless one exists or another boot saves it.

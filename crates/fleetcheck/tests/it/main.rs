@@ -3,6 +3,7 @@
 
 mod cli;
 mod netns;
+mod qemu;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
