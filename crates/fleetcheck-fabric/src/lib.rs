@@ -9,6 +9,9 @@
 //! - [`fake::FakeBackend`]: in memory, no OS calls, with planted ping faults, for engine tests.
 //! - [`netns::NetnsBackend`]: real Linux namespaces, a bridge in a private switch namespace and
 //!   an [`agent`] as PID 1 of every machine. Needs root.
+//! - [`qemu::QemuBackend`]: QEMU VMs booting real kernels (the kernel release and memory are real
+//!   parameters) from an initramfs fleetcheck builds, the agent as init, the same bridge and
+//!   faults as netns, boots restored from snapshots. Needs root, QEMU, busybox and a kernel.
 //! - One error type per operation: [`BootError`], [`ShutdownError`], [`ExecError`], ...
 //!
 //! ```

@@ -70,7 +70,21 @@ impl Snapshots {
     pub fn key(hw: &Hardware) -> String {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         FORMAT.hash(&mut h);
-        hw.hash(&mut h);
+        (
+            &hw.qemu,
+            hw.accel,
+            &hw.kernel_image,
+            &hw.initramfs,
+            hw.memory_mb,
+        )
+            .hash(&mut h);
+        // The TSC frequency is measured per process and may differ in its last digit; a
+        // restored guest keeps the frequency it booted with, which is as good.
+        for word in hw.cmdline.split_whitespace() {
+            if !word.starts_with("tsc_early_khz=") {
+                word.hash(&mut h);
+            }
+        }
         file_stamp(&hw.qemu).hash(&mut h);
         file_stamp(&hw.kernel_image).hash(&mut h);
         format!("{}-{:016x}", hw.memory_mb, h.finish())
