@@ -177,7 +177,73 @@ fn qemu_machines_ping_each_other_and_faults_cut_them() {
         records.iter().any(|r| r.restored),
         "some boot restored a snapshot: {records:?}"
     );
+    let pids = [net.qemu_pid("m1").unwrap(), net.qemu_pid("m2").unwrap()];
+    let switch = net.switch_namespace().unwrap();
     Box::new(net).teardown().unwrap();
+    for pid in pids {
+        assert!(!alive(pid), "qemu {pid} outlives teardown");
+    }
+    assert!(
+        namespaces_with(&switch).is_empty(),
+        "switch namespace remains"
+    );
+}
+
+#[test]
+fn qemu_cleanup_process_resources_kills_every_vm() {
+    if !require_qemu("qemu_cleanup_process_resources_kills_every_vm") {
+        return;
+    }
+    // In a child process: the clean-up (what Ctrl-C runs) affects every network of its process.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "qemu::qemu_child_for_ctrl_c",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("FLEETCHECK_TEST_CHILD", "qemu-ctrl-c")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("RUN ").map(|(_, r)| r.to_string()))
+        .expect("child reports its run");
+    let mut words = line.split_whitespace();
+    let run = words.next().unwrap();
+    for pid in words.map(|w| w.parse::<i32>().unwrap()) {
+        assert!(!alive(pid), "qemu {pid} outlives the clean-up");
+    }
+    assert!(namespaces_with(&format!("fleetcheck-{run}-")).is_empty());
+    assert!(!Path::new(RUN_ROOT).join(run).exists());
+}
+
+#[test]
+fn qemu_child_for_ctrl_c() {
+    if std::env::var("FLEETCHECK_TEST_CHILD").as_deref() != Ok("qemu-ctrl-c") {
+        return;
+    }
+    let backend = backend(true);
+    let k = backend.installed_kernels()[0].release.clone();
+    let net = backend
+        .create_qemu(&net_of(vec![machine(1, &k, 128), machine(2, &k, 128)]))
+        .unwrap();
+    for r in net.boot(&["m1", "m2"]) {
+        r.unwrap();
+    }
+    let pids = [net.qemu_pid("m1").unwrap(), net.qemu_pid("m2").unwrap()];
+    println!("RUN {} {} {}", backend.run_id(), pids[0], pids[1]);
+    fleetcheck_fabric::qemu::cleanup_process_resources();
+    fleetcheck_fabric::netns::cleanup_process_resources();
+    // Leak both on purpose: the clean-up already removed everything.
+    std::mem::forget(net);
+    std::mem::forget(backend);
 }
 
 #[test]
