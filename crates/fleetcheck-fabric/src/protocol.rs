@@ -46,6 +46,15 @@ pub struct GuestInit {
     /// at `/lib/modules/<release>` so `modprobe` finds the guest kernel's modules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modules: Option<String>,
+    /// The host's wall clock (ms since the epoch) when it sent Init: a VM restored from a
+    /// snapshot wakes up with the snapshot's clock.
+    #[serde(default)]
+    pub now_unix_ms: u64,
+    /// Fresh random bytes (hex) for the guest's random pool: VMs restored from one snapshot
+    /// would otherwise draw the same "random" numbers (TCP sequence numbers, election
+    /// timeouts, ids).
+    #[serde(default)]
+    pub entropy: String,
 }
 
 /// Requests an agent serves.

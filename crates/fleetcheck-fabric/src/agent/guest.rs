@@ -174,6 +174,14 @@ fn run(argv: &[&str]) -> io::Result<()> {
 /// Takes the machine's identity (see the module documentation). Runs before the reaper
 /// thread starts, so waiting for its own children is safe.
 pub fn take_identity(init: &GuestInit) -> io::Result<()> {
+    if init.now_unix_ms > 0 {
+        set_clock(init.now_unix_ms)?;
+    }
+    if !init.entropy.is_empty() {
+        if let Err(e) = add_entropy(&init.entropy) {
+            log(&format!("cannot reseed the random pool: {e}"));
+        }
+    }
     if let Some(tag) = &init.share {
         mount_host(tag)?;
         if let Some(modules) = &init.modules {
@@ -213,6 +221,53 @@ fn mount_modules(modules: &str) -> io::Result<()> {
     let (src, target) = (src.to_string_lossy(), target.to_string_lossy());
     mount_with(&src, &target, None, libc::MS_BIND, None)
         .map_err(|e| io::Error::new(e.kind(), format!("bind {src} on {target}: {e}")))
+}
+
+fn set_clock(unix_ms: u64) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: (unix_ms / 1000) as libc::time_t,
+        tv_nsec: ((unix_ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: a valid timespec for the duration of the call.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Credits `hex` bytes to the random pool (RNDADDENTROPY) and reseeds the generator
+/// (RNDRESEEDCRNG), so this VM's random numbers part from those of its snapshot siblings.
+fn add_entropy(hex: &str) -> io::Result<()> {
+    const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+    const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    #[repr(C)]
+    struct PoolInfo {
+        entropy_count: libc::c_int,
+        buf_size: libc::c_int,
+        buf: [u8; 64],
+    }
+    let mut info = PoolInfo {
+        entropy_count: 0,
+        buf_size: 0,
+        buf: [0; 64],
+    };
+    let n = bytes.len().min(64);
+    info.buf[..n].copy_from_slice(&bytes[..n]);
+    info.buf_size = n as libc::c_int;
+    info.entropy_count = (n * 8) as libc::c_int;
+    let random = OpenOptions::new().write(true).open("/dev/urandom")?;
+    // SAFETY: RNDADDENTROPY reads a rand_pool_info of `buf_size` bytes from a live struct.
+    if unsafe { libc::ioctl(random.as_raw_fd(), RNDADDENTROPY, &info as *const PoolInfo) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: RNDRESEEDCRNG takes no argument.
+    if unsafe { libc::ioctl(random.as_raw_fd(), RNDRESEEDCRNG) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Host directories bound over the initramfs, read-only.

@@ -383,6 +383,11 @@ impl NetShared {
                 mac: mac_text(mac_of(m.spec.ip)),
                 share: Some(SHARE_TAG.into()),
                 modules: Some(m.hw.modules.to_string_lossy().into_owned()),
+                now_unix_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                entropy: sys::random_hex(32),
             }),
         })
         .map_err(|source| {

@@ -172,10 +172,32 @@ fn qemu_machines_ping_each_other_and_faults_cut_them() {
     // A restored machine has its own identity.
     assert_eq!(sh(&net, "m2", "hostname"), "m2");
     assert!(sh(&net, "m2", "ip link show dev eth0").contains("02:fc:ac:10:02:02"));
+    // Two machines restored from the same snapshot still differ where it matters: their
+    // random numbers, and their clocks are the host's, not the snapshot's.
+    net.shutdown("m1").unwrap();
+    net.shutdown("m2").unwrap();
+    for r in net.boot(&["m1", "m2"]) {
+        r.unwrap();
+    }
     let records = net.boot_records();
     assert!(
-        records.iter().any(|r| r.restored),
-        "some boot restored a snapshot: {records:?}"
+        records.iter().rev().take(2).all(|r| r.restored),
+        "both boots restored the snapshot: {records:?}"
+    );
+    let uuid = "cat /proc/sys/kernel/random/uuid";
+    assert_ne!(sh(&net, "m1", uuid), sh(&net, "m2", uuid));
+    let host_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let guest_now: i64 = sh(&net, "m2", "date +%s").parse().unwrap();
+    assert!(
+        (guest_now - host_now).abs() < 30,
+        "guest clock {guest_now}, host {host_now}"
+    );
+    assert!(
+        net.ping("m1", ip(2), t).unwrap(),
+        "restored machines reach each other"
     );
     let pids = [net.qemu_pid("m1").unwrap(), net.qemu_pid("m2").unwrap()];
     let switch = net.switch_namespace().unwrap();
