@@ -158,6 +158,9 @@ impl QemuBackend {
         crate::netns::sweep().map_err(HostError::Sweep)?;
         let cgroups = Cgroups::detect()?;
         let run = RunDir::create(Path::new(RUN_ROOT), cgroups)?;
+        let mut config = config;
+        // Snapshots are compressed with zstd: without it, every boot is cold.
+        config.snapshots &= find_program("zstd").is_some();
         let mut backend = QemuBackend {
             snapshots: Arc::new(snapshot::Snapshots::new(config.cache_dir.join("snapshots"))),
             config,
@@ -291,6 +294,24 @@ impl Backend for QemuBackend {
 
     fn create(&self, spec: &NetworkSpec) -> Result<Box<dyn Network>, CreateError> {
         Ok(Box::new(self.create_qemu(spec)?))
+    }
+}
+
+/// `program` on `PATH` or in /usr/bin.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.push("/usr/bin".into());
+    dirs.into_iter()
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+impl QemuBackend {
+    /// Whether this backend saves and restores snapshots (configured, and zstd exists).
+    pub fn snapshots_enabled(&self) -> bool {
+        self.config.snapshots
     }
 }
 

@@ -251,7 +251,7 @@ pub fn spawn(
         .arg(format!("unix:{},server=on,wait=off", paths.qmp.display()));
     if let Start::Restore(file) = start {
         cmd.arg("-incoming")
-            .arg(format!("exec:cat {}", file.display()));
+            .arg(format!("exec:zstd -dcq {}", shell_quote(file)));
     }
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -383,7 +383,7 @@ impl Qmp {
     pub fn snapshot(&mut self, file: &Path, deadline: Instant) -> io::Result<()> {
         let tmp = file.with_extension(format!("{}.tmp", crate::netns::sys::random_hex(4)));
         let result = (|| {
-            let uri = format!("exec:cat > {}", tmp.display());
+            let uri = format!("exec:zstd -1 -q -T1 > {}", shell_quote(&tmp));
             self.execute("migrate", Some(serde_json::json!({ "uri": uri })))?;
             let mut pause = Duration::from_millis(1);
             loop {
@@ -413,6 +413,11 @@ impl Qmp {
         let resumed = self.execute("cont", None).map(drop);
         result.and(resumed)
     }
+}
+
+/// `path` quoted for `sh -c` (QEMU runs `exec:` migration URIs with the shell).
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.to_string_lossy().replace('\'', "'\\''"))
 }
 
 /// Whether `pid` (from a pidfile `<pid> <start time>`) still is that QEMU.
