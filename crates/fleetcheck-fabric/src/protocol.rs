@@ -55,6 +55,10 @@ pub struct GuestInit {
     /// timeouts, ids).
     #[serde(default)]
     pub entropy: String,
+    /// The machine's disk: virtio-9p tag `data`, mounted read-write at this path (the same
+    /// path as on the host, see `Network::data_dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
 }
 
 /// Requests an agent serves.

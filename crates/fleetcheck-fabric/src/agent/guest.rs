@@ -32,6 +32,8 @@ pub const PORT_NAME: &str = "fleetcheck";
 pub const BUSYBOX_DIR: &str = "/fc/bin";
 /// `PATH` inside the VM: the host's directories (shared), then busybox.
 pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/fc/bin";
+/// virtio-9p mount tag of the machine's disk.
+pub const DATA_TAG: &str = "data";
 /// How long the agent waits for the channel's device to appear.
 const PORT_WAIT: Duration = Duration::from_secs(20);
 
@@ -187,6 +189,17 @@ pub fn take_identity(init: &GuestInit) -> io::Result<()> {
         if let Some(modules) = &init.modules {
             mount_modules(modules)?;
         }
+    }
+    if let Some(dir) = &init.data_dir {
+        fs::create_dir_all(dir)?;
+        mount_with(
+            DATA_TAG,
+            dir,
+            Some("9p"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some("trans=virtio,version=9p2000.L,msize=262144"),
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("mount the disk on {dir}: {e}")))?;
     }
     let ip = format!("{}/{}", init.ip, init.prefix);
     let ipcmd = format!("{BUSYBOX_DIR}/ip");

@@ -130,6 +130,7 @@ pub fn create(
                 agent: dir.join(format!("m{i}.agent.sock")),
                 qmp: dir.join(format!("m{i}.qmp.sock")),
                 pidfile: dir.join(format!("m{i}.qemu.pid")),
+                data: dir.join(format!("m{i}.data")),
             },
             state: Mutex::new(MachineState {
                 status: MachineStatus::Off,
@@ -294,6 +295,7 @@ impl NetShared {
         if self.torn_down.load(Ordering::SeqCst) {
             return Err(qemu_err(io::Error::other("network was torn down")));
         }
+        fs::create_dir_all(&m.paths.data).map_err(qemu_err)?;
         let tap = self.new_tap(m).map_err(|source| {
             (
                 BootError::Link {
@@ -388,6 +390,7 @@ impl NetShared {
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0),
                 entropy: sys::random_hex(32),
+                data_dir: Some(m.paths.data.to_string_lossy().into_owned()),
             }),
         })
         .map_err(|source| {
@@ -738,6 +741,12 @@ impl Network for QemuNetwork {
             .machine(id)
             .and_then(|m| fs::read_to_string(&m.paths.log).ok())
             .unwrap_or_default()
+    }
+
+    fn data_dir(&self, id: &str) -> Option<PathBuf> {
+        let m = self.shared.machine(id)?;
+        fs::create_dir_all(&m.paths.data).ok()?;
+        Some(m.paths.data.clone())
     }
 
     fn teardown(self: Box<Self>) -> Result<(), TeardownError> {

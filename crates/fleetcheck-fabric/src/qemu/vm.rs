@@ -19,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::Accel;
+use crate::agent::guest::DATA_TAG;
 
 /// The fd number QEMU finds its tap on.
 const TAP_FD: RawFd = 3;
@@ -136,6 +137,8 @@ pub struct VmPaths {
     pub qmp: PathBuf,
     /// `<pid> <start time>` of the running QEMU, for the sweep.
     pub pidfile: PathBuf,
+    /// The machine's disk, shared read-write (virtio-9p tag [`DATA_TAG`]).
+    pub data: PathBuf,
 }
 
 /// A running QEMU.
@@ -247,6 +250,15 @@ pub fn spawn(
         .arg(format!("tap,id=net0,fd={TAP_FD}"))
         .arg("-device")
         .arg(format!("virtio-net-device,netdev=net0,mac={mac}"))
+        .arg("-fsdev")
+        .arg(format!(
+            "local,id=datafs,path={},security_model=none",
+            paths.data.display()
+        ))
+        .arg("-device")
+        .arg(format!(
+            "virtio-9p-device,fsdev=datafs,mount_tag={DATA_TAG}"
+        ))
         .arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", paths.qmp.display()));
     if let Start::Restore(file) = start {
