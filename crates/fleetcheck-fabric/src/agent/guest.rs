@@ -197,7 +197,8 @@ pub fn take_identity(init: &GuestInit) -> io::Result<()> {
             dir,
             Some("9p"),
             libc::MS_NOSUID | libc::MS_NODEV,
-            Some("trans=virtio,version=9p2000.L,msize=262144"),
+            // cache=mmap: services map their files (etcd's bbolt), which plain 9p refuses.
+            Some("trans=virtio,version=9p2000.L,msize=262144,cache=mmap"),
         )
         .map_err(|e| io::Error::new(e.kind(), format!("mount the disk on {dir}: {e}")))?;
     }
