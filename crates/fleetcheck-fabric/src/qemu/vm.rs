@@ -29,10 +29,13 @@ const TAP_FD: RawFd = 3;
 /// be the host's: under TCG and KVM alike the guest reads the host's TSC, and a wrong value
 /// makes the guest's clock run fast or slow (a 6.12 guest then drowns in lockup warnings, and
 /// every timeout inside is wrong). `panic=-1` with QEMU's `-no-reboot`: if the agent (PID 1)
-/// exits, QEMU exits. `cryptomgr.notests`: the crypto self-tests cost 0.2 s under TCG.
+/// exits, QEMU exits. `cryptomgr.notests`: the crypto self-tests cost 0.2 s under TCG; the
+/// rest (no speculation mitigations, audit, KASLR, spare UARTs) about 0.1 s more. These are
+/// test machines on a private bridge, not a security boundary.
 pub fn cmdline() -> String {
     format!(
-        "console=ttyS0 quiet reboot=t panic=-1 tsc_early_khz={} tsc=reliable cryptomgr.notests rdinit=/init",
+        "console=ttyS0 quiet reboot=t panic=-1 tsc_early_khz={} tsc=reliable cryptomgr.notests \
+         mitigations=off audit=0 nokaslr random.trust_cpu=on 8250.nr_uarts=1 rdinit=/init",
         tsc_khz()
     )
 }
