@@ -109,7 +109,7 @@ fn owner_alive(dir: &Path) -> bool {
     ) else {
         return false;
     };
-    sys::start_time(pid) == Some(start)
+    sys::is_alive(pid, start)
 }
 
 fn hierarchies() -> Vec<PathBuf> {

@@ -440,7 +440,7 @@ pub fn pidfile_alive(text: &str) -> Option<i32> {
     let mut parts = text.split_whitespace();
     let pid: i32 = parts.next()?.parse().ok()?;
     let start: u64 = parts.next()?.parse().ok()?;
-    (crate::netns::sys::start_time(pid) == Some(start)).then_some(pid)
+    crate::netns::sys::is_alive(pid, start).then_some(pid)
 }
 
 /// `qemu-system-x86_64` on `PATH` or in /usr/bin.
