@@ -215,7 +215,8 @@ impl QemuBackend {
 
     fn initramfs_for(&self, kernel: &Kernel) -> Result<PathBuf, InitramfsError> {
         let mut built = self.initramfs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = built.get(&kernel.release) {
+        // Another process's cache pruning may have removed it meanwhile: then build it again.
+        if let Some(p) = built.get(&kernel.release).filter(|p| p.is_file()) {
             return Ok(p.clone());
         }
         let path = initramfs::build(&self.config.cache_dir, kernel, &self.config.agent)?;
