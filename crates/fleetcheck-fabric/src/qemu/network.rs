@@ -235,7 +235,9 @@ impl NetShared {
                 Ok(conn) => restored = Some(Ok(conn)),
                 Err((e, conn)) => {
                     let _ = self.stop_vm(m, conn);
-                    if self.torn_down.load(Ordering::SeqCst) {
+                    // A setup command that failed fails the same way after a cold boot.
+                    let final_error = matches!(e, BootError::SetupFailed { .. });
+                    if final_error || self.torn_down.load(Ordering::SeqCst) {
                         restored = Some(Err((e, None)));
                     } else if let Some(s) = &self.snapshots {
                         // A snapshot that does not restore (QEMU changed underneath, a

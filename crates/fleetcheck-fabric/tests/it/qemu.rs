@@ -322,3 +322,30 @@ fn qemu_sweep_removes_what_a_killed_run_left() {
     );
     assert!(!Path::new(RUN_ROOT).join(&run).exists());
 }
+
+#[test]
+fn qemu_failing_setup_fails_the_boot_cold_and_restored() {
+    if !require_qemu("qemu_failing_setup_fails_the_boot_cold_and_restored") {
+        return;
+    }
+    let backend = backend(true);
+    let k = backend.installed_kernels()[0].release.clone();
+    let mut m = machine(1, &k, 128);
+    m.setup = vec!["echo broken >&2; exit 3".into()];
+    let net = backend.create_qemu(&net_of(vec![m])).unwrap();
+    for _ in 0..2 {
+        match net.boot(&["m1"]).pop().unwrap() {
+            Err(fleetcheck_fabric::BootError::SetupFailed { stderr, status, .. }) => {
+                assert_eq!(stderr, "broken");
+                assert_eq!(status, "exit code 3");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            net.status("m1"),
+            Some(fleetcheck_fabric::MachineStatus::Off)
+        );
+        assert_eq!(net.qemu_pid("m1"), None, "no qemu after a failed boot");
+    }
+    Box::new(net).teardown().unwrap();
+}
