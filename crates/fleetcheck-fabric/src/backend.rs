@@ -26,6 +26,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn min_memory_mb(&self) -> u32 {
         0
     }
+    /// How many cases should run at once when the user does not say; `None`: the scenario's
+    /// default. (A TCG VM takes a whole core while it boots: more cases than cores starve
+    /// each other's machines, and their pings time out.)
+    fn default_workers(&self) -> Option<usize> {
+        None
+    }
     /// Builds the network with every machine `Off`.
     fn create(&self, spec: &NetworkSpec) -> Result<Box<dyn Network>, CreateError>;
 }

@@ -93,7 +93,10 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
         min_size: args.min_size,
         max_size: args.max_size,
         seed: args.seed,
-        workers: args.workers.unwrap_or_else(PingSystem::default_workers),
+        workers: args
+            .workers
+            .or(backend.default_workers())
+            .unwrap_or_else(PingSystem::default_workers),
         shrink: ShrinkConfig {
             max_runs: args.shrink_runs,
             max_time: Duration::from_secs(args.shrink_time),

@@ -293,6 +293,14 @@ impl Backend for QemuBackend {
         MIN_MEMORY_MB
     }
 
+    fn default_workers(&self) -> Option<usize> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Some(match self.accel.accel {
+            Accel::Kvm => 2 * cpus,
+            Accel::Tcg => cpus,
+        })
+    }
+
     fn create(&self, spec: &NetworkSpec) -> Result<Box<dyn Network>, CreateError> {
         Ok(Box::new(self.create_qemu(spec)?))
     }

@@ -40,8 +40,8 @@ pub fn cmdline() -> String {
     )
 }
 
-/// The host's TSC frequency in kHz, measured once against the monotonic clock over 20 ms and
-/// rounded to 1 MHz (so that runs agree and snapshot keys stay stable).
+/// The host's TSC frequency in kHz, measured once per process against the monotonic clock
+/// over 20 ms, rounded to 1 MHz (0.04% here; snapshot keys leave it out).
 pub fn tsc_khz() -> u64 {
     static KHZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *KHZ.get_or_init(|| {
