@@ -361,8 +361,18 @@ fn prune(dir: &Path, keep: usize) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
+    let stale = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
     let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
         .flatten()
+        .filter(|e| {
+            // Temporary files of a process killed while building.
+            let tmp = e.path().extension().is_some_and(|x| x == "tmp");
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < stale);
+            !(tmp && old && fs::remove_file(e.path()).is_ok())
+        })
         .filter(|e| e.path().extension().is_some_and(|x| x == "cpio"))
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
