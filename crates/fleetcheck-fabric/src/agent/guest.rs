@@ -34,6 +34,8 @@ pub const BUSYBOX_DIR: &str = "/fc/bin";
 pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/fc/bin";
 /// virtio-9p mount tag of the machine's disk.
 pub const DATA_TAG: &str = "data";
+/// How often the agent looks for its port's name between `/dev` events.
+const PORT_RECHECK: Duration = Duration::from_millis(5);
 /// How long the agent waits for the channel's device to appear.
 const PORT_WAIT: Duration = Duration::from_secs(20);
 
@@ -135,28 +137,64 @@ fn load_modules() -> io::Result<()> {
 }
 
 /// The device of the virtio-serial port named [`PORT_NAME`], once the kernel has created it
-/// (ports appear asynchronously, after the device announced them).
+/// (ports appear asynchronously, after the device announced them): looked for at once, then
+/// again whenever devtmpfs creates a node in `/dev` (inotify), until `deadline`. The port's
+/// name comes in a later control message that makes no `/dev` event, so it also looks again
+/// every [`PORT_RECHECK`].
 fn wait_for_port(deadline: Instant) -> io::Result<PathBuf> {
-    let mut pause = Duration::from_micros(200);
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscall; the fd is owned below.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let inotify = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let dev = std::ffi::CString::new("/dev").expect("no NUL");
+    // SAFETY: valid descriptor and NUL-terminated path.
+    if unsafe { libc::inotify_add_watch(fd, dev.as_ptr(), libc::IN_CREATE) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
     loop {
-        if let Ok(entries) = fs::read_dir("/sys/class/virtio-ports") {
-            for entry in entries.flatten() {
-                let name = fs::read_to_string(entry.path().join("name")).unwrap_or_default();
-                let dev = Path::new("/dev").join(entry.file_name());
-                if name.trim() == PORT_NAME && dev.exists() {
-                    return Ok(dev);
-                }
-            }
+        if let Some(port) = find_port() {
+            return Ok(port);
         }
-        if Instant::now() >= deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("no virtio-serial port named {PORT_NAME} after {PORT_WAIT:?}"),
             ));
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(5));
+        let mut pfd = libc::pollfd {
+            fd: inotify.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe {
+            libc::poll(
+                &mut pfd,
+                1,
+                left.min(PORT_RECHECK).as_millis().max(1) as i32,
+            )
+        };
+        let mut buf = [0u8; 4096];
+        // SAFETY: reads into a live buffer; the events only say "look again".
+        unsafe { libc::read(inotify.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
     }
+}
+
+/// `/dev/vport*` whose sysfs name is [`PORT_NAME`], if it exists yet.
+fn find_port() -> Option<PathBuf> {
+    for entry in fs::read_dir("/sys/class/virtio-ports").ok()?.flatten() {
+        let name = fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+        let dev = Path::new("/dev").join(entry.file_name());
+        if name.trim() == PORT_NAME && dev.exists() {
+            return Some(dev);
+        }
+    }
+    None
 }
 
 /// `struct ifreq`: a name and a 24-byte union (address, flags).
