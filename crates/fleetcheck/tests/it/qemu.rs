@@ -117,4 +117,5 @@ setup = ["nft add table inet t && nft add chain inet t input '{ type filter hook
     let (code, out, err) = run(fleetcheck().arg("replay").arg(&replay).arg("--json"));
     assert_eq!(code, 1, "{err}");
     assert_eq!(last_json(&out)["status"], "failed");
+    let _ = std::fs::remove_dir_all(&dir);
 }
