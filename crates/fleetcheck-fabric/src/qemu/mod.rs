@@ -94,6 +94,9 @@ pub struct QemuConfig {
     pub snapshots: bool,
     /// Initramfs and snapshot cache: `$FLEETCHECK_CACHE` or `/var/cache/fleetcheck`.
     pub cache_dir: PathBuf,
+    /// Niceness of the QEMU processes (0: as this process). Tests raise it so VMs under TCG
+    /// do not starve timing-sensitive work beside them.
+    pub nice: i32,
 }
 
 impl QemuConfig {
@@ -105,6 +108,7 @@ impl QemuConfig {
             accel: None,
             snapshots: true,
             cache_dir: default_cache_dir(),
+            nice: 0,
         }
     }
 }
@@ -268,6 +272,7 @@ impl QemuBackend {
                 memory_mb: m.memory_mb,
                 cmdline: vm::cmdline(),
                 modules: kernel.modules.clone(),
+                nice: self.config.nice,
             });
         }
         network::create(

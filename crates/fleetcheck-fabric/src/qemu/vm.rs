@@ -77,6 +77,8 @@ pub struct Hardware {
     pub cmdline: String,
     /// The kernel's `lib/modules/<release>` on the host, shared into the guest.
     pub modules: PathBuf,
+    /// Scheduling niceness of QEMU (not part of a snapshot's key).
+    pub nice: i32,
 }
 
 impl Hardware {
@@ -272,12 +274,16 @@ pub fn spawn(
         .stdout(log.try_clone()?)
         .stderr(log);
     let tap_fd = tap.as_raw_fd();
+    let nice = hw.nice;
     // SAFETY: between fork and exec the child only makes async-signal-safe syscalls (setns,
-    // dup2, fcntl, prctl) on descriptors the parent keeps open until spawn returns; a failure
-    // ends the child before exec, so QEMU never runs in the host's network namespace.
+    // setpriority, dup2, fcntl) on descriptors the parent keeps open until spawn returns; a
+    // failure ends the child before exec, so QEMU never runs in the host's network namespace.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setns(switch, libc::CLONE_NEWNET) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if nice != 0 && libc::setpriority(libc::PRIO_PROCESS, 0, nice) < 0 {
                 return Err(io::Error::last_os_error());
             }
             if tap_fd == TAP_FD {

@@ -52,6 +52,8 @@ fn backend(snapshots: bool) -> QemuBackend {
     };
     let mut config = QemuConfig::new(agent);
     config.snapshots = snapshots;
+    // The netns tests beside these ones time pings in tens of milliseconds.
+    config.nice = 19;
     QemuBackend::new(config).expect("this host runs the qemu backend")
 }
 
