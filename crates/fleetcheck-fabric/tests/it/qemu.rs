@@ -162,6 +162,10 @@ fn qemu_machines_ping_each_other_and_faults_cut_them() {
     net.block("m1", "m2").unwrap();
     assert!(!net.ping("m1", ip(2), Duration::from_millis(300)).unwrap());
     net.heal().unwrap();
+    net.partition(&[vec!["m1".into()]]).unwrap();
+    assert!(!net.ping("m2", ip(1), Duration::from_millis(300)).unwrap());
+    net.heal().unwrap();
+    assert!(net.ping("m2", ip(1), t).unwrap(), "healed");
     assert!(net.ping("m1", ip(2), t).unwrap());
     net.pause("m2").unwrap();
     assert!(!net.ping("m1", ip(2), Duration::from_millis(300)).unwrap());
