@@ -30,6 +30,53 @@ use crate::spec::{ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSp
 
 static NEXT_NET: AtomicU64 = AtomicU64::new(0);
 
+/// How long restoring a snapshot may take until the VM runs.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Waits until QEMU (reached on its QMP socket `qmp`) reports its VM running.
+fn wait_running(qmp: &std::path::Path, until: Instant) -> io::Result<()> {
+    // QEMU creates its QMP socket after the agent's chardev has connected.
+    let mut pause = Duration::from_millis(1);
+    let mut qmp = loop {
+        match Qmp::connect(qmp, RESTORE_TIMEOUT) {
+            Ok(q) => break q,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) && Instant::now() < until =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let status = qmp.execute("query-status", None)?;
+        match status.get("status").and_then(|s| s.as_str()) {
+            Some("running") => return Ok(()),
+            Some("inmigrate") | Some("prelaunch") | Some("restore-vm") => {}
+            other => {
+                return Err(io::Error::other(format!(
+                    "the restored vm is {} instead of running",
+                    other.unwrap_or("in an unknown state")
+                )))
+            }
+        }
+        if Instant::now() >= until {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the restored vm did not start running",
+            ));
+        }
+        // Polls QEMU's own state with a deadline; QMP has no event for "incoming done" here.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
 /// How long a snapshot may take to write.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -242,7 +289,10 @@ impl NetShared {
                     } else if let Some(s) = &self.snapshots {
                         // A snapshot that does not restore (QEMU changed underneath, a
                         // truncated file): forget it and boot cold.
-                        self.note(m, &format!("snapshot {key} did not restore: {e}"));
+                        let cause = std::error::Error::source(&e)
+                            .map(|c| format!(": {c}"))
+                            .unwrap_or_default();
+                        self.note(m, &format!("snapshot {key} did not restore: {e}{cause}"));
                         s.discard(&key);
                     }
                 }
@@ -359,6 +409,17 @@ impl NetShared {
         let _ = fs::remove_file(&m.paths.agent);
         let (conn, boot_rx) = AgentConn::start(stream, &m.spec.id).map_err(qemu_err)?;
         let fail = |e: BootError| (e, Some(conn.clone()));
+        if let Start::Restore(_) = start {
+            // A restore that does not end with the VM running (an incompatible or truncated
+            // file) fails here within seconds, not after the whole boot timeout.
+            let until = (Instant::now() + RESTORE_TIMEOUT).min(deadline);
+            wait_running(&m.paths.qmp, until).map_err(|source| {
+                fail(BootError::Qemu {
+                    machine: machine(),
+                    source,
+                })
+            })?;
+        }
         if let Start::Cold = start {
             match self.wait_msg(m, &boot_rx, deadline) {
                 Ok(AgentMsg::Booted) => {}

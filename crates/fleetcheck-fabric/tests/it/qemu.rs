@@ -197,7 +197,9 @@ fn qemu_machines_ping_each_other_and_faults_cut_them() {
     let records = net.boot_records();
     assert!(
         records.iter().rev().take(2).all(|r| r.restored),
-        "both boots restored the snapshot: {records:?}"
+        "both boots restored the snapshot: {records:?}\n{}\n{}",
+        net.logs("m1"),
+        net.logs("m2")
     );
     let uuid = "cat /proc/sys/kernel/random/uuid";
     assert_ne!(sh(&net, "m1", uuid), sh(&net, "m2", uuid));
