@@ -17,6 +17,22 @@ pub(crate) const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Short name, e.g. `"fake"` or `"netns"`.
     fn name(&self) -> &'static str;
+    /// The kernel releases this backend can boot, the preferred (for shrinking) first; `None`
+    /// when machines do not run their own kernel and `MachineSpec::kernel` is only a label.
+    fn kernels(&self) -> Option<Vec<String>> {
+        None
+    }
+    /// The least memory (MiB) a machine of this backend can boot with (a VM's kernel needs
+    /// room for itself and its initramfs); 0 when there is no such floor.
+    fn min_memory_mb(&self) -> u32 {
+        0
+    }
+    /// How many cases should run at once when the user does not say; `None`: the scenario's
+    /// default. (A TCG VM takes a whole core while it boots: more cases than cores starve
+    /// each other's machines, and their pings time out.)
+    fn default_workers(&self) -> Option<usize> {
+        None
+    }
     /// Builds the network with every machine `Off`.
     fn create(&self, spec: &NetworkSpec) -> Result<Box<dyn Network>, CreateError>;
 }

@@ -29,6 +29,18 @@ pub enum HostError {
     AgentNotFound { searched: Vec<PathBuf> },
     #[error("start-up sweep failed")]
     Sweep(#[source] SweepError),
+    #[error("the {backend} backend needs root (effective uid is {euid})")]
+    NotRootFor { backend: &'static str, euid: u32 },
+    #[error("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")]
+    QemuMissing,
+    #[error("no kernel for VMs is installed (no /boot/vmlinuz-<release> with /lib/modules/<release>, nothing in {private}): {how}")]
+    NoKernels { private: PathBuf, how: &'static str },
+    #[error("failed to build the initramfs of kernel {release}")]
+    Initramfs {
+        release: String,
+        #[source]
+        source: crate::qemu::InitramfsError,
+    },
 }
 
 /// The start-up sweep could not look at or remove a leftover of a dead run.
@@ -52,6 +64,12 @@ pub enum CreateError {
         #[source]
         source: io::Error,
     },
+    #[error("machine {machine} asks for {what}, which the {backend} backend does not provide yet")]
+    Unsupported {
+        machine: String,
+        what: &'static str,
+        backend: &'static str,
+    },
     #[error("failed to prepare the disk of machine {machine}")]
     Disk {
         machine: String,
@@ -72,6 +90,32 @@ pub enum CreateError {
     },
     #[error("the backend was shut down")]
     BackendGone,
+    #[error(
+        "machine {machine} wants kernel {kernel}, which is not installed (installed: {installed})"
+    )]
+    UnknownKernel {
+        machine: String,
+        kernel: String,
+        installed: String,
+    },
+    #[error("failed to build the initramfs of kernel {release}")]
+    Initramfs {
+        release: String,
+        #[source]
+        source: crate::qemu::InitramfsError,
+    },
+    #[error("machine {machine} has {memory_mb} MiB but this backend needs at least {min} MiB")]
+    TooLittleMemory {
+        machine: String,
+        memory_mb: u32,
+        min: u32,
+    },
+    #[error("failed to create {path}")]
+    RunFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// A machine did not boot; it is `Off` again.
@@ -104,6 +148,12 @@ pub enum BootError {
         command: String,
         status: String,
         stderr: String,
+    },
+    #[error("failed to start qemu for machine {machine}")]
+    Qemu {
+        machine: String,
+        #[source]
+        source: io::Error,
     },
     #[error("the agent of machine {machine} went away during boot: {detail}")]
     AgentLost { machine: String, detail: String },
@@ -235,6 +285,13 @@ pub enum FaultError {
     },
     #[error("the network was torn down")]
     TornDown,
+    #[error("failed to send {signal} to qemu of machine {machine}")]
+    Signal {
+        machine: String,
+        signal: &'static str,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// A machine's service version could not be replaced.

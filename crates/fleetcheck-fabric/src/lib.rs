@@ -13,6 +13,9 @@
 //!   directory lives on a fresh ext4, xfs or btrfs) and [`MachineSpec::services`] (which
 //!   [`ServiceVersion`] of each service the machine runs; [`Network::set_service`] replaces one
 //!   for a rolling upgrade).
+//! - [`qemu::QemuBackend`]: QEMU VMs booting real kernels (the kernel release and memory are real
+//!   parameters) from an initramfs fleetcheck builds, the agent as init, the same bridge and
+//!   faults as netns, boots restored from snapshots. Needs root, QEMU, busybox and a kernel.
 //! - One error type per operation: [`BootError`], [`ShutdownError`], [`ExecError`], ...
 //!
 //! ```
@@ -50,6 +53,7 @@ pub mod fake;
 mod faults;
 pub mod netns;
 pub mod protocol;
+pub mod qemu;
 mod spec;
 
 pub use backend::{Backend, Network};

@@ -1,6 +1,8 @@
 //! The agent protocol: newline-delimited JSON over an inherited socketpair.
 //!
-//! The host sends [`HostMsg::Init`] once, the agent answers [`AgentMsg::Ready`] or
+//! A guest agent (inside a VM, see [`crate::qemu`]) first says [`AgentMsg::Booted`]: its kernel
+//! is up and it waits for its identity (the VM may be snapshotted at this point and restored
+//! as another machine). The host sends [`HostMsg::Init`] once, the agent answers [`AgentMsg::Ready`] or
 //! [`AgentMsg::SetupFailed`]; after `Ready` the host sends [`HostMsg::Request`]s, each with an id
 //! unique per boot, and the agent answers each with one [`AgentMsg::Response`] carrying that id,
 //! in any order (requests are served concurrently). When the host's end closes, the agent exits.
@@ -19,9 +21,44 @@ pub enum HostMsg {
         hostname: String,
         setup: Vec<String>,
         setup_timeout_ms: u64,
+        /// Inside a VM: the network identity and shared host files to take before setup.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        guest: Option<GuestInit>,
     },
     /// A request to answer with a [`AgentMsg::Response`] of the same id.
     Request { id: u64, request: Request },
+}
+
+/// What a guest agent configures itself before the setup commands (on `netns` the host does it).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GuestInit {
+    /// Address of `eth0`.
+    pub ip: Ipv4Addr,
+    /// Prefix length of the network.
+    pub prefix: u8,
+    /// Hardware address of `eth0`, like `02:fc:ac:10:02:01` (set explicitly: a VM restored from
+    /// a snapshot carries the snapshotted machine's address).
+    pub mac: String,
+    /// virtio-9p mount tag of the host's root directory, mounted read-only at `/host`, whose
+    /// `/usr`, `/etc` (and the merged `/bin`, `/lib`, ...) are bound over the initramfs.
+    pub share: Option<String>,
+    /// Host path of the kernel's `lib/modules/<release>` directory, bound (through the share)
+    /// at `/lib/modules/<release>` so `modprobe` finds the guest kernel's modules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules: Option<String>,
+    /// The host's wall clock (ms since the epoch) when it sent Init: a VM restored from a
+    /// snapshot wakes up with the snapshot's clock.
+    #[serde(default)]
+    pub now_unix_ms: u64,
+    /// Fresh random bytes (hex) for the guest's random pool: VMs restored from one snapshot
+    /// would otherwise draw the same "random" numbers (TCP sequence numbers, election
+    /// timeouts, ids).
+    #[serde(default)]
+    pub entropy: String,
+    /// The machine's disk: virtio-9p tag `data`, mounted read-write at this path (the same
+    /// path as on the host, see `Network::data_dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
 }
 
 /// Requests an agent serves.
@@ -36,6 +73,8 @@ pub enum Request {
 /// Agent to host.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum AgentMsg {
+    /// Guest agents only: the kernel is up and the agent waits for [`HostMsg::Init`].
+    Booted,
     /// Setup done, serving requests.
     Ready,
     /// A setup command failed; the agent exits after sending this.

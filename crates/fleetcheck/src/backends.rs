@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use fleetcheck_fabric::fake::{FakeBackend, FakeView};
 use fleetcheck_fabric::netns::{AgentCommand, NetnsBackend, NetnsConfig};
+use fleetcheck_fabric::qemu::{QemuBackend, QemuConfig};
 use fleetcheck_fabric::Backend;
 
 use crate::exit::Fail;
@@ -16,13 +17,17 @@ pub const BACKENDS: &[(&str, &str)] = &[
         "each machine is a set of Linux namespaces with a cgroup, on a private bridge (default)",
     ),
     (
+        "qemu",
+        "each machine is a QEMU VM booting its own kernel (machine.kernels), on a private bridge",
+    ),
+    (
         "fake",
         "in-memory machines: no OS calls, for trying a scenario or a model quickly \
          (it reads an nft rule dropping ICMP echo requests in a setup command as netns does)",
     ),
 ];
 
-/// How the netns backend starts the agent: this very binary, as `fleetcheck agent`.
+/// How the netns and qemu backends start the agent: this very binary, as `fleetcheck agent`.
 pub fn agent_command() -> Result<AgentCommand, Fail> {
     let exe = std::env::current_exe()
         .map_err(|e| Fail::host(anyhow!("cannot find the fleetcheck binary: {e}")))?;
@@ -90,6 +95,11 @@ pub fn make(name: &str) -> Result<Arc<dyn Backend>, Fail> {
         "netns" => {
             let config = NetnsConfig::new(agent_command()?);
             let backend = NetnsBackend::new(config).map_err(Fail::host)?;
+            Ok(Arc::new(backend))
+        }
+        "qemu" => {
+            let config = QemuConfig::new(agent_command()?);
+            let backend = QemuBackend::new(config).map_err(Fail::host)?;
             Ok(Arc::new(backend))
         }
         "fake" => Ok(Arc::new(FakeBackend::with_fault(Arc::new(icmp_drop_rule)))),

@@ -40,7 +40,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct Common {
-    /// Backend that builds the machines: `netns` (Linux namespaces) or `fake` (in memory).
+    /// Backend that builds the machines: `netns` (Linux namespaces), `qemu` (VMs) or `fake`
+    /// (in memory).
     #[arg(long, default_value = "netns", value_name = "NAME")]
     pub backend: String,
     /// More output: -v prints each case, -vv also each shrink candidate.

@@ -227,6 +227,94 @@ fn filesystem_test(
     result.map(|()| start.elapsed())
 }
 
+/// What the qemu backend needs besides what netns needs: QEMU, busybox, tap devices, kernels,
+/// and which accelerator it will use and why.
+fn qemu_checks() -> Vec<Check> {
+    use fleetcheck_fabric::qemu::{self, kernels};
+    let mut checks = Vec::new();
+    let qemu = qemu::find_qemu();
+    checks.push(Check {
+        required: true,
+        ok: qemu.is_some(),
+        what: match &qemu {
+            Some(p) => format!("qemu at {}", p.display()),
+            None => "qemu-system-x86_64 not found: apt-get install qemu-system-x86".into(),
+        },
+    });
+    let busybox = qemu::find_busybox();
+    checks.push(Check {
+        required: true,
+        ok: busybox.is_some(),
+        what: match &busybox {
+            Some(p) => format!("busybox at {} (for the VMs' initramfs)", p.display()),
+            None => "busybox not found: apt-get install busybox-static".into(),
+        },
+    });
+    let tun = Path::new("/dev/net/tun").exists();
+    checks.push(Check {
+        required: true,
+        ok: tun,
+        what: if tun {
+            "/dev/net/tun for the VMs' tap devices".into()
+        } else {
+            "/dev/net/tun missing: the kernel needs tun/tap (modprobe tun)".into()
+        },
+    });
+    let installed = kernels::installed();
+    checks.push(Check {
+        required: true,
+        ok: !installed.is_empty(),
+        what: if installed.is_empty() {
+            format!("no kernel for VMs: {}", kernels::HOW_TO_INSTALL)
+        } else {
+            format!(
+                "kernels for VMs: {} (more: {})",
+                installed
+                    .iter()
+                    .map(|k| k.release.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                kernels::HOW_TO_INSTALL
+            )
+        },
+    });
+    checks.push(Check {
+        required: false,
+        ok: installed.len() >= 2,
+        what: if installed.len() >= 2 {
+            "two or more kernels: the kernel is a real parameter".into()
+        } else {
+            "only one kernel: every VM runs the same one".into()
+        },
+    });
+    checks
+}
+
+/// The qemu backend, with a line saying which accelerator it uses and why.
+fn qemu_backend(
+    checks: &mut Vec<Check>,
+) -> Result<std::sync::Arc<dyn fleetcheck_fabric::Backend>, anyhow::Error> {
+    use fleetcheck_fabric::qemu::{Accel, QemuBackend, QemuConfig};
+    let config = QemuConfig::new(backends::agent_command().map_err(|f| f.error)?);
+    let backend = QemuBackend::new(config)?;
+    let accel = backend.accel();
+    checks.push(Check {
+        required: false,
+        ok: accel.accel == Accel::Kvm,
+        what: format!(
+            "accelerator: {} ({}){}",
+            accel.accel,
+            accel.reason,
+            if accel.accel == Accel::Tcg {
+                "; VMs boot in seconds instead of a fraction of one"
+            } else {
+                ""
+            }
+        ),
+    });
+    Ok(std::sync::Arc::new(backend))
+}
+
 /// Builds a 2-machine network, boots both, pings across, tears down.
 fn smoke_test(backend: &dyn fleetcheck_fabric::Backend) -> Result<Duration, anyhow::Error> {
     let start = Instant::now();
@@ -237,7 +325,7 @@ fn smoke_test(backend: &dyn fleetcheck_fabric::Backend) -> Result<Duration, anyh
     let machine = |id: &str, last: u8| MachineSpec {
         id: id.into(),
         ip: Ipv4Addr::new(172, 16, 2, last),
-        memory_mb: 64,
+        memory_mb: backend.min_memory_mb().max(64),
         kernel: "host".into(),
         setup: vec!["true".into()],
         ..Default::default()
@@ -275,7 +363,7 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<u8, Fail> {
             println!("ok      the fake backend runs in memory and needs nothing");
             return Ok(exit::PASSED);
         }
-        "netns" => {}
+        "netns" | "qemu" => {}
         other => {
             backends::make(other)?;
         }
@@ -286,20 +374,27 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<u8, Fail> {
     if let Some(c) = &config {
         checks.extend(version_checks(c));
     }
+    if args.backend == "qemu" {
+        checks.extend(qemu_checks());
+    }
     let host_ok = checks.iter().all(|c| c.ok || !c.required);
     if host_ok {
-        let outcome = backends::make(&args.backend)
-            .map_err(|f| f.error)
-            .and_then(|b| smoke_test(b.as_ref()));
+        let backend = if args.backend == "qemu" {
+            qemu_backend(&mut checks)
+        } else {
+            backends::make(&args.backend).map_err(|f| f.error)
+        };
+        let outcome = backend.and_then(|b| smoke_test(b.as_ref()));
         checks.push(Check {
             required: true,
             ok: outcome.is_ok(),
             what: match outcome {
                 Ok(t) => format!(
-                    "netns smoke test: 2 machines built, booted, pinged and removed in {} ms",
+                    "{} smoke test: 2 machines built, booted, pinged and removed in {} ms",
+                    args.backend,
                     t.as_millis()
                 ),
-                Err(e) => format!("netns smoke test failed: {e:#}"),
+                Err(e) => format!("{} smoke test failed: {e:#}", args.backend),
             },
         });
         if !usable.is_empty() {

@@ -1,4 +1,4 @@
-//! Ctrl-C: remove every namespace, cgroup and process this run created, then exit 130.
+//! Ctrl-C: remove every namespace, cgroup, process and VM this run created, then exit 130.
 //!
 //! While the handler cleans up, the run's workers see their machines vanish and the run may
 //! end as "aborted"; [`exit_if_interrupted`] keeps that from being reported: it waits for the
@@ -20,6 +20,7 @@ pub fn install() {
             return;
         }
         eprintln!("\nfleetcheck: interrupted; removing what this run created");
+        fleetcheck_fabric::qemu::cleanup_process_resources();
         fleetcheck_fabric::netns::cleanup_process_resources();
         std::process::exit(i32::from(exit::INTERRUPTED));
     });

@@ -87,17 +87,21 @@ fn check_run_args(args: &RunArgs) -> Result<(), Fail> {
 pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
     check_scenario(&args.scenario)?;
     check_run_args(args)?;
-    let scenario_config = load_config(args.config.as_deref())?;
+    let mut scenario_config = load_config(args.config.as_deref())?;
     let system_name = system_of(&args.scenario, args.system.as_deref())?;
     check_outputs(args.report.as_deref(), args.junit.as_deref())?;
     backends::check_filesystems(&args.common.backend, &scenario_config)?;
     let backend = backends::make(&args.common.backend)?;
+    fit_kernels(&mut scenario_config, backend.as_ref())?;
     let config = Config {
         tests: args.tests,
         min_size: args.min_size,
         max_size: args.max_size,
         seed: args.seed,
-        workers: args.workers.unwrap_or_else(PingSystem::default_workers),
+        workers: args
+            .workers
+            .or(backend.default_workers())
+            .unwrap_or_else(PingSystem::default_workers),
         shrink: ShrinkConfig {
             max_runs: args.shrink_runs,
             max_time: Duration::from_secs(args.shrink_time),
@@ -146,6 +150,51 @@ fn check_outputs(report_dir: Option<&Path>, junit: Option<&Path>) -> Result<(), 
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create {} for the JUnit file", dir.display()))
             .map_err(Fail::usage)?;
+    }
+    Ok(())
+}
+
+/// On a backend whose machines boot their own kernels: without a `machine.kernels` in the
+/// configuration, the generator picks among the installed kernels (the first preferred when
+/// shrinking); a configured kernel that is not installed is a usage error. Likewise the default
+/// memory range starts at the backend's floor; a configured one below it is a usage error.
+fn fit_kernels(
+    config: &mut ScenarioConfig,
+    backend: &dyn fleetcheck_fabric::Backend,
+) -> Result<(), Fail> {
+    let floor = backend.min_memory_mb();
+    let memory = &mut config.machine.memory_mb;
+    if memory.min < floor {
+        let default = fleetcheck_scenarios::config::MachineConfig::default().memory_mb;
+        if *memory != default {
+            return Err(Fail::usage(anyhow!(
+                "machine.memory_mb.min is {} MiB but the {} backend needs at least {floor} MiB",
+                memory.min,
+                backend.name()
+            )));
+        }
+        memory.min = floor;
+        memory.max = memory.max.max(floor);
+    }
+    let Some(installed) = backend.kernels() else {
+        return Ok(());
+    };
+    let default = fleetcheck_scenarios::config::MachineConfig::default().kernels;
+    if config.machine.kernels == default {
+        config.machine.kernels = installed;
+        return Ok(());
+    }
+    if let Some(k) = config
+        .machine
+        .kernels
+        .iter()
+        .find(|k| !installed.contains(k))
+    {
+        return Err(Fail::usage(anyhow!(
+            "machine.kernels names {k}, which the {} backend cannot boot (installed: {})",
+            backend.name(),
+            installed.join(", ")
+        )));
     }
     Ok(())
 }

@@ -6,23 +6,26 @@
 //! pin other networks' namespaces), mounts a fresh `/proc`, sets the hostname, runs the setup
 //! commands with `sh -c`, reports, then serves [`crate::protocol`] requests, one thread each.
 //! A reaper thread reaps every child including orphans. It exits when the host end closes.
+//!
+//! With `--guest` it is instead init of a VM ([`crate::qemu`]): see [`guest`].
 
 mod exec;
+pub mod guest;
 mod ping;
 mod reaper;
 
 use std::ffi::CString;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::protocol::{encode, AgentMsg, HostMsg, Request, Response};
+use crate::protocol::{encode, AgentMsg, GuestInit, HostMsg, Request, Response};
 use reaper::Reaper;
 
-fn log(msg: &str) {
+pub(crate) fn log(msg: &str) {
     eprintln!("fleetcheck-agent: {msg}");
 }
 
@@ -31,8 +34,20 @@ fn cstr(s: &str) -> CString {
 }
 
 fn mount(src: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong) -> io::Result<()> {
+    mount_with(src, target, fstype, flags, None)
+}
+
+/// mount(2) with filesystem-specific `data`.
+pub(crate) fn mount_with(
+    src: &str,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
     let (src, target) = (cstr(src), cstr(target));
     let fstype = fstype.map(cstr);
+    let data = data.map(cstr);
     // SAFETY: all pointers are valid NUL-terminated strings or null for the duration of the call.
     let rc = unsafe {
         libc::mount(
@@ -40,7 +55,8 @@ fn mount(src: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong) ->
             target.as_ptr(),
             fstype.as_ref().map_or(std::ptr::null(), |f| f.as_ptr()),
             flags,
-            std::ptr::null(),
+            data.as_ref()
+                .map_or(std::ptr::null(), |d| d.as_ptr().cast()),
         )
     };
     if rc < 0 {
@@ -95,6 +111,9 @@ fn parse_fd(args: &[String]) -> Option<RawFd> {
 /// Entry point of the agent (`fleetcheck-agent --channel-fd N`, or the CLI's hidden
 /// `fleetcheck agent --channel-fd N`). `args` are the arguments after the program name.
 pub fn main(args: Vec<String>) -> ExitCode {
+    if args.iter().any(|a| a == "--guest") {
+        return guest::main();
+    }
     let Some(fd) = parse_fd(&args) else {
         eprintln!(
             "usage: fleetcheck-agent --channel-fd N (started by the fleetcheck netns backend)"
@@ -111,7 +130,14 @@ pub fn main(args: Vec<String>) -> ExitCode {
     }
     // SAFETY: the backend passes us this descriptor to own; nothing else in this process uses it.
     let stream = unsafe { UnixStream::from_raw_fd(fd) };
-    match serve(stream) {
+    let writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(e) => {
+            log(&format!("channel fd {fd} is unusable: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    match serve(Box::new(stream), Box::new(writer), false) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log(&format!("stopping: {e}"));
@@ -120,16 +146,25 @@ pub fn main(args: Vec<String>) -> ExitCode {
     }
 }
 
-type Writer = Arc<Mutex<UnixStream>>;
+type Writer = Arc<Mutex<Box<dyn Write + Send>>>;
 
 fn send(writer: &Writer, msg: &AgentMsg) -> io::Result<()> {
     let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
     w.write_all(&encode(msg))
 }
 
-fn serve(stream: UnixStream) -> io::Result<()> {
-    let writer: Writer = Arc::new(Mutex::new(stream.try_clone()?));
-    let mut lines = BufReader::new(stream).lines();
+/// Serves one channel: Init, setup, then requests until the host closes it. `guest`: inside a
+/// VM, where Init carries the identity to take (see [`guest`]).
+fn serve(
+    reader: Box<dyn Read + Send>,
+    writer: Box<dyn Write + Send>,
+    guest: bool,
+) -> io::Result<()> {
+    let writer: Writer = Arc::new(Mutex::new(writer));
+    if guest {
+        send(&writer, &AgentMsg::Booted)?;
+    }
+    let mut lines = BufReader::new(reader).lines();
     let first = lines
         .next()
         .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no init message"))??;
@@ -137,13 +172,19 @@ fn serve(stream: UnixStream) -> io::Result<()> {
         hostname,
         setup,
         setup_timeout_ms,
+        guest: guest_init,
     } = serde_json::from_str(&first).map_err(io::Error::other)?
     else {
         return Err(io::Error::other("first message is not Init"));
     };
     // SAFETY: getpid cannot fail.
     let pid1 = unsafe { libc::getpid() } == 1;
-    if pid1 {
+    if guest {
+        let init: GuestInit =
+            guest_init.ok_or_else(|| io::Error::other("a guest's Init carries no identity"))?;
+        guest::take_identity(&init)?;
+        set_hostname(&hostname)?;
+    } else if pid1 {
         become_machine_init()?;
         set_hostname(&hostname)?;
     } else {

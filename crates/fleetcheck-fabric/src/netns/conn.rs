@@ -140,3 +140,75 @@ fn read_loop(stream: UnixStream, pending: Arc<Mutex<Pending>>, boot_tx: Sender<A
     p.closed = true;
     p.waiters.clear();
 }
+
+/// Runs `req` through the agent of machine `id` (shared by the netns and qemu backends).
+pub fn exec(
+    conn: &AgentConn,
+    id: &str,
+    req: &crate::spec::ExecRequest,
+) -> Result<crate::spec::ExecOutput, crate::error::ExecError> {
+    use crate::error::ExecError;
+    let machine = || id.to_string();
+    let wait = req.timeout + crate::backend::ANSWER_MARGIN;
+    let request = Request::Exec {
+        argv: req.argv.clone(),
+        timeout_ms: req.timeout.as_millis() as u64,
+    };
+    match conn.call(request, wait) {
+        Ok(Response::Exec(out)) => Ok(out),
+        Ok(Response::SpawnFailed { message }) => Err(ExecError::Spawn {
+            machine: machine(),
+            program: req.argv[0].clone(),
+            message,
+        }),
+        Ok(other) => Err(ExecError::Spawn {
+            machine: machine(),
+            program: req.argv[0].clone(),
+            message: format!("{other:?}"),
+        }),
+        Err(CallError::Lost) => Err(ExecError::AgentLost { machine: machine() }),
+        Err(CallError::Timeout) => Err(ExecError::NoAnswer {
+            machine: machine(),
+            after: wait,
+        }),
+        Err(CallError::Send(source)) => Err(ExecError::Channel {
+            machine: machine(),
+            source,
+        }),
+    }
+}
+
+/// Pings `to` from the machine `from` of this agent (shared by the netns and qemu backends).
+pub fn ping(
+    conn: &AgentConn,
+    from: &str,
+    to: std::net::Ipv4Addr,
+    timeout: Duration,
+) -> Result<bool, crate::error::PingError> {
+    use crate::error::PingError;
+    let machine = || from.to_string();
+    let wait = timeout + crate::backend::ANSWER_MARGIN;
+    let started = std::time::Instant::now();
+    let request = Request::Ping {
+        dst: to,
+        timeout_ms: timeout.as_millis() as u64,
+    };
+    match conn.call(request, wait) {
+        Ok(Response::Ping(answered)) => Ok(answered),
+        Ok(other) => Err(PingError::Agent {
+            machine: machine(),
+            message: format!("{other:?}"),
+        }),
+        // The machine went down while pinging: it got no reply.
+        Err(CallError::Lost) if started.elapsed() <= wait => Ok(false),
+        Err(CallError::Lost) => Err(PingError::AgentLost { machine: machine() }),
+        Err(CallError::Timeout) => Err(PingError::NoAnswer {
+            machine: machine(),
+            after: wait,
+        }),
+        Err(CallError::Send(source)) => Err(PingError::Channel {
+            machine: machine(),
+            source,
+        }),
+    }
+}

@@ -23,15 +23,15 @@
 //! whole pid namespace at once. Nothing is ever added to the host's own network namespace.
 
 mod cgroup;
-mod conn;
+pub(crate) mod conn;
 pub mod disk;
-mod netlink;
+pub(crate) mod netlink;
 mod network;
-mod nft;
-mod ns;
+pub(crate) mod nft;
+pub(crate) mod ns;
 mod spawn;
-mod sweep;
-mod sys;
+pub(crate) mod sweep;
+pub(crate) mod sys;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, Weak};

@@ -39,6 +39,8 @@ pub enum Req {
     },
     /// Set link `name` up or down.
     SetUp { name: String, up: bool },
+    /// Attach link `name` to bridge `master` and set it up.
+    Enslave { name: String, master: u32 },
     /// Add an IPv4 address to link `index`.
     AddAddr {
         index: u32,
@@ -56,6 +58,7 @@ impl Req {
                 format!("set link {name} {}", if *up { "up" } else { "down" })
             }
             Req::AddAddr { addr, prefix, .. } => format!("add address {addr}/{prefix}"),
+            Req::Enslave { name, .. } => format!("attach {name} to the bridge"),
         }
     }
 
@@ -100,6 +103,14 @@ impl Req {
                     msg.header.flags = LinkFlags::Up;
                 }
                 msg.attributes.push(LinkAttribute::IfName(name));
+                (RouteNetlinkMessage::SetLink(msg), 0)
+            }
+            Req::Enslave { name, master } => {
+                let mut msg = LinkMessage::default();
+                msg.header.change_mask = LinkFlags::Up;
+                msg.header.flags = LinkFlags::Up;
+                msg.attributes.push(LinkAttribute::IfName(name));
+                msg.attributes.push(LinkAttribute::Controller(master));
                 (RouteNetlinkMessage::SetLink(msg), 0)
             }
             Req::AddAddr {

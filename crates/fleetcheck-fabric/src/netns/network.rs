@@ -9,10 +9,10 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{mpsc::RecvTimeoutError, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::cgroup::{self, FreezerDir};
-use super::conn::{AgentConn, CallError};
+use super::conn::AgentConn;
 use super::disk::{self, Disk};
 use super::netlink::Req;
 use super::nft;
@@ -21,13 +21,13 @@ use super::spawn::{spawn_agent, AgentFds};
 use super::sweep::RunDir;
 use super::sys;
 use super::NetnsConfig;
-use crate::backend::{Network, ANSWER_MARGIN};
+use crate::backend::Network;
 use crate::error::{
     BootError, CreateError, ExecError, FaultError, PingError, ServiceError, ShutdownError,
     TeardownError,
 };
 use crate::faults::Faults;
-use crate::protocol::{AgentMsg, HostMsg, Request, Response};
+use crate::protocol::{AgentMsg, HostMsg};
 use crate::spec::{
     version_variable, ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec,
     ServiceVersion,
@@ -556,6 +556,7 @@ impl NetShared {
             hostname: m.spec.id.clone(),
             setup: m.spec.setup.clone(),
             setup_timeout_ms: self.config.boot_timeout.as_millis() as u64,
+            guest: None,
         })
         .map_err(|source| {
             fail(BootError::Spawn {
@@ -920,33 +921,7 @@ impl Network for NetnsNetwork {
                     status,
                 },
             })?;
-        let wait = req.timeout + ANSWER_MARGIN;
-        let request = Request::Exec {
-            argv: req.argv.clone(),
-            timeout_ms: req.timeout.as_millis() as u64,
-        };
-        match conn.call(request, wait) {
-            Ok(Response::Exec(out)) => Ok(out),
-            Ok(Response::SpawnFailed { message }) => Err(ExecError::Spawn {
-                machine: machine(),
-                program: req.argv[0].clone(),
-                message,
-            }),
-            Ok(other) => Err(ExecError::Spawn {
-                machine: machine(),
-                program: req.argv[0].clone(),
-                message: format!("{other:?}"),
-            }),
-            Err(CallError::Lost) => Err(ExecError::AgentLost { machine: machine() }),
-            Err(CallError::Timeout) => Err(ExecError::NoAnswer {
-                machine: machine(),
-                after: wait,
-            }),
-            Err(CallError::Send(source)) => Err(ExecError::Channel {
-                machine: machine(),
-                source,
-            }),
-        }
+        super::conn::exec(&conn, id, req)
     }
 
     fn ping(&self, from: &str, to: Ipv4Addr, timeout: Duration) -> Result<bool, PingError> {
@@ -958,30 +933,7 @@ impl Network for NetnsNetwork {
             // A machine that is off gets no reply; a paused one sends nothing.
             Err(Ok(_)) => return Ok(false),
         };
-        let wait = timeout + ANSWER_MARGIN;
-        let started = Instant::now();
-        let request = Request::Ping {
-            dst: to,
-            timeout_ms: timeout.as_millis() as u64,
-        };
-        match conn.call(request, wait) {
-            Ok(Response::Ping(answered)) => Ok(answered),
-            Ok(other) => Err(PingError::Agent {
-                machine: machine(),
-                message: format!("{other:?}"),
-            }),
-            // The machine went down while pinging: it got no reply.
-            Err(CallError::Lost) if started.elapsed() <= wait => Ok(false),
-            Err(CallError::Lost) => Err(PingError::AgentLost { machine: machine() }),
-            Err(CallError::Timeout) => Err(PingError::NoAnswer {
-                machine: machine(),
-                after: wait,
-            }),
-            Err(CallError::Send(source)) => Err(PingError::Channel {
-                machine: machine(),
-                source,
-            }),
-        }
+        super::conn::ping(&conn, from, to, timeout)
     }
 
     fn logs(&self, id: &str) -> String {

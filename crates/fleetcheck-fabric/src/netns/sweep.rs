@@ -112,7 +112,7 @@ fn owner_alive(dir: &Path) -> bool {
     ) else {
         return false;
     };
-    sys::start_time(pid) == Some(start)
+    sys::is_alive(pid, start)
 }
 
 fn hierarchies() -> Vec<PathBuf> {
@@ -206,6 +206,28 @@ fn remove_run(run: &str, report: &mut SweepReport) -> Result<(), SweepError> {
         .map(|h| h.join(format!("fleetcheck-{run}")))
         .filter(|p| p.is_dir())
         .collect();
+    // 0. VMs of the qemu backend: QEMU processes named by pidfiles `n<k>/m<i>.qemu.pid` (pid
+    // and start time, so a reused pid is left alone). Killing QEMU also removes its tap.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rdir = Path::new(RUN_ROOT).join(run);
+    let mut vms = Vec::new();
+    for net in entries(&rdir) {
+        for file in entries(&rdir.join(&net)) {
+            if !file.ends_with(".qemu.pid") {
+                continue;
+            }
+            let text = fs::read_to_string(rdir.join(&net).join(&file)).unwrap_or_default();
+            if let Some(pid) = crate::qemu::pidfile_alive(&text) {
+                if sys::kill(pid, libc::SIGKILL).is_ok() {
+                    report.processes += 1;
+                    vms.push(pid);
+                }
+            }
+        }
+    }
+    for pid in vms {
+        wait_gone(pid, deadline);
+    }
     // 1. Processes: every agent and its descendants sit in a machine cgroup. A paused machine's
     // tasks die only once thawed (v1 freezer), so: kill all, thaw all, then wait.
     let deadline = Instant::now() + Duration::from_secs(5);

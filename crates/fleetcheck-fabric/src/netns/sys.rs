@@ -60,6 +60,21 @@ pub fn start_time(pid: i32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Whether `pid` is a live process with start time `start`: not gone, not reused by another
+/// process, and not a zombie (a killed owner stays one until its parent reaps it).
+pub fn is_alive(pid: i32, start: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return false;
+    };
+    let mut fields = after.split_whitespace();
+    let state = fields.next().unwrap_or("X");
+    let started = fields.nth(18).and_then(|f| f.parse::<u64>().ok());
+    !matches!(state, "Z" | "X" | "x") && started == Some(start)
+}
+
 /// A random lowercase hex string of `n` bytes.
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];

@@ -6,4 +6,5 @@ mod faults;
 mod filesystem;
 mod host;
 mod machines;
+mod qemu;
 mod support;

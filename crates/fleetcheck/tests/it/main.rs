@@ -6,6 +6,7 @@ mod cli;
 mod export;
 mod machine;
 mod netns;
+mod qemu;
 mod report;
 mod up;
 

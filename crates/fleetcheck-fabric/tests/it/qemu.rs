@@ -1,0 +1,360 @@
+//! The qemu backend on real VMs: kernels and memory are what the spec says, machines ping each
+//! other, faults cut them, and nothing outlives a killed run. Needs root, QEMU, busybox and two
+//! kernels (`scripts/install-deps`); skips outside CI without them, fails with `CI=true`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use fleetcheck_fabric::netns::{sweep, AgentCommand, RUN_ROOT};
+use fleetcheck_fabric::qemu::{kernels, QemuBackend, QemuConfig, QemuNetwork};
+use fleetcheck_fabric::{ExecRequest, MachineSpec, Network, NetworkSpec};
+
+use crate::support::{alive, ip, namespaces_with, require_root, spawn_child_run};
+
+/// Whether the qemu tests may run: root, QEMU and at least two kernels. Otherwise prints why
+/// and returns false, or panics under `CI=true`.
+fn require_qemu(test: &str) -> bool {
+    if !require_root(test) {
+        return false;
+    }
+    let missing = if fleetcheck_fabric::qemu::find_qemu().is_none() {
+        Some("qemu-system-x86_64".to_string())
+    } else if fleetcheck_fabric::qemu::find_busybox().is_none() {
+        Some("busybox".to_string())
+    } else if kernels::installed().len() < 2 {
+        Some(format!(
+            "two kernels (found {:?}; {})",
+            kernels::installed()
+                .iter()
+                .map(|k| k.release.clone())
+                .collect::<Vec<_>>(),
+            kernels::HOW_TO_INSTALL
+        ))
+    } else {
+        None
+    };
+    match missing {
+        None => true,
+        Some(what) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test} needs {what}, and CI=true forbids skipping")
+        }
+        Some(what) => {
+            eprintln!("skipping {test}: needs {what}");
+            false
+        }
+    }
+}
+
+fn backend(snapshots: bool) -> QemuBackend {
+    let agent = AgentCommand {
+        program: env!("CARGO_BIN_EXE_fleetcheck-agent").into(),
+        args: Vec::new(),
+    };
+    let mut config = QemuConfig::new(agent);
+    config.snapshots = snapshots;
+    // The netns tests beside these ones time pings in tens of milliseconds.
+    config.nice = 19;
+    QemuBackend::new(config).expect("this host runs the qemu backend")
+}
+
+fn machine(i: u8, kernel: &str, memory_mb: u32) -> MachineSpec {
+    MachineSpec {
+        id: format!("m{i}"),
+        ip: ip(i),
+        memory_mb,
+        kernel: kernel.into(),
+        setup: vec![],
+        ..MachineSpec::default()
+    }
+}
+
+fn net_of(machines: Vec<MachineSpec>) -> NetworkSpec {
+    NetworkSpec {
+        subnet: "172.16.2.0/24".parse().unwrap(),
+        machines,
+    }
+}
+
+fn sh(net: &QemuNetwork, id: &str, cmd: &str) -> String {
+    let out = net
+        .exec(
+            id,
+            &ExecRequest::shell(cmd).with_timeout(Duration::from_secs(20)),
+        )
+        .unwrap();
+    assert!(out.success(), "{cmd} on {id}: {out:?}\n{}", net.logs(id));
+    out.stdout_str().trim().to_string()
+}
+
+fn mem_total_mb(net: &QemuNetwork, id: &str) -> u32 {
+    let kb: u32 = sh(net, id, "awk '/MemTotal/ {print $2}' /proc/meminfo")
+        .parse()
+        .unwrap();
+    kb / 1024
+}
+
+#[test]
+fn qemu_kernels_and_memory_are_what_the_spec_says() {
+    if !require_qemu("qemu_kernels_and_memory_are_what_the_spec_says") {
+        return;
+    }
+    let backend = backend(true);
+    let installed = backend.installed_kernels().to_vec();
+    let (k1, k2) = (
+        &installed[0].release,
+        &installed[installed.len() - 1].release,
+    );
+    let mut spec = net_of(vec![
+        machine(1, k1, 128),
+        machine(2, k2, 256),
+        machine(3, k2, 128),
+    ]);
+    // A setup command that needs a module of the guest's own kernel (nf_tables).
+    spec.machines[1].setup = vec!["nft add table inet t".into()];
+    let net = backend.create_qemu(&spec).unwrap();
+    for r in net.boot(&["m1", "m2", "m3"]) {
+        r.unwrap();
+    }
+    for m in &spec.machines {
+        assert_eq!(sh(&net, &m.id, "uname -r"), m.kernel, "kernel of {}", m.id);
+        assert_eq!(sh(&net, &m.id, "hostname"), m.id);
+        let total = mem_total_mb(&net, &m.id);
+        // MemTotal is guest memory less what the kernel keeps for itself (about 50 MiB).
+        assert!(
+            total <= m.memory_mb && total + 64 >= m.memory_mb,
+            "{} has {total} MiB of {} MiB",
+            m.id,
+            m.memory_mb
+        );
+        assert!(
+            sh(&net, &m.id, "ip -4 addr show dev eth0").contains(&format!("{}/24", m.ip)),
+            "address of {}",
+            m.id
+        );
+    }
+    // Same kernel, twice the memory: 128 MiB more.
+    let more = mem_total_mb(&net, "m2") - mem_total_mb(&net, "m3");
+    assert!(
+        (120..=136).contains(&more),
+        "m2 has {more} MiB more than m3"
+    );
+    assert!(sh(&net, "m2", "nft list tables").contains("table inet t"));
+    // Host files are shared: the host's own programs run inside.
+    assert!(sh(&net, "m1", "ls /usr/bin").contains("awk"));
+    Box::new(net).teardown().unwrap();
+}
+
+#[test]
+fn qemu_machines_ping_each_other_and_faults_cut_them() {
+    if !require_qemu("qemu_machines_ping_each_other_and_faults_cut_them") {
+        return;
+    }
+    let backend = backend(true);
+    let k = backend.installed_kernels()[0].release.clone();
+    let spec = net_of(vec![machine(1, &k, 128), machine(2, &k, 128)]);
+    let net = backend.create_qemu(&spec).unwrap();
+    let t = Duration::from_secs(2);
+    assert!(!net.ping("m1", ip(2), t).unwrap(), "both off");
+    for r in net.boot(&["m1", "m2"]) {
+        r.unwrap();
+    }
+    assert!(net.ping("m1", ip(2), t).unwrap(), "{}", net.logs("m1"));
+    assert!(net.ping("m2", ip(1), t).unwrap());
+    net.block("m1", "m2").unwrap();
+    assert!(!net.ping("m1", ip(2), Duration::from_millis(300)).unwrap());
+    net.heal().unwrap();
+    net.partition(&[vec!["m1".into()]]).unwrap();
+    assert!(!net.ping("m2", ip(1), Duration::from_millis(300)).unwrap());
+    net.heal().unwrap();
+    assert!(net.ping("m2", ip(1), t).unwrap(), "healed");
+    assert!(net.ping("m1", ip(2), t).unwrap());
+    net.pause("m2").unwrap();
+    assert!(!net.ping("m1", ip(2), Duration::from_millis(300)).unwrap());
+    net.resume("m2").unwrap();
+    assert!(net.ping("m1", ip(2), t).unwrap());
+    // The disk: written inside, seen on the host, kept across a power cut.
+    let disk = net.data_dir("m2").unwrap();
+    sh(
+        &net,
+        "m2",
+        &format!("echo kept > {}/f && sync", disk.display()),
+    );
+    assert_eq!(std::fs::read_to_string(disk.join("f")).unwrap(), "kept\n");
+    net.shutdown("m2").unwrap();
+    assert!(!net.ping("m1", ip(2), Duration::from_millis(300)).unwrap());
+    net.boot(&["m2"]).pop().unwrap().unwrap();
+    assert!(net.ping("m1", ip(2), t).unwrap(), "after a reboot");
+    assert_eq!(sh(&net, "m2", &format!("cat {}/f", disk.display())), "kept");
+    // A restored machine has its own identity.
+    assert_eq!(sh(&net, "m2", "hostname"), "m2");
+    assert!(sh(&net, "m2", "ip link show dev eth0").contains("02:fc:ac:10:02:02"));
+    // Two machines restored from the same snapshot still differ where it matters: their
+    // random numbers, and their clocks are the host's, not the snapshot's.
+    net.shutdown("m1").unwrap();
+    net.shutdown("m2").unwrap();
+    for r in net.boot(&["m1", "m2"]) {
+        r.unwrap();
+    }
+    let records = net.boot_records();
+    assert!(
+        records.iter().rev().take(2).all(|r| r.restored),
+        "both boots restored the snapshot: {records:?}\n{}\n{}",
+        net.logs("m1"),
+        net.logs("m2")
+    );
+    let uuid = "cat /proc/sys/kernel/random/uuid";
+    assert_ne!(sh(&net, "m1", uuid), sh(&net, "m2", uuid));
+    let host_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let guest_now: i64 = sh(&net, "m2", "date +%s").parse().unwrap();
+    assert!(
+        (guest_now - host_now).abs() < 30,
+        "guest clock {guest_now}, host {host_now}"
+    );
+    assert!(
+        net.ping("m1", ip(2), t).unwrap(),
+        "restored machines reach each other"
+    );
+    let pids = [net.qemu_pid("m1").unwrap(), net.qemu_pid("m2").unwrap()];
+    let switch = net.switch_namespace().unwrap();
+    Box::new(net).teardown().unwrap();
+    for pid in pids {
+        assert!(!alive(pid), "qemu {pid} outlives teardown");
+    }
+    assert!(
+        namespaces_with(&switch).is_empty(),
+        "switch namespace remains"
+    );
+}
+
+#[test]
+fn qemu_cleanup_process_resources_kills_every_vm() {
+    if !require_qemu("qemu_cleanup_process_resources_kills_every_vm") {
+        return;
+    }
+    // In a child process: the clean-up (what Ctrl-C runs) affects every network of its process.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "qemu::qemu_child_for_ctrl_c",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("FLEETCHECK_TEST_CHILD", "qemu-ctrl-c")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("RUN ").map(|(_, r)| r.to_string()))
+        .expect("child reports its run");
+    let mut words = line.split_whitespace();
+    let run = words.next().unwrap();
+    for pid in words.map(|w| w.parse::<i32>().unwrap()) {
+        assert!(!alive(pid), "qemu {pid} outlives the clean-up");
+    }
+    assert!(namespaces_with(&format!("fleetcheck-{run}-")).is_empty());
+    assert!(!Path::new(RUN_ROOT).join(run).exists());
+}
+
+#[test]
+fn qemu_child_for_ctrl_c() {
+    if std::env::var("FLEETCHECK_TEST_CHILD").as_deref() != Ok("qemu-ctrl-c") {
+        return;
+    }
+    let backend = backend(true);
+    let k = backend.installed_kernels()[0].release.clone();
+    let net = backend
+        .create_qemu(&net_of(vec![machine(1, &k, 128), machine(2, &k, 128)]))
+        .unwrap();
+    for r in net.boot(&["m1", "m2"]) {
+        r.unwrap();
+    }
+    let pids = [net.qemu_pid("m1").unwrap(), net.qemu_pid("m2").unwrap()];
+    println!("RUN {} {} {}", backend.run_id(), pids[0], pids[1]);
+    fleetcheck_fabric::qemu::cleanup_process_resources();
+    fleetcheck_fabric::netns::cleanup_process_resources();
+    // Leak both on purpose: the clean-up already removed everything.
+    std::mem::forget(net);
+    std::mem::forget(backend);
+}
+
+#[test]
+fn qemu_child_for_kill_test() {
+    if std::env::var("FLEETCHECK_TEST_CHILD").as_deref() != Ok("qemu-kill") {
+        return;
+    }
+    let backend = backend(true);
+    let k = backend.installed_kernels()[0].release.clone();
+    let net = backend
+        .create_qemu(&net_of(vec![machine(1, &k, 128), machine(2, &k, 128)]))
+        .unwrap();
+    for r in net.boot(&["m1", "m2"]) {
+        r.unwrap();
+    }
+    let pids = [net.qemu_pid("m1").unwrap(), net.qemu_pid("m2").unwrap()];
+    println!("RUN {} {} {}", backend.run_id(), pids[0], pids[1]);
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    drop(net);
+}
+
+#[test]
+fn qemu_sweep_removes_what_a_killed_run_left() {
+    if !require_qemu("qemu_sweep_removes_what_a_killed_run_left") {
+        return;
+    }
+    let child = spawn_child_run("qemu::qemu_child_for_kill_test", "qemu-kill");
+    let (run, vms) = (child.run.clone(), child.agents.clone());
+    assert_eq!(vms.len(), 2);
+    assert_eq!(namespaces_with(&format!("fleetcheck-{run}-")).len(), 1);
+    child.kill();
+    assert!(
+        vms.iter().all(|&pid| alive(pid)),
+        "QEMU outlives its killed parent"
+    );
+    let report = sweep().unwrap();
+    assert!(report.runs.contains(&run), "{report:?}");
+    for pid in vms {
+        assert!(!alive(pid), "qemu {pid} of {run} still runs");
+    }
+    assert_eq!(
+        namespaces_with(&format!("fleetcheck-{run}-")),
+        Vec::<String>::new()
+    );
+    assert!(!Path::new(RUN_ROOT).join(&run).exists());
+}
+
+#[test]
+fn qemu_failing_setup_fails_the_boot_cold_and_restored() {
+    if !require_qemu("qemu_failing_setup_fails_the_boot_cold_and_restored") {
+        return;
+    }
+    let backend = backend(true);
+    let k = backend.installed_kernels()[0].release.clone();
+    let mut m = machine(1, &k, 128);
+    m.setup = vec!["echo broken >&2; exit 3".into()];
+    let net = backend.create_qemu(&net_of(vec![m])).unwrap();
+    for _ in 0..2 {
+        match net.boot(&["m1"]).pop().unwrap() {
+            Err(fleetcheck_fabric::BootError::SetupFailed { stderr, status, .. }) => {
+                assert_eq!(stderr, "broken");
+                assert_eq!(status, "exit code 3");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            net.status("m1"),
+            Some(fleetcheck_fabric::MachineStatus::Off)
+        );
+        assert_eq!(net.qemu_pid("m1"), None, "no qemu after a failed boot");
+    }
+    Box::new(net).teardown().unwrap();
+}

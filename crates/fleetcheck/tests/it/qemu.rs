@@ -1,0 +1,121 @@
+//! The binary on the qemu backend: the seed's ping test passes over several kernel versions
+//! (visible in the labels), and the planted ICMP-dropping setup shrinks to the same minimal
+//! counterexample as on netns (one machine: Boot, Ping), with the first kernel and least memory.
+//! Needs root, QEMU and two kernels (`scripts/install-deps`); CI=true turns a skip into a failure.
+
+use fleetcheck_fabric::qemu::{kernels, MIN_MEMORY_MB};
+
+use std::process::Command;
+
+use crate::{last_json, require_root, run, temp_dir, write_config};
+
+/// The binary at the lowest priority: TCG guests keep every core busy, and the netns tests
+/// running beside these ones time pings in tens of milliseconds.
+fn fleetcheck() -> Command {
+    let mut cmd = Command::new("nice");
+    cmd.args(["-n", "19", env!("CARGO_BIN_EXE_fleetcheck")]);
+    cmd
+}
+
+fn require_qemu() -> bool {
+    if !require_root() {
+        return false;
+    }
+    let ok = fleetcheck_fabric::qemu::find_qemu().is_some() && kernels::installed().len() >= 2;
+    if ok {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("this test needs qemu and two kernels, and CI=true forbids skipping it");
+    }
+    eprintln!(
+        "skipped: needs qemu and two kernels ({})",
+        kernels::HOW_TO_INSTALL
+    );
+    false
+}
+
+#[test]
+fn qemu_ping_passes_over_several_kernels() {
+    if !require_qemu() {
+        return;
+    }
+    let (code, out, err) = run(fleetcheck().args([
+        "run",
+        "ping",
+        "--backend",
+        "qemu",
+        "--tests",
+        "12",
+        "--max-size",
+        "8",
+        "--seed",
+        "3",
+        "--workers",
+        "4",
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let j = last_json(&out);
+    assert_eq!(j["status"], "passed", "{j}");
+    let kernels = j["labels"]["kernel"].as_object().expect("kernel labels");
+    assert!(
+        kernels.len() >= 2,
+        "machines over several kernels: {kernels:?}"
+    );
+    let installed: Vec<String> = kernels::installed()
+        .into_iter()
+        .map(|k| k.release)
+        .collect();
+    assert!(kernels.keys().all(|k| installed.contains(k)), "{kernels:?}");
+}
+
+#[test]
+fn qemu_icmp_dropping_setup_shrinks_like_on_netns() {
+    if !require_qemu() {
+        return;
+    }
+    let dir = temp_dir("qemu-drop");
+    let config = write_config(
+        &dir,
+        r#"[machine]
+setup = ["nft add table inet t && nft add chain inet t input '{ type filter hook input priority 0; }' && nft add rule inet t input icmp type echo-request drop"]
+"#,
+    );
+    let replay = dir.join("case.json");
+    let (code, out, err) = run(fleetcheck()
+        .args([
+            "run",
+            "ping",
+            "--backend",
+            "qemu",
+            "--seed",
+            "4",
+            "--workers",
+            "4",
+            "--json",
+        ])
+        .args(["--reproduce", "1", "--config"])
+        .arg(&config)
+        .arg("--replay-file")
+        .arg(&replay));
+    assert_eq!(code, 1, "{err}");
+    let j = last_json(&out);
+    let cx = &j["counterexample"];
+    let machines = cx["machines"].as_array().unwrap();
+    let commands = cx["commands"].as_array().unwrap();
+    let first = &kernels::installed()[0].release;
+    assert!(machines.len() <= 2, "{cx}");
+    assert!(
+        machines
+            .iter()
+            .all(|m| m["memory_mb"] == MIN_MEMORY_MB && m["kernel"] == first.as_str()),
+        "{cx}"
+    );
+    assert_eq!(commands.last().unwrap()["name"], "Ping", "{cx}");
+    assert_eq!(commands.len(), machines.len() + 1, "{cx}");
+    let (code, out, err) = run(fleetcheck().arg("replay").arg(&replay).arg("--json"));
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(last_json(&out)["status"], "failed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
