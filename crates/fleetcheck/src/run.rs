@@ -92,7 +92,7 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
     check_outputs(args.report.as_deref(), args.junit.as_deref())?;
     backends::check_filesystems(&args.common.backend, &scenario_config)?;
     let backend = backends::make(&args.common.backend)?;
-    fit_kernels(&mut scenario_config, backend.as_ref())?;
+    fit_to_backend(&mut scenario_config, backend.as_ref())?;
     let config = Config {
         tests: args.tests,
         min_size: args.min_size,
@@ -158,7 +158,7 @@ fn check_outputs(report_dir: Option<&Path>, junit: Option<&Path>) -> Result<(), 
 /// configuration, the generator picks among the installed kernels (the first preferred when
 /// shrinking); a configured kernel that is not installed is a usage error. Likewise the default
 /// memory range starts at the backend's floor; a configured one below it is a usage error.
-fn fit_kernels(
+fn fit_to_backend(
     config: &mut ScenarioConfig,
     backend: &dyn fleetcheck_fabric::Backend,
 ) -> Result<(), Fail> {
@@ -761,4 +761,76 @@ fn replay_case<M: Scenario, S: Inspect<M>>(
         println!("{out}");
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetcheck_fabric::{Backend, CreateError, Network, NetworkSpec};
+
+    /// A backend that boots its own kernels, like qemu, without booting anything.
+    #[derive(Debug)]
+    struct Kernels;
+
+    impl Backend for Kernels {
+        fn name(&self) -> &'static str {
+            "vm"
+        }
+        fn kernels(&self) -> Option<Vec<String>> {
+            Some(vec!["6.1.0-47-amd64".into(), "6.12.117+deb12-amd64".into()])
+        }
+        fn min_memory_mb(&self) -> u32 {
+            128
+        }
+        fn create(&self, _: &NetworkSpec) -> Result<Box<dyn Network>, CreateError> {
+            Err(CreateError::BackendGone)
+        }
+    }
+
+    #[test]
+    fn default_kernels_and_memory_fit_a_vm_backend() {
+        let mut config = ScenarioConfig::default();
+        fit_to_backend(&mut config, &Kernels).unwrap();
+        assert_eq!(
+            config.machine.kernels,
+            ["6.1.0-47-amd64", "6.12.117+deb12-amd64"]
+        );
+        assert_eq!(config.machine.memory_mb.min, 128);
+        assert_eq!(
+            config.machine.memory_mb.max,
+            ScenarioConfig::default().machine.memory_mb.max
+        );
+    }
+
+    #[test]
+    fn configured_kernels_and_memory_must_fit_a_vm_backend() {
+        let mut config = ScenarioConfig::default();
+        config.machine.kernels = vec!["6.12.117+deb12-amd64".into()];
+        config.machine.memory_mb.max = 512;
+        config.machine.memory_mb.min = 200;
+        fit_to_backend(&mut config, &Kernels).unwrap();
+        assert_eq!(config.machine.kernels, ["6.12.117+deb12-amd64"]);
+
+        config.machine.kernels = vec!["3.14".into()];
+        let e = fit_to_backend(&mut config, &Kernels).unwrap_err();
+        assert_eq!(e.code, exit::USAGE);
+        assert!(e.error.to_string().contains("3.14"), "{}", e.error);
+
+        let mut config = ScenarioConfig::default();
+        config.machine.memory_mb.min = 64;
+        let e = fit_to_backend(&mut config, &Kernels).unwrap_err();
+        assert!(
+            e.error.to_string().contains("at least 128 MiB"),
+            "{}",
+            e.error
+        );
+    }
+
+    #[test]
+    fn a_backend_without_kernels_keeps_the_configuration() {
+        let mut config = ScenarioConfig::default();
+        let backend = fleetcheck_fabric::fake::FakeBackend::new();
+        fit_to_backend(&mut config, &backend).unwrap();
+        assert_eq!(config, ScenarioConfig::default());
+    }
 }

@@ -27,7 +27,7 @@ use super::vm::Hardware;
 pub const EXTENSION: &str = "vmstate.zst";
 
 /// Default size bound of the snapshot cache, MB.
-pub const DEFAULT_CAP_MB: u64 = 4096;
+pub const DEFAULT_CAP_MB: u64 = 2048;
 
 /// Bumped when what a snapshot holds changes.
 const FORMAT: u32 = 1;
