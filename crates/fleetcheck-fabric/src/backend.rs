@@ -111,3 +111,33 @@ pub trait Network: Send + Sync {
     /// best-effort basis.
     fn teardown(self: Box<Self>) -> Result<(), TeardownError>;
 }
+
+/// Boots `ids` in parallel, one thread each, with `boot_one`; result `i` belongs to `ids[i]`. An
+/// id named twice fails the second time with [`BootError::Duplicate`] without booting.
+pub(crate) fn boot_in_parallel(
+    ids: &[&str],
+    boot_one: impl Fn(&str) -> Result<(), BootError> + Sync,
+) -> Vec<Result<(), BootError>> {
+    let boot_one = &boot_one;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let dup = ids[..i].contains(id);
+                s.spawn(move || {
+                    if dup {
+                        return Err(BootError::Duplicate {
+                            machine: (*id).into(),
+                        });
+                    }
+                    boot_one(id)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("boot threads do not panic"))
+            .collect()
+    })
+}

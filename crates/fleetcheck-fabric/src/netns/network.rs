@@ -870,31 +870,11 @@ impl Network for NetnsNetwork {
 
     fn boot(&self, ids: &[&str]) -> Vec<Result<(), BootError>> {
         let shared = &self.shared;
-        std::thread::scope(|s| {
-            let handles: Vec<_> = ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| {
-                    let dup = ids[..i].contains(id);
-                    s.spawn(move || {
-                        if dup {
-                            return Err(BootError::Duplicate {
-                                machine: (*id).into(),
-                            });
-                        }
-                        let m = shared
-                            .machine(id)
-                            .ok_or_else(|| BootError::UnknownMachine {
-                                machine: (*id).into(),
-                            })?;
-                        shared.boot_one(m)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("boot threads do not panic"))
-                .collect()
+        crate::backend::boot_in_parallel(ids, |id| {
+            let m = shared
+                .machine(id)
+                .ok_or_else(|| BootError::UnknownMachine { machine: id.into() })?;
+            shared.boot_one(m)
         })
     }
 
