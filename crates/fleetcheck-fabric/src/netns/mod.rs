@@ -34,11 +34,12 @@ pub(crate) mod sweep;
 pub(crate) mod sys;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::backend::{Backend, Network};
 use crate::error::{CreateError, HostError};
+use crate::gate::CreationGate;
 use crate::spec::NetworkSpec;
 
 pub use cgroup::{Cgroups, Freezer};
@@ -157,7 +158,7 @@ impl NetnsBackend {
 
     /// Like [`Backend::create`], returning the concrete network type.
     pub fn create_netns(&self, spec: &NetworkSpec) -> Result<NetnsNetwork, CreateError> {
-        let _in_flight = CreateGuard::enter()?;
+        let _in_flight = GATE.enter()?;
         network::create(spec, &self.config, &self.run)
     }
 }
@@ -174,42 +175,11 @@ impl Backend for NetnsBackend {
 
 static NETWORKS: Mutex<Vec<Weak<NetShared>>> = Mutex::new(Vec::new());
 
-/// Network creations under way, and whether the process is closing (after Ctrl-C no creation
-/// may start, and cleanup waits for those under way so none leaves namespaces behind).
-struct Gate {
-    in_flight: usize,
-    closing: bool,
-}
-
-static GATE: Mutex<Gate> = Mutex::new(Gate {
-    in_flight: 0,
-    closing: false,
-});
-static GATE_CHANGED: Condvar = Condvar::new();
+/// Network creations under way; closed by [`cleanup_process_resources`].
+static GATE: CreationGate = CreationGate::new();
 
 /// How long cleanup waits for creations under way (each takes milliseconds).
 const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-struct CreateGuard;
-
-impl CreateGuard {
-    fn enter() -> Result<Self, CreateError> {
-        let mut gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
-        if gate.closing {
-            return Err(CreateError::BackendGone);
-        }
-        gate.in_flight += 1;
-        Ok(CreateGuard)
-    }
-}
-
-impl Drop for CreateGuard {
-    fn drop(&mut self) {
-        let mut gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
-        gate.in_flight -= 1;
-        GATE_CHANGED.notify_all();
-    }
-}
 static RUNS: Mutex<Vec<Weak<RunDir>>> = Mutex::new(Vec::new());
 
 fn register_network(net: &Arc<NetShared>) {
@@ -234,9 +204,7 @@ fn register_run(run: &Arc<RunDir>) {
 /// those fail promptly once their agents are killed.
 pub fn cleanup_process_resources() {
     {
-        let mut gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
-        gate.closing = true;
-        let _ = GATE_CHANGED.wait_timeout_while(gate, GATE_WAIT, |g| g.in_flight > 0);
+        GATE.close(GATE_WAIT);
     }
     let nets: Vec<Arc<NetShared>> = NETWORKS
         .lock()

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, Network};
 use crate::error::{CreateError, HostError};
+use crate::gate::CreationGate;
 use crate::netns::sweep::RunDir;
 use crate::netns::{AgentCommand, Cgroups, RUN_ROOT};
 use crate::spec::NetworkSpec;
@@ -231,7 +232,7 @@ impl QemuBackend {
     /// Like [`Backend::create`], returning the concrete network type.
     pub fn create_qemu(&self, spec: &NetworkSpec) -> Result<QemuNetwork, CreateError> {
         spec.validate().map_err(CreateError::InvalidSpec)?;
-        let _in_flight = CreateGuard::enter()?;
+        let _in_flight = GATE.enter()?;
         let mut hardware = Vec::with_capacity(spec.machines.len());
         for m in &spec.machines {
             if m.memory_mb < MIN_MEMORY_MB {
@@ -486,39 +487,8 @@ fn probe_kvm(qemu: &Path, kernel: &Kernel, initramfs: &Path) -> AccelChoice {
 
 static NETWORKS: Mutex<Vec<Weak<NetShared>>> = Mutex::new(Vec::new());
 
-/// Network creations under way, and whether the process is closing (see
-/// [`crate::netns::cleanup_process_resources`], which this mirrors).
-struct Gate {
-    in_flight: usize,
-    closing: bool,
-}
-
-static GATE: Mutex<Gate> = Mutex::new(Gate {
-    in_flight: 0,
-    closing: false,
-});
-static GATE_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
-
-struct CreateGuard;
-
-impl CreateGuard {
-    fn enter() -> Result<Self, CreateError> {
-        let mut gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
-        if gate.closing {
-            return Err(CreateError::BackendGone);
-        }
-        gate.in_flight += 1;
-        Ok(CreateGuard)
-    }
-}
-
-impl Drop for CreateGuard {
-    fn drop(&mut self) {
-        let mut gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
-        gate.in_flight -= 1;
-        GATE_CHANGED.notify_all();
-    }
-}
+/// Network creations under way; closed by [`cleanup_process_resources`].
+static GATE: CreationGate = CreationGate::new();
 
 fn register_network(net: &Arc<NetShared>) {
     let mut nets = NETWORKS.lock().unwrap_or_else(|e| e.into_inner());
@@ -536,9 +506,7 @@ fn unregister_network(net: &NetShared) {
 /// run directories).
 pub fn cleanup_process_resources() {
     {
-        let mut gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
-        gate.closing = true;
-        let _ = GATE_CHANGED.wait_timeout_while(gate, Duration::from_secs(5), |g| g.in_flight > 0);
+        GATE.close(Duration::from_secs(5));
     }
     let nets: Vec<Arc<NetShared>> = NETWORKS
         .lock()

@@ -651,17 +651,8 @@ impl NetShared {
         &self,
         change: impl FnOnce(&mut Faults) -> Result<(), FaultError>,
     ) -> Result<(), FaultError> {
-        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = faults.clone();
-        change(&mut next)?;
         let ids: Vec<&str> = self.machines.iter().map(|m| m.spec.id.as_str()).collect();
-        let script = nft::render(&next, &ids);
-        let guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
-        let switch = guard.as_ref().ok_or(FaultError::TornDown)?;
-        nft::run_in(switch.fd.as_raw_fd(), &["-f", "-"], &script)?;
-        drop(guard);
-        *faults = next;
-        Ok(())
+        nft::change_faults(&self.faults, &self.switch, &ids, change)
     }
 
     /// Removes everything; idempotent and callable from any thread (Ctrl-C cleanup).
