@@ -112,6 +112,53 @@ pub trait Network: Send + Sync {
     fn teardown(self: Box<Self>) -> Result<(), TeardownError>;
 }
 
+/// The variables every program of a machine sees besides the backend's own: `FLEETCHECK_DATA`
+/// (its data directory) and one `FLEETCHECK_VERSION_<NAME>` per service.
+pub(crate) fn machine_env(
+    data: &std::path::Path,
+    services: &std::collections::BTreeMap<String, ServiceVersion>,
+) -> Vec<(String, String)> {
+    std::iter::once(("FLEETCHECK_DATA".to_string(), data.display().to_string()))
+        .chain(
+            services
+                .iter()
+                .map(|(name, v)| (crate::spec::version_variable(name), v.version.clone())),
+        )
+        .collect()
+}
+
+/// Whether [`Network::set_service`] may install `version` of `service` on machine `id`, which
+/// is `status` and perhaps `booting`: only while off, a plain name, an absolute path.
+pub(crate) fn check_set_service(
+    id: &str,
+    status: MachineStatus,
+    booting: bool,
+    service: &str,
+    version: &ServiceVersion,
+) -> Result<(), ServiceError> {
+    if status != MachineStatus::Off || booting {
+        return Err(ServiceError::WrongStatus {
+            machine: id.into(),
+            status: if booting {
+                MachineStatus::Running
+            } else {
+                status
+            },
+        });
+    }
+    if service.is_empty()
+        || service.contains(['/', '\0'])
+        || service.starts_with('.')
+        || !version.path.is_absolute()
+    {
+        return Err(ServiceError::BadService {
+            machine: id.into(),
+            service: service.into(),
+        });
+    }
+    Ok(())
+}
+
 /// Boots `ids` in parallel, one thread each, with `boot_one`; result `i` belongs to `ids[i]`. An
 /// id named twice fails the second time with [`BootError::Duplicate`] without booting.
 pub(crate) fn boot_in_parallel(

@@ -64,11 +64,13 @@ pub enum CreateError {
         #[source]
         source: io::Error,
     },
-    #[error("machine {machine} asks for {what}, which the {backend} backend does not provide yet")]
-    Unsupported {
+    #[error("machine {machine} wants file system {filesystem}, whose kernel modules kernel {release} lacks or that could not be prepared")]
+    DiskModules {
         machine: String,
-        what: &'static str,
-        backend: &'static str,
+        filesystem: crate::spec::FileSystem,
+        release: String,
+        #[source]
+        source: crate::qemu::InitramfsError,
     },
     #[error("failed to prepare the disk of machine {machine}")]
     Disk {

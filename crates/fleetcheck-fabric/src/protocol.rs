@@ -7,6 +7,7 @@
 //! unique per boot, and the agent answers each with one [`AgentMsg::Response`] carrying that id,
 //! in any order (requests are served concurrently). When the host's end closes, the agent exits.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,7 @@ pub enum HostMsg {
         setup_timeout_ms: u64,
         /// Inside a VM: the network identity and shared host files to take before setup.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        guest: Option<GuestInit>,
+        guest: Option<Box<GuestInit>>,
     },
     /// A request to answer with a [`AgentMsg::Response`] of the same id.
     Request { id: u64, request: Request },
@@ -59,7 +60,34 @@ pub struct GuestInit {
     /// path as on the host, see `Network::data_dir`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,
+    /// The machine's own file system ([`crate::MachineSpec::filesystem`]), mounted at
+    /// `data_dir` instead of the 9p share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<GuestDisk>,
+    /// Services by name: the host path of the program of the version installed, which the
+    /// agent links (through `/host`) into a directory first on `PATH`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, String>,
+    /// Variables every setup command and exec sees (`FLEETCHECK_DATA`,
+    /// `FLEETCHECK_VERSION_<NAME>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
 }
+
+/// A VM's disk of its own: the virtio-blk device with serial [`DISK_SERIAL`], holding a fresh
+/// file system the host made.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GuestDisk {
+    /// Its type, as `mount -t` names it.
+    pub fstype: String,
+    /// Host paths of the (uncompressed) kernel modules to load first, dependencies first: the
+    /// block driver and the file system. Loaded after Init, so a snapshot taken before it
+    /// never read another machine's disk.
+    pub modules: Vec<String>,
+}
+
+/// Serial number of a VM's own disk (its virtio-blk device).
+pub const DISK_SERIAL: &str = "fleetcheck-data";
 
 /// Requests an agent serves.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::{log, mount_with, serve};
-use crate::protocol::GuestInit;
+use crate::protocol::{GuestDisk, GuestInit, DISK_SERIAL};
 
 /// Modules to load, one initramfs path per line, dependencies first.
 pub const MODULES: &str = "/fc/modules";
@@ -32,6 +32,8 @@ pub const PORT_NAME: &str = "fleetcheck";
 pub const BUSYBOX_DIR: &str = "/fc/bin";
 /// `PATH` inside the VM: the host's directories (shared), then busybox.
 pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/fc/bin";
+/// Where the agent links the programs of the machine's services (first on `PATH`).
+pub const SERVICES_DIR: &str = "/fc/services";
 /// virtio-9p mount tag of the machine's disk.
 pub const DATA_TAG: &str = "data";
 /// How often the agent looks for its port's name between `/dev` events.
@@ -107,16 +109,23 @@ fn load_modules() -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
+    load_module_files(list.lines().filter(|l| !l.is_empty()).map(Path::new))
+}
+
+/// Loads uncompressed module files in the order given (dependencies first); one already
+/// loaded is fine.
+fn load_module_files<'a>(paths: impl IntoIterator<Item = &'a Path>) -> io::Result<()> {
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    for path in list.lines().filter(|l| !l.is_empty()) {
-        let name = Path::new(path)
+    for path in paths {
+        let name = path
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_suffix(".ko"))
-            .unwrap_or(path);
+            .unwrap_or_default();
         let options =
             std::ffi::CString::new(cmdline_options(&cmdline, name)).map_err(io::Error::other)?;
-        let file = File::open(path)?;
+        let file = File::open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", path.display())))?;
         // SAFETY: finit_module on a descriptor we hold, with a NUL-terminated option string.
         let rc = unsafe {
             libc::syscall(
@@ -129,9 +138,83 @@ fn load_modules() -> io::Result<()> {
         if rc < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(io::Error::new(e.kind(), format!("load module {path}: {e}")));
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("load module {}: {e}", path.display()),
+                ));
             }
         }
+    }
+    Ok(())
+}
+
+/// How long the agent waits for its disk's block device after loading the driver.
+const DISK_WAIT: Duration = Duration::from_secs(10);
+/// How often it looks for the device meanwhile.
+const DISK_RECHECK: Duration = Duration::from_millis(2);
+
+/// `/dev/vd*` whose serial is [`DISK_SERIAL`], if it exists yet.
+fn find_disk() -> Option<PathBuf> {
+    for entry in fs::read_dir("/sys/block").ok()?.flatten() {
+        let serial = fs::read_to_string(entry.path().join("serial")).unwrap_or_default();
+        let dev = Path::new("/dev").join(entry.file_name());
+        if serial.trim() == DISK_SERIAL && dev.exists() {
+            return Some(dev);
+        }
+    }
+    None
+}
+
+/// Loads the disk's modules (from the host share), waits for its device and mounts its file
+/// system at `dir`.
+fn mount_disk(disk: &GuestDisk, dir: &str) -> io::Result<()> {
+    let on_share: Vec<PathBuf> = disk
+        .modules
+        .iter()
+        .map(|m| Path::new("/host").join(m.trim_start_matches('/')))
+        .collect();
+    load_module_files(on_share.iter().map(PathBuf::as_path))?;
+    let deadline = Instant::now() + DISK_WAIT;
+    let device = loop {
+        if let Some(d) = find_disk() {
+            break d;
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no disk with serial {DISK_SERIAL} after {DISK_WAIT:?}"),
+            ));
+        }
+        // The driver probes the device while it loads; the node appears a moment later
+        // (devtmpfs), with no event worth a watch for one wait per boot.
+        std::thread::sleep(DISK_RECHECK);
+    };
+    // As on netns: ext4's inode tables stay lazily initialised, without a zeroing thread.
+    let options = (disk.fstype == "ext4").then_some("noinit_itable");
+    mount_with(
+        &device.to_string_lossy(),
+        dir,
+        Some(&disk.fstype),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        options,
+    )
+    .map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("mount {} ({}) on {dir}: {e}", device.display(), disk.fstype),
+        )
+    })
+}
+
+/// Links each service's program (seen through the host share) into [`SERVICES_DIR`].
+fn link_services(services: &std::collections::BTreeMap<String, String>) -> io::Result<()> {
+    fs::create_dir_all(SERVICES_DIR)?;
+    for (name, path) in services {
+        let link = Path::new(SERVICES_DIR).join(name);
+        let _ = fs::remove_file(&link);
+        let target = Path::new("/host").join(path.trim_start_matches('/'));
+        std::os::unix::fs::symlink(&target, &link)
+            .map_err(|e| io::Error::new(e.kind(), format!("link service {name}: {e}")))?;
     }
     Ok(())
 }
@@ -302,15 +385,27 @@ pub fn take_identity(init: &GuestInit) -> io::Result<()> {
     }
     if let Some(dir) = &init.data_dir {
         fs::create_dir_all(dir)?;
-        mount_with(
-            DATA_TAG,
-            dir,
-            Some("9p"),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            // cache=mmap: services map their files (etcd's bbolt), which plain 9p refuses.
-            Some("trans=virtio,version=9p2000.L,msize=262144,cache=mmap"),
-        )
-        .map_err(|e| io::Error::new(e.kind(), format!("mount the disk on {dir}: {e}")))?;
+        match &init.disk {
+            Some(disk) => mount_disk(disk, dir)?,
+            None => mount_with(
+                DATA_TAG,
+                dir,
+                Some("9p"),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                // cache=mmap: services map their files (etcd's bbolt), which plain 9p refuses.
+                Some("trans=virtio,version=9p2000.L,msize=262144,cache=mmap"),
+            )
+            .map_err(|e| io::Error::new(e.kind(), format!("mount the disk on {dir}: {e}")))?,
+        }
+    }
+    if !init.services.is_empty() {
+        link_services(&init.services)?;
+        std::env::set_var("PATH", format!("{SERVICES_DIR}:{PATH}"));
+    }
+    // Single-threaded still (the reaper and request threads start after identity), so
+    // changing the environment is safe; every child inherits it.
+    for (name, value) in &init.env {
+        std::env::set_var(name, value);
     }
     configure_net(init).map_err(|e| io::Error::new(e.kind(), format!("configure eth0: {e}")))?;
     // As on netns: a peer pinged while off must answer as soon as it boots.

@@ -180,7 +180,7 @@ fn serve(
     // SAFETY: getpid cannot fail.
     let pid1 = unsafe { libc::getpid() } == 1;
     if guest {
-        let init: GuestInit =
+        let init: Box<GuestInit> =
             guest_init.ok_or_else(|| io::Error::other("a guest's Init carries no identity"))?;
         guest::take_identity(&init)?;
         set_hostname(&hostname)?;

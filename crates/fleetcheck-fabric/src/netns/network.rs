@@ -29,8 +29,7 @@ use crate::error::{
 use crate::faults::Faults;
 use crate::protocol::{AgentMsg, HostMsg};
 use crate::spec::{
-    version_variable, ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec,
-    ServiceVersion,
+    ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec, ServiceVersion,
 };
 
 static NEXT_NET: AtomicU64 = AtomicU64::new(0);
@@ -312,15 +311,10 @@ impl NetShared {
     /// service.
     fn agent_env(&self, m: &Machine) -> Vec<(String, String)> {
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-        let mut env = vec![
-            ("PATH".to_string(), format!("{}:{path}", m.bin.display())),
-            ("FLEETCHECK_DATA".to_string(), m.data.display().to_string()),
-        ];
         let services = m.services.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, v) in services.iter() {
-            env.push((version_variable(name), v.version.clone()));
-        }
-        env
+        std::iter::once(("PATH".to_string(), format!("{}:{path}", m.bin.display())))
+            .chain(crate::backend::machine_env(&m.data, &services))
+            .collect()
     }
 
     /// Inside a machine's namespace: `lo` and `eth0` up, the machine's address on `eth0`.
@@ -945,26 +939,7 @@ impl Network for NetnsNetwork {
             .ok_or_else(|| ServiceError::UnknownMachine { machine: id.into() })?;
         // The state lock keeps the machine off while its programs change.
         let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.status != MachineStatus::Off || st.booting {
-            return Err(ServiceError::WrongStatus {
-                machine: id.into(),
-                status: if st.booting {
-                    MachineStatus::Running
-                } else {
-                    st.status
-                },
-            });
-        }
-        if service.is_empty()
-            || service.contains(['/', '\0'])
-            || service.starts_with('.')
-            || !version.path.is_absolute()
-        {
-            return Err(ServiceError::BadService {
-                machine: id.into(),
-                service: service.into(),
-            });
-        }
+        crate::backend::check_set_service(id, st.status, st.booting, service, version)?;
         let mut services = m.services.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = services.clone();
         next.insert(service.to_string(), version.clone());

@@ -299,15 +299,7 @@ fn plan(kernel: &Kernel, agent: &AgentCommand) -> Result<Plan, InitramfsError> {
     );
     let mut list = String::new();
     for rel in module_order(kernel, GUEST_MODULES)? {
-        let unpack = if rel.ends_with(".xz") {
-            Some("xz")
-        } else if rel.ends_with(".zst") {
-            Some("zstd")
-        } else if rel.ends_with(".gz") {
-            Some("gzip")
-        } else {
-            None
-        };
+        let unpack = unpacker(&rel);
         let at = format!("fc/lib/{}.ko", module_name(&rel));
         plan.add_host_file(&at, &kernel.modules.join(&rel), unpack, false)?;
         list.push_str(&format!("/{at}\n"));
@@ -320,6 +312,68 @@ fn plan(kernel: &Kernel, agent: &AgentCommand) -> Result<Plan, InitramfsError> {
         },
     );
     Ok(plan)
+}
+
+/// The tool that decompresses module file `rel`, if compressed.
+fn unpacker(rel: &str) -> Option<&'static str> {
+    if rel.ends_with(".xz") {
+        Some("xz")
+    } else if rel.ends_with(".zst") {
+        Some("zstd")
+    } else if rel.ends_with(".gz") {
+        Some("gzip")
+    } else {
+        None
+    }
+}
+
+/// Modules a machine with a disk of its own loads after Init, besides its file system's: the
+/// block driver and the checksum both ext4 and btrfs ask for (`softdep ... crypto-crc32c`).
+pub const DISK_MODULES: &[&str] = &["virtio_blk", "crc32c_generic"];
+
+/// Host paths of `wanted` modules of `kernel` (and their dependencies, those first),
+/// decompressed into `<cache>/modules/<release>/` so that a guest loads them with
+/// `finit_module` straight from the host share, without a decompressor of its own. Files are
+/// made once (written aside and renamed) and kept; modules built into the kernel are left out.
+pub fn unpacked_modules(
+    cache: &Path,
+    kernel: &Kernel,
+    wanted: &[&str],
+) -> Result<Vec<PathBuf>, InitramfsError> {
+    let dir = cache.join("modules").join(&kernel.release);
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InitramfsError::Write { path, source }
+    };
+    fs::create_dir_all(&dir).map_err(write_err(&dir))?;
+    let mut paths = Vec::new();
+    for rel in module_order(kernel, wanted)? {
+        let source = kernel.modules.join(&rel);
+        let path = dir.join(format!("{}.ko", module_name(&rel)));
+        let fresh = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+        if fresh(&path).is_none() || fresh(&path) < fresh(&source) {
+            let bytes = contents(&Entry::File {
+                source: source.clone(),
+                mode: 0o644,
+                unpack: unpacker(&rel),
+                strip: false,
+            })?;
+            let tmp = dir.join(format!(
+                ".{}.{}.tmp",
+                module_name(&rel),
+                crate::netns::sys::random_hex(4)
+            ));
+            let written = fs::write(&tmp, bytes)
+                .and_then(|()| fs::rename(&tmp, &path))
+                .map_err(write_err(&path));
+            if written.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            written?;
+        }
+        paths.push(path);
+    }
+    Ok(paths)
 }
 
 /// The cached initramfs for `kernel` and `agent` under `cache`, built if missing.

@@ -39,6 +39,7 @@ use crate::error::{CreateError, HostError};
 use crate::gate::CreationGate;
 use crate::netns::sweep::RunDir;
 use crate::netns::{AgentCommand, Cgroups, RUN_ROOT};
+use crate::protocol::GuestDisk;
 use crate::spec::NetworkSpec;
 
 pub use initramfs::{find_busybox, InitramfsError, GUEST_MODULES};
@@ -234,6 +235,7 @@ impl QemuBackend {
         spec.validate().map_err(CreateError::InvalidSpec)?;
         let _in_flight = GATE.enter()?;
         let mut hardware = Vec::with_capacity(spec.machines.len());
+        let mut disks = Vec::with_capacity(spec.machines.len());
         for m in &spec.machines {
             if m.memory_mb < MIN_MEMORY_MB {
                 return Err(CreateError::TooLittleMemory {
@@ -274,11 +276,38 @@ impl QemuBackend {
                 cmdline: vm::cmdline(),
                 modules: kernel.modules.clone(),
                 nice: self.config.nice,
+                disk: m.filesystem.is_some(),
+            });
+            disks.push(match m.filesystem {
+                None => None,
+                Some(fs) => {
+                    let wanted: Vec<&str> = initramfs::DISK_MODULES
+                        .iter()
+                        .copied()
+                        .chain([fs.name()])
+                        .collect();
+                    let modules =
+                        initramfs::unpacked_modules(&self.config.cache_dir, kernel, &wanted)
+                            .map_err(|source| CreateError::DiskModules {
+                                machine: m.id.clone(),
+                                filesystem: fs,
+                                release: kernel.release.clone(),
+                                source,
+                            })?;
+                    Some(GuestDisk {
+                        fstype: fs.name().into(),
+                        modules: modules
+                            .iter()
+                            .map(|p| p.to_string_lossy().into_owned())
+                            .collect(),
+                    })
+                }
             });
         }
         network::create(
             spec,
             hardware,
+            disks,
             &self.config,
             &self.run,
             self.config.snapshots.then(|| self.snapshots.clone()),

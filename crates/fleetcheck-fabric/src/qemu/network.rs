@@ -1,6 +1,7 @@
 //! A network of QEMU machines: creation, boot (cold or from a snapshot), power cuts, faults,
 //! exec, ping, teardown.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::net::Ipv4Addr;
@@ -16,17 +17,21 @@ use super::vm::{self, Hardware, Qmp, Start, Vm, VmPaths, SHARE_TAG};
 use super::QemuConfig;
 use crate::backend::Network;
 use crate::error::{
-    BootError, CreateError, ExecError, FaultError, PingError, ShutdownError, TeardownError,
+    BootError, CreateError, ExecError, FaultError, PingError, ServiceError, ShutdownError,
+    TeardownError,
 };
 use crate::faults::Faults;
 use crate::netns::conn::{self, AgentConn};
+use crate::netns::disk;
 use crate::netns::netlink::Req;
 use crate::netns::nft;
 use crate::netns::ns::{self, Netns};
 use crate::netns::sweep::RunDir;
 use crate::netns::sys;
-use crate::protocol::{AgentMsg, GuestInit, HostMsg};
-use crate::spec::{ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec};
+use crate::protocol::{AgentMsg, GuestDisk, GuestInit, HostMsg};
+use crate::spec::{
+    ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec, ServiceVersion,
+};
 
 static NEXT_NET: AtomicU64 = AtomicU64::new(0);
 
@@ -84,6 +89,10 @@ struct Machine {
     spec: MachineSpec,
     index: usize,
     hw: Hardware,
+    /// Its own file system, when its spec names one (image `paths.image`).
+    disk: Option<GuestDisk>,
+    /// The service versions installed now (its spec's, as replaced by `set_service`).
+    services: Mutex<BTreeMap<String, ServiceVersion>>,
     paths: VmPaths,
     state: Mutex<MachineState>,
     /// The running QEMU; its pid is also in `pid` for teardown without the lock.
@@ -147,26 +156,11 @@ fn mac_text(mac: [u8; 6]) -> String {
 pub fn create(
     spec: &NetworkSpec,
     hardware: Vec<Hardware>,
+    disks: Vec<Option<GuestDisk>>,
     config: &QemuConfig,
     run: &Arc<RunDir>,
     snapshots: Option<Arc<Snapshots>>,
 ) -> Result<QemuNetwork, CreateError> {
-    // File systems and service versions (issue 7) are honoured by netns only, so far: refuse
-    // rather than run a machine without the parameter the model believes it has.
-    for m in &spec.machines {
-        let what = if m.filesystem.is_some() {
-            "a file system of its own"
-        } else if !m.services.is_empty() {
-            "service versions"
-        } else {
-            continue;
-        };
-        return Err(CreateError::Unsupported {
-            machine: m.id.clone(),
-            what,
-            backend: "qemu",
-        });
-    }
     let net = format!("n{}", NEXT_NET.fetch_add(1, Ordering::Relaxed));
     let dir = run.path.join(&net);
     fs::create_dir_all(&dir).map_err(|source| CreateError::RunFile {
@@ -183,17 +177,21 @@ pub fn create(
         .machines
         .iter()
         .zip(hardware)
+        .zip(disks)
         .enumerate()
-        .map(|(i, (m, hw))| Machine {
+        .map(|(i, ((m, hw), disk))| Machine {
             spec: m.clone(),
             index: i,
             hw,
+            disk,
+            services: Mutex::new(m.services.clone()),
             paths: VmPaths {
                 log: dir.join(format!("m{i}.log")),
                 agent: dir.join(format!("m{i}.agent.sock")),
                 qmp: dir.join(format!("m{i}.qmp.sock")),
                 pidfile: dir.join(format!("m{i}.qemu.pid")),
                 data: dir.join(format!("m{i}.data")),
+                image: dir.join(format!("m{i}.img")),
             },
             state: Mutex::new(MachineState {
                 status: MachineStatus::Off,
@@ -222,6 +220,7 @@ pub fn create(
     super::register_network(&shared);
     let network = QemuNetwork { shared };
     network.shared.wire()?;
+    network.shared.make_images()?;
     Ok(network)
 }
 
@@ -245,6 +244,58 @@ impl NetShared {
             },
         ])
         .map_err(|(what, source)| CreateError::Netlink { what, source })
+    }
+
+    /// A fresh file system image for every machine whose spec names one, made in parallel;
+    /// attached to the VM at every boot, removed with the network directory.
+    fn make_images(&self) -> Result<(), CreateError> {
+        std::thread::scope(|s| {
+            let jobs: Vec<_> = self
+                .machines
+                .iter()
+                .filter_map(|m| m.spec.filesystem.map(|fs| (m, fs)))
+                .map(|(m, fs)| {
+                    s.spawn(move || {
+                        disk::make_image(&m.paths.image, fs).map_err(|source| CreateError::Disk {
+                            machine: m.spec.id.clone(),
+                            source,
+                        })
+                    })
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|j| j.join().expect("disk threads do not panic"))
+                .collect::<Result<Vec<()>, _>>()
+        })?;
+        Ok(())
+    }
+
+    /// What the agent of `m` becomes on Init.
+    fn guest_init(&self, m: &Machine) -> GuestInit {
+        let services = m.services.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        GuestInit {
+            ip: m.spec.ip,
+            prefix: self.spec.subnet.prefix,
+            mac: mac_text(mac_of(m.spec.ip)),
+            share: Some(SHARE_TAG.into()),
+            modules: Some(m.hw.modules.to_string_lossy().into_owned()),
+            now_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            entropy: sys::random_hex(32),
+            data_dir: Some(m.paths.data.to_string_lossy().into_owned()),
+            disk: m.disk.clone(),
+            // The guest sees the host's root at /host: resolve links here, where they point.
+            services: services
+                .iter()
+                .map(|(name, v)| {
+                    let path = fs::canonicalize(&v.path).unwrap_or_else(|_| v.path.clone());
+                    (name.clone(), path.to_string_lossy().into_owned())
+                })
+                .collect(),
+            env: crate::backend::machine_env(&m.paths.data, &services),
+        }
     }
 
     fn machine(&self, id: &str) -> Option<&Machine> {
@@ -458,19 +509,7 @@ impl NetShared {
             hostname: m.spec.id.clone(),
             setup: m.spec.setup.clone(),
             setup_timeout_ms: self.config.boot_timeout.as_millis() as u64,
-            guest: Some(GuestInit {
-                ip: m.spec.ip,
-                prefix: self.spec.subnet.prefix,
-                mac: mac_text(mac_of(m.spec.ip)),
-                share: Some(SHARE_TAG.into()),
-                modules: Some(m.hw.modules.to_string_lossy().into_owned()),
-                now_unix_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0),
-                entropy: sys::random_hex(32),
-                data_dir: Some(m.paths.data.to_string_lossy().into_owned()),
-            }),
+            guest: Some(Box::new(self.guest_init(m))),
         })
         .map_err(|source| {
             fail(BootError::Spawn {
@@ -797,6 +836,43 @@ impl Network for QemuNetwork {
         let m = self.shared.machine(id)?;
         fs::create_dir_all(&m.paths.data).ok()?;
         Some(m.paths.data.clone())
+    }
+
+    /// The shared directory, unless the machine has a file system of its own: only the guest
+    /// mounts that (the host mounting it too while the guest writes would corrupt it).
+    fn data_dir_on_host(&self, id: &str) -> Option<PathBuf> {
+        let m = self.shared.machine(id)?;
+        if m.disk.is_some() {
+            return None;
+        }
+        self.data_dir(id)
+    }
+
+    fn services(&self, id: &str) -> Option<BTreeMap<String, ServiceVersion>> {
+        let m = self.shared.machine(id)?;
+        let services = m.services.lock().unwrap_or_else(|e| e.into_inner());
+        Some(services.clone())
+    }
+
+    /// Only the host's record changes: the agent links the programs anew at every boot.
+    fn set_service(
+        &self,
+        id: &str,
+        service: &str,
+        version: &ServiceVersion,
+    ) -> Result<(), ServiceError> {
+        let m = self
+            .shared
+            .machine(id)
+            .ok_or_else(|| ServiceError::UnknownMachine { machine: id.into() })?;
+        // The state lock keeps the machine off while its programs change.
+        let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
+        crate::backend::check_set_service(id, st.status, st.booting, service, version)?;
+        m.services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(service.to_string(), version.clone());
+        Ok(())
     }
 
     fn teardown(self: Box<Self>) -> Result<(), TeardownError> {

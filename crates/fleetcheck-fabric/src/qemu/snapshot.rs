@@ -81,6 +81,7 @@ impl Snapshots {
             &hw.kernel_image,
             &hw.initramfs,
             hw.memory_mb,
+            hw.disk,
         )
             .hash(&mut h);
         // The TSC frequency is measured per process and may differ in its last digit; a

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::Accel;
 use crate::agent::guest::DATA_TAG;
+use crate::protocol::DISK_SERIAL;
 
 /// The fd number QEMU finds its tap on.
 const TAP_FD: RawFd = 3;
@@ -79,6 +80,9 @@ pub struct Hardware {
     pub modules: PathBuf,
     /// Scheduling niceness of QEMU (not part of a snapshot's key).
     pub nice: i32,
+    /// A disk of its own (virtio-blk, the image [`VmPaths::image`]): a VM with one has one
+    /// more device than a VM without, so the two cannot restore each other's snapshots.
+    pub disk: bool,
 }
 
 impl Hardware {
@@ -144,6 +148,8 @@ pub struct VmPaths {
     pub pidfile: PathBuf,
     /// The machine's disk, shared read-write (virtio-9p tag [`DATA_TAG`]).
     pub data: PathBuf,
+    /// The image of its own file system, attached when [`Hardware::disk`].
+    pub image: PathBuf,
 }
 
 /// A running QEMU.
@@ -266,6 +272,18 @@ pub fn spawn(
         ))
         .arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", paths.qmp.display()));
+    if hw.disk {
+        // cache=unsafe: the guest's flushes are no-ops, but every write reaches the image file
+        // (the host's page cache) at once, so a power cut (SIGKILL of QEMU) loses only what the
+        // guest had not written yet — as a crash would.
+        cmd.arg("-drive")
+            .arg(format!(
+                "file={},if=none,id=disk,format=raw,cache=unsafe,discard=unmap",
+                qemu_option(&paths.image)
+            ))
+            .arg("-device")
+            .arg(format!("virtio-blk-device,drive=disk,serial={DISK_SERIAL}"));
+    }
     if let Start::Restore(file) = start {
         cmd.arg("-incoming")
             .arg(format!("exec:zstd -dcq {}", shell_quote(file)));
@@ -437,6 +455,11 @@ impl Qmp {
 }
 
 /// `path` quoted for `sh -c` (QEMU runs `exec:` migration URIs with the shell).
+/// A path as a value inside a QEMU option list (a comma is written twice).
+fn qemu_option(path: &Path) -> String {
+    path.to_string_lossy().replace(',', ",,")
+}
+
 fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.to_string_lossy().replace('\'', "'\\''"))
 }

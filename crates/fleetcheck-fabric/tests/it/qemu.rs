@@ -358,3 +358,123 @@ fn qemu_failing_setup_fails_the_boot_cold_and_restored() {
     }
     Box::new(net).teardown().unwrap();
 }
+
+/// A script `greet-<v>` in a scratch directory that prints `greet <v>`, as version `v`.
+fn greet(v: &str) -> fleetcheck_fabric::ServiceVersion {
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qemu-versions");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let path = scratch.join(format!("greet-{v}"));
+    std::fs::write(&path, format!("#!/bin/sh\necho greet {v}\n")).unwrap();
+    let mut perm = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&path, perm).unwrap();
+    fleetcheck_fabric::ServiceVersion {
+        version: v.into(),
+        path,
+    }
+}
+
+/// Each VM's data directory is the file system its spec names, on a disk of its own, seen
+/// from inside; the disk keeps what was written (and synced) across a power cut, also when
+/// the VM comes back restored from a snapshot another machine (of another file system) made;
+/// each VM runs the service version its spec names, and a rolling upgrade replaces it while
+/// the VM is off. The host never mounts the disks; teardown removes their images.
+#[test]
+fn qemu_file_systems_and_versions_per_machine() {
+    use fleetcheck_fabric::{FileSystem, MachineStatus, ServiceError};
+    if !require_qemu("qemu_file_systems_and_versions_per_machine") {
+        return;
+    }
+    let backend = backend(true);
+    let installed = backend.installed_kernels().to_vec();
+    let (k1, k2) = (
+        &installed[0].release,
+        &installed[installed.len() - 1].release,
+    );
+    let (v1, v2) = (greet("1.0"), greet("2.0"));
+    // m1 and m3 have the same hardware (kernel, memory, a disk): one restores the other's
+    // snapshot. m2 runs the other kernel, so both kernels mount their file systems.
+    let mut spec = net_of(vec![
+        machine(1, k1, 160),
+        machine(2, k2, 160),
+        machine(3, k1, 160),
+        machine(4, k1, 160),
+    ]);
+    for (m, fs) in spec.machines.iter_mut().zip(FileSystem::ALL) {
+        m.filesystem = Some(fs);
+    }
+    for (i, m) in spec.machines.iter_mut().enumerate() {
+        let v = if i == 1 { &v2 } else { &v1 };
+        m.services.insert("greet".into(), v.clone());
+    }
+    let net = backend.create_qemu(&spec).unwrap();
+    let run_dir = Path::new(RUN_ROOT).join(net.run_id());
+    // m4 has no file system of its own: its data directory is the shared one.
+    for r in net.boot(&["m1", "m2", "m3", "m4"]) {
+        r.unwrap();
+    }
+    let fstype = |id: &str| {
+        sh(
+            &net,
+            id,
+            "awk -v d=\"$FLEETCHECK_DATA\" '$2 == d { t = $3 } END { print t }' /proc/self/mounts",
+        )
+    };
+    for (m, fs) in spec.machines.iter().zip(FileSystem::ALL) {
+        assert_eq!(fstype(&m.id), fs.name(), "file system of {}", m.id);
+        assert_eq!(net.data_dir_on_host(&m.id), None, "{}", m.id);
+        let v = &m.services["greet"].version;
+        assert_eq!(sh(&net, &m.id, "greet"), format!("greet {v}"), "{}", m.id);
+        assert_eq!(sh(&net, &m.id, "echo $FLEETCHECK_VERSION_GREET"), *v);
+        sh(
+            &net,
+            &m.id,
+            "echo kept-$(hostname) > $FLEETCHECK_DATA/file && sync",
+        );
+    }
+    assert_eq!(fstype("m4"), "9p");
+    assert_eq!(
+        net.data_dir_on_host("m4"),
+        Some(net.data_dir("m4").unwrap())
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(
+        !mounts.contains(&*run_dir.to_string_lossy()),
+        "the host mounted a machine's disk"
+    );
+    // A rolling upgrade: only while off; the data stays.
+    assert!(matches!(
+        net.set_service("m1", "greet", &v2),
+        Err(ServiceError::WrongStatus {
+            status: MachineStatus::Running,
+            ..
+        })
+    ));
+    for id in ["m1", "m3"] {
+        net.crash(id).unwrap();
+    }
+    net.set_service("m1", "greet", &v2).unwrap();
+    assert_eq!(net.services("m1").unwrap()["greet"], v2);
+    // One at a time: each comes back from the snapshot of their shared hardware.
+    for (id, fs, v) in [("m3", "btrfs", "1.0"), ("m1", "ext4", "2.0")] {
+        net.boot(&[id])[0].as_ref().unwrap();
+        let record = net.boot_records().last().unwrap().clone();
+        assert!(record.restored, "{id} booted cold: {record:?}");
+        assert_eq!(fstype(id), fs, "{id} after a restore");
+        assert_eq!(
+            sh(&net, id, "cat $FLEETCHECK_DATA/file"),
+            format!("kept-{id}")
+        );
+        assert_eq!(sh(&net, id, "greet"), format!("greet {v}"));
+    }
+    let images = || -> Vec<std::path::PathBuf> {
+        let nets = std::fs::read_dir(&run_dir).into_iter().flatten().flatten();
+        nets.flat_map(|n| std::fs::read_dir(n.path()).into_iter().flatten().flatten())
+            .map(|f| f.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "img"))
+            .collect()
+    };
+    assert_eq!(images().len(), 3, "one image per file system");
+    Box::new(net).teardown().unwrap();
+    assert_eq!(images(), Vec::<std::path::PathBuf>::new());
+}
