@@ -49,7 +49,6 @@ fn icmp_drop_rule(view: &FakeView<'_>, from: &str, to: std::net::Ipv4Addr) -> Op
     (drops && view.is_running(from) && view.is_running(&target.id)).then_some(false)
 }
 
-/// Builds the backend `name`.
 /// Whether backend `name` can make every file system `config` asks for: exit code 3 with one
 /// sentence if not, before anything is built.
 pub fn check_filesystems(
@@ -90,6 +89,7 @@ pub fn check_filesystems(
     Ok(())
 }
 
+/// Builds the backend `name`.
 pub fn make(name: &str) -> Result<Arc<dyn Backend>, Fail> {
     match name {
         "netns" => {
