@@ -55,16 +55,24 @@ pub fn check_filesystems(
     name: &str,
     config: &fleetcheck_scenarios::config::ScenarioConfig,
 ) -> Result<(), Fail> {
+    let wanted = config
+        .domains()
+        .into_iter()
+        .flat_map(|d| d.filesystem)
+        .chain(config.kv.filesystem.iter().copied());
+    check_these_filesystems(name, wanted)
+}
+
+/// Whether backend `name` can make each of `wanted`, as [`check_filesystems`].
+pub fn check_these_filesystems(
+    name: &str,
+    wanted: impl IntoIterator<Item = fleetcheck_fabric::FileSystem>,
+) -> Result<(), Fail> {
     use fleetcheck_fabric::netns::disk;
     if name != "netns" {
         return Ok(());
     }
-    let mut wanted: Vec<fleetcheck_fabric::FileSystem> = config
-        .domains()
-        .into_iter()
-        .flat_map(|d| d.filesystem)
-        .chain(config.kv.filesystem.iter().copied())
-        .collect();
+    let mut wanted: Vec<_> = wanted.into_iter().collect();
     wanted.sort();
     wanted.dedup();
     if !wanted.is_empty() && !std::path::Path::new("/dev/loop-control").exists() {

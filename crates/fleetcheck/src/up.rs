@@ -76,7 +76,12 @@ pub fn up_command(args: &UpArgs) -> Result<u8, Fail> {
         subnet: config.network.subnet,
         machines: machines.iter().map(|(_, m)| m.clone()).collect(),
     };
-    let backend = crate::backends::make(args.backend.as_deref().unwrap_or("netns"))?;
+    let backend_name = args.backend.as_deref().unwrap_or("netns");
+    crate::backends::check_these_filesystems(
+        backend_name,
+        spec.machines.iter().filter_map(|m| m.filesystem),
+    )?;
+    let backend = crate::backends::make(backend_name)?;
     let net = backend.create(&spec).map_err(aborted)?;
     let ids: Vec<&str> = spec.machines.iter().map(|m| m.id.as_str()).collect();
     println!(

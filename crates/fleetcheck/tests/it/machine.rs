@@ -155,38 +155,44 @@ fn machine_missing_mkfs_exits_3_in_one_sentence_before_creating_anything() {
     }
     let dir = temp_dir("missing-mkfs");
     let config = write_config(&dir, "[machine]\nfilesystem = [\"xfs\"]\n");
-    // unshare and sh exec, so the child's pid is fleetcheck's.
-    let child = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            WITHOUT_MKFS,
-            "sh",
-        ])
-        .arg(env!("CARGO_BIN_EXE_fleetcheck"))
-        .args(["run", "ping", "--backend", "netns", "--config"])
-        .arg(&config)
-        .current_dir(&dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("unshare (util-linux) starts");
-    let pid = child.id();
-    let out = child.wait_with_output().expect("fleetcheck ends");
-    let (code, stdout, err) = (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(code, 3, "{stdout}{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(
-        err.contains("mkfs.xfs") && err.contains("xfsprogs"),
-        "{err}"
-    );
-    assert_eq!(runs_of(pid), Vec::<String>::new());
+    // `run` checks every file system of the configuration, `up` those of its machines.
+    for command in [&["run", "ping", "--backend", "netns"][..], &["up"]] {
+        // unshare and sh exec, so the child's pid is fleetcheck's.
+        let child = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                WITHOUT_MKFS,
+                "sh",
+            ])
+            .arg(env!("CARGO_BIN_EXE_fleetcheck"))
+            .args(command)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux) starts");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("fleetcheck ends");
+        let (code, stdout, err) = (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(code, 3, "{command:?}: {stdout}{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{command:?}: {err}");
+        assert!(
+            err.contains("mkfs.xfs") && err.contains("xfsprogs"),
+            "{command:?}: {err}"
+        );
+        assert!(stdout.is_empty(), "{command:?}: {stdout}");
+        assert_eq!(runs_of(pid), Vec::<String>::new());
+    }
     assert!(!dir.join("fleetcheck-reports").exists());
 }
