@@ -49,23 +49,30 @@ fn icmp_drop_rule(view: &FakeView<'_>, from: &str, to: std::net::Ipv4Addr) -> Op
     (drops && view.is_running(from) && view.is_running(&target.id)).then_some(false)
 }
 
-/// Builds the backend `name`.
 /// Whether backend `name` can make every file system `config` asks for: exit code 3 with one
 /// sentence if not, before anything is built.
 pub fn check_filesystems(
     name: &str,
     config: &fleetcheck_scenarios::config::ScenarioConfig,
 ) -> Result<(), Fail> {
+    let wanted = config
+        .domains()
+        .into_iter()
+        .flat_map(|d| d.filesystem)
+        .chain(config.kv.filesystem.iter().copied());
+    check_these_filesystems(name, wanted)
+}
+
+/// Whether backend `name` can make each of `wanted`, as [`check_filesystems`].
+pub fn check_these_filesystems(
+    name: &str,
+    wanted: impl IntoIterator<Item = fleetcheck_fabric::FileSystem>,
+) -> Result<(), Fail> {
     use fleetcheck_fabric::netns::disk;
     if name != "netns" {
         return Ok(());
     }
-    let mut wanted: Vec<fleetcheck_fabric::FileSystem> = config
-        .domains()
-        .into_iter()
-        .flat_map(|d| d.filesystem)
-        .chain(config.kv.filesystem.iter().copied())
-        .collect();
+    let mut wanted: Vec<_> = wanted.into_iter().collect();
     wanted.sort();
     wanted.dedup();
     if !wanted.is_empty() && !std::path::Path::new("/dev/loop-control").exists() {
@@ -90,6 +97,7 @@ pub fn check_filesystems(
     Ok(())
 }
 
+/// Builds the backend `name`.
 pub fn make(name: &str) -> Result<Arc<dyn Backend>, Fail> {
     match name {
         "netns" => {

@@ -145,10 +145,14 @@ pub struct DoctorArgs {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Scenario configuration file (TOML): subnet, memory, kernels, setup commands.
+    /// Scenario configuration file (TOML): subnet, memory, kernels, setup commands, roles.
+    /// Each machine gets its role's preferred values: least memory, first kernel, file system
+    /// and version of each service. With [roles], each role gets its count.max machines,
+    /// numbered m1, m2, ... in role name order.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// How many machines (m1, m2, ...) [default: the configuration's most].
+    /// How many machines (m1, m2, ...) [default: the configuration's most]; not with [roles]
+    /// in the configuration, whose counts decide.
     #[arg(long, value_name = "N")]
     pub machines: Option<u32>,
     /// Build the network of a replay file and run its commands up to the failing step.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use fleetcheck_engine::{Case, Model, ReplayFile};
 use fleetcheck_fabric::{ExecRequest, MachineSpec, Network, NetworkSpec};
+use fleetcheck_scenarios::config::{MachineDomain, ScenarioConfig};
 use fleetcheck_scenarios::kv::{KvModel, KvSystem};
 use fleetcheck_scenarios::ping::{PingModel, PingSystem};
 
@@ -67,48 +68,20 @@ pub fn up_command(args: &UpArgs) -> Result<u8, Fail> {
         };
     }
     let config = match &args.config {
-        Some(p) => {
-            fleetcheck_scenarios::config::ScenarioConfig::from_file(p).map_err(Fail::usage)?
-        }
+        Some(p) => ScenarioConfig::from_file(p).map_err(Fail::usage)?,
         None => Default::default(),
     };
-    let count = args.machines.unwrap_or(config.network.machines.max);
-    let usable = config.network.subnet.host_count();
-    if count == 0 || u64::from(count) > usable {
-        return Err(Fail::usage(anyhow!(
-            "--machines must be between 1 and {usable} (the usable addresses of {})",
-            config.network.subnet
-        )));
-    }
-    let domain = config
-        .domains()
-        .into_iter()
-        .next()
-        .expect("a configuration has at least one machine domain");
+    let machines = plan_machines(&config, args.machines)?;
     let spec = NetworkSpec {
         subnet: config.network.subnet,
-        machines: (1..=count)
-            .map(|i| MachineSpec {
-                id: format!("m{i}"),
-                ip: config
-                    .network
-                    .subnet
-                    .host(u64::from(i))
-                    .expect("checked against the subnet's size"),
-                memory_mb: domain.memory_mb.min,
-                kernel: domain.kernels[0].clone(),
-                setup: domain.setup.clone(),
-                // The preferred (first) file system and version of each service.
-                filesystem: domain.filesystem.first().copied(),
-                services: domain
-                    .versions
-                    .iter()
-                    .map(|(name, versions)| (name.clone(), versions[0].clone()))
-                    .collect(),
-            })
-            .collect(),
+        machines: machines.iter().map(|(_, m)| m.clone()).collect(),
     };
-    let backend = crate::backends::make(args.backend.as_deref().unwrap_or("netns"))?;
+    let backend_name = args.backend.as_deref().unwrap_or("netns");
+    crate::backends::check_these_filesystems(
+        backend_name,
+        spec.machines.iter().filter_map(|m| m.filesystem),
+    )?;
+    let backend = crate::backends::make(backend_name)?;
     let net = backend.create(&spec).map_err(aborted)?;
     let ids: Vec<&str> = spec.machines.iter().map(|m| m.id.as_str()).collect();
     println!(
@@ -117,6 +90,9 @@ pub fn up_command(args: &UpArgs) -> Result<u8, Fail> {
         spec.subnet,
         backend.name()
     );
+    for (role, machine) in &machines {
+        println!("{}", describe_machine(role, machine));
+    }
     for (id, result) in ids.iter().zip(net.boot(&ids)) {
         if let Err(e) = result {
             println!("boot of {id} failed: {}", chain(&e));
@@ -126,6 +102,87 @@ pub fn up_command(args: &UpArgs) -> Result<u8, Fail> {
     net.teardown().map_err(aborted)?;
     println!("fleetcheck: network removed");
     Ok(exit::PASSED)
+}
+
+/// The machines of `fleetcheck up --config`, `m1`..`mN` with their roles: without `[roles]`,
+/// `machines` (default `[network] machines.max`) of the one domain; with roles, each role's
+/// `count.max`, roles in name order (`machines` is refused). Each machine gets its domain's
+/// preferred values: the least memory, the first kernel, file system and version of each
+/// service.
+fn plan_machines(
+    config: &ScenarioConfig,
+    machines: Option<u32>,
+) -> Result<Vec<(String, MachineSpec)>, Fail> {
+    let domains = config.domains();
+    let usable = config.usable_addresses();
+    let counts: Vec<(&MachineDomain, u32)> = if config.roles.is_empty() {
+        let count = machines.unwrap_or(config.network.machines.max);
+        if count == 0 || u64::from(count) > usable {
+            return Err(Fail::usage(anyhow!(
+                "--machines must be between 1 and {usable} (the usable addresses of {})",
+                config.network.subnet
+            )));
+        }
+        vec![(&domains[0], count)]
+    } else {
+        if machines.is_some() {
+            return Err(Fail::usage(anyhow!(
+                "--machines cannot be combined with [roles] in the configuration, \
+                 which gives each role its count.max machines"
+            )));
+        }
+        let counts: Vec<_> = domains.iter().map(|d| (d, d.count.max)).collect();
+        let total: u64 = counts.iter().map(|(_, n)| u64::from(*n)).sum();
+        if total == 0 || total > usable {
+            return Err(Fail::usage(anyhow!(
+                "the roles have {total} machines but {} has {usable} usable addresses",
+                config.network.subnet
+            )));
+        }
+        counts
+    };
+    let domain_of_each = counts
+        .into_iter()
+        .flat_map(|(d, n)| std::iter::repeat_n(d, n as usize));
+    Ok(domain_of_each
+        .zip(1u64..)
+        .map(|(domain, i)| {
+            let machine = MachineSpec {
+                id: format!("m{i}"),
+                ip: config
+                    .network
+                    .subnet
+                    .host(i)
+                    .expect("checked against the subnet's size"),
+                memory_mb: domain.memory_mb.min,
+                kernel: domain.kernels[0].clone(),
+                setup: domain.setup.clone(),
+                filesystem: domain.filesystem.first().copied(),
+                services: domain
+                    .versions
+                    .iter()
+                    .map(|(name, versions)| (name.clone(), versions[0].clone()))
+                    .collect(),
+            };
+            (domain.role.clone(), machine)
+        })
+        .collect())
+}
+
+/// One line at startup: `m1 (server): ext4, fw 1.0`.
+fn describe_machine(role: &str, m: &MachineSpec) -> String {
+    let mut line = m.id.clone();
+    if !role.is_empty() {
+        line.push_str(&format!(" ({role})"));
+    }
+    match m.filesystem {
+        Some(fs) => line.push_str(&format!(": {fs}")),
+        None => line.push_str(": no file system of its own"),
+    }
+    for (name, v) in &m.services {
+        line.push_str(&format!(", {name} {}", v.version));
+    }
+    line
 }
 
 fn up_kv(r: &OpenedReplay, file: &std::path::Path) -> Result<u8, Fail> {

@@ -2,12 +2,15 @@
 //! directories on ext4, xfs or btrfs, service `fw` in versions 1.0 and 2.0, rolling upgrades)
 //! finds the planted incompatibility of fw 2.0 and shrinks it to a pair of machines with the
 //! preferred parameters, printed in the counterexample; nothing is left mounted or attached.
+//! A file system whose mkfs the host lacks is refused (exit code 3) before anything is made.
 
 use std::path::Path;
+use std::process::Command;
 
 use fleetcheck_fabric::netns::disk;
 
-use crate::{fleetcheck, last_json, require_root, run, temp_dir};
+use crate::netns::runs_of;
+use crate::{fleetcheck, last_json, require_root, run, temp_dir, write_config};
 
 /// Loop devices of fleetcheck runs whose run directory is gone (none may exist).
 fn orphan_loops() -> Vec<String> {
@@ -121,4 +124,75 @@ fn machine_doctor_reports_file_systems_and_versions() {
     ] {
         assert!(out.contains(needle), "{needle} not in {out}");
     }
+}
+
+/// Hides every `mkfs` from the command it runs, in a mount namespace of its own (`unshare
+/// --mount`, private propagation: the host sees none of these mounts). Debian's /sbin is
+/// /usr/sbin, so an empty tmpfs over /usr/sbin and a `PATH` without sbin leave no `mkfs.*`.
+/// The tripwire: an empty tmpfs over /sys/fs/cgroup, so that the netns backend, should it be
+/// built, stops at its cgroup check with another message, before its sweep or run directory:
+/// the test then fails and nothing of the host's (or of parallel tests') is touched.
+const WITHOUT_MKFS: &str = "\
+set -eu
+mount -t tmpfs -o ro,mode=0755 fleetcheck-no-mkfs /usr/sbin
+mount -t tmpfs -o ro,mode=0755 fleetcheck-no-cgroups /sys/fs/cgroup
+export PATH=/usr/bin:/bin
+exec \"$@\"
+";
+
+#[test]
+fn machine_missing_mkfs_exits_3_in_one_sentence_before_creating_anything() {
+    if !require_root() {
+        return;
+    }
+    // Without loop devices the same check refuses every file system, with another sentence.
+    if !Path::new("/dev/loop-control").exists() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("this test needs /dev/loop-control, and CI=true forbids skipping it");
+        }
+        eprintln!("skipped: needs loop devices (/dev/loop-control)");
+        return;
+    }
+    let dir = temp_dir("missing-mkfs");
+    let config = write_config(&dir, "[machine]\nfilesystem = [\"xfs\"]\n");
+    // `run` checks every file system of the configuration, `up` those of its machines.
+    for command in [&["run", "ping", "--backend", "netns"][..], &["up"]] {
+        // unshare and sh exec, so the child's pid is fleetcheck's.
+        let child = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                WITHOUT_MKFS,
+                "sh",
+            ])
+            .arg(env!("CARGO_BIN_EXE_fleetcheck"))
+            .args(command)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux) starts");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("fleetcheck ends");
+        let (code, stdout, err) = (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(code, 3, "{command:?}: {stdout}{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{command:?}: {err}");
+        assert!(
+            err.contains("mkfs.xfs") && err.contains("xfsprogs"),
+            "{command:?}: {err}"
+        );
+        assert!(stdout.is_empty(), "{command:?}: {stdout}");
+        assert_eq!(runs_of(pid), Vec::<String>::new());
+    }
+    assert!(!dir.join("fleetcheck-reports").exists());
 }

@@ -24,7 +24,7 @@ fn host_network() -> String {
 }
 
 /// The run directories (ids) owned by process `pid`.
-fn runs_of(pid: u32) -> Vec<String> {
+pub(crate) fn runs_of(pid: u32) -> Vec<String> {
     let Ok(dir) = std::fs::read_dir("/run/fleetcheck") else {
         return Vec::new();
     };

@@ -94,6 +94,64 @@ fn up_on_fake_answers_piped_commands() {
     assert_session(&out);
 }
 
+/// With `[roles]`, `up` builds each role's most machines, roles in name order, each with its
+/// role's preferred file system and versions; `--machines` cannot override the roles' counts.
+#[test]
+fn up_builds_machines_of_every_role() {
+    let dir = temp_dir("up-roles");
+    for v in ["1.0", "2.0"] {
+        std::fs::write(dir.join(format!("fw-{v}")), "#!/bin/sh\n").expect("service written");
+    }
+    let config = write_config(
+        &dir,
+        r#"
+[machine]
+filesystem = "ext4"
+
+[services.fw]
+versions = [
+  { version = "1.0", path = "fw-1.0" },
+  { version = "2.0", path = "fw-2.0" },
+]
+
+[roles.server]
+count = { min = 1, max = 2 }
+filesystem = ["xfs", "ext4"]
+versions = { fw = ["2.0", "1.0"] }
+
+[roles.client]
+count = 1
+"#,
+    );
+    let config = config.to_str().unwrap();
+    let (code, out, err) = up(&["--backend", "fake", "--config", config], "state\n");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 machine(s)"), "{out}");
+    for line in [
+        "m1 (client): ext4, fw 1.0\n",
+        "m2 (server): xfs, fw 2.0\n",
+        "m3 (server): xfs, fw 2.0\n",
+    ] {
+        assert!(out.contains(line), "no `{}`: {out}", line.trim_end());
+    }
+    let state = out.split("> state\n").nth(1).expect("an answer to `state`");
+    for id in ["m1 ", "m2 ", "m3 "] {
+        assert!(state.contains(id), "{id}in {state}");
+    }
+    assert!(!state.contains("m4 "), "{state}");
+
+    let (code, out, err) = up(
+        &["--backend", "fake", "--config", config, "--machines", "2"],
+        "quit\n",
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--machines cannot be combined with [roles]"),
+        "{err}"
+    );
+}
+
 #[test]
 fn up_refuses_bad_input_in_one_sentence() {
     let dir = temp_dir("up-bad");
@@ -126,6 +184,19 @@ fn up_refuses_bad_input_in_one_sentence() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+/// Regression: `--machines` equal to the subnet's host count (254 in a /24) passed the check
+/// and panicked, for machines take host addresses from the second one up (253 in a /24).
+#[test]
+fn up_with_as_many_machines_as_host_addresses_is_refused_not_a_panic() {
+    let (code, out, err) = up(&["--backend", "fake", "--machines", "254"], "quit\n");
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--machines must be between 1 and 253"),
+        "{err}"
+    );
 }
 
 #[test]
