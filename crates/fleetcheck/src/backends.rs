@@ -69,13 +69,15 @@ pub fn check_these_filesystems(
     wanted: impl IntoIterator<Item = fleetcheck_fabric::FileSystem>,
 ) -> Result<(), Fail> {
     use fleetcheck_fabric::netns::disk;
-    if name != "netns" {
+    if name != "netns" && name != "qemu" {
         return Ok(());
     }
     let mut wanted: Vec<_> = wanted.into_iter().collect();
     wanted.sort();
     wanted.dedup();
-    if !wanted.is_empty() && !std::path::Path::new("/dev/loop-control").exists() {
+    // netns mounts images on loop devices; qemu attaches them to the VM as disks.
+    if name == "netns" && !wanted.is_empty() && !std::path::Path::new("/dev/loop-control").exists()
+    {
         return Err(Fail::host(anyhow!(
             "machine file systems need loop devices and this host has no /dev/loop-control"
         )));
@@ -88,10 +90,20 @@ pub fn check_these_filesystems(
                 fs.package()
             )));
         }
-        if !disk::kernel_supports(fs) {
+        if name == "netns" && !disk::kernel_supports(fs) {
             return Err(Fail::host(anyhow!(
                 "file system {fs} is not in this kernel's /proc/filesystems (modprobe {fs})"
             )));
+        }
+        if name == "qemu" {
+            let kernels = fleetcheck_fabric::qemu::kernels::installed();
+            if let Some(k) = kernels.iter().find(|k| !k.has_module(fs.name())) {
+                return Err(Fail::host(anyhow!(
+                    "file system {fs} needs module {fs} of guest kernel {}, which {} lacks",
+                    k.release,
+                    k.modules.display()
+                )));
+            }
         }
     }
     Ok(())

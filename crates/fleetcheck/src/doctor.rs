@@ -101,27 +101,50 @@ fn host_checks() -> Vec<Check> {
     checks
 }
 
-/// Which file systems this host can give machines: mkfs on the host, the kernel's support, loop
-/// devices. Required only when the configuration asks for them.
-fn filesystem_checks(config: Option<&ScenarioConfig>) -> (Vec<Check>, Vec<FileSystem>) {
+/// Which file systems this host can give machines of `backend`: mkfs on the host, and the
+/// kernel's support (netns: the host's kernel and loop devices; qemu: a module in every guest
+/// kernel). Required only when the configuration asks for them.
+fn filesystem_checks(
+    backend: &str,
+    config: Option<&ScenarioConfig>,
+) -> (Vec<Check>, Vec<FileSystem>) {
     let wanted: Vec<FileSystem> = config
         .map(|c| c.domains().into_iter().flat_map(|d| d.filesystem).collect())
         .unwrap_or_default();
+    let qemu = backend == "qemu";
     let loops = Path::new("/dev/loop-control").exists();
-    let mut checks = vec![Check {
-        required: !wanted.is_empty(),
-        ok: loops,
-        what: if loops {
-            "loop devices (/dev/loop-control) for machine file systems".into()
-        } else {
-            "loop devices: no /dev/loop-control (modprobe loop); machines get no file system of their own".into()
-        },
-    }];
+    let mut checks = Vec::new();
+    if !qemu {
+        checks.push(Check {
+            required: !wanted.is_empty(),
+            ok: loops,
+            what: if loops {
+                "loop devices (/dev/loop-control) for machine file systems".into()
+            } else {
+                "loop devices: no /dev/loop-control (modprobe loop); machines get no file system of their own".into()
+            },
+        });
+    }
+    let guest_kernels = if qemu {
+        fleetcheck_fabric::qemu::kernels::installed()
+    } else {
+        Vec::new()
+    };
     let mut usable = Vec::new();
     for fs in FileSystem::ALL {
         let mkfs = disk::mkfs_path(fs);
-        let kernel = disk::kernel_supports(fs);
-        let ok = mkfs.is_some() && kernel && loops;
+        // Where the kernel support comes from, or why it is missing.
+        let kernel: Result<String, String> = if qemu {
+            match guest_kernels.iter().find(|k| !k.has_module(fs.name())) {
+                Some(k) => Err(format!("guest kernel {} has no {fs} module", k.release)),
+                None => Ok("a module in every guest kernel".into()),
+            }
+        } else if disk::kernel_supports(fs) {
+            Ok("kernel support (/proc/filesystems)".into())
+        } else {
+            Err(format!("not in /proc/filesystems (modprobe {fs})"))
+        };
+        let ok = mkfs.is_some() && kernel.is_ok() && (qemu || loops);
         if ok {
             usable.push(fs);
         }
@@ -129,18 +152,15 @@ fn filesystem_checks(config: Option<&ScenarioConfig>) -> (Vec<Check>, Vec<FileSy
             required: wanted.contains(&fs),
             ok,
             what: match (&mkfs, kernel) {
-                (Some(p), true) => format!(
-                    "file system {fs}: {} and kernel support (/proc/filesystems)",
-                    p.display()
-                ),
+                (Some(p), Ok(support)) => {
+                    format!("file system {fs}: {} and {support}", p.display())
+                }
                 (None, _) => format!(
                     "file system {fs}: {} not found (apt-get install {})",
                     fs.mkfs(),
                     fs.package()
                 ),
-                (Some(_), false) => {
-                    format!("file system {fs}: not in /proc/filesystems (modprobe {fs})")
-                }
+                (Some(_), Err(why)) => format!("file system {fs}: {why}"),
             },
         });
     }
@@ -193,7 +213,7 @@ fn filesystem_test(
                 ..MachineSpec::new(
                     format!("doctor{fs}"),
                     Ipv4Addr::new(172, 16, 2, 2 + i as u8),
-                    64,
+                    backend.min_memory_mb().max(64),
                     "host",
                 )
             })
@@ -369,7 +389,7 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<u8, Fail> {
         }
     }
     let mut checks = host_checks();
-    let (fs_checks, usable) = filesystem_checks(config.as_ref());
+    let (fs_checks, usable) = filesystem_checks(&args.backend, config.as_ref());
     checks.extend(fs_checks);
     if let Some(c) = &config {
         checks.extend(version_checks(c));
@@ -384,7 +404,10 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<u8, Fail> {
         } else {
             backends::make(&args.backend).map_err(|f| f.error)
         };
-        let outcome = backend.and_then(|b| smoke_test(b.as_ref()));
+        let outcome = match &backend {
+            Ok(b) => smoke_test(b.as_ref()),
+            Err(e) => Err(anyhow!("{e:#}")),
+        };
         checks.push(Check {
             required: true,
             ok: outcome.is_ok(),
@@ -399,9 +422,10 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<u8, Fail> {
         });
         if !usable.is_empty() {
             let names: Vec<&str> = usable.iter().map(|f| f.name()).collect();
-            let outcome = backends::make(&args.backend)
-                .map_err(|f| f.error)
-                .and_then(|b| filesystem_test(b.as_ref(), &usable));
+            let outcome = match &backend {
+                Ok(b) => filesystem_test(b.as_ref(), &usable),
+                Err(e) => Err(anyhow!("{e:#}")),
+            };
             checks.push(Check {
                 required: true,
                 ok: outcome.is_ok(),

@@ -12,7 +12,11 @@
 //! `/host` and bind its `/usr`, `/etc`, `/bin`, `/sbin`, `/lib`, `/lib64`, `/opt` over the
 //! initramfs (the VM then runs the host's programs, as the seed shares the Nix store); set the
 //! MAC address and IP address of `eth0`, bring `lo` and `eth0` up. The 9p mount happens after a
-//! possible snapshot because QEMU refuses to migrate a VM with a mounted 9p share.
+//! possible snapshot because QEMU refuses to migrate a VM with a mounted 9p share. The data
+//! directory is the 9p share `data`, or, for a machine with a file system of its own, its
+//! virtio-blk disk: the block driver and file system modules are loaded only now (from the
+//! host share), so a snapshot never saw another machine's disk. Services are linked into
+//! [`SERVICES_DIR`], first on `PATH`, and the machine's variables set.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;

@@ -218,7 +218,10 @@ fn module_name(path: &str) -> String {
 }
 
 /// Module files to load for `wanted`, dependencies first (paths relative to the modules dir).
-fn module_order(kernel: &Kernel, wanted: &[&str]) -> Result<Vec<String>, InitramfsError> {
+pub(super) fn module_order(
+    kernel: &Kernel,
+    wanted: &[&str],
+) -> Result<Vec<String>, InitramfsError> {
     let dep_path = kernel.modules.join("modules.dep");
     let deps = fs::read_to_string(&dep_path).map_err(read_err(&dep_path))?;
     let builtin_path = kernel.modules.join("modules.builtin");

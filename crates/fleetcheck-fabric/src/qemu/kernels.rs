@@ -29,6 +29,13 @@ pub struct Kernel {
     pub modules: PathBuf,
 }
 
+impl Kernel {
+    /// Whether the kernel has module `name` (`-` and `_` alike), built in or as a file.
+    pub fn has_module(&self, name: &str) -> bool {
+        super::initramfs::module_order(self, &[name]).is_ok()
+    }
+}
+
 /// The private kernel directory in use.
 pub fn private_dir() -> PathBuf {
     std::env::var_os("FLEETCHECK_KERNELS")

@@ -2,9 +2,12 @@
 //! of its own, chosen by `MachineSpec::kernel`, with `MachineSpec::memory_mb` of guest memory.
 //! Needs root, `qemu-system-x86_64`, busybox and at least one kernel ([`kernels`]).
 //!
-//! - No disk image: the VM boots a kernel and an initramfs fleetcheck builds itself and caches
-//!   ([`initramfs`]: busybox, the agent with its libraries, the kernel's virtio modules). The
-//!   host's root is shared read-only over virtio-9p; the guest binds its `/usr`, `/etc`, ...
+//! - No root disk image: the VM boots a kernel and an initramfs fleetcheck builds itself and
+//!   caches ([`initramfs`]: busybox, the agent with its libraries, the kernel's virtio modules).
+//!   The host's root is shared read-only over virtio-9p; the guest binds its `/usr`, `/etc`, ...
+//! - A machine with a file system of its own (`MachineSpec::filesystem`) gets a virtio-blk
+//!   disk: an image made like netns's, mounted by the guest at its data directory. Service
+//!   versions are host programs the guest links through the share.
 //! - The agent is init (PID 1) of the guest ([`crate::agent::guest`]) and talks the same
 //!   [`crate::protocol`] as on netns over a virtio-serial port.
 //! - Network: like netns, a switch namespace with bridge `br0` and no uplink; each VM's NIC is a
