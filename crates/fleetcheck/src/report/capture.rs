@@ -167,13 +167,48 @@ pub fn machine_logs(net: &dyn Network) -> Vec<MachineLogs> {
         .iter()
         .map(|m| {
             let mut files = vec![("agent.log".to_string(), tail(net.logs(&m.id)))];
-            if let Some(disk) = net.data_dir_on_host(&m.id) {
-                files.extend(service_logs(&disk));
+            match net.data_dir_on_host(&m.id) {
+                Some(disk) => files.extend(service_logs(&disk)),
+                // A disk only the machine mounts (a VM's own file system): read from inside.
+                None => files.extend(service_logs_inside(net, &m.id)),
             }
             MachineLogs {
                 machine: m.id.clone(),
                 files,
             }
+        })
+        .collect()
+}
+
+/// The `*.log` files directly in machine `id`'s data directory, read by commands inside it
+/// while it runs (nothing when it is off or the backend has no data directory).
+fn service_logs_inside(net: &dyn Network, id: &str) -> Vec<(String, String)> {
+    use fleetcheck_fabric::{ExecRequest, MachineStatus};
+    if net.status(id) != Some(MachineStatus::Running) || net.data_dir(id).is_none() {
+        return Vec::new();
+    }
+    let timeout = std::time::Duration::from_secs(5);
+    let run = |cmd: String| {
+        net.exec(id, &ExecRequest::shell(cmd).with_timeout(timeout))
+            .ok()
+            .filter(|out| out.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let list = "cd \"$FLEETCHECK_DATA\" && for f in *.log; do [ -f \"$f\" ] && echo \"$f\"; done; true";
+    let mut names: Vec<String> = run(list.into())
+        .unwrap_or_default()
+        .lines()
+        .filter(|n| !n.is_empty() && !n.contains('\''))
+        .map(String::from)
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let text = run(format!(
+                "tail -c {MAX_LOG} \"$FLEETCHECK_DATA\"/'{name}'"
+            ))?;
+            Some((name, tail(text)))
         })
         .collect()
 }
