@@ -520,18 +520,7 @@ impl Network for FakeNetwork {
             .status
             .get(id)
             .ok_or_else(|| ServiceError::UnknownMachine { machine: id.into() })?;
-        if status != MachineStatus::Off {
-            return Err(ServiceError::WrongStatus {
-                machine: id.into(),
-                status,
-            });
-        }
-        if service.is_empty() || service.contains('/') || !version.path.is_absolute() {
-            return Err(ServiceError::BadService {
-                machine: id.into(),
-                service: service.into(),
-            });
-        }
+        crate::backend::check_set_service(id, status, false, service, version)?;
         st.services
             .entry(id.to_string())
             .or_default()

@@ -1,6 +1,7 @@
 //! The binary on the qemu backend: the seed's ping test passes over several kernel versions
 //! (visible in the labels), and the planted ICMP-dropping setup shrinks to the same minimal
-//! counterexample as on netns (one machine: Boot, Ping), with the first kernel and least memory.
+//! counterexample as on netns (one machine: Boot, Ping), with the first kernel and least memory;
+//! the planted version incompatibility shrinks to a pair of VMs on ext4.
 //! Needs root, QEMU and two kernels (`scripts/install-deps`); CI=true turns a skip into a failure.
 
 use fleetcheck_fabric::qemu::{kernels, MIN_MEMORY_MB};
@@ -117,5 +118,76 @@ setup = ["nft add table inet t && nft add chain inet t input '{ type filter hook
     let (code, out, err) = run(fleetcheck().arg("replay").arg(&replay).arg("--json"));
     assert_eq!(code, 1, "{err}");
     assert_eq!(last_json(&out)["status"], "failed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The planted version incompatibility of `examples/versions` (fw 2.0 drops pings from 1.0)
+/// on VMs whose data directories are on generated file systems: one role per version, so every
+/// network mixes them. It is found and shrunk to the two machines with the minimal parameters
+/// (ext4, the first kernel, least memory), and each VM's `fw` ran from its own version on its
+/// own file system, as its log (read from inside the VM) says.
+#[test]
+fn qemu_mixed_versions_shrink_to_a_pair_on_ext4() {
+    if !require_qemu() {
+        return;
+    }
+    let dir = temp_dir("qemu-versions");
+    let versions = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/versions");
+    let config = write_config(
+        &dir,
+        &format!(
+            r#"[machine]
+filesystem = ["ext4", "xfs", "btrfs"]
+setup = ["fw"]
+
+[services.fw]
+versions = [
+  {{ version = "1.0", path = "{v}/fw-1.0" }},
+  {{ version = "2.0", path = "{v}/fw-2.0" }},
+]
+
+[roles.old]
+count = 1
+versions = {{ fw = "1.0" }}
+
+[roles.new]
+count = 1
+versions = {{ fw = "2.0" }}
+"#,
+            v = versions.display()
+        ),
+    );
+    let report = dir.join("report");
+    let (code, out, err) = run(fleetcheck()
+        .args(["run", "ping", "--backend", "qemu", "--seed", "3"])
+        .args(["--tests", "20", "--min-size", "3", "--max-size", "8"])
+        .args(["--reproduce", "1", "--json", "--config"])
+        .arg(&config)
+        .arg("--report")
+        .arg(&report));
+    assert_eq!(code, 1, "{err}");
+    let j = last_json(&out);
+    let cx = &j["counterexample"];
+    let machines = cx["machines"].as_array().unwrap();
+    let first = &kernels::installed()[0].release;
+    assert_eq!(machines.len(), 2, "{cx}");
+    for m in machines {
+        assert_eq!(m["filesystem"], "ext4", "{cx}");
+        assert_eq!(m["kernel"], first.as_str(), "{cx}");
+        assert_eq!(m["memory_mb"], MIN_MEMORY_MB, "{cx}");
+        let v = m["versions"]["fw"].as_str().unwrap();
+        let id = m["id"].as_str().unwrap();
+        // Read from inside the VM: its own disk is not mounted on the host.
+        let log = std::fs::read_to_string(report.join("machines").join(id).join("fw.log"))
+            .unwrap_or_else(|e| panic!("fw.log of {id}: {e}"));
+        assert_eq!(log.trim(), format!("fw {v} started on ext4"), "{id}");
+    }
+    let mut versions: Vec<&str> = machines
+        .iter()
+        .map(|m| m["versions"]["fw"].as_str().unwrap())
+        .collect();
+    versions.sort();
+    assert_eq!(versions, ["1.0", "2.0"], "{cx}");
+    assert_eq!(cx["commands"].as_array().unwrap().len(), 3, "{cx}");
     let _ = std::fs::remove_dir_all(&dir);
 }
