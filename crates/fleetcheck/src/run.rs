@@ -158,7 +158,7 @@ fn check_outputs(report_dir: Option<&Path>, junit: Option<&Path>) -> Result<(), 
 /// configuration, the generator picks among the installed kernels (the first preferred when
 /// shrinking); a configured kernel that is not installed is a usage error. Likewise the default
 /// memory range starts at the backend's floor; a configured one below it is a usage error.
-fn fit_to_backend(
+pub(crate) fn fit_to_backend(
     config: &mut ScenarioConfig,
     backend: &dyn fleetcheck_fabric::Backend,
 ) -> Result<(), Fail> {

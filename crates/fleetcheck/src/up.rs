@@ -67,21 +67,25 @@ pub fn up_command(args: &UpArgs) -> Result<u8, Fail> {
             up_case(&model, &system, &case.case, &case.reason)
         };
     }
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(p) => ScenarioConfig::from_file(p).map_err(Fail::usage)?,
         None => Default::default(),
     };
+    // Usage errors first, before a backend is made.
+    let machines = plan_machines(&config, args.machines)?;
+    let backend_name = args.backend.as_deref().unwrap_or("netns");
+    crate::backends::check_these_filesystems(
+        backend_name,
+        machines.iter().filter_map(|(_, m)| m.filesystem),
+    )?;
+    let backend = crate::backends::make(backend_name)?;
+    // As `run` does: the default kernels and memory become what this backend can boot.
+    crate::run::fit_to_backend(&mut config, backend.as_ref())?;
     let machines = plan_machines(&config, args.machines)?;
     let spec = NetworkSpec {
         subnet: config.network.subnet,
         machines: machines.iter().map(|(_, m)| m.clone()).collect(),
     };
-    let backend_name = args.backend.as_deref().unwrap_or("netns");
-    crate::backends::check_these_filesystems(
-        backend_name,
-        spec.machines.iter().filter_map(|m| m.filesystem),
-    )?;
-    let backend = crate::backends::make(backend_name)?;
     let net = backend.create(&spec).map_err(aborted)?;
     let ids: Vec<&str> = spec.machines.iter().map(|m| m.id.as_str()).collect();
     println!(

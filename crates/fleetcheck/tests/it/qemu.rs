@@ -191,3 +191,20 @@ versions = {{ fw = "2.0" }}
     assert_eq!(cx["commands"].as_array().unwrap().len(), 3, "{cx}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `up --backend qemu` without a configuration boots the first installed kernel (the default
+/// kernel labels fitted to the backend, as `run` does) and removes the VM at `quit`.
+#[test]
+fn qemu_up_boots_an_installed_kernel() {
+    if !require_qemu() {
+        return;
+    }
+    let (code, out, err) = crate::up::up(
+        &["--backend", "qemu", "--machines", "1"],
+        "exec m1 uname -r\nquit\n",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let first = &kernels::installed()[0].release;
+    assert!(out.contains(first.as_str()), "{out}\n{err}");
+    assert!(out.contains("network removed"), "{out}");
+}

@@ -9,7 +9,7 @@ use crate::netns::{leftovers, wait_for_namespaces};
 use crate::{fleetcheck, last_json, require_root, run, temp_dir, write_config};
 
 /// Runs `fleetcheck up ARGS` with `input` on stdin; returns (code, stdout, stderr).
-fn up(args: &[&str], input: &str) -> (i32, String, String) {
+pub fn up(args: &[&str], input: &str) -> (i32, String, String) {
     let mut child = fleetcheck()
         .arg("up")
         .args(args)
