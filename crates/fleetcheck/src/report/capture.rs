@@ -194,7 +194,8 @@ fn service_logs_inside(net: &dyn Network, id: &str) -> Vec<(String, String)> {
             .filter(|out| out.success())
             .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    let list = "cd \"$FLEETCHECK_DATA\" && for f in *.log; do [ -f \"$f\" ] && echo \"$f\"; done; true";
+    let list =
+        "cd \"$FLEETCHECK_DATA\" && for f in *.log; do [ -f \"$f\" ] && echo \"$f\"; done; true";
     let mut names: Vec<String> = run(list.into())
         .unwrap_or_default()
         .lines()
@@ -205,9 +206,7 @@ fn service_logs_inside(net: &dyn Network, id: &str) -> Vec<(String, String)> {
     names
         .into_iter()
         .filter_map(|name| {
-            let text = run(format!(
-                "tail -c {MAX_LOG} \"$FLEETCHECK_DATA\"/'{name}'"
-            ))?;
+            let text = run(format!("tail -c {MAX_LOG} \"$FLEETCHECK_DATA\"/'{name}'"))?;
             Some((name, tail(text)))
         })
         .collect()
