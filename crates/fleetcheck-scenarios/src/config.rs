@@ -486,6 +486,17 @@ impl ScenarioConfig {
             return err("machine.kernels must name at least one kernel version".into());
         }
         self.validate_parameters()?;
+        if let Some(f) = self
+            .kv
+            .faults
+            .iter()
+            .find(|f| !crate::kv::FAULTS.contains(&f.as_str()))
+        {
+            return err(format!(
+                "kv.faults names `{f}`, which is not one of {}",
+                crate::kv::FAULTS.join(", ")
+            ));
+        }
         if self.ping.timeout_ms == 0 || self.ping.timeout_ms > MAX_PING_TIMEOUT_MS {
             return err(format!(
                 "ping.timeout_ms is {} but must be between 1 and {MAX_PING_TIMEOUT_MS}",
@@ -775,6 +786,10 @@ filesystem = ["ext4"]
             ("[network]\nmachine = 3", "unknown field"),
             ("[ping]\ntimeout_ms = 0", "between 1 and"),
             ("[machine]\nkernels = []", "at least one kernel"),
+            (
+                "[kv]\nfaults = [\"upgrades\"]",
+                "kv.faults names `upgrades`",
+            ),
             ("not toml", "line 1"),
         ];
         for (text, needle) in cases {

@@ -51,7 +51,10 @@ fn main() {
     };
     let netns: Arc<dyn Backend> = Arc::new(NetnsBackend::new(NetnsConfig::new(agent)).unwrap());
     let kv = KvConfig::default();
-    let model = KvModel { config: kv.clone() };
+    let model = KvModel {
+        config: kv.clone(),
+        service: None,
+    };
     // Sequences of 12..=16 commands: about 20 client operations and 6 faults per case.
     let config = Config {
         tests: 20,

@@ -11,7 +11,7 @@ use fleetcheck_scenarios::ping::PingModel;
 
 use crate::cli::ExportArgs;
 use crate::exit::{self, Fail};
-use crate::run::{open_replay, OpenedReplay};
+use crate::run::{kv_model, open_replay, OpenedReplay};
 
 /// `fleetcheck export`.
 pub fn export_command(args: &ExportArgs) -> Result<u8, Fail> {
@@ -24,9 +24,7 @@ pub fn export_command(args: &ExportArgs) -> Result<u8, Fail> {
     let bad = |e: &dyn std::fmt::Display| OpenedReplay::bad(&args.file, e);
     let source = if r.scenario == "kv" {
         let file = ReplayFile::<KvModel>::from_json(&r.text, "kv").map_err(|e| bad(&e))?;
-        let model = KvModel {
-            config: r.config.kv.clone(),
-        };
+        let model = kv_model(&r);
         rust_test(&model, &file, &r, args)?
     } else {
         let file = ReplayFile::<PingModel>::from_json(&r.text, "ping").map_err(|e| bad(&e))?;
@@ -138,8 +136,8 @@ fn rust_test<M: Model>(
         "kv" => (
             "use fleetcheck_scenarios::kv::{AnyStore, KvModel, KvSystem};",
             format!(
-                "    let model = KvModel {{ config: config.kv.clone() }};\n    \
-                 let store = AnyStore::named({:?}, backend(), &config.kv).expect(\"a known store\");\n    \
+                "    let model = KvModel::new(&config, {0:?});\n    \
+                 let store = AnyStore::for_config({0:?}, backend(), &config).expect(\"a known store\");\n    \
                  let system = KvSystem::new(store);\n    \
                  let file = ReplayFile::<KvModel>::from_json(CASE, \"kv\").expect(\"the case parses\");",
                 r.system.as_deref().unwrap_or("etcd")

@@ -118,10 +118,8 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
     });
     match (args.scenario.as_str(), system_name.as_deref()) {
         ("kv", Some(system)) => {
-            let model = KvModel {
-                config: scenario_config.kv.clone(),
-            };
-            let store = AnyStore::named(system, backend.clone(), &scenario_config.kv)
+            let model = KvModel::new(&scenario_config, system);
+            let store = AnyStore::for_config(system, backend.clone(), &scenario_config)
                 .expect("system_of accepts only known systems");
             let on = if system.starts_with("memory") {
                 "memory"
@@ -512,7 +510,12 @@ fn counterexample_json<M: Model>(
     trace: &fleetcheck_engine::Trace<M>,
 ) -> Value {
     let state = serde_json::to_value(initial).unwrap_or(Value::Null);
-    let machines = state.get("machines").cloned().unwrap_or(Value::Null);
+    // The kv scenario calls its machines nodes.
+    let machines = state
+        .get("machines")
+        .or_else(|| state.get("nodes"))
+        .cloned()
+        .unwrap_or(Value::Null);
     let steps: Vec<Value> = trace
         .steps
         .iter()
@@ -616,7 +619,7 @@ pub fn open_replay(file: &Path, backend: Option<&str>) -> Result<OpenedReplay, F
 /// The kv store named in a replay file.
 pub fn kv_store(r: &OpenedReplay, file: &Path) -> Result<(AnyStore, String), Fail> {
     let system = r.system.clone().unwrap_or_else(|| "etcd".into());
-    let store = AnyStore::named(&system, r.backend.clone(), &r.config.kv)
+    let store = AnyStore::for_config(&system, r.backend.clone(), &r.config)
         .ok_or_else(|| OpenedReplay::bad(file, &format!("unknown system `{system}`")))?;
     let on = if system.starts_with("memory") {
         "memory".to_string()
@@ -626,6 +629,11 @@ pub fn kv_store(r: &OpenedReplay, file: &Path) -> Result<(AnyStore, String), Fai
     Ok((store, on))
 }
 
+/// The kv model of a replay file: its configuration's knobs and versions for its store.
+pub fn kv_model(r: &OpenedReplay) -> KvModel {
+    KvModel::new(&r.config, r.system.as_deref().unwrap_or("etcd"))
+}
+
 /// `fleetcheck replay FILE`.
 pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
     let r = open_replay(&args.file, args.backend.as_deref())?;
@@ -633,10 +641,8 @@ pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
     let bad = |e: &dyn std::fmt::Display| OpenedReplay::bad(&args.file, e);
     if r.scenario == "kv" {
         let file = ReplayFile::<KvModel>::from_json(&r.text, &r.scenario).map_err(|e| bad(&e))?;
-        let model = KvModel {
-            config: r.config.kv.clone(),
-        };
         let (store, on) = kv_store(&r, &args.file)?;
+        let model = kv_model(&r);
         return replay_case(&model, &KvSystem::new(store), &file, args, &on);
     }
     let file = ReplayFile::<PingModel>::from_json(&r.text, &r.scenario).map_err(|e| bad(&e))?;

@@ -18,7 +18,7 @@ use fleetcheck_scenarios::ping::{PingModel, PingSystem};
 use crate::cli::UpArgs;
 use crate::exit::{self, Fail};
 use crate::report::capture::Inspect;
-use crate::run::{kv_store, open_replay, OpenedReplay};
+use crate::run::{kv_model, kv_store, open_replay, OpenedReplay};
 
 const HELP: &str = "\
 commands (one per line; machines by id):
@@ -200,9 +200,7 @@ fn up_kv(r: &OpenedReplay, file: &std::path::Path) -> Result<u8, Fail> {
             r.system.as_deref().unwrap_or_default()
         )));
     }
-    let model = KvModel {
-        config: r.config.kv.clone(),
-    };
+    let model = kv_model(r);
     up_case(&model, &KvSystem::new(store), &case.case, &case.reason)
 }
 

@@ -1,5 +1,6 @@
 //! etcd 3.4 clusters (Debian's `etcd-server`) on the fabric: one member per node, clients
-//! through `etcdctl` run inside the node they talk to.
+//! through `etcdctl` run inside the node they talk to. Members start as plain `etcd`, so a
+//! node with a version of service `etcd` (`[services.etcd]`) runs that version's program.
 //!
 //! Timers: heartbeat 10 ms, election timeout 100 ms (a leader failover takes about 0.4 s
 //! here instead of 1–1.7 s with the defaults), so a case with faults costs seconds.
@@ -12,7 +13,7 @@ use fleetcheck_engine::{Abort, KvOp, KvRet};
 use fleetcheck_fabric::{Backend, ExecError, Network};
 
 use super::service::{self, shell};
-use super::{KvCmd, KvState, Op, Ret, Store};
+use super::{KvCmd, KvService, KvState, Op, Ret, Store};
 
 /// How long a cluster may take to take its first write.
 const READY: Duration = Duration::from_secs(20);
@@ -31,17 +32,24 @@ pub struct EtcdStore {
     backend: Arc<dyn Backend>,
     memory_mb: u32,
     op_timeout: Duration,
+    service: Option<KvService>,
 }
 
 impl EtcdStore {
     /// A store on `backend`, nodes of `memory_mb`, client operations timing out after
-    /// `op_timeout`.
+    /// `op_timeout`; nodes run the host's `etcd` (see [`EtcdStore::with_service`]).
     pub fn new(backend: Arc<dyn Backend>, memory_mb: u32, op_timeout: Duration) -> Self {
         Self {
             backend,
             memory_mb,
             op_timeout,
+            service: None,
         }
+    }
+
+    /// The same store, the versions of its nodes (`Node::version`) those of `service`.
+    pub fn with_service(self, service: Option<KvService>) -> Self {
+        Self { service, ..self }
     }
 }
 
@@ -118,7 +126,12 @@ impl Store for EtcdStore {
     type Cluster = EtcdCluster;
 
     fn start(&self, state: &KvState) -> Result<EtcdCluster, Abort> {
-        let net = super::boot_cluster(self.backend.as_ref(), state, self.memory_mb)?;
+        let net = super::boot_cluster(
+            self.backend.as_ref(),
+            state,
+            self.memory_mb,
+            self.service.as_ref(),
+        )?;
         let ids: Vec<&str> = state.nodes.iter().map(|n| n.id.as_str()).collect();
         let initial_cluster = state
             .nodes
@@ -198,9 +211,10 @@ impl Store for EtcdStore {
         }
     }
 
-    fn fault(&self, c: &EtcdCluster, _: &KvState, command: &KvCmd) -> Result<(), Abort> {
-        super::apply_fault(c.net.as_ref(), command)?;
-        if let KvCmd::Restart { node } = command {
+    fn fault(&self, c: &EtcdCluster, state: &KvState, command: &KvCmd) -> Result<(), Abort> {
+        super::apply_fault(c.net.as_ref(), state, self.service.as_ref(), command)?;
+        // A restarted or upgraded member rejoins with its data directory.
+        if let Some(node) = super::restarts_service(state, command) {
             self.launch(c, node)?;
             // Listening is enough: the cluster may have no quorum right now, and etcd
             // serves requests only once it has rejoined through raft.

@@ -108,7 +108,23 @@ impl Store for MemoryStore {
         }
     }
 
-    fn fault(&self, cluster: &MemoryCluster, _: &KvState, command: &KvCmd) -> Result<(), Abort> {
+    /// Crash and Restart change which nodes run; an Upgrade of a running node is a crash and a
+    /// restart (no program runs here, so the version itself changes nothing), of a crashed one
+    /// nothing.
+    fn fault(
+        &self,
+        cluster: &MemoryCluster,
+        state: &KvState,
+        command: &KvCmd,
+    ) -> Result<(), Abort> {
+        if let KvCmd::Upgrade { node, .. } = command {
+            if state.node(node).is_some_and(|n| n.running) {
+                let crash = KvCmd::Crash { node: node.clone() };
+                self.fault(cluster, state, &crash)?;
+                return self.fault(cluster, state, &KvCmd::Restart { node: node.clone() });
+            }
+            return Ok(());
+        }
         let mut nodes = cluster.inner.lock().expect("no panics while locked");
         match command {
             KvCmd::Crash { node } => {

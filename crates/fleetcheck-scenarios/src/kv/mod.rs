@@ -6,8 +6,14 @@
 //! ([`KvSpec`]) with the linearizability checker. Client operations whose outcome is not known
 //! (timeouts during faults) are recorded as such and may or may not have taken effect.
 //!
-//! Systems: [`etcd`] (real etcd 3.4 clusters on the fabric) and [`memory`] (in-memory stores
-//! for the fake arm, one with a planted lost-write bug).
+//! Systems: [`etcd`] (real etcd 3.4 clusters on the fabric), [`redis`] (Redis with Sentinel)
+//! and [`memory`] (in-memory stores for the fake arm, one with a planted lost-write bug).
+//!
+//! Machine parameters: each node's data directory may get a file system of its own (`[kv]
+//! filesystem`), and, when the configuration lists versions of the store's service
+//! (`[services.etcd]`, `[services.redis-server]`, see [`service_of`]), each node runs one of
+//! them; with `"upgrade"` among `[kv] faults` a rolling `Upgrade` gives a node another version
+//! (shut down if running, version replaced, booted and its service started again, data kept).
 
 mod anomaly;
 pub mod etcd;
@@ -27,8 +33,10 @@ use fleetcheck_engine::{
     Abort, Check, Gen, History, KvOp, KvRet, KvSpec, Labels, Linearizability, Model, Operation,
     Recorder, System,
 };
-use fleetcheck_fabric::Subnet;
+use fleetcheck_fabric::{ServiceVersion, Subnet};
 use serde::{Deserialize, Serialize};
+
+use crate::config::ScenarioConfig;
 
 /// A client operation of the scenario: keys and values are small numbers.
 pub type Op = KvOp<u64>;
@@ -53,7 +61,9 @@ pub struct KvConfig {
     pub op_timeout_ms: u64,
     /// Memory of each node, in MiB.
     pub memory_mb: u32,
-    /// Faults to generate: any of "crash", "pause", "partition", "block" (one-way), "loss".
+    /// Faults to generate: any of [`FAULTS`]: "crash", "pause", "partition", "block"
+    /// (one-way), "loss", and "upgrade" (rolling upgrades; only where the store's service has
+    /// two or more versions, and not in the default list).
     pub faults: Vec<String>,
     /// File systems of each node's data directory (where the store keeps its state), the first
     /// preferred when shrinking; empty (the default): a directory on the host's file system.
@@ -78,10 +88,72 @@ impl Default for KvConfig {
     }
 }
 
+/// The names `[kv] faults` accepts.
+pub const FAULTS: &[&str] = &["crash", "pause", "partition", "block", "loss", "upgrade"];
+
 impl KvConfig {
     fn fault(&self, name: &str) -> bool {
         self.faults.iter().any(|f| f == name)
     }
+}
+
+/// The service whose versions the nodes of store `system` run, under the name
+/// `[services.<name>]` lists them by: `etcd` for etcd, `redis-server` for Redis (its server and
+/// its sentinel, which runs as `redis-server --sentinel`); `None` for the in-memory stores,
+/// which run nothing. Clients (`etcdctl`, `redis-cli`) are always the host's.
+pub fn service_of(system: &str) -> Option<&'static str> {
+    match system {
+        "etcd" => Some("etcd"),
+        "redis" => Some("redis-server"),
+        _ => None,
+    }
+}
+
+/// The store's service and its installed versions (`[services.<name>]`), the first preferred.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KvService {
+    /// Its name: the program each node runs, found on the node's `PATH`.
+    pub name: String,
+    /// Its versions, the first preferred when shrinking; never empty.
+    pub versions: Vec<ServiceVersion>,
+}
+
+impl KvService {
+    /// The versions of store `system`'s service that `config` lists, if it lists any.
+    pub fn for_system(config: &ScenarioConfig, system: &str) -> Option<Self> {
+        let name = service_of(system)?;
+        let versions = config.services.get(name)?.versions.clone();
+        (!versions.is_empty()).then(|| KvService {
+            name: name.to_string(),
+            versions,
+        })
+    }
+
+    /// Version `label`.
+    pub fn version(&self, label: &str) -> Option<&ServiceVersion> {
+        self.versions.iter().find(|v| v.version == label)
+    }
+}
+
+/// Version `label` of `service` for node `node`, or why there is none.
+fn installation<'a>(
+    service: Option<&'a KvService>,
+    node: &str,
+    label: &str,
+) -> Result<(&'a str, &'a ServiceVersion), Abort> {
+    let found = service.and_then(|s| Some((s.name.as_str(), s.version(label)?)));
+    found.ok_or_else(|| {
+        Abort::new(match service {
+            Some(s) => format!(
+                "node {node} runs version `{label}` of {}, which [services.{}] does not list",
+                s.name, s.name
+            ),
+            None => format!(
+                "node {node} runs version `{label}`, but the configuration lists no versions of \
+                 this store's service"
+            ),
+        })
+    })
 }
 
 /// A node of the model.
@@ -98,6 +170,25 @@ pub struct Node {
     /// The file system of its data directory, if one of its own (`[kv] filesystem`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filesystem: Option<fleetcheck_fabric::FileSystem>,
+    /// The version of the store's service it runs, if the configuration lists versions
+    /// (`[services.<name>]`, see [`service_of`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl Node {
+    /// `data on ext4, etcd 3.4`: its parameters for people (empty if none); `service` names
+    /// the version.
+    pub fn parameters(&self, service: &str) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(fs) = self.filesystem {
+            parts.push(format!("data on {fs}"));
+        }
+        if let Some(v) = &self.version {
+            parts.push(format!("{service} {v}"));
+        }
+        parts.join(", ")
+    }
 }
 
 /// The model state: the cluster and the faults in force.
@@ -213,6 +304,15 @@ pub enum KvCmd {
     },
     /// Remove every partition, block and loss.
     Heal,
+    /// A rolling upgrade: the node gets `version` of the store's service. A running node is
+    /// shut down, gets it, boots and starts its service again with its data; a crashed one only
+    /// gets it (its next `Restart` runs it).
+    Upgrade {
+        /// The node (not paused).
+        node: String,
+        /// The version it gets (a label of `[services.<name>]`).
+        version: String,
+    },
 }
 
 /// What a command returned.
@@ -248,6 +348,49 @@ impl std::fmt::Debug for KvOutput {
 pub struct KvModel {
     /// Its knobs.
     pub config: KvConfig,
+    /// The store's service and its versions, when the configuration lists them: then each node
+    /// gets one (and `Upgrade`s change it). `None`: nodes run the host's program.
+    pub service: Option<KvService>,
+}
+
+impl KvModel {
+    /// The model for store `system` under `config`: its `[kv]` knobs and the versions of the
+    /// store's service (see [`service_of`]).
+    pub fn new(config: &ScenarioConfig, system: &str) -> Self {
+        Self {
+            config: config.kv.clone(),
+            service: KvService::for_system(config, system),
+        }
+    }
+
+    fn versions(&self) -> &[ServiceVersion] {
+        self.service.as_ref().map_or(&[], |s| &s.versions)
+    }
+
+    /// What the labels and the printout call the service.
+    fn service_name(&self) -> &str {
+        self.service.as_ref().map_or("version", |s| &s.name)
+    }
+
+    /// Every rolling upgrade possible now (with `"upgrade"` among the faults and two or more
+    /// versions): a node that is not paused to another version.
+    fn upgrades(&self, s: &KvState) -> Vec<KvCmd> {
+        let versions = self.versions();
+        if !self.config.fault("upgrade") || versions.len() < 2 {
+            return Vec::new();
+        }
+        let mut all = Vec::new();
+        for n in s.nodes.iter().filter(|n| !n.paused) {
+            let Some(current) = &n.version else { continue };
+            for v in versions.iter().filter(|v| v.version != *current) {
+                all.push(KvCmd::Upgrade {
+                    node: n.id.clone(),
+                    version: v.version.clone(),
+                });
+            }
+        }
+        all
+    }
 }
 
 fn describe_op(op: &Op) -> String {
@@ -287,6 +430,7 @@ impl Model for KvModel {
                 paused: false,
                 // Drawn only when configured, so other configurations give the same cases.
                 filesystem: g.choose(&self.config.filesystem).copied(),
+                version: g.choose(self.versions()).map(|v| v.version.clone()),
             });
         }
         KvState {
@@ -316,6 +460,20 @@ impl Model for KvModel {
             for earlier in &filesystems[..at] {
                 let mut simpler = s.clone();
                 simpler.nodes[i].filesystem = Some(*earlier);
+                out.push(simpler);
+            }
+        }
+        // The preferred (earlier) versions.
+        let versions = self.versions();
+        for (i, n) in s.nodes.iter().enumerate() {
+            let at = n
+                .version
+                .as_ref()
+                .and_then(|l| versions.iter().position(|v| v.version == *l))
+                .unwrap_or(0);
+            for earlier in &versions[..at] {
+                let mut simpler = s.clone();
+                simpler.nodes[i].version = Some(earlier.version.clone());
                 out.push(simpler);
             }
         }
@@ -357,6 +515,11 @@ impl Model for KvModel {
         }
         if s.network_faulty() {
             kinds.push((2, 6));
+        }
+        // Only with "upgrade" and two or more versions: otherwise the draws are as before.
+        let upgrades = self.upgrades(s);
+        if !upgrades.is_empty() {
+            kinds.push((1, 9));
         }
         let all: Vec<String> = s.nodes.iter().map(|n| n.id.clone()).collect();
         Some(match *g.frequency(&kinds)? {
@@ -414,6 +577,7 @@ impl Model for KvModel {
                 node: g.choose(&all)?.clone(),
                 percent: *g.choose(&[20u8, 50, 80])?,
             },
+            9 => g.choose(&upgrades)?.clone(),
             _ => KvCmd::Heal,
         })
     }
@@ -457,7 +621,8 @@ impl Model for KvModel {
     }
 
     /// Batches lose one operation at a time, then one worker's operations move to the worker
-    /// before it (fewer workers); loss gets lighter.
+    /// before it (fewer workers); loss gets lighter; upgrades go to earlier (preferred)
+    /// versions.
     fn shrink_command(&self, c: &KvCmd) -> Vec<KvCmd> {
         match c {
             KvCmd::Ops { ops } => {
@@ -491,6 +656,20 @@ impl Model for KvModel {
                 node: node.clone(),
                 percent: 20,
             }],
+            KvCmd::Upgrade { node, version } => {
+                let versions = self.versions();
+                let at = versions
+                    .iter()
+                    .position(|v| v.version == *version)
+                    .unwrap_or(0);
+                versions[..at]
+                    .iter()
+                    .map(|v| KvCmd::Upgrade {
+                        node: node.clone(),
+                        version: v.version.clone(),
+                    })
+                    .collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -517,6 +696,14 @@ impl Model for KvModel {
             KvCmd::Block { from, to } => from != to && node(from).is_some() && node(to).is_some(),
             KvCmd::Loss { node: id, percent } => *percent <= 100 && node(id).is_some(),
             KvCmd::Heal => s.network_faulty(),
+            KvCmd::Upgrade { node: id, version } => {
+                node(id)
+                    .is_some_and(|n| !n.paused && n.version.as_ref().is_some_and(|v| v != version))
+                    && self
+                        .service
+                        .as_ref()
+                        .is_some_and(|s| s.version(version).is_some())
+            }
         }
     }
 
@@ -539,6 +726,12 @@ impl Model for KvModel {
                 next.partitioned = false;
                 next.links_faulty = false;
             }
+            // Up again afterwards if it was up; a crashed node stays down.
+            KvCmd::Upgrade { node, version } => {
+                if let Some(n) = next.nodes.iter_mut().find(|n| n.id == *node) {
+                    n.version = Some(version.clone());
+                }
+            }
         }
         next
     }
@@ -552,16 +745,29 @@ impl Model for KvModel {
         match c {
             KvCmd::Ops { ops } => ops.len() as u32,
             KvCmd::Restart { .. } => 5,
+            // A shutdown, a boot and a restart of the service.
+            KvCmd::Upgrade { .. } => 6,
             _ => 2,
         }
     }
 
     fn labels(&self, initial: &KvState, commands: &[KvCmd], labels: &mut Labels) {
         labels.add("nodes", initial.nodes.len());
+        let service = self.service_name();
+        let mut mix: BTreeSet<&str> = BTreeSet::new();
         for n in &initial.nodes {
             if let Some(fs) = n.filesystem {
                 labels.add("filesystem", fs);
             }
+            if let Some(v) = &n.version {
+                labels.add(format!("version of {service}"), v);
+                mix.insert(v);
+            }
+        }
+        // Which versions a cluster starts with: `3.4+3.5` is a mixed-version cluster.
+        if !mix.is_empty() {
+            let all: Vec<&str> = mix.into_iter().collect();
+            labels.add(format!("{service} versions in a cluster"), all.join("+"));
         }
         for c in commands {
             if let KvCmd::Ops { ops } = c {
@@ -588,13 +794,11 @@ impl Model for KvModel {
     fn describe_state(&self, s: &KvState) -> String {
         let mut out = format!("{} node(s) on {}:\n", s.nodes.len(), s.subnet);
         for n in &s.nodes {
-            match n.filesystem {
-                Some(fs) => {
-                    let _ = writeln!(out, "  {:<8}  {:<15}  data on {fs}", n.id, n.ip);
-                }
-                None => {
-                    let _ = writeln!(out, "  {:<8}  {}", n.id, n.ip);
-                }
+            let parameters = n.parameters(self.service_name());
+            if parameters.is_empty() {
+                let _ = writeln!(out, "  {:<8}  {}", n.id, n.ip);
+            } else {
+                let _ = writeln!(out, "  {:<8}  {:<15}  {parameters}", n.id, n.ip);
             }
         }
         out
@@ -647,6 +851,7 @@ impl Model for KvModel {
             KvCmd::Block { from, to } => format!("Block({from} -> {to})"),
             KvCmd::Loss { node, percent } => format!("Loss({node}, {percent}%)"),
             KvCmd::Heal => "Heal".into(),
+            KvCmd::Upgrade { node, version } => format!("Upgrade({node} -> {version})"),
         }
     }
 }
@@ -667,29 +872,51 @@ fn minority(state: &KvState, side: &[String]) -> BTreeSet<String> {
     }
 }
 
-/// Builds the network of `state` on `backend` (one machine per node, `memory_mb` each) and
-/// boots every node, in parallel: the common start of every store that runs on machines.
-pub fn boot_cluster(
-    backend: &dyn fleetcheck_fabric::Backend,
+/// The fabric's description of the network of `state`: one machine per node, `memory_mb`
+/// each, with its file system and, if it has a version, that version of `service` installed
+/// (first on its `PATH` under the service's name).
+pub fn network_spec(
     state: &KvState,
     memory_mb: u32,
-) -> Result<Box<dyn fleetcheck_fabric::Network>, Abort> {
-    let spec = fleetcheck_fabric::NetworkSpec {
-        subnet: state.subnet,
-        machines: state
-            .nodes
-            .iter()
-            .map(|n| fleetcheck_fabric::MachineSpec {
+    service: Option<&KvService>,
+) -> Result<fleetcheck_fabric::NetworkSpec, Abort> {
+    let machines = state
+        .nodes
+        .iter()
+        .map(|n| {
+            let services = match &n.version {
+                Some(label) => {
+                    let (name, v) = installation(service, &n.id, label)?;
+                    BTreeMap::from([(name.to_string(), v.clone())])
+                }
+                None => BTreeMap::new(),
+            };
+            Ok(fleetcheck_fabric::MachineSpec {
                 id: n.id.clone(),
                 ip: n.ip,
                 memory_mb,
                 kernel: "host".into(),
                 setup: Vec::new(),
                 filesystem: n.filesystem,
-                ..Default::default()
+                services,
             })
-            .collect(),
-    };
+        })
+        .collect::<Result<Vec<_>, Abort>>()?;
+    Ok(fleetcheck_fabric::NetworkSpec {
+        subnet: state.subnet,
+        machines,
+    })
+}
+
+/// Builds the network of `state` on `backend` ([`network_spec`]) and boots every node, in
+/// parallel: the common start of every store that runs on machines.
+pub fn boot_cluster(
+    backend: &dyn fleetcheck_fabric::Backend,
+    state: &KvState,
+    memory_mb: u32,
+    service: Option<&KvService>,
+) -> Result<Box<dyn fleetcheck_fabric::Network>, Abort> {
+    let spec = network_spec(state, memory_mb, service)?;
     let net = backend.create(&spec)?;
     let ids: Vec<&str> = state.nodes.iter().map(|n| n.id.as_str()).collect();
     for r in net.boot(&ids) {
@@ -698,10 +925,31 @@ pub fn boot_cluster(
     Ok(net)
 }
 
-/// Applies a fault command to the machines of a store's network. A `Restart` only boots the
-/// machine: starting the store's service again is the store's part.
-pub fn apply_fault(net: &dyn fleetcheck_fabric::Network, command: &KvCmd) -> Result<(), Abort> {
+/// Applies a fault command to the machines of a store's network; `state` is the model state
+/// before it. A `Restart` only boots the machine, an `Upgrade` of a running node shuts it
+/// down, installs the version of `service` and boots it: starting the store's service again is
+/// the store's part (see [`restarts_service`]).
+pub fn apply_fault(
+    net: &dyn fleetcheck_fabric::Network,
+    state: &KvState,
+    service: Option<&KvService>,
+    command: &KvCmd,
+) -> Result<(), Abort> {
     match command {
+        KvCmd::Upgrade { node, version } => {
+            let (name, program) = installation(service, node, version)?;
+            let running = state.node(node).is_some_and(|n| n.running);
+            if running {
+                net.shutdown(node)?;
+            }
+            net.set_service(node, name, program)
+                .map_err(|e| Abort::new(format!("upgrade of {node} failed: {e}")))?;
+            if running {
+                if let Some(r) = net.boot(&[node.as_str()]).pop() {
+                    r?;
+                }
+            }
+        }
         KvCmd::Crash { node } => net.crash(node)?,
         KvCmd::Restart { node } => {
             if let Some(r) = net.boot(&[node.as_str()]).pop() {
@@ -717,6 +965,16 @@ pub fn apply_fault(net: &dyn fleetcheck_fabric::Network, command: &KvCmd) -> Res
         KvCmd::Ops { .. } => {}
     }
     Ok(())
+}
+
+/// The node whose service the store must start again after `command` (applied by
+/// [`apply_fault`] in `state`): a restarted one, or an upgraded one that was running.
+pub fn restarts_service<'a>(state: &KvState, command: &'a KvCmd) -> Option<&'a str> {
+    match command {
+        KvCmd::Restart { node } => Some(node),
+        KvCmd::Upgrade { node, .. } if state.node(node).is_some_and(|n| n.running) => Some(node),
+        _ => None,
+    }
 }
 
 /// How a store runs on (or beside) a network: the part that differs between etcd, Redis and
@@ -930,7 +1188,31 @@ pub enum AnyStore {
 pub const SYSTEMS: &[&str] = &["etcd", "redis", "memory", "memory-lossy"];
 
 impl AnyStore {
-    /// The store called `name` (see [`SYSTEMS`]), its machines on `backend`.
+    /// The store called `name` (see [`SYSTEMS`]) under `config`: its `[kv]` knobs and the
+    /// versions of its service ([`KvService::for_system`]), its machines on `backend`.
+    pub fn for_config(
+        name: &str,
+        backend: Arc<dyn fleetcheck_fabric::Backend>,
+        config: &ScenarioConfig,
+    ) -> Option<Self> {
+        Some(
+            Self::named(name, backend, &config.kv)?
+                .with_service(KvService::for_system(config, name)),
+        )
+    }
+
+    /// The same store, its nodes' versions those of `service` (nothing for the in-memory
+    /// stores, which run no programs).
+    pub fn with_service(self, service: Option<KvService>) -> Self {
+        match self {
+            AnyStore::Etcd(s) => AnyStore::Etcd(s.with_service(service)),
+            AnyStore::Redis(s) => AnyStore::Redis(s.with_service(service)),
+            AnyStore::Memory(s) => AnyStore::Memory(s),
+        }
+    }
+
+    /// The store called `name` (see [`SYSTEMS`]), its machines on `backend`, with no versions
+    /// of its service: its nodes run the host's program (see [`AnyStore::for_config`]).
     pub fn named(
         name: &str,
         backend: Arc<dyn fleetcheck_fabric::Backend>,

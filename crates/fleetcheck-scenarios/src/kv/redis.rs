@@ -1,6 +1,7 @@
-//! Redis 7 primary/replicas with Sentinel failover (Debian's `redis-server` and
-//! `redis-sentinel`) on the fabric: every node runs a server and a sentinel; the first node is
-//! the first primary. Clients are sentinel-aware: each operation, run inside the node it is
+//! Redis 7 primary/replicas with Sentinel failover (Debian's `redis-server`) on the fabric:
+//! every node runs a server and a sentinel (`redis-server --sentinel`, the same program, so
+//! that a node with a version of service `redis-server` runs that version for both); the first
+//! node is the first primary. Clients are sentinel-aware: each operation, run inside the node it is
 //! aimed at, asks that node's sentinel for the primary and talks to it.
 //!
 //! Servers persist every write (`appendonly yes`, `appendfsync always`), so a crash alone
@@ -19,7 +20,7 @@ use fleetcheck_engine::{Abort, KvOp, KvRet};
 use fleetcheck_fabric::{Backend, ExecError, Network};
 
 use super::service::{self, shell};
-use super::{KvCmd, KvState, Op, Ret, Store};
+use super::{KvCmd, KvService, KvState, Op, Ret, Store};
 
 const READY: Duration = Duration::from_secs(20);
 /// Sentinel's failover here takes about 2.2 s (down-after 200 ms, then election and
@@ -33,16 +34,24 @@ pub struct RedisStore {
     backend: Arc<dyn Backend>,
     memory_mb: u32,
     op_timeout: Duration,
+    service: Option<KvService>,
 }
 
 impl RedisStore {
-    /// A store on `backend`.
+    /// A store on `backend`; nodes run the host's `redis-server` (see
+    /// [`RedisStore::with_service`]).
     pub fn new(backend: Arc<dyn Backend>, memory_mb: u32, op_timeout: Duration) -> Self {
         Self {
             backend,
             memory_mb,
             op_timeout,
+            service: None,
         }
+    }
+
+    /// The same store, the versions of its nodes (`Node::version`) those of `service`.
+    pub fn with_service(self, service: Option<KvService>) -> Self {
+        Self { service, ..self }
     }
 }
 
@@ -91,7 +100,7 @@ repl-diskless-sync-delay 0\ndaemonize yes\nlogfile {d}/redis.log\npidfile {d}/re
 daemonize yes\nlogfile {d}/sentinel.log\npidfile {d}/sentinel.pid\ndir {d}\n\
 sentinel monitor m {first} 6379 {quorum}\nsentinel down-after-milliseconds m 200\n\
 sentinel failover-timeout m 1000\nsentinel parallel-syncs m 1\n' > {d}/sentinel.conf && \
-redis-server {d}/redis.conf && redis-sentinel {d}/sentinel.conf",
+redis-server {d}/redis.conf && redis-server {d}/sentinel.conf --sentinel",
             first = first.ip
         );
         service::start(c.net.as_ref(), node, "redis", cmd)
@@ -160,7 +169,12 @@ impl Store for RedisStore {
     type Cluster = RedisCluster;
 
     fn start(&self, state: &KvState) -> Result<RedisCluster, Abort> {
-        let net = super::boot_cluster(self.backend.as_ref(), state, self.memory_mb)?;
+        let net = super::boot_cluster(
+            self.backend.as_ref(),
+            state,
+            self.memory_mb,
+            self.service.as_ref(),
+        )?;
         let ids: Vec<&str> = state.nodes.iter().map(|n| n.id.as_str()).collect();
         let cluster = RedisCluster {
             net,
@@ -254,9 +268,11 @@ impl Store for RedisStore {
     }
 
     fn fault(&self, c: &RedisCluster, state: &KvState, command: &KvCmd) -> Result<(), Abort> {
-        super::apply_fault(c.net.as_ref(), command)?;
+        super::apply_fault(c.net.as_ref(), state, self.service.as_ref(), command)?;
+        if let Some(node) = super::restarts_service(state, command) {
+            self.launch(c, state, node)?;
+        }
         match command {
-            KvCmd::Restart { node } => self.launch(c, state, node)?,
             KvCmd::Partition { side } => {
                 *c.side.lock().expect("no panics while locked") = Some(side.clone());
             }
@@ -275,7 +291,7 @@ impl Store for RedisStore {
     /// Without waiting for the sentinels: the cluster is about to stop.
     fn heal(&self, c: &RedisCluster, state: &KvState) -> Result<(), Abort> {
         for command in state.heal_commands() {
-            super::apply_fault(c.net.as_ref(), &command)?;
+            super::apply_fault(c.net.as_ref(), state, self.service.as_ref(), &command)?;
         }
         Ok(())
     }

@@ -525,6 +525,15 @@ impl Scenario for KvModel {
                     t.bars.push(node_bar(NETWORK_LANE, "heal"));
                     bands.close(|k| k != "cut", from);
                 }
+                KvCmd::Upgrade { node, version } => {
+                    t.bars
+                        .push(node_bar(node, &format!("upgrade to {version}")));
+                    // A running node goes down and boots again within the bar.
+                    if step.state_after.node(node).is_some_and(|n| n.running) {
+                        states.set(node, "booting", from);
+                        states.set(node, "up", to);
+                    }
+                }
             }
         }
         if let Some(h) = history {

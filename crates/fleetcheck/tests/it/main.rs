@@ -4,6 +4,7 @@
 mod browser;
 mod cli;
 mod export;
+mod kv_versions;
 mod machine;
 mod netns;
 mod qemu;
