@@ -18,9 +18,10 @@ use super::{KvCmd, KvService, KvState, Op, Ret, Store};
 /// How long a cluster may take to take its first write.
 const READY: Duration = Duration::from_secs(20);
 
-/// The cluster took a write (of a key outside those clients use).
+/// The cluster took a write (of a key outside those clients use). The command may take a
+/// while: a write is fsynced, which on btrfs in a VM under TCG takes hundreds of ms.
 const WRITE_PROBE: &str = "etcdctl --endpoints=127.0.0.1:2379 --dial-timeout=100ms \
-     --command-timeout=300ms put fleetcheck-ready 1";
+     --command-timeout=2s put fleetcheck-ready 1";
 
 /// Something listens on the client port (2379 = 0x094B) of this machine's network namespace.
 const LISTENING_PROBE: &str =
@@ -109,15 +110,10 @@ impl EtcdStore {
         if service::probe(c.net.as_ref(), node, probe, READY) {
             return Ok(());
         }
-        let log = c
-            .net
-            .data_dir_on_host(node)
-            .and_then(|d| std::fs::read_to_string(d.join("etcd.log")).ok())
-            .unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(3).collect();
+        let log = service::last_lines(c.net.as_ref(), node, "etcd.log", 3);
         Err(Abort::new(format!(
             "etcd on {node} did not get ready ({probe}) within {READY:?}: {}",
-            tail.join(" | ")
+            log.join(" | ")
         )))
     }
 }

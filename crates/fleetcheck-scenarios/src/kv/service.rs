@@ -46,3 +46,23 @@ pub fn probe(net: &dyn Network, node: &str, condition: &str, within: Duration) -
     net.exec(node, &shell(cmd, within + Duration::from_secs(5)))
         .is_ok_and(|o| o.success())
 }
+
+/// The last `n` lines of `file` in `node`'s data directory, newest first: read on the host
+/// where it sees the directory, else by a command inside the machine (a VM's own file system);
+/// empty if neither works.
+pub fn last_lines(net: &dyn Network, node: &str, file: &str, n: usize) -> Vec<String> {
+    let text = match net.data_dir_on_host(node) {
+        Some(d) => std::fs::read_to_string(d.join(file)).unwrap_or_default(),
+        None => net
+            .exec(
+                node,
+                &shell(
+                    format!("tail -n {n} \"$FLEETCHECK_DATA/{file}\""),
+                    Duration::from_secs(5),
+                ),
+            )
+            .map(|out| out.stdout_str().to_string())
+            .unwrap_or_default(),
+    };
+    text.lines().rev().take(n).map(String::from).collect()
+}
