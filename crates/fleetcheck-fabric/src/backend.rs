@@ -127,6 +127,45 @@ pub(crate) fn machine_env(
         .collect()
 }
 
+/// A machine's installed service versions: what [`Network::services`] reports and
+/// [`Network::set_service`] replaces (netns and qemu alike).
+#[derive(Debug, Default)]
+pub(crate) struct Installed(std::sync::Mutex<std::collections::BTreeMap<String, ServiceVersion>>);
+
+impl Installed {
+    pub(crate) fn new(initial: std::collections::BTreeMap<String, ServiceVersion>) -> Self {
+        Self(std::sync::Mutex::new(initial))
+    }
+
+    /// The versions installed now.
+    pub(crate) fn get(&self) -> std::collections::BTreeMap<String, ServiceVersion> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Installs `version` of `service` on machine `id` (which is `status`, perhaps `booting`;
+    /// see [`check_set_service`]): `install` puts the new set in place, then the record changes.
+    pub(crate) fn set(
+        &self,
+        id: &str,
+        (status, booting): (MachineStatus, bool),
+        service: &str,
+        version: &ServiceVersion,
+        install: impl FnOnce(&std::collections::BTreeMap<String, ServiceVersion>) -> std::io::Result<()>,
+    ) -> Result<(), ServiceError> {
+        check_set_service(id, status, booting, service, version)?;
+        let mut installed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = installed.clone();
+        next.insert(service.to_string(), version.clone());
+        install(&next).map_err(|source| ServiceError::Install {
+            machine: id.into(),
+            service: service.into(),
+            source,
+        })?;
+        *installed = next;
+        Ok(())
+    }
+}
+
 /// Whether [`Network::set_service`] may install `version` of `service` on machine `id`, which
 /// is `status` and perhaps `booting`: only while off, a plain name, an absolute path.
 pub(crate) fn check_set_service(

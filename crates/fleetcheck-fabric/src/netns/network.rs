@@ -21,6 +21,7 @@ use super::spawn::{spawn_agent, AgentFds};
 use super::sweep::RunDir;
 use super::sys;
 use super::NetnsConfig;
+use crate::backend::Installed;
 use crate::backend::Network;
 use crate::error::{
     BootError, CreateError, ExecError, FaultError, PingError, ServiceError, ShutdownError,
@@ -50,7 +51,7 @@ struct Machine {
     /// `m<i>.bin`: one symlink per service to the version installed; first on the agent's PATH.
     bin: PathBuf,
     /// The service versions installed now.
-    services: Mutex<BTreeMap<String, ServiceVersion>>,
+    services: Installed,
     state: Mutex<MachineState>,
     /// Pid of the live agent (0: none), readable without the state lock for emergency cleanup.
     agent_pid: AtomicI32,
@@ -155,7 +156,7 @@ pub fn create(
             data: dir.join(format!("m{i}.data")),
             disk: Mutex::new(None),
             bin: dir.join(format!("m{i}.bin")),
-            services: Mutex::new(m.services.clone()),
+            services: Installed::new(m.services.clone()),
             state: Mutex::new(MachineState {
                 status: MachineStatus::Off,
                 booting: false,
@@ -269,8 +270,7 @@ impl NetShared {
     /// file systems are made in parallel.
     fn install_all(&self) -> Result<(), CreateError> {
         for m in &self.machines {
-            let services = m.services.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            install_services(&m.bin, &services).map_err(|source| CreateError::Disk {
+            install_services(&m.bin, &m.services.get()).map_err(|source| CreateError::Disk {
                 machine: m.spec.id.clone(),
                 source,
             })?;
@@ -311,9 +311,8 @@ impl NetShared {
     /// service.
     fn agent_env(&self, m: &Machine) -> Vec<(String, String)> {
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-        let services = m.services.lock().unwrap_or_else(|e| e.into_inner());
         std::iter::once(("PATH".to_string(), format!("{}:{path}", m.bin.display())))
-            .chain(crate::backend::machine_env(&m.data, &services))
+            .chain(crate::backend::machine_env(&m.data, &m.services.get()))
             .collect()
     }
 
@@ -922,9 +921,7 @@ impl Network for NetnsNetwork {
     }
 
     fn services(&self, id: &str) -> Option<BTreeMap<String, ServiceVersion>> {
-        let m = self.shared.machine(id)?;
-        let services = m.services.lock().unwrap_or_else(|e| e.into_inner());
-        Some(services.clone())
+        Some(self.shared.machine(id)?.services.get())
     }
 
     fn set_service(
@@ -939,18 +936,10 @@ impl Network for NetnsNetwork {
             .ok_or_else(|| ServiceError::UnknownMachine { machine: id.into() })?;
         // The state lock keeps the machine off while its programs change.
         let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        crate::backend::check_set_service(id, st.status, st.booting, service, version)?;
-        let mut services = m.services.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = services.clone();
-        next.insert(service.to_string(), version.clone());
-        install_services(&m.bin, &next).map_err(|source| ServiceError::Install {
-            machine: id.into(),
-            service: service.into(),
-            source,
-        })?;
-        *services = next;
-        drop(st);
-        Ok(())
+        m.services
+            .set(id, (st.status, st.booting), service, version, |next| {
+                install_services(&m.bin, next)
+            })
     }
 
     fn pause(&self, id: &str) -> Result<(), FaultError> {

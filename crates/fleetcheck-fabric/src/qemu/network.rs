@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use super::snapshot::{Claim, Snapshots};
 use super::vm::{self, Hardware, Qmp, Start, Vm, VmPaths, SHARE_TAG};
 use super::QemuConfig;
+use crate::backend::Installed;
 use crate::backend::Network;
 use crate::error::{
     BootError, CreateError, ExecError, FaultError, PingError, ServiceError, ShutdownError,
@@ -92,7 +93,7 @@ struct Machine {
     /// Its own file system, when its spec names one (image `paths.image`).
     disk: Option<GuestDisk>,
     /// The service versions installed now (its spec's, as replaced by `set_service`).
-    services: Mutex<BTreeMap<String, ServiceVersion>>,
+    services: Installed,
     paths: VmPaths,
     state: Mutex<MachineState>,
     /// The running QEMU; its pid is also in `pid` for teardown without the lock.
@@ -184,7 +185,7 @@ pub fn create(
             index: i,
             hw,
             disk,
-            services: Mutex::new(m.services.clone()),
+            services: Installed::new(m.services.clone()),
             paths: VmPaths {
                 log: dir.join(format!("m{i}.log")),
                 agent: dir.join(format!("m{i}.agent.sock")),
@@ -272,7 +273,7 @@ impl NetShared {
 
     /// What the agent of `m` becomes on Init.
     fn guest_init(&self, m: &Machine) -> GuestInit {
-        let services = m.services.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let services = m.services.get();
         GuestInit {
             ip: m.spec.ip,
             prefix: self.spec.subnet.prefix,
@@ -849,9 +850,7 @@ impl Network for QemuNetwork {
     }
 
     fn services(&self, id: &str) -> Option<BTreeMap<String, ServiceVersion>> {
-        let m = self.shared.machine(id)?;
-        let services = m.services.lock().unwrap_or_else(|e| e.into_inner());
-        Some(services.clone())
+        Some(self.shared.machine(id)?.services.get())
     }
 
     /// Only the host's record changes: the agent links the programs anew at every boot.
@@ -867,12 +866,8 @@ impl Network for QemuNetwork {
             .ok_or_else(|| ServiceError::UnknownMachine { machine: id.into() })?;
         // The state lock keeps the machine off while its programs change.
         let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        crate::backend::check_set_service(id, st.status, st.booting, service, version)?;
         m.services
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(service.to_string(), version.clone());
-        Ok(())
+            .set(id, (st.status, st.booting), service, version, |_| Ok(()))
     }
 
     fn teardown(self: Box<Self>) -> Result<(), TeardownError> {
