@@ -43,7 +43,7 @@ use crate::gate::CreationGate;
 use crate::netns::sweep::RunDir;
 use crate::netns::{AgentCommand, Cgroups, RUN_ROOT};
 use crate::protocol::GuestDisk;
-use crate::spec::NetworkSpec;
+use crate::spec::{FileSystem, NetworkSpec};
 
 pub use initramfs::{find_busybox, InitramfsError, GUEST_MODULES};
 pub use kernels::Kernel;
@@ -135,6 +135,9 @@ pub struct QemuBackend {
     kernels: Vec<Kernel>,
     /// Initramfs per kernel release, built on first use.
     initramfs: Mutex<BTreeMap<String, PathBuf>>,
+    /// What a VM with a file system of its own loads, per kernel release and file system,
+    /// prepared on first use.
+    disks: Mutex<BTreeMap<(String, FileSystem), GuestDisk>>,
     snapshots: Arc<snapshot::Snapshots>,
 }
 
@@ -181,6 +184,7 @@ impl QemuBackend {
             },
             kernels,
             initramfs: Mutex::new(BTreeMap::new()),
+            disks: Mutex::new(BTreeMap::new()),
         };
         backend.accel = match backend.config.accel {
             Some(accel) => AccelChoice {
@@ -231,6 +235,31 @@ impl QemuBackend {
         let path = initramfs::build(&self.config.cache_dir, kernel, &self.config.agent)?;
         built.insert(kernel.release.clone(), path.clone());
         Ok(path)
+    }
+
+    /// The modules a VM of `kernel` loads for a disk of file system `fs` (see
+    /// [`initramfs::unpacked_modules`]), prepared once per backend.
+    fn disk_for(&self, kernel: &Kernel, fs: FileSystem) -> Result<GuestDisk, InitramfsError> {
+        let mut prepared = self.disks.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (kernel.release.clone(), fs);
+        if let Some(d) = prepared.get(&key) {
+            return Ok(d.clone());
+        }
+        let wanted: Vec<&str> = initramfs::DISK_MODULES
+            .iter()
+            .copied()
+            .chain([fs.name()])
+            .collect();
+        let modules = initramfs::unpacked_modules(&self.config.cache_dir, kernel, &wanted)?;
+        let disk = GuestDisk {
+            fstype: fs.name().into(),
+            modules: modules
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+        };
+        prepared.insert(key, disk.clone());
+        Ok(disk)
     }
 
     /// Like [`Backend::create`], returning the concrete network type.
@@ -284,26 +313,15 @@ impl QemuBackend {
             disks.push(match m.filesystem {
                 None => None,
                 Some(fs) => {
-                    let wanted: Vec<&str> = initramfs::DISK_MODULES
-                        .iter()
-                        .copied()
-                        .chain([fs.name()])
-                        .collect();
-                    let modules =
-                        initramfs::unpacked_modules(&self.config.cache_dir, kernel, &wanted)
+                    Some(
+                        self.disk_for(kernel, fs)
                             .map_err(|source| CreateError::DiskModules {
                                 machine: m.id.clone(),
                                 filesystem: fs,
                                 release: kernel.release.clone(),
                                 source,
-                            })?;
-                    Some(GuestDisk {
-                        fstype: fs.name().into(),
-                        modules: modules
-                            .iter()
-                            .map(|p| p.to_string_lossy().into_owned())
-                            .collect(),
-                    })
+                            })?,
+                    )
                 }
             });
         }
