@@ -154,8 +154,6 @@ fn load_module_files<'a>(paths: impl IntoIterator<Item = &'a Path>) -> io::Resul
 
 /// How long the agent waits for its disk's block device after loading the driver.
 const DISK_WAIT: Duration = Duration::from_secs(10);
-/// How often it looks for the device meanwhile.
-const DISK_RECHECK: Duration = Duration::from_millis(2);
 
 /// `/dev/vd*` whose serial is [`DISK_SERIAL`], if it exists yet.
 fn find_disk() -> Option<PathBuf> {
@@ -178,21 +176,10 @@ fn mount_disk(disk: &GuestDisk, dir: &str) -> io::Result<()> {
         .map(|m| Path::new("/host").join(m.trim_start_matches('/')))
         .collect();
     load_module_files(on_share.iter().map(PathBuf::as_path))?;
-    let deadline = Instant::now() + DISK_WAIT;
-    let device = loop {
-        if let Some(d) = find_disk() {
-            break d;
-        }
-        if Instant::now() >= deadline {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no disk with serial {DISK_SERIAL} after {DISK_WAIT:?}"),
-            ));
-        }
-        // The driver probes the device while it loads; the node appears a moment later
-        // (devtmpfs), with no event worth a watch for one wait per boot.
-        std::thread::sleep(DISK_RECHECK);
-    };
+    // The driver probes the device while it loads; devtmpfs makes the node a moment later.
+    let device = wait_for_device(find_disk, Instant::now() + DISK_WAIT, || {
+        format!("no disk with serial {DISK_SERIAL} after {DISK_WAIT:?}")
+    })?;
     // As on netns: ext4's inode tables stay lazily initialised, without a zeroing thread.
     let options = (disk.fstype == "ext4").then_some("noinit_itable");
     mount_with(
@@ -229,6 +216,19 @@ fn link_services(services: &std::collections::BTreeMap<String, String>) -> io::R
 /// name comes in a later control message that makes no `/dev` event, so it also looks again
 /// every [`PORT_RECHECK`].
 fn wait_for_port(deadline: Instant) -> io::Result<PathBuf> {
+    wait_for_device(find_port, deadline, || {
+        format!("no virtio-serial port named {PORT_NAME} after {PORT_WAIT:?}")
+    })
+}
+
+/// The device `find` names, looked for at once, then whenever devtmpfs creates a node in
+/// `/dev` (inotify) and at least every [`PORT_RECHECK`], until `deadline`; `missing` says what
+/// was not found.
+fn wait_for_device(
+    find: fn() -> Option<PathBuf>,
+    deadline: Instant,
+    missing: impl Fn() -> String,
+) -> io::Result<PathBuf> {
     use std::os::fd::FromRawFd;
     // SAFETY: plain syscall; the fd is owned below.
     let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
@@ -243,15 +243,12 @@ fn wait_for_port(deadline: Instant) -> io::Result<PathBuf> {
         return Err(io::Error::last_os_error());
     }
     loop {
-        if let Some(port) = find_port() {
-            return Ok(port);
+        if let Some(device) = find() {
+            return Ok(device);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no virtio-serial port named {PORT_NAME} after {PORT_WAIT:?}"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::TimedOut, missing()));
         }
         let mut pfd = libc::pollfd {
             fd: inotify.as_raw_fd(),
