@@ -19,6 +19,12 @@ pub enum HostError {
     },
     #[error("no cgroup hierarchy with the memory controller (neither {v1} nor {v2})")]
     NoMemoryCgroup { v1: PathBuf, v2: PathBuf },
+    #[error("failed to start the run's guardian ({program} --guard)")]
+    Guardian {
+        program: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("failed to prepare run directory {path}")]
     RunDir {
         path: PathBuf,

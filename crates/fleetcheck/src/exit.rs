@@ -14,7 +14,8 @@ pub const HOST: u8 = 3;
 pub const ABORTED: u8 = 4;
 /// Too many generated commands were discarded by preconditions.
 pub const GAVE_UP: u8 = 5;
-/// Interrupted by Ctrl-C (everything created was removed).
+/// Interrupted by Ctrl-C (everything created was removed). SIGTERM and SIGHUP end a run the
+/// same way with 143 and 129: 128 + the signal's number ([`crate::interrupt::exit_code`]).
 pub const INTERRUPTED: u8 = 130;
 
 /// The text of `--help`'s exit code section.
@@ -26,7 +27,8 @@ Exit codes:
   3  this host cannot run it (not root, missing kernel feature or tool)
   4  aborted: the infrastructure broke (not a counterexample)
   5  gave up: too many commands discarded by preconditions
-  130 interrupted (Ctrl-C); everything created was removed";
+  130 interrupted by Ctrl-C (SIGINT); everything created was removed
+  143 stopped by SIGTERM, 129 by SIGHUP; everything created was removed";
 
 /// An error that ends the program with a given exit code.
 #[derive(Debug)]

@@ -66,7 +66,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Every command that may build machines first removes what killed runs left (as root; others
+/// cannot have made anything), before it even checks its input, so that whatever a run ends
+/// with, the host it leaves is clean.
+fn sweep_at_start(command: &Command) {
+    let builds = matches!(
+        command,
+        Command::Run(_) | Command::Replay(_) | Command::Up(_) | Command::Doctor(_)
+    );
+    // SAFETY: geteuid cannot fail.
+    if !builds || unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    if let Err(e) = fleetcheck_fabric::netns::sweep() {
+        eprintln!(
+            "fleetcheck: warning: {:#}",
+            anyhow::Error::new(e).context("removing what killed runs left failed")
+        );
+    }
+}
+
 fn dispatch(cli: &Cli) -> Result<u8, Fail> {
+    sweep_at_start(&cli.command);
     match &cli.command {
         Command::Run(args) => run::run_command(args),
         Command::Replay(args) => run::replay_command(args),
@@ -76,11 +97,12 @@ fn dispatch(cli: &Cli) -> Result<u8, Fail> {
         Command::Sweep => {
             let report = fleetcheck_fabric::netns::sweep().map_err(Fail::host)?;
             println!(
-                "removed {} dead run(s): {} process(es), {} namespace(s), {} cgroup(s)",
+                "removed {} dead run(s): {} process(es), {} namespace(s), {} cgroup(s), {} loop device(s)",
                 report.runs.len(),
                 report.processes,
                 report.namespaces,
-                report.cgroups
+                report.cgroups,
+                report.loops
             );
             Ok(exit::PASSED)
         }

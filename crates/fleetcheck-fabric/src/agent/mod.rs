@@ -2,7 +2,7 @@
 //!
 //! Started by the `netns` backend as `<program> <args...> --channel-fd N`, with fd `N` one end of
 //! a socketpair whose other end only the host process holds. As PID 1 it makes `/` recursively
-//! private before mounting anything, drops the inherited `/run/netns` bind mounts (so it does not
+//! private before mounting anything, drops the inherited namespace bind mounts (so it does not
 //! pin other networks' namespaces), mounts a fresh `/proc`, sets the hostname, runs the setup
 //! commands with `sh -c`, reports, then serves [`crate::protocol`] requests, one thread each.
 //! A reaper thread reaps every child including orphans. It exits when the host end closes.
@@ -70,14 +70,7 @@ pub(crate) fn mount_with(
 fn become_machine_init() -> io::Result<()> {
     // First of all: stop mount events from propagating back to the host.
     mount("none", "/", None, libc::MS_REC | libc::MS_PRIVATE)?;
-    if let Ok(entries) = std::fs::read_dir("/run/netns") {
-        for entry in entries.flatten() {
-            if let Ok(path) = CString::new(entry.path().as_os_str().as_encoded_bytes()) {
-                // SAFETY: valid C string; failure (not a mount point) is fine.
-                unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
-            }
-        }
-    }
+    crate::netns::sys::detach_namespace_mounts();
     mount(
         "proc",
         "/proc",
@@ -113,6 +106,12 @@ fn parse_fd(args: &[String]) -> Option<RawFd> {
 pub fn main(args: Vec<String>) -> ExitCode {
     if args.iter().any(|a| a == "--guest") {
         return guest::main();
+    }
+    if let Some(pos) = args
+        .iter()
+        .position(|a| a == crate::netns::guard::GUARD_FLAG)
+    {
+        return crate::netns::guard::main(args.get(pos + 1).map_or("", String::as_str));
     }
     let Some(fd) = parse_fd(&args) else {
         eprintln!(

@@ -50,8 +50,8 @@ impl Cgroups {
         self.root().join(format!("fleetcheck-{run}"))
     }
 
-    /// Creates the machine's cgroup with its memory limit.
-    pub fn create_machine(&self, run: &str, name: &str, memory_mb: u32) -> io::Result<PathBuf> {
+    /// Creates `<root>/fleetcheck-<run>` if it is missing.
+    fn ensure_run_dir(&self, run: &str) -> io::Result<PathBuf> {
         let run_dir = self.run_dir(run);
         match fs::create_dir(&run_dir) {
             Ok(()) => {
@@ -64,7 +64,23 @@ impl Cgroups {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        let dir = run_dir.join(name);
+        Ok(run_dir)
+    }
+
+    /// The run's cgroup `name` without a limit, made if missing: where processes of the run
+    /// that are not machines of the netns backend (QEMU) live, so the sweep finds them all by
+    /// cgroup, from before they exec.
+    pub fn ensure_group(&self, run: &str, name: &str) -> io::Result<PathBuf> {
+        let dir = self.ensure_run_dir(run)?.join(name);
+        match fs::create_dir(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(dir),
+        }
+    }
+
+    /// Creates the machine's cgroup with its memory limit.
+    pub fn create_machine(&self, run: &str, name: &str, memory_mb: u32) -> io::Result<PathBuf> {
+        let dir = self.ensure_run_dir(run)?.join(name);
         fs::create_dir(&dir)?;
         let bytes = u64::from(memory_mb) * 1024 * 1024;
         let limit = match self {

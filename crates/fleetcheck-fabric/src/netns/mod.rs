@@ -2,9 +2,9 @@
 //! bridge that lives in a private switch namespace. Needs root, nothing else.
 //!
 //! Per network `n<k>` of run `<run>`:
-//! - `/run/netns/fleetcheck-<run>-n<k>-sw`: the switch namespace with bridge `br0` and one port
+//! - `/run/fleetcheck/<run>/netns/fleetcheck-<run>-n<k>-sw`: the switch namespace with bridge `br0` and one port
 //!   `p<i>` per machine (down while the machine is off);
-//! - `/run/netns/fleetcheck-<run>-n<k>-m<i>[-<id>]`: machine `i`'s namespace with `lo` and `eth0`
+//! - `/run/fleetcheck/<run>/netns/fleetcheck-<run>-n<k>-m<i>[-<id>]`: machine `i`'s namespace with `lo` and `eth0`
 //!   (the port's veth peer) carrying the machine's address;
 //! - `<memory cgroup>/fleetcheck-<run>/n<k>-m<i>`: its memory limit;
 //! - `<v1 freezer>/fleetcheck-<run>/n<k>-m<i>`: its freezer for pause/resume (on cgroup v2 the
@@ -25,6 +25,7 @@
 mod cgroup;
 pub(crate) mod conn;
 pub mod disk;
+pub mod guard;
 pub(crate) mod netlink;
 mod network;
 pub(crate) mod nft;
@@ -142,13 +143,18 @@ impl NetnsBackend {
         }
         let cgroups = Cgroups::detect()?;
         sweep().map_err(HostError::Sweep)?;
-        let run = RunDir::create(std::path::Path::new(RUN_ROOT), cgroups)?;
+        let run = RunDir::create(std::path::Path::new(RUN_ROOT), cgroups, &config.agent)?;
         Ok(NetnsBackend { config, run })
     }
 
     /// This backend's run id (all its resources are named `fleetcheck-<run id>-...`).
     pub fn run_id(&self) -> &str {
         &self.run.run
+    }
+
+    /// The pid of this run's guardian ([`guard`]).
+    pub fn guardian_pid(&self) -> Option<u32> {
+        self.run.guardian_pid()
     }
 
     /// The memory cgroup hierarchy in use.

@@ -129,7 +129,7 @@ pub fn create(
             .enumerate()
             .map(|(i, m)| ns_name(&run.run, &net, i, &m.id)),
     );
-    let (mut made, failed) = ns::create_all(names);
+    let (mut made, failed) = ns::create_all(&run.path, names);
     if let Some((name, source)) = failed {
         for n in &made {
             let _ = ns::remove_named(&n.path);
@@ -357,7 +357,7 @@ impl NetShared {
             return Ok(());
         }
         ns::remove_named(&w.netns.path)?;
-        let (mut made, failed) = ns::create_all(vec![w.netns.name.clone()]);
+        let (mut made, failed) = ns::create_all(&self.run.path, vec![w.netns.name.clone()]);
         if let Some((_, e)) = failed {
             return Err(e);
         }
@@ -978,11 +978,11 @@ impl Network for NetnsNetwork {
 }
 
 impl NetnsNetwork {
-    /// Name of the network namespace of machine `id` (under /run/netns).
-    pub fn namespace_of(&self, id: &str) -> Option<String> {
+    /// The bind mount of the network namespace of machine `id` (for `nsenter --net=PATH`).
+    pub fn namespace_of(&self, id: &str) -> Option<PathBuf> {
         let m = self.shared.machine(id)?;
         let wire = m.wire.lock().unwrap_or_else(|e| e.into_inner());
-        Some(wire.netns.name.clone())
+        Some(wire.netns.path.clone())
     }
 
     /// The cgroup directory of machine `id`.
@@ -996,10 +996,10 @@ impl NetnsNetwork {
         (pid > 0).then_some(pid)
     }
 
-    /// Name of the switch namespace (under /run/netns), until teardown.
-    pub fn switch_namespace(&self) -> Option<String> {
+    /// The bind mount of the switch namespace (for `nsenter --net=PATH`), until teardown.
+    pub fn switch_namespace(&self) -> Option<PathBuf> {
         let guard = self.shared.switch.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_ref().map(|s| s.name.clone())
+        guard.as_ref().map(|s| s.path.clone())
     }
 
     /// The machine's freezer cgroup directory (on cgroup v2 its memory cgroup).

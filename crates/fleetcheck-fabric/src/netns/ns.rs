@@ -1,14 +1,24 @@
-//! Persistent named network namespaces, bind-mounted under /run/netns like `ip netns add`.
+//! Persistent named network namespaces, bind-mounted like `ip netns add` does, but in the run's
+//! own directory (`/run/fleetcheck/<run>/netns/<name>`), not in `/run/netns`: `ip netns` makes
+//! `/run/netns` a mount of its own the first time it runs where it is not one, which would hide
+//! every mount made there before, so a sweep could no longer remove them.
 
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::netlink::Netlink;
 use super::sys;
 
-pub const NETNS_DIR: &str = "/run/netns";
+/// Where iproute2 keeps named namespaces; fleetcheck no longer does, but the sweep still looks
+/// there for namespaces left by older versions.
+pub const LEGACY_NETNS_DIR: &str = "/run/netns";
+
+/// The directory of a run's namespace mounts, inside its run directory.
+pub fn dir_of(run_dir: &Path) -> PathBuf {
+    run_dir.join("netns")
+}
 
 /// A named network namespace this process created, with a netlink socket inside it.
 #[derive(Debug)]
@@ -30,8 +40,8 @@ pub fn remove_named(path: &std::path::Path) -> io::Result<()> {
     }
 }
 
-fn create_in_thread(name: &str) -> io::Result<Netns> {
-    let path = PathBuf::from(NETNS_DIR).join(name);
+fn create_in_thread(dir: &Path, name: &str) -> io::Result<Netns> {
+    let path = dir.join(name);
     // Create the mount point first so a failure leaves nothing behind but this file.
     fs::OpenOptions::new()
         .write(true)
@@ -70,17 +80,19 @@ fn create_in_thread(name: &str) -> io::Result<Netns> {
     }
 }
 
-/// Creates the namespaces named `names` (in order) from one dedicated thread. Returns those
-/// created, and the error that stopped it with the name it failed on.
-pub fn create_all(names: Vec<String>) -> (Vec<Netns>, Option<(String, io::Error)>) {
-    if let Err(e) = fs::create_dir_all(NETNS_DIR) {
-        return (Vec::new(), Some((NETNS_DIR.into(), e)));
+/// Creates the namespaces named `names` (in order) in the namespace directory of `run_dir`,
+/// from one dedicated thread. Returns those created, and the error that stopped it with the
+/// name it failed on.
+pub fn create_all(run_dir: &Path, names: Vec<String>) -> (Vec<Netns>, Option<(String, io::Error)>) {
+    let dir = dir_of(run_dir);
+    if let Err(e) = fs::create_dir_all(&dir) {
+        return (Vec::new(), Some((dir.display().to_string(), e)));
     }
     std::thread::scope(|s| {
         s.spawn(|| {
             let mut made = Vec::with_capacity(names.len());
             for name in &names {
-                match create_in_thread(name) {
+                match create_in_thread(&dir, name) {
                     Ok(ns) => made.push(ns),
                     Err(e) => return (made, Some((name.clone(), e))),
                 }

@@ -3,7 +3,7 @@
 //! Every backend instance is a *run* with a random id. Before creating anything it publishes
 //! `/run/fleetcheck/<run>/owner` ("<pid> <start time>", written to a temporary directory that is
 //! then renamed, so an owner file is never missing). Every resource of the run carries the id:
-//! namespaces `/run/netns/fleetcheck-<run>-*`, cgroups `<hierarchy>/fleetcheck-<run>/`, logs
+//! namespaces `/run/fleetcheck/<run>/netns/fleetcheck-<run>-*`, cgroups `<hierarchy>/fleetcheck-<run>/`, logs
 //! and disk images in the run directory, loop devices attached to those images. [`sweep`]
 //! removes every run whose owner is dead (pid gone, or reused by a process with another start
 //! time), and nothing else.
@@ -15,8 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cgroup::{self, Cgroups, Freezer};
-use super::ns::{remove_named, NETNS_DIR};
+use super::guard::Guardian;
+use super::ns::{self, remove_named, LEGACY_NETNS_DIR};
 use super::sys;
+use super::AgentCommand;
 use crate::error::{HostError, SweepError};
 
 /// Where run directories live.
@@ -34,18 +36,25 @@ pub struct SweepReport {
     pub loops: usize,
 }
 
-/// This process's claim on a run id; removing the directory and cgroup parent on drop.
+/// This process's claim on a run id; removing the directory and cgroup parent on drop. Its
+/// guardian ([`super::guard`]) removes what is left once the process is gone.
 #[derive(Debug)]
 pub struct RunDir {
     pub run: String,
     pub path: PathBuf,
     pub cgroups: Cgroups,
     pub freezer: Freezer,
+    guardian: Option<Guardian>,
 }
 
 impl RunDir {
-    /// Claims a fresh run id under `root`.
-    pub fn create(root: &Path, cgroups: Cgroups) -> Result<Arc<Self>, HostError> {
+    /// Claims a fresh run id under `root` and starts its guardian with `agent` (the program
+    /// that is also the machines' agent).
+    pub fn create(
+        root: &Path,
+        cgroups: Cgroups,
+        agent: &AgentCommand,
+    ) -> Result<Arc<Self>, HostError> {
         let err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| HostError::RunDir { path, source }
@@ -57,9 +66,15 @@ impl RunDir {
             let run = sys::random_hex(4);
             let tmp = root.join(format!(".{run}.tmp"));
             let path = root.join(&run);
-            if path.exists() {
+            if path.exists() || tmp.exists() {
                 continue;
             }
+            // The guardian first: whenever this process dies from here on, what it made of
+            // the run is removed.
+            let guardian = Guardian::start(agent, &run).map_err(|source| HostError::Guardian {
+                program: agent.program.clone(),
+                source,
+            })?;
             fs::create_dir(&tmp).map_err(err(&tmp))?;
             fs::write(tmp.join("owner"), format!("{pid} {start}\n")).map_err(err(&tmp))?;
             match fs::rename(&tmp, &path) {
@@ -70,6 +85,7 @@ impl RunDir {
                         path,
                         cgroups,
                         freezer,
+                        guardian: Some(guardian),
                     });
                     super::register_run(&dir);
                     return Ok(dir);
@@ -85,9 +101,22 @@ impl RunDir {
         }
     }
 
+    /// The pid of the run's guardian process.
+    pub fn guardian_pid(&self) -> Option<u32> {
+        self.guardian.as_ref().map(Guardian::pid)
+    }
+
     /// Removes the run's cgroup parent and directory (idempotent).
     pub fn remove(&self) {
-        let _ = cgroup::remove(&self.cgroups.run_dir(&self.run));
+        // Groups of the run itself (QEMU's `vms`), then the run's parent.
+        let run_cgroup = self.cgroups.run_dir(&self.run);
+        for group in entries(&run_cgroup) {
+            let dir = run_cgroup.join(group);
+            if dir.is_dir() {
+                let _ = cgroup::remove(&dir);
+            }
+        }
+        let _ = cgroup::remove(&run_cgroup);
         if let Some(dir) = self.freezer.run_dir(&self.run) {
             let _ = cgroup::remove(&dir);
         }
@@ -101,18 +130,15 @@ impl Drop for RunDir {
     }
 }
 
-fn owner_alive(dir: &Path) -> bool {
-    let Ok(owner) = fs::read_to_string(dir.join("owner")) else {
-        return false;
-    };
+/// The owner of run directory `dir`: pid and start time.
+pub(crate) fn owner_of(dir: &Path) -> Option<(i32, u64)> {
+    let owner = fs::read_to_string(dir.join("owner")).ok()?;
     let mut parts = owner.split_whitespace();
-    let (Some(Ok(pid)), Some(Ok(start))) = (
-        parts.next().map(str::parse::<i32>),
-        parts.next().map(str::parse::<u64>),
-    ) else {
-        return false;
-    };
-    sys::is_alive(pid, start)
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+fn owner_alive(dir: &Path) -> bool {
+    owner_of(dir).is_some_and(|(pid, start)| sys::is_alive(pid, start))
 }
 
 fn hierarchies() -> Vec<PathBuf> {
@@ -142,11 +168,19 @@ fn entries(dir: &Path) -> Vec<String> {
 fn known_runs() -> Vec<String> {
     let mut runs = std::collections::BTreeSet::new();
     for name in entries(Path::new(RUN_ROOT)) {
-        if !name.starts_with('.') {
-            runs.insert(name);
+        match name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
+            // A run directory its process was still making: a run once it names its owner.
+            Some(run) => {
+                if owner_of(&Path::new(RUN_ROOT).join(&name)).is_some() {
+                    runs.insert(run.to_string());
+                }
+            }
+            None => {
+                runs.insert(name);
+            }
         }
     }
-    for name in entries(Path::new(NETNS_DIR)) {
+    for name in entries(Path::new(LEGACY_NETNS_DIR)) {
         if let Some(rest) = name.strip_prefix("fleetcheck-") {
             if let Some((run, _)) = rest.split_once('-') {
                 runs.insert(run.to_string());
@@ -195,8 +229,13 @@ fn wait_gone(pid: i32, deadline: Instant) {
     }
 }
 
+/// Whether anything of run `run` is still on this host.
+pub(crate) fn has_resources(run: &str) -> bool {
+    known_runs().iter().any(|r| r == run)
+}
+
 /// Removes everything of run `run` (which must be dead or torn down).
-fn remove_run(run: &str, report: &mut SweepReport) -> Result<(), SweepError> {
+pub(crate) fn remove_run(run: &str, report: &mut SweepReport) -> Result<(), SweepError> {
     let fail = |what: String| {
         let run = run.to_string();
         move |source| SweepError { run, what, source }
@@ -251,12 +290,18 @@ fn remove_run(run: &str, report: &mut SweepReport) -> Result<(), SweepError> {
     for pid in killed {
         wait_gone(pid, deadline);
     }
-    // 2. Namespaces.
+    // 2. Namespaces: the run's own, then (best effort: `ip netns` may have hidden them under a
+    // mount of its own) any an older fleetcheck left in /run/netns.
+    let own = ns::dir_of(&Path::new(RUN_ROOT).join(run));
+    for name in entries(&own) {
+        remove_named(&own.join(&name)).map_err(fail(format!("namespace {name}")))?;
+        report.namespaces += 1;
+    }
     let prefix = format!("fleetcheck-{run}-");
-    for name in entries(Path::new(NETNS_DIR)) {
-        if name.starts_with(&prefix) {
-            let path = Path::new(NETNS_DIR).join(&name);
-            remove_named(&path).map_err(fail(format!("namespace {name}")))?;
+    for name in entries(Path::new(LEGACY_NETNS_DIR)) {
+        if name.starts_with(&prefix)
+            && remove_named(&Path::new(LEGACY_NETNS_DIR).join(&name)).is_ok()
+        {
             report.namespaces += 1;
         }
     }
@@ -286,7 +331,8 @@ fn remove_run(run: &str, report: &mut SweepReport) -> Result<(), SweepError> {
             Err(e) => return Err(fail(format!("loop device {}", device.display()))(e)),
         }
     }
-    // 5. The run directory.
+    // 5. The run directory (and one still being made when its process died).
+    let _ = fs::remove_dir_all(Path::new(RUN_ROOT).join(format!(".{run}.tmp")));
     match fs::remove_dir_all(&rdir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
             return Err(fail(format!("directory {}", rdir.display()))(e))
@@ -305,7 +351,8 @@ pub fn sweep() -> Result<SweepReport, SweepError> {
         if run.is_empty() || run.contains(['/', '.']) {
             continue;
         }
-        if owner_alive(&Path::new(RUN_ROOT).join(&run)) {
+        let root = Path::new(RUN_ROOT);
+        if owner_alive(&root.join(&run)) || owner_alive(&root.join(format!(".{run}.tmp"))) {
             continue;
         }
         report.runs.push(run.clone());

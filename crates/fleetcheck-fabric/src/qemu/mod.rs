@@ -169,7 +169,7 @@ impl QemuBackend {
         }
         crate::netns::sweep().map_err(HostError::Sweep)?;
         let cgroups = Cgroups::detect()?;
-        let run = RunDir::create(Path::new(RUN_ROOT), cgroups)?;
+        let run = RunDir::create(Path::new(RUN_ROOT), cgroups, &config.agent)?;
         let mut config = config;
         // Snapshots are compressed with zstd: without it, every boot is cold.
         config.snapshots &= find_program("zstd").is_some();

@@ -168,12 +168,24 @@ pub fn create(
         path: dir.clone(),
         source,
     })?;
-    let (mut made, failed) = ns::create_all(vec![format!("fleetcheck-{}-{net}-sw", run.run)]);
+    let (mut made, failed) =
+        ns::create_all(&run.path, vec![format!("fleetcheck-{}-{net}-sw", run.run)]);
     if let Some((name, source)) = failed {
         let _ = fs::remove_dir_all(&dir);
         return Err(CreateError::Namespace { name, source });
     }
     let switch = made.pop().expect("the switch namespace was made");
+    let vms = match run.cgroups.ensure_group(&run.run, "vms") {
+        Ok(dir) => dir,
+        Err(source) => {
+            let _ = ns::remove_named(&switch.path);
+            let _ = fs::remove_dir_all(&dir);
+            return Err(CreateError::Cgroup {
+                path: run.cgroups.run_dir(&run.run).join("vms"),
+                source,
+            });
+        }
+    };
     let machines = spec
         .machines
         .iter()
@@ -193,6 +205,7 @@ pub fn create(
                 pidfile: dir.join(format!("m{i}.qemu.pid")),
                 data: dir.join(format!("m{i}.data")),
                 image: dir.join(format!("m{i}.img")),
+                cgroup: vms.clone(),
             },
             state: Mutex::new(MachineState {
                 status: MachineStatus::Off,
@@ -882,10 +895,10 @@ impl QemuNetwork {
         (pid > 0).then_some(pid)
     }
 
-    /// Name of the switch namespace (under /run/netns), until teardown.
-    pub fn switch_namespace(&self) -> Option<String> {
+    /// The bind mount of the switch namespace (for `nsenter --net=PATH`), until teardown.
+    pub fn switch_namespace(&self) -> Option<PathBuf> {
         let guard = self.shared.switch.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_ref().map(|s| s.name.clone())
+        guard.as_ref().map(|s| s.path.clone())
     }
 
     /// Every boot so far: which machine, whether restored from a snapshot, how long.

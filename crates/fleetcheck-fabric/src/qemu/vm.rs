@@ -150,6 +150,9 @@ pub struct VmPaths {
     pub data: PathBuf,
     /// The image of its own file system, attached when [`Hardware::disk`].
     pub image: PathBuf,
+    /// The run's cgroup QEMU joins before it execs, so the sweep (and the guardian) find every
+    /// VM of a dead run even if it died before the pidfile was written.
+    pub cgroup: PathBuf,
 }
 
 /// A running QEMU.
@@ -292,12 +295,17 @@ pub fn spawn(
         .stdout(log.try_clone()?)
         .stderr(log);
     let tap_fd = tap.as_raw_fd();
+    let procs = crate::netns::sys::open(&paths.cgroup.join("cgroup.procs"), libc::O_WRONLY)?;
+    let procs_fd = procs.as_raw_fd();
     let nice = hw.nice;
-    // SAFETY: between fork and exec the child only makes async-signal-safe syscalls (setns,
-    // setpriority, dup2, fcntl) on descriptors the parent keeps open until spawn returns; a
+    // SAFETY: between fork and exec the child only makes async-signal-safe syscalls (write,
+    // setns, setpriority, dup2, fcntl) on descriptors the parent keeps open until spawn returns; a
     // failure ends the child before exec, so QEMU never runs in the host's network namespace.
     unsafe {
         cmd.pre_exec(move || {
+            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) < 0 {
+                return Err(io::Error::last_os_error());
+            }
             if libc::setns(switch, libc::CLONE_NEWNET) < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -316,6 +324,7 @@ pub fn spawn(
     }
     let child = cmd.spawn()?;
     drop(tap);
+    drop(procs);
     let pid = child.id() as i32;
     let start_time = crate::netns::sys::start_time(pid).unwrap_or(0);
     let vm = Vm {

@@ -4,7 +4,9 @@ use std::process::Command;
 use fleetcheck_fabric::netns::{sweep, NetnsBackend, RUN_ROOT};
 use fleetcheck_fabric::Network;
 
-use crate::support::{alive, backend, namespaces_with, require_root, spawn_child_run, spec};
+use crate::support::{
+    alive, backend, namespaces_with, require_root, spawn_child_run, spec, wait_gone,
+};
 
 fn assert_run_gone(backend_cgroups: &Path, run: &str, agents: &[i32]) {
     assert_eq!(
@@ -158,14 +160,56 @@ fn sweep_removes_what_a_killed_process_left() {
     child.kill();
     assert!(
         Path::new(RUN_ROOT).join(&run).exists(),
-        "a killed run leaves its directory"
+        "a killed run without its guardian leaves its directory"
     );
+    // iproute2 makes /run/netns a mount of its own the first time it is used where it is not
+    // one; that must not hide anything of ours from the sweep.
+    let was_mount = is_mount_point("/run/netns");
+    let name = format!("fleetcheck-test-{}", std::process::id());
+    let add = Command::new("ip").args(["netns", "add", &name]).status();
+    assert!(add.unwrap().success(), "ip netns add {name}");
+    let del = Command::new("ip").args(["netns", "del", &name]).status();
+    assert!(del.unwrap().success(), "ip netns del {name}");
 
-    let report = sweep().unwrap();
+    let report = sweep();
+    if !was_mount && is_mount_point("/run/netns") {
+        // Leave the host's mount table as this test found it.
+        let _ = Command::new("umount").arg("/run/netns").status();
+    }
+    let report = report.unwrap();
     let root = fleetcheck_fabric::netns::Cgroups::detect()
         .unwrap()
         .root()
         .to_path_buf();
     assert!(report.runs.contains(&run), "{report:?}");
+    assert_run_gone(&root, &run, &agents);
+}
+
+fn is_mount_point(path: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(path))
+}
+
+#[test]
+fn the_guardian_removes_everything_after_kill_9() {
+    if !require_root("the_guardian_removes_everything_after_kill_9") {
+        return;
+    }
+    let child = spawn_child_run("cleanup::child_for_kill_test", "kill");
+    let (run, agents) = (child.run.clone(), child.agents.clone());
+    assert_eq!(namespaces_with(&format!("fleetcheck-{run}-")).len(), 4);
+    let started = std::time::Instant::now();
+    let guardian = child.kill_run_only();
+    assert!(
+        wait_gone(guardian, std::time::Duration::from_secs(10)),
+        "the guardian {guardian} did not finish"
+    );
+    eprintln!("the guardian removed run {run} in {:?}", started.elapsed());
+    let root = fleetcheck_fabric::netns::Cgroups::detect()
+        .unwrap()
+        .root()
+        .to_path_buf();
     assert_run_gone(&root, &run, &agents);
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use fleetcheck_fabric::netns::{sweep, NetnsNetwork};
 use fleetcheck_fabric::{ExecRequest, FaultError, MachineStatus, Network};
 
-use crate::support::{alive, backend, ip, require_root, spawn_child_run, spec};
+use crate::support::{alive, backend, ip, require_root, spawn_child_run, spec, wait_gone};
 
 const PING: Duration = Duration::from_secs(2);
 const SILENT: Duration = Duration::from_millis(300);
@@ -342,6 +342,30 @@ fn sweep_thaws_and_removes_what_a_killed_run_paused() {
 }
 
 #[test]
+fn paused_machines_die_with_a_killed_run() {
+    if !require_root("paused_machines_die_with_a_killed_run") {
+        return;
+    }
+    let child = spawn_child_run("faults::child_for_paused_kill_test", "kill-paused");
+    let (run, agents) = (child.run.clone(), child.agents.clone());
+    let started = Instant::now();
+    let guardian = child.kill_run_only();
+    assert!(
+        wait_gone(guardian, Duration::from_secs(10)),
+        "the guardian {guardian} did not finish"
+    );
+    eprintln!("frozen machines gone {:?} after kill -9", started.elapsed());
+    for pid in agents {
+        assert!(!alive(pid), "agent {pid} of {run} still runs (frozen?)");
+    }
+    let freezer_run = Path::new("/sys/fs/cgroup/freezer").join(format!("fleetcheck-{run}"));
+    assert!(!freezer_run.exists(), "freezer cgroups of {run} remain");
+    assert!(!Path::new(fleetcheck_fabric::netns::RUN_ROOT)
+        .join(&run)
+        .exists());
+}
+
+#[test]
 fn fault_rules_stay_in_the_switch_namespace() {
     if !require_root("fault_rules_stay_in_the_switch_namespace") {
         return;
@@ -355,8 +379,9 @@ fn fault_rules_stay_in_the_switch_namespace() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&host.stdout).contains("fleetcheck"));
     let sw = net.switch_namespace().unwrap();
-    let inside = Command::new("ip")
-        .args(["netns", "exec", &sw, "nft", "list", "tables"])
+    let inside = Command::new("nsenter")
+        .arg(format!("--net={}", sw.display()))
+        .args(["nft", "list", "tables"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&inside.stdout).contains("table bridge fleetcheck"));

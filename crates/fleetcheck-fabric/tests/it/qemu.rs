@@ -223,10 +223,7 @@ fn qemu_machines_ping_each_other_and_faults_cut_them() {
     for pid in pids {
         assert!(!alive(pid), "qemu {pid} outlives teardown");
     }
-    assert!(
-        namespaces_with(&switch).is_empty(),
-        "switch namespace remains"
-    );
+    assert!(!switch.exists(), "switch namespace remains");
 }
 
 #[test]
@@ -318,8 +315,22 @@ fn qemu_sweep_removes_what_a_killed_run_left() {
     child.kill();
     assert!(
         vms.iter().all(|&pid| alive(pid)),
-        "QEMU outlives its killed parent"
+        "without its guardian, QEMU outlives its killed parent"
     );
+    // A run killed between spawning QEMU and writing its pidfile: the sweep finds the VMs by
+    // the run's cgroup, which QEMU joined before it exec'd.
+    let dir = Path::new(RUN_ROOT).join(&run);
+    for net in std::fs::read_dir(&dir).unwrap().flatten() {
+        for f in std::fs::read_dir(net.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if f.file_name().to_string_lossy().ends_with(".qemu.pid") {
+                std::fs::remove_file(f.path()).unwrap();
+            }
+        }
+    }
     let report = sweep().unwrap();
     assert!(report.runs.contains(&run), "{report:?}");
     for pid in vms {
@@ -477,4 +488,28 @@ fn qemu_file_systems_and_versions_per_machine() {
     assert_eq!(images().len(), 3, "one image per file system");
     Box::new(net).teardown().unwrap();
     assert_eq!(images(), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
+fn qemu_vms_die_with_a_killed_run() {
+    if !require_qemu("qemu_vms_die_with_a_killed_run") {
+        return;
+    }
+    let child = spawn_child_run("qemu::qemu_child_for_kill_test", "qemu-kill");
+    let (run, vms) = (child.run.clone(), child.agents.clone());
+    let started = std::time::Instant::now();
+    let guardian = child.kill_run_only();
+    assert!(
+        crate::support::wait_gone(guardian, std::time::Duration::from_secs(10)),
+        "the guardian {guardian} did not finish"
+    );
+    eprintln!("VMs gone {:?} after kill -9", started.elapsed());
+    for pid in vms {
+        assert!(!alive(pid), "qemu {pid} of {run} still runs after kill -9");
+    }
+    assert_eq!(
+        namespaces_with(&format!("fleetcheck-{run}-")),
+        Vec::<String>::new()
+    );
+    assert!(!Path::new(RUN_ROOT).join(&run).exists());
 }

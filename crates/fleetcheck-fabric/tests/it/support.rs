@@ -46,16 +46,25 @@ pub fn spec(n: u8, setup: impl Fn(u8) -> Vec<String>) -> NetworkSpec {
     }
 }
 
-/// Names under /run/netns starting with `prefix`.
+/// Names of the namespace mounts of every run (`/run/fleetcheck/<run>/netns/*`) and in
+/// `/run/netns` that start with `prefix`.
 pub fn namespaces_with(prefix: &str) -> Vec<String> {
-    std::fs::read_dir("/run/netns")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.starts_with(prefix))
-                .collect()
-        })
-        .unwrap_or_default()
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let runs = std::path::Path::new("/run/fleetcheck");
+    names(runs)
+        .into_iter()
+        .flat_map(|run| names(&runs.join(run).join("netns")))
+        .chain(names(std::path::Path::new("/run/netns")))
+        .filter(|n| n.starts_with(prefix))
+        .collect()
 }
 
 /// Whether process `pid` exists and is not a zombie.
@@ -101,11 +110,50 @@ pub fn spawn_child_run(test: &str, role: &str) -> ChildRun {
     ChildRun { run, agents, child }
 }
 
+/// The pid of the guardian of run `run` (`... --guard <run>`), if one runs.
+pub fn guardian_of(run: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.windows(2)
+            .any(|w| w[0] == b"--guard" && w[1] == run.as_bytes())
+            .then_some(pid)
+    })
+}
+
 impl ChildRun {
-    /// SIGKILL: no handler or destructor of the child runs.
+    /// SIGKILL to the child and to its run's guardian (first): no handler, destructor or
+    /// guardian removes anything, so what the run made stays for the sweep.
     pub fn kill(mut self) {
-        // SAFETY: SIGKILL to our own child.
+        let guardian = guardian_of(&self.run).expect("the run has a guardian");
+        // SAFETY: SIGKILL to the guardian of our child's run, then to our own child.
+        unsafe { libc::kill(guardian, libc::SIGKILL) };
+        wait_gone(guardian, std::time::Duration::from_secs(5));
+        // SAFETY: see above.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
         self.child.wait().unwrap();
     }
+
+    /// SIGKILL to the child only, as `kill -9` would: its guardian is left to clean up.
+    /// Returns the guardian's pid.
+    pub fn kill_run_only(mut self) -> i32 {
+        let guardian = guardian_of(&self.run).expect("the run has a guardian");
+        // SAFETY: SIGKILL to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        self.child.wait().unwrap();
+        guardian
+    }
+}
+
+/// Waits (bounded) until `pid` is gone or a zombie.
+pub fn wait_gone(pid: i32, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while alive(pid) {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    true
 }

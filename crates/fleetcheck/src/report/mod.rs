@@ -68,9 +68,65 @@ pub fn create_dir(dir: &Path) -> Result<(), Fail> {
     })
 }
 
-/// Writes the summary alone (a run without a counterexample).
+/// A sibling of `dir` named `.<name>.<what>-<pid>-<n>`, unique to this process.
+fn sibling(dir: &Path, what: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = dir
+        .file_name()
+        .map_or_else(|| "report".into(), |n| n.to_string_lossy().into_owned());
+    dir.with_file_name(format!(".{name}.{what}-{}-{n}", std::process::id()))
+}
+
+/// Writes a report folder as a whole: `write` fills a fresh staging folder next to `dir`,
+/// which then replaces `dir` by renames. A folder is always one run's: a run with the same
+/// seed never keeps an earlier run's machine logs, and of two runs that write the same folder
+/// at once, one wins whole.
+fn publish<T>(dir: &Path, write: impl FnOnce(&Path) -> Result<T, Fail>) -> Result<T, Fail> {
+    if let Some(parent) = dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_dir(parent)?;
+    }
+    let staging = sibling(dir, "writing");
+    let _ = std::fs::remove_dir_all(&staging);
+    create_dir(&staging)?;
+    let written = write(&staging);
+    let out = match written {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    // Move the old folder aside, put the new one in its place; another run may do the same
+    // in between, so try a few times.
+    let mut last = None;
+    for _ in 0..10 {
+        let old = sibling(dir, "old");
+        let moved = std::fs::rename(dir, &old).is_ok();
+        let placed = std::fs::rename(&staging, dir);
+        if moved {
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        match placed {
+            Ok(()) => return Ok(out),
+            Err(e) => last = Some(e),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    Err(Fail::usage(
+        anyhow::Error::new(last.expect("ten tries failed")).context(format!(
+            "cannot put the report folder in place at {}",
+            dir.display()
+        )),
+    ))
+}
+
+/// Writes the summary alone (a run without a counterexample) as the whole folder.
 pub fn write_summary(dir: &Path, summary: &Summary, run: Option<Value>) -> Result<(), Fail> {
-    create_dir(dir)?;
+    publish(dir, |staging| write_summary_into(staging, summary, run))
+}
+
+fn write_summary_into(dir: &Path, summary: &Summary, run: Option<Value>) -> Result<(), Fail> {
     let mut value = serde_json::to_value(summary).expect("a summary serialises");
     if let (Value::Object(o), Some(run)) = (&mut value, run) {
         o.insert("final_replay".into(), run);
@@ -149,10 +205,18 @@ pub struct CaseReport<'a, M: Scenario> {
     pub summary: Summary,
 }
 
-/// Writes the whole folder; returns the path of `timeline.html`.
+/// Writes the whole folder (replacing whatever was there); returns the path of `timeline.html`.
 pub fn write_case<M: Scenario>(r: CaseReport<'_, M>) -> Result<PathBuf, Fail> {
     let dir = r.dir;
-    create_dir(dir)?;
+    publish(dir, |staging| {
+        write_case_into(staging, CaseReport { dir: staging, ..r })
+    })?;
+    Ok(dir.join(TIMELINE))
+}
+
+const TIMELINE: &str = "timeline.html";
+
+fn write_case_into<M: Scenario>(dir: &Path, r: CaseReport<'_, M>) -> Result<(), Fail> {
     write_file(&dir.join("replay.json"), r.replay_json)?;
     write_file(&dir.join("counterexample.txt"), r.text)?;
 
@@ -263,8 +327,7 @@ pub fn write_case<M: Scenario>(r: CaseReport<'_, M>) -> Result<PathBuf, Fail> {
         "replay": r.summary.replay_command,
         "logs": logs,
     });
-    let timeline_path = dir.join("timeline.html");
-    write_file(&timeline_path, &timeline_html(&t, meta))?;
+    write_file(&dir.join(TIMELINE), &timeline_html(&t, meta))?;
 
     let verdict = match &r.trace.verdict {
         Verdict::Passed => "passed".to_string(),
@@ -281,8 +344,7 @@ pub fn write_case<M: Scenario>(r: CaseReport<'_, M>) -> Result<PathBuf, Fail> {
         "machines": r.capture.machines.len(),
         "history": history_counts,
     });
-    write_summary(dir, &r.summary, Some(run))?;
-    Ok(timeline_path)
+    write_summary_into(dir, &r.summary, Some(run))
 }
 
 /// The page: the template with the timeline's JSON inlined (no `<` in it, so no `</script>`).

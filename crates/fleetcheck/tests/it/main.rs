@@ -9,6 +9,7 @@ mod machine;
 mod netns;
 mod qemu;
 mod report;
+mod signals;
 mod up;
 
 use std::path::{Path, PathBuf};

@@ -18,7 +18,7 @@ fn fleetcheck() -> Command {
     cmd
 }
 
-fn require_qemu() -> bool {
+pub(crate) fn require_qemu() -> bool {
     if !require_root() {
         return false;
     }
