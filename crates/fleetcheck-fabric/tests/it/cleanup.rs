@@ -213,3 +213,51 @@ fn the_guardian_removes_everything_after_kill_9() {
         .to_path_buf();
     assert_run_gone(&root, &run, &agents);
 }
+
+#[test]
+fn child_for_abort_test() {
+    let Ok(how) = std::env::var("FLEETCHECK_TEST_CHILD") else {
+        return;
+    };
+    if !how.starts_with("end-") {
+        return;
+    }
+    let backend = backend();
+    let (net, agents) = booted(&backend);
+    net.pause("m2").unwrap();
+    let pids: Vec<String> = agents.iter().map(i32::to_string).collect();
+    println!("RUN {} {}", backend.run_id(), pids.join(" "));
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    match how.as_str() {
+        // A panic with `panic = "abort"`, or any other abort: no destructor runs.
+        "end-abort" => std::process::abort(),
+        // `exit` without unwinding: no destructor runs either.
+        _ => std::process::exit(0),
+    }
+}
+
+/// A process that ends without running its destructors (abort, as a panic does under
+/// `panic = "abort"`, or a bare `exit`) leaves nothing: its guardian removes the run, paused
+/// machines included.
+#[test]
+fn abort_and_exit_without_destructors_leave_nothing() {
+    if !require_root("abort_and_exit_without_destructors_leave_nothing") {
+        return;
+    }
+    let root = fleetcheck_fabric::netns::Cgroups::detect()
+        .unwrap()
+        .root()
+        .to_path_buf();
+    for how in ["end-abort", "end-exit"] {
+        let mut child = spawn_child_run("cleanup::child_for_abort_test", how);
+        let (run, agents) = (child.run.clone(), child.agents.clone());
+        let guardian = crate::support::guardian_of(&run).expect("a guardian");
+        child.release();
+        assert!(
+            wait_gone(guardian, std::time::Duration::from_secs(10)),
+            "{how}: the guardian {guardian} did not finish"
+        );
+        assert_run_gone(&root, &run, &agents);
+    }
+}

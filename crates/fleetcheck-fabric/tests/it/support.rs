@@ -135,6 +135,12 @@ impl ChildRun {
         self.child.wait().unwrap();
     }
 
+    /// Lets the child go on past its wait for standard input, and waits for it to end.
+    pub fn release(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+
     /// SIGKILL to the child only, as `kill -9` would: its guardian is left to clean up.
     /// Returns the guardian's pid.
     pub fn kill_run_only(mut self) -> i32 {

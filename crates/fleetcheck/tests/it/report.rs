@@ -120,6 +120,65 @@ fn failing_run_on_fake_writes_report_folder_and_junit() {
     assert_rendered_with_failing_step(&page, 1);
 }
 
+/// A report folder is one run's: a run with the same seed replaces it whole (nothing of the
+/// earlier run's machine logs stays), and of runs writing the same folder at once, one wins
+/// whole, leaving no staging folders behind.
+#[test]
+fn a_report_folder_belongs_to_one_run() {
+    let dir = temp_dir("report-owner");
+    let config = write_config(
+        &dir,
+        "[network]\nmachines = { min = 2, max = 3 }\n[machine]\nsetup = [\"fail: planted\"]\n",
+    );
+    let report = dir.join("report");
+    let args = |seed: &str| {
+        let mut cmd = fleetcheck();
+        cmd.args(["run", "ping", "--backend", "fake", "--seed", seed, "--json"])
+            .arg("--config")
+            .arg(&config)
+            .arg("--report")
+            .arg(&report);
+        cmd
+    };
+    let (code, _, err) = run(&mut args("3"));
+    assert_eq!(code, 1, "{err}");
+    std::fs::create_dir_all(report.join("machines/ghost")).unwrap();
+    std::fs::write(report.join("machines/ghost/agent.log"), "an earlier run").unwrap();
+    let (code, _, err) = run(&mut args("3"));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        !report.join("machines/ghost").exists(),
+        "an earlier run's machine logs stay in the folder"
+    );
+    // Four at once, with different seeds: the folder is exactly one of them.
+    let children: Vec<_> = ["3", "4", "5", "6"]
+        .iter()
+        .map(|seed| {
+            args(seed)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert_eq!(c.wait().unwrap().code(), Some(1));
+    }
+    let summary = assert_folder(&report);
+    let seed = summary["seed"].as_u64().unwrap();
+    let replay: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("replay.json")).unwrap())
+            .unwrap();
+    assert_eq!(replay["seed"].as_u64(), Some(seed), "a mix of two runs");
+    let stray: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".report."))
+        .collect();
+    assert!(stray.is_empty(), "staging folders left: {stray:?}");
+}
+
 #[test]
 fn passing_run_writes_summary_and_passing_junit() {
     let dir = temp_dir("report-pass");
