@@ -25,6 +25,7 @@ fn main() -> ExitCode {
     if argv.get(1).map(String::as_str) == Some("agent") {
         return fleetcheck_fabric::agent::main(argv[2..].to_vec());
     }
+    sweep_at_start(argv.get(1).map(String::as_str));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -67,13 +68,10 @@ fn main() -> ExitCode {
 }
 
 /// Every command that may build machines first removes what killed runs left (as root; others
-/// cannot have made anything), before it even checks its input, so that whatever a run ends
-/// with, the host it leaves is clean.
-fn sweep_at_start(command: &Command) {
-    let builds = matches!(
-        command,
-        Command::Run(_) | Command::Replay(_) | Command::Up(_) | Command::Doctor(_)
-    );
+/// cannot have made anything), before it even parses its options, so that whatever a run
+/// ends with, the host it leaves is clean. `command` is the first argument.
+fn sweep_at_start(command: Option<&str>) {
+    let builds = matches!(command, Some("run" | "replay" | "up" | "doctor"));
     // SAFETY: geteuid cannot fail.
     if !builds || unsafe { libc::geteuid() } != 0 {
         return;
@@ -87,7 +85,6 @@ fn sweep_at_start(command: &Command) {
 }
 
 fn dispatch(cli: &Cli) -> Result<u8, Fail> {
-    sweep_at_start(&cli.command);
     match &cli.command {
         Command::Run(args) => run::run_command(args),
         Command::Replay(args) => run::replay_command(args),

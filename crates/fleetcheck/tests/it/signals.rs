@@ -350,3 +350,47 @@ fn is_mount_point(path: &str) -> bool {
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(path))
 }
+
+/// A dead run's directory and cgroup, as a run killed together with its guardian leaves them.
+fn plant_dead_run() -> String {
+    let run = format!("dead{:04x}", std::process::id() & 0xffff);
+    let dir = Path::new("/run/fleetcheck").join(&run);
+    std::fs::create_dir_all(dir.join("netns")).unwrap();
+    // Pid 0 is never a process's: the owner is dead.
+    std::fs::write(dir.join("owner"), "0 0\n").unwrap();
+    let memory = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
+        .iter()
+        .map(Path::new)
+        .find(|h| h.join("cgroup.procs").exists())
+        .expect("a cgroup hierarchy");
+    std::fs::create_dir_all(memory.join(format!("fleetcheck-{run}")).join("n0-m0")).unwrap();
+    run
+}
+
+/// Every command that may build machines sweeps first, before it checks its input: a refused
+/// run, a run on the fake backend, `replay`, `up` and `doctor`.
+#[test]
+fn every_command_sweeps_at_start() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir("sweep-at-start");
+    let missing = dir.join("missing.json");
+    let missing = missing.display().to_string();
+    for args in [
+        vec!["run", "ping", "--tests", "0x"],
+        vec!["run", "ping", "--backend", "fake", "--tests", "1"],
+        vec!["replay", &missing],
+        vec!["up", "--machines", "0"],
+        vec!["doctor"],
+    ] {
+        let run_id = plant_dead_run();
+        let _ = run(fleetcheck().args(&args).stdin(Stdio::null()));
+        assert_eq!(
+            leftovers(&run_id),
+            Vec::<PathBuf>::new(),
+            "`fleetcheck {}` did not sweep",
+            args.join(" ")
+        );
+    }
+}
