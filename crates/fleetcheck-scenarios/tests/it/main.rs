@@ -203,6 +203,7 @@ fn leaky_partition_is_found_and_shrunk() {
     assert_eq!(m.commands.len(), 4, "Boot, Boot, Partition, Ping: {m:#?}");
 }
 
+mod fingerprint;
 mod kv_versions;
 mod parameters;
 

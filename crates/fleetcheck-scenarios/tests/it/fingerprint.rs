@@ -1,0 +1,135 @@
+//! Behaviour pinned before the code moves: a fingerprint of the cases the generators make for
+//! seeds 0..100 (sizes 1..=20), for ping (default, faults, mixed versions, roles) and kv (every
+//! system, with every fault and versions). A refactor that keeps these keeps every seed's run.
+//! When a change means to alter generation, it updates the constant and says so.
+
+use std::path::Path;
+
+use fleetcheck_engine::{generate, Model};
+use fleetcheck_scenarios::config::ScenarioConfig;
+use fleetcheck_scenarios::kv::KvModel;
+use fleetcheck_scenarios::ping::PingModel;
+
+/// FNV-1a of the JSON of the generated cases of seeds 0..100.
+fn fingerprint<M: Model>(model: &M) -> u64
+where
+    fleetcheck_engine::Case<M>: serde::Serialize,
+{
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for seed in 0..100 {
+        let case = generate(model, seed, 1, 20).case;
+        for b in serde_json::to_string(&case).unwrap().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn example(name: &str) -> ScenarioConfig {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    ScenarioConfig::from_file(&path).unwrap()
+}
+
+const KV_EVERYTHING: &str = r#"
+[kv]
+nodes = [1, 5]
+faults = ["crash", "pause", "partition", "block", "loss", "upgrade"]
+filesystem = ["ext4", "xfs", "btrfs"]
+
+[services.etcd]
+versions = [
+  { version = "3.4-a", path = "/bin/true" },
+  { version = "3.4-b", path = "/bin/sh" },
+]
+
+[services.redis-server]
+versions = [
+  { version = "7.0-a", path = "/bin/true" },
+  { version = "7.0-b", path = "/bin/sh" },
+]
+"#;
+
+const ROLES: &str = r#"
+[roles.server]
+count = { min = 1, max = 3 }
+filesystem = ["xfs", "ext4"]
+memory_mb = { min = 128, max = 512 }
+[roles.client]
+count = 2
+kernels = ["6.1", "6.12"]
+[ping]
+faults = ["pause", "partition", "block"]
+upgrade = true
+"#;
+
+/// (what, fingerprint) of every pinned generator.
+fn fingerprints() -> Vec<(String, u64)> {
+    let mut all = vec![
+        (
+            "ping default".to_string(),
+            fingerprint(&PingModel::default()),
+        ),
+        (
+            "ping faults.toml".into(),
+            fingerprint(&PingModel::new(example("faults.toml"))),
+        ),
+        (
+            "ping mixed-versions.toml".into(),
+            fingerprint(&PingModel::new(example("mixed-versions.toml"))),
+        ),
+        (
+            "ping roles".into(),
+            fingerprint(&PingModel::new(ScenarioConfig::from_toml(ROLES).unwrap())),
+        ),
+    ];
+    let everything = ScenarioConfig::from_toml(KV_EVERYTHING).unwrap();
+    for system in ["etcd", "redis", "memory", "memory-lossy"] {
+        all.push((
+            format!("kv {system} default"),
+            fingerprint(&KvModel::new(&ScenarioConfig::default(), system)),
+        ));
+        all.push((
+            format!("kv {system} everything"),
+            fingerprint(&KvModel::new(&everything, system)),
+        ));
+    }
+    all.push((
+        "kv etcd etcd-versions.toml".into(),
+        fingerprint(&KvModel::new(&example("etcd-versions.toml"), "etcd")),
+    ));
+    all
+}
+
+/// Taken from the generators at commit 7f0ae0b, before the scenario framework moved them.
+const PINNED: &[(&str, u64)] = &[
+    ("ping default", 0x3346_567a_ce40_e8cc),
+    ("ping faults.toml", 0x2735_f48e_d51a_61c4),
+    ("ping mixed-versions.toml", 0x5062_7407_481f_a433),
+    ("ping roles", 0x6b7b_a44f_3bce_95e7),
+    ("kv etcd default", 0x8933_08cb_4df7_6fb4),
+    ("kv etcd everything", 0xcd9d_ba38_356e_f5c1),
+    ("kv redis default", 0x8933_08cb_4df7_6fb4),
+    ("kv redis everything", 0x5d65_4514_4a78_a1d9),
+    ("kv memory default", 0x8933_08cb_4df7_6fb4),
+    ("kv memory everything", 0xcdfd_5935_2802_c4e1),
+    ("kv memory-lossy default", 0x8933_08cb_4df7_6fb4),
+    ("kv memory-lossy everything", 0xcdfd_5935_2802_c4e1),
+    ("kv etcd etcd-versions.toml", 0x7be2_36be_08e5_d16b),
+];
+
+#[test]
+fn generated_cases_are_pinned() {
+    let now = fingerprints();
+    let text: String = now
+        .iter()
+        .map(|(what, h)| format!("    (\"{what}\", 0x{h:016x}),\n"))
+        .collect();
+    assert_eq!(now.len(), PINNED.len(), "the pinned table is\n{text}");
+    for ((what, h), (pinned_what, pinned)) in now.iter().zip(PINNED) {
+        assert_eq!(what, pinned_what, "the pinned table is\n{text}");
+        assert_eq!(h, pinned, "{what}: its generated cases changed");
+    }
+}
