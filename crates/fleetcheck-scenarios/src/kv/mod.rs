@@ -149,7 +149,7 @@ pub fn programs(system: &str) -> &'static [Program] {
             Program {
                 name: "redis-server",
                 package: "redis-server",
-                role: "server and sentinel (redis-server --sentinel)",
+                role: "server and sentinel, as redis-server --sentinel",
             },
             Program {
                 name: "redis-cli",
