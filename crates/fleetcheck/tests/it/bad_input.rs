@@ -464,7 +464,7 @@ fn write_replay(dir: &Path, n: usize, mut case: Value, change: fn(&mut Value)) -
 
 #[test]
 fn bad_input_is_one_sentence_with_its_exit_code_and_builds_nothing() {
-    let dir = temp_dir("bad-input");
+    let dir = temp_dir("bad-input-table");
     let mut failures = Vec::new();
     for (n, r) in table().into_iter().enumerate() {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetcheck"));
