@@ -425,6 +425,10 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
     /// Whether it was killed because it ran past its timeout.
     pub timed_out: bool,
+    /// Set when the machine's out-of-memory killer killed a process while it ran (netns reads
+    /// its cgroup's count): the machine's memory limit in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_killed_mb: Option<u32>,
 }
 
 impl ExecOutput {
@@ -443,8 +447,13 @@ impl ExecOutput {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }
 
-    /// "exit code 3", "signal 9", "timeout": for error messages.
+    /// "exit code 3", "signal 9", "timeout", "killed by the out-of-memory killer (memory
+    /// limit 96 MiB)": for error messages.
     pub fn describe_status(&self) -> String {
+        let killed = self.signal == Some(libc::SIGKILL) || self.status == Some(128 + libc::SIGKILL);
+        if let (Some(mb), true) = (self.oom_killed_mb, killed) {
+            return format!("killed by the out-of-memory killer (memory limit {mb} MiB)");
+        }
         if self.timed_out {
             "timeout".into()
         } else if let Some(code) = self.status {
