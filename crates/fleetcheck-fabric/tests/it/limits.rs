@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use fleetcheck_fabric::netns::{AgentCommand, NetnsBackend, NetnsConfig};
-use fleetcheck_fabric::{
-    Backend, BootError, ExecRequest, MachineSpec, Network, NetworkSpec, MAX_MACHINES,
-};
+use fleetcheck_fabric::{Backend, BootError, ExecRequest, MachineSpec, NetworkSpec, MAX_MACHINES};
 
 use crate::support::{backend, require_root, spec};
 
