@@ -121,6 +121,18 @@ impl<M: Model> Case<M> {
         true
     }
 
+    /// Whether the case could have been generated: its initial state keeps the model's rules
+    /// ([`Model::check_initial`]) and every command's precondition holds; `Err` says why not.
+    pub fn check(&self, model: &M) -> Result<(), String> {
+        model
+            .check_initial(&self.initial)
+            .map_err(|why| format!("the initial state {why}"))?;
+        if !self.is_valid(model) {
+            return Err("a command's precondition does not hold in the replayed case".into());
+        }
+        Ok(())
+    }
+
     /// The total cost of the commands, by [`Model::cost`].
     pub fn cost(&self, model: &M) -> u64 {
         self.commands.iter().map(|c| u64::from(model.cost(c))).sum()

@@ -86,6 +86,13 @@ pub trait Model: Sync + Debug {
     /// Generates the initial state (the network and everything else that is fixed per case).
     fn initial_state(&self, g: &mut Gen) -> Self::State;
 
+    /// Whether an initial state that did not come from [`Model::initial_state`] (a replay
+    /// file's) keeps the rules every generated one keeps (unique ids, addresses inside the
+    /// subnet, ...); `Err` says which it breaks, in one sentence. The default accepts all.
+    fn check_initial(&self, _state: &Self::State) -> Check {
+        Ok(())
+    }
+
     /// Simpler variants of an initial state, most promising (biggest simplification) first:
     /// fewer machines, then simpler parameters. The default offers none.
     fn shrink_state(&self, _state: &Self::State) -> Vec<Self::State> {

@@ -286,15 +286,15 @@ pub fn run<M: Model, S: System<M>>(
         tests: config.tests,
     });
 
-    // Generation is pure and cheap next to a run: do it up front, so discards are known
-    // before any machine is booted.
-    let generated: Vec<Generated<M>> = (0..u64::from(config.tests))
-        .map(|i| {
-            let size = case_size(config.min_size, config.max_size, i, config.tests);
-            generate(model, case_seed(seed, i), config.min_size, size)
-        })
-        .collect();
-    let discarded: u64 = generated.iter().map(|g| g.discarded).sum();
+    // Generation is pure and cheap next to a run: count the discards up front, so a give-up is
+    // known before any machine is booted. Cases are not kept: each is generated again from its
+    // seed when it runs, so memory does not grow with `tests` (1e6 cases kept took 2 GB).
+    let tests = u64::from(config.tests);
+    let case_at = |i: u64| {
+        let size = case_size(config.min_size, config.max_size, i, config.tests);
+        generate(model, case_seed(seed, i), config.min_size, size)
+    };
+    let discarded: u64 = (0..tests).map(|i| case_at(i).discarded).sum();
     let limit = (config.max_discard_ratio * f64::from(config.tests)).ceil() as u64;
     if discarded > limit {
         return Report {
@@ -313,16 +313,18 @@ pub fn run<M: Model, S: System<M>>(
     let first_bad = AtomicU64::new(u64::MAX);
     let stop = AtomicBool::new(false);
     let finished: Mutex<BTreeMap<u64, Trace<M>>> = Mutex::new(BTreeMap::new());
+    let tally = Mutex::new(Tally::default());
     let worker = || loop {
         let index = next.fetch_add(1, Ordering::SeqCst);
-        if index >= generated.len() as u64
+        if index >= tests
             || (stop.load(Ordering::SeqCst) && index > first_bad.load(Ordering::SeqCst))
         {
             break;
         }
-        let case = &generated[index as usize].case;
-        let trace = execute(model, system, case);
-        if trace.verdict != Verdict::Passed {
+        let case = case_at(index).case;
+        let trace = execute(model, system, &case);
+        let passed = trace.verdict == Verdict::Passed;
+        if !passed {
             first_bad.fetch_min(index, Ordering::SeqCst);
             stop.store(true, Ordering::SeqCst);
         }
@@ -333,10 +335,17 @@ pub fn run<M: Model, S: System<M>>(
             verdict: trace.verdict.clone(),
             done: finished_count,
         });
-        finished
+        tally
             .lock()
             .expect("no worker panics while holding the lock")
-            .insert(index, trace);
+            .finished(index, labels_of(model, &case), passed);
+        // Only a case that did not pass is read afterwards.
+        if !passed {
+            finished
+                .lock()
+                .expect("no worker panics while holding the lock")
+                .insert(index, trace);
+        }
     };
     std::thread::scope(|scope| {
         for _ in 1..config.workers.max(1) {
@@ -346,19 +355,18 @@ pub fn run<M: Model, S: System<M>>(
     });
     let mut finished = finished.into_inner().expect("workers have ended");
 
-    // Everything below the first bad index ran and passed; count and label exactly those, so
+    // Everything below the first bad index ran and passed; the tally counted exactly those, so
     // the statistics do not depend on scheduling either.
     let bad = first_bad.load(Ordering::SeqCst);
-    let mut stats = Stats::default();
-    let counted = bad.min(generated.len() as u64);
-    for g in &generated[..counted as usize] {
-        stats.record(&labels_of(model, &g.case));
-    }
+    let Tally {
+        mut stats, counted, ..
+    } = tally.into_inner().expect("workers have ended");
+    debug_assert_eq!(counted, bad.min(tests));
     let passed = counted;
     let (outcome, cases_run) = if bad == u64::MAX {
         (Outcome::Passed, passed)
     } else {
-        let case = generated[bad as usize].case.clone();
+        let case = case_at(bad).case;
         stats.record(&labels_of(model, &case));
         let trace = finished
             .remove(&bad)
@@ -387,6 +395,38 @@ pub fn run<M: Model, S: System<M>>(
         discarded,
         stats,
         elapsed: start.elapsed(),
+    }
+}
+
+/// The labels of finished cases, counted in index order up to the first that did not pass; a
+/// case that finished before one of lower index waits in `pending` (a window of about as many
+/// cases as workers), so memory does not grow with the number of cases.
+#[derive(Default)]
+struct Tally {
+    stats: Stats,
+    /// Cases counted: every index below passed.
+    counted: u64,
+    /// Finished cases at or above `counted`: their labels and whether they passed.
+    pending: BTreeMap<u64, (Labels, bool)>,
+    /// A case that did not pass was reached: nothing after it counts.
+    stopped: bool,
+}
+
+impl Tally {
+    fn finished(&mut self, index: u64, labels: Labels, passed: bool) {
+        if self.stopped {
+            return;
+        }
+        self.pending.insert(index, (labels, passed));
+        while let Some((labels, passed)) = self.pending.remove(&self.counted) {
+            if !passed {
+                self.stopped = true;
+                self.pending.clear();
+                return;
+            }
+            self.stats.record(&labels);
+            self.counted += 1;
+        }
     }
 }
 
@@ -428,4 +468,36 @@ pub fn minimise<M: Model, S: System<M>>(
 /// Serialises a duration as whole milliseconds.
 pub(crate) fn ser_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(i: u64) -> Labels {
+        let mut l = Labels::default();
+        l.add("case", i);
+        l
+    }
+
+    /// Cases finish out of order; the tally counts exactly those below the first that did not
+    /// pass, and keeps no more than the out-of-order window.
+    #[test]
+    fn the_tally_counts_cases_below_the_first_bad_one_in_any_finishing_order() {
+        let mut t = Tally::default();
+        for (index, passed) in [
+            (1, true),
+            (3, false),
+            (0, true),
+            (4, true),
+            (2, true),
+            (5, true),
+        ] {
+            t.finished(index, labels(index), passed);
+        }
+        assert_eq!(t.counted, 3);
+        let counted: Vec<&String> = t.stats.group("case").unwrap().keys().collect();
+        assert_eq!(counted, ["0", "1", "2"]);
+        assert!(t.pending.is_empty());
+    }
 }

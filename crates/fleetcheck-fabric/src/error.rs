@@ -167,6 +167,12 @@ pub enum BootError {
     AgentLost { machine: String, detail: String },
     #[error("machine {machine} was not ready after {after:?}")]
     Timeout { machine: String, after: Duration },
+    #[error("setup command `{command}` of machine {machine} was still running at the boot deadline of {after:?}")]
+    SetupTimeout {
+        machine: String,
+        command: String,
+        after: Duration,
+    },
 }
 
 /// A machine could not be shut down or crashed.

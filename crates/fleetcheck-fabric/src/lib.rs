@@ -64,5 +64,5 @@ pub use error::{
 };
 pub use spec::{
     version_variable, ExecOutput, ExecRequest, FileSystem, MachineSpec, MachineStatus, NetworkSpec,
-    ParseFileSystemError, ParseSubnetError, ServiceVersion, SpecError, Subnet,
+    ParseFileSystemError, ParseSubnetError, ServiceVersion, SpecError, Subnet, MAX_MACHINES,
 };

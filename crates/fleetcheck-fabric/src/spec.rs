@@ -9,6 +9,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// The most machines one network may have: each is a port of one Linux bridge (netns, qemu),
+/// and a bridge numbers its ports in 10 bits, port 0 unused (`BR_MAX_PORTS`; the 1024th veth
+/// fails with EXFULL).
+pub const MAX_MACHINES: usize = 1023;
+
 /// A whole network: one IPv4 subnet on one switch, and the machines plugged into it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct NetworkSpec {
@@ -32,6 +37,11 @@ impl NetworkSpec {
         if self.subnet.prefix > 30 {
             return Err(SpecError::SubnetTooSmall {
                 subnet: self.subnet,
+            });
+        }
+        if self.machines.len() > MAX_MACHINES {
+            return Err(SpecError::TooManyMachines {
+                count: self.machines.len(),
             });
         }
         for m in &self.machines {
@@ -84,6 +94,8 @@ pub enum SpecError {
     },
     #[error("service `{service}` of machine {machine} needs a plain name and an absolute path")]
     BadService { machine: String, service: String },
+    #[error("{count} machines are more than the {MAX_MACHINES} one network can have")]
+    TooManyMachines { count: usize },
     #[error("subnet {subnet} has no room for hosts")]
     SubnetTooSmall { subnet: Subnet },
 }
@@ -413,6 +425,10 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
     /// Whether it was killed because it ran past its timeout.
     pub timed_out: bool,
+    /// Set when the machine's out-of-memory killer killed a process while it ran (netns reads
+    /// its cgroup's count): the machine's memory limit in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_killed_mb: Option<u32>,
 }
 
 impl ExecOutput {
@@ -431,8 +447,13 @@ impl ExecOutput {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }
 
-    /// "exit code 3", "signal 9", "timeout": for error messages.
+    /// "exit code 3", "signal 9", "timeout", "killed by the out-of-memory killer (memory
+    /// limit 96 MiB)": for error messages.
     pub fn describe_status(&self) -> String {
+        let killed = self.signal == Some(libc::SIGKILL) || self.status == Some(128 + libc::SIGKILL);
+        if let (Some(mb), true) = (self.oom_killed_mb, killed) {
+            return format!("killed by the out-of-memory killer (memory limit {mb} MiB)");
+        }
         if self.timed_out {
             "timeout".into()
         } else if let Some(code) = self.status {

@@ -49,6 +49,15 @@ pub const MIN_MEMORY_MB: u32 = 32;
 pub const MAX_MEMORY_MB: u32 = 64 * 1024;
 /// The longest ping timeout accepted.
 pub const MAX_PING_TIMEOUT_MS: u64 = 60_000;
+/// The longest setup command: it is one argument of `sh -c`, and Linux refuses to start a
+/// program with an argument of more than 32 pages (`MAX_ARG_STRLEN`, 131072 bytes with its NUL).
+pub const MAX_SETUP_BYTES: usize = 131_071;
+/// The most concurrent client workers of a kv batch (each is a thread with its own client).
+pub const MAX_KV_WORKERS: usize = 64;
+/// The most operations per kv worker and batch (the history is checked after every step).
+pub const MAX_KV_OPS_PER_WORKER: usize = 1000;
+/// The longest kv client timeout accepted.
+pub const MAX_KV_OP_TIMEOUT_MS: u64 = 600_000;
 
 /// An inclusive range of integers; in the file `{ min = 1, max = 4 }`, or one number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -426,8 +435,8 @@ impl ScenarioConfig {
     pub fn machine_count(&self) -> Range<u32> {
         let domains = self.domains();
         Range {
-            min: domains.iter().map(|d| d.count.min).sum(),
-            max: domains.iter().map(|d| d.count.max).sum(),
+            min: domains.iter().fold(0, |n, d| n.saturating_add(d.count.min)),
+            max: domains.iter().fold(0, |n, d| n.saturating_add(d.count.max)),
         }
     }
 
@@ -453,6 +462,14 @@ impl ScenarioConfig {
             return err(format!(
                 "network.subnet {} is too small: use a prefix of 30 or less",
                 self.network.subnet
+            ));
+        }
+        if machines.max as usize > fleetcheck_fabric::MAX_MACHINES {
+            return err(format!(
+                "network.machines.max is {} but a network can have at most {} machines \
+                 (the ports of one Linux bridge)",
+                machines.max,
+                fleetcheck_fabric::MAX_MACHINES
             ));
         }
         if u64::from(machines.max) > self.usable_addresses() {
@@ -486,6 +503,8 @@ impl ScenarioConfig {
             return err("machine.kernels must name at least one kernel version".into());
         }
         self.validate_parameters()?;
+        self.validate_setup()?;
+        self.validate_kv()?;
         if let Some(f) = self
             .kv
             .faults
@@ -507,7 +526,90 @@ impl ScenarioConfig {
     }
 }
 
+/// Why setup command `command` could not be started in a machine, if it could not.
+pub fn unspawnable(command: &str) -> Option<String> {
+    if command.contains('\0') {
+        return Some("contains a NUL byte, which no command line can carry".into());
+    }
+    if command.len() > MAX_SETUP_BYTES {
+        return Some(format!(
+            "is {} bytes long, more than the {MAX_SETUP_BYTES} bytes Linux allows in one argument",
+            command.len()
+        ));
+    }
+    None
+}
+
 impl ScenarioConfig {
+    /// Setup commands that no machine could start.
+    fn validate_setup(&self) -> Result<(), ConfigError> {
+        let places = std::iter::once(("machine.setup".to_string(), &self.machine.setup)).chain(
+            self.roles.iter().filter_map(|(name, r)| {
+                r.setup.as_ref().map(|s| (format!("roles.{name}.setup"), s))
+            }),
+        );
+        for (place, commands) in places {
+            for (i, c) in commands.iter().enumerate() {
+                if let Some(why) = unspawnable(c) {
+                    return Err(ConfigError(format!("{place}[{i}] {why}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `[kv]`: ranges that are not empty, counts of at least one, and sizes that fit.
+    fn validate_kv(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        let kv = &self.kv;
+        let (least, most) = kv.nodes;
+        // The nodes live in their own /24 (see `KvModel::initial_state`), from .2 up.
+        let room = crate::kv::SUBNET_ROOM;
+        if least < 1 {
+            return err(format!(
+                "kv.nodes = [{least}, {most}] must start at 1 or more"
+            ));
+        }
+        if least > most {
+            return err(format!(
+                "kv.nodes = [{least}, {most}] is an empty range: the least is greater than the most"
+            ));
+        }
+        if u64::from(most) > room {
+            return err(format!(
+                "kv.nodes allows {most} nodes but the kv subnet has only {room} usable addresses"
+            ));
+        }
+        if kv.keys < 1 {
+            return err("kv.keys must be at least 1".into());
+        }
+        if kv.workers < 1 || kv.workers > MAX_KV_WORKERS {
+            return err(format!(
+                "kv.workers is {} but must be between 1 and {MAX_KV_WORKERS}",
+                kv.workers
+            ));
+        }
+        if kv.ops_per_worker < 1 || kv.ops_per_worker > MAX_KV_OPS_PER_WORKER {
+            return err(format!(
+                "kv.ops_per_worker is {} but must be between 1 and {MAX_KV_OPS_PER_WORKER}",
+                kv.ops_per_worker
+            ));
+        }
+        if kv.op_timeout_ms < 1 || kv.op_timeout_ms > MAX_KV_OP_TIMEOUT_MS {
+            return err(format!(
+                "kv.op_timeout_ms is {} but must be between 1 and {MAX_KV_OP_TIMEOUT_MS}",
+                kv.op_timeout_ms
+            ));
+        }
+        if kv.memory_mb < MIN_MEMORY_MB || kv.memory_mb > MAX_MEMORY_MB {
+            return err(format!(
+                "kv.memory_mb is {} MiB but must be between {MIN_MEMORY_MB} and {MAX_MEMORY_MB} MiB",
+                kv.memory_mb
+            ));
+        }
+        Ok(())
+    }
+
     /// File systems, services, versions and roles.
     fn validate_parameters(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError(m));
@@ -591,6 +693,14 @@ impl ScenarioConfig {
             let count = self.machine_count();
             if count.min < 1 {
                 return err("the roles' counts must add up to at least one machine".into());
+            }
+            if count.max as usize > fleetcheck_fabric::MAX_MACHINES {
+                return err(format!(
+                    "the roles have up to {} machines but a network can have at most {} \
+                     (the ports of one Linux bridge)",
+                    count.max,
+                    fleetcheck_fabric::MAX_MACHINES
+                ));
             }
             if u64::from(count.max) > self.usable_addresses() {
                 return err(format!(
@@ -750,6 +860,10 @@ filesystem = ["ext4"]
             ),
             ("[roles.a]\ncount = 300".into(), "only 253 usable addresses"),
             (
+                "[roles.a]\ncount = 4000000000\n[roles.b]\ncount = 4000000000".into(),
+                "at most 1023",
+            ),
+            (
                 "[roles.a]\ncount = 1\nfilesystem = []".into(),
                 "at least one file system",
             ),
@@ -760,6 +874,18 @@ filesystem = ["ext4"]
             assert!(e.contains(needle), "{text:?} gave {e:?}");
             assert!(!e.contains('\n'), "one line: {e:?}");
         }
+    }
+
+    #[test]
+    fn a_setup_command_longer_than_one_argument_may_be_is_refused() {
+        let fits = format!("[machine]\nsetup = [\"{}\"]", "x".repeat(MAX_SETUP_BYTES));
+        ScenarioConfig::from_toml(&fits).unwrap();
+        let long = format!("[machine]\nsetup = [\"{}\"]", "x".repeat(1 << 20));
+        let e = ScenarioConfig::from_toml(&long).unwrap_err().to_string();
+        assert!(
+            e.contains("is 1048576 bytes long, more than the 131071"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -791,6 +917,34 @@ filesystem = ["ext4"]
                 "kv.faults names `upgrades`",
             ),
             ("not toml", "line 1"),
+            (
+                "[network]\nmachines = 1024\nsubnet = \"10.0.0.0/16\"",
+                "at most 1023 machines",
+            ),
+            (
+                "[network]\nmachines = 1000000000\nsubnet = \"0.0.0.0/2\"",
+                "at most 1023 machines",
+            ),
+            (
+                "[kv]\nnodes = [3, 1]",
+                "kv.nodes = [3, 1] is an empty range",
+            ),
+            ("[kv]\nnodes = [0, 0]", "must start at 1"),
+            ("[kv]\nnodes = [1, 254]", "only 253 usable addresses"),
+            ("[kv]\nkeys = 0", "kv.keys must be at least 1"),
+            ("[kv]\nworkers = 0", "kv.workers is 0"),
+            ("[kv]\nops_per_worker = 0", "kv.ops_per_worker is 0"),
+            ("[kv]\nworkers = 100000", "between 1 and 64"),
+            ("[kv]\nop_timeout_ms = 0", "kv.op_timeout_ms is 0"),
+            ("[kv]\nmemory_mb = 1", "kv.memory_mb is 1 MiB"),
+            (
+                "[machine]\nsetup = [\"a\\u0000b\"]",
+                "machine.setup[0] contains a NUL",
+            ),
+            (
+                "[roles.a]\ncount = 1\nsetup = [\"true\", \"a\\u0000b\"]",
+                "roles.a.setup[1] contains a NUL",
+            ),
         ];
         for (text, needle) in cases {
             let e = ScenarioConfig::from_toml(text).unwrap_err().to_string();

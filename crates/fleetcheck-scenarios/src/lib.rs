@@ -21,6 +21,7 @@
 pub mod config;
 pub mod kv;
 pub mod ping;
+pub mod rules;
 
 /// The names of the built-in scenarios.
 pub const SCENARIOS: &[&str] = &["ping", "kv"];

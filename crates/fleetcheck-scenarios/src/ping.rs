@@ -363,6 +363,49 @@ impl Model for PingModel {
         }
     }
 
+    /// Machines as [`crate::rules::check_members`] says, each off, with memory within the
+    /// limits, a kernel, a role and versions the configuration has; no cuts.
+    fn check_initial(&self, s: &PingState) -> Check {
+        use crate::rules;
+        rules::check_members(
+            "machine",
+            s.subnet,
+            s.machines.iter().map(|m| (m.id.as_str(), m.ip)),
+            rules::MOST_MACHINES,
+        )?;
+        let roles = self.config.domains();
+        for m in &s.machines {
+            rules::check_memory(&m.id, m.memory_mb)?;
+            if m.running || m.paused {
+                return Err(format!(
+                    "has machine {} running, but every case starts with its machines off",
+                    m.id
+                ));
+            }
+            if m.kernel.is_empty() || m.kernel.contains(['/', '\0']) {
+                return Err(format!("gives machine {} no usable kernel name", m.id));
+            }
+            if !roles.iter().any(|d| d.role == m.role) {
+                return Err(format!(
+                    "gives machine {} role `{}`, which the configuration does not have",
+                    m.id, m.role
+                ));
+            }
+            for (service, version) in &m.versions {
+                if service_version(&self.config, service, version).is_none() {
+                    return Err(format!(
+                        "gives machine {} version `{version}` of {service}, which [services.{service}] does not list",
+                        m.id
+                    ));
+                }
+            }
+        }
+        if !s.cuts.is_empty() {
+            return Err("has cuts, but every case starts with a whole network".into());
+        }
+        Ok(())
+    }
+
     /// Fewer machines first (never fewer than the configured minimum), then per machine the
     /// first kernel of the list and less memory.
     fn shrink_state(&self, s: &PingState) -> Vec<PingState> {

@@ -193,6 +193,57 @@ fn version_checks(config: &ScenarioConfig) -> Vec<Check> {
     checks
 }
 
+/// The host programs of each scenario and system, one line each: found at PATH, or missing
+/// with the package to install (a note: only runs of that system need them).
+fn program_checks(config: Option<&ScenarioConfig>) -> Vec<Check> {
+    let default = ScenarioConfig::default();
+    let config = config.unwrap_or(&default);
+    let mut checks = vec![Check {
+        required: false,
+        ok: true,
+        what: "program of ping: none of its own (the agent pings; setup commands use /bin/sh)"
+            .into(),
+    }];
+    for system in fleetcheck_scenarios::kv::SYSTEMS {
+        let all = fleetcheck_scenarios::kv::programs(system);
+        if all.is_empty() {
+            checks.push(Check {
+                required: false,
+                ok: true,
+                what: format!("program of kv --system {system}: none (an in-memory store)"),
+            });
+        }
+        let needed = crate::programs::needed(system, config);
+        for p in all {
+            let found = crate::programs::find(p.name);
+            let what = if !needed.contains(p) {
+                format!(
+                    "program of kv --system {system}: {} ({}) from [services.{}]",
+                    p.name, p.role, p.name
+                )
+            } else if let Some(path) = &found {
+                format!(
+                    "program of kv --system {system}: {} ({}) found at {}",
+                    p.name,
+                    p.role,
+                    path.display()
+                )
+            } else {
+                format!(
+                    "program of kv --system {system}: {} ({}) missing: apt-get install {}",
+                    p.name, p.role, p.package
+                )
+            };
+            checks.push(Check {
+                required: false,
+                ok: found.is_some() || !needed.contains(p),
+                what,
+            });
+        }
+    }
+    checks
+}
+
 /// One machine per file system in `filesystems`, booted; each must see its own file system at
 /// its data directory. Returns the time from create to teardown.
 fn filesystem_test(
@@ -381,6 +432,9 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<u8, Fail> {
     match args.backend.as_str() {
         "fake" => {
             println!("ok      the fake backend runs in memory and needs nothing");
+            for c in program_checks(config.as_ref()) {
+                println!("{}", line(&c));
+            }
             return Ok(exit::PASSED);
         }
         "netns" | "qemu" => {}
@@ -389,6 +443,7 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<u8, Fail> {
         }
     }
     let mut checks = host_checks();
+    checks.extend(program_checks(config.as_ref()));
     let (fs_checks, usable) = filesystem_checks(&args.backend, config.as_ref());
     checks.extend(fs_checks);
     if let Some(c) = &config {

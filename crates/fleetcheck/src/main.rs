@@ -7,6 +7,7 @@ mod doctor;
 mod exit;
 mod export;
 mod interrupt;
+mod programs;
 mod progress;
 mod report;
 mod run;

@@ -89,10 +89,21 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
     check_run_args(args)?;
     let mut scenario_config = load_config(args.config.as_deref())?;
     let system_name = system_of(&args.scenario, args.system.as_deref())?;
-    check_outputs(args.report.as_deref(), args.junit.as_deref())?;
+    check_outputs(
+        args.report.as_deref(),
+        args.junit.as_deref(),
+        args.replay_file.as_deref(),
+    )?;
     backends::check_filesystems(&args.common.backend, &scenario_config)?;
+    crate::programs::check(system_name.as_deref(), &scenario_config)?;
     let backend = backends::make(&args.common.backend)?;
     fit_to_backend(&mut scenario_config, backend.as_ref())?;
+    check_case_fits(
+        &scenario_config,
+        backend.as_ref(),
+        &args.scenario,
+        system_name.as_deref(),
+    )?;
     let config = Config {
         tests: args.tests,
         min_size: args.min_size,
@@ -136,20 +147,87 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
     }
 }
 
-/// Refuses, before any case runs, a report folder or JUnit file that cannot be written.
-fn check_outputs(report_dir: Option<&Path>, junit: Option<&Path>) -> Result<(), Fail> {
+/// Refuses, before any case runs, a report folder, JUnit file or replay file that cannot be
+/// written (a file that is a directory, a folder that cannot be made).
+fn check_outputs(
+    report_dir: Option<&Path>,
+    junit: Option<&Path>,
+    replay_file: Option<&Path>,
+) -> Result<(), Fail> {
     if let Some(dir) = report_dir {
         report::create_dir(dir)?;
     }
-    if let Some(dir) = junit
-        .and_then(Path::parent)
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {} for the JUnit file", dir.display()))
-            .map_err(Fail::usage)?;
+    for (what, file) in [("the JUnit file", junit), ("the replay file", replay_file)] {
+        let Some(file) = file else { continue };
+        if file.is_dir() {
+            return Err(Fail::usage(anyhow!(
+                "{} is a directory, not a place for {what}",
+                file.display()
+            )));
+        }
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {} for {what}", dir.display()))
+                .map_err(Fail::usage)?;
+        }
     }
     Ok(())
+}
+
+/// Checks, before anything is built, that one case fits the host: on qemu every machine is a
+/// VM that may use all of its `memory_mb`, so a case whose machines together may need more
+/// than the host's memory is refused. The kv stores' nodes must also meet the backend's
+/// memory floor.
+fn check_case_fits(
+    config: &ScenarioConfig,
+    backend: &dyn fleetcheck_fabric::Backend,
+    scenario: &str,
+    system: Option<&str>,
+) -> Result<(), Fail> {
+    let on_machines = scenario != "kv" || system.is_some_and(|s| !s.starts_with("memory"));
+    if !on_machines {
+        return Ok(());
+    }
+    let (machines, memory, key) = if scenario == "kv" {
+        let floor = backend.min_memory_mb();
+        if config.kv.memory_mb < floor {
+            return Err(Fail::usage(anyhow!(
+                "kv.memory_mb is {} MiB but the {} backend needs at least {floor} MiB",
+                config.kv.memory_mb,
+                backend.name()
+            )));
+        }
+        (config.kv.nodes.1, config.kv.memory_mb, "kv.memory_mb")
+    } else {
+        let most = config
+            .domains()
+            .iter()
+            .map(|d| d.memory_mb.max)
+            .max()
+            .unwrap_or(0);
+        (config.machine_count().max, most, "machine.memory_mb")
+    };
+    if backend.name() != "qemu" {
+        return Ok(());
+    }
+    let need = u64::from(machines) * u64::from(memory);
+    if let Some(have) = host_memory_mb() {
+        if need > have {
+            return Err(Fail::usage(anyhow!(
+                "one case may run {machines} VMs of {memory} MiB ({key}), {need} MiB in all, \
+                 but this host has {have} MiB of memory"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The host's memory in MiB (`MemTotal` of /proc/meminfo).
+fn host_memory_mb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
 }
 
 /// On a backend whose machines boot their own kernels: without a `machine.kernels` in the
@@ -598,7 +676,6 @@ pub fn open_replay(file: &Path, backend: Option<&str>) -> Result<OpenedReplay, F
         })
         .unwrap_or_else(|| "netns".to_string());
     backends::check_filesystems(&backend_name, &config)?;
-    let backend = backends::make(&backend_name)?;
     let system = (scenario == "kv").then(|| {
         context
             .get("system")
@@ -606,6 +683,23 @@ pub fn open_replay(file: &Path, backend: Option<&str>) -> Result<OpenedReplay, F
             .unwrap_or("etcd")
             .to_string()
     });
+    if let Some(s) = system.as_deref().filter(|s| !SYSTEMS.contains(s)) {
+        return Err(bad(&format!("unknown system `{s}`")));
+    }
+    // The case must be one the model could have generated, before anything is built.
+    let checked = match system.as_deref() {
+        Some(s) => ReplayFile::<KvModel>::from_json(&text, &scenario)
+            .map_err(|e| bad(&e))?
+            .case
+            .check(&KvModel::new(&config, s)),
+        None => ReplayFile::<PingModel>::from_json(&text, &scenario)
+            .map_err(|e| bad(&e))?
+            .case
+            .check(&PingModel::new(config.clone())),
+    };
+    checked.map_err(|e| bad(&e))?;
+    crate::programs::check(system.as_deref(), &config)?;
+    let backend = backends::make(&backend_name)?;
     Ok(OpenedReplay {
         text,
         scenario,
@@ -637,7 +731,7 @@ pub fn kv_model(r: &OpenedReplay) -> KvModel {
 /// `fleetcheck replay FILE`.
 pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
     let r = open_replay(&args.file, args.backend.as_deref())?;
-    check_outputs(args.report.as_deref(), args.junit.as_deref())?;
+    check_outputs(args.report.as_deref(), args.junit.as_deref(), None)?;
     let bad = |e: &dyn std::fmt::Display| OpenedReplay::bad(&args.file, e);
     if r.scenario == "kv" {
         let file = ReplayFile::<KvModel>::from_json(&r.text, &r.scenario).map_err(|e| bad(&e))?;
@@ -658,11 +752,8 @@ fn replay_case<M: Scenario, S: Inspect<M>>(
     args: &ReplayArgs,
     backend: &str,
 ) -> Result<u8, Fail> {
-    if !file.case.is_valid(model) {
-        return Err(Fail::usage(anyhow!(
-            "{}: a command's precondition does not hold in the replayed case",
-            args.file.display()
-        )));
+    if let Err(why) = file.case.check(model) {
+        return Err(Fail::usage(anyhow!("{}: {why}", args.file.display())));
     }
     let (trace, capture) = if args.report.is_some() {
         final_replay(model, system, &file.case)

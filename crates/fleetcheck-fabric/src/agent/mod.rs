@@ -207,7 +207,10 @@ fn serve(
                 }
                 (!out.success()).then(|| (out.describe_status(), stderr.trim_end().to_string()))
             }
-            Err(e) => Some(("spawn failure".into(), format!("{e:?}"))),
+            Err(exec::RunError::Spawn(e)) => {
+                Some(("spawn failure".into(), format!("cannot start sh: {e}")))
+            }
+            Err(exec::RunError::Internal(e)) => Some(("agent failure".into(), e.to_string())),
         };
         if let Some((status, stderr)) = failure {
             log(&format!("setup `{command}` failed with {status}"));

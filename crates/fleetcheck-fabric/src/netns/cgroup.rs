@@ -103,6 +103,19 @@ impl Cgroups {
     }
 }
 
+/// How many processes the out-of-memory killer has killed in memory cgroup `dir`: `oom_kill`
+/// of `memory.events` (v2) or of `memory.oom_control` (v1, kernel 4.13 and later).
+pub fn oom_kills(dir: &Path) -> Option<u64> {
+    ["memory.events", "memory.oom_control"]
+        .iter()
+        .find_map(|f| {
+            let text = fs::read_to_string(dir.join(f)).ok()?;
+            text.lines()
+                .find_map(|l| l.strip_prefix("oom_kill "))
+                .and_then(|n| n.trim().parse().ok())
+        })
+}
+
 /// Pids currently in cgroup `dir`.
 pub fn pids(dir: &Path) -> Vec<i32> {
     fs::read_to_string(dir.join("cgroup.procs"))

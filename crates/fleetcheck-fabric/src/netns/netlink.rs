@@ -17,6 +17,11 @@ use netlink_packet_route::link::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+/// The most requests sent in one datagram. Each ack echoes its request and the kernel queues
+/// them all on the socket before the first is read: 260 veth requests at once overran the
+/// default receive buffer (208 KiB, ENOBUFS). 64 acks take well under a quarter of it.
+pub const BATCH: usize = 64;
+
 /// One rtnetlink socket, bound to the namespace it was opened in.
 #[derive(Debug)]
 pub struct Netlink {
@@ -158,12 +163,20 @@ impl Netlink {
         self.seq
     }
 
-    /// Sends all requests in one datagram and waits for every ack. The first failure is
-    /// returned with a description of its request; requests after a failed one still ran.
+    /// Sends the requests in datagrams of at most [`BATCH`] and waits for every ack of one
+    /// before sending the next. The first failure is returned with a description of its
+    /// request; requests after a failed one in the same datagram still ran, later datagrams
+    /// are not sent.
     pub fn batch(&mut self, reqs: Vec<Req>) -> Result<(), (String, io::Error)> {
-        if reqs.is_empty() {
-            return Ok(());
+        let mut reqs = reqs.into_iter().peekable();
+        while reqs.peek().is_some() {
+            let chunk: Vec<Req> = reqs.by_ref().take(BATCH).collect();
+            self.send_batch(chunk)?;
         }
+        Ok(())
+    }
+
+    fn send_batch(&mut self, reqs: Vec<Req>) -> Result<(), (String, io::Error)> {
         let mut buf = Vec::new();
         let mut pending = Vec::new();
         for req in reqs {

@@ -545,6 +545,7 @@ impl NetShared {
             }
         };
         let fail = |e: BootError| (e, Some(conn.clone()));
+        let ooms = cgroup::oom_kills(&m.cgroup);
         conn.send(&HostMsg::Init {
             hostname: m.spec.id.clone(),
             setup: m.spec.setup.clone(),
@@ -566,17 +567,33 @@ impl NetShared {
             }) => Err(fail(BootError::SetupFailed {
                 machine: machine(),
                 command,
-                status,
+                status: match (ooms, cgroup::oom_kills(&m.cgroup)) {
+                    (Some(before), Some(after)) if after > before => format!(
+                        "{status}, killed by the out-of-memory killer (memory limit {} MiB)",
+                        m.spec.memory_mb
+                    ),
+                    _ => status,
+                },
                 stderr,
             })),
             Ok(other) => Err(fail(BootError::AgentLost {
                 machine: machine(),
                 detail: format!("unexpected message {other:?}"),
             })),
-            Err(RecvTimeoutError::Timeout) => Err(fail(BootError::Timeout {
-                machine: machine(),
-                after: self.config.boot_timeout,
-            })),
+            Err(RecvTimeoutError::Timeout) => {
+                let log = fs::read_to_string(&m.log).unwrap_or_default();
+                Err(fail(match running_setup(&log) {
+                    Some(command) => BootError::SetupTimeout {
+                        machine: machine(),
+                        command,
+                        after: self.config.boot_timeout,
+                    },
+                    None => BootError::Timeout {
+                        machine: machine(),
+                        after: self.config.boot_timeout,
+                    },
+                }))
+            }
             Err(RecvTimeoutError::Disconnected) => Err(fail(BootError::AgentLost {
                 machine: machine(),
                 detail: last_lines(&fs::read_to_string(&m.log).unwrap_or_default(), 5),
@@ -831,6 +848,19 @@ fn install_services(
 /// How long pause and resume wait for the freezer.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The setup command the agent's log says it started last, if nothing came after it (the
+/// agent logs "setup `<command>`" before each and "ready" after the last).
+fn running_setup(log: &str) -> Option<String> {
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("fleetcheck-agent: "))?;
+    let command = last
+        .strip_prefix("fleetcheck-agent: setup `")?
+        .strip_suffix('`')?;
+    Some(command.to_string())
+}
+
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -880,7 +910,18 @@ impl Network for NetnsNetwork {
                     status,
                 },
             })?;
-        super::conn::exec(&conn, id, req)
+        let cgroup = self
+            .shared
+            .machine(id)
+            .map(|m| (m.cgroup.clone(), m.spec.memory_mb));
+        let before = cgroup.as_ref().and_then(|(c, _)| cgroup::oom_kills(c));
+        let mut out = super::conn::exec(&conn, id, req)?;
+        if let (Some((dir, mb)), Some(before)) = (cgroup, before) {
+            if cgroup::oom_kills(&dir).is_some_and(|after| after > before) {
+                out.oom_killed_mb = Some(mb);
+            }
+        }
+        Ok(out)
     }
 
     fn ping(&self, from: &str, to: Ipv4Addr, timeout: Duration) -> Result<bool, PingError> {

@@ -88,6 +88,15 @@ impl Default for KvConfig {
     }
 }
 
+/// The subnet of every kv cluster.
+pub const SUBNET: Subnet = Subnet {
+    addr: Ipv4Addr::new(172, 16, 3, 0),
+    prefix: 24,
+};
+
+/// How many nodes [`SUBNET`] has room for (host addresses from its second up).
+pub const SUBNET_ROOM: u64 = 253;
+
 /// The names `[kv] faults` accepts.
 pub const FAULTS: &[&str] = &["crash", "pause", "partition", "block", "loss", "upgrade"];
 
@@ -106,6 +115,49 @@ pub fn service_of(system: &str) -> Option<&'static str> {
         "etcd" => Some("etcd"),
         "redis" => Some("redis-server"),
         _ => None,
+    }
+}
+
+/// A host program a store runs in its nodes, and the Debian package that has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Program {
+    /// Its name on `PATH`.
+    pub name: &'static str,
+    /// The Debian package to install.
+    pub package: &'static str,
+    /// What the store uses it for.
+    pub role: &'static str,
+}
+
+/// The host programs store `system` runs (none for the in-memory stores). The server's is
+/// not needed when `[services.<name>]` lists versions of it (those are checked as paths).
+pub fn programs(system: &str) -> &'static [Program] {
+    match system {
+        "etcd" => &[
+            Program {
+                name: "etcd",
+                package: "etcd-server",
+                role: "server",
+            },
+            Program {
+                name: "etcdctl",
+                package: "etcd-client",
+                role: "client",
+            },
+        ],
+        "redis" => &[
+            Program {
+                name: "redis-server",
+                package: "redis-server",
+                role: "server and sentinel, as redis-server --sentinel",
+            },
+            Program {
+                name: "redis-cli",
+                package: "redis-tools",
+                role: "client",
+            },
+        ],
+        _ => &[],
     }
 }
 
@@ -411,10 +463,7 @@ impl Model for KvModel {
     type Output = KvOutput;
 
     fn initial_state(&self, g: &mut Gen) -> KvState {
-        let subnet = Subnet {
-            addr: Ipv4Addr::new(172, 16, 3, 0),
-            prefix: 24,
-        };
+        let subnet = SUBNET;
         let count = g.range(self.config.nodes.0..=self.config.nodes.1) as usize;
         let hosts = g.distinct(count, 1..=subnet.host_count() - 1);
         let mut nodes: Vec<Node> = Vec::new();
@@ -439,6 +488,38 @@ impl Model for KvModel {
             partitioned: false,
             links_faulty: false,
         }
+    }
+
+    /// Nodes as [`crate::rules::check_members`] says (at most [`SUBNET_ROOM`]), each running
+    /// and not paused, with versions the configuration lists; no fault in force.
+    fn check_initial(&self, s: &KvState) -> Check {
+        crate::rules::check_members(
+            "node",
+            s.subnet,
+            s.nodes.iter().map(|n| (n.id.as_str(), n.ip)),
+            SUBNET_ROOM as usize,
+        )?;
+        for n in &s.nodes {
+            if !n.running || n.paused {
+                return Err(format!(
+                    "has node {} down or paused, but every case starts with its cluster up",
+                    n.id
+                ));
+            }
+            if let Some(label) = &n.version {
+                if installation(self.service.as_ref(), &n.id, label).is_err() {
+                    return Err(format!(
+                        "gives node {} version `{label}` of {}, which the configuration does not list",
+                        n.id,
+                        self.service_name()
+                    ));
+                }
+            }
+        }
+        if s.partitioned || s.links_faulty {
+            return Err("has faults in force, but every case starts with a whole network".into());
+        }
+        Ok(())
     }
 
     fn shrink_state(&self, s: &KvState) -> Vec<KvState> {

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `fleetcheck` binary: on the fake backend, and on real namespaces
 //! (root). In CI (`CI=true`) a test that would skip for lack of root fails instead.
 
+mod bad_input;
 mod browser;
 mod cli;
 mod export;
