@@ -91,7 +91,7 @@ fn boot() -> io::Result<()> {
     let port = wait_for_port(Instant::now() + PORT_WAIT)?;
     let channel = OpenOptions::new().read(true).write(true).open(&port)?;
     let writer = channel.try_clone()?;
-    serve(Box::new(channel), Box::new(writer), true)
+    serve(Box::new(channel), Box::new(writer), true, None)
 }
 
 /// `name.param=value` options for module `name` on the kernel command line.
