@@ -109,7 +109,7 @@ const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const AT_RECURSIVE: libc::c_int = 0x8000;
 
 /// Makes the mount at `target` and every mount below it read-only and nosuid in one call.
-fn read_only_tree(target: &Path) -> io::Result<()> {
+pub(crate) fn read_only_tree(target: &Path) -> io::Result<()> {
     let c = cpath(target)?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
