@@ -1,11 +1,14 @@
 //! The in-machine agent: PID 1 of a machine's pid namespace.
 //!
-//! Started by the `netns` backend as `<program> <args...> --channel-fd N`, with fd `N` one end of
-//! a socketpair whose other end only the host process holds. As PID 1 it makes `/` recursively
-//! private before mounting anything, drops the inherited `/run/netns` bind mounts (so it does not
-//! pin other networks' namespaces), mounts a fresh `/proc`, sets the hostname, runs the setup
-//! commands with `sh -c`, reports, then serves [`crate::protocol`] requests, one thread each.
-//! A reaper thread reaps every child including orphans. It exits when the host end closes.
+//! Started by the `netns` backend as `<program> <args...> --root DIR --data DIR --bin DIR
+//! --channel-fd N`, with fd `N` one end of a socketpair whose other end only the host process
+//! holds, and no environment but the machine's. As PID 1 it makes `/` recursively private
+//! before mounting anything, detaches every inherited `nsfs` mount (so it does not pin other
+//! networks' namespaces), assembles the machine's own root file system and makes it `/`
+//! ([`root`]), sets the hostname, drops the capabilities that reach past its namespaces, runs
+//! the setup commands with `sh -c`, reports, then serves [`crate::protocol`] requests, one
+//! thread each. A reaper thread reaps every child including orphans. It exits when the host end
+//! closes.
 //!
 //! With `--guest` it is instead init of a VM ([`crate::qemu`]): see [`guest`].
 

@@ -138,10 +138,10 @@ pub(crate) fn read_only_tree(target: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Mount points of this mount namespace (field 5 of `/proc/self/mountinfo`, octal escapes
+/// Mount points of this mount namespace (field 5 of `/proc/thread-self/mountinfo`, octal escapes
 /// decoded) with their file system type.
 pub fn mount_points() -> Vec<(PathBuf, String)> {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let text = fs::read_to_string("/proc/thread-self/mountinfo").unwrap_or_default();
     text.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();

@@ -258,15 +258,8 @@ fn mount_in_new_ns(device: &Path, fstype: &str, target: &Path) -> io::Result<(Ow
             std::ptr::null(),
         )
     })?;
-    // The copy of /run/netns would pin every network namespace that exists now.
-    if let Ok(entries) = fs::read_dir(super::ns::NETNS_DIR) {
-        for entry in entries.flatten() {
-            if let Ok(path) = cpath(&entry.path()) {
-                // SAFETY: valid C string; failure (not a mount point) is fine.
-                unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
-            }
-        }
-    }
+    // Copies of namespace bind mounts would pin every namespace that exists now.
+    crate::agent::root::detach_nsfs_mounts();
     fs::create_dir_all(target)?;
     let (src, dst, ty) = (cpath(device)?, cpath(target)?, c(fstype));
     let options = c(if fstype == "ext4" {
