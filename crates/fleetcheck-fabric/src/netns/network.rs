@@ -776,6 +776,15 @@ impl NetShared {
         *done = true;
         self.torn_down.store(true, Ordering::SeqCst);
         let mut failures: Vec<(String, io::Error)> = Vec::new();
+        // Kill every agent before reaping any: each machine's mount namespace (its own root,
+        // some 30 mounts) is torn down as its PID 1 exits, and those tear-downs overlap.
+        for m in &self.machines {
+            let pid = m.agent_pid.load(Ordering::SeqCst);
+            if pid > 0 {
+                let _ = sys::kill(pid, libc::SIGKILL);
+                self.thaw_after_kill(m);
+            }
+        }
         for m in &self.machines {
             // Do not wait for the state lock: a boot may hold it; killing the agent by pid
             // makes that boot fail promptly.
