@@ -31,6 +31,12 @@ pub enum HostError {
         #[source]
         source: io::Error,
     },
+    #[error("failed to build the VMs' read-only view of the host at {path}")]
+    Share {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("no fleetcheck-agent found (looked at {searched:?}; set FLEETCHECK_AGENT)")]
     AgentNotFound { searched: Vec<PathBuf> },
     #[error("start-up sweep failed")]

@@ -8,9 +8,11 @@
 //! which machine this is, so the host may snapshot the VM here and restore it as any machine of
 //! the same kernel and memory.
 //!
-//! Identity ([`take_identity`], on Init): mount the host's root read-only over virtio-9p at
-//! `/host` and bind its `/usr`, `/etc`, `/bin`, `/sbin`, `/lib`, `/lib64`, `/opt` over the
-//! initramfs (the VM then runs the host's programs, as the seed shares the Nix store); set the
+//! Identity ([`take_identity`], on Init): mount the host share read-only over virtio-9p at
+//! `/host` (what the host chose to show, `qemu::share`: no `/root`, `/home` or secrets of
+//! `/etc`) and bind its `/usr`, `/etc`, `/bin`, `/sbin`, `/lib` (with the kernel's modules),
+//! `/lib64`, `/opt` over the initramfs (the VM then runs the host's programs, as the seed
+//! shares the Nix store); set the
 //! MAC address and IP address of `eth0`, bring `lo` and `eth0` up. The 9p mount happens after a
 //! possible snapshot because QEMU refuses to migrate a VM with a mounted 9p share. The data
 //! directory is the 9p share `data`, or, for a machine with a file system of its own, its
@@ -91,7 +93,7 @@ fn boot() -> io::Result<()> {
     let port = wait_for_port(Instant::now() + PORT_WAIT)?;
     let channel = OpenOptions::new().read(true).write(true).open(&port)?;
     let writer = channel.try_clone()?;
-    serve(Box::new(channel), Box::new(writer), true)
+    serve(Box::new(channel), Box::new(writer), true, None)
 }
 
 /// `name.param=value` options for module `name` on the kernel command line.
@@ -418,11 +420,15 @@ pub fn take_identity(init: &GuestInit) -> io::Result<()> {
     Ok(())
 }
 
-/// Binds the host directory `modules` (seen through `/host`) at `/lib/modules/<release>`,
-/// on a tmpfs over the host's `/lib/modules` (which holds the host kernel's modules only).
+/// Makes the kernel's modules (host directory `modules`, seen through `/host`) appear at
+/// `/lib/modules/<release>`. The share's `/lib` has them already (see `qemu::share`); else
+/// they are bound there on a tmpfs over `/lib/modules`, which must then exist.
 fn mount_modules(modules: &str) -> io::Result<()> {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease")?;
     let target = Path::new("/lib/modules").join(release.trim());
+    if target.join("modules.dep").exists() || target.join("kernel").is_dir() {
+        return Ok(());
+    }
     let src = Path::new("/host").join(modules.trim_start_matches('/'));
     mount_with(
         "tmpfs",

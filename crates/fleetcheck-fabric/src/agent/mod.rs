@@ -1,11 +1,14 @@
 //! The in-machine agent: PID 1 of a machine's pid namespace.
 //!
-//! Started by the `netns` backend as `<program> <args...> --channel-fd N`, with fd `N` one end of
-//! a socketpair whose other end only the host process holds. As PID 1 it makes `/` recursively
-//! private before mounting anything, drops the inherited namespace bind mounts (so it does not
-//! pin other networks' namespaces), mounts a fresh `/proc`, sets the hostname, runs the setup
-//! commands with `sh -c`, reports, then serves [`crate::protocol`] requests, one thread each.
-//! A reaper thread reaps every child including orphans. It exits when the host end closes.
+//! Started by the `netns` backend as `<program> <args...> --root DIR --data DIR --bin DIR
+//! --channel-fd N`, with fd `N` one end of a socketpair whose other end only the host process
+//! holds, and no environment but the machine's. As PID 1 it makes `/` recursively private
+//! before mounting anything, detaches every inherited `nsfs` mount (so it does not pin other
+//! networks' namespaces), assembles the machine's own root file system and makes it `/`
+//! ([`root`]), sets the hostname, drops the capabilities that reach past its namespaces, runs
+//! the setup commands with `sh -c`, reports, then serves [`crate::protocol`] requests, one
+//! thread each. A reaper thread reaps every child including orphans. It exits when the host end
+//! closes.
 //!
 //! With `--guest` it is instead init of a VM ([`crate::qemu`]): see [`guest`].
 
@@ -13,6 +16,7 @@ mod exec;
 pub mod guest;
 mod ping;
 mod reaper;
+pub(crate) mod root;
 
 use std::ffi::CString;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -65,25 +69,41 @@ pub(crate) fn mount_with(
     Ok(())
 }
 
-/// Prepares the machine's own mount and uts namespaces. Only ever called as PID 1, i.e. inside
+/// Prepares the machine's own mount namespace: with a `plan`, its own root file system
+/// ([`root`]) and capabilities limited to its namespaces. Only ever called as PID 1, i.e. inside
 /// namespaces created for this machine.
-fn become_machine_init() -> io::Result<()> {
+fn become_machine_init(plan: Option<&root::Plan>, hostname: &str) -> io::Result<()> {
     // First of all: stop mount events from propagating back to the host.
     mount("none", "/", None, libc::MS_REC | libc::MS_PRIVATE)?;
-    crate::netns::sys::detach_namespace_mounts();
-    mount(
-        "proc",
-        "/proc",
-        Some("proc"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-    )?;
+    root::detach_nsfs_mounts();
     // Re-probe unresolved neighbours every 10 ms instead of every second: a machine that
     // pinged a peer while it was off must reach it as soon as it boots, within a ping timeout
     // of tens of milliseconds. (The switch has no other latency, so this only shortens waits.)
-    if let Err(e) = std::fs::write("/proc/sys/net/ipv4/neigh/eth0/retrans_time_ms", "10") {
-        log(&format!(
-            "cannot shorten the ARP retransmit time of eth0: {e}"
-        ));
+    let retrans = |proc: &std::path::Path| {
+        let file = proc.join("sys/net/ipv4/neigh/eth0/retrans_time_ms");
+        if let Err(e) = std::fs::write(file, "10") {
+            log(&format!(
+                "cannot shorten the ARP retransmit time of eth0: {e}"
+            ));
+        }
+    };
+    match plan {
+        Some(plan) => {
+            root::enter(plan, retrans)?;
+            // The last thing that needs CAP_SYS_ADMIN.
+            set_hostname(hostname)?;
+            root::drop_capabilities()?;
+        }
+        None => {
+            mount(
+                "proc",
+                "/proc",
+                Some("proc"),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            )?;
+            retrans(std::path::Path::new("/proc"));
+            set_hostname(hostname)?;
+        }
     }
     Ok(())
 }
@@ -136,7 +156,8 @@ pub fn main(args: Vec<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match serve(Box::new(stream), Box::new(writer), false) {
+    let plan = root::Plan::from_args(&args);
+    match serve(Box::new(stream), Box::new(writer), false, plan.as_ref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log(&format!("stopping: {e}"));
@@ -153,11 +174,13 @@ fn send(writer: &Writer, msg: &AgentMsg) -> io::Result<()> {
 }
 
 /// Serves one channel: Init, setup, then requests until the host closes it. `guest`: inside a
-/// VM, where Init carries the identity to take (see [`guest`]).
+/// VM, where Init carries the identity to take (see [`guest`]); else `plan` is the machine's
+/// own root file system, if it has one.
 fn serve(
     reader: Box<dyn Read + Send>,
     writer: Box<dyn Write + Send>,
     guest: bool,
+    plan: Option<&root::Plan>,
 ) -> io::Result<()> {
     let writer: Writer = Arc::new(Mutex::new(writer));
     if guest {
@@ -184,8 +207,7 @@ fn serve(
         guest::take_identity(&init)?;
         set_hostname(&hostname)?;
     } else if pid1 {
-        become_machine_init()?;
-        set_hostname(&hostname)?;
+        become_machine_init(plan, &hostname)?;
     } else {
         log("not PID 1: leaving mounts and hostname alone");
     }

@@ -1,6 +1,7 @@
-//! One cgroup per machine carrying its memory limit: cgroup v2 when the unified hierarchy at
-//! /sys/fs/cgroup has the memory controller, else the v1 memory hierarchy.
-//! Layout: `<root>/fleetcheck-<run>/<net>-<machine>`.
+//! One cgroup per machine carrying its memory limit and its task limit ([`PIDS_MAX`]): cgroup v2
+//! when the unified hierarchy at /sys/fs/cgroup has the memory controller (`memory.max` and
+//! `pids.max` in the one cgroup), else the v1 memory hierarchy plus a cgroup of the v1 pids
+//! hierarchy. Layout: `<root>/fleetcheck-<run>/<net>-<machine>` in each.
 
 use std::fs;
 use std::io;
@@ -17,6 +18,12 @@ pub enum Cgroups {
 
 const V2_ROOT: &str = "/sys/fs/cgroup";
 const V1_MEMORY: &str = "/sys/fs/cgroup/memory";
+const V1_PIDS: &str = "/sys/fs/cgroup/pids";
+
+/// The most tasks (processes and threads) a machine may have: a fork bomb inside stops there.
+/// The host's whole pid space may be as small as 32768, shared by every machine of every
+/// worker.
+pub const PIDS_MAX: u32 = 512;
 
 impl Cgroups {
     /// Finds a hierarchy with the memory controller.
@@ -56,9 +63,9 @@ impl Cgroups {
         match fs::create_dir(&run_dir) {
             Ok(()) => {
                 if let Cgroups::V2 { root } = self {
-                    // Delegate the memory controller down to the machines.
-                    let _ = fs::write(root.join("cgroup.subtree_control"), "+memory");
-                    fs::write(run_dir.join("cgroup.subtree_control"), "+memory")?;
+                    // Delegate the memory and pids controllers down to the machines.
+                    let _ = fs::write(root.join("cgroup.subtree_control"), "+memory +pids");
+                    fs::write(run_dir.join("cgroup.subtree_control"), "+memory +pids")?;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -87,11 +94,28 @@ impl Cgroups {
             Cgroups::V1 { .. } => dir.join("memory.limit_in_bytes"),
             Cgroups::V2 { .. } => dir.join("memory.max"),
         };
-        if let Err(e) = fs::write(&limit, bytes.to_string()) {
+        let mut limited = fs::write(&limit, bytes.to_string());
+        if let (Ok(()), Cgroups::V2 { .. }) = (&limited, self) {
+            limited = fs::write(dir.join("pids.max"), PIDS_MAX.to_string());
+        }
+        if let Err(e) = limited {
             let _ = fs::remove_dir(&dir);
             return Err(e);
         }
         Ok(dir)
+    }
+
+    /// The machine's own cgroup of the v1 pids hierarchy, when that is where its task limit
+    /// goes (on v2 its one cgroup has it).
+    pub fn pids_v1(&self, run: &str, name: &str) -> Option<PathBuf> {
+        match self {
+            Cgroups::V1 { .. } if Path::new(V1_PIDS).join("cgroup.procs").exists() => Some(
+                Path::new(V1_PIDS)
+                    .join(format!("fleetcheck-{run}"))
+                    .join(name),
+            ),
+            _ => None,
+        }
     }
 
     /// The file holding a cgroup's memory limit (for tests and diagnostics).
@@ -114,6 +138,37 @@ pub fn oom_kills(dir: &Path) -> Option<u64> {
                 .find_map(|l| l.strip_prefix("oom_kill "))
                 .and_then(|n| n.trim().parse().ok())
         })
+}
+
+/// Creates a machine's v1 pids cgroup `dir` (see [`Cgroups::pids_v1`]) with its limit. Its
+/// parent, the run's, goes when its last machine goes ([`remove_pids_v1`]); what a killed
+/// run left, its guardian or the sweep removes like its other cgroups.
+pub fn create_pids_v1(dir: &Path) -> io::Result<()> {
+    let parent = dir.parent().unwrap_or(dir);
+    let mut made = Err(io::Error::other("not tried"));
+    // A parent removed by another network's teardown in between is made again.
+    for _ in 0..3 {
+        fs::create_dir_all(parent)?;
+        made = fs::create_dir(dir);
+        if !matches!(&made, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+            break;
+        }
+    }
+    made?;
+    if let Err(e) = fs::write(dir.join("pids.max"), PIDS_MAX.to_string()) {
+        let _ = fs::remove_dir(dir);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Removes a machine's v1 pids cgroup, and its run's parent if no machine is left in it.
+pub fn remove_pids_v1(dir: &Path) -> io::Result<()> {
+    remove(dir)?;
+    if let Some(parent) = dir.parent() {
+        let _ = fs::remove_dir(parent);
+    }
+    Ok(())
 }
 
 /// Pids currently in cgroup `dir`.

@@ -258,8 +258,8 @@ fn mount_in_new_ns(device: &Path, fstype: &str, target: &Path) -> io::Result<(Ow
             std::ptr::null(),
         )
     })?;
-    // The copies of namespace bind mounts would pin every namespace that exists now.
-    super::sys::detach_namespace_mounts();
+    // Copies of namespace bind mounts would pin every namespace that exists now.
+    crate::agent::root::detach_nsfs_mounts();
     fs::create_dir_all(target)?;
     let (src, dst, ty) = (cpath(device)?, cpath(target)?, c(fstype));
     let options = c(if fstype == "ext4" {

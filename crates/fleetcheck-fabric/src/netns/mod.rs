@@ -43,7 +43,7 @@ use crate::error::{CreateError, HostError};
 use crate::gate::CreationGate;
 use crate::spec::NetworkSpec;
 
-pub use cgroup::{Cgroups, Freezer};
+pub use cgroup::{Cgroups, Freezer, PIDS_MAX};
 pub use network::NetnsNetwork;
 pub use sweep::{sweep, SweepReport, RUN_ROOT};
 

@@ -50,6 +50,10 @@ struct Machine {
     disk: Mutex<Option<Disk>>,
     /// `m<i>.bin`: one symlink per service to the version installed; first on the agent's PATH.
     bin: PathBuf,
+    /// `m<i>.root`: the machine's own layers of its root file system (see `agent::root`).
+    root: PathBuf,
+    /// Its cgroup of the v1 pids hierarchy, where its task limit is (on v2: `cgroup`).
+    pids: Option<PathBuf>,
     /// The service versions installed now.
     services: Installed,
     state: Mutex<MachineState>,
@@ -118,10 +122,13 @@ pub fn create(
     spec.validate().map_err(CreateError::InvalidSpec)?;
     let net = format!("n{}", NEXT_NET.fetch_add(1, Ordering::Relaxed));
     let dir = run.path.join(&net);
-    fs::create_dir_all(&dir).map_err(|source| CreateError::Cgroup {
-        path: dir.clone(),
-        source,
-    })?;
+    // Root only: logs, disks and the machines' layers are nobody else's to read.
+    std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&dir)
+        .map_err(|source| CreateError::Cgroup {
+            path: dir.clone(),
+            source,
+        })?;
     let mut names = vec![format!("fleetcheck-{}-{net}-sw", run.run)];
     names.extend(
         spec.machines
@@ -142,6 +149,7 @@ pub fn create(
     let mut machines = Vec::with_capacity(spec.machines.len());
     for (i, (m, netns)) in spec.machines.iter().zip(machine_ns).enumerate() {
         let cgroup = run.cgroups.run_dir(&run.run).join(format!("{net}-m{i}"));
+        let pids = run.cgroups.pids_v1(&run.run, &format!("{net}-m{i}"));
         machines.push(Machine {
             freezer: run.freezer.machine(&run.run, &cgroup),
             spec: m.clone(),
@@ -156,6 +164,8 @@ pub fn create(
             data: dir.join(format!("m{i}.data")),
             disk: Mutex::new(None),
             bin: dir.join(format!("m{i}.bin")),
+            root: dir.join(format!("m{i}.root")),
+            pids,
             services: Installed::new(m.services.clone()),
             state: Mutex::new(MachineState {
                 status: MachineStatus::Off,
@@ -262,6 +272,12 @@ impl NetShared {
                     source,
                 })?;
             }
+            if let Some(pids) = &m.pids {
+                cgroup::create_pids_v1(pids).map_err(|source| CreateError::Cgroup {
+                    path: pids.clone(),
+                    source,
+                })?;
+            }
         }
         Ok(())
     }
@@ -270,10 +286,13 @@ impl NetShared {
     /// file systems are made in parallel.
     fn install_all(&self) -> Result<(), CreateError> {
         for m in &self.machines {
-            install_services(&m.bin, &m.services.get()).map_err(|source| CreateError::Disk {
+            let err = |source| CreateError::Disk {
                 machine: m.spec.id.clone(),
                 source,
-            })?;
+            };
+            install_services(&m.bin, &m.services.get()).map_err(err)?;
+            fs::create_dir_all(&m.data).map_err(err)?;
+            make_root_layers(&m.root).map_err(err)?;
         }
         std::thread::scope(|s| {
             let jobs: Vec<_> = self
@@ -306,13 +325,28 @@ impl NetShared {
         Ok(())
     }
 
-    /// The variables the agent gets besides the host's: `PATH` with the machine's services
-    /// first, `FLEETCHECK_DATA` (its data directory) and one `FLEETCHECK_VERSION_<NAME>` per
-    /// service.
+    /// The agent's whole environment (nothing of the host's): `PATH` with the machine's
+    /// services first, `HOME`, `FLEETCHECK_DATA` (its data directory) and one
+    /// `FLEETCHECK_VERSION_<NAME>` per service.
     fn agent_env(&self, m: &Machine) -> Vec<(String, String)> {
-        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-        std::iter::once(("PATH".to_string(), format!("{}:{path}", m.bin.display())))
-            .chain(crate::backend::machine_env(&m.data, &m.services.get()))
+        [
+            (
+                "PATH".to_string(),
+                format!("{}:{MACHINE_PATH}", m.bin.display()),
+            ),
+            ("HOME".to_string(), "/root".to_string()),
+        ]
+        .into_iter()
+        .chain(crate::backend::machine_env(&m.data, &m.services.get()))
+        .collect()
+    }
+
+    /// The agent's arguments after its command's own: the machine's root layers, data and
+    /// services directories.
+    fn agent_args(&self, m: &Machine) -> Vec<String> {
+        [("--root", &m.root), ("--data", &m.data), ("--bin", &m.bin)]
+            .into_iter()
+            .flat_map(|(flag, path)| [flag.to_string(), path.to_string_lossy().into_owned()])
             .collect()
     }
 
@@ -495,17 +529,24 @@ impl NetShared {
             )
         })?;
         let (host_end, agent_end) = UnixStream::pair().map_err(spawn_err)?;
-        let log: OwnedFd = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&m.log)
-            .map_err(spawn_err)?
-            .into();
+        let log: OwnedFd = std::os::unix::fs::OpenOptionsExt::mode(
+            fs::OpenOptions::new().create(true).append(true),
+            0o600,
+        )
+        .open(&m.log)
+        .map_err(spawn_err)?
+        .into();
         let stdin =
             sys::open(std::path::Path::new("/dev/null"), libc::O_RDONLY).map_err(spawn_err)?;
         let procs = sys::open(&m.cgroup.join("cgroup.procs"), libc::O_WRONLY).map_err(spawn_err)?;
         let freezer_procs = match m.freezer.as_ref().and_then(FreezerDir::own_procs) {
             Some(path) => Some(sys::open(&path, libc::O_WRONLY).map_err(spawn_err)?),
+            None => None,
+        };
+        let pids_procs = match &m.pids {
+            Some(dir) => {
+                Some(sys::open(&dir.join("cgroup.procs"), libc::O_WRONLY).map_err(spawn_err)?)
+            }
             None => None,
         };
         let agent_end: OwnedFd = agent_end.into();
@@ -519,11 +560,13 @@ impl NetShared {
         let disk = m.disk.lock().unwrap_or_else(|e| e.into_inner());
         let pid = spawn_agent(
             &self.config.agent,
+            &self.agent_args(m),
             AgentFds {
                 netns: &wire.netns.fd,
                 mount_ns: disk.as_ref().map(Disk::namespace),
                 cgroup_procs: &procs,
                 freezer_procs: freezer_procs.as_ref(),
+                pids_procs: pids_procs.as_ref(),
                 stdin: &stdin,
                 log: &log,
                 channel: &agent_end,
@@ -750,6 +793,15 @@ impl NetShared {
         *done = true;
         self.torn_down.store(true, Ordering::SeqCst);
         let mut failures: Vec<(String, io::Error)> = Vec::new();
+        // Kill every agent before reaping any: each machine's mount namespace (its own root,
+        // some 30 mounts) is torn down as its PID 1 exits, and those tear-downs overlap.
+        for m in &self.machines {
+            let pid = m.agent_pid.load(Ordering::SeqCst);
+            if pid > 0 {
+                let _ = sys::kill(pid, libc::SIGKILL);
+                self.thaw_after_kill(m);
+            }
+        }
         for m in &self.machines {
             // Do not wait for the state lock: a boot may hold it; killing the agent by pid
             // makes that boot fail promptly.
@@ -794,6 +846,11 @@ impl NetShared {
                     failures.push((format!("cgroup {}", freezer.path().display()), e));
                 }
             }
+            if let Some(pids) = &m.pids {
+                if let Err(e) = cgroup::remove_pids_v1(pids) {
+                    failures.push((format!("cgroup {}", pids.display()), e));
+                }
+            }
         }
         // No agent runs from a disk namespace any more: let go of every file system, then wait
         // for all their loop devices at once.
@@ -818,6 +875,53 @@ impl NetShared {
             Some((what, source)) => Err(TeardownError { what, more, source }),
         }
     }
+}
+
+/// `PATH` of a machine after its services directory.
+const MACHINE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Host files a machine's `/etc` does not show (whiteouts in its upper layer): password
+/// hashes, the host's SSH keys and private TLS keys.
+const ETC_SECRETS: &[&str] = &["shadow", "shadow-", "gshadow", "gshadow-", "ssl/private"];
+
+/// A machine's root layers (see `agent::root`): upper and work directories of its `/etc` and
+/// `/var` overlays, its `/root`, and whiteouts hiding [`ETC_SECRETS`] and the host's SSH host
+/// keys.
+fn make_root_layers(root: &std::path::Path) -> io::Result<()> {
+    for d in [
+        "etc.upper",
+        "etc.work",
+        "var.upper",
+        "var.work",
+        "home",
+        "mnt",
+    ] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    let etc = std::path::Path::new("/etc");
+    let mut hidden: Vec<String> = ETC_SECRETS.iter().map(|s| s.to_string()).collect();
+    if let Ok(ssh) = fs::read_dir(etc.join("ssh")) {
+        hidden.extend(
+            ssh.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("ssh_host_") && n.ends_with("_key"))
+                .map(|n| format!("ssh/{n}")),
+        );
+    }
+    let upper = root.join("etc.upper");
+    for name in hidden {
+        if fs::symlink_metadata(etc.join(&name)).is_err() {
+            continue;
+        }
+        let path = upper.join(&name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let c = sys::cpath(&path)?;
+        // SAFETY: valid C string; a character device 0:0 is overlayfs's whiteout.
+        sys::check(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) })?;
+    }
+    Ok(())
 }
 
 /// How long teardown waits for a machine's loop device to detach.
@@ -1029,6 +1133,13 @@ impl NetnsNetwork {
     /// The cgroup directory of machine `id`.
     pub fn cgroup_of(&self, id: &str) -> Option<PathBuf> {
         self.shared.machine(id).map(|m| m.cgroup.clone())
+    }
+
+    /// The cgroup directory holding machine `id`'s task limit (`pids.max`): its own cgroup
+    /// of the v1 pids hierarchy, or on cgroup v2 its one cgroup.
+    pub fn pids_cgroup_of(&self, id: &str) -> Option<PathBuf> {
+        let m = self.shared.machine(id)?;
+        Some(m.pids.clone().unwrap_or_else(|| m.cgroup.clone()))
     }
 
     /// Host pid of the agent of machine `id`, while it runs.

@@ -1,8 +1,10 @@
 //! Starting the agent as PID 1 of new pid, mount, uts and ipc namespaces, inside the machine's
-//! network namespace and cgroup.
+//! network namespace and cgroups, then in a cgroup namespace of its own (rooted at those
+//! cgroups, so nothing in the machine can name, let alone join, a cgroup outside them), with
+//! only the environment it is given.
 //!
 //! Everything is prepared before `clone`; between `clone` and `execve` the child only makes
-//! async-signal-safe syscalls (setns, write, dup2, fcntl, sigprocmask, execve, _exit). An exec
+//! async-signal-safe syscalls (setns, unshare, write, dup2, fcntl, sigprocmask, execve, _exit). An exec
 //! failure travels back over a close-on-exec pipe, as std's `Command` does it.
 
 use std::ffi::CString;
@@ -28,6 +30,8 @@ struct ChildArgs {
     cgroup_procs: RawFd,
     /// `cgroup.procs` of the machine's own freezer cgroup, or -1.
     freezer_procs: RawFd,
+    /// `cgroup.procs` of the machine's own pids cgroup (cgroup v1), or -1.
+    pids_procs: RawFd,
     stdin: RawFd,
     log: RawFd,
     channel: RawFd,
@@ -67,6 +71,13 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if a.freezer_procs >= 0 && libc::write(a.freezer_procs, b"0".as_ptr().cast(), 1) < 0 {
             fail(6);
         }
+        if a.pids_procs >= 0 && libc::write(a.pids_procs, b"0".as_ptr().cast(), 1) < 0 {
+            fail(8);
+        }
+        // Only now, in all of its cgroups: they become the roots of its cgroup namespace.
+        if libc::unshare(libc::CLONE_NEWCGROUP) < 0 {
+            fail(9);
+        }
         if libc::dup2(a.stdin, 0) < 0 || libc::dup2(a.log, 1) < 0 || libc::dup2(a.log, 2) < 0 {
             fail(3);
         }
@@ -91,6 +102,8 @@ fn step_name(step: i32) -> &'static str {
         4 => "pass the channel",
         6 => "join the machine's freezer cgroup",
         7 => "enter the machine's disk namespace",
+        8 => "join the machine's pids cgroup",
+        9 => "make the machine's cgroup namespace",
         _ => "execute the agent",
     }
 }
@@ -105,37 +118,33 @@ pub struct AgentFds<'a> {
     pub mount_ns: Option<&'a OwnedFd>,
     pub cgroup_procs: &'a OwnedFd,
     pub freezer_procs: Option<&'a OwnedFd>,
+    pub pids_procs: Option<&'a OwnedFd>,
     pub stdin: &'a OwnedFd,
     pub log: &'a OwnedFd,
     pub channel: &'a OwnedFd,
 }
 
-/// Clones the agent with the host's environment plus `env` (which wins); returns its pid (in
-/// the host's pid namespace) once it has exec'd.
+/// Clones the agent with arguments `extra` (after the command's own) and exactly the
+/// environment `env` (nothing of the host's); returns its pid (in the host's pid namespace)
+/// once it has exec'd.
 pub fn spawn_agent(
     cmd: &AgentCommand,
+    extra: &[String],
     fds: AgentFds<'_>,
     env: &[(String, String)],
 ) -> io::Result<i32> {
     let program = cstring(cmd.program.as_os_str().as_bytes())?;
     let mut args: Vec<CString> = vec![program.clone()];
-    for a in &cmd.args {
+    for a in cmd.args.iter().chain(extra) {
         args.push(cstring(a.as_bytes())?);
     }
     args.push(cstring(b"--channel-fd")?);
     args.push(cstring(CHANNEL_FD.to_string().as_bytes())?);
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
-    let extra = env;
-    let env: Vec<CString> = std::env::vars_os()
-        .filter(|(k, _)| !extra.iter().any(|(e, _)| k.as_bytes() == e.as_bytes()))
-        .chain(extra.iter().map(|(k, v)| (k.into(), v.into())))
-        .filter_map(|(k, v): (std::ffi::OsString, std::ffi::OsString)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            CString::new(kv).ok()
-        })
+    let env: Vec<CString> = env
+        .iter()
+        .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
         .collect();
     let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
@@ -159,6 +168,7 @@ pub fn spawn_agent(
         mount_ns: fds.mount_ns.map_or(-1, |fd| fd.as_raw_fd()),
         cgroup_procs: fds.cgroup_procs.as_raw_fd(),
         freezer_procs: fds.freezer_procs.map_or(-1, |fd| fd.as_raw_fd()),
+        pids_procs: fds.pids_procs.map_or(-1, |fd| fd.as_raw_fd()),
         stdin: fds.stdin.as_raw_fd(),
         log: fds.log.as_raw_fd(),
         channel: fds.channel.as_raw_fd(),

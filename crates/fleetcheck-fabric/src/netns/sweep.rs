@@ -145,6 +145,7 @@ fn hierarchies() -> Vec<PathBuf> {
     [
         "/sys/fs/cgroup/memory",
         "/sys/fs/cgroup/freezer",
+        "/sys/fs/cgroup/pids",
         "/sys/fs/cgroup",
         "/sys/fs/cgroup/unified",
     ]

@@ -3,7 +3,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 pub fn cpath(path: &Path) -> io::Result<CString> {
@@ -110,54 +110,5 @@ pub fn retry_busy(mut op: impl FnMut() -> io::Result<()>) -> io::Result<()> {
             }
             other => return other,
         }
-    }
-}
-
-/// Mount points of this mount namespace whose file system is `fstype` (from
-/// `/proc/self/mountinfo`, octal escapes such as `\040` decoded), deepest first.
-pub fn mounts_of_type(fstype: &str) -> Vec<std::path::PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut found: Vec<std::path::PathBuf> = info
-        .lines()
-        .filter_map(|line| {
-            let (fields, rest) = line.split_once(" - ")?;
-            let point = fields.split(' ').nth(4)?;
-            (rest.split(' ').next() == Some(fstype)).then(|| unescape_mountinfo(point))
-        })
-        .collect();
-    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    found
-}
-
-fn unescape_mountinfo(field: &str) -> std::path::PathBuf {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) => {
-                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    std::path::PathBuf::from(std::ffi::OsString::from_vec(out))
-}
-
-/// Detaches every namespace bind mount (`nsfs`) of this mount namespace. A fresh copy of the
-/// host's mount namespace holds a copy of each (fleetcheck's, `ip netns`', container tools'),
-/// and each copy pins its namespace; a machine or disk namespace must hold none.
-pub fn detach_namespace_mounts() {
-    for point in mounts_of_type("nsfs") {
-        let _ = umount_detach(&point);
     }
 }

@@ -29,6 +29,7 @@
 mod initramfs;
 pub mod kernels;
 mod network;
+mod share;
 mod snapshot;
 mod vm;
 
@@ -139,6 +140,8 @@ pub struct QemuBackend {
     /// prepared on first use.
     disks: Mutex<BTreeMap<(String, FileSystem), GuestDisk>>,
     snapshots: Arc<snapshot::Snapshots>,
+    /// What the VMs see of the host ([`share`]).
+    share: Arc<share::Share>,
 }
 
 impl QemuBackend {
@@ -170,6 +173,20 @@ impl QemuBackend {
         crate::netns::sweep().map_err(HostError::Sweep)?;
         let cgroups = Cgroups::detect()?;
         let run = RunDir::create(Path::new(RUN_ROOT), cgroups, &config.agent)?;
+        let share_at = run.path.join("share");
+        let modules: Vec<(String, PathBuf)> = kernels
+            .iter()
+            .map(|k| (k.release.clone(), k.modules.clone()))
+            .collect();
+        let share = share::Share::build(
+            &share_at,
+            &modules,
+            &[kernels::private_dir(), config.cache_dir.clone()],
+        )
+        .map_err(|source| HostError::Share {
+            path: share_at.clone(),
+            source,
+        })?;
         let mut config = config;
         // Snapshots are compressed with zstd: without it, every boot is cold.
         config.snapshots &= find_program("zstd").is_some();
@@ -185,6 +202,7 @@ impl QemuBackend {
             kernels,
             initramfs: Mutex::new(BTreeMap::new()),
             disks: Mutex::new(BTreeMap::new()),
+            share: Arc::new(share),
         };
         backend.accel = match backend.config.accel {
             Some(accel) => AccelChoice {
@@ -307,6 +325,7 @@ impl QemuBackend {
                 memory_mb: m.memory_mb,
                 cmdline: vm::cmdline(),
                 modules: kernel.modules.clone(),
+                share: self.share.path(),
                 nice: self.config.nice,
                 disk: m.filesystem.is_some(),
             });
@@ -332,6 +351,7 @@ impl QemuBackend {
             &self.config,
             &self.run,
             self.config.snapshots.then(|| self.snapshots.clone()),
+            self.share.clone(),
         )
     }
 }

@@ -12,6 +12,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::share::Share;
 use super::snapshot::{Claim, Snapshots};
 use super::vm::{self, Hardware, Qmp, Start, Vm, VmPaths, SHARE_TAG};
 use super::QemuConfig;
@@ -122,6 +123,8 @@ pub struct NetShared {
     faults: Mutex<Faults>,
     teardown_done: Mutex<bool>,
     snapshots: Option<Arc<Snapshots>>,
+    /// What the VMs see of the host; service programs' directories are added as booted.
+    share: Arc<Share>,
     /// How each boot went, for benchmarks and tests: (machine index, from snapshot, time).
     boot_log: Mutex<Vec<BootRecord>>,
 }
@@ -161,13 +164,17 @@ pub fn create(
     config: &QemuConfig,
     run: &Arc<RunDir>,
     snapshots: Option<Arc<Snapshots>>,
+    share: Arc<Share>,
 ) -> Result<QemuNetwork, CreateError> {
     let net = format!("n{}", NEXT_NET.fetch_add(1, Ordering::Relaxed));
     let dir = run.path.join(&net);
-    fs::create_dir_all(&dir).map_err(|source| CreateError::RunFile {
-        path: dir.clone(),
-        source,
-    })?;
+    // Root only: consoles, disks and sockets are nobody else's.
+    std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&dir)
+        .map_err(|source| CreateError::RunFile {
+            path: dir.clone(),
+            source,
+        })?;
     let (mut made, failed) =
         ns::create_all(&run.path, vec![format!("fleetcheck-{}-{net}-sw", run.run)]);
     if let Some((name, source)) = failed {
@@ -229,6 +236,7 @@ pub fn create(
         faults: Mutex::new(Faults::default()),
         teardown_done: Mutex::new(false),
         snapshots,
+        share,
         boot_log: Mutex::new(Vec::new()),
     });
     super::register_network(&shared);
@@ -429,6 +437,12 @@ impl NetShared {
             return Err(qemu_err(io::Error::other("network was torn down")));
         }
         fs::create_dir_all(&m.paths.data).map_err(qemu_err)?;
+        for v in m.services.get().values() {
+            let program = fs::canonicalize(&v.path).unwrap_or_else(|_| v.path.clone());
+            if let Some(dir) = program.parent() {
+                self.share.expose(dir).map_err(qemu_err)?;
+            }
+        }
         let tap = self.new_tap(m).map_err(|source| {
             (
                 BootError::Link {

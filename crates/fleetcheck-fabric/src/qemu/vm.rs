@@ -78,6 +78,9 @@ pub struct Hardware {
     pub cmdline: String,
     /// The kernel's `lib/modules/<release>` on the host, shared into the guest.
     pub modules: PathBuf,
+    /// The root of the read-only host share (`qemu::share`; not part of a snapshot's key:
+    /// the share is mounted only after a snapshot is taken).
+    pub share: PathBuf,
     /// Scheduling niceness of QEMU (not part of a snapshot's key).
     pub nice: i32,
     /// A disk of its own (virtio-blk, the image [`VmPaths::image`]): a VM with one has one
@@ -111,13 +114,18 @@ impl Hardware {
             "-no-reboot",
             "-device",
             "virtio-serial-device",
-            "-fsdev",
-            "local,id=hostfs,path=/,security_model=none,readonly=on",
-            "-device",
-            "virtio-9p-device,fsdev=hostfs,mount_tag=hostfs",
         ]
         .map(String::from)
         .to_vec();
+        args.extend([
+            "-fsdev".into(),
+            format!(
+                "local,id=hostfs,path={},security_model=none,readonly=on",
+                qemu_option(&self.share)
+            ),
+            "-device".into(),
+            "virtio-9p-device,fsdev=hostfs,mount_tag=hostfs".into(),
+        ]);
         args.extend([
             "-m".into(),
             self.memory_mb.to_string(),
@@ -240,10 +248,11 @@ pub fn spawn(
     let _ = fs::remove_file(&paths.agent);
     let _ = fs::remove_file(&paths.qmp);
     let listener = UnixListener::bind(&paths.agent)?;
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&paths.log)?;
+    let log = std::os::unix::fs::OpenOptionsExt::mode(
+        fs::OpenOptions::new().create(true).append(true),
+        0o600,
+    )
+    .open(&paths.log)?;
     let mac = mac
         .iter()
         .map(|b| format!("{b:02x}"))

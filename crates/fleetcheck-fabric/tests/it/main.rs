@@ -5,6 +5,7 @@ mod cleanup;
 mod faults;
 mod filesystem;
 mod host;
+mod isolation;
 mod limits;
 mod machines;
 mod qemu;

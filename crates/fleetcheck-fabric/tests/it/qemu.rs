@@ -513,3 +513,24 @@ fn qemu_vms_die_with_a_killed_run() {
     );
     assert!(!Path::new(RUN_ROOT).join(&run).exists());
 }
+
+/// The share shows the guest the host's programs and its kernel's modules, not the host's
+/// secrets, home directories or scratch files; and it needs no `/lib/modules` on the host.
+#[test]
+fn qemu_guest_cannot_read_host_secrets() {
+    if !require_qemu("qemu_guest_cannot_read_host_secrets") {
+        return;
+    }
+    let backend = backend(true);
+    let net = backend
+        .create_qemu(&net_of(vec![machine(1, "host", 128)]))
+        .unwrap();
+    net.boot(&["m1"]).remove(0).unwrap();
+    let probe = "for f in /etc/shadow /etc/gshadow /host/etc/shadow; do \
+                 if [ -s $f ]; then echo readable $f; fi; done; \
+                 for d in /host/root /host/home /host/tmp /host/run /host/var/log; do \
+                 if [ -e $d ]; then echo shown $d; fi; done; \
+                 test -f /etc/passwd && test -d /lib/modules/$(uname -r)/kernel && echo ok";
+    assert_eq!(sh(&net, "m1", probe), "ok");
+    Box::new(net).teardown().unwrap();
+}
