@@ -282,7 +282,7 @@ fn filesystem_test(
             r?;
         }
         for (m, fs) in spec.machines.iter().zip(filesystems) {
-            let cmd = "awk -v d=\"$FLEETCHECK_DATA\" '$2 == d { print $3 }' /proc/self/mounts";
+            let cmd = "awk -v d=\"$FLEETCHECK_DATA\" '$2 == d { t = $3 } END { print t }' /proc/self/mounts";
             let out = net.exec(&m.id, &ExecRequest::shell(cmd))?;
             let seen = out.stdout_str().trim().to_string();
             if seen != fs.name() {
