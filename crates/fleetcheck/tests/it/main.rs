@@ -19,11 +19,16 @@ use std::process::{Command, Output};
 /// The binary under test, run in a scratch directory: a failing run writes its default
 /// report folder (`fleetcheck-reports/`) there, not into the source tree.
 pub fn fleetcheck() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetcheck"));
+    cmd.current_dir(scratch());
+    cmd
+}
+
+/// The scratch directory the binary runs in.
+pub fn scratch() -> PathBuf {
     let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleetcheck-cwd");
     std::fs::create_dir_all(&scratch).expect("scratch directory");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetcheck"));
-    cmd.current_dir(scratch);
-    cmd
+    scratch
 }
 
 /// Runs it and returns (exit code, stdout, stderr).

@@ -14,7 +14,8 @@ use crate::{last_json, require_root, run, temp_dir, write_config};
 /// running beside these ones time pings in tens of milliseconds.
 fn fleetcheck() -> Command {
     let mut cmd = Command::new("nice");
-    cmd.args(["-n", "19", env!("CARGO_BIN_EXE_fleetcheck")]);
+    cmd.args(["-n", "19", env!("CARGO_BIN_EXE_fleetcheck")])
+        .current_dir(crate::scratch());
     cmd
 }
 
