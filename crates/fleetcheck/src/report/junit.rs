@@ -18,8 +18,11 @@ pub enum Result {
         message: String,
         text: String,
     },
-    /// The infrastructure broke, or the run gave up: not a verdict on the property.
+    /// Not a verdict on the property: the infrastructure broke (`kind` `aborted`), the
+    /// host was too loaded to judge (`too_loaded`), the run gave up (`gave_up`), or a failure
+    /// did not reproduce (`flaky`).
     Error {
+        kind: &'static str,
         message: String,
         text: String,
     },
@@ -107,8 +110,12 @@ pub fn render(suite: &str, cases: &[TestCase]) -> String {
                 attr(message),
                 escape(text)
             ),
-            Result::Error { message, text } => format!(
-                "      <error message=\"{}\" type=\"aborted\">{}</error>\n",
+            Result::Error {
+                kind,
+                message,
+                text,
+            } => format!(
+                "      <error message=\"{}\" type=\"{kind}\">{}</error>\n",
                 attr(message),
                 escape(text)
             ),
