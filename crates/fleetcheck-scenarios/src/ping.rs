@@ -253,15 +253,15 @@ pub enum PingOutput {
     /// Whether a ping got its reply.
     Reply(bool),
     /// A ping the model requires an answer to got none within `timeout_ms` while the host
-    /// was `late_ms` late (see [`PingSystem`]), and was sent again with `grace_ms`: whether
+    /// was loaded (`load`, see [`PingSystem`]), and was sent again with `grace_ms`: whether
     /// that one got its reply. The postcondition judges `reply`.
     Rechecked {
         /// Whether the re-check got its reply.
         reply: bool,
         /// The ping's own timeout.
         timeout_ms: u64,
-        /// How late the host was during the first ping.
-        late_ms: u64,
+        /// How loaded the host was during the first ping ([`Lateness::brief`]).
+        load: String,
         /// The re-check's timeout.
         grace_ms: u64,
     },
@@ -287,11 +287,11 @@ impl fmt::Debug for PingOutput {
             PingOutput::Rechecked {
                 reply,
                 timeout_ms,
-                late_ms,
+                load,
                 grace_ms,
             } => write!(
                 f,
-                "{} (none within {timeout_ms} ms while the host was {late_ms} ms late, {} within {grace_ms} ms on a re-check)",
+                "{} (none within {timeout_ms} ms while {load}; {} within {grace_ms} ms on a re-check)",
                 if *reply { "reply" } else { "no reply" },
                 if *reply { "one" } else { "nor" },
             ),
@@ -887,6 +887,17 @@ pub fn late_limit(timeout: Duration) -> Duration {
     timeout / 10
 }
 
+/// The CPU pressure (share of the time some task waited for a CPU) above which a host counts
+/// as loaded during a ping, however on time the probe's own timers were: tasks that wait are
+/// late, and the probe is only one of them.
+pub const LOADED_PRESSURE: f64 = 0.2;
+
+/// Whether the host was loaded while a ping that got no reply ran: late by [`late_limit`]
+/// or more, or under [`LOADED_PRESSURE`] or more.
+pub fn was_loaded(late: &Lateness, timeout: Duration) -> bool {
+    late.max >= late_limit(timeout) || late.cpu_pressure.is_some_and(|p| p >= LOADED_PRESSURE)
+}
+
 /// The re-check's timeout: four times the ping's, at least 1 s.
 pub fn recheck_grace(timeout: Duration) -> Duration {
     (timeout * 4).max(Duration::from_secs(1))
@@ -900,9 +911,10 @@ pub fn too_loaded_limit(grace: Duration) -> Duration {
 
 impl PingSystem {
     /// A ping the model requires an answer to, judged fairly on a loaded host. The host's
-    /// lateness is measured while it runs ([`LoadProbe`]: the longest a 1 ms timer wait
-    /// overran, or the ping's own overrun of its timeout). A reply, or no reply on a host
-    /// that was on time (under [`late_limit`]), is the answer. No reply on a late host is
+    /// load is measured while it runs ([`LoadProbe`]: the longest a 1 ms timer wait overran,
+    /// how long `ksoftirqd` waited, the ping's own overrun of its timeout, CPU pressure). A
+    /// reply, or no reply on a host that was not loaded ([`was_loaded`]), is the answer.
+    /// No reply on a loaded host is
     /// checked again with [`recheck_grace`]; if that gets no reply either while the host is
     /// late by [`too_loaded_limit`] or more, the host was too loaded to judge
     /// ([`Abort::overloaded`]), else the re-check is the answer ([`PingOutput::Rechecked`]).
@@ -913,21 +925,24 @@ impl PingSystem {
         to: &str,
         ip: Ipv4Addr,
     ) -> Result<PingOutput, Abort> {
-        let measured = |timeout: Duration| -> Result<(bool, Lateness), Abort> {
+        // Whether it got a reply, whether it waited out its timeout, how loaded the host was.
+        let measured = |timeout: Duration| -> Result<(bool, bool, Lateness), Abort> {
             let probe = LoadProbe::start();
             let began = Instant::now();
             let reply = net.ping(from, ip, timeout)?;
-            let overrun = began.elapsed().saturating_sub(timeout);
+            let took = began.elapsed();
             let mut late = probe.stop();
-            late.max = late.max.max(overrun);
-            Ok((reply, late))
+            late.max = late.max.max(took.saturating_sub(timeout));
+            Ok((reply, took >= timeout, late))
         };
-        let (reply, late) = measured(self.timeout)?;
-        if reply || late.max < late_limit(self.timeout) {
+        let (reply, waited, late) = measured(self.timeout)?;
+        // A missing reply that did not wait out the timeout (the fake backend, a sender that
+        // cannot send) owes nothing to time.
+        if reply || !waited || !was_loaded(&late, self.timeout) {
             return Ok(PingOutput::Reply(reply));
         }
         let grace = recheck_grace(self.timeout);
-        let (again, late_again) = measured(grace)?;
+        let (again, _, late_again) = measured(grace)?;
         if !again && late_again.max >= too_loaded_limit(grace) {
             return Err(Abort::overloaded(format!(
                 "the host was too loaded to judge Ping({from} -> {to}): no reply within {} ms \
@@ -941,7 +956,7 @@ impl PingSystem {
         Ok(PingOutput::Rechecked {
             reply: again,
             timeout_ms: self.timeout.as_millis() as u64,
-            late_ms: late.max.as_millis() as u64,
+            load: late.brief(),
             grace_ms: grace.as_millis() as u64,
         })
     }
