@@ -42,8 +42,27 @@ fn main() {
         } else {
             missing += 1;
         }
+        // Whether each end's link carries packets yet (the kernel's link watch sets the
+        // operational state and attaches the queueing discipline together).
+        let operstate = |m: &str| {
+            net.exec(
+                m,
+                &fleetcheck_fabric::ExecRequest::shell("cat /sys/class/net/eth0/operstate"),
+            )
+            .map(|o| o.stdout_str().trim().to_string())
+            .unwrap_or_else(|e| e.to_string())
+        };
+        let links = if reply {
+            String::new()
+        } else {
+            format!(
+                "; eth0 after: m1 {}, m2 {}",
+                operstate("m1"),
+                operstate("m2")
+            )
+        };
         println!(
-            "{} in {:>4} ms; {}",
+            "{} in {:>4} ms; {}{links}",
             if reply { "reply   " } else { "NO REPLY" },
             took.as_millis(),
             late.describe()
