@@ -152,12 +152,16 @@ pub enum Verdict {
         /// Why the check was false.
         reason: String,
     },
-    /// The infrastructure broke at `step` (`None`: during setup or teardown).
+    /// The infrastructure broke at `step` (`None`: during setup or teardown), or, with
+    /// `overloaded`, the host was too loaded to judge it ([`Abort::overloaded`](crate::Abort)).
     Aborted {
         /// The index of the command that was running, if any.
         step: Option<usize>,
         /// What broke.
         message: String,
+        /// Nothing broke: the host was too loaded to judge a timed result.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        overloaded: bool,
     },
 }
 
@@ -165,6 +169,17 @@ impl Verdict {
     /// Whether the verdict is a failure (a counterexample).
     pub fn is_failure(&self) -> bool {
         matches!(self, Verdict::Failed { .. })
+    }
+
+    /// Whether the host was too loaded to judge the run.
+    pub fn is_overloaded(&self) -> bool {
+        matches!(
+            self,
+            Verdict::Aborted {
+                overloaded: true,
+                ..
+            }
+        )
     }
 }
 
@@ -212,6 +227,7 @@ pub fn execute<M: Model, S: System<M>>(model: &M, system: &S, case: &Case<M>) ->
                 verdict: Verdict::Aborted {
                     step: None,
                     message: format!("setup: {abort}"),
+                    overloaded: abort.overloaded,
                 },
                 started_at: start,
                 setup: start.elapsed(),
@@ -238,6 +254,7 @@ pub fn execute<M: Model, S: System<M>>(model: &M, system: &S, case: &Case<M>) ->
                 Some(Verdict::Aborted {
                     step: Some(index),
                     message: abort.message,
+                    overloaded: abort.overloaded,
                 }),
             ),
             Ok(out) => {
@@ -265,6 +282,7 @@ pub fn execute<M: Model, S: System<M>>(model: &M, system: &S, case: &Case<M>) ->
                             Some(Verdict::Aborted {
                                 step: Some(index),
                                 message: format!("invariant: {abort}"),
+                                overloaded: abort.overloaded,
                             }),
                         ),
                     },
@@ -293,6 +311,7 @@ pub fn execute<M: Model, S: System<M>>(model: &M, system: &S, case: &Case<M>) ->
         verdict = Verdict::Aborted {
             step: None,
             message: format!("teardown: {abort}"),
+            overloaded: false,
         };
     }
     Trace {

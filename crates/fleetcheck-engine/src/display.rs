@@ -44,11 +44,19 @@ pub fn describe_trace<M: Model>(model: &M, case: &Case<M>, trace: &Trace<M>) -> 
         Verdict::Failed { step, reason } => {
             let _ = writeln!(out, "Step {} failed: {reason}", step + 1);
         }
-        Verdict::Aborted { step, message } => {
+        Verdict::Aborted {
+            step,
+            message,
+            overloaded,
+        } => {
             let at = step.map_or("outside a command".to_string(), |s| {
                 format!("at step {}", s + 1)
             });
-            let _ = writeln!(out, "Aborted {at}: {message}");
+            if *overloaded {
+                let _ = writeln!(out, "Too loaded to judge {at}: {message}");
+            } else {
+                let _ = writeln!(out, "Aborted {at}: {message}");
+            }
         }
     }
     out
@@ -66,9 +74,18 @@ pub fn describe_failure<M: Model>(model: &M, failure: &Failure<M>) -> String {
         (Some(_), Some(to)) => format!(", {to}"),
         _ => String::new(),
     };
+    let what = if failure.is_flaky() {
+        "Failure that did not reproduce, not a counterexample"
+    } else {
+        "Counterexample"
+    };
+    let loaded = match failure.too_loaded {
+        0 => String::new(),
+        n => format!(", {n} too loaded to judge"),
+    };
     let _ = writeln!(
         out,
-        "Counterexample (case {index}, shrunk from {from} to {to} commands{network} in {runs} runs, {ms} ms{budget}; reproduced {rep}/{of}):",
+        "{what} (case {index}, shrunk from {from} to {to} commands{network} in {runs} runs, {ms} ms{budget}; reproduced {rep}/{of}{loaded}):",
         index = failure.index,
         from = failure.original.commands.len(),
         to = failure.minimal.commands.len(),

@@ -29,10 +29,16 @@ pub fn check(cond: bool, why: impl FnOnce() -> String) -> Check {
 /// *aborted*. An abort is reported but never shrunk and never called a counterexample.
 ///
 /// Any error converts into an `Abort` with `?`; the whole source chain is kept in the message.
+///
+/// [`Abort::overloaded`] is the other kind: nothing broke, but the host was too loaded to
+/// judge a result that depends on time (a reply that may only have been late). It is reported
+/// as *too loaded*, never as a counterexample.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Abort {
     /// The error and its causes, joined with `: `.
     pub message: String,
+    /// The host was too loaded to judge (see [`Abort::overloaded`]), rather than broken.
+    pub overloaded: bool,
 }
 
 impl Abort {
@@ -40,6 +46,16 @@ impl Abort {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            overloaded: false,
+        }
+    }
+
+    /// The host was too loaded to judge: e.g. a reply the model requires did not come within
+    /// its timeout, nor within a longer grace, while the host itself was measured late.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            overloaded: true,
         }
     }
 }
@@ -53,13 +69,20 @@ impl<E: std::error::Error> From<E> for Abort {
             message.push_str(&cause.to_string());
             source = cause.source();
         }
-        Self { message }
+        Self {
+            message,
+            overloaded: false,
+        }
     }
 }
 
 impl Debug for Abort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Abort({:?})", self.message)
+        if self.overloaded {
+            write!(f, "Abort(overloaded: {:?})", self.message)
+        } else {
+            write!(f, "Abort({:?})", self.message)
+        }
     }
 }
 

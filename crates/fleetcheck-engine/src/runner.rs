@@ -35,7 +35,9 @@ pub struct Config {
     pub max_discard_ratio: f64,
     /// The shrinker's budget and k-of-n policy.
     pub shrink: ShrinkConfig,
-    /// Extra runs of the minimal case, to report how often it reproduces.
+    /// Extra runs of the minimal case, to report how often it reproduces. A failure whose
+    /// minimal case fails again in none of them is [`Outcome::Flaky`], not a counterexample;
+    /// with 0 there is no such check.
     pub reproduce_runs: u32,
 }
 
@@ -134,16 +136,32 @@ pub struct Failure<M: Model> {
     pub reproduced: u32,
     /// How many extra runs there were.
     pub reproduce_runs: u32,
+    /// How many of the extra runs the host was too loaded to judge (counted as not failing).
+    pub too_loaded: u32,
 }
 
-/// How a run ended: the four outcomes stay apart.
+impl<M: Model> Failure<M> {
+    /// Whether the minimal case failed again in none of its extra runs (there were some):
+    /// then the failure did not reproduce and is not a counterexample.
+    pub fn is_flaky(&self) -> bool {
+        self.reproduce_runs > 0 && self.reproduced == 0
+    }
+}
+
+/// How a run ended: the outcomes stay apart.
 #[derive(Debug)]
 pub enum Outcome<M: Model> {
     /// Every case passed.
     Passed,
-    /// A postcondition or invariant was false: a shrunk counterexample.
+    /// A postcondition or invariant was false: a shrunk counterexample, whose minimal case
+    /// failed again in at least one of its extra runs (or there were none).
     Failed(Box<Failure<M>>),
-    /// The infrastructure broke: reported, never shrunk, never a counterexample.
+    /// A case failed, but its minimal case failed again in none of its extra runs
+    /// ([`Config::reproduce_runs`], at least one): a failure that does not reproduce is
+    /// not a counterexample. The record is kept, to look at.
+    Flaky(Box<Failure<M>>),
+    /// The infrastructure broke: reported, never shrunk, never a counterexample. With
+    /// `overloaded`, nothing broke but the host was too loaded to judge the case.
     Aborted {
         /// The index of the aborted case.
         index: u64,
@@ -153,6 +171,8 @@ pub enum Outcome<M: Model> {
         step: Option<usize>,
         /// What broke.
         message: String,
+        /// The host was too loaded to judge, rather than broken ([`Abort::overloaded`](crate::Abort::overloaded)).
+        overloaded: bool,
     },
     /// Too many commands were discarded by preconditions.
     GaveUp {
@@ -164,11 +184,15 @@ pub enum Outcome<M: Model> {
 }
 
 impl<M: Model> Outcome<M> {
-    /// `passed`, `failed`, `aborted` or `gave_up`.
+    /// `passed`, `failed`, `flaky`, `aborted`, `too_loaded` or `gave_up`.
     pub fn status(&self) -> &'static str {
         match self {
             Outcome::Passed => "passed",
             Outcome::Failed(_) => "failed",
+            Outcome::Flaky(_) => "flaky",
+            Outcome::Aborted {
+                overloaded: true, ..
+            } => "too_loaded",
             Outcome::Aborted { .. } => "aborted",
             Outcome::GaveUp { .. } => "gave_up",
         }
@@ -372,16 +396,25 @@ pub fn run<M: Model, S: System<M>>(
             .remove(&bad)
             .expect("the first bad case has a trace");
         let outcome = match trace.verdict.clone() {
-            Verdict::Aborted { step, message } => Outcome::Aborted {
+            Verdict::Aborted {
+                step,
+                message,
+                overloaded,
+            } => Outcome::Aborted {
                 index: bad,
                 case: Box::new(case),
                 step,
                 message,
+                overloaded,
             },
             Verdict::Failed { .. } => {
                 let mut failure = minimise(model, system, case, trace, config, observer);
                 failure.index = bad;
-                Outcome::Failed(Box::new(failure))
+                if failure.is_flaky() {
+                    Outcome::Flaky(Box::new(failure))
+                } else {
+                    Outcome::Failed(Box::new(failure))
+                }
             }
             Verdict::Passed => unreachable!("a bad case did not pass"),
         };
@@ -430,7 +463,8 @@ impl Tally {
     }
 }
 
-/// Shrinks a failing case and re-runs the minimal one `config.reproduce_runs` times.
+/// Shrinks a failing case and re-runs the minimal one `config.reproduce_runs` times
+/// ([`Failure::is_flaky`] says whether it failed again in none of them).
 pub fn minimise<M: Model, S: System<M>>(
     model: &M,
     system: &S,
@@ -443,10 +477,12 @@ pub fn minimise<M: Model, S: System<M>>(
         commands: case.commands.len(),
     });
     let shrunk = shrink(model, system, &case, trace, &config.shrink, observer);
-    let mut reproduced = 0;
+    let (mut reproduced, mut too_loaded) = (0, 0);
     for run in 1..=config.reproduce_runs {
-        let failed = execute(model, system, &shrunk.case).verdict.is_failure();
+        let verdict = execute(model, system, &shrunk.case).verdict;
+        let failed = verdict.is_failure();
         reproduced += u32::from(failed);
+        too_loaded += u32::from(verdict.is_overloaded());
         observer.event(&Event::Reproduced { run, failed });
     }
     let reason = match &shrunk.trace.verdict {
@@ -462,6 +498,7 @@ pub fn minimise<M: Model, S: System<M>>(
         shrink: shrunk.report,
         reproduced,
         reproduce_runs: config.reproduce_runs,
+        too_loaded,
     }
 }
 

@@ -58,6 +58,8 @@ pub struct ShrinkReport {
     pub skipped: u32,
     /// Candidate runs that aborted (infrastructure), counted as not failing.
     pub aborted: u32,
+    /// Candidate runs the host was too loaded to judge, counted as not failing.
+    pub too_loaded: u32,
     /// Whether the budget ran out before a fixed point.
     pub budget_exhausted: bool,
     /// Time spent.
@@ -177,6 +179,9 @@ impl<M: Model, S: System<M>> Shrinker<'_, M, S> {
                     failures += 1;
                     failing_trace.get_or_insert(trace);
                 }
+                Verdict::Aborted {
+                    overloaded: true, ..
+                } => self.report.too_loaded += 1,
                 Verdict::Aborted { .. } => self.report.aborted += 1,
                 Verdict::Passed => {}
             }

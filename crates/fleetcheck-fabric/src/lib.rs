@@ -16,6 +16,8 @@
 //! - [`qemu::QemuBackend`]: QEMU VMs booting real kernels (the kernel release and memory are real
 //!   parameters) from an initramfs fleetcheck builds, the agent as init, the same bridge and
 //!   faults as netns, boots restored from snapshots. Needs root, QEMU, busybox and a kernel.
+//! - [`load::LoadProbe`]: how late this host is (timer-wait overruns, CPU pressure) while
+//!   something timed runs, so a scenario can judge a timeout against a loaded host.
 //! - One error type per operation: [`BootError`], [`ShutdownError`], [`ExecError`], ...
 //!
 //! ```
@@ -52,6 +54,7 @@ mod error;
 pub mod fake;
 mod faults;
 mod gate;
+pub mod load;
 pub mod netns;
 pub mod protocol;
 pub mod qemu;

@@ -15,9 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleetcheck_engine::{check, Abort, Check, Gen, Labels, Model, System};
+use fleetcheck_fabric::load::{Lateness, LoadProbe};
 use fleetcheck_fabric::{
     Backend, BootError, FileSystem, MachineSpec, Network, NetworkSpec, ServiceVersion, Subnet,
 };
@@ -114,6 +115,12 @@ impl PingState {
     pub fn reachable(&self, from: &str, to: &str) -> bool {
         let cut = |a: &str, b: &str| self.cuts.contains(&(a.to_string(), b.to_string()));
         from == to || !(cut(from, to) || cut(to, from))
+    }
+
+    /// Whether the model requires a ping from `from` to `to` to be answered: the target is
+    /// running, not paused, and not cut off from the sender either way.
+    pub fn expects_reply(&self, from: &str, to: &str) -> bool {
+        self.machine(to).is_some_and(|m| m.running && !m.paused) && self.reachable(from, to)
     }
 
     /// The fabric's description of this network, every machine running `setup` at boot.
@@ -245,6 +252,29 @@ pub enum PingOutput {
     Done(Result<(), String>),
     /// Whether a ping got its reply.
     Reply(bool),
+    /// A ping the model requires an answer to got none within `timeout_ms` while the host
+    /// was loaded (`load`, see [`PingSystem`]), and was sent again with `grace_ms`: whether
+    /// that one got its reply. The postcondition judges `reply`.
+    Rechecked {
+        /// Whether the re-check got its reply.
+        reply: bool,
+        /// The ping's own timeout.
+        timeout_ms: u64,
+        /// How loaded the host was during the first ping ([`Lateness::brief`]).
+        load: String,
+        /// The re-check's timeout.
+        grace_ms: u64,
+    },
+}
+
+impl PingOutput {
+    /// Whether a ping (first try or re-check) got its reply; `None` for other commands.
+    pub fn replied(&self) -> Option<bool> {
+        match self {
+            PingOutput::Reply(r) | PingOutput::Rechecked { reply: r, .. } => Some(*r),
+            PingOutput::Done(_) => None,
+        }
+    }
 }
 
 impl fmt::Debug for PingOutput {
@@ -254,6 +284,17 @@ impl fmt::Debug for PingOutput {
             PingOutput::Done(Err(e)) => write!(f, "failed: {e}"),
             PingOutput::Reply(true) => f.write_str("reply"),
             PingOutput::Reply(false) => f.write_str("no reply"),
+            PingOutput::Rechecked {
+                reply,
+                timeout_ms,
+                load,
+                grace_ms,
+            } => write!(
+                f,
+                "{} (none within {timeout_ms} ms while {load}; {} within {grace_ms} ms on a re-check)",
+                if *reply { "reply" } else { "no reply" },
+                if *reply { "one" } else { "nor" },
+            ),
         }
     }
 }
@@ -652,13 +693,14 @@ impl Model for PingModel {
 
     fn postcondition(&self, s: &PingState, c: &PingCmd, out: &PingOutput) -> Check {
         match (c, out) {
-            (PingCmd::Ping { from, to }, PingOutput::Reply(reply)) => {
+            (PingCmd::Ping { from, to }, PingOutput::Reply(_) | PingOutput::Rechecked { .. }) => {
+                let reply = out.replied().unwrap_or_default();
                 let target = s.machine(to);
                 let up = target.is_some_and(|m| m.running);
                 let awake = target.is_some_and(|m| m.running && !m.paused);
                 let reachable = s.reachable(from, to);
-                let expected = awake && reachable;
-                check(*reply == expected, || {
+                let expected = s.expects_reply(from, to);
+                check(reply == expected, || {
                     let ip = target.map(|m| m.ip.to_string()).unwrap_or_default();
                     let why = if !up {
                         "is off"
@@ -882,6 +924,87 @@ impl PingSystem {
     }
 }
 
+/// How late the host may be during a ping before its missing reply is checked again: a
+/// tenth of the timeout (10 ms of the default 100 ms).
+pub fn late_limit(timeout: Duration) -> Duration {
+    timeout / 10
+}
+
+/// The CPU pressure (share of the time some task waited for a CPU) above which a host counts
+/// as loaded during a ping, however on time the probe's own timers were: tasks that wait are
+/// late, and the probe is only one of them.
+pub const LOADED_PRESSURE: f64 = 0.2;
+
+/// Whether the host was loaded while a ping that got no reply ran: late by [`late_limit`]
+/// or more, or under [`LOADED_PRESSURE`] or more.
+pub fn was_loaded(late: &Lateness, timeout: Duration) -> bool {
+    late.max >= late_limit(timeout) || late.cpu_pressure.is_some_and(|p| p >= LOADED_PRESSURE)
+}
+
+/// The re-check's timeout: four times the ping's, at least 1 s.
+pub fn recheck_grace(timeout: Duration) -> Duration {
+    (timeout * 4).max(Duration::from_secs(1))
+}
+
+/// How late the host may be during the re-check before the ping cannot be judged: a quarter
+/// of the grace (250 ms of 1 s: some thread ready to run waited that long for a CPU).
+pub fn too_loaded_limit(grace: Duration) -> Duration {
+    grace / 4
+}
+
+impl PingSystem {
+    /// A ping the model requires an answer to, judged fairly on a loaded host. The host's
+    /// load is measured while it runs ([`LoadProbe`]: the longest a 1 ms timer wait overran,
+    /// how long `ksoftirqd` waited, the ping's own overrun of its timeout, CPU pressure). A
+    /// reply, or no reply on a host that was not loaded ([`was_loaded`]), is the answer.
+    /// No reply on a loaded host is
+    /// checked again with [`recheck_grace`]; if that gets no reply either while the host is
+    /// late by [`too_loaded_limit`] or more, the host was too loaded to judge
+    /// ([`Abort::overloaded`]), else the re-check is the answer ([`PingOutput::Rechecked`]).
+    fn ping_judged_under_load(
+        &self,
+        net: &dyn Network,
+        from: &str,
+        to: &str,
+        ip: Ipv4Addr,
+    ) -> Result<PingOutput, Abort> {
+        // Whether it got a reply, whether it waited out its timeout, how loaded the host was.
+        let measured = |timeout: Duration| -> Result<(bool, bool, Lateness), Abort> {
+            let probe = LoadProbe::start();
+            let began = Instant::now();
+            let reply = net.ping(from, ip, timeout)?;
+            let took = began.elapsed();
+            let mut late = probe.stop();
+            late.max = late.max.max(took.saturating_sub(timeout));
+            Ok((reply, took >= timeout, late))
+        };
+        let (reply, waited, late) = measured(self.timeout)?;
+        // A missing reply that did not wait out the timeout (the fake backend, a sender that
+        // cannot send) owes nothing to time.
+        if reply || !waited || !was_loaded(&late, self.timeout) {
+            return Ok(PingOutput::Reply(reply));
+        }
+        let grace = recheck_grace(self.timeout);
+        let (again, _, late_again) = measured(grace)?;
+        if !again && late_again.max >= too_loaded_limit(grace) {
+            return Err(Abort::overloaded(format!(
+                "the host was too loaded to judge Ping({from} -> {to}): no reply within {} ms \
+                 while {}, nor within {} ms on a re-check while {}",
+                self.timeout.as_millis(),
+                late.describe(),
+                grace.as_millis(),
+                late_again.describe()
+            )));
+        }
+        Ok(PingOutput::Rechecked {
+            reply: again,
+            timeout_ms: self.timeout.as_millis() as u64,
+            load: late.brief(),
+            grace_ms: grace.as_millis() as u64,
+        })
+    }
+}
+
 impl System<PingModel> for PingSystem {
     type Instance = Box<dyn Network>;
 
@@ -921,11 +1044,15 @@ impl System<PingModel> for PingSystem {
                 let target = s
                     .machine(to)
                     .ok_or_else(|| Abort::new(format!("no machine {to} in the model")))?;
-                Ok(PingOutput::Reply(net.ping(
-                    from,
-                    target.ip,
-                    self.timeout,
-                )?))
+                if !s.expects_reply(from, to) {
+                    // No load makes a reply that must not come: judged as it is.
+                    return Ok(PingOutput::Reply(net.ping(
+                        from,
+                        target.ip,
+                        self.timeout,
+                    )?));
+                }
+                self.ping_judged_under_load(net.as_ref(), from, to, target.ip)
             }
             PingCmd::Pause { machine } => {
                 net.pause(machine)?;

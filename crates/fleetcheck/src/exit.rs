@@ -14,6 +14,12 @@ pub const HOST: u8 = 3;
 pub const ABORTED: u8 = 4;
 /// Too many generated commands were discarded by preconditions.
 pub const GAVE_UP: u8 = 5;
+/// Flaky: a case failed, but its minimal case failed again in none of its `--reproduce`
+/// runs, so it is not a counterexample (the replay file is still written).
+pub const FLAKY: u8 = 6;
+/// The host was too loaded to judge: a timed result (a ping's reply) could not be told from
+/// a late one even with a longer grace (not a counterexample).
+pub const TOO_LOADED: u8 = 7;
 /// Interrupted by Ctrl-C (everything created was removed). SIGTERM and SIGHUP end a run the
 /// same way with 143 and 129: 128 + the signal's number ([`crate::interrupt::exit_code`]).
 pub const INTERRUPTED: u8 = 130;
@@ -27,6 +33,9 @@ Exit codes:
   3  this host cannot run it (not root, missing kernel feature or tool)
   4  aborted: the infrastructure broke (not a counterexample)
   5  gave up: too many commands discarded by preconditions
+  6  flaky: a failure whose minimal case did not fail again in any
+     --reproduce run (not a counterexample; the replay file is written)
+  7  too loaded: the host was too loaded to judge a timeout (not a counterexample)
   130 interrupted by Ctrl-C (SIGINT); everything created was removed
   143 stopped by SIGTERM, 129 by SIGHUP; everything created was removed";
 

@@ -61,6 +61,11 @@ impl Observer for Progress {
                         Verdict::Failed { step, reason } => {
                             format!("FAILED at step {}: {reason}", step + 1)
                         }
+                        Verdict::Aborted {
+                            message,
+                            overloaded: true,
+                            ..
+                        } => format!("TOO LOADED: {message}"),
                         Verdict::Aborted { message, .. } => format!("ABORTED: {message}"),
                     };
                     self.say(format!("case {index} ({commands} commands): {what}"));

@@ -379,7 +379,8 @@ fn finish_run<M: Scenario, S: Inspect<M>>(
             );
             exit::PASSED
         }
-        Outcome::Failed(f) => {
+        Outcome::Failed(f) | Outcome::Flaky(f) => {
+            let flaky = matches!(report.outcome, Outcome::Flaky(_));
             let dir = args
                 .report
                 .clone()
@@ -398,11 +399,30 @@ fn finish_run<M: Scenario, S: Inspect<M>>(
             let replay_json = file.to_json();
             write_replay(&path, &replay_json)?;
             let counterexample = describe_failure(model, f);
-            let _ = writeln!(
-                text,
-                "FAILED: counterexample after {} passed cases in {secs:.2} s (seed {})\n",
-                report.passed, report.seed
-            );
+            if flaky {
+                let _ = writeln!(
+                    text,
+                    "FLAKY: case {} failed after {} passed cases in {secs:.2} s (seed {}), but its \
+                     minimal case failed again in none of {} re-runs{}.\n\
+                     This is not a counterexample. Look at the case below and its report; run \
+                     `fleetcheck replay` on it a few times, on a quieter host or with fewer \
+                     --workers, or raise --reproduce.\n",
+                    f.index,
+                    report.passed,
+                    report.seed,
+                    f.reproduce_runs,
+                    match f.too_loaded {
+                        0 => String::new(),
+                        n => format!(" ({n} of them too loaded to judge)"),
+                    }
+                );
+            } else {
+                let _ = writeln!(
+                    text,
+                    "FAILED: counterexample after {} passed cases in {secs:.2} s (seed {})\n",
+                    report.passed, report.seed
+                );
+            }
             text.push_str(&counterexample);
 
             // One more run of the minimal case, keeping its logs, history and timings.
@@ -451,9 +471,20 @@ fn finish_run<M: Scenario, S: Inspect<M>>(
                 summary: summary.clone(),
             })?;
             wrote_report = true;
-            junit_result = junit::Result::Failed {
-                message: f.reason.clone(),
-                text: counterexample.clone(),
+            junit_result = if flaky {
+                junit::Result::Error {
+                    kind: "flaky",
+                    message: format!(
+                        "flaky: reproduced 0/{}, not a counterexample: {}",
+                        f.reproduce_runs, f.reason
+                    ),
+                    text: counterexample.clone(),
+                }
+            } else {
+                junit::Result::Failed {
+                    message: f.reason.clone(),
+                    text: counterexample.clone(),
+                }
             };
             let _ = writeln!(
                 text,
@@ -482,18 +513,52 @@ fn finish_run<M: Scenario, S: Inspect<M>>(
                 "shrink": f.shrink,
                 "reproduced": f.reproduced,
                 "reproduce_runs": f.reproduce_runs,
+                "reproduce_too_loaded": f.too_loaded,
                 "replay_file": path,
                 "rerun": rerun_line(args, report.seed),
                 "report": dir,
                 "timeline": timeline,
             });
-            exit::FAILED
+            if flaky {
+                exit::FLAKY
+            } else {
+                exit::FAILED
+            }
         }
         Outcome::Aborted {
             index,
             case,
             step,
             message,
+            overloaded: true,
+        } => {
+            let at = step.map_or(String::new(), |s| format!(" at step {}", s + 1));
+            let _ = writeln!(
+                text,
+                "TOO LOADED: the host was too loaded to judge case {index}{at}: {message}\n\
+                 This is not a counterexample; it was not shrunk. Run it on a quieter host, \
+                 with fewer --workers, or with a longer [ping] timeout_ms.\n\
+                 Re-run: {}",
+                rerun_line(args, report.seed)
+            );
+            extra = json!({ "too_loaded": { "case": index, "step": step, "message": message } });
+            summary.reason = Some(format!("too loaded to judge{at}: {message}"));
+            junit_result = junit::Result::Error {
+                kind: "too_loaded",
+                message: format!("too loaded to judge{at}: {message}"),
+                text: format!(
+                    "the host was too loaded to judge case {index} ({} commands){at}: {message}",
+                    case.commands.len()
+                ),
+            };
+            exit::TOO_LOADED
+        }
+        Outcome::Aborted {
+            index,
+            case,
+            step,
+            message,
+            overloaded: false,
         } => {
             let at = step.map_or(String::new(), |s| format!(" at step {}", s + 1));
             let _ = writeln!(
@@ -507,6 +572,7 @@ fn finish_run<M: Scenario, S: Inspect<M>>(
             extra = json!({ "abort": { "case": index, "step": step, "message": message } });
             summary.reason = Some(format!("aborted{at}: {message}"));
             junit_result = junit::Result::Error {
+                kind: "aborted",
                 message: format!("aborted{at}: {message}"),
                 text: format!("case {index} broke the infrastructure{at}: {message}"),
             };
@@ -522,6 +588,7 @@ fn finish_run<M: Scenario, S: Inspect<M>>(
             );
             summary.reason = Some(why.clone());
             junit_result = junit::Result::Error {
+                kind: "gave_up",
                 message: why.clone(),
                 text: why,
             };
@@ -764,6 +831,9 @@ fn replay_case<M: Scenario, S: Inspect<M>>(
     let (status, code) = match &trace.verdict {
         Verdict::Passed => ("passed", exit::PASSED),
         Verdict::Failed { .. } => ("failed", exit::FAILED),
+        Verdict::Aborted {
+            overloaded: true, ..
+        } => ("too_loaded", exit::TOO_LOADED),
         Verdict::Aborted { .. } => ("aborted", exit::ABORTED),
     };
     let mut text = format!(
@@ -780,6 +850,7 @@ fn replay_case<M: Scenario, S: Inspect<M>>(
         match code {
             exit::FAILED => "FAILED again: the counterexample reproduces",
             exit::PASSED => "PASSED: the case did not fail this time",
+            exit::TOO_LOADED => "TOO LOADED: the host was too loaded to judge (not a failure)",
             _ => "ABORTED: the infrastructure broke",
         }
     );
@@ -791,6 +862,11 @@ fn replay_case<M: Scenario, S: Inspect<M>>(
     let reason = match &trace.verdict {
         Verdict::Passed => None,
         Verdict::Failed { reason, .. } => Some(reason.clone()),
+        Verdict::Aborted {
+            message,
+            overloaded: true,
+            ..
+        } => Some(format!("too loaded to judge: {message}")),
         Verdict::Aborted { message, .. } => Some(format!("aborted: {message}")),
     };
     let replay_command = format!("fleetcheck replay {}", args.file.display());
@@ -829,7 +905,12 @@ fn replay_case<M: Scenario, S: Inspect<M>>(
                 message: reason.clone(),
                 text: described.clone(),
             },
-            Verdict::Aborted { message, .. } => junit::Result::Error {
+            Verdict::Aborted {
+                message,
+                overloaded,
+                ..
+            } => junit::Result::Error {
+                kind: if *overloaded { "too_loaded" } else { "aborted" },
                 message: message.clone(),
                 text: described.clone(),
             },

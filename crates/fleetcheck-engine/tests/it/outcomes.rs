@@ -1,4 +1,4 @@
-//! The four outcomes, determinism across seeds and workers, flakiness, budgets, statistics.
+//! The outcomes (flaky and too loaded among them), determinism across seeds and workers, flakiness, budgets, statistics.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -263,6 +263,144 @@ fn flaky_failure_reports_reproduction_rate_and_shrinks_with_k_of_n() {
     assert_eq!(f.reproduce_runs, 10);
     assert_eq!(f.reproduced, 5, "every other run fails");
     assert!(ring_is_minimal(&f.minimal), "{:?}", f.minimal);
+}
+
+/// A correct network whose first `bad` runs of a case with a ping to a running machine get
+/// no reply (as under a loaded host); every run after that answers.
+#[derive(Debug)]
+struct LateOnce {
+    bad: u32,
+    runs: AtomicU32,
+}
+impl System<NetModel> for LateOnce {
+    type Instance = (NetState, bool);
+    fn setup(&self, s: &NetState) -> Result<(NetState, bool), Abort> {
+        Ok((s.clone(), false))
+    }
+    fn run(&self, n: &mut (NetState, bool), s: &NetState, c: &NetCmd) -> Result<bool, Abort> {
+        let answer = HonestNet.run(&mut n.0, s, c)?;
+        if matches!(c, NetCmd::Ping(..)) && answer && !n.1 {
+            n.1 = true;
+            if self.runs.fetch_add(1, Ordering::SeqCst) < self.bad {
+                return Ok(false);
+            }
+        }
+        Ok(answer)
+    }
+    fn teardown(&self, _: (NetState, bool)) -> Result<(), Abort> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failure_that_never_reproduces_is_flaky_not_failed() {
+    let report = run(
+        &NetModel,
+        &LateOnce {
+            bad: 1,
+            runs: AtomicU32::new(0),
+        },
+        &config(1),
+        &(),
+    );
+    assert_eq!(report.outcome.status(), "flaky");
+    let Outcome::Flaky(f) = report.outcome else {
+        panic!("expected flaky");
+    };
+    assert_eq!((f.reproduced, f.reproduce_runs), (0, 3));
+    assert!(f.is_flaky());
+    let text = fleetcheck_engine::describe_failure(&NetModel, &f);
+    assert!(
+        text.starts_with("Failure that did not reproduce, not a counterexample"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_failure_that_reproduces_once_is_a_counterexample_with_its_count() {
+    // Fails in the search and in every shrink candidate and reproduction but the last two.
+    let system = LateOnce {
+        bad: u32::MAX,
+        runs: AtomicU32::new(0),
+    };
+    let first = run(&NetModel, &system, &config(1), &());
+    let Outcome::Failed(f) = first.outcome else {
+        panic!("expected failed, got {}", first.outcome.status());
+    };
+    let used = system.runs.load(Ordering::SeqCst);
+    // The same search again, with the last two reproductions answering.
+    let system = LateOnce {
+        bad: used - 2,
+        runs: AtomicU32::new(0),
+    };
+    let second = run(&NetModel, &system, &config(1), &());
+    let Outcome::Failed(g) = second.outcome else {
+        panic!("expected failed, got {}", second.outcome.status());
+    };
+    assert_eq!((f.reproduced, g.reproduced, g.reproduce_runs), (3, 1, 3));
+    assert!(!g.is_flaky());
+    assert!(fleetcheck_engine::describe_failure(&NetModel, &g).contains("reproduced 1/3"));
+}
+
+#[test]
+fn without_reproduction_runs_a_failure_stays_a_counterexample() {
+    let report = run(
+        &NetModel,
+        &LateOnce {
+            bad: 1,
+            runs: AtomicU32::new(0),
+        },
+        &Config {
+            reproduce_runs: 0,
+            ..config(1)
+        },
+        &(),
+    );
+    assert_eq!(report.outcome.status(), "failed");
+}
+
+/// The host is too loaded to judge the first ping of every case.
+#[derive(Debug)]
+struct Overloaded;
+impl System<NetModel> for Overloaded {
+    type Instance = ();
+    fn setup(&self, _: &NetState) -> Result<(), Abort> {
+        Ok(())
+    }
+    fn run(&self, _: &mut (), _: &NetState, c: &NetCmd) -> Result<bool, Abort> {
+        match c {
+            NetCmd::Ping(..) => Err(Abort::overloaded("no reply; the host was 80 ms late")),
+            _ => Ok(true),
+        }
+    }
+    fn teardown(&self, _: ()) -> Result<(), Abort> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_host_too_loaded_to_judge_is_its_own_abort() {
+    let report = run(&NetModel, &Overloaded, &config(2), &());
+    assert_eq!(report.outcome.status(), "too_loaded");
+    let Outcome::Aborted {
+        overloaded: true,
+        message,
+        step: Some(_),
+        ..
+    } = report.outcome
+    else {
+        panic!("expected too loaded");
+    };
+    assert_eq!(message, "no reply; the host was 80 ms late");
+    // And a plain abort is not one.
+    let report = run(&NetModel, &BrokenInfra, &config(2), &());
+    assert!(matches!(
+        report.outcome,
+        Outcome::Aborted {
+            overloaded: false,
+            ..
+        }
+    ));
 }
 
 #[test]

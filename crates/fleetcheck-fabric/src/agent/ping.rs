@@ -68,7 +68,9 @@ pub fn ping(dst: Ipv4Addr, timeout: Duration) -> io::Result<bool> {
     loop {
         let now = Instant::now();
         if now >= deadline {
-            return Ok(false);
+            // A reply that arrived in time counts even if this thread woke late to read it
+            // (a loaded host): look once more before saying there was none.
+            return Ok(replied(&sock, ident, dst, &mut buf));
         }
         if now >= next_send && seq < MAX_REQUESTS {
             let pkt = echo_request(ident, seq);
@@ -103,32 +105,37 @@ pub fn ping(dst: Ipv4Addr, timeout: Duration) -> io::Result<bool> {
         };
         // SAFETY: one valid pollfd.
         let rc = unsafe { libc::poll(&mut pfd, 1, wait_ms.max(1)) };
-        if rc <= 0 {
+        if rc > 0 && replied(&sock, ident, dst, &mut buf) {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads every packet waiting on `sock` (without blocking): whether one is the echo reply
+/// from `dst` to `ident`.
+fn replied(sock: &OwnedFd, ident: u16, dst: Ipv4Addr, buf: &mut [u8]) -> bool {
+    loop {
+        // SAFETY: receives into a live buffer of the given length.
+        let n = unsafe {
+            libc::recv(
+                sock.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            return false;
+        }
+        let pkt = &buf[..n as usize];
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        if pkt.len() < ihl + 8 {
             continue;
         }
-        loop {
-            // SAFETY: receives into a live buffer of the given length.
-            let n = unsafe {
-                libc::recv(
-                    sock.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n <= 0 {
-                break;
-            }
-            let pkt = &buf[..n as usize];
-            let ihl = usize::from(pkt[0] & 0x0f) * 4;
-            if pkt.len() < ihl + 8 {
-                continue;
-            }
-            let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-            let icmp = &pkt[ihl..];
-            if icmp[0] == 0 && icmp[4..6] == ident.to_be_bytes() && src == dst {
-                return Ok(true);
-            }
+        let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
+        let icmp = &pkt[ihl..];
+        if icmp[0] == 0 && icmp[4..6] == ident.to_be_bytes() && src == dst {
+            return true;
         }
     }
 }

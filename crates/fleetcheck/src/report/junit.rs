@@ -18,8 +18,11 @@ pub enum Result {
         message: String,
         text: String,
     },
-    /// The infrastructure broke, or the run gave up: not a verdict on the property.
+    /// Not a verdict on the property: the infrastructure broke (`kind` `aborted`), the
+    /// host was too loaded to judge (`too_loaded`), the run gave up (`gave_up`), or a failure
+    /// did not reproduce (`flaky`).
     Error {
+        kind: &'static str,
         message: String,
         text: String,
     },
@@ -107,8 +110,12 @@ pub fn render(suite: &str, cases: &[TestCase]) -> String {
                 attr(message),
                 escape(text)
             ),
-            Result::Error { message, text } => format!(
-                "      <error message=\"{}\" type=\"aborted\">{}</error>\n",
+            Result::Error {
+                kind,
+                message,
+                text,
+            } => format!(
+                "      <error message=\"{}\" type=\"{kind}\">{}</error>\n",
                 attr(message),
                 escape(text)
             ),
@@ -173,5 +180,36 @@ mod tests {
             .find(|n| n.has_tag_name("testcase"))
             .unwrap();
         assert_eq!(case.attribute("time"), Some("1.500"));
+    }
+
+    #[test]
+    fn a_flaky_failure_is_an_error_not_a_failure() {
+        let xml = render(
+            "s",
+            &[TestCase {
+                name: "ping".into(),
+                classname: "fleetcheck.netns".into(),
+                time: Duration::from_millis(10),
+                result: Result::Error {
+                    kind: "flaky",
+                    message: "flaky: reproduced 0/3, not a counterexample: b did not answer".into(),
+                    text: "Failure that did not reproduce".into(),
+                },
+                stdout: String::new(),
+            }],
+        );
+        let doc = roxmltree::Document::parse(&xml).expect("well-formed");
+        let suite = doc
+            .descendants()
+            .find(|n| n.has_tag_name("testsuite"))
+            .unwrap();
+        assert_eq!(suite.attribute("failures"), Some("0"));
+        assert_eq!(suite.attribute("errors"), Some("1"));
+        let error = doc
+            .descendants()
+            .find(|n| n.has_tag_name("error"))
+            .expect("an error");
+        assert_eq!(error.attribute("type"), Some("flaky"));
+        assert!(!doc.descendants().any(|n| n.has_tag_name("failure")));
     }
 }
