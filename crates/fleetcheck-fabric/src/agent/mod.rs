@@ -14,6 +14,7 @@
 
 mod exec;
 pub mod guest;
+mod link;
 mod ping;
 mod reaper;
 pub(crate) mod root;
@@ -173,6 +174,9 @@ fn send(writer: &Writer, msg: &AgentMsg) -> io::Result<()> {
     w.write_all(&encode(msg))
 }
 
+/// How long a netns machine's agent waits for its `eth0` to carry packets ([`link`]).
+const LINK_WAIT: Duration = Duration::from_secs(10);
+
 /// Serves one channel: Init, setup, then requests until the host closes it. `guest`: inside a
 /// VM, where Init carries the identity to take (see [`guest`]); else `plan` is the machine's
 /// own root file system, if it has one.
@@ -208,6 +212,19 @@ fn serve(
         set_hostname(&hostname)?;
     } else if pid1 {
         become_machine_init(plan, &hostname)?;
+        // Ready means reachable: wait for the link-watch work to have made eth0 pass packets.
+        let waiting = std::time::Instant::now();
+        match link::wait_up("eth0", LINK_WAIT) {
+            Ok(true) if waiting.elapsed() >= Duration::from_millis(5) => log(&format!(
+                "eth0 came up after {} ms",
+                waiting.elapsed().as_millis()
+            )),
+            Ok(true) => {}
+            Ok(false) => log(&format!(
+                "eth0 is not up after {LINK_WAIT:?}; going on (pings may go unanswered)"
+            )),
+            Err(e) => log(&format!("cannot watch eth0 come up: {e}")),
+        }
     } else {
         log("not PID 1: leaving mounts and hostname alone");
     }
