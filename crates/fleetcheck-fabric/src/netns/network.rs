@@ -928,7 +928,9 @@ fn make_root_layers(root: &std::path::Path) -> io::Result<()> {
 const DISK_RELEASE: Duration = Duration::from_secs(5);
 
 /// Fills `bin` with one symlink per service, to the version's program (atomically replacing
-/// what was there), and removes links of services no longer named.
+/// what was there), and removes links of services no longer named. A link names the program
+/// by its canonical path: a machine sees only the program's own directory of a path the
+/// host's read-only view lacks (under `/tmp`, say), so `a/../b` would not resolve inside it.
 fn install_services(
     bin: &std::path::Path,
     services: &BTreeMap<String, ServiceVersion>,
@@ -943,7 +945,8 @@ fn install_services(
     for (name, v) in services {
         let tmp = bin.join(format!(".{name}.new"));
         let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&v.path, &tmp)?;
+        let program = fs::canonicalize(&v.path).unwrap_or_else(|_| v.path.clone());
+        std::os::unix::fs::symlink(&program, &tmp)?;
         fs::rename(&tmp, bin.join(name))?;
     }
     Ok(())

@@ -291,3 +291,36 @@ fn machines_have_their_own_var_run_tmp_and_etc() {
     net.teardown().unwrap();
     assert_eq!(snapshot(&host_paths()), before, "the host changed");
 }
+
+/// A service program under the host's `/tmp` (which a machine does not see), named by a path
+/// with `..` through a directory the machine does not see either, still runs inside: the
+/// machine gets the program's own directory and a link by its canonical path. (CI's clone
+/// lives under `/tmp`, and tests name examples as `crates/fleetcheck/../../examples/...`.)
+#[test]
+fn a_service_program_under_tmp_named_through_dot_dot_runs() {
+    if !require_root("a_service_program_under_tmp_named_through_dot_dot_runs") {
+        return;
+    }
+    let top = PathBuf::from(format!("/tmp/fleetcheck-it-{}-dotdot", std::process::id()));
+    let _ = std::fs::remove_dir_all(&top);
+    std::fs::create_dir_all(top.join("crates/side")).unwrap();
+    std::fs::create_dir_all(top.join("versions")).unwrap();
+    let program = top.join("versions/greet-1.0");
+    std::fs::write(&program, "#!/bin/sh\necho greet 1.0\n").unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = spec(1, |_| Vec::new());
+    spec.machines[0].services.insert(
+        "greet".into(),
+        fleetcheck_fabric::ServiceVersion {
+            version: "1.0".into(),
+            path: top.join("crates/side/../../versions/greet-1.0"),
+        },
+    );
+    let backend = backend();
+    let net = backend.create(&spec).unwrap();
+    net.boot(&["m1"]).remove(0).unwrap();
+    let out = sh(net.as_ref(), "m1", "greet");
+    assert_eq!(out.stdout_str().trim(), "greet 1.0", "{out:?}");
+    net.teardown().unwrap();
+    std::fs::remove_dir_all(&top).unwrap();
+}
