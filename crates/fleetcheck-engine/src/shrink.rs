@@ -32,11 +32,13 @@ pub struct ShrinkConfig {
     pub required: u32,
 }
 
+/// The defaults of the library and of the command line (`--shrink-runs`, `--shrink-time`):
+/// real cases take seconds each, so a few hundred runs or five minutes is what a person waits.
 impl Default for ShrinkConfig {
     fn default() -> Self {
         Self {
-            max_runs: 1000,
-            max_time: Duration::from_secs(600),
+            max_runs: 500,
+            max_time: Duration::from_secs(300),
             attempts: 1,
             required: 1,
         }

@@ -52,6 +52,11 @@ pub struct Common {
     pub json: bool,
 }
 
+/// The engine's defaults: the library and the command line have one set.
+fn defaults() -> fleetcheck_engine::Config {
+    fleetcheck_engine::Config::default()
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The scenario to run (see `fleetcheck list`).
@@ -61,13 +66,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub system: Option<String>,
     /// Successful cases needed for the property to pass.
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(long, default_value_t = defaults().tests, value_name = "N")]
     pub tests: u32,
     /// Shortest command sequence.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = defaults().min_size, value_name = "N")]
     pub min_size: usize,
     /// Longest command sequence (sizes grow towards it over the run).
-    #[arg(long, default_value_t = 20, value_name = "N")]
+    #[arg(long, default_value_t = defaults().max_size, value_name = "N")]
     pub max_size: usize,
     /// Seed of the run (random if not given; printed either way).
     #[arg(long, value_name = "S")]
@@ -91,22 +96,22 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
     /// Give up when preconditions discard more than this many generated commands per case.
-    #[arg(long, default_value_t = 5.0, value_name = "R")]
+    #[arg(long, default_value_t = defaults().max_discard_ratio, value_name = "R")]
     pub max_discard_ratio: f64,
     /// Most candidate runs the shrinker may spend.
-    #[arg(long, default_value_t = 500, value_name = "N")]
+    #[arg(long, default_value_t = defaults().shrink.max_runs, value_name = "N")]
     pub shrink_runs: u32,
     /// Most seconds the shrinker may spend.
-    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    #[arg(long, default_value_t = defaults().shrink.max_time.as_secs(), value_name = "SECS")]
     pub shrink_time: u64,
     /// Runs per shrink candidate; a candidate counts as failing if --shrink-require of them fail.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = defaults().shrink.attempts, value_name = "N")]
     pub shrink_attempts: u32,
     /// Failures among --shrink-attempts runs needed to accept a shrink candidate.
-    #[arg(long, default_value_t = 1, value_name = "K")]
+    #[arg(long, default_value_t = defaults().shrink.required, value_name = "K")]
     pub shrink_require: u32,
     /// Extra runs of the minimal case, to tell how often it reproduces.
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(long, default_value_t = defaults().reproduce_runs, value_name = "N")]
     pub reproduce: u32,
     #[command(flatten)]
     pub common: Common,
