@@ -75,7 +75,10 @@ impl RunDir {
                 program: agent.program.clone(),
                 source,
             })?;
-            fs::create_dir(&tmp).map_err(err(&tmp))?;
+            // Root only: logs, disk images and sockets of machines are nobody else's.
+            std::os::unix::fs::DirBuilderExt::mode(&mut fs::DirBuilder::new(), 0o700)
+                .create(&tmp)
+                .map_err(err(&tmp))?;
             fs::write(tmp.join("owner"), format!("{pid} {start}\n")).map_err(err(&tmp))?;
             match fs::rename(&tmp, &path) {
                 Ok(()) => {

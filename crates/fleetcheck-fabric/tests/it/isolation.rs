@@ -154,6 +154,8 @@ fn host_secrets_and_environment_stay_out_of_a_machine() {
     let dir = data.parent().unwrap();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    let run_dir = dir.parent().unwrap();
+    assert_eq!(mode(run_dir), 0o700, "{}", run_dir.display());
     assert_eq!(mode(&dir.join("m0.log")), 0o600);
     net.teardown().unwrap();
 }
