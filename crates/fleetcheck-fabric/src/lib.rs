@@ -51,7 +51,7 @@ mod backend;
 mod error;
 pub mod fake;
 mod faults;
-mod gate;
+pub mod host;
 pub mod netns;
 pub mod protocol;
 pub mod qemu;

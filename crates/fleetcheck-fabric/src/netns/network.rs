@@ -11,15 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{mpsc::RecvTimeoutError, Arc, Mutex};
 use std::time::Duration;
 
-use super::cgroup::{self, FreezerDir};
-use super::conn::AgentConn;
-use super::disk::{self, Disk};
-use super::netlink::Req;
-use super::nft;
-use super::ns::{self, Netns};
 use super::spawn::{spawn_agent, AgentFds};
-use super::sweep::RunDir;
-use super::sys;
 use super::NetnsConfig;
 use crate::backend::Installed;
 use crate::backend::Network;
@@ -28,6 +20,14 @@ use crate::error::{
     TeardownError,
 };
 use crate::faults::Faults;
+use crate::host::cgroup::{self, FreezerDir};
+use crate::host::conn::{self, AgentConn};
+use crate::host::disk::{self, Disk};
+use crate::host::netlink::Req;
+use crate::host::nft;
+use crate::host::ns::{self, Netns};
+use crate::host::sweep::RunDir;
+use crate::host::sys;
 use crate::protocol::{AgentMsg, HostMsg};
 use crate::spec::{
     ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec, ServiceVersion,
@@ -1019,7 +1019,7 @@ impl Network for NetnsNetwork {
             .machine(id)
             .map(|m| (m.cgroup.clone(), m.spec.memory_mb));
         let before = cgroup.as_ref().and_then(|(c, _)| cgroup::oom_kills(c));
-        let mut out = super::conn::exec(&conn, id, req)?;
+        let mut out = conn::exec(&conn, id, req)?;
         if let (Some((dir, mb)), Some(before)) = (cgroup, before) {
             if cgroup::oom_kills(&dir).is_some_and(|after| after > before) {
                 out.oom_killed_mb = Some(mb);
@@ -1037,7 +1037,7 @@ impl Network for NetnsNetwork {
             // A machine that is off gets no reply; a paused one sends nothing.
             Err(Ok(_)) => return Ok(false),
         };
-        super::conn::ping(&conn, from, to, timeout)
+        conn::ping(&conn, from, to, timeout)
     }
 
     fn logs(&self, id: &str) -> String {

@@ -40,9 +40,9 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, Network};
 use crate::error::{CreateError, HostError};
-use crate::gate::CreationGate;
-use crate::netns::sweep::RunDir;
-use crate::netns::{AgentCommand, Cgroups, RUN_ROOT};
+use crate::host::gate::CreationGate;
+use crate::host::sweep::RunDir;
+use crate::host::{AgentCommand, Cgroups, RUN_ROOT};
 use crate::protocol::GuestDisk;
 use crate::spec::{FileSystem, NetworkSpec};
 
@@ -126,7 +126,7 @@ pub fn default_cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/fleetcheck"))
 }
 
-/// The `qemu` backend; one instance is one run (see [`crate::netns::sweep`]).
+/// The `qemu` backend; one instance is one run (see [`crate::host::sweep`]).
 #[derive(Debug)]
 pub struct QemuBackend {
     config: QemuConfig,
@@ -170,7 +170,7 @@ impl QemuBackend {
                 path: "/dev/net/tun".into(),
             });
         }
-        crate::netns::sweep().map_err(HostError::Sweep)?;
+        crate::host::sweep().map_err(HostError::Sweep)?;
         let cgroups = Cgroups::detect()?;
         let run = RunDir::create(Path::new(RUN_ROOT), cgroups, &config.agent)?;
         let share_at = run.path.join("share");

@@ -23,13 +23,13 @@ use crate::error::{
     TeardownError,
 };
 use crate::faults::Faults;
-use crate::netns::conn::{self, AgentConn};
-use crate::netns::disk;
-use crate::netns::netlink::Req;
-use crate::netns::nft;
-use crate::netns::ns::{self, Netns};
-use crate::netns::sweep::RunDir;
-use crate::netns::sys;
+use crate::host::conn::{self, AgentConn};
+use crate::host::disk;
+use crate::host::netlink::Req;
+use crate::host::nft;
+use crate::host::ns::{self, Netns};
+use crate::host::sweep::RunDir;
+use crate::host::sys;
 use crate::protocol::{AgentMsg, GuestDisk, GuestInit, HostMsg};
 use crate::spec::{
     ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec, ServiceVersion,

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use fleetcheck_fabric::netns::{sweep, AgentCommand, RUN_ROOT};
+use fleetcheck_fabric::host::{sweep, AgentCommand, RUN_ROOT};
 use fleetcheck_fabric::qemu::{kernels, QemuBackend, QemuConfig, QemuNetwork};
 use fleetcheck_fabric::{ExecRequest, MachineSpec, Network, NetworkSpec};
 
