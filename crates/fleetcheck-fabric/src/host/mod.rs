@@ -8,7 +8,8 @@
 //! - `ns`, `netlink`: named network namespaces and a batched rtnetlink client;
 //! - `cgroup`: memory, pids and freezer cgroups ([`Cgroups`], [`Freezer`], [`PIDS_MAX`]);
 //! - `conn`: the host end of an agent's channel (exec, ping);
-//! - `nft`: the fault table of a switch namespace;
+//! - `switch`: a network's switch namespace with its bridge and fault table; `nft` renders and
+//!   applies that table;
 //! - [`disk`]: machine file system images, loop devices, disk namespaces;
 //! - `gate`: the creation gate closed on Ctrl-C;
 //! - `sys`: syscall wrappers.
@@ -22,6 +23,7 @@ pub(crate) mod netlink;
 pub(crate) mod nft;
 pub(crate) mod ns;
 pub mod sweep;
+pub(crate) mod switch;
 pub(crate) mod sys;
 
 use std::path::PathBuf;

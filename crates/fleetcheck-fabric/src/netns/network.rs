@@ -19,14 +19,13 @@ use crate::error::{
     BootError, CreateError, ExecError, FaultError, PingError, ServiceError, ShutdownError,
     TeardownError,
 };
-use crate::faults::Faults;
 use crate::host::cgroup::{self, FreezerDir};
 use crate::host::conn::{self, AgentConn};
 use crate::host::disk::{self, Disk};
 use crate::host::netlink::Req;
-use crate::host::nft;
 use crate::host::ns::{self, Netns};
 use crate::host::sweep::RunDir;
+use crate::host::switch::{self, mac_of, Switch};
 use crate::host::sys;
 use crate::protocol::{AgentMsg, HostMsg};
 use crate::spec::{
@@ -84,13 +83,11 @@ pub struct NetShared {
     config: NetnsConfig,
     /// `n<k>`: unique within the run.
     pub name: String,
-    switch: Mutex<Option<Netns>>,
+    switch: Switch,
     machines: Vec<Machine>,
     dir: PathBuf,
     run: Arc<RunDir>,
     torn_down: AtomicBool,
-    /// The network faults in force; held while nft applies a change, which serialises them.
-    faults: Mutex<Faults>,
     /// Held for the whole of a teardown, so a second caller (a Ctrl-C handler racing a worker
     /// that is tearing down at the end of its case) returns only once everything is gone.
     teardown_done: Mutex<bool>,
@@ -129,7 +126,7 @@ pub fn create(
             path: dir.clone(),
             source,
         })?;
-    let mut names = vec![format!("fleetcheck-{}-{net}-sw", run.run)];
+    let mut names = vec![switch::name(&run.run, &net)];
     names.extend(
         spec.machines
             .iter()
@@ -179,12 +176,11 @@ pub fn create(
         spec: spec.clone(),
         config: config.clone(),
         name: net,
-        switch: Mutex::new(Some(switch)),
+        switch: Switch::new(switch),
         machines,
         dir,
         run: run.clone(),
         torn_down: AtomicBool::new(false),
-        faults: Mutex::new(Faults::default()),
         teardown_done: Mutex::new(false),
     });
     super::register_network(&shared);
@@ -195,13 +191,6 @@ pub fn create(
     Ok(network)
 }
 
-/// A machine's hardware address, the same at every boot as a real NIC's: locally
-/// administered, derived from its (unique) address on the network.
-fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
-    let [a, b, c, d] = ip.octets();
-    [0x02, 0xfc, a, b, c, d]
-}
-
 fn netlink_err((what, source): (String, io::Error)) -> CreateError {
     CreateError::Netlink { what, source }
 }
@@ -209,49 +198,32 @@ fn netlink_err((what, source): (String, io::Error)) -> CreateError {
 impl NetShared {
     /// Bridge, veth pairs, addresses, cgroups.
     fn wire(&self) -> Result<(), CreateError> {
-        let mut guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
-        let switch = guard.as_mut().expect("switch exists until teardown");
-        let mut sw = switch.netlink.lock().unwrap_or_else(|e| e.into_inner());
-        sw.batch(vec![
-            Req::NewBridge { name: "br0".into() },
-            Req::SetUp {
-                name: "br0".into(),
-                up: true,
-            },
-            Req::SetUp {
-                name: "lo".into(),
-                up: true,
-            },
-        ])
-        .map_err(netlink_err)?;
-        let bridge = sw
-            .link_index("br0")
-            .map_err(|source| CreateError::Netlink {
-                what: "look up bridge br0".into(),
-                source,
-            })?;
+        self.switch.bring_up()?;
         // Ports stay down while their machine is off.
         let wires: Vec<_> = self
             .machines
             .iter()
             .map(|m| m.wire.lock().unwrap_or_else(|e| e.into_inner()))
             .collect();
-        sw.batch(
-            self.machines
-                .iter()
-                .zip(&wires)
-                .map(|(m, w)| Req::NewVeth {
+        let mut veths = Ok(());
+        self.switch
+            .with(|_, sw| {
+                let bridge = sw.link_index(switch::BRIDGE)?;
+                let reqs = self.machines.iter().zip(&wires).map(|(m, w)| Req::NewVeth {
                     name: w.port.clone(),
                     master: bridge,
                     peer: "eth0".into(),
                     peer_ns: w.netns.fd.as_raw_fd(),
                     peer_mac: mac_of(m.spec.ip),
-                })
-                .collect(),
-        )
-        .map_err(netlink_err)?;
-        drop(sw);
-        drop(guard);
+                });
+                veths = sw.batch(reqs.collect());
+                Ok(())
+            })
+            .map_err(|source| CreateError::Netlink {
+                what: format!("look up bridge {}", switch::BRIDGE),
+                source,
+            })?;
+        veths.map_err(netlink_err)?;
         for (m, w) in self.machines.iter().zip(&wires) {
             self.configure_machine(m, &w.netns)?;
             let name = m
@@ -397,13 +369,8 @@ impl NetShared {
         }
         let netns = made.pop().expect("one namespace was asked for and made");
         let port = format!("p{}r{}", m.index, w.boots);
-        {
-            let mut guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
-            let switch = guard
-                .as_mut()
-                .ok_or_else(|| io::Error::other("network was torn down"))?;
-            let mut sw = switch.netlink.lock().unwrap_or_else(|e| e.into_inner());
-            let bridge = sw.link_index("br0")?;
+        self.switch.with(|_, sw| {
+            let bridge = sw.link_index(switch::BRIDGE)?;
             sw.batch(vec![Req::NewVeth {
                 name: port.clone(),
                 master: bridge,
@@ -411,8 +378,8 @@ impl NetShared {
                 peer_ns: netns.fd.as_raw_fd(),
                 peer_mac: mac_of(m.spec.ip),
             }])
-            .map_err(|(_, e)| e)?;
-        }
+            .map_err(|(_, e)| e)
+        })?;
         self.configure_machine(m, &netns)
             .map_err(io::Error::other)?;
         w.netns = netns;
@@ -431,13 +398,7 @@ impl NetShared {
             .unwrap_or_else(|e| e.into_inner())
             .port
             .clone();
-        let mut guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
-        let switch = guard
-            .as_mut()
-            .ok_or_else(|| io::Error::other("network was torn down"))?;
-        let mut nl = switch.netlink.lock().unwrap_or_else(|e| e.into_inner());
-        nl.batch(vec![Req::SetUp { name: port, up }])
-            .map_err(|(_, e)| e)
+        self.switch.set_port(port, up)
     }
 
     /// Kills and reaps the agent of `m`, joins its reader.
@@ -702,7 +663,7 @@ impl NetShared {
     }
 
     /// Pause (`frozen`) or resume machine `id`, waiting until the kernel reports it done. A
-    /// paused machine's port also drops every frame (see [`nft`]): its frozen processes cannot
+    /// paused machine's port also drops every frame (see `host::nft`): its frozen processes cannot
     /// answer, but its kernel network stack could.
     fn freeze(&self, id: &str, frozen: bool) -> Result<(), FaultError> {
         let (i, m) = self
@@ -778,10 +739,10 @@ impl NetShared {
     /// old one in one `nft` transaction; the faults change only if nft accepted them.
     fn change_faults(
         &self,
-        change: impl FnOnce(&mut Faults) -> Result<(), FaultError>,
+        change: impl FnOnce(&mut crate::faults::Faults) -> Result<(), FaultError>,
     ) -> Result<(), FaultError> {
         let ids: Vec<&str> = self.machines.iter().map(|m| m.spec.id.as_str()).collect();
-        nft::change_faults(&self.faults, &self.switch, &ids, change)
+        self.switch.change_faults(&ids, change)
     }
 
     /// Removes everything; idempotent and callable from any thread (Ctrl-C cleanup).
@@ -816,10 +777,8 @@ impl NetShared {
             }
         }
         // Deleting namespaces deletes their links: far faster than deleting veths one by one.
-        if let Some(switch) = self.switch.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            if let Err(e) = ns::remove_named(&switch.path) {
-                failures.push((format!("namespace {}", switch.name), e));
-            }
+        if let Err(failure) = self.switch.remove() {
+            failures.push(failure);
         }
         for m in &self.machines {
             let wire = m.wire.lock().unwrap_or_else(|e| e.into_inner());
@@ -1150,8 +1109,7 @@ impl NetnsNetwork {
 
     /// The bind mount of the switch namespace (for `nsenter --net=PATH`), until teardown.
     pub fn switch_namespace(&self) -> Option<PathBuf> {
-        let guard = self.shared.switch.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_ref().map(|s| s.path.clone())
+        self.shared.switch.path()
     }
 
     /// The machine's freezer cgroup directory (on cgroup v2 its memory cgroup).
@@ -1163,19 +1121,7 @@ impl NetnsNetwork {
     /// The fault table as `nft list` prints it, with rule counters (empty when no fault is in
     /// force): to see which rule dropped what.
     pub fn fault_rules(&self) -> Result<String, FaultError> {
-        let _faults = self.shared.faults.lock().unwrap_or_else(|e| e.into_inner());
-        let guard = self.shared.switch.lock().unwrap_or_else(|e| e.into_inner());
-        let switch = guard.as_ref().ok_or(FaultError::TornDown)?;
-        let fd = switch.fd.as_raw_fd();
-        let tables = nft::run_in(fd, &["list", "tables"], "")?;
-        if !tables
-            .lines()
-            .any(|l| l.trim() == format!("table {}", nft::TABLE))
-        {
-            return Ok(String::new());
-        }
-        let (family, name) = nft::TABLE.split_once(' ').expect("family and name");
-        nft::run_in(fd, &["list", "table", family, name], "")
+        self.shared.switch.fault_rules()
     }
 
     /// The run id this network belongs to.

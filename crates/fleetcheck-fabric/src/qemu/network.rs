@@ -22,13 +22,12 @@ use crate::error::{
     BootError, CreateError, ExecError, FaultError, PingError, ServiceError, ShutdownError,
     TeardownError,
 };
-use crate::faults::Faults;
 use crate::host::conn::{self, AgentConn};
 use crate::host::disk;
 use crate::host::netlink::Req;
-use crate::host::nft;
-use crate::host::ns::{self, Netns};
+use crate::host::ns;
 use crate::host::sweep::RunDir;
+use crate::host::switch::{self, mac_of, Switch};
 use crate::host::sys;
 use crate::protocol::{AgentMsg, GuestDisk, GuestInit, HostMsg};
 use crate::spec::{
@@ -115,12 +114,11 @@ pub struct NetShared {
     spec: NetworkSpec,
     config: QemuConfig,
     pub name: String,
-    switch: Mutex<Option<Netns>>,
+    switch: Switch,
     machines: Vec<Machine>,
     dir: PathBuf,
     run: Arc<RunDir>,
     torn_down: AtomicBool,
-    faults: Mutex<Faults>,
     teardown_done: Mutex<bool>,
     snapshots: Option<Arc<Snapshots>>,
     /// What the VMs see of the host; service programs' directories are added as booted.
@@ -142,12 +140,6 @@ pub struct BootRecord {
 /// The public handle; dropping it tears the network down.
 pub struct QemuNetwork {
     shared: Arc<NetShared>,
-}
-
-/// Same derivation as netns: stable per address, locally administered.
-fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
-    let [a, b, c, d] = ip.octets();
-    [0x02, 0xfc, a, b, c, d]
 }
 
 fn mac_text(mac: [u8; 6]) -> String {
@@ -175,8 +167,7 @@ pub fn create(
             path: dir.clone(),
             source,
         })?;
-    let (mut made, failed) =
-        ns::create_all(&run.path, vec![format!("fleetcheck-{}-{net}-sw", run.run)]);
+    let (mut made, failed) = ns::create_all(&run.path, vec![switch::name(&run.run, &net)]);
     if let Some((name, source)) = failed {
         let _ = fs::remove_dir_all(&dir);
         return Err(CreateError::Namespace { name, source });
@@ -228,12 +219,11 @@ pub fn create(
         spec: spec.clone(),
         config: config.clone(),
         name: net,
-        switch: Mutex::new(Some(switch)),
+        switch: Switch::new(switch),
         machines,
         dir,
         run: run.clone(),
         torn_down: AtomicBool::new(false),
-        faults: Mutex::new(Faults::default()),
         teardown_done: Mutex::new(false),
         snapshots,
         share,
@@ -241,7 +231,7 @@ pub fn create(
     });
     super::register_network(&shared);
     let network = QemuNetwork { shared };
-    network.shared.wire()?;
+    network.shared.switch.bring_up()?;
     network.shared.make_images()?;
     Ok(network)
 }
@@ -250,24 +240,6 @@ pub fn create(
 type BootFailure = (BootError, Option<Arc<AgentConn>>);
 
 impl NetShared {
-    fn wire(&self) -> Result<(), CreateError> {
-        let guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
-        let switch = guard.as_ref().expect("switch exists until teardown");
-        let mut sw = switch.netlink.lock().unwrap_or_else(|e| e.into_inner());
-        sw.batch(vec![
-            Req::NewBridge { name: "br0".into() },
-            Req::SetUp {
-                name: "br0".into(),
-                up: true,
-            },
-            Req::SetUp {
-                name: "lo".into(),
-                up: true,
-            },
-        ])
-        .map_err(|(what, source)| CreateError::Netlink { what, source })
-    }
-
     /// A fresh file system image for every machine whose spec names one, made in parallel;
     /// attached to the VM at every boot, removed with the network directory.
     fn make_images(&self) -> Result<(), CreateError> {
@@ -332,19 +304,16 @@ impl NetShared {
         } else {
             format!("p{}r{boots}", m.index)
         };
-        let guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
-        let switch = guard
-            .as_ref()
-            .ok_or_else(|| io::Error::other("network was torn down"))?;
-        let tap = vm::open_tap(switch.fd.as_raw_fd(), &port)?;
-        let mut sw = switch.netlink.lock().unwrap_or_else(|e| e.into_inner());
-        let bridge = sw.link_index("br0")?;
-        sw.batch(vec![Req::Enslave {
-            name: port,
-            master: bridge,
-        }])
-        .map_err(|(_, e)| e)?;
-        Ok(tap)
+        self.switch.with(|switch, sw| {
+            let tap = vm::open_tap(switch.fd.as_raw_fd(), &port)?;
+            let bridge = sw.link_index(switch::BRIDGE)?;
+            sw.batch(vec![Req::Enslave {
+                name: port,
+                master: bridge,
+            }])
+            .map_err(|(_, e)| e)?;
+            Ok(tap)
+        })
     }
 
     fn boot_one(&self, m: &Machine) -> Result<(), BootError> {
@@ -459,19 +428,19 @@ impl NetShared {
             if self.torn_down.load(Ordering::SeqCst) {
                 return Err(qemu_err(io::Error::other("network was torn down")));
             }
-            let guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
-            let switch = guard
-                .as_ref()
-                .ok_or_else(|| qemu_err(io::Error::other("network was torn down")))?;
-            let (vm, listener) = vm::spawn(
-                &m.hw,
-                mac_of(m.spec.ip),
-                &m.paths,
-                switch.fd.as_raw_fd(),
-                tap,
-                start,
-            )
-            .map_err(qemu_err)?;
+            let (vm, listener) = self
+                .switch
+                .with(|switch, _| {
+                    vm::spawn(
+                        &m.hw,
+                        mac_of(m.spec.ip),
+                        &m.paths,
+                        switch.fd.as_raw_fd(),
+                        tap,
+                        start,
+                    )
+                })
+                .map_err(qemu_err)?;
             m.pid.store(vm.pid(), Ordering::SeqCst);
             *slot = Some(vm);
             listener
@@ -716,10 +685,10 @@ impl NetShared {
 
     fn change_faults(
         &self,
-        change: impl FnOnce(&mut Faults) -> Result<(), FaultError>,
+        change: impl FnOnce(&mut crate::faults::Faults) -> Result<(), FaultError>,
     ) -> Result<(), FaultError> {
         let ids: Vec<&str> = self.machines.iter().map(|m| m.spec.id.as_str()).collect();
-        nft::change_faults(&self.faults, &self.switch, &ids, change)
+        self.switch.change_faults(&ids, change)
     }
 
     /// Removes everything; idempotent and callable from any thread (Ctrl-C cleanup).
@@ -747,10 +716,8 @@ impl NetShared {
                 failures.push((format!("qemu of machine {}", m.spec.id), e));
             }
         }
-        if let Some(switch) = self.switch.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            if let Err(e) = ns::remove_named(&switch.path) {
-                failures.push((format!("namespace {}", switch.name), e));
-            }
+        if let Err(failure) = self.switch.remove() {
+            failures.push(failure);
         }
         let _ = fs::remove_dir_all(&self.dir);
         super::unregister_network(self);
@@ -911,8 +878,7 @@ impl QemuNetwork {
 
     /// The bind mount of the switch namespace (for `nsenter --net=PATH`), until teardown.
     pub fn switch_namespace(&self) -> Option<PathBuf> {
-        let guard = self.shared.switch.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_ref().map(|s| s.path.clone())
+        self.shared.switch.path()
     }
 
     /// Every boot so far: which machine, whether restored from a snapshot, how long.
