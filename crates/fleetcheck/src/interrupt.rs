@@ -52,8 +52,7 @@ pub fn install() {
                     "\nfleetcheck: {}; removing what this run created",
                     name(sig)
                 );
-                fleetcheck_fabric::qemu::cleanup_process_resources();
-                fleetcheck_fabric::netns::cleanup_process_resources();
+                fleetcheck_fabric::host::cleanup_process_resources();
                 std::process::exit(i32::from(exit_code(sig)));
             }
         });

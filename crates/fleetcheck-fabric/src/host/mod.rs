@@ -11,7 +11,8 @@
 //! - `switch`: a network's switch namespace with its bridge and fault table; `nft` renders and
 //!   applies that table;
 //! - [`disk`]: machine file system images, loop devices, disk namespaces;
-//! - `gate`: the creation gate closed on Ctrl-C;
+//! - `gate`, `live`: the creation gate and the live networks and runs of this process, which
+//!   [`cleanup_process_resources`] removes on a signal;
 //! - `sys`: syscall wrappers.
 
 pub(crate) mod cgroup;
@@ -19,6 +20,7 @@ pub(crate) mod conn;
 pub mod disk;
 pub(crate) mod gate;
 pub mod guard;
+mod live;
 pub(crate) mod netlink;
 pub(crate) mod nft;
 pub(crate) mod ns;
@@ -27,14 +29,13 @@ pub(crate) mod switch;
 pub(crate) mod sys;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
 
 use crate::error::HostError;
 
 pub use cgroup::{Cgroups, Freezer, PIDS_MAX};
+pub use live::cleanup_process_resources;
+pub(crate) use live::{register_network, unregister_network, Live, GATE};
 pub use sweep::{sweep, SweepReport, RUN_ROOT};
-
-use sweep::RunDir;
 
 /// How to start the agent: `program args... --channel-fd 3`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,26 +71,5 @@ impl AgentCommand {
             }
         }
         Err(HostError::AgentNotFound { searched })
-    }
-}
-
-static RUNS: Mutex<Vec<Weak<RunDir>>> = Mutex::new(Vec::new());
-
-fn register_run(run: &Arc<RunDir>) {
-    let mut runs = RUNS.lock().unwrap_or_else(|e| e.into_inner());
-    runs.retain(|w| w.strong_count() > 0);
-    runs.push(Arc::downgrade(run));
-}
-
-/// Removes every live run directory of this process (after its networks are down).
-pub(crate) fn remove_runs() {
-    let runs: Vec<Arc<RunDir>> = RUNS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter_map(Weak::upgrade)
-        .collect();
-    for run in runs {
-        run.remove();
     }
 }

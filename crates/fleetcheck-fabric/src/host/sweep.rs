@@ -87,7 +87,7 @@ impl RunDir {
                         freezer,
                         guardian: Some(guardian),
                     });
-                    super::register_run(&dir);
+                    super::live::register_run(&dir);
                     return Ok(dir);
                 }
                 Err(e) => {

@@ -25,19 +25,16 @@
 mod network;
 mod spawn;
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{Backend, Network};
 use crate::error::{CreateError, HostError};
-use crate::host::gate::CreationGate;
 use crate::host::sweep::RunDir;
-use crate::host::{sweep, AgentCommand, Cgroups, RUN_ROOT};
+use crate::host::{sweep, AgentCommand, Cgroups, GATE, RUN_ROOT};
 use crate::spec::NetworkSpec;
 
 pub use network::NetnsNetwork;
-
-use network::NetShared;
 
 /// Settings of the `netns` backend.
 #[derive(Clone, Debug)]
@@ -129,41 +126,4 @@ impl Backend for NetnsBackend {
     fn create(&self, spec: &NetworkSpec) -> Result<Box<dyn Network>, CreateError> {
         Ok(Box::new(self.create_netns(spec)?))
     }
-}
-
-static NETWORKS: Mutex<Vec<Weak<NetShared>>> = Mutex::new(Vec::new());
-
-/// Network creations under way; closed by [`cleanup_process_resources`].
-static GATE: CreationGate = CreationGate::new();
-
-/// How long cleanup waits for creations under way (each takes milliseconds).
-const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-fn register_network(net: &Arc<NetShared>) {
-    let mut nets = NETWORKS.lock().unwrap_or_else(|e| e.into_inner());
-    nets.retain(|w| w.strong_count() > 0);
-    nets.push(Arc::downgrade(net));
-}
-
-fn unregister_network(net: &NetShared) {
-    let mut nets = NETWORKS.lock().unwrap_or_else(|e| e.into_inner());
-    nets.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), net));
-}
-
-/// Tears down every live network of this process and removes its run directories: for a Ctrl-C
-/// handler, which should exit afterwards. Does not wait for locks held by running operations;
-/// those fail promptly once their agents are killed.
-pub fn cleanup_process_resources() {
-    {
-        GATE.close(GATE_WAIT);
-    }
-    let nets: Vec<Arc<NetShared>> = NETWORKS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter_map(Weak::upgrade)
-        .collect();
-    for net in nets {
-        let _ = net.teardown();
-    }
-    crate::host::remove_runs();
 }

@@ -183,7 +183,7 @@ pub fn create(
         torn_down: AtomicBool::new(false),
         teardown_done: Mutex::new(false),
     });
-    super::register_network(&shared);
+    crate::host::register_network(&shared);
     let network = NetnsNetwork { shared };
     // If wiring fails, dropping `network` removes what exists.
     network.shared.wire()?;
@@ -827,7 +827,7 @@ impl NetShared {
             ));
         }
         let _ = fs::remove_dir_all(&self.dir);
-        super::unregister_network(self);
+        crate::host::unregister_network(self);
         let more = failures.len().saturating_sub(1);
         match failures.into_iter().next() {
             None => Ok(()),
@@ -927,6 +927,12 @@ fn running_setup(log: &str) -> Option<String> {
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl crate::host::Live for NetShared {
+    fn teardown(&self) -> Result<(), TeardownError> {
+        NetShared::teardown(self)
+    }
 }
 
 impl Network for NetnsNetwork {

@@ -23,7 +23,7 @@
 //!   else TCG, said once.
 //! - Clean-up: per network `/run/fleetcheck/<run>/n<k>/` holds each VM's log, sockets and
 //!   pidfile (`m<i>.qemu.pid`: pid and start time); teardown, drop and Ctrl-C
-//!   ([`cleanup_process_resources`]) kill QEMU; the start-up sweep kills QEMU of dead runs by
+//!   ([`crate::host::cleanup_process_resources`]) kill QEMU; the start-up sweep kills QEMU of dead runs by
 //!   their pidfiles.
 
 mod initramfs;
@@ -35,14 +35,13 @@ mod vm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, Network};
 use crate::error::{CreateError, HostError};
-use crate::host::gate::CreationGate;
 use crate::host::sweep::RunDir;
-use crate::host::{AgentCommand, Cgroups, RUN_ROOT};
+use crate::host::{AgentCommand, Cgroups, GATE, RUN_ROOT};
 use crate::protocol::GuestDisk;
 use crate::spec::{FileSystem, NetworkSpec};
 
@@ -52,8 +51,6 @@ pub use network::BootRecord;
 pub use network::QemuNetwork;
 pub use vm::find_qemu;
 pub(crate) use vm::pidfile_alive;
-
-use network::NetShared;
 
 /// The least guest memory, MiB: a Debian kernel keeps about 60 MiB for itself and needs room
 /// to unpack the initramfs (below about 112 MiB it panics, "deadlocked on memory").
@@ -552,39 +549,5 @@ fn probe_kvm(qemu: &Path, kernel: &Kernel, initramfs: &Path) -> AccelChoice {
             accel: Accel::Tcg,
             reason: format!("/dev/kvm exists but a KVM probe VM did not boot: {why}"),
         }
-    }
-}
-
-static NETWORKS: Mutex<Vec<Weak<NetShared>>> = Mutex::new(Vec::new());
-
-/// Network creations under way; closed by [`cleanup_process_resources`].
-static GATE: CreationGate = CreationGate::new();
-
-fn register_network(net: &Arc<NetShared>) {
-    let mut nets = NETWORKS.lock().unwrap_or_else(|e| e.into_inner());
-    nets.retain(|w| w.strong_count() > 0);
-    nets.push(Arc::downgrade(net));
-}
-
-fn unregister_network(net: &NetShared) {
-    let mut nets = NETWORKS.lock().unwrap_or_else(|e| e.into_inner());
-    nets.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), net));
-}
-
-/// Kills every VM of every live qemu network of this process and removes the networks: for a
-/// Ctrl-C handler (call [`crate::netns::cleanup_process_resources`] after it, which removes the
-/// run directories).
-pub fn cleanup_process_resources() {
-    {
-        GATE.close(Duration::from_secs(5));
-    }
-    let nets: Vec<Arc<NetShared>> = NETWORKS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter_map(Weak::upgrade)
-        .collect();
-    for net in nets {
-        let _ = net.teardown();
     }
 }

@@ -229,7 +229,7 @@ pub fn create(
         share,
         boot_log: Mutex::new(Vec::new()),
     });
-    super::register_network(&shared);
+    crate::host::register_network(&shared);
     let network = QemuNetwork { shared };
     network.shared.switch.bring_up()?;
     network.shared.make_images()?;
@@ -720,12 +720,18 @@ impl NetShared {
             failures.push(failure);
         }
         let _ = fs::remove_dir_all(&self.dir);
-        super::unregister_network(self);
+        crate::host::unregister_network(self);
         let more = failures.len().saturating_sub(1);
         match failures.into_iter().next() {
             None => Ok(()),
             Some((what, source)) => Err(TeardownError { what, more, source }),
         }
+    }
+}
+
+impl crate::host::Live for NetShared {
+    fn teardown(&self) -> Result<(), TeardownError> {
+        NetShared::teardown(self)
     }
 }
 

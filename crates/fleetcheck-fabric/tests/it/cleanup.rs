@@ -117,7 +117,7 @@ fn child_for_ctrl_c_cleanup() {
     let backend = backend();
     let (net, _agents) = booted(&backend);
     println!("RUN {}", backend.run_id());
-    fleetcheck_fabric::netns::cleanup_process_resources();
+    fleetcheck_fabric::host::cleanup_process_resources();
     assert_eq!(
         namespaces_with(&format!("fleetcheck-{}-", backend.run_id())),
         Vec::<String>::new()

@@ -276,8 +276,7 @@ fn qemu_child_for_ctrl_c() {
     }
     let pids = [net.qemu_pid("m1").unwrap(), net.qemu_pid("m2").unwrap()];
     println!("RUN {} {} {}", backend.run_id(), pids[0], pids[1]);
-    fleetcheck_fabric::qemu::cleanup_process_resources();
-    fleetcheck_fabric::netns::cleanup_process_resources();
+    fleetcheck_fabric::host::cleanup_process_resources();
     // Leak both on purpose: the clean-up already removed everything.
     std::mem::forget(net);
     std::mem::forget(backend);
