@@ -56,6 +56,7 @@ pub mod netns;
 pub mod protocol;
 pub mod qemu;
 mod spec;
+mod switched;
 
 pub use backend::{Backend, Network};
 pub use error::{

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -16,13 +15,8 @@ use super::share::Share;
 use super::snapshot::{Claim, Snapshots};
 use super::vm::{self, Hardware, Qmp, Start, Vm, VmPaths, SHARE_TAG};
 use super::QemuConfig;
-use crate::backend::Installed;
-use crate::backend::Network;
-use crate::error::{
-    BootError, CreateError, ExecError, FaultError, PingError, ServiceError, ShutdownError,
-    TeardownError,
-};
-use crate::host::conn::{self, AgentConn};
+use crate::error::{BootError, CreateError, FaultError, TeardownError};
+use crate::host::conn::AgentConn;
 use crate::host::disk;
 use crate::host::netlink::Req;
 use crate::host::ns;
@@ -30,9 +24,8 @@ use crate::host::sweep::RunDir;
 use crate::host::switch::{self, mac_of, Switch};
 use crate::host::sys;
 use crate::protocol::{AgentMsg, GuestDisk, GuestInit, HostMsg};
-use crate::spec::{
-    ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec, ServiceVersion,
-};
+use crate::spec::{MachineStatus, NetworkSpec, ServiceVersion};
+use crate::switched::{self, BootFailure, Handle, Switched};
 
 static NEXT_NET: AtomicU64 = AtomicU64::new(0);
 
@@ -86,16 +79,12 @@ fn wait_running(qmp: &std::path::Path, until: Instant) -> io::Result<()> {
 /// How long a snapshot may take to write.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 
-struct Machine {
-    spec: MachineSpec,
-    index: usize,
+/// What a QEMU machine has beyond what every switched machine has.
+pub(crate) struct Own {
     hw: Hardware,
     /// Its own file system, when its spec names one (image `paths.image`).
     disk: Option<GuestDisk>,
-    /// The service versions installed now (its spec's, as replaced by `set_service`).
-    services: Installed,
     paths: VmPaths,
-    state: Mutex<MachineState>,
     /// The running QEMU; its pid is also in `pid` for teardown without the lock.
     vm: Mutex<Option<Vm>>,
     pid: AtomicI32,
@@ -103,11 +92,7 @@ struct Machine {
     boots: AtomicU64,
 }
 
-struct MachineState {
-    status: MachineStatus,
-    booting: bool,
-    agent: Option<Arc<AgentConn>>,
-}
+type Machine = switched::Machine<Own>;
 
 /// Everything a network owns; shared with the process registry for Ctrl-C cleanup.
 pub struct NetShared {
@@ -190,29 +175,28 @@ pub fn create(
         .zip(hardware)
         .zip(disks)
         .enumerate()
-        .map(|(i, ((m, hw), disk))| Machine {
-            spec: m.clone(),
-            index: i,
-            hw,
-            disk,
-            services: Installed::new(m.services.clone()),
-            paths: VmPaths {
-                log: dir.join(format!("m{i}.log")),
-                agent: dir.join(format!("m{i}.agent.sock")),
-                qmp: dir.join(format!("m{i}.qmp.sock")),
-                pidfile: dir.join(format!("m{i}.qemu.pid")),
-                data: dir.join(format!("m{i}.data")),
-                image: dir.join(format!("m{i}.img")),
-                cgroup: vms.clone(),
-            },
-            state: Mutex::new(MachineState {
-                status: MachineStatus::Off,
-                booting: false,
-                agent: None,
-            }),
-            vm: Mutex::new(None),
-            pid: AtomicI32::new(0),
-            boots: AtomicU64::new(0),
+        .map(|(i, ((m, hw), disk))| {
+            Machine::new(
+                m,
+                i,
+                &dir,
+                Own {
+                    hw,
+                    disk,
+                    paths: VmPaths {
+                        log: dir.join(format!("m{i}.log")),
+                        agent: dir.join(format!("m{i}.agent.sock")),
+                        qmp: dir.join(format!("m{i}.qmp.sock")),
+                        pidfile: dir.join(format!("m{i}.qemu.pid")),
+                        data: dir.join(format!("m{i}.data")),
+                        image: dir.join(format!("m{i}.img")),
+                        cgroup: vms.clone(),
+                    },
+                    vm: Mutex::new(None),
+                    pid: AtomicI32::new(0),
+                    boots: AtomicU64::new(0),
+                },
+            )
         })
         .collect();
     let shared = Arc::new(NetShared {
@@ -236,9 +220,6 @@ pub fn create(
     Ok(network)
 }
 
-/// How a boot failed, with the connection to close if one was made.
-type BootFailure = (BootError, Option<Arc<AgentConn>>);
-
 impl NetShared {
     /// A fresh file system image for every machine whose spec names one, made in parallel;
     /// attached to the VM at every boot, removed with the network directory.
@@ -250,9 +231,11 @@ impl NetShared {
                 .filter_map(|m| m.spec.filesystem.map(|fs| (m, fs)))
                 .map(|(m, fs)| {
                     s.spawn(move || {
-                        disk::make_image(&m.paths.image, fs).map_err(|source| CreateError::Disk {
-                            machine: m.spec.id.clone(),
-                            source,
+                        disk::make_image(&m.own.paths.image, fs).map_err(|source| {
+                            CreateError::Disk {
+                                machine: m.spec.id.clone(),
+                                source,
+                            }
                         })
                     })
                 })
@@ -272,14 +255,14 @@ impl NetShared {
             prefix: self.spec.subnet.prefix,
             mac: mac_text(mac_of(m.spec.ip)),
             share: Some(SHARE_TAG.into()),
-            modules: Some(m.hw.modules.to_string_lossy().into_owned()),
+            modules: Some(m.own.hw.modules.to_string_lossy().into_owned()),
             now_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             entropy: sys::random_hex(32),
-            data_dir: Some(m.paths.data.to_string_lossy().into_owned()),
-            disk: m.disk.clone(),
+            data_dir: Some(m.data.to_string_lossy().into_owned()),
+            disk: m.own.disk.clone(),
             // The guest sees the host's root at /host: resolve links here, where they point.
             services: services
                 .iter()
@@ -288,17 +271,13 @@ impl NetShared {
                     (name.clone(), path.to_string_lossy().into_owned())
                 })
                 .collect(),
-            env: crate::backend::machine_env(&m.paths.data, &services),
+            env: crate::backend::machine_env(&m.data, &services),
         }
-    }
-
-    fn machine(&self, id: &str) -> Option<&Machine> {
-        self.machines.iter().find(|m| m.spec.id == id)
     }
 
     /// A fresh tap for machine `m` in the switch namespace, on the bridge and up.
     fn new_tap(&self, m: &Machine) -> io::Result<std::os::fd::OwnedFd> {
-        let boots = m.boots.fetch_add(1, Ordering::SeqCst) + 1;
+        let boots = m.own.boots.fetch_add(1, Ordering::SeqCst) + 1;
         let port = if boots == 1 {
             format!("p{}", m.index)
         } else {
@@ -316,27 +295,15 @@ impl NetShared {
         })
     }
 
-    fn boot_one(&self, m: &Machine) -> Result<(), BootError> {
+    /// Restores machine `m` from its kind's snapshot if there is one, else boots it cold (and
+    /// saves a snapshot if none is being made); records how it went.
+    fn boot_vm(&self, m: &Machine) -> Result<Arc<AgentConn>, BootFailure> {
         let machine = || m.spec.id.clone();
-        {
-            let mut st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-            if !st.status.can_boot() || st.booting {
-                return Err(BootError::WrongStatus {
-                    machine: machine(),
-                    status: if st.booting {
-                        MachineStatus::Running
-                    } else {
-                        st.status
-                    },
-                });
-            }
-            st.booting = true;
-        }
         let started = Instant::now();
-        let key = Snapshots::key(&m.hw);
+        let key = Snapshots::key(&m.own.hw);
         let mut restored = None;
         if let Some(file) = self.snapshots.as_ref().and_then(|s| s.existing(&key)) {
-            match self.start(m, &Start::Restore(file), None) {
+            match self.start_vm(m, &Start::Restore(file), None) {
                 Ok(conn) => restored = Some(Ok(conn)),
                 Err((e, conn)) => {
                     let _ = self.stop_vm(m, conn);
@@ -359,33 +326,23 @@ impl NetShared {
         let from_snapshot = matches!(restored, Some(Ok(_)));
         let result = restored.unwrap_or_else(|| {
             let claim = self.snapshots.as_ref().and_then(|s| s.claim(&key));
-            self.start(m, &Start::Cold, claim)
+            self.start_vm(m, &Start::Cold, claim)
         });
-        let mut st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.booting = false;
-        match result {
-            Ok(conn) => {
-                st.status = MachineStatus::Running;
-                st.agent = Some(conn);
-                self.boot_log
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(BootRecord {
-                        machine: machine(),
-                        restored: from_snapshot,
-                        elapsed: started.elapsed(),
-                    });
-                Ok(())
-            }
-            Err((err, conn)) => {
-                let _ = self.stop_vm(m, conn);
-                Err(err)
-            }
+        if result.is_ok() {
+            self.boot_log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(BootRecord {
+                    machine: machine(),
+                    restored: from_snapshot,
+                    elapsed: started.elapsed(),
+                });
         }
+        result
     }
 
     /// Starts QEMU and brings the machine to Ready; saves a snapshot on the way if `claim`.
-    fn start(
+    fn start_vm(
         &self,
         m: &Machine,
         start: &Start,
@@ -405,7 +362,7 @@ impl NetShared {
         if self.torn_down.load(Ordering::SeqCst) {
             return Err(qemu_err(io::Error::other("network was torn down")));
         }
-        fs::create_dir_all(&m.paths.data).map_err(qemu_err)?;
+        fs::create_dir_all(&m.data).map_err(qemu_err)?;
         for v in m.services.get().values() {
             let program = fs::canonicalize(&v.path).unwrap_or_else(|_| v.path.clone());
             if let Some(dir) = program.parent() {
@@ -424,7 +381,7 @@ impl NetShared {
         let listener = {
             // Under the vm lock, which teardown takes after setting the flag: either teardown
             // sees this QEMU's pid, or this boot sees the flag.
-            let mut slot = m.vm.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slot = m.own.vm.lock().unwrap_or_else(|e| e.into_inner());
             if self.torn_down.load(Ordering::SeqCst) {
                 return Err(qemu_err(io::Error::other("network was torn down")));
             }
@@ -432,16 +389,16 @@ impl NetShared {
                 .switch
                 .with(|switch, _| {
                     vm::spawn(
-                        &m.hw,
+                        &m.own.hw,
                         mac_of(m.spec.ip),
-                        &m.paths,
+                        &m.own.paths,
                         switch.fd.as_raw_fd(),
                         tap,
                         start,
                     )
                 })
                 .map_err(qemu_err)?;
-            m.pid.store(vm.pid(), Ordering::SeqCst);
+            m.own.pid.store(vm.pid(), Ordering::SeqCst);
             *slot = Some(vm);
             listener
         };
@@ -450,7 +407,7 @@ impl NetShared {
             // under it, so a QEMU that exits early is noticed.
             let mut got = None;
             while got.is_none() {
-                let mut slot = m.vm.lock().unwrap_or_else(|e| e.into_inner());
+                let mut slot = m.own.vm.lock().unwrap_or_else(|e| e.into_inner());
                 let Some(vm) = slot.as_mut() else {
                     return Err(qemu_err(io::Error::other("network was torn down")));
                 };
@@ -470,14 +427,14 @@ impl NetShared {
             got.expect("loop ends with a stream")
         };
         drop(listener);
-        let _ = fs::remove_file(&m.paths.agent);
+        let _ = fs::remove_file(&m.own.paths.agent);
         let (conn, boot_rx) = AgentConn::start(stream, &m.spec.id).map_err(qemu_err)?;
         let fail = |e: BootError| (e, Some(conn.clone()));
         if let Start::Restore(_) = start {
             // A restore that does not end with the VM running (an incompatible or truncated
             // file) fails here within seconds, not after the whole boot timeout.
             let until = (Instant::now() + RESTORE_TIMEOUT).min(deadline);
-            wait_running(&m.paths.qmp, until).map_err(|source| {
+            wait_running(&m.own.paths.qmp, until).map_err(|source| {
                 fail(BootError::Qemu {
                     machine: machine(),
                     source,
@@ -554,7 +511,7 @@ impl NetShared {
     }
 
     fn save_snapshot(&self, m: &Machine, claim: &Claim) -> io::Result<()> {
-        let mut qmp = Qmp::connect(&m.paths.qmp, SNAPSHOT_TIMEOUT)?;
+        let mut qmp = Qmp::connect(&m.own.paths.qmp, SNAPSHOT_TIMEOUT)?;
         qmp.snapshot(&claim.path, Instant::now() + SNAPSHOT_TIMEOUT)?;
         if let Some(s) = &self.snapshots {
             s.prune();
@@ -564,13 +521,13 @@ impl NetShared {
 
     fn note(&self, m: &Machine, msg: &str) {
         use std::io::Write;
-        if let Ok(mut f) = fs::OpenOptions::new().append(true).open(&m.paths.log) {
+        if let Ok(mut f) = fs::OpenOptions::new().append(true).open(&m.log) {
             let _ = writeln!(f, "fleetcheck: {msg}");
         }
     }
 
     fn log_tail(&self, m: &Machine) -> String {
-        let text = fs::read_to_string(&m.paths.log).unwrap_or_default();
+        let text = m.read_log();
         let lines: Vec<&str> = text.lines().collect();
         // The agent's last words and a kernel panic's reason say more than a stack trace.
         let mut picked: Vec<&str> = lines
@@ -584,111 +541,13 @@ impl NetShared {
 
     /// Kills and reaps QEMU of `m`, joins its agent reader.
     fn stop_vm(&self, m: &Machine, conn: Option<Arc<AgentConn>>) -> io::Result<()> {
-        m.pid.store(0, Ordering::SeqCst);
-        let vm = m.vm.lock().unwrap_or_else(|e| e.into_inner()).take();
+        m.own.pid.store(0, Ordering::SeqCst);
+        let vm = m.own.vm.lock().unwrap_or_else(|e| e.into_inner()).take();
         let result = vm.map_or(Ok(()), Vm::kill);
         if let Some(conn) = conn {
             conn.join();
         }
         result
-    }
-
-    fn power_off(&self, id: &str) -> Result<(), ShutdownError> {
-        let m = self
-            .machine(id)
-            .ok_or_else(|| ShutdownError::UnknownMachine { machine: id.into() })?;
-        let mut st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        if !st.status.can_shutdown() {
-            return Err(ShutdownError::WrongStatus {
-                machine: id.into(),
-                status: st.status,
-            });
-        }
-        let conn = st.agent.take();
-        let was_paused = st.status == MachineStatus::Paused;
-        st.status = MachineStatus::Off;
-        let killed = self.stop_vm(m, conn);
-        if was_paused {
-            let _ = self.change_faults(|f| {
-                f.paused.remove(&m.index);
-                Ok(())
-            });
-        }
-        killed.map_err(|source| ShutdownError::Kill {
-            machine: id.into(),
-            source,
-        })
-    }
-
-    fn agent(
-        &self,
-        id: &str,
-        allowed: fn(MachineStatus) -> bool,
-    ) -> Result<Arc<AgentConn>, Result<MachineStatus, ()>> {
-        let m = self.machine(id).ok_or(Err(()))?;
-        let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        match (&st.agent, st.status) {
-            (Some(conn), status) if allowed(status) => Ok(conn.clone()),
-            (_, status) => Err(Ok(status)),
-        }
-    }
-
-    /// Pause (SIGSTOP of QEMU, and its port drops every frame) or resume (SIGCONT).
-    fn freeze(&self, id: &str, frozen: bool) -> Result<(), FaultError> {
-        let m = self
-            .machine(id)
-            .ok_or_else(|| FaultError::UnknownMachine { machine: id.into() })?;
-        let (allowed, operation, to): (fn(MachineStatus) -> bool, _, _) = if frozen {
-            (MachineStatus::can_pause, "pause", MachineStatus::Paused)
-        } else {
-            (MachineStatus::can_resume, "resume", MachineStatus::Running)
-        };
-        let mut st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        if !allowed(st.status) || st.booting {
-            return Err(FaultError::WrongStatus {
-                machine: id.into(),
-                status: st.status,
-                operation,
-            });
-        }
-        let pid = m.pid.load(Ordering::SeqCst);
-        let signal = |sig: libc::c_int, name: &'static str| {
-            sys::kill(pid, sig).map_err(|source| FaultError::Signal {
-                machine: id.into(),
-                signal: name,
-                source,
-            })
-        };
-        let i = m.index;
-        if frozen {
-            self.change_faults(|f| {
-                f.paused.insert(i);
-                Ok(())
-            })?;
-            if let Err(e) = signal(libc::SIGSTOP, "SIGSTOP") {
-                let _ = self.change_faults(|f| {
-                    f.paused.remove(&i);
-                    Ok(())
-                });
-                return Err(e);
-            }
-        } else {
-            signal(libc::SIGCONT, "SIGCONT")?;
-            self.change_faults(|f| {
-                f.paused.remove(&i);
-                Ok(())
-            })?;
-        }
-        st.status = to;
-        Ok(())
-    }
-
-    fn change_faults(
-        &self,
-        change: impl FnOnce(&mut crate::faults::Faults) -> Result<(), FaultError>,
-    ) -> Result<(), FaultError> {
-        let ids: Vec<&str> = self.machines.iter().map(|m| m.spec.id.as_str()).collect();
-        self.switch.change_faults(&ids, change)
     }
 
     /// Removes everything; idempotent and callable from any thread (Ctrl-C cleanup).
@@ -702,7 +561,7 @@ impl NetShared {
         let mut failures: Vec<(String, io::Error)> = Vec::new();
         // First SIGKILL every QEMU by pid (a boot may hold the locks), then reap.
         for m in &self.machines {
-            let pid = m.pid.load(Ordering::SeqCst);
+            let pid = m.own.pid.load(Ordering::SeqCst);
             if pid > 0 {
                 let _ = sys::kill(pid, libc::SIGKILL);
             }
@@ -735,150 +594,76 @@ impl crate::host::Live for NetShared {
     }
 }
 
-impl Network for QemuNetwork {
+impl Switched for NetShared {
+    type Own = Own;
+
     fn spec(&self) -> &NetworkSpec {
-        &self.shared.spec
+        &self.spec
     }
 
-    fn status(&self, id: &str) -> Option<MachineStatus> {
-        let m = self.shared.machine(id)?;
-        let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        Some(st.status)
+    fn machines(&self) -> &[Machine] {
+        &self.machines
     }
 
-    fn boot(&self, ids: &[&str]) -> Vec<Result<(), BootError>> {
-        let shared = &self.shared;
-        crate::backend::boot_in_parallel(ids, |id| {
-            let m = shared
-                .machine(id)
-                .ok_or_else(|| BootError::UnknownMachine { machine: id.into() })?;
-            shared.boot_one(m)
-        })
+    fn switch(&self) -> &Switch {
+        &self.switch
     }
 
-    fn shutdown(&self, id: &str) -> Result<(), ShutdownError> {
-        self.shared.power_off(id)
+    fn start(&self, m: &Machine) -> Result<Arc<AgentConn>, BootFailure> {
+        self.boot_vm(m)
     }
 
-    fn crash(&self, id: &str) -> Result<(), ShutdownError> {
-        self.shared.power_off(id)
+    fn stop(&self, m: &Machine, conn: Option<Arc<AgentConn>>) -> io::Result<()> {
+        self.stop_vm(m, conn)
     }
 
-    fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError> {
-        let machine = || id.to_string();
-        if req.argv.is_empty() {
-            return Err(ExecError::EmptyCommand { machine: machine() });
-        }
-        let conn = self
-            .shared
-            .agent(id, MachineStatus::can_exec)
-            .map_err(|e| match e {
-                Err(()) => ExecError::UnknownMachine { machine: machine() },
-                Ok(status) => ExecError::WrongStatus {
-                    machine: machine(),
-                    status,
-                },
-            })?;
-        conn::exec(&conn, id, req)
+    /// Nothing to do: the tap is QEMU's alone and vanished with it.
+    fn unplug(&self, _m: &Machine) -> io::Result<()> {
+        Ok(())
     }
 
-    fn ping(&self, from: &str, to: Ipv4Addr, timeout: Duration) -> Result<bool, PingError> {
-        let running = |s| s == MachineStatus::Running;
-        let conn = match self.shared.agent(from, running) {
-            Ok(conn) => conn,
-            Err(Err(())) => {
-                return Err(PingError::UnknownMachine {
-                    machine: from.into(),
-                })
-            }
-            Err(Ok(_)) => return Ok(false),
+    /// SIGSTOP (or SIGCONT) of QEMU.
+    fn hold(&self, m: &Machine, frozen: bool) -> Result<(), FaultError> {
+        let (sig, signal) = if frozen {
+            (libc::SIGSTOP, "SIGSTOP")
+        } else {
+            (libc::SIGCONT, "SIGCONT")
         };
-        conn::ping(&conn, from, to, timeout)
-    }
-
-    fn pause(&self, id: &str) -> Result<(), FaultError> {
-        self.shared.freeze(id, true)
-    }
-
-    fn resume(&self, id: &str) -> Result<(), FaultError> {
-        self.shared.freeze(id, false)
-    }
-
-    fn partition(&self, groups: &[Vec<String>]) -> Result<(), FaultError> {
-        let spec = &self.shared.spec;
-        self.shared.change_faults(|f| f.partition(spec, groups))
-    }
-
-    fn block(&self, from: &str, to: &str) -> Result<(), FaultError> {
-        let spec = &self.shared.spec;
-        self.shared.change_faults(|f| f.block(spec, from, to))
-    }
-
-    fn loss(&self, id: &str, percent: u8) -> Result<(), FaultError> {
-        let spec = &self.shared.spec;
-        self.shared.change_faults(|f| f.set_loss(spec, id, percent))
-    }
-
-    fn heal(&self) -> Result<(), FaultError> {
-        self.shared.change_faults(|f| {
-            f.heal();
-            Ok(())
+        sys::kill(m.own.pid.load(Ordering::SeqCst), sig).map_err(|source| FaultError::Signal {
+            machine: m.spec.id.clone(),
+            signal,
+            source,
         })
     }
 
-    fn logs(&self, id: &str) -> String {
-        self.shared
-            .machine(id)
-            .and_then(|m| fs::read_to_string(&m.paths.log).ok())
-            .unwrap_or_default()
-    }
-
-    fn data_dir(&self, id: &str) -> Option<PathBuf> {
-        let m = self.shared.machine(id)?;
-        fs::create_dir_all(&m.paths.data).ok()?;
-        Some(m.paths.data.clone())
+    /// Only the host's record changes: the agent links the programs anew at every boot.
+    fn install(&self, _m: &Machine, _next: &BTreeMap<String, ServiceVersion>) -> io::Result<()> {
+        Ok(())
     }
 
     /// The shared directory, unless the machine has a file system of its own: only the guest
     /// mounts that (the host mounting it too while the guest writes would corrupt it).
     fn data_dir_on_host(&self, id: &str) -> Option<PathBuf> {
-        let m = self.shared.machine(id)?;
-        if m.disk.is_some() {
+        let m = self.machine(id)?;
+        if m.own.disk.is_some() {
             return None;
         }
         self.data_dir(id)
     }
+}
 
-    fn services(&self, id: &str) -> Option<BTreeMap<String, ServiceVersion>> {
-        Some(self.shared.machine(id)?.services.get())
-    }
+impl Handle for QemuNetwork {
+    type Net = NetShared;
 
-    /// Only the host's record changes: the agent links the programs anew at every boot.
-    fn set_service(
-        &self,
-        id: &str,
-        service: &str,
-        version: &ServiceVersion,
-    ) -> Result<(), ServiceError> {
-        let m = self
-            .shared
-            .machine(id)
-            .ok_or_else(|| ServiceError::UnknownMachine { machine: id.into() })?;
-        // The state lock keeps the machine off while its programs change.
-        let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        m.services
-            .set(id, (st.status, st.booting), service, version, |_| Ok(()))
-    }
-
-    fn teardown(self: Box<Self>) -> Result<(), TeardownError> {
-        self.shared.teardown()
+    fn net(&self) -> &NetShared {
+        &self.shared
     }
 }
 
 impl QemuNetwork {
     /// Host pid of the QEMU of machine `id`, while it runs.
     pub fn qemu_pid(&self, id: &str) -> Option<i32> {
-        let pid = self.shared.machine(id)?.pid.load(Ordering::SeqCst);
+        let pid = self.shared.machine(id)?.own.pid.load(Ordering::SeqCst);
         (pid > 0).then_some(pid)
     }
 
