@@ -3,16 +3,18 @@
 //! boot and power-cut bookkeeping, pause and resume around the fault table, and the same
 //! [`Network`] operations.
 //!
-//! A backend's network implements [`Switched`]: where its machines live ([`Machine`], with
-//! what only that backend keeps in [`Machine::own`]) and its own steps — how a machine starts
-//! ([`Switched::start`]), stops, is unplugged, frozen and torn down. Its public handle
-//! implements [`Handle`], and [`Network`] is implemented once, here, for every handle.
+//! A backend's network implements [`Switched`]: it holds a [`Net`] (the spec, the switch, the
+//! machines — [`Machine`], with what only that backend keeps in [`Machine::own`] — and the
+//! teardown flags) and says how its machines start ([`Switched::start`]), stop, are unplugged,
+//! frozen and killed, and what else its teardown removes. Its public handle implements
+//! [`Handle`]; [`Network`] is implemented once, here, for every handle.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ use crate::error::{
 };
 use crate::faults::Faults;
 use crate::host::conn::{self, AgentConn};
+use crate::host::sweep::RunDir;
 use crate::host::switch::Switch;
 use crate::host::Live;
 use crate::spec::{
@@ -76,17 +79,66 @@ impl<X> Machine<X> {
     }
 }
 
+/// What every switched network owns; `X` is what its backend keeps per machine.
+pub(crate) struct Net<X> {
+    pub spec: NetworkSpec,
+    /// `n<k>`: unique within the run.
+    pub name: String,
+    pub switch: Switch,
+    pub machines: Vec<Machine<X>>,
+    /// `<run directory>/n<k>`: the machines' files; removed with the network.
+    pub dir: PathBuf,
+    pub run: Arc<RunDir>,
+    /// Set first thing by teardown; boots check it under the locks teardown takes next.
+    pub torn_down: AtomicBool,
+    /// Held for the whole of a teardown, so a second caller (a Ctrl-C handler racing a worker
+    /// that is tearing down at the end of its case) returns only once everything is gone.
+    teardown_done: Mutex<bool>,
+}
+
+impl<X> Net<X> {
+    pub(crate) fn new(
+        spec: &NetworkSpec,
+        name: String,
+        switch: Switch,
+        machines: Vec<Machine<X>>,
+        dir: PathBuf,
+        run: &Arc<RunDir>,
+    ) -> Self {
+        Net {
+            spec: spec.clone(),
+            name,
+            switch,
+            machines,
+            dir,
+            run: run.clone(),
+            torn_down: AtomicBool::new(false),
+            teardown_done: Mutex::new(false),
+        }
+    }
+
+    /// The handle's `Debug`: its type name, run, network name and size.
+    pub(crate) fn debug(&self, f: &mut std::fmt::Formatter<'_>, handle: &str) -> std::fmt::Result {
+        f.debug_struct(handle)
+            .field("run", &self.run.run)
+            .field("name", &self.name)
+            .field("machines", &self.machines.len())
+            .finish()
+    }
+}
+
 /// How a boot failed, with the connection to close if one was made.
 pub(crate) type BootFailure = (BootError, Option<Arc<AgentConn>>);
 
 /// A network of agent machines on a switch: what a backend provides, and what it gets.
-pub(crate) trait Switched: Live + Sized {
+pub(crate) trait Switched: Send + Sync + Sized {
     /// What only this backend keeps per machine.
     type Own: Send + Sync;
 
-    fn spec(&self) -> &NetworkSpec;
-    fn machines(&self) -> &[Machine<Self::Own>];
-    fn switch(&self) -> &Switch;
+    /// What runs a machine, for teardown's messages (`agent`, `qemu`).
+    const RUNNER: &'static str;
+
+    fn net(&self) -> &Net<Self::Own>;
 
     /// Starts machine `m` and brings it to `Ready`.
     fn start(&self, m: &Machine<Self::Own>) -> Result<Arc<AgentConn>, BootFailure>;
@@ -126,8 +178,14 @@ pub(crate) trait Switched: Live + Sized {
     /// See [`Network::data_dir_on_host`].
     fn data_dir_on_host(&self, id: &str) -> Option<PathBuf>;
 
+    /// Sends machine `m` a kill at once, without waiting (teardown kills all, then reaps).
+    fn kill(&self, m: &Machine<Self::Own>);
+
+    /// What else teardown removes once every machine is stopped and the switch is gone.
+    fn remove_rest(&self, _failures: &mut Vec<(String, io::Error)>) {}
+
     fn machine(&self, id: &str) -> Option<&Machine<Self::Own>> {
-        self.machines().iter().find(|m| m.spec.id == id)
+        self.net().machines.iter().find(|m| m.spec.id == id)
     }
 
     /// The agent channel of a machine whose status passes `allowed`; else `Err(Err(()))` for
@@ -150,8 +208,9 @@ pub(crate) trait Switched: Live + Sized {
         &self,
         change: impl FnOnce(&mut Faults) -> Result<(), FaultError>,
     ) -> Result<(), FaultError> {
-        let ids: Vec<&str> = self.machines().iter().map(|m| m.spec.id.as_str()).collect();
-        self.switch().change_faults(&ids, change)
+        let net = self.net();
+        let ids: Vec<&str> = net.machines.iter().map(|m| m.spec.id.as_str()).collect();
+        net.switch.change_faults(&ids, change)
     }
 
     /// Marks machine `index` paused on the switch (its port drops every frame) or not.
@@ -269,6 +328,46 @@ pub(crate) trait Switched: Live + Sized {
         Ok(())
     }
 
+    /// Removes everything; idempotent and callable from any thread (signal clean-up). Kills
+    /// every machine before stopping any, so they go down together; does not wait for a
+    /// machine's state lock (a boot may hold it; the kill makes that boot fail promptly).
+    fn teardown(&self) -> Result<(), TeardownError> {
+        let net = self.net();
+        let mut done = net.teardown_done.lock().unwrap_or_else(|e| e.into_inner());
+        if *done {
+            return Ok(());
+        }
+        *done = true;
+        net.torn_down.store(true, Ordering::SeqCst);
+        let mut failures: Vec<(String, io::Error)> = Vec::new();
+        for m in &net.machines {
+            self.kill(m);
+        }
+        for m in &net.machines {
+            let conn = m.state.try_lock().ok().and_then(|mut st| {
+                st.status = MachineStatus::Off;
+                st.agent.take()
+            });
+            if let Err(e) = self.stop(m, conn) {
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    failures.push((format!("{} of machine {}", Self::RUNNER, m.spec.id), e));
+                }
+            }
+        }
+        // Deleting namespaces deletes their links: far faster than deleting ports one by one.
+        if let Err(failure) = net.switch.remove() {
+            failures.push(failure);
+        }
+        self.remove_rest(&mut failures);
+        let _ = fs::remove_dir_all(&net.dir);
+        crate::host::unregister_network(self);
+        let more = failures.len().saturating_sub(1);
+        match failures.into_iter().next() {
+            None => Ok(()),
+            Some((what, source)) => Err(TeardownError { what, more, source }),
+        }
+    }
+
     /// Machine `id`'s data directory, made if missing.
     fn data_dir(&self, id: &str) -> Option<PathBuf> {
         let m = self.machine(id)?;
@@ -277,25 +376,31 @@ pub(crate) trait Switched: Live + Sized {
     }
 }
 
+impl<S: Switched> Live for S {
+    fn teardown(&self) -> Result<(), TeardownError> {
+        Switched::teardown(self)
+    }
+}
+
 /// The public handle of a switched network.
 pub(crate) trait Handle: Send + Sync {
-    type Net: Switched;
-    fn net(&self) -> &Self::Net;
+    type Shared: Switched;
+    fn shared(&self) -> &Self::Shared;
 }
 
 impl<H: Handle> Network for H {
     fn spec(&self) -> &NetworkSpec {
-        self.net().spec()
+        &self.shared().net().spec
     }
 
     fn status(&self, id: &str) -> Option<MachineStatus> {
-        let m = self.net().machine(id)?;
+        let m = self.shared().machine(id)?;
         let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
         Some(st.status)
     }
 
     fn boot(&self, ids: &[&str]) -> Vec<Result<(), BootError>> {
-        let net = self.net();
+        let net = self.shared();
         crate::backend::boot_in_parallel(ids, |id| {
             let m = net
                 .machine(id)
@@ -305,11 +410,11 @@ impl<H: Handle> Network for H {
     }
 
     fn shutdown(&self, id: &str) -> Result<(), ShutdownError> {
-        self.net().power_off(id)
+        self.shared().power_off(id)
     }
 
     fn crash(&self, id: &str) -> Result<(), ShutdownError> {
-        self.net().power_off(id)
+        self.shared().power_off(id)
     }
 
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError> {
@@ -318,7 +423,7 @@ impl<H: Handle> Network for H {
             return Err(ExecError::EmptyCommand { machine: machine() });
         }
         let conn = self
-            .net()
+            .shared()
             .agent(id, MachineStatus::can_exec)
             .map_err(|e| match e {
                 Err(()) => ExecError::UnknownMachine { machine: machine() },
@@ -327,12 +432,12 @@ impl<H: Handle> Network for H {
                     status,
                 },
             })?;
-        self.net().exec_on(id, &conn, req)
+        self.shared().exec_on(id, &conn, req)
     }
 
     fn ping(&self, from: &str, to: Ipv4Addr, timeout: Duration) -> Result<bool, PingError> {
         let running = |s| s == MachineStatus::Running;
-        let conn = match self.net().agent(from, running) {
+        let conn = match self.shared().agent(from, running) {
             Ok(conn) => conn,
             Err(Err(())) => {
                 return Err(PingError::UnknownMachine {
@@ -346,52 +451,53 @@ impl<H: Handle> Network for H {
     }
 
     fn pause(&self, id: &str) -> Result<(), FaultError> {
-        self.net().freeze(id, true)
+        self.shared().freeze(id, true)
     }
 
     fn resume(&self, id: &str) -> Result<(), FaultError> {
-        self.net().freeze(id, false)
+        self.shared().freeze(id, false)
     }
 
     fn partition(&self, groups: &[Vec<String>]) -> Result<(), FaultError> {
-        let spec = self.net().spec();
-        self.net().change_faults(|f| f.partition(spec, groups))
+        let spec = &self.shared().net().spec;
+        self.shared().change_faults(|f| f.partition(spec, groups))
     }
 
     fn block(&self, from: &str, to: &str) -> Result<(), FaultError> {
-        let spec = self.net().spec();
-        self.net().change_faults(|f| f.block(spec, from, to))
+        let spec = &self.shared().net().spec;
+        self.shared().change_faults(|f| f.block(spec, from, to))
     }
 
     fn loss(&self, id: &str, percent: u8) -> Result<(), FaultError> {
-        let spec = self.net().spec();
-        self.net().change_faults(|f| f.set_loss(spec, id, percent))
+        let spec = &self.shared().net().spec;
+        self.shared()
+            .change_faults(|f| f.set_loss(spec, id, percent))
     }
 
     fn heal(&self) -> Result<(), FaultError> {
-        self.net().change_faults(|f| {
+        self.shared().change_faults(|f| {
             f.heal();
             Ok(())
         })
     }
 
     fn logs(&self, id: &str) -> String {
-        self.net()
+        self.shared()
             .machine(id)
             .map(Machine::read_log)
             .unwrap_or_default()
     }
 
     fn data_dir(&self, id: &str) -> Option<PathBuf> {
-        self.net().data_dir(id)
+        self.shared().data_dir(id)
     }
 
     fn data_dir_on_host(&self, id: &str) -> Option<PathBuf> {
-        self.net().data_dir_on_host(id)
+        self.shared().data_dir_on_host(id)
     }
 
     fn services(&self, id: &str) -> Option<BTreeMap<String, ServiceVersion>> {
-        Some(self.net().machine(id)?.services.get())
+        Some(self.shared().machine(id)?.services.get())
     }
 
     fn set_service(
@@ -400,7 +506,7 @@ impl<H: Handle> Network for H {
         service: &str,
         version: &ServiceVersion,
     ) -> Result<(), ServiceError> {
-        let net = self.net();
+        let net = self.shared();
         let m = net
             .machine(id)
             .ok_or_else(|| ServiceError::UnknownMachine { machine: id.into() })?;
@@ -413,6 +519,6 @@ impl<H: Handle> Network for H {
     }
 
     fn teardown(self: Box<Self>) -> Result<(), TeardownError> {
-        self.net().teardown()
+        Switched::teardown(self.shared())
     }
 }

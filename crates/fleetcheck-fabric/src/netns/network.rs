@@ -6,13 +6,13 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{mpsc::RecvTimeoutError, Arc, Mutex};
 use std::time::Duration;
 
 use super::spawn::{spawn_agent, AgentFds};
 use super::NetnsConfig;
-use crate::error::{BootError, CreateError, ExecError, FaultError, TeardownError};
+use crate::error::{BootError, CreateError, ExecError, FaultError};
 use crate::host::cgroup::{self, FreezerDir};
 use crate::host::conn::{self, AgentConn};
 use crate::host::disk::{self, Disk};
@@ -22,8 +22,8 @@ use crate::host::sweep::RunDir;
 use crate::host::switch::{self, mac_of, Switch};
 use crate::host::sys;
 use crate::protocol::{AgentMsg, HostMsg};
-use crate::spec::{ExecOutput, ExecRequest, MachineStatus, NetworkSpec, ServiceVersion};
-use crate::switched::{self, BootFailure, Handle, Switched};
+use crate::spec::{ExecOutput, ExecRequest, NetworkSpec, ServiceVersion};
+use crate::switched::{self, BootFailure, Handle, Net, Switched};
 
 static NEXT_NET: AtomicU64 = AtomicU64::new(0);
 
@@ -60,18 +60,8 @@ struct Wire {
 
 /// Everything a network owns; shared with the process registry for Ctrl-C cleanup.
 pub struct NetShared {
-    spec: NetworkSpec,
+    net: Net<Own>,
     config: NetnsConfig,
-    /// `n<k>`: unique within the run.
-    pub name: String,
-    switch: Switch,
-    machines: Vec<Machine>,
-    dir: PathBuf,
-    run: Arc<RunDir>,
-    torn_down: AtomicBool,
-    /// Held for the whole of a teardown, so a second caller (a Ctrl-C handler racing a worker
-    /// that is tearing down at the end of its case) returns only once everything is gone.
-    teardown_done: Mutex<bool>,
 }
 
 /// The public handle; dropping it tears the network down.
@@ -149,15 +139,8 @@ pub fn create(
         ));
     }
     let shared = Arc::new(NetShared {
-        spec: spec.clone(),
+        net: Net::new(spec, net, Switch::new(switch), machines, dir, run),
         config: config.clone(),
-        name: net,
-        switch: Switch::new(switch),
-        machines,
-        dir,
-        run: run.clone(),
-        torn_down: AtomicBool::new(false),
-        teardown_done: Mutex::new(false),
     });
     crate::host::register_network(&shared);
     let network = NetnsNetwork { shared };
@@ -174,24 +157,31 @@ fn netlink_err((what, source): (String, io::Error)) -> CreateError {
 impl NetShared {
     /// Bridge, veth pairs, addresses, cgroups.
     fn wire(&self) -> Result<(), CreateError> {
-        self.switch.bring_up()?;
+        self.net.switch.bring_up()?;
         // Ports stay down while their machine is off.
         let wires: Vec<_> = self
+            .net
             .machines
             .iter()
             .map(|m| m.own.wire.lock().unwrap_or_else(|e| e.into_inner()))
             .collect();
         let mut veths = Ok(());
-        self.switch
+        self.net
+            .switch
             .with(|_, sw| {
                 let bridge = sw.link_index(switch::BRIDGE)?;
-                let reqs = self.machines.iter().zip(&wires).map(|(m, w)| Req::NewVeth {
-                    name: w.port.clone(),
-                    master: bridge,
-                    peer: "eth0".into(),
-                    peer_ns: w.netns.fd.as_raw_fd(),
-                    peer_mac: mac_of(m.spec.ip),
-                });
+                let reqs = self
+                    .net
+                    .machines
+                    .iter()
+                    .zip(&wires)
+                    .map(|(m, w)| Req::NewVeth {
+                        name: w.port.clone(),
+                        master: bridge,
+                        peer: "eth0".into(),
+                        peer_ns: w.netns.fd.as_raw_fd(),
+                        peer_mac: mac_of(m.spec.ip),
+                    });
                 veths = sw.batch(reqs.collect());
                 Ok(())
             })
@@ -200,7 +190,7 @@ impl NetShared {
                 source,
             })?;
         veths.map_err(netlink_err)?;
-        for (m, w) in self.machines.iter().zip(&wires) {
+        for (m, w) in self.net.machines.iter().zip(&wires) {
             self.configure_machine(m, &w.netns)?;
             let name = m
                 .own
@@ -208,9 +198,10 @@ impl NetShared {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .expect("cgroup names are ascii");
-            self.run
+            self.net
+                .run
                 .cgroups
-                .create_machine(&self.run.run, name, m.spec.memory_mb)
+                .create_machine(&self.net.run.run, name, m.spec.memory_mb)
                 .map_err(|source| CreateError::Cgroup {
                     path: m.own.cgroup.clone(),
                     source,
@@ -234,7 +225,7 @@ impl NetShared {
     /// Every machine's bin directory and, where its spec asks for one, its file system; the
     /// file systems are made in parallel.
     fn install_all(&self) -> Result<(), CreateError> {
-        for m in &self.machines {
+        for m in &self.net.machines {
             let err = |source| CreateError::Disk {
                 machine: m.spec.id.clone(),
                 source,
@@ -245,12 +236,13 @@ impl NetShared {
         }
         std::thread::scope(|s| {
             let jobs: Vec<_> = self
+                .net
                 .machines
                 .iter()
                 .filter_map(|m| m.spec.filesystem.map(|fs| (m, fs)))
                 .map(|(m, fs)| {
                     s.spawn(move || -> Result<(), CreateError> {
-                        let image = self.dir.join(format!("m{}.img", m.index));
+                        let image = self.net.dir.join(format!("m{}.img", m.index));
                         let err = |source| CreateError::Disk {
                             machine: m.spec.id.clone(),
                             source,
@@ -259,7 +251,7 @@ impl NetShared {
                         // Checked under the disk lock, which teardown takes after setting the
                         // flag: no disk is mounted after teardown released the others.
                         let mut slot = m.own.disk.lock().unwrap_or_else(|e| e.into_inner());
-                        if self.torn_down.load(Ordering::SeqCst) {
+                        if self.net.torn_down.load(Ordering::SeqCst) {
                             return Err(err(io::Error::other("network was torn down")));
                         }
                         *slot = Some(Disk::mount(&image, fs, &m.data).map_err(err)?);
@@ -324,7 +316,7 @@ impl NetShared {
             Req::AddAddr {
                 index: eth0,
                 addr: m.spec.ip,
-                prefix: self.spec.subnet.prefix,
+                prefix: self.net.spec.subnet.prefix,
             },
         ])
         .map_err(netlink_err)
@@ -336,7 +328,7 @@ impl NetShared {
     fn renew_wire(&self, m: &Machine, w: &mut Wire) -> io::Result<()> {
         // Checked under the wire lock, which teardown takes after setting the flag: no
         // namespace is made after teardown removed this machine's.
-        if self.torn_down.load(Ordering::SeqCst) {
+        if self.net.torn_down.load(Ordering::SeqCst) {
             return Err(io::Error::other("network was torn down"));
         }
         w.boots += 1;
@@ -344,13 +336,13 @@ impl NetShared {
             return Ok(());
         }
         ns::remove_named(&w.netns.path)?;
-        let (mut made, failed) = ns::create_all(&self.run.path, vec![w.netns.name.clone()]);
+        let (mut made, failed) = ns::create_all(&self.net.run.path, vec![w.netns.name.clone()]);
         if let Some((_, e)) = failed {
             return Err(e);
         }
         let netns = made.pop().expect("one namespace was asked for and made");
         let port = format!("p{}r{}", m.index, w.boots);
-        self.switch.with(|_, sw| {
+        self.net.switch.with(|_, sw| {
             let bridge = sw.link_index(switch::BRIDGE)?;
             sw.batch(vec![Req::NewVeth {
                 name: port.clone(),
@@ -376,7 +368,7 @@ impl NetShared {
             .unwrap_or_else(|e| e.into_inner())
             .port
             .clone();
-        self.switch.set_port(port, up)
+        self.net.switch.set_port(port, up)
     }
 
     /// Kills and reaps the agent of `m`, joins its reader.
@@ -407,7 +399,7 @@ impl NetShared {
                 None,
             )
         };
-        if self.torn_down.load(Ordering::SeqCst) {
+        if self.net.torn_down.load(Ordering::SeqCst) {
             return Err(spawn_err(io::Error::other("network was torn down")));
         }
         let mut wire = m.own.wire.lock().unwrap_or_else(|e| e.into_inner());
@@ -456,7 +448,7 @@ impl NetShared {
         // The agent is started and its pid published under the wire lock, which teardown
         // takes too: teardown either sees the pid or comes first and stops this boot here.
         let wire = m.own.wire.lock().unwrap_or_else(|e| e.into_inner());
-        if self.torn_down.load(Ordering::SeqCst) {
+        if self.net.torn_down.load(Ordering::SeqCst) {
             return Err(spawn_err(io::Error::other("network was torn down")));
         }
         let env = self.agent_env(m);
@@ -551,96 +543,6 @@ impl NetShared {
     fn thaw_after_kill(&self, m: &Machine) {
         if let Some(freezer) = &m.own.freezer {
             let _ = freezer.request(false);
-        }
-    }
-
-    /// Removes everything; idempotent and callable from any thread (Ctrl-C cleanup).
-    pub fn teardown(&self) -> Result<(), TeardownError> {
-        let mut done = self.teardown_done.lock().unwrap_or_else(|e| e.into_inner());
-        if *done {
-            return Ok(());
-        }
-        *done = true;
-        self.torn_down.store(true, Ordering::SeqCst);
-        let mut failures: Vec<(String, io::Error)> = Vec::new();
-        // Kill every agent before reaping any: each machine's mount namespace (its own root,
-        // some 30 mounts) is torn down as its PID 1 exits, and those tear-downs overlap.
-        for m in &self.machines {
-            let pid = m.own.agent_pid.load(Ordering::SeqCst);
-            if pid > 0 {
-                let _ = sys::kill(pid, libc::SIGKILL);
-                self.thaw_after_kill(m);
-            }
-        }
-        for m in &self.machines {
-            // Do not wait for the state lock: a boot may hold it; killing the agent by pid
-            // makes that boot fail promptly.
-            let conn = m.state.try_lock().ok().and_then(|mut st| {
-                st.status = MachineStatus::Off;
-                st.agent.take()
-            });
-            if let Err(e) = self.stop_agent(m, conn) {
-                if e.raw_os_error() != Some(libc::ESRCH) {
-                    failures.push((format!("agent of machine {}", m.spec.id), e));
-                }
-            }
-        }
-        // Deleting namespaces deletes their links: far faster than deleting veths one by one.
-        if let Err(failure) = self.switch.remove() {
-            failures.push(failure);
-        }
-        for m in &self.machines {
-            let wire = m.own.wire.lock().unwrap_or_else(|e| e.into_inner());
-            // An agent a racing boot started before this lock was taken, and anything else
-            // left in the machine's cgroup.
-            let _ = self.stop_agent(m, None);
-            let left = cgroup::pids(&m.own.cgroup);
-            for &pid in &left {
-                let _ = sys::kill(pid, libc::SIGKILL);
-            }
-            self.thaw_after_kill(m);
-            for pid in left {
-                let _ = sys::reap(pid);
-            }
-            if let Err(e) = ns::remove_named(&wire.netns.path) {
-                failures.push((format!("namespace {}", wire.netns.name), e));
-            }
-            drop(wire);
-            if let Err(e) = cgroup::remove(&m.own.cgroup) {
-                failures.push((format!("cgroup {}", m.own.cgroup.display()), e));
-            }
-            if let Some(freezer) = &m.own.freezer {
-                if let Err(e) = freezer.remove() {
-                    failures.push((format!("cgroup {}", freezer.path().display()), e));
-                }
-            }
-            if let Some(pids) = &m.own.pids {
-                if let Err(e) = cgroup::remove_pids_v1(pids) {
-                    failures.push((format!("cgroup {}", pids.display()), e));
-                }
-            }
-        }
-        // No agent runs from a disk namespace any more: let go of every file system, then wait
-        // for all their loop devices at once.
-        let disks: Vec<(PathBuf, PathBuf)> = self
-            .machines
-            .iter()
-            .filter_map(|m| m.own.disk.lock().unwrap_or_else(|e| e.into_inner()).take())
-            .map(Disk::close)
-            .collect();
-        for (device, image) in disk::wait_detached(&disks, DISK_RELEASE) {
-            let _ = disk::detach(&device, &image);
-            failures.push((
-                format!("loop device {}", device.display()),
-                io::Error::other(format!("still attached after {DISK_RELEASE:?}")),
-            ));
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-        crate::host::unregister_network(self);
-        let more = failures.len().saturating_sub(1);
-        match failures.into_iter().next() {
-            None => Ok(()),
-            Some((what, source)) => Err(TeardownError { what, more, source }),
         }
     }
 }
@@ -738,25 +640,13 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-impl crate::host::Live for NetShared {
-    fn teardown(&self) -> Result<(), TeardownError> {
-        NetShared::teardown(self)
-    }
-}
-
 impl Switched for NetShared {
     type Own = Own;
 
-    fn spec(&self) -> &NetworkSpec {
-        &self.spec
-    }
+    const RUNNER: &'static str = "agent";
 
-    fn machines(&self) -> &[Machine] {
-        &self.machines
-    }
-
-    fn switch(&self) -> &Switch {
-        &self.switch
+    fn net(&self) -> &Net<Own> {
+        &self.net
     }
 
     fn start(&self, m: &Machine) -> Result<Arc<AgentConn>, BootFailure> {
@@ -841,6 +731,69 @@ impl Switched for NetShared {
         install_services(&m.own.bin, next)
     }
 
+    /// SIGKILL to the agent, which kills its pid namespace; a frozen machine is thawed to die.
+    /// Each machine's mount namespace (its own root, some 30 mounts) is torn down as its PID 1
+    /// exits, and those tear-downs overlap.
+    fn kill(&self, m: &Machine) {
+        let pid = m.own.agent_pid.load(Ordering::SeqCst);
+        if pid > 0 {
+            let _ = sys::kill(pid, libc::SIGKILL);
+            self.thaw_after_kill(m);
+        }
+    }
+
+    /// Each machine's namespace and cgroups, after whatever a racing boot started; then every
+    /// file system at once.
+    fn remove_rest(&self, failures: &mut Vec<(String, io::Error)>) {
+        for m in &self.net.machines {
+            let wire = m.own.wire.lock().unwrap_or_else(|e| e.into_inner());
+            // An agent a racing boot started before this lock was taken, and anything else
+            // left in the machine's cgroup.
+            let _ = self.stop_agent(m, None);
+            let left = cgroup::pids(&m.own.cgroup);
+            for &pid in &left {
+                let _ = sys::kill(pid, libc::SIGKILL);
+            }
+            self.thaw_after_kill(m);
+            for pid in left {
+                let _ = sys::reap(pid);
+            }
+            if let Err(e) = ns::remove_named(&wire.netns.path) {
+                failures.push((format!("namespace {}", wire.netns.name), e));
+            }
+            drop(wire);
+            if let Err(e) = cgroup::remove(&m.own.cgroup) {
+                failures.push((format!("cgroup {}", m.own.cgroup.display()), e));
+            }
+            if let Some(freezer) = &m.own.freezer {
+                if let Err(e) = freezer.remove() {
+                    failures.push((format!("cgroup {}", freezer.path().display()), e));
+                }
+            }
+            if let Some(pids) = &m.own.pids {
+                if let Err(e) = cgroup::remove_pids_v1(pids) {
+                    failures.push((format!("cgroup {}", pids.display()), e));
+                }
+            }
+        }
+        // No agent runs from a disk namespace any more: let go of every file system, then wait
+        // for all their loop devices at once.
+        let disks: Vec<(PathBuf, PathBuf)> = self
+            .net
+            .machines
+            .iter()
+            .filter_map(|m| m.own.disk.lock().unwrap_or_else(|e| e.into_inner()).take())
+            .map(Disk::close)
+            .collect();
+        for (device, image) in disk::wait_detached(&disks, DISK_RELEASE) {
+            let _ = disk::detach(&device, &image);
+            failures.push((
+                format!("loop device {}", device.display()),
+                io::Error::other(format!("still attached after {DISK_RELEASE:?}")),
+            ));
+        }
+    }
+
     fn data_dir_on_host(&self, id: &str) -> Option<PathBuf> {
         let m = self.machine(id)?;
         let disk = m.own.disk.lock().unwrap_or_else(|e| e.into_inner());
@@ -855,9 +808,9 @@ impl Switched for NetShared {
 }
 
 impl Handle for NetnsNetwork {
-    type Net = NetShared;
+    type Shared = NetShared;
 
-    fn net(&self) -> &NetShared {
+    fn shared(&self) -> &NetShared {
         &self.shared
     }
 }
@@ -895,7 +848,7 @@ impl NetnsNetwork {
 
     /// The bind mount of the switch namespace (for `nsenter --net=PATH`), until teardown.
     pub fn switch_namespace(&self) -> Option<PathBuf> {
-        self.shared.switch.path()
+        self.shared.net.switch.path()
     }
 
     /// The machine's freezer cgroup directory (on cgroup v2 its memory cgroup).
@@ -907,27 +860,23 @@ impl NetnsNetwork {
     /// The fault table as `nft list` prints it, with rule counters (empty when no fault is in
     /// force): to see which rule dropped what.
     pub fn fault_rules(&self) -> Result<String, FaultError> {
-        self.shared.switch.fault_rules()
+        self.shared.net.switch.fault_rules()
     }
 
     /// The run id this network belongs to.
     pub fn run_id(&self) -> &str {
-        &self.shared.run.run
+        &self.shared.net.run.run
     }
 }
 
 impl std::fmt::Debug for NetnsNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NetnsNetwork")
-            .field("run", &self.shared.run.run)
-            .field("name", &self.shared.name)
-            .field("machines", &self.shared.machines.len())
-            .finish()
+        self.shared.net.debug(f, "NetnsNetwork")
     }
 }
 
 impl Drop for NetnsNetwork {
     fn drop(&mut self) {
-        let _ = self.shared.teardown();
+        let _ = Switched::teardown(&*self.shared);
     }
 }

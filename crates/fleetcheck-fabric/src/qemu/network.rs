@@ -6,7 +6,7 @@ use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use super::share::Share;
 use super::snapshot::{Claim, Snapshots};
 use super::vm::{self, Hardware, Qmp, Start, Vm, VmPaths, SHARE_TAG};
 use super::QemuConfig;
-use crate::error::{BootError, CreateError, FaultError, TeardownError};
+use crate::error::{BootError, CreateError, FaultError};
 use crate::host::conn::AgentConn;
 use crate::host::disk;
 use crate::host::netlink::Req;
@@ -24,8 +24,8 @@ use crate::host::sweep::RunDir;
 use crate::host::switch::{self, mac_of, Switch};
 use crate::host::sys;
 use crate::protocol::{AgentMsg, GuestDisk, GuestInit, HostMsg};
-use crate::spec::{MachineStatus, NetworkSpec, ServiceVersion};
-use crate::switched::{self, BootFailure, Handle, Switched};
+use crate::spec::{NetworkSpec, ServiceVersion};
+use crate::switched::{self, BootFailure, Handle, Net, Switched};
 
 static NEXT_NET: AtomicU64 = AtomicU64::new(0);
 
@@ -96,15 +96,8 @@ type Machine = switched::Machine<Own>;
 
 /// Everything a network owns; shared with the process registry for Ctrl-C cleanup.
 pub struct NetShared {
-    spec: NetworkSpec,
+    net: Net<Own>,
     config: QemuConfig,
-    pub name: String,
-    switch: Switch,
-    machines: Vec<Machine>,
-    dir: PathBuf,
-    run: Arc<RunDir>,
-    torn_down: AtomicBool,
-    teardown_done: Mutex<bool>,
     snapshots: Option<Arc<Snapshots>>,
     /// What the VMs see of the host; service programs' directories are added as booted.
     share: Arc<Share>,
@@ -200,22 +193,15 @@ pub fn create(
         })
         .collect();
     let shared = Arc::new(NetShared {
-        spec: spec.clone(),
+        net: Net::new(spec, net, Switch::new(switch), machines, dir, run),
         config: config.clone(),
-        name: net,
-        switch: Switch::new(switch),
-        machines,
-        dir,
-        run: run.clone(),
-        torn_down: AtomicBool::new(false),
-        teardown_done: Mutex::new(false),
         snapshots,
         share,
         boot_log: Mutex::new(Vec::new()),
     });
     crate::host::register_network(&shared);
     let network = QemuNetwork { shared };
-    network.shared.switch.bring_up()?;
+    network.shared.net.switch.bring_up()?;
     network.shared.make_images()?;
     Ok(network)
 }
@@ -226,6 +212,7 @@ impl NetShared {
     fn make_images(&self) -> Result<(), CreateError> {
         std::thread::scope(|s| {
             let jobs: Vec<_> = self
+                .net
                 .machines
                 .iter()
                 .filter_map(|m| m.spec.filesystem.map(|fs| (m, fs)))
@@ -252,7 +239,7 @@ impl NetShared {
         let services = m.services.get();
         GuestInit {
             ip: m.spec.ip,
-            prefix: self.spec.subnet.prefix,
+            prefix: self.net.spec.subnet.prefix,
             mac: mac_text(mac_of(m.spec.ip)),
             share: Some(SHARE_TAG.into()),
             modules: Some(m.own.hw.modules.to_string_lossy().into_owned()),
@@ -283,7 +270,7 @@ impl NetShared {
         } else {
             format!("p{}r{boots}", m.index)
         };
-        self.switch.with(|switch, sw| {
+        self.net.switch.with(|switch, sw| {
             let tap = vm::open_tap(switch.fd.as_raw_fd(), &port)?;
             let bridge = sw.link_index(switch::BRIDGE)?;
             sw.batch(vec![Req::Enslave {
@@ -309,7 +296,7 @@ impl NetShared {
                     let _ = self.stop_vm(m, conn);
                     // A setup command that failed fails the same way after a cold boot.
                     let final_error = matches!(e, BootError::SetupFailed { .. });
-                    if final_error || self.torn_down.load(Ordering::SeqCst) {
+                    if final_error || self.net.torn_down.load(Ordering::SeqCst) {
                         restored = Some(Err((e, None)));
                     } else if let Some(s) = &self.snapshots {
                         // A snapshot that does not restore (QEMU changed underneath, a
@@ -359,7 +346,7 @@ impl NetShared {
                 None,
             )
         };
-        if self.torn_down.load(Ordering::SeqCst) {
+        if self.net.torn_down.load(Ordering::SeqCst) {
             return Err(qemu_err(io::Error::other("network was torn down")));
         }
         fs::create_dir_all(&m.data).map_err(qemu_err)?;
@@ -382,10 +369,11 @@ impl NetShared {
             // Under the vm lock, which teardown takes after setting the flag: either teardown
             // sees this QEMU's pid, or this boot sees the flag.
             let mut slot = m.own.vm.lock().unwrap_or_else(|e| e.into_inner());
-            if self.torn_down.load(Ordering::SeqCst) {
+            if self.net.torn_down.load(Ordering::SeqCst) {
                 return Err(qemu_err(io::Error::other("network was torn down")));
             }
             let (vm, listener) = self
+                .net
                 .switch
                 .with(|switch, _| {
                     vm::spawn(
@@ -549,64 +537,15 @@ impl NetShared {
         }
         result
     }
-
-    /// Removes everything; idempotent and callable from any thread (Ctrl-C cleanup).
-    pub fn teardown(&self) -> Result<(), TeardownError> {
-        let mut done = self.teardown_done.lock().unwrap_or_else(|e| e.into_inner());
-        if *done {
-            return Ok(());
-        }
-        *done = true;
-        self.torn_down.store(true, Ordering::SeqCst);
-        let mut failures: Vec<(String, io::Error)> = Vec::new();
-        // First SIGKILL every QEMU by pid (a boot may hold the locks), then reap.
-        for m in &self.machines {
-            let pid = m.own.pid.load(Ordering::SeqCst);
-            if pid > 0 {
-                let _ = sys::kill(pid, libc::SIGKILL);
-            }
-        }
-        for m in &self.machines {
-            let conn = m.state.try_lock().ok().and_then(|mut st| {
-                st.status = MachineStatus::Off;
-                st.agent.take()
-            });
-            if let Err(e) = self.stop_vm(m, conn) {
-                failures.push((format!("qemu of machine {}", m.spec.id), e));
-            }
-        }
-        if let Err(failure) = self.switch.remove() {
-            failures.push(failure);
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-        crate::host::unregister_network(self);
-        let more = failures.len().saturating_sub(1);
-        match failures.into_iter().next() {
-            None => Ok(()),
-            Some((what, source)) => Err(TeardownError { what, more, source }),
-        }
-    }
-}
-
-impl crate::host::Live for NetShared {
-    fn teardown(&self) -> Result<(), TeardownError> {
-        NetShared::teardown(self)
-    }
 }
 
 impl Switched for NetShared {
     type Own = Own;
 
-    fn spec(&self) -> &NetworkSpec {
-        &self.spec
-    }
+    const RUNNER: &'static str = "qemu";
 
-    fn machines(&self) -> &[Machine] {
-        &self.machines
-    }
-
-    fn switch(&self) -> &Switch {
-        &self.switch
+    fn net(&self) -> &Net<Own> {
+        &self.net
     }
 
     fn start(&self, m: &Machine) -> Result<Arc<AgentConn>, BootFailure> {
@@ -641,6 +580,14 @@ impl Switched for NetShared {
         Ok(())
     }
 
+    /// SIGKILL to QEMU by pid (a boot may hold the locks).
+    fn kill(&self, m: &Machine) {
+        let pid = m.own.pid.load(Ordering::SeqCst);
+        if pid > 0 {
+            let _ = sys::kill(pid, libc::SIGKILL);
+        }
+    }
+
     /// The shared directory, unless the machine has a file system of its own: only the guest
     /// mounts that (the host mounting it too while the guest writes would corrupt it).
     fn data_dir_on_host(&self, id: &str) -> Option<PathBuf> {
@@ -653,9 +600,9 @@ impl Switched for NetShared {
 }
 
 impl Handle for QemuNetwork {
-    type Net = NetShared;
+    type Shared = NetShared;
 
-    fn net(&self) -> &NetShared {
+    fn shared(&self) -> &NetShared {
         &self.shared
     }
 }
@@ -669,7 +616,7 @@ impl QemuNetwork {
 
     /// The bind mount of the switch namespace (for `nsenter --net=PATH`), until teardown.
     pub fn switch_namespace(&self) -> Option<PathBuf> {
-        self.shared.switch.path()
+        self.shared.net.switch.path()
     }
 
     /// Every boot so far: which machine, whether restored from a snapshot, how long.
@@ -683,22 +630,18 @@ impl QemuNetwork {
 
     /// The run id this network belongs to.
     pub fn run_id(&self) -> &str {
-        &self.shared.run.run
+        &self.shared.net.run.run
     }
 }
 
 impl std::fmt::Debug for QemuNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QemuNetwork")
-            .field("run", &self.shared.run.run)
-            .field("name", &self.shared.name)
-            .field("machines", &self.shared.machines.len())
-            .finish()
+        self.shared.net.debug(f, "QemuNetwork")
     }
 }
 
 impl Drop for QemuNetwork {
     fn drop(&mut self) {
-        let _ = self.shared.teardown();
+        let _ = Switched::teardown(&*self.shared);
     }
 }
