@@ -3,7 +3,7 @@
 //! channel's host end, nftables fault rules on a switch, machine disk images and namespaces,
 //! the creation gate, and thin syscall wrappers. Nothing here knows which backend calls it.
 //!
-//! - [`sweep`](mod@sweep): [`RUN_ROOT`], run directories (`RunDir`) and [`sweep()`](sweep::sweep);
+//! - `sweep`: [`RUN_ROOT`], run directories (`RunDir`) and [`sweep()`];
 //! - [`guard`]: the run's guardian, which removes what a killed run left;
 //! - `ns`, `netlink`: named network namespaces and a batched rtnetlink client;
 //! - `cgroup`: memory, pids and freezer cgroups ([`Cgroups`], [`Freezer`], [`PIDS_MAX`]);
@@ -24,7 +24,7 @@ mod live;
 pub(crate) mod netlink;
 pub(crate) mod nft;
 pub(crate) mod ns;
-pub mod sweep;
+pub(crate) mod sweep;
 pub(crate) mod switch;
 pub(crate) mod sys;
 

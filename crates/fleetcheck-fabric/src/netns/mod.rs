@@ -31,7 +31,7 @@ use std::time::Duration;
 use crate::backend::{Backend, Network};
 use crate::error::{CreateError, HostError};
 use crate::host::sweep::RunDir;
-use crate::host::{sweep, AgentCommand, Cgroups, GATE, RUN_ROOT};
+use crate::host::{AgentCommand, Cgroups, GATE};
 use crate::spec::NetworkSpec;
 
 pub use network::NetnsNetwork;
@@ -60,7 +60,7 @@ impl NetnsConfig {
     }
 }
 
-/// The `netns` backend; one instance is one run (see [`crate::host::sweep`]).
+/// The `netns` backend; one instance is one run (see [`crate::host::sweep()`]).
 #[derive(Debug)]
 pub struct NetnsBackend {
     config: NetnsConfig,
@@ -90,9 +90,7 @@ impl NetnsBackend {
                 });
             }
         }
-        let cgroups = Cgroups::detect()?;
-        sweep().map_err(HostError::Sweep)?;
-        let run = RunDir::create(std::path::Path::new(RUN_ROOT), cgroups, &config.agent)?;
+        let run = RunDir::claim(&config.agent)?;
         Ok(NetnsBackend { config, run })
     }
 

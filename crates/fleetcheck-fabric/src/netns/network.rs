@@ -1,4 +1,7 @@
-//! A network of namespace machines: creation, boot, shutdown, exec, ping, teardown.
+//! A network of namespace machines: creation (namespaces, veths, cgroups, disks, root layers),
+//! the agent's boot into them, the freezer, and removing what is netns's own. What it shares
+//! with qemu (status rules, power cuts, pause bookkeeping, the `Network` operations, the
+//! teardown sequence) is in [`crate::switched`].
 
 use std::collections::BTreeMap;
 use std::fs;

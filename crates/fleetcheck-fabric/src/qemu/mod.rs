@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use crate::backend::{Backend, Network};
 use crate::error::{CreateError, HostError};
 use crate::host::sweep::RunDir;
-use crate::host::{AgentCommand, Cgroups, GATE, RUN_ROOT};
+use crate::host::{AgentCommand, GATE};
 use crate::protocol::GuestDisk;
 use crate::spec::{FileSystem, NetworkSpec};
 
@@ -123,7 +123,7 @@ pub fn default_cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/fleetcheck"))
 }
 
-/// The `qemu` backend; one instance is one run (see [`crate::host::sweep`]).
+/// The `qemu` backend; one instance is one run (see [`crate::host::sweep()`]).
 #[derive(Debug)]
 pub struct QemuBackend {
     config: QemuConfig,
@@ -167,9 +167,7 @@ impl QemuBackend {
                 path: "/dev/net/tun".into(),
             });
         }
-        crate::host::sweep().map_err(HostError::Sweep)?;
-        let cgroups = Cgroups::detect()?;
-        let run = RunDir::create(Path::new(RUN_ROOT), cgroups, &config.agent)?;
+        let run = RunDir::claim(&config.agent)?;
         let share_at = run.path.join("share");
         let modules: Vec<(String, PathBuf)> = kernels
             .iter()

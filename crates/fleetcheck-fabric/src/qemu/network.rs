@@ -1,5 +1,6 @@
-//! A network of QEMU machines: creation, boot (cold or from a snapshot), power cuts, faults,
-//! exec, ping, teardown.
+//! A network of QEMU machines: creation, boot (cold or from a snapshot), SIGSTOP/SIGCONT for
+//! pause and resume, killing QEMU. What it shares with netns (status rules, power cuts, pause
+//! bookkeeping, the `Network` operations, the teardown sequence) is in [`crate::switched`].
 
 use std::collections::BTreeMap;
 use std::fs;
