@@ -374,24 +374,117 @@ impl NetShared {
         self.net.switch.set_port(port, up)
     }
 
-    /// Kills and reaps the agent of `m`, joins its reader.
-    fn stop_agent(&self, m: &Machine, conn: Option<Arc<AgentConn>>) -> io::Result<()> {
-        let pid = m.own.agent_pid.swap(0, Ordering::SeqCst);
-        let mut result = Ok(());
-        if pid > 0 {
-            result = sys::kill(pid, libc::SIGKILL);
-            // A frozen task dies only once thawed (v1 freezer; verified on this kernel). The
-            // kill is queued first, so no thawed process runs user code again.
-            self.thaw_after_kill(m);
-            let _ = sys::reap(pid);
+    /// After a kill: thaws the machine's freezer so its (maybe frozen) tasks can die.
+    fn thaw_after_kill(&self, m: &Machine) {
+        if let Some(freezer) = &m.own.freezer {
+            let _ = freezer.request(false);
         }
-        if let Some(conn) = conn {
-            conn.join();
+    }
+}
+
+/// `PATH` of a machine after its services directory.
+const MACHINE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Host files a machine's `/etc` does not show (whiteouts in its upper layer): password
+/// hashes, the host's SSH keys and private TLS keys.
+const ETC_SECRETS: &[&str] = &["shadow", "shadow-", "gshadow", "gshadow-", "ssl/private"];
+
+/// A machine's root layers (see `agent::root`): upper and work directories of its `/etc` and
+/// `/var` overlays, its `/root`, and whiteouts hiding [`ETC_SECRETS`] and the host's SSH host
+/// keys.
+fn make_root_layers(root: &std::path::Path) -> io::Result<()> {
+    for d in [
+        "etc.upper",
+        "etc.work",
+        "var.upper",
+        "var.work",
+        "home",
+        "mnt",
+    ] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    let etc = std::path::Path::new("/etc");
+    let mut hidden: Vec<String> = ETC_SECRETS.iter().map(|s| s.to_string()).collect();
+    if let Ok(ssh) = fs::read_dir(etc.join("ssh")) {
+        hidden.extend(
+            ssh.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("ssh_host_") && n.ends_with("_key"))
+                .map(|n| format!("ssh/{n}")),
+        );
+    }
+    let upper = root.join("etc.upper");
+    for name in hidden {
+        if fs::symlink_metadata(etc.join(&name)).is_err() {
+            continue;
         }
-        result
+        let path = upper.join(&name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let c = sys::cpath(&path)?;
+        // SAFETY: valid C string; a character device 0:0 is overlayfs's whiteout.
+        sys::check(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) })?;
+    }
+    Ok(())
+}
+
+/// How long teardown waits for a machine's loop device to detach.
+const DISK_RELEASE: Duration = Duration::from_secs(5);
+
+/// Fills `bin` with one symlink per service, to the version's program (atomically replacing
+/// what was there), and removes links of services no longer named.
+fn install_services(
+    bin: &std::path::Path,
+    services: &BTreeMap<String, ServiceVersion>,
+) -> io::Result<()> {
+    fs::create_dir_all(bin)?;
+    for entry in fs::read_dir(bin)?.flatten() {
+        let name = entry.file_name();
+        if !services.contains_key(&*name.to_string_lossy()) {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    for (name, v) in services {
+        let tmp = bin.join(format!(".{name}.new"));
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&v.path, &tmp)?;
+        fs::rename(&tmp, bin.join(name))?;
+    }
+    Ok(())
+}
+
+/// How long pause and resume wait for the freezer.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The setup command the agent's log says it started last, if nothing came after it (the
+/// agent logs "setup `<command>`" before each and "ready" after the last).
+fn running_setup(log: &str) -> Option<String> {
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("fleetcheck-agent: "))?;
+    let command = last
+        .strip_prefix("fleetcheck-agent: setup `")?
+        .strip_suffix('`')?;
+    Some(command.to_string())
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Switched for NetShared {
+    type Own = Own;
+
+    const RUNNER: &'static str = "agent";
+
+    fn net(&self) -> &Net<Own> {
+        &self.net
     }
 
-    fn start_agent(&self, m: &Machine) -> Result<Arc<AgentConn>, BootFailure> {
+    fn start(&self, m: &Machine) -> Result<Arc<AgentConn>, BootFailure> {
         let machine = || m.spec.id.clone();
         let spawn_err = |source: io::Error| {
             (
@@ -542,122 +635,21 @@ impl NetShared {
         }
     }
 
-    /// After a kill: thaws the machine's freezer so its (maybe frozen) tasks can die.
-    fn thaw_after_kill(&self, m: &Machine) {
-        if let Some(freezer) = &m.own.freezer {
-            let _ = freezer.request(false);
-        }
-    }
-}
-
-/// `PATH` of a machine after its services directory.
-const MACHINE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Host files a machine's `/etc` does not show (whiteouts in its upper layer): password
-/// hashes, the host's SSH keys and private TLS keys.
-const ETC_SECRETS: &[&str] = &["shadow", "shadow-", "gshadow", "gshadow-", "ssl/private"];
-
-/// A machine's root layers (see `agent::root`): upper and work directories of its `/etc` and
-/// `/var` overlays, its `/root`, and whiteouts hiding [`ETC_SECRETS`] and the host's SSH host
-/// keys.
-fn make_root_layers(root: &std::path::Path) -> io::Result<()> {
-    for d in [
-        "etc.upper",
-        "etc.work",
-        "var.upper",
-        "var.work",
-        "home",
-        "mnt",
-    ] {
-        fs::create_dir_all(root.join(d))?;
-    }
-    let etc = std::path::Path::new("/etc");
-    let mut hidden: Vec<String> = ETC_SECRETS.iter().map(|s| s.to_string()).collect();
-    if let Ok(ssh) = fs::read_dir(etc.join("ssh")) {
-        hidden.extend(
-            ssh.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("ssh_host_") && n.ends_with("_key"))
-                .map(|n| format!("ssh/{n}")),
-        );
-    }
-    let upper = root.join("etc.upper");
-    for name in hidden {
-        if fs::symlink_metadata(etc.join(&name)).is_err() {
-            continue;
-        }
-        let path = upper.join(&name);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        let c = sys::cpath(&path)?;
-        // SAFETY: valid C string; a character device 0:0 is overlayfs's whiteout.
-        sys::check(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) })?;
-    }
-    Ok(())
-}
-
-/// How long teardown waits for a machine's loop device to detach.
-const DISK_RELEASE: Duration = Duration::from_secs(5);
-
-/// Fills `bin` with one symlink per service, to the version's program (atomically replacing
-/// what was there), and removes links of services no longer named.
-fn install_services(
-    bin: &std::path::Path,
-    services: &BTreeMap<String, ServiceVersion>,
-) -> io::Result<()> {
-    fs::create_dir_all(bin)?;
-    for entry in fs::read_dir(bin)?.flatten() {
-        let name = entry.file_name();
-        if !services.contains_key(&*name.to_string_lossy()) {
-            fs::remove_file(entry.path())?;
-        }
-    }
-    for (name, v) in services {
-        let tmp = bin.join(format!(".{name}.new"));
-        let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&v.path, &tmp)?;
-        fs::rename(&tmp, bin.join(name))?;
-    }
-    Ok(())
-}
-
-/// How long pause and resume wait for the freezer.
-const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The setup command the agent's log says it started last, if nothing came after it (the
-/// agent logs "setup `<command>`" before each and "ready" after the last).
-fn running_setup(log: &str) -> Option<String> {
-    let last = log
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("fleetcheck-agent: "))?;
-    let command = last
-        .strip_prefix("fleetcheck-agent: setup `")?
-        .strip_suffix('`')?;
-    Some(command.to_string())
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-impl Switched for NetShared {
-    type Own = Own;
-
-    const RUNNER: &'static str = "agent";
-
-    fn net(&self) -> &Net<Own> {
-        &self.net
-    }
-
-    fn start(&self, m: &Machine) -> Result<Arc<AgentConn>, BootFailure> {
-        self.start_agent(m)
-    }
-
+    /// Kills and reaps the agent of `m`, joins its reader.
     fn stop(&self, m: &Machine, conn: Option<Arc<AgentConn>>) -> io::Result<()> {
-        self.stop_agent(m, conn)
+        let pid = m.own.agent_pid.swap(0, Ordering::SeqCst);
+        let mut result = Ok(());
+        if pid > 0 {
+            result = sys::kill(pid, libc::SIGKILL);
+            // A frozen task dies only once thawed (v1 freezer; verified on this kernel). The
+            // kill is queued first, so no thawed process runs user code again.
+            self.thaw_after_kill(m);
+            let _ = sys::reap(pid);
+        }
+        if let Some(conn) = conn {
+            conn.join();
+        }
+        result
     }
 
     /// Its port goes down: an off machine is unplugged.
@@ -752,7 +744,7 @@ impl Switched for NetShared {
             let wire = m.own.wire.lock().unwrap_or_else(|e| e.into_inner());
             // An agent a racing boot started before this lock was taken, and anything else
             // left in the machine's cgroup.
-            let _ = self.stop_agent(m, None);
+            let _ = self.stop(m, None);
             let left = cgroup::pids(&m.own.cgroup);
             for &pid in &left {
                 let _ = sys::kill(pid, libc::SIGKILL);

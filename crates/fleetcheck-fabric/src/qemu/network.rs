@@ -283,52 +283,6 @@ impl NetShared {
         })
     }
 
-    /// Restores machine `m` from its kind's snapshot if there is one, else boots it cold (and
-    /// saves a snapshot if none is being made); records how it went.
-    fn boot_vm(&self, m: &Machine) -> Result<Arc<AgentConn>, BootFailure> {
-        let machine = || m.spec.id.clone();
-        let started = Instant::now();
-        let key = Snapshots::key(&m.own.hw);
-        let mut restored = None;
-        if let Some(file) = self.snapshots.as_ref().and_then(|s| s.existing(&key)) {
-            match self.start_vm(m, &Start::Restore(file), None) {
-                Ok(conn) => restored = Some(Ok(conn)),
-                Err((e, conn)) => {
-                    let _ = self.stop_vm(m, conn);
-                    // A setup command that failed fails the same way after a cold boot.
-                    let final_error = matches!(e, BootError::SetupFailed { .. });
-                    if final_error || self.net.torn_down.load(Ordering::SeqCst) {
-                        restored = Some(Err((e, None)));
-                    } else if let Some(s) = &self.snapshots {
-                        // A snapshot that does not restore (QEMU changed underneath, a
-                        // truncated file): forget it and boot cold.
-                        let cause = std::error::Error::source(&e)
-                            .map(|c| format!(": {c}"))
-                            .unwrap_or_default();
-                        self.note(m, &format!("snapshot {key} did not restore: {e}{cause}"));
-                        s.discard(&key);
-                    }
-                }
-            }
-        }
-        let from_snapshot = matches!(restored, Some(Ok(_)));
-        let result = restored.unwrap_or_else(|| {
-            let claim = self.snapshots.as_ref().and_then(|s| s.claim(&key));
-            self.start_vm(m, &Start::Cold, claim)
-        });
-        if result.is_ok() {
-            self.boot_log
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(BootRecord {
-                    machine: machine(),
-                    restored: from_snapshot,
-                    elapsed: started.elapsed(),
-                });
-        }
-        result
-    }
-
     /// Starts QEMU and brings the machine to Ready; saves a snapshot on the way if `claim`.
     fn start_vm(
         &self,
@@ -527,17 +481,6 @@ impl NetShared {
         picked.extend(&lines[lines.len().saturating_sub(3)..]);
         picked.join("\n")
     }
-
-    /// Kills and reaps QEMU of `m`, joins its agent reader.
-    fn stop_vm(&self, m: &Machine, conn: Option<Arc<AgentConn>>) -> io::Result<()> {
-        m.own.pid.store(0, Ordering::SeqCst);
-        let vm = m.own.vm.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let result = vm.map_or(Ok(()), Vm::kill);
-        if let Some(conn) = conn {
-            conn.join();
-        }
-        result
-    }
 }
 
 impl Switched for NetShared {
@@ -549,12 +492,61 @@ impl Switched for NetShared {
         &self.net
     }
 
+    /// Restores machine `m` from its kind's snapshot if there is one, else boots it cold (and
+    /// saves a snapshot if none is being made); records how it went.
     fn start(&self, m: &Machine) -> Result<Arc<AgentConn>, BootFailure> {
-        self.boot_vm(m)
+        let machine = || m.spec.id.clone();
+        let started = Instant::now();
+        let key = Snapshots::key(&m.own.hw);
+        let mut restored = None;
+        if let Some(file) = self.snapshots.as_ref().and_then(|s| s.existing(&key)) {
+            match self.start_vm(m, &Start::Restore(file), None) {
+                Ok(conn) => restored = Some(Ok(conn)),
+                Err((e, conn)) => {
+                    let _ = self.stop(m, conn);
+                    // A setup command that failed fails the same way after a cold boot.
+                    let final_error = matches!(e, BootError::SetupFailed { .. });
+                    if final_error || self.net.torn_down.load(Ordering::SeqCst) {
+                        restored = Some(Err((e, None)));
+                    } else if let Some(s) = &self.snapshots {
+                        // A snapshot that does not restore (QEMU changed underneath, a
+                        // truncated file): forget it and boot cold.
+                        let cause = std::error::Error::source(&e)
+                            .map(|c| format!(": {c}"))
+                            .unwrap_or_default();
+                        self.note(m, &format!("snapshot {key} did not restore: {e}{cause}"));
+                        s.discard(&key);
+                    }
+                }
+            }
+        }
+        let from_snapshot = matches!(restored, Some(Ok(_)));
+        let result = restored.unwrap_or_else(|| {
+            let claim = self.snapshots.as_ref().and_then(|s| s.claim(&key));
+            self.start_vm(m, &Start::Cold, claim)
+        });
+        if result.is_ok() {
+            self.boot_log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(BootRecord {
+                    machine: machine(),
+                    restored: from_snapshot,
+                    elapsed: started.elapsed(),
+                });
+        }
+        result
     }
 
+    /// Kills and reaps QEMU of `m`, joins its agent reader.
     fn stop(&self, m: &Machine, conn: Option<Arc<AgentConn>>) -> io::Result<()> {
-        self.stop_vm(m, conn)
+        m.own.pid.store(0, Ordering::SeqCst);
+        let vm = m.own.vm.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let result = vm.map_or(Ok(()), Vm::kill);
+        if let Some(conn) = conn {
+            conn.join();
+        }
+        result
     }
 
     /// Nothing to do: the tap is QEMU's alone and vanished with it.
