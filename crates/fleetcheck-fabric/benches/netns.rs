@@ -5,7 +5,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleetcheck_fabric::netns::{AgentCommand, NetnsBackend, NetnsConfig};
+use fleetcheck_fabric::host::AgentCommand;
+use fleetcheck_fabric::netns::{NetnsBackend, NetnsConfig};
 use fleetcheck_fabric::{Backend, FileSystem, MachineSpec, NetworkSpec};
 
 const ITERATIONS: usize = 30;

@@ -6,7 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use fleetcheck_fabric::netns::{AgentCommand, NetnsBackend, NetnsConfig};
+use fleetcheck_fabric::host::AgentCommand;
+use fleetcheck_fabric::netns::{NetnsBackend, NetnsConfig};
 use fleetcheck_fabric::qemu::{kernels, QemuBackend, QemuConfig};
 use fleetcheck_fabric::{Backend, FileSystem, MachineSpec, NetworkSpec};
 

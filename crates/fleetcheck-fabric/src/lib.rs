@@ -7,6 +7,8 @@
 //!   `partition`, `block` (one-way) and `loss` cut or thin its traffic on the switch until
 //!   `heal`; they survive reboots. Both backends implement the same rules ([`FaultError`]).
 //! - [`fake::FakeBackend`]: in memory, no OS calls, with planted ping faults, for engine tests.
+//! - [`host`]: what every backend uses of the host: runs, the start-up [`host::sweep()`], the
+//!   guardian, [`host::cleanup_process_resources`] for signal handlers, machine disks.
 //! - [`netns::NetnsBackend`]: real Linux namespaces, a bridge in a private switch namespace and
 //!   an [`agent`] as PID 1 of every machine. Needs root.
 //! - Machine parameters beyond memory and kernel: [`MachineSpec::filesystem`] (the data
@@ -53,12 +55,13 @@ mod backend;
 mod error;
 pub mod fake;
 mod faults;
-mod gate;
+pub mod host;
 pub mod load;
 pub mod netns;
 pub mod protocol;
 pub mod qemu;
 mod spec;
+mod switched;
 
 pub use backend::{Backend, Network};
 pub use error::{

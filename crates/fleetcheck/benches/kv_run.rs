@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetcheck_engine::{run, Config, Model, Outcome, Report};
-use fleetcheck_fabric::netns::{AgentCommand, NetnsBackend, NetnsConfig};
+use fleetcheck_fabric::host::AgentCommand;
+use fleetcheck_fabric::netns::{NetnsBackend, NetnsConfig};
 use fleetcheck_fabric::Backend;
 use fleetcheck_scenarios::kv::etcd::EtcdStore;
 use fleetcheck_scenarios::kv::memory::MemoryStore;

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use fleetcheck_engine::{run, Abort, Config, Outcome, System};
 use fleetcheck_fabric::fake::FakeBackend;
-use fleetcheck_fabric::netns::{AgentCommand, NetnsBackend, NetnsConfig};
+use fleetcheck_fabric::host::AgentCommand;
+use fleetcheck_fabric::netns::{NetnsBackend, NetnsConfig};
 use fleetcheck_fabric::{Backend, Network};
 use fleetcheck_scenarios::config::ScenarioConfig;
 use fleetcheck_scenarios::ping::{PingCmd, PingModel, PingOutput, PingState, PingSystem};

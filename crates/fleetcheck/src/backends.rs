@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use fleetcheck_fabric::fake::{FakeBackend, FakeView};
-use fleetcheck_fabric::netns::{AgentCommand, NetnsBackend, NetnsConfig};
+use fleetcheck_fabric::host::AgentCommand;
+use fleetcheck_fabric::netns::{NetnsBackend, NetnsConfig};
 use fleetcheck_fabric::qemu::{QemuBackend, QemuConfig};
 use fleetcheck_fabric::Backend;
 
@@ -68,7 +69,7 @@ pub fn check_these_filesystems(
     name: &str,
     wanted: impl IntoIterator<Item = fleetcheck_fabric::FileSystem>,
 ) -> Result<(), Fail> {
-    use fleetcheck_fabric::netns::disk;
+    use fleetcheck_fabric::host::disk;
     if name != "netns" && name != "qemu" {
         return Ok(());
     }

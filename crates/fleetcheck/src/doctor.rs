@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use fleetcheck_fabric::netns::disk;
+use fleetcheck_fabric::host::disk;
 use fleetcheck_fabric::{ExecRequest, FileSystem, MachineSpec, NetworkSpec, Subnet};
 use fleetcheck_scenarios::config::ScenarioConfig;
 

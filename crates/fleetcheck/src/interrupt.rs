@@ -7,7 +7,7 @@
 //! their machines vanish and the run may end as "aborted"; [`exit_if_interrupted`] keeps that
 //! from being reported: it waits for the clean-up, which ends the process. What a signal that
 //! cannot be handled (SIGKILL) leaves is removed by the run's guardian
-//! (`fleetcheck_fabric::netns::guard`).
+//! (`fleetcheck_fabric::host::guard`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -52,8 +52,7 @@ pub fn install() {
                     "\nfleetcheck: {}; removing what this run created",
                     name(sig)
                 );
-                fleetcheck_fabric::qemu::cleanup_process_resources();
-                fleetcheck_fabric::netns::cleanup_process_resources();
+                fleetcheck_fabric::host::cleanup_process_resources();
                 std::process::exit(i32::from(exit_code(sig)));
             }
         });

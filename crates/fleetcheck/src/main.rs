@@ -77,7 +77,7 @@ fn sweep_at_start(command: Option<&str>) {
     if !builds || unsafe { libc::geteuid() } != 0 {
         return;
     }
-    if let Err(e) = fleetcheck_fabric::netns::sweep() {
+    if let Err(e) = fleetcheck_fabric::host::sweep() {
         eprintln!(
             "fleetcheck: warning: {:#}",
             anyhow::Error::new(e).context("removing what killed runs left failed")
@@ -93,7 +93,7 @@ fn dispatch(cli: &Cli) -> Result<u8, Fail> {
         Command::Export(args) => export::export_command(args),
         Command::Doctor(args) => doctor::doctor_command(args),
         Command::Sweep => {
-            let report = fleetcheck_fabric::netns::sweep().map_err(Fail::host)?;
+            let report = fleetcheck_fabric::host::sweep().map_err(Fail::host)?;
             println!(
                 "removed {} dead run(s): {} process(es), {} namespace(s), {} cgroup(s), {} loop device(s)",
                 report.runs.len(),

@@ -130,9 +130,9 @@ pub fn main(args: Vec<String>) -> ExitCode {
     }
     if let Some(pos) = args
         .iter()
-        .position(|a| a == crate::netns::guard::GUARD_FLAG)
+        .position(|a| a == crate::host::guard::GUARD_FLAG)
     {
-        return crate::netns::guard::main(args.get(pos + 1).map_or("", String::as_str));
+        return crate::host::guard::main(args.get(pos + 1).map_or("", String::as_str));
     }
     let Some(fd) = parse_fd(&args) else {
         eprintln!(

@@ -14,7 +14,7 @@
 //! - `/run/fleetcheck/<run>/n<k>/m<i>.log`: agent and setup output;
 //! - `/run/fleetcheck/<run>/n<k>/m<i>.data`: its data directory; with a file system of its own
 //!   (`MachineSpec::filesystem`) the image `m<i>.img` on a loop device mounted there inside a
-//!   disk namespace only the machine's boots copy ([`disk`]);
+//!   disk namespace only the machine's boots copy ([`crate::host::disk`]);
 //! - `/run/fleetcheck/<run>/n<k>/m<i>.bin`: a symlink per service to the version installed,
 //!   first on the machine's `PATH`.
 //!
@@ -22,70 +22,19 @@
 //! joined to the machine's network namespace and cgroup. A shutdown SIGKILLs it, which kills the
 //! whole pid namespace at once. Nothing is ever added to the host's own network namespace.
 
-mod cgroup;
-pub(crate) mod conn;
-pub mod disk;
-pub mod guard;
-pub(crate) mod netlink;
 mod network;
-pub(crate) mod nft;
-pub(crate) mod ns;
 mod spawn;
-pub(crate) mod sweep;
-pub(crate) mod sys;
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{Backend, Network};
 use crate::error::{CreateError, HostError};
-use crate::gate::CreationGate;
+use crate::host::sweep::RunDir;
+use crate::host::{AgentCommand, Cgroups, GATE};
 use crate::spec::NetworkSpec;
 
-pub use cgroup::{Cgroups, Freezer, PIDS_MAX};
 pub use network::NetnsNetwork;
-pub use sweep::{sweep, SweepReport, RUN_ROOT};
-
-use network::NetShared;
-use sweep::RunDir;
-
-/// How to start the agent: `program args... --channel-fd 3`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AgentCommand {
-    pub program: PathBuf,
-    pub args: Vec<String>,
-}
-
-impl AgentCommand {
-    /// `$FLEETCHECK_AGENT`, else a `fleetcheck-agent` next to the current executable or in its
-    /// parent directory (test binaries live in `target/<profile>/deps`).
-    pub fn locate() -> Result<Self, HostError> {
-        if let Some(p) = std::env::var_os("FLEETCHECK_AGENT") {
-            return Ok(AgentCommand {
-                program: p.into(),
-                args: Vec::new(),
-            });
-        }
-        let mut searched = Vec::new();
-        if let Ok(exe) = std::env::current_exe() {
-            let mut dir = exe.parent();
-            for _ in 0..2 {
-                let Some(d) = dir else { break };
-                let candidate = d.join("fleetcheck-agent");
-                if candidate.is_file() {
-                    return Ok(AgentCommand {
-                        program: candidate,
-                        args: Vec::new(),
-                    });
-                }
-                searched.push(candidate);
-                dir = d.parent();
-            }
-        }
-        Err(HostError::AgentNotFound { searched })
-    }
-}
 
 /// Settings of the `netns` backend.
 #[derive(Clone, Debug)]
@@ -111,7 +60,7 @@ impl NetnsConfig {
     }
 }
 
-/// The `netns` backend; one instance is one run (see [`sweep`]).
+/// The `netns` backend; one instance is one run (see [`crate::host::sweep()`]).
 #[derive(Debug)]
 pub struct NetnsBackend {
     config: NetnsConfig,
@@ -141,9 +90,7 @@ impl NetnsBackend {
                 });
             }
         }
-        let cgroups = Cgroups::detect()?;
-        sweep().map_err(HostError::Sweep)?;
-        let run = RunDir::create(std::path::Path::new(RUN_ROOT), cgroups, &config.agent)?;
+        let run = RunDir::claim(&config.agent)?;
         Ok(NetnsBackend { config, run })
     }
 
@@ -152,7 +99,7 @@ impl NetnsBackend {
         &self.run.run
     }
 
-    /// The pid of this run's guardian ([`guard`]).
+    /// The pid of this run's guardian ([`crate::host::guard`]).
     pub fn guardian_pid(&self) -> Option<u32> {
         self.run.guardian_pid()
     }
@@ -176,58 +123,5 @@ impl Backend for NetnsBackend {
 
     fn create(&self, spec: &NetworkSpec) -> Result<Box<dyn Network>, CreateError> {
         Ok(Box::new(self.create_netns(spec)?))
-    }
-}
-
-static NETWORKS: Mutex<Vec<Weak<NetShared>>> = Mutex::new(Vec::new());
-
-/// Network creations under way; closed by [`cleanup_process_resources`].
-static GATE: CreationGate = CreationGate::new();
-
-/// How long cleanup waits for creations under way (each takes milliseconds).
-const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-static RUNS: Mutex<Vec<Weak<RunDir>>> = Mutex::new(Vec::new());
-
-fn register_network(net: &Arc<NetShared>) {
-    let mut nets = NETWORKS.lock().unwrap_or_else(|e| e.into_inner());
-    nets.retain(|w| w.strong_count() > 0);
-    nets.push(Arc::downgrade(net));
-}
-
-fn unregister_network(net: &NetShared) {
-    let mut nets = NETWORKS.lock().unwrap_or_else(|e| e.into_inner());
-    nets.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), net));
-}
-
-fn register_run(run: &Arc<RunDir>) {
-    let mut runs = RUNS.lock().unwrap_or_else(|e| e.into_inner());
-    runs.retain(|w| w.strong_count() > 0);
-    runs.push(Arc::downgrade(run));
-}
-
-/// Tears down every live network of this process and removes its run directories: for a Ctrl-C
-/// handler, which should exit afterwards. Does not wait for locks held by running operations;
-/// those fail promptly once their agents are killed.
-pub fn cleanup_process_resources() {
-    {
-        GATE.close(GATE_WAIT);
-    }
-    let nets: Vec<Arc<NetShared>> = NETWORKS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter_map(Weak::upgrade)
-        .collect();
-    for net in nets {
-        let _ = net.teardown();
-    }
-    let runs: Vec<Arc<RunDir>> = RUNS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter_map(Weak::upgrade)
-        .collect();
-    for run in runs {
-        run.remove();
     }
 }

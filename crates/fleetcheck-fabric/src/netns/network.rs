@@ -1,51 +1,41 @@
-//! A network of namespace machines: creation, boot, shutdown, exec, ping, teardown.
+//! A network of namespace machines: creation (namespaces, veths, cgroups, disks, root layers),
+//! the agent's boot into them, the freezer, and removing what is netns's own. What it shares
+//! with qemu (status rules, power cuts, pause bookkeeping, the `Network` operations, the
+//! teardown sequence) is in [`crate::switched`].
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{mpsc::RecvTimeoutError, Arc, Mutex};
 use std::time::Duration;
 
-use super::cgroup::{self, FreezerDir};
-use super::conn::AgentConn;
-use super::disk::{self, Disk};
-use super::netlink::Req;
-use super::nft;
-use super::ns::{self, Netns};
 use super::spawn::{spawn_agent, AgentFds};
-use super::sweep::RunDir;
-use super::sys;
 use super::NetnsConfig;
-use crate::backend::Installed;
-use crate::backend::Network;
-use crate::error::{
-    BootError, CreateError, ExecError, FaultError, PingError, ServiceError, ShutdownError,
-    TeardownError,
-};
-use crate::faults::Faults;
+use crate::error::{BootError, CreateError, ExecError, FaultError};
+use crate::host::cgroup::{self, FreezerDir};
+use crate::host::conn::{self, AgentConn};
+use crate::host::disk::{self, Disk};
+use crate::host::netlink::Req;
+use crate::host::ns::{self, Netns};
+use crate::host::sweep::RunDir;
+use crate::host::switch::{self, mac_of, Switch};
+use crate::host::sys;
 use crate::protocol::{AgentMsg, HostMsg};
-use crate::spec::{
-    ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec, ServiceVersion,
-};
+use crate::spec::{ExecOutput, ExecRequest, NetworkSpec, ServiceVersion};
+use crate::switched::{self, BootFailure, Handle, Net, Switched};
 
 static NEXT_NET: AtomicU64 = AtomicU64::new(0);
 
-struct Machine {
-    spec: MachineSpec,
-    /// Position in the spec, for port names.
-    index: usize,
+/// What a netns machine has beyond what every switched machine has.
+pub(crate) struct Own {
     wire: Mutex<Wire>,
     cgroup: PathBuf,
     /// Its freezer, if the host has one.
     freezer: Option<FreezerDir>,
-    log: PathBuf,
-    /// The machine's disk (see `Network::data_dir`), under the network's run directory.
-    data: PathBuf,
     /// Its own file system mounted at `data` in a disk namespace, if its spec asks for one.
     disk: Mutex<Option<Disk>>,
     /// `m<i>.bin`: one symlink per service to the version installed; first on the agent's PATH.
@@ -54,12 +44,11 @@ struct Machine {
     root: PathBuf,
     /// Its cgroup of the v1 pids hierarchy, where its task limit is (on v2: `cgroup`).
     pids: Option<PathBuf>,
-    /// The service versions installed now.
-    services: Installed,
-    state: Mutex<MachineState>,
     /// Pid of the live agent (0: none), readable without the state lock for emergency cleanup.
     agent_pid: AtomicI32,
 }
+
+type Machine = switched::Machine<Own>;
 
 /// A machine's network namespace and its bridge port. Both are replaced before every boot after
 /// the first, so a power cycle starts from a fresh network stack, as a real machine does: no
@@ -72,28 +61,10 @@ struct Wire {
     boots: u32,
 }
 
-struct MachineState {
-    status: MachineStatus,
-    booting: bool,
-    agent: Option<Arc<AgentConn>>,
-}
-
 /// Everything a network owns; shared with the process registry for Ctrl-C cleanup.
 pub struct NetShared {
-    spec: NetworkSpec,
+    net: Net<Own>,
     config: NetnsConfig,
-    /// `n<k>`: unique within the run.
-    pub name: String,
-    switch: Mutex<Option<Netns>>,
-    machines: Vec<Machine>,
-    dir: PathBuf,
-    run: Arc<RunDir>,
-    torn_down: AtomicBool,
-    /// The network faults in force; held while nft applies a change, which serialises them.
-    faults: Mutex<Faults>,
-    /// Held for the whole of a teardown, so a second caller (a Ctrl-C handler racing a worker
-    /// that is tearing down at the end of its case) returns only once everything is gone.
-    teardown_done: Mutex<bool>,
 }
 
 /// The public handle; dropping it tears the network down.
@@ -129,7 +100,7 @@ pub fn create(
             path: dir.clone(),
             source,
         })?;
-    let mut names = vec![format!("fleetcheck-{}-{net}-sw", run.run)];
+    let mut names = vec![switch::name(&run.run, &net)];
     names.extend(
         spec.machines
             .iter()
@@ -150,56 +121,36 @@ pub fn create(
     for (i, (m, netns)) in spec.machines.iter().zip(machine_ns).enumerate() {
         let cgroup = run.cgroups.run_dir(&run.run).join(format!("{net}-m{i}"));
         let pids = run.cgroups.pids_v1(&run.run, &format!("{net}-m{i}"));
-        machines.push(Machine {
-            freezer: run.freezer.machine(&run.run, &cgroup),
-            spec: m.clone(),
-            index: i,
-            wire: Mutex::new(Wire {
-                netns,
-                port: format!("p{i}"),
-                boots: 0,
-            }),
-            cgroup,
-            log: dir.join(format!("m{i}.log")),
-            data: dir.join(format!("m{i}.data")),
-            disk: Mutex::new(None),
-            bin: dir.join(format!("m{i}.bin")),
-            root: dir.join(format!("m{i}.root")),
-            pids,
-            services: Installed::new(m.services.clone()),
-            state: Mutex::new(MachineState {
-                status: MachineStatus::Off,
-                booting: false,
-                agent: None,
-            }),
-            agent_pid: AtomicI32::new(0),
-        });
+        machines.push(Machine::new(
+            m,
+            i,
+            &dir,
+            Own {
+                freezer: run.freezer.machine(&run.run, &cgroup),
+                wire: Mutex::new(Wire {
+                    netns,
+                    port: format!("p{i}"),
+                    boots: 0,
+                }),
+                cgroup,
+                disk: Mutex::new(None),
+                bin: dir.join(format!("m{i}.bin")),
+                root: dir.join(format!("m{i}.root")),
+                pids,
+                agent_pid: AtomicI32::new(0),
+            },
+        ));
     }
     let shared = Arc::new(NetShared {
-        spec: spec.clone(),
+        net: Net::new(spec, net, Switch::new(switch), machines, dir, run),
         config: config.clone(),
-        name: net,
-        switch: Mutex::new(Some(switch)),
-        machines,
-        dir,
-        run: run.clone(),
-        torn_down: AtomicBool::new(false),
-        faults: Mutex::new(Faults::default()),
-        teardown_done: Mutex::new(false),
     });
-    super::register_network(&shared);
+    crate::host::register_network(&shared);
     let network = NetnsNetwork { shared };
     // If wiring fails, dropping `network` removes what exists.
     network.shared.wire()?;
     network.shared.install_all()?;
     Ok(network)
-}
-
-/// A machine's hardware address, the same at every boot as a real NIC's: locally
-/// administered, derived from its (unique) address on the network.
-fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
-    let [a, b, c, d] = ip.octets();
-    [0x02, 0xfc, a, b, c, d]
 }
 
 fn netlink_err((what, source): (String, io::Error)) -> CreateError {
@@ -209,70 +160,62 @@ fn netlink_err((what, source): (String, io::Error)) -> CreateError {
 impl NetShared {
     /// Bridge, veth pairs, addresses, cgroups.
     fn wire(&self) -> Result<(), CreateError> {
-        let mut guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
-        let switch = guard.as_mut().expect("switch exists until teardown");
-        let mut sw = switch.netlink.lock().unwrap_or_else(|e| e.into_inner());
-        sw.batch(vec![
-            Req::NewBridge { name: "br0".into() },
-            Req::SetUp {
-                name: "br0".into(),
-                up: true,
-            },
-            Req::SetUp {
-                name: "lo".into(),
-                up: true,
-            },
-        ])
-        .map_err(netlink_err)?;
-        let bridge = sw
-            .link_index("br0")
-            .map_err(|source| CreateError::Netlink {
-                what: "look up bridge br0".into(),
-                source,
-            })?;
+        self.net.switch.bring_up()?;
         // Ports stay down while their machine is off.
         let wires: Vec<_> = self
+            .net
             .machines
             .iter()
-            .map(|m| m.wire.lock().unwrap_or_else(|e| e.into_inner()))
+            .map(|m| m.own.wire.lock().unwrap_or_else(|e| e.into_inner()))
             .collect();
-        sw.batch(
-            self.machines
-                .iter()
-                .zip(&wires)
-                .map(|(m, w)| Req::NewVeth {
-                    name: w.port.clone(),
-                    master: bridge,
-                    peer: "eth0".into(),
-                    peer_ns: w.netns.fd.as_raw_fd(),
-                    peer_mac: mac_of(m.spec.ip),
-                })
-                .collect(),
-        )
-        .map_err(netlink_err)?;
-        drop(sw);
-        drop(guard);
-        for (m, w) in self.machines.iter().zip(&wires) {
+        let mut veths = Ok(());
+        self.net
+            .switch
+            .with(|_, sw| {
+                let bridge = sw.link_index(switch::BRIDGE)?;
+                let reqs = self
+                    .net
+                    .machines
+                    .iter()
+                    .zip(&wires)
+                    .map(|(m, w)| Req::NewVeth {
+                        name: w.port.clone(),
+                        master: bridge,
+                        peer: "eth0".into(),
+                        peer_ns: w.netns.fd.as_raw_fd(),
+                        peer_mac: mac_of(m.spec.ip),
+                    });
+                veths = sw.batch(reqs.collect());
+                Ok(())
+            })
+            .map_err(|source| CreateError::Netlink {
+                what: format!("look up bridge {}", switch::BRIDGE),
+                source,
+            })?;
+        veths.map_err(netlink_err)?;
+        for (m, w) in self.net.machines.iter().zip(&wires) {
             self.configure_machine(m, &w.netns)?;
             let name = m
+                .own
                 .cgroup
                 .file_name()
                 .and_then(|n| n.to_str())
                 .expect("cgroup names are ascii");
-            self.run
+            self.net
+                .run
                 .cgroups
-                .create_machine(&self.run.run, name, m.spec.memory_mb)
+                .create_machine(&self.net.run.run, name, m.spec.memory_mb)
                 .map_err(|source| CreateError::Cgroup {
-                    path: m.cgroup.clone(),
+                    path: m.own.cgroup.clone(),
                     source,
                 })?;
-            if let Some(freezer) = &m.freezer {
+            if let Some(freezer) = &m.own.freezer {
                 freezer.create().map_err(|source| CreateError::Cgroup {
                     path: freezer.path().to_path_buf(),
                     source,
                 })?;
             }
-            if let Some(pids) = &m.pids {
+            if let Some(pids) = &m.own.pids {
                 cgroup::create_pids_v1(pids).map_err(|source| CreateError::Cgroup {
                     path: pids.clone(),
                     source,
@@ -285,23 +228,24 @@ impl NetShared {
     /// Every machine's bin directory and, where its spec asks for one, its file system; the
     /// file systems are made in parallel.
     fn install_all(&self) -> Result<(), CreateError> {
-        for m in &self.machines {
+        for m in &self.net.machines {
             let err = |source| CreateError::Disk {
                 machine: m.spec.id.clone(),
                 source,
             };
-            install_services(&m.bin, &m.services.get()).map_err(err)?;
+            install_services(&m.own.bin, &m.services.get()).map_err(err)?;
             fs::create_dir_all(&m.data).map_err(err)?;
-            make_root_layers(&m.root).map_err(err)?;
+            make_root_layers(&m.own.root).map_err(err)?;
         }
         std::thread::scope(|s| {
             let jobs: Vec<_> = self
+                .net
                 .machines
                 .iter()
                 .filter_map(|m| m.spec.filesystem.map(|fs| (m, fs)))
                 .map(|(m, fs)| {
                     s.spawn(move || -> Result<(), CreateError> {
-                        let image = self.dir.join(format!("m{}.img", m.index));
+                        let image = self.net.dir.join(format!("m{}.img", m.index));
                         let err = |source| CreateError::Disk {
                             machine: m.spec.id.clone(),
                             source,
@@ -309,8 +253,8 @@ impl NetShared {
                         disk::make_image(&image, fs).map_err(err)?;
                         // Checked under the disk lock, which teardown takes after setting the
                         // flag: no disk is mounted after teardown released the others.
-                        let mut slot = m.disk.lock().unwrap_or_else(|e| e.into_inner());
-                        if self.torn_down.load(Ordering::SeqCst) {
+                        let mut slot = m.own.disk.lock().unwrap_or_else(|e| e.into_inner());
+                        if self.net.torn_down.load(Ordering::SeqCst) {
                             return Err(err(io::Error::other("network was torn down")));
                         }
                         *slot = Some(Disk::mount(&image, fs, &m.data).map_err(err)?);
@@ -332,7 +276,7 @@ impl NetShared {
         [
             (
                 "PATH".to_string(),
-                format!("{}:{MACHINE_PATH}", m.bin.display()),
+                format!("{}:{MACHINE_PATH}", m.own.bin.display()),
             ),
             ("HOME".to_string(), "/root".to_string()),
         ]
@@ -344,10 +288,14 @@ impl NetShared {
     /// The agent's arguments after its command's own: the machine's root layers, data and
     /// services directories.
     fn agent_args(&self, m: &Machine) -> Vec<String> {
-        [("--root", &m.root), ("--data", &m.data), ("--bin", &m.bin)]
-            .into_iter()
-            .flat_map(|(flag, path)| [flag.to_string(), path.to_string_lossy().into_owned()])
-            .collect()
+        [
+            ("--root", &m.own.root),
+            ("--data", &m.data),
+            ("--bin", &m.own.bin),
+        ]
+        .into_iter()
+        .flat_map(|(flag, path)| [flag.to_string(), path.to_string_lossy().into_owned()])
+        .collect()
     }
 
     /// Inside a machine's namespace: `lo` and `eth0` up, the machine's address on `eth0`.
@@ -371,7 +319,7 @@ impl NetShared {
             Req::AddAddr {
                 index: eth0,
                 addr: m.spec.ip,
-                prefix: self.spec.subnet.prefix,
+                prefix: self.net.spec.subnet.prefix,
             },
         ])
         .map_err(netlink_err)
@@ -383,7 +331,7 @@ impl NetShared {
     fn renew_wire(&self, m: &Machine, w: &mut Wire) -> io::Result<()> {
         // Checked under the wire lock, which teardown takes after setting the flag: no
         // namespace is made after teardown removed this machine's.
-        if self.torn_down.load(Ordering::SeqCst) {
+        if self.net.torn_down.load(Ordering::SeqCst) {
             return Err(io::Error::other("network was torn down"));
         }
         w.boots += 1;
@@ -391,19 +339,14 @@ impl NetShared {
             return Ok(());
         }
         ns::remove_named(&w.netns.path)?;
-        let (mut made, failed) = ns::create_all(&self.run.path, vec![w.netns.name.clone()]);
+        let (mut made, failed) = ns::create_all(&self.net.run.path, vec![w.netns.name.clone()]);
         if let Some((_, e)) = failed {
             return Err(e);
         }
         let netns = made.pop().expect("one namespace was asked for and made");
         let port = format!("p{}r{}", m.index, w.boots);
-        {
-            let mut guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
-            let switch = guard
-                .as_mut()
-                .ok_or_else(|| io::Error::other("network was torn down"))?;
-            let mut sw = switch.netlink.lock().unwrap_or_else(|e| e.into_inner());
-            let bridge = sw.link_index("br0")?;
+        self.net.switch.with(|_, sw| {
+            let bridge = sw.link_index(switch::BRIDGE)?;
             sw.batch(vec![Req::NewVeth {
                 name: port.clone(),
                 master: bridge,
@@ -411,8 +354,8 @@ impl NetShared {
                 peer_ns: netns.fd.as_raw_fd(),
                 peer_mac: mac_of(m.spec.ip),
             }])
-            .map_err(|(_, e)| e)?;
-        }
+            .map_err(|(_, e)| e)
+        })?;
         self.configure_machine(m, &netns)
             .map_err(io::Error::other)?;
         w.netns = netns;
@@ -420,459 +363,21 @@ impl NetShared {
         Ok(())
     }
 
-    fn machine(&self, id: &str) -> Option<&Machine> {
-        self.machines.iter().find(|m| m.spec.id == id)
-    }
-
     fn set_port(&self, m: &Machine, up: bool) -> io::Result<()> {
         let port = m
+            .own
             .wire
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .port
             .clone();
-        let mut guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
-        let switch = guard
-            .as_mut()
-            .ok_or_else(|| io::Error::other("network was torn down"))?;
-        let mut nl = switch.netlink.lock().unwrap_or_else(|e| e.into_inner());
-        nl.batch(vec![Req::SetUp { name: port, up }])
-            .map_err(|(_, e)| e)
-    }
-
-    /// Kills and reaps the agent of `m`, joins its reader.
-    fn stop_agent(&self, m: &Machine, conn: Option<Arc<AgentConn>>) -> io::Result<()> {
-        let pid = m.agent_pid.swap(0, Ordering::SeqCst);
-        let mut result = Ok(());
-        if pid > 0 {
-            result = sys::kill(pid, libc::SIGKILL);
-            // A frozen task dies only once thawed (v1 freezer; verified on this kernel). The
-            // kill is queued first, so no thawed process runs user code again.
-            self.thaw_after_kill(m);
-            let _ = sys::reap(pid);
-        }
-        if let Some(conn) = conn {
-            conn.join();
-        }
-        result
-    }
-
-    fn boot_one(&self, m: &Machine) -> Result<(), BootError> {
-        let machine = || m.spec.id.clone();
-        {
-            let mut st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-            if !st.status.can_boot() || st.booting {
-                return Err(BootError::WrongStatus {
-                    machine: machine(),
-                    status: if st.booting {
-                        MachineStatus::Running
-                    } else {
-                        st.status
-                    },
-                });
-            }
-            st.booting = true;
-        }
-        let result = self.start_agent(m);
-        let mut st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.booting = false;
-        match result {
-            Ok(conn) => {
-                st.status = MachineStatus::Running;
-                st.agent = Some(conn);
-                Ok(())
-            }
-            Err((err, conn)) => {
-                let _ = self.stop_agent(m, conn);
-                let _ = self.set_port(m, false);
-                Err(err)
-            }
-        }
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn start_agent(
-        &self,
-        m: &Machine,
-    ) -> Result<Arc<AgentConn>, (BootError, Option<Arc<AgentConn>>)> {
-        let machine = || m.spec.id.clone();
-        let spawn_err = |source: io::Error| {
-            (
-                BootError::Spawn {
-                    machine: machine(),
-                    source,
-                },
-                None,
-            )
-        };
-        if self.torn_down.load(Ordering::SeqCst) {
-            return Err(spawn_err(io::Error::other("network was torn down")));
-        }
-        let mut wire = m.wire.lock().unwrap_or_else(|e| e.into_inner());
-        self.renew_wire(m, &mut wire).map_err(|source| {
-            (
-                BootError::Link {
-                    machine: machine(),
-                    source,
-                },
-                None,
-            )
-        })?;
-        drop(wire);
-        self.set_port(m, true).map_err(|source| {
-            (
-                BootError::Link {
-                    machine: machine(),
-                    source,
-                },
-                None,
-            )
-        })?;
-        let (host_end, agent_end) = UnixStream::pair().map_err(spawn_err)?;
-        let log: OwnedFd = std::os::unix::fs::OpenOptionsExt::mode(
-            fs::OpenOptions::new().create(true).append(true),
-            0o600,
-        )
-        .open(&m.log)
-        .map_err(spawn_err)?
-        .into();
-        let stdin =
-            sys::open(std::path::Path::new("/dev/null"), libc::O_RDONLY).map_err(spawn_err)?;
-        let procs = sys::open(&m.cgroup.join("cgroup.procs"), libc::O_WRONLY).map_err(spawn_err)?;
-        let freezer_procs = match m.freezer.as_ref().and_then(FreezerDir::own_procs) {
-            Some(path) => Some(sys::open(&path, libc::O_WRONLY).map_err(spawn_err)?),
-            None => None,
-        };
-        let pids_procs = match &m.pids {
-            Some(dir) => {
-                Some(sys::open(&dir.join("cgroup.procs"), libc::O_WRONLY).map_err(spawn_err)?)
-            }
-            None => None,
-        };
-        let agent_end: OwnedFd = agent_end.into();
-        // The agent is started and its pid published under the wire lock, which teardown
-        // takes too: teardown either sees the pid or comes first and stops this boot here.
-        let wire = m.wire.lock().unwrap_or_else(|e| e.into_inner());
-        if self.torn_down.load(Ordering::SeqCst) {
-            return Err(spawn_err(io::Error::other("network was torn down")));
-        }
-        let env = self.agent_env(m);
-        let disk = m.disk.lock().unwrap_or_else(|e| e.into_inner());
-        let pid = spawn_agent(
-            &self.config.agent,
-            &self.agent_args(m),
-            AgentFds {
-                netns: &wire.netns.fd,
-                mount_ns: disk.as_ref().map(Disk::namespace),
-                cgroup_procs: &procs,
-                freezer_procs: freezer_procs.as_ref(),
-                pids_procs: pids_procs.as_ref(),
-                stdin: &stdin,
-                log: &log,
-                channel: &agent_end,
-            },
-            &env,
-        )
-        .map_err(spawn_err)?;
-        m.agent_pid.store(pid, Ordering::SeqCst);
-        drop(disk);
-        drop(wire);
-        drop(agent_end);
-        let (conn, boot_rx) = match AgentConn::start(host_end, &m.spec.id) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = sys::kill(pid, libc::SIGKILL);
-                let _ = sys::reap(pid);
-                m.agent_pid.store(0, Ordering::SeqCst);
-                return Err(spawn_err(e));
-            }
-        };
-        let fail = |e: BootError| (e, Some(conn.clone()));
-        let ooms = cgroup::oom_kills(&m.cgroup);
-        conn.send(&HostMsg::Init {
-            hostname: m.spec.id.clone(),
-            setup: m.spec.setup.clone(),
-            setup_timeout_ms: self.config.boot_timeout.as_millis() as u64,
-            guest: None,
-        })
-        .map_err(|source| {
-            fail(BootError::Spawn {
-                machine: machine(),
-                source,
-            })
-        })?;
-        match boot_rx.recv_timeout(self.config.boot_timeout) {
-            Ok(AgentMsg::Ready) => Ok(conn),
-            Ok(AgentMsg::SetupFailed {
-                command,
-                status,
-                stderr,
-            }) => Err(fail(BootError::SetupFailed {
-                machine: machine(),
-                command,
-                status: match (ooms, cgroup::oom_kills(&m.cgroup)) {
-                    (Some(before), Some(after)) if after > before => format!(
-                        "{status}, killed by the out-of-memory killer (memory limit {} MiB)",
-                        m.spec.memory_mb
-                    ),
-                    _ => status,
-                },
-                stderr,
-            })),
-            Ok(other) => Err(fail(BootError::AgentLost {
-                machine: machine(),
-                detail: format!("unexpected message {other:?}"),
-            })),
-            Err(RecvTimeoutError::Timeout) => {
-                let log = fs::read_to_string(&m.log).unwrap_or_default();
-                Err(fail(match running_setup(&log) {
-                    Some(command) => BootError::SetupTimeout {
-                        machine: machine(),
-                        command,
-                        after: self.config.boot_timeout,
-                    },
-                    None => BootError::Timeout {
-                        machine: machine(),
-                        after: self.config.boot_timeout,
-                    },
-                }))
-            }
-            Err(RecvTimeoutError::Disconnected) => Err(fail(BootError::AgentLost {
-                machine: machine(),
-                detail: last_lines(&fs::read_to_string(&m.log).unwrap_or_default(), 5),
-            })),
-        }
-    }
-
-    fn power_off(&self, id: &str) -> Result<(), ShutdownError> {
-        let m = self
-            .machine(id)
-            .ok_or_else(|| ShutdownError::UnknownMachine { machine: id.into() })?;
-        let mut st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        if !st.status.can_shutdown() {
-            return Err(ShutdownError::WrongStatus {
-                machine: id.into(),
-                status: st.status,
-            });
-        }
-        let conn = st.agent.take();
-        let was_paused = st.status == MachineStatus::Paused;
-        st.status = MachineStatus::Off;
-        let killed = self.stop_agent(m, conn);
-        let mut link = self.set_port(m, false);
-        if was_paused {
-            // Its next boot must answer again.
-            let unpaused = self.change_faults(|f| {
-                f.paused.remove(&m.index);
-                Ok(())
-            });
-            if let Err(e) = unpaused {
-                link = link.and(Err(io::Error::other(e)));
-            }
-        }
-        killed.map_err(|source| ShutdownError::Kill {
-            machine: id.into(),
-            source,
-        })?;
-        link.map_err(|source| ShutdownError::Link {
-            machine: id.into(),
-            source,
-        })
-    }
-
-    /// The agent channel of a machine whose status passes `allowed`.
-    fn agent(
-        &self,
-        id: &str,
-        allowed: fn(MachineStatus) -> bool,
-    ) -> Result<Arc<AgentConn>, Result<MachineStatus, ()>> {
-        let m = self.machine(id).ok_or(Err(()))?;
-        let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        match (&st.agent, st.status) {
-            (Some(conn), status) if allowed(status) => Ok(conn.clone()),
-            (_, status) => Err(Ok(status)),
-        }
+        self.net.switch.set_port(port, up)
     }
 
     /// After a kill: thaws the machine's freezer so its (maybe frozen) tasks can die.
     fn thaw_after_kill(&self, m: &Machine) {
-        if let Some(freezer) = &m.freezer {
+        if let Some(freezer) = &m.own.freezer {
             let _ = freezer.request(false);
-        }
-    }
-
-    /// Pause (`frozen`) or resume machine `id`, waiting until the kernel reports it done. A
-    /// paused machine's port also drops every frame (see [`nft`]): its frozen processes cannot
-    /// answer, but its kernel network stack could.
-    fn freeze(&self, id: &str, frozen: bool) -> Result<(), FaultError> {
-        let (i, m) = self
-            .machines
-            .iter()
-            .enumerate()
-            .find(|(_, m)| m.spec.id == id)
-            .ok_or_else(|| FaultError::UnknownMachine { machine: id.into() })?;
-        let (allowed, operation, to): (fn(MachineStatus) -> bool, _, _) = if frozen {
-            (MachineStatus::can_pause, "pause", MachineStatus::Paused)
-        } else {
-            (MachineStatus::can_resume, "resume", MachineStatus::Running)
-        };
-        // Held throughout, so a shutdown cannot interleave.
-        let mut st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        if !allowed(st.status) || st.booting {
-            return Err(FaultError::WrongStatus {
-                machine: id.into(),
-                status: st.status,
-                operation,
-            });
-        }
-        let freezer = m
-            .freezer
-            .as_ref()
-            .ok_or_else(|| FaultError::NoFreezer { machine: id.into() })?;
-        let set = |frozen: bool| -> Result<(), FaultError> {
-            let reached =
-                freezer
-                    .set(frozen, FREEZE_TIMEOUT)
-                    .map_err(|source| FaultError::Freezer {
-                        machine: id.into(),
-                        path: freezer.path().to_path_buf(),
-                        source,
-                    })?;
-            if reached {
-                Ok(())
-            } else {
-                Err(FaultError::FreezerTimeout {
-                    machine: id.into(),
-                    state: if frozen { "FROZEN" } else { "THAWED" },
-                    after: FREEZE_TIMEOUT,
-                })
-            }
-        };
-        if frozen {
-            // Silence the port first, so nothing more leaves a half-frozen machine.
-            self.change_faults(|f| {
-                f.paused.insert(i);
-                Ok(())
-            })?;
-            if let Err(e) = set(true) {
-                // Leave it running rather than half frozen.
-                let _ = set(false);
-                let _ = self.change_faults(|f| {
-                    f.paused.remove(&i);
-                    Ok(())
-                });
-                return Err(e);
-            }
-        } else {
-            set(false)?;
-            self.change_faults(|f| {
-                f.paused.remove(&i);
-                Ok(())
-            })?;
-        }
-        st.status = to;
-        Ok(())
-    }
-
-    /// Applies `change` to the faults in force: renders the whole new table and replaces the
-    /// old one in one `nft` transaction; the faults change only if nft accepted them.
-    fn change_faults(
-        &self,
-        change: impl FnOnce(&mut Faults) -> Result<(), FaultError>,
-    ) -> Result<(), FaultError> {
-        let ids: Vec<&str> = self.machines.iter().map(|m| m.spec.id.as_str()).collect();
-        nft::change_faults(&self.faults, &self.switch, &ids, change)
-    }
-
-    /// Removes everything; idempotent and callable from any thread (Ctrl-C cleanup).
-    pub fn teardown(&self) -> Result<(), TeardownError> {
-        let mut done = self.teardown_done.lock().unwrap_or_else(|e| e.into_inner());
-        if *done {
-            return Ok(());
-        }
-        *done = true;
-        self.torn_down.store(true, Ordering::SeqCst);
-        let mut failures: Vec<(String, io::Error)> = Vec::new();
-        // Kill every agent before reaping any: each machine's mount namespace (its own root,
-        // some 30 mounts) is torn down as its PID 1 exits, and those tear-downs overlap.
-        for m in &self.machines {
-            let pid = m.agent_pid.load(Ordering::SeqCst);
-            if pid > 0 {
-                let _ = sys::kill(pid, libc::SIGKILL);
-                self.thaw_after_kill(m);
-            }
-        }
-        for m in &self.machines {
-            // Do not wait for the state lock: a boot may hold it; killing the agent by pid
-            // makes that boot fail promptly.
-            let conn = m.state.try_lock().ok().and_then(|mut st| {
-                st.status = MachineStatus::Off;
-                st.agent.take()
-            });
-            if let Err(e) = self.stop_agent(m, conn) {
-                if e.raw_os_error() != Some(libc::ESRCH) {
-                    failures.push((format!("agent of machine {}", m.spec.id), e));
-                }
-            }
-        }
-        // Deleting namespaces deletes their links: far faster than deleting veths one by one.
-        if let Some(switch) = self.switch.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            if let Err(e) = ns::remove_named(&switch.path) {
-                failures.push((format!("namespace {}", switch.name), e));
-            }
-        }
-        for m in &self.machines {
-            let wire = m.wire.lock().unwrap_or_else(|e| e.into_inner());
-            // An agent a racing boot started before this lock was taken, and anything else
-            // left in the machine's cgroup.
-            let _ = self.stop_agent(m, None);
-            let left = cgroup::pids(&m.cgroup);
-            for &pid in &left {
-                let _ = sys::kill(pid, libc::SIGKILL);
-            }
-            self.thaw_after_kill(m);
-            for pid in left {
-                let _ = sys::reap(pid);
-            }
-            if let Err(e) = ns::remove_named(&wire.netns.path) {
-                failures.push((format!("namespace {}", wire.netns.name), e));
-            }
-            drop(wire);
-            if let Err(e) = cgroup::remove(&m.cgroup) {
-                failures.push((format!("cgroup {}", m.cgroup.display()), e));
-            }
-            if let Some(freezer) = &m.freezer {
-                if let Err(e) = freezer.remove() {
-                    failures.push((format!("cgroup {}", freezer.path().display()), e));
-                }
-            }
-            if let Some(pids) = &m.pids {
-                if let Err(e) = cgroup::remove_pids_v1(pids) {
-                    failures.push((format!("cgroup {}", pids.display()), e));
-                }
-            }
-        }
-        // No agent runs from a disk namespace any more: let go of every file system, then wait
-        // for all their loop devices at once.
-        let disks: Vec<(PathBuf, PathBuf)> = self
-            .machines
-            .iter()
-            .filter_map(|m| m.disk.lock().unwrap_or_else(|e| e.into_inner()).take())
-            .map(Disk::close)
-            .collect();
-        for (device, image) in disk::wait_detached(&disks, DISK_RELEASE) {
-            let _ = disk::detach(&device, &image);
-            failures.push((
-                format!("loop device {}", device.display()),
-                io::Error::other(format!("still attached after {DISK_RELEASE:?}")),
-            ));
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-        super::unregister_network(self);
-        let more = failures.len().saturating_sub(1);
-        match failures.into_iter().next() {
-            None => Ok(()),
-            Some((what, source)) => Err(TeardownError { what, more, source }),
         }
     }
 }
@@ -973,56 +478,245 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-impl Network for NetnsNetwork {
-    fn spec(&self) -> &NetworkSpec {
-        &self.shared.spec
+impl Switched for NetShared {
+    type Own = Own;
+
+    const RUNNER: &'static str = "agent";
+
+    fn net(&self) -> &Net<Own> {
+        &self.net
     }
 
-    fn status(&self, id: &str) -> Option<MachineStatus> {
-        let m = self.shared.machine(id)?;
-        let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        Some(st.status)
-    }
-
-    fn boot(&self, ids: &[&str]) -> Vec<Result<(), BootError>> {
-        let shared = &self.shared;
-        crate::backend::boot_in_parallel(ids, |id| {
-            let m = shared
-                .machine(id)
-                .ok_or_else(|| BootError::UnknownMachine { machine: id.into() })?;
-            shared.boot_one(m)
-        })
-    }
-
-    fn shutdown(&self, id: &str) -> Result<(), ShutdownError> {
-        self.shared.power_off(id)
-    }
-
-    fn crash(&self, id: &str) -> Result<(), ShutdownError> {
-        self.shared.power_off(id)
-    }
-
-    fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError> {
-        let machine = || id.to_string();
-        if req.argv.is_empty() {
-            return Err(ExecError::EmptyCommand { machine: machine() });
-        }
-        let conn = self
-            .shared
-            .agent(id, MachineStatus::can_exec)
-            .map_err(|e| match e {
-                Err(()) => ExecError::UnknownMachine { machine: machine() },
-                Ok(status) => ExecError::WrongStatus {
+    fn start(&self, m: &Machine) -> Result<Arc<AgentConn>, BootFailure> {
+        let machine = || m.spec.id.clone();
+        let spawn_err = |source: io::Error| {
+            (
+                BootError::Spawn {
                     machine: machine(),
-                    status,
+                    source,
                 },
-            })?;
+                None,
+            )
+        };
+        if self.net.torn_down.load(Ordering::SeqCst) {
+            return Err(spawn_err(io::Error::other("network was torn down")));
+        }
+        let mut wire = m.own.wire.lock().unwrap_or_else(|e| e.into_inner());
+        self.renew_wire(m, &mut wire).map_err(|source| {
+            (
+                BootError::Link {
+                    machine: machine(),
+                    source,
+                },
+                None,
+            )
+        })?;
+        drop(wire);
+        self.set_port(m, true).map_err(|source| {
+            (
+                BootError::Link {
+                    machine: machine(),
+                    source,
+                },
+                None,
+            )
+        })?;
+        let (host_end, agent_end) = UnixStream::pair().map_err(spawn_err)?;
+        let log: OwnedFd = std::os::unix::fs::OpenOptionsExt::mode(
+            fs::OpenOptions::new().create(true).append(true),
+            0o600,
+        )
+        .open(&m.log)
+        .map_err(spawn_err)?
+        .into();
+        let stdin =
+            sys::open(std::path::Path::new("/dev/null"), libc::O_RDONLY).map_err(spawn_err)?;
+        let procs =
+            sys::open(&m.own.cgroup.join("cgroup.procs"), libc::O_WRONLY).map_err(spawn_err)?;
+        let freezer_procs = match m.own.freezer.as_ref().and_then(FreezerDir::own_procs) {
+            Some(path) => Some(sys::open(&path, libc::O_WRONLY).map_err(spawn_err)?),
+            None => None,
+        };
+        let pids_procs = match &m.own.pids {
+            Some(dir) => {
+                Some(sys::open(&dir.join("cgroup.procs"), libc::O_WRONLY).map_err(spawn_err)?)
+            }
+            None => None,
+        };
+        let agent_end: OwnedFd = agent_end.into();
+        // The agent is started and its pid published under the wire lock, which teardown
+        // takes too: teardown either sees the pid or comes first and stops this boot here.
+        let wire = m.own.wire.lock().unwrap_or_else(|e| e.into_inner());
+        if self.net.torn_down.load(Ordering::SeqCst) {
+            return Err(spawn_err(io::Error::other("network was torn down")));
+        }
+        let env = self.agent_env(m);
+        let disk = m.own.disk.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = spawn_agent(
+            &self.config.agent,
+            &self.agent_args(m),
+            AgentFds {
+                netns: &wire.netns.fd,
+                mount_ns: disk.as_ref().map(Disk::namespace),
+                cgroup_procs: &procs,
+                freezer_procs: freezer_procs.as_ref(),
+                pids_procs: pids_procs.as_ref(),
+                stdin: &stdin,
+                log: &log,
+                channel: &agent_end,
+            },
+            &env,
+        )
+        .map_err(spawn_err)?;
+        m.own.agent_pid.store(pid, Ordering::SeqCst);
+        drop(disk);
+        drop(wire);
+        drop(agent_end);
+        let (conn, boot_rx) = match AgentConn::start(host_end, &m.spec.id) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = sys::kill(pid, libc::SIGKILL);
+                let _ = sys::reap(pid);
+                m.own.agent_pid.store(0, Ordering::SeqCst);
+                return Err(spawn_err(e));
+            }
+        };
+        let fail = |e: BootError| (e, Some(conn.clone()));
+        let ooms = cgroup::oom_kills(&m.own.cgroup);
+        conn.send(&HostMsg::Init {
+            hostname: m.spec.id.clone(),
+            setup: m.spec.setup.clone(),
+            setup_timeout_ms: self.config.boot_timeout.as_millis() as u64,
+            guest: None,
+        })
+        .map_err(|source| {
+            fail(BootError::Spawn {
+                machine: machine(),
+                source,
+            })
+        })?;
+        match boot_rx.recv_timeout(self.config.boot_timeout) {
+            Ok(AgentMsg::Ready) => Ok(conn),
+            Ok(AgentMsg::SetupFailed {
+                command,
+                status,
+                stderr,
+            }) => Err(fail(BootError::SetupFailed {
+                machine: machine(),
+                command,
+                status: match (ooms, cgroup::oom_kills(&m.own.cgroup)) {
+                    (Some(before), Some(after)) if after > before => format!(
+                        "{status}, killed by the out-of-memory killer (memory limit {} MiB)",
+                        m.spec.memory_mb
+                    ),
+                    _ => status,
+                },
+                stderr,
+            })),
+            Ok(other) => Err(fail(BootError::AgentLost {
+                machine: machine(),
+                detail: format!("unexpected message {other:?}"),
+            })),
+            Err(RecvTimeoutError::Timeout) => {
+                let log = m.read_log();
+                Err(fail(match running_setup(&log) {
+                    Some(command) => BootError::SetupTimeout {
+                        machine: machine(),
+                        command,
+                        after: self.config.boot_timeout,
+                    },
+                    None => BootError::Timeout {
+                        machine: machine(),
+                        after: self.config.boot_timeout,
+                    },
+                }))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(fail(BootError::AgentLost {
+                machine: machine(),
+                detail: last_lines(&m.read_log(), 5),
+            })),
+        }
+    }
+
+    /// Kills and reaps the agent of `m`, joins its reader.
+    fn stop(&self, m: &Machine, conn: Option<Arc<AgentConn>>) -> io::Result<()> {
+        let pid = m.own.agent_pid.swap(0, Ordering::SeqCst);
+        let mut result = Ok(());
+        if pid > 0 {
+            result = sys::kill(pid, libc::SIGKILL);
+            // A frozen task dies only once thawed (v1 freezer; verified on this kernel). The
+            // kill is queued first, so no thawed process runs user code again.
+            self.thaw_after_kill(m);
+            let _ = sys::reap(pid);
+        }
+        if let Some(conn) = conn {
+            conn.join();
+        }
+        result
+    }
+
+    /// Its port goes down: an off machine is unplugged.
+    fn unplug(&self, m: &Machine) -> io::Result<()> {
+        self.set_port(m, false)
+    }
+
+    fn check_pausable(&self, m: &Machine) -> Result<(), FaultError> {
+        match m.own.freezer {
+            Some(_) => Ok(()),
+            None => Err(FaultError::NoFreezer {
+                machine: m.spec.id.clone(),
+            }),
+        }
+    }
+
+    /// Freezes or thaws the machine's cgroup, waiting until the kernel reports it done; a
+    /// freeze that fails thaws again.
+    fn hold(&self, m: &Machine, frozen: bool) -> Result<(), FaultError> {
+        let id = &m.spec.id;
+        let freezer = m
+            .own
+            .freezer
+            .as_ref()
+            .ok_or_else(|| FaultError::NoFreezer { machine: id.into() })?;
+        let set = |frozen: bool| -> Result<(), FaultError> {
+            let reached =
+                freezer
+                    .set(frozen, FREEZE_TIMEOUT)
+                    .map_err(|source| FaultError::Freezer {
+                        machine: id.into(),
+                        path: freezer.path().to_path_buf(),
+                        source,
+                    })?;
+            if reached {
+                Ok(())
+            } else {
+                Err(FaultError::FreezerTimeout {
+                    machine: id.into(),
+                    state: if frozen { "FROZEN" } else { "THAWED" },
+                    after: FREEZE_TIMEOUT,
+                })
+            }
+        };
+        let result = set(frozen);
+        if frozen && result.is_err() {
+            // Leave it running rather than half frozen.
+            let _ = set(false);
+        }
+        result
+    }
+
+    /// Also says whether the out-of-memory killer struck in the machine meanwhile.
+    fn exec_on(
+        &self,
+        id: &str,
+        conn: &AgentConn,
+        req: &ExecRequest,
+    ) -> Result<ExecOutput, ExecError> {
         let cgroup = self
-            .shared
             .machine(id)
-            .map(|m| (m.cgroup.clone(), m.spec.memory_mb));
+            .map(|m| (m.own.cgroup.clone(), m.spec.memory_mb));
         let before = cgroup.as_ref().and_then(|(c, _)| cgroup::oom_kills(c));
-        let mut out = super::conn::exec(&conn, id, req)?;
+        let mut out = conn::exec(conn, id, req)?;
         if let (Some((dir, mb)), Some(before)) = (cgroup, before) {
             if cgroup::oom_kills(&dir).is_some_and(|after| after > before) {
                 out.oom_killed_mb = Some(mb);
@@ -1031,34 +725,76 @@ impl Network for NetnsNetwork {
         Ok(out)
     }
 
-    fn ping(&self, from: &str, to: Ipv4Addr, timeout: Duration) -> Result<bool, PingError> {
-        let machine = || from.to_string();
-        let running = |s| s == MachineStatus::Running;
-        let conn = match self.shared.agent(from, running) {
-            Ok(conn) => conn,
-            Err(Err(())) => return Err(PingError::UnknownMachine { machine: machine() }),
-            // A machine that is off gets no reply; a paused one sends nothing.
-            Err(Ok(_)) => return Ok(false),
-        };
-        super::conn::ping(&conn, from, to, timeout)
+    fn install(&self, m: &Machine, next: &BTreeMap<String, ServiceVersion>) -> io::Result<()> {
+        install_services(&m.own.bin, next)
     }
 
-    fn logs(&self, id: &str) -> String {
-        self.shared
-            .machine(id)
-            .and_then(|m| fs::read_to_string(&m.log).ok())
-            .unwrap_or_default()
+    /// SIGKILL to the agent, which kills its pid namespace; a frozen machine is thawed to die.
+    /// Each machine's mount namespace (its own root, some 30 mounts) is torn down as its PID 1
+    /// exits, and those tear-downs overlap.
+    fn kill(&self, m: &Machine) {
+        let pid = m.own.agent_pid.load(Ordering::SeqCst);
+        if pid > 0 {
+            let _ = sys::kill(pid, libc::SIGKILL);
+            self.thaw_after_kill(m);
+        }
     }
 
-    fn data_dir(&self, id: &str) -> Option<PathBuf> {
-        let m = self.shared.machine(id)?;
-        fs::create_dir_all(&m.data).ok()?;
-        Some(m.data.clone())
+    /// Each machine's namespace and cgroups, after whatever a racing boot started; then every
+    /// file system at once.
+    fn remove_rest(&self, failures: &mut Vec<(String, io::Error)>) {
+        for m in &self.net.machines {
+            let wire = m.own.wire.lock().unwrap_or_else(|e| e.into_inner());
+            // An agent a racing boot started before this lock was taken, and anything else
+            // left in the machine's cgroup.
+            let _ = self.stop(m, None);
+            let left = cgroup::pids(&m.own.cgroup);
+            for &pid in &left {
+                let _ = sys::kill(pid, libc::SIGKILL);
+            }
+            self.thaw_after_kill(m);
+            for pid in left {
+                let _ = sys::reap(pid);
+            }
+            if let Err(e) = ns::remove_named(&wire.netns.path) {
+                failures.push((format!("namespace {}", wire.netns.name), e));
+            }
+            drop(wire);
+            if let Err(e) = cgroup::remove(&m.own.cgroup) {
+                failures.push((format!("cgroup {}", m.own.cgroup.display()), e));
+            }
+            if let Some(freezer) = &m.own.freezer {
+                if let Err(e) = freezer.remove() {
+                    failures.push((format!("cgroup {}", freezer.path().display()), e));
+                }
+            }
+            if let Some(pids) = &m.own.pids {
+                if let Err(e) = cgroup::remove_pids_v1(pids) {
+                    failures.push((format!("cgroup {}", pids.display()), e));
+                }
+            }
+        }
+        // No agent runs from a disk namespace any more: let go of every file system, then wait
+        // for all their loop devices at once.
+        let disks: Vec<(PathBuf, PathBuf)> = self
+            .net
+            .machines
+            .iter()
+            .filter_map(|m| m.own.disk.lock().unwrap_or_else(|e| e.into_inner()).take())
+            .map(Disk::close)
+            .collect();
+        for (device, image) in disk::wait_detached(&disks, DISK_RELEASE) {
+            let _ = disk::detach(&device, &image);
+            failures.push((
+                format!("loop device {}", device.display()),
+                io::Error::other(format!("still attached after {DISK_RELEASE:?}")),
+            ));
+        }
     }
 
     fn data_dir_on_host(&self, id: &str) -> Option<PathBuf> {
-        let m = self.shared.machine(id)?;
-        let disk = m.disk.lock().unwrap_or_else(|e| e.into_inner());
+        let m = self.machine(id)?;
+        let disk = m.own.disk.lock().unwrap_or_else(|e| e.into_inner());
         match disk.as_ref() {
             Some(d) => Some(d.host_path()),
             None => {
@@ -1067,61 +803,13 @@ impl Network for NetnsNetwork {
             }
         }
     }
+}
 
-    fn services(&self, id: &str) -> Option<BTreeMap<String, ServiceVersion>> {
-        Some(self.shared.machine(id)?.services.get())
-    }
+impl Handle for NetnsNetwork {
+    type Shared = NetShared;
 
-    fn set_service(
-        &self,
-        id: &str,
-        service: &str,
-        version: &ServiceVersion,
-    ) -> Result<(), ServiceError> {
-        let m = self
-            .shared
-            .machine(id)
-            .ok_or_else(|| ServiceError::UnknownMachine { machine: id.into() })?;
-        // The state lock keeps the machine off while its programs change.
-        let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        m.services
-            .set(id, (st.status, st.booting), service, version, |next| {
-                install_services(&m.bin, next)
-            })
-    }
-
-    fn pause(&self, id: &str) -> Result<(), FaultError> {
-        self.shared.freeze(id, true)
-    }
-
-    fn resume(&self, id: &str) -> Result<(), FaultError> {
-        self.shared.freeze(id, false)
-    }
-
-    fn partition(&self, groups: &[Vec<String>]) -> Result<(), FaultError> {
-        let spec = &self.shared.spec;
-        self.shared.change_faults(|f| f.partition(spec, groups))
-    }
-
-    fn block(&self, from: &str, to: &str) -> Result<(), FaultError> {
-        let spec = &self.shared.spec;
-        self.shared.change_faults(|f| f.block(spec, from, to))
-    }
-
-    fn loss(&self, id: &str, percent: u8) -> Result<(), FaultError> {
-        let spec = &self.shared.spec;
-        self.shared.change_faults(|f| f.set_loss(spec, id, percent))
-    }
-
-    fn heal(&self) -> Result<(), FaultError> {
-        self.shared.change_faults(|f| {
-            f.heal();
-            Ok(())
-        })
-    }
-
-    fn teardown(self: Box<Self>) -> Result<(), TeardownError> {
-        self.shared.teardown()
+    fn shared(&self) -> &NetShared {
+        &self.shared
     }
 }
 
@@ -1129,76 +817,64 @@ impl NetnsNetwork {
     /// The bind mount of the network namespace of machine `id` (for `nsenter --net=PATH`).
     pub fn namespace_of(&self, id: &str) -> Option<PathBuf> {
         let m = self.shared.machine(id)?;
-        let wire = m.wire.lock().unwrap_or_else(|e| e.into_inner());
+        let wire = m.own.wire.lock().unwrap_or_else(|e| e.into_inner());
         Some(wire.netns.path.clone())
     }
 
     /// The cgroup directory of machine `id`.
     pub fn cgroup_of(&self, id: &str) -> Option<PathBuf> {
-        self.shared.machine(id).map(|m| m.cgroup.clone())
+        self.shared.machine(id).map(|m| m.own.cgroup.clone())
     }
 
     /// The cgroup directory holding machine `id`'s task limit (`pids.max`): its own cgroup
     /// of the v1 pids hierarchy, or on cgroup v2 its one cgroup.
     pub fn pids_cgroup_of(&self, id: &str) -> Option<PathBuf> {
         let m = self.shared.machine(id)?;
-        Some(m.pids.clone().unwrap_or_else(|| m.cgroup.clone()))
+        Some(m.own.pids.clone().unwrap_or_else(|| m.own.cgroup.clone()))
     }
 
     /// Host pid of the agent of machine `id`, while it runs.
     pub fn agent_pid(&self, id: &str) -> Option<i32> {
-        let pid = self.shared.machine(id)?.agent_pid.load(Ordering::SeqCst);
+        let pid = self
+            .shared
+            .machine(id)?
+            .own
+            .agent_pid
+            .load(Ordering::SeqCst);
         (pid > 0).then_some(pid)
     }
 
     /// The bind mount of the switch namespace (for `nsenter --net=PATH`), until teardown.
     pub fn switch_namespace(&self) -> Option<PathBuf> {
-        let guard = self.shared.switch.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_ref().map(|s| s.path.clone())
+        self.shared.net.switch.path()
     }
 
     /// The machine's freezer cgroup directory (on cgroup v2 its memory cgroup).
     pub fn freezer_of(&self, id: &str) -> Option<PathBuf> {
         let m = self.shared.machine(id)?;
-        m.freezer.as_ref().map(|f| f.path().to_path_buf())
+        m.own.freezer.as_ref().map(|f| f.path().to_path_buf())
     }
 
     /// The fault table as `nft list` prints it, with rule counters (empty when no fault is in
     /// force): to see which rule dropped what.
     pub fn fault_rules(&self) -> Result<String, FaultError> {
-        let _faults = self.shared.faults.lock().unwrap_or_else(|e| e.into_inner());
-        let guard = self.shared.switch.lock().unwrap_or_else(|e| e.into_inner());
-        let switch = guard.as_ref().ok_or(FaultError::TornDown)?;
-        let fd = switch.fd.as_raw_fd();
-        let tables = nft::run_in(fd, &["list", "tables"], "")?;
-        if !tables
-            .lines()
-            .any(|l| l.trim() == format!("table {}", nft::TABLE))
-        {
-            return Ok(String::new());
-        }
-        let (family, name) = nft::TABLE.split_once(' ').expect("family and name");
-        nft::run_in(fd, &["list", "table", family, name], "")
+        self.shared.net.switch.fault_rules()
     }
 
     /// The run id this network belongs to.
     pub fn run_id(&self) -> &str {
-        &self.shared.run.run
+        &self.shared.net.run.run
     }
 }
 
 impl std::fmt::Debug for NetnsNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NetnsNetwork")
-            .field("run", &self.shared.run.run)
-            .field("name", &self.shared.name)
-            .field("machines", &self.shared.machines.len())
-            .finish()
+        self.shared.net.debug(f, "NetnsNetwork")
     }
 }
 
 impl Drop for NetnsNetwork {
     fn drop(&mut self) {
-        let _ = self.shared.teardown();
+        let _ = Switched::teardown(&*self.shared);
     }
 }

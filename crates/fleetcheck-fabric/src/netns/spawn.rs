@@ -12,8 +12,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
-use super::sys::check;
-use super::AgentCommand;
+use crate::host::sys::check;
+use crate::host::AgentCommand;
 
 /// The fd number the agent finds its channel on.
 pub const CHANNEL_FD: RawFd = 3;
@@ -206,7 +206,7 @@ pub fn spawn_agent(
     if n == 0 {
         return Ok(pid);
     }
-    let _ = super::sys::reap(pid);
+    let _ = crate::host::sys::reap(pid);
     let err = io::Error::from_raw_os_error(msg[1]);
     Err(io::Error::new(
         err.kind(),

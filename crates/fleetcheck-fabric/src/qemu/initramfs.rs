@@ -24,7 +24,7 @@ use std::process::Command;
 
 use super::kernels::Kernel;
 use crate::agent::guest::{BUSYBOX_DIR, MODULES};
-use crate::netns::AgentCommand;
+use crate::host::AgentCommand;
 
 /// Modules the guest needs, by name; those built into a kernel are skipped.
 pub const GUEST_MODULES: &[&str] = &[
@@ -364,7 +364,7 @@ pub fn unpacked_modules(
             let tmp = dir.join(format!(
                 ".{}.{}.tmp",
                 module_name(&rel),
-                crate::netns::sys::random_hex(4)
+                crate::host::sys::random_hex(4)
             ));
             let written = fs::write(&tmp, bytes)
                 .and_then(|()| fs::rename(&tmp, &path))
@@ -399,7 +399,7 @@ pub fn build(
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
         plan.key(),
-        crate::netns::sys::random_hex(4)
+        crate::host::sys::random_hex(4)
     ));
     let result =
         write_cpio(&plan, &tmp).and_then(|()| fs::rename(&tmp, &path).map_err(write_err(&path)));
@@ -454,7 +454,7 @@ fn contents(entry: &Entry) -> Result<Vec<u8>, InitramfsError> {
         } => {
             let out = std::env::temp_dir().join(format!(
                 "fleetcheck-strip-{}",
-                crate::netns::sys::random_hex(6)
+                crate::host::sys::random_hex(6)
             ));
             let stripped = tool(
                 "strip",

@@ -124,7 +124,7 @@ pub fn uncompressed(kernel: &Kernel, cache: &Path) -> Option<PathBuf> {
     let image = std::fs::read(&kernel.image).ok()?;
     let elf = extract_vmlinux(&image)?;
     std::fs::create_dir_all(&dir).ok()?;
-    let tmp = dir.join(format!(".{}.tmp", crate::netns::sys::random_hex(4)));
+    let tmp = dir.join(format!(".{}.tmp", crate::host::sys::random_hex(4)));
     std::fs::write(&tmp, &elf).ok()?;
     std::fs::rename(&tmp, &path).ok()?;
     Some(path)

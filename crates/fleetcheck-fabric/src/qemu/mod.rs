@@ -23,7 +23,7 @@
 //!   else TCG, said once.
 //! - Clean-up: per network `/run/fleetcheck/<run>/n<k>/` holds each VM's log, sockets and
 //!   pidfile (`m<i>.qemu.pid`: pid and start time); teardown, drop and Ctrl-C
-//!   ([`cleanup_process_resources`]) kill QEMU; the start-up sweep kills QEMU of dead runs by
+//!   ([`crate::host::cleanup_process_resources`]) kill QEMU; the start-up sweep kills QEMU of dead runs by
 //!   their pidfiles.
 
 mod initramfs;
@@ -35,14 +35,13 @@ mod vm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, Network};
 use crate::error::{CreateError, HostError};
-use crate::gate::CreationGate;
-use crate::netns::sweep::RunDir;
-use crate::netns::{AgentCommand, Cgroups, RUN_ROOT};
+use crate::host::sweep::RunDir;
+use crate::host::{AgentCommand, GATE};
 use crate::protocol::GuestDisk;
 use crate::spec::{FileSystem, NetworkSpec};
 
@@ -52,8 +51,6 @@ pub use network::BootRecord;
 pub use network::QemuNetwork;
 pub use vm::find_qemu;
 pub(crate) use vm::pidfile_alive;
-
-use network::NetShared;
 
 /// The least guest memory, MiB: a Debian kernel keeps about 60 MiB for itself and needs room
 /// to unpack the initramfs (below about 112 MiB it panics, "deadlocked on memory").
@@ -126,7 +123,7 @@ pub fn default_cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/fleetcheck"))
 }
 
-/// The `qemu` backend; one instance is one run (see [`crate::netns::sweep`]).
+/// The `qemu` backend; one instance is one run (see [`crate::host::sweep()`]).
 #[derive(Debug)]
 pub struct QemuBackend {
     config: QemuConfig,
@@ -170,9 +167,7 @@ impl QemuBackend {
                 path: "/dev/net/tun".into(),
             });
         }
-        crate::netns::sweep().map_err(HostError::Sweep)?;
-        let cgroups = Cgroups::detect()?;
-        let run = RunDir::create(Path::new(RUN_ROOT), cgroups, &config.agent)?;
+        let run = RunDir::claim(&config.agent)?;
         let share_at = run.path.join("share");
         let modules: Vec<(String, PathBuf)> = kernels
             .iter()
@@ -552,39 +547,5 @@ fn probe_kvm(qemu: &Path, kernel: &Kernel, initramfs: &Path) -> AccelChoice {
             accel: Accel::Tcg,
             reason: format!("/dev/kvm exists but a KVM probe VM did not boot: {why}"),
         }
-    }
-}
-
-static NETWORKS: Mutex<Vec<Weak<NetShared>>> = Mutex::new(Vec::new());
-
-/// Network creations under way; closed by [`cleanup_process_resources`].
-static GATE: CreationGate = CreationGate::new();
-
-fn register_network(net: &Arc<NetShared>) {
-    let mut nets = NETWORKS.lock().unwrap_or_else(|e| e.into_inner());
-    nets.retain(|w| w.strong_count() > 0);
-    nets.push(Arc::downgrade(net));
-}
-
-fn unregister_network(net: &NetShared) {
-    let mut nets = NETWORKS.lock().unwrap_or_else(|e| e.into_inner());
-    nets.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), net));
-}
-
-/// Kills every VM of every live qemu network of this process and removes the networks: for a
-/// Ctrl-C handler (call [`crate::netns::cleanup_process_resources`] after it, which removes the
-/// run directories).
-pub fn cleanup_process_resources() {
-    {
-        GATE.close(Duration::from_secs(5));
-    }
-    let nets: Vec<Arc<NetShared>> = NETWORKS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter_map(Weak::upgrade)
-        .collect();
-    for net in nets {
-        let _ = net.teardown();
     }
 }

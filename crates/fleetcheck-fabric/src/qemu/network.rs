@@ -1,13 +1,13 @@
-//! A network of QEMU machines: creation, boot (cold or from a snapshot), power cuts, faults,
-//! exec, ping, teardown.
+//! A network of QEMU machines: creation, boot (cold or from a snapshot), SIGSTOP/SIGCONT for
+//! pause and resume, killing QEMU. What it shares with netns (status rules, power cuts, pause
+//! bookkeeping, the `Network` operations, the teardown sequence) is in [`crate::switched`].
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,24 +16,17 @@ use super::share::Share;
 use super::snapshot::{Claim, Snapshots};
 use super::vm::{self, Hardware, Qmp, Start, Vm, VmPaths, SHARE_TAG};
 use super::QemuConfig;
-use crate::backend::Installed;
-use crate::backend::Network;
-use crate::error::{
-    BootError, CreateError, ExecError, FaultError, PingError, ServiceError, ShutdownError,
-    TeardownError,
-};
-use crate::faults::Faults;
-use crate::netns::conn::{self, AgentConn};
-use crate::netns::disk;
-use crate::netns::netlink::Req;
-use crate::netns::nft;
-use crate::netns::ns::{self, Netns};
-use crate::netns::sweep::RunDir;
-use crate::netns::sys;
+use crate::error::{BootError, CreateError, FaultError};
+use crate::host::conn::AgentConn;
+use crate::host::disk;
+use crate::host::netlink::Req;
+use crate::host::ns;
+use crate::host::sweep::RunDir;
+use crate::host::switch::{self, mac_of, Switch};
+use crate::host::sys;
 use crate::protocol::{AgentMsg, GuestDisk, GuestInit, HostMsg};
-use crate::spec::{
-    ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec, ServiceVersion,
-};
+use crate::spec::{NetworkSpec, ServiceVersion};
+use crate::switched::{self, BootFailure, Handle, Net, Switched};
 
 static NEXT_NET: AtomicU64 = AtomicU64::new(0);
 
@@ -87,16 +80,12 @@ fn wait_running(qmp: &std::path::Path, until: Instant) -> io::Result<()> {
 /// How long a snapshot may take to write.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 
-struct Machine {
-    spec: MachineSpec,
-    index: usize,
+/// What a QEMU machine has beyond what every switched machine has.
+pub(crate) struct Own {
     hw: Hardware,
     /// Its own file system, when its spec names one (image `paths.image`).
     disk: Option<GuestDisk>,
-    /// The service versions installed now (its spec's, as replaced by `set_service`).
-    services: Installed,
     paths: VmPaths,
-    state: Mutex<MachineState>,
     /// The running QEMU; its pid is also in `pid` for teardown without the lock.
     vm: Mutex<Option<Vm>>,
     pid: AtomicI32,
@@ -104,24 +93,12 @@ struct Machine {
     boots: AtomicU64,
 }
 
-struct MachineState {
-    status: MachineStatus,
-    booting: bool,
-    agent: Option<Arc<AgentConn>>,
-}
+type Machine = switched::Machine<Own>;
 
 /// Everything a network owns; shared with the process registry for Ctrl-C cleanup.
 pub struct NetShared {
-    spec: NetworkSpec,
+    net: Net<Own>,
     config: QemuConfig,
-    pub name: String,
-    switch: Mutex<Option<Netns>>,
-    machines: Vec<Machine>,
-    dir: PathBuf,
-    run: Arc<RunDir>,
-    torn_down: AtomicBool,
-    faults: Mutex<Faults>,
-    teardown_done: Mutex<bool>,
     snapshots: Option<Arc<Snapshots>>,
     /// What the VMs see of the host; service programs' directories are added as booted.
     share: Arc<Share>,
@@ -142,12 +119,6 @@ pub struct BootRecord {
 /// The public handle; dropping it tears the network down.
 pub struct QemuNetwork {
     shared: Arc<NetShared>,
-}
-
-/// Same derivation as netns: stable per address, locally administered.
-fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
-    let [a, b, c, d] = ip.octets();
-    [0x02, 0xfc, a, b, c, d]
 }
 
 fn mac_text(mac: [u8; 6]) -> String {
@@ -175,8 +146,7 @@ pub fn create(
             path: dir.clone(),
             source,
         })?;
-    let (mut made, failed) =
-        ns::create_all(&run.path, vec![format!("fleetcheck-{}-{net}-sw", run.run)]);
+    let (mut made, failed) = ns::create_all(&run.path, vec![switch::name(&run.run, &net)]);
     if let Some((name, source)) = failed {
         let _ = fs::remove_dir_all(&dir);
         return Err(CreateError::Namespace { name, source });
@@ -199,88 +169,61 @@ pub fn create(
         .zip(hardware)
         .zip(disks)
         .enumerate()
-        .map(|(i, ((m, hw), disk))| Machine {
-            spec: m.clone(),
-            index: i,
-            hw,
-            disk,
-            services: Installed::new(m.services.clone()),
-            paths: VmPaths {
-                log: dir.join(format!("m{i}.log")),
-                agent: dir.join(format!("m{i}.agent.sock")),
-                qmp: dir.join(format!("m{i}.qmp.sock")),
-                pidfile: dir.join(format!("m{i}.qemu.pid")),
-                data: dir.join(format!("m{i}.data")),
-                image: dir.join(format!("m{i}.img")),
-                cgroup: vms.clone(),
-            },
-            state: Mutex::new(MachineState {
-                status: MachineStatus::Off,
-                booting: false,
-                agent: None,
-            }),
-            vm: Mutex::new(None),
-            pid: AtomicI32::new(0),
-            boots: AtomicU64::new(0),
+        .map(|(i, ((m, hw), disk))| {
+            Machine::new(
+                m,
+                i,
+                &dir,
+                Own {
+                    hw,
+                    disk,
+                    paths: VmPaths {
+                        log: dir.join(format!("m{i}.log")),
+                        agent: dir.join(format!("m{i}.agent.sock")),
+                        qmp: dir.join(format!("m{i}.qmp.sock")),
+                        pidfile: dir.join(format!("m{i}.qemu.pid")),
+                        data: dir.join(format!("m{i}.data")),
+                        image: dir.join(format!("m{i}.img")),
+                        cgroup: vms.clone(),
+                    },
+                    vm: Mutex::new(None),
+                    pid: AtomicI32::new(0),
+                    boots: AtomicU64::new(0),
+                },
+            )
         })
         .collect();
     let shared = Arc::new(NetShared {
-        spec: spec.clone(),
+        net: Net::new(spec, net, Switch::new(switch), machines, dir, run),
         config: config.clone(),
-        name: net,
-        switch: Mutex::new(Some(switch)),
-        machines,
-        dir,
-        run: run.clone(),
-        torn_down: AtomicBool::new(false),
-        faults: Mutex::new(Faults::default()),
-        teardown_done: Mutex::new(false),
         snapshots,
         share,
         boot_log: Mutex::new(Vec::new()),
     });
-    super::register_network(&shared);
+    crate::host::register_network(&shared);
     let network = QemuNetwork { shared };
-    network.shared.wire()?;
+    network.shared.net.switch.bring_up()?;
     network.shared.make_images()?;
     Ok(network)
 }
 
-/// How a boot failed, with the connection to close if one was made.
-type BootFailure = (BootError, Option<Arc<AgentConn>>);
-
 impl NetShared {
-    fn wire(&self) -> Result<(), CreateError> {
-        let guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
-        let switch = guard.as_ref().expect("switch exists until teardown");
-        let mut sw = switch.netlink.lock().unwrap_or_else(|e| e.into_inner());
-        sw.batch(vec![
-            Req::NewBridge { name: "br0".into() },
-            Req::SetUp {
-                name: "br0".into(),
-                up: true,
-            },
-            Req::SetUp {
-                name: "lo".into(),
-                up: true,
-            },
-        ])
-        .map_err(|(what, source)| CreateError::Netlink { what, source })
-    }
-
     /// A fresh file system image for every machine whose spec names one, made in parallel;
     /// attached to the VM at every boot, removed with the network directory.
     fn make_images(&self) -> Result<(), CreateError> {
         std::thread::scope(|s| {
             let jobs: Vec<_> = self
+                .net
                 .machines
                 .iter()
                 .filter_map(|m| m.spec.filesystem.map(|fs| (m, fs)))
                 .map(|(m, fs)| {
                     s.spawn(move || {
-                        disk::make_image(&m.paths.image, fs).map_err(|source| CreateError::Disk {
-                            machine: m.spec.id.clone(),
-                            source,
+                        disk::make_image(&m.own.paths.image, fs).map_err(|source| {
+                            CreateError::Disk {
+                                machine: m.spec.id.clone(),
+                                source,
+                            }
                         })
                     })
                 })
@@ -297,17 +240,17 @@ impl NetShared {
         let services = m.services.get();
         GuestInit {
             ip: m.spec.ip,
-            prefix: self.spec.subnet.prefix,
+            prefix: self.net.spec.subnet.prefix,
             mac: mac_text(mac_of(m.spec.ip)),
             share: Some(SHARE_TAG.into()),
-            modules: Some(m.hw.modules.to_string_lossy().into_owned()),
+            modules: Some(m.own.hw.modules.to_string_lossy().into_owned()),
             now_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             entropy: sys::random_hex(32),
-            data_dir: Some(m.paths.data.to_string_lossy().into_owned()),
-            disk: m.disk.clone(),
+            data_dir: Some(m.data.to_string_lossy().into_owned()),
+            disk: m.own.disk.clone(),
             // The guest sees the host's root at /host: resolve links here, where they point.
             services: services
                 .iter()
@@ -316,107 +259,32 @@ impl NetShared {
                     (name.clone(), path.to_string_lossy().into_owned())
                 })
                 .collect(),
-            env: crate::backend::machine_env(&m.paths.data, &services),
+            env: crate::backend::machine_env(&m.data, &services),
         }
-    }
-
-    fn machine(&self, id: &str) -> Option<&Machine> {
-        self.machines.iter().find(|m| m.spec.id == id)
     }
 
     /// A fresh tap for machine `m` in the switch namespace, on the bridge and up.
     fn new_tap(&self, m: &Machine) -> io::Result<std::os::fd::OwnedFd> {
-        let boots = m.boots.fetch_add(1, Ordering::SeqCst) + 1;
+        let boots = m.own.boots.fetch_add(1, Ordering::SeqCst) + 1;
         let port = if boots == 1 {
             format!("p{}", m.index)
         } else {
             format!("p{}r{boots}", m.index)
         };
-        let guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
-        let switch = guard
-            .as_ref()
-            .ok_or_else(|| io::Error::other("network was torn down"))?;
-        let tap = vm::open_tap(switch.fd.as_raw_fd(), &port)?;
-        let mut sw = switch.netlink.lock().unwrap_or_else(|e| e.into_inner());
-        let bridge = sw.link_index("br0")?;
-        sw.batch(vec![Req::Enslave {
-            name: port,
-            master: bridge,
-        }])
-        .map_err(|(_, e)| e)?;
-        Ok(tap)
-    }
-
-    fn boot_one(&self, m: &Machine) -> Result<(), BootError> {
-        let machine = || m.spec.id.clone();
-        {
-            let mut st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-            if !st.status.can_boot() || st.booting {
-                return Err(BootError::WrongStatus {
-                    machine: machine(),
-                    status: if st.booting {
-                        MachineStatus::Running
-                    } else {
-                        st.status
-                    },
-                });
-            }
-            st.booting = true;
-        }
-        let started = Instant::now();
-        let key = Snapshots::key(&m.hw);
-        let mut restored = None;
-        if let Some(file) = self.snapshots.as_ref().and_then(|s| s.existing(&key)) {
-            match self.start(m, &Start::Restore(file), None) {
-                Ok(conn) => restored = Some(Ok(conn)),
-                Err((e, conn)) => {
-                    let _ = self.stop_vm(m, conn);
-                    // A setup command that failed fails the same way after a cold boot.
-                    let final_error = matches!(e, BootError::SetupFailed { .. });
-                    if final_error || self.torn_down.load(Ordering::SeqCst) {
-                        restored = Some(Err((e, None)));
-                    } else if let Some(s) = &self.snapshots {
-                        // A snapshot that does not restore (QEMU changed underneath, a
-                        // truncated file): forget it and boot cold.
-                        let cause = std::error::Error::source(&e)
-                            .map(|c| format!(": {c}"))
-                            .unwrap_or_default();
-                        self.note(m, &format!("snapshot {key} did not restore: {e}{cause}"));
-                        s.discard(&key);
-                    }
-                }
-            }
-        }
-        let from_snapshot = matches!(restored, Some(Ok(_)));
-        let result = restored.unwrap_or_else(|| {
-            let claim = self.snapshots.as_ref().and_then(|s| s.claim(&key));
-            self.start(m, &Start::Cold, claim)
-        });
-        let mut st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.booting = false;
-        match result {
-            Ok(conn) => {
-                st.status = MachineStatus::Running;
-                st.agent = Some(conn);
-                self.boot_log
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(BootRecord {
-                        machine: machine(),
-                        restored: from_snapshot,
-                        elapsed: started.elapsed(),
-                    });
-                Ok(())
-            }
-            Err((err, conn)) => {
-                let _ = self.stop_vm(m, conn);
-                Err(err)
-            }
-        }
+        self.net.switch.with(|switch, sw| {
+            let tap = vm::open_tap(switch.fd.as_raw_fd(), &port)?;
+            let bridge = sw.link_index(switch::BRIDGE)?;
+            sw.batch(vec![Req::Enslave {
+                name: port,
+                master: bridge,
+            }])
+            .map_err(|(_, e)| e)?;
+            Ok(tap)
+        })
     }
 
     /// Starts QEMU and brings the machine to Ready; saves a snapshot on the way if `claim`.
-    fn start(
+    fn start_vm(
         &self,
         m: &Machine,
         start: &Start,
@@ -433,10 +301,10 @@ impl NetShared {
                 None,
             )
         };
-        if self.torn_down.load(Ordering::SeqCst) {
+        if self.net.torn_down.load(Ordering::SeqCst) {
             return Err(qemu_err(io::Error::other("network was torn down")));
         }
-        fs::create_dir_all(&m.paths.data).map_err(qemu_err)?;
+        fs::create_dir_all(&m.data).map_err(qemu_err)?;
         for v in m.services.get().values() {
             let program = fs::canonicalize(&v.path).unwrap_or_else(|_| v.path.clone());
             if let Some(dir) = program.parent() {
@@ -455,24 +323,25 @@ impl NetShared {
         let listener = {
             // Under the vm lock, which teardown takes after setting the flag: either teardown
             // sees this QEMU's pid, or this boot sees the flag.
-            let mut slot = m.vm.lock().unwrap_or_else(|e| e.into_inner());
-            if self.torn_down.load(Ordering::SeqCst) {
+            let mut slot = m.own.vm.lock().unwrap_or_else(|e| e.into_inner());
+            if self.net.torn_down.load(Ordering::SeqCst) {
                 return Err(qemu_err(io::Error::other("network was torn down")));
             }
-            let guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
-            let switch = guard
-                .as_ref()
-                .ok_or_else(|| qemu_err(io::Error::other("network was torn down")))?;
-            let (vm, listener) = vm::spawn(
-                &m.hw,
-                mac_of(m.spec.ip),
-                &m.paths,
-                switch.fd.as_raw_fd(),
-                tap,
-                start,
-            )
-            .map_err(qemu_err)?;
-            m.pid.store(vm.pid(), Ordering::SeqCst);
+            let (vm, listener) = self
+                .net
+                .switch
+                .with(|switch, _| {
+                    vm::spawn(
+                        &m.own.hw,
+                        mac_of(m.spec.ip),
+                        &m.own.paths,
+                        switch.fd.as_raw_fd(),
+                        tap,
+                        start,
+                    )
+                })
+                .map_err(qemu_err)?;
+            m.own.pid.store(vm.pid(), Ordering::SeqCst);
             *slot = Some(vm);
             listener
         };
@@ -481,7 +350,7 @@ impl NetShared {
             // under it, so a QEMU that exits early is noticed.
             let mut got = None;
             while got.is_none() {
-                let mut slot = m.vm.lock().unwrap_or_else(|e| e.into_inner());
+                let mut slot = m.own.vm.lock().unwrap_or_else(|e| e.into_inner());
                 let Some(vm) = slot.as_mut() else {
                     return Err(qemu_err(io::Error::other("network was torn down")));
                 };
@@ -501,14 +370,14 @@ impl NetShared {
             got.expect("loop ends with a stream")
         };
         drop(listener);
-        let _ = fs::remove_file(&m.paths.agent);
+        let _ = fs::remove_file(&m.own.paths.agent);
         let (conn, boot_rx) = AgentConn::start(stream, &m.spec.id).map_err(qemu_err)?;
         let fail = |e: BootError| (e, Some(conn.clone()));
         if let Start::Restore(_) = start {
             // A restore that does not end with the VM running (an incompatible or truncated
             // file) fails here within seconds, not after the whole boot timeout.
             let until = (Instant::now() + RESTORE_TIMEOUT).min(deadline);
-            wait_running(&m.paths.qmp, until).map_err(|source| {
+            wait_running(&m.own.paths.qmp, until).map_err(|source| {
                 fail(BootError::Qemu {
                     machine: machine(),
                     source,
@@ -585,7 +454,7 @@ impl NetShared {
     }
 
     fn save_snapshot(&self, m: &Machine, claim: &Claim) -> io::Result<()> {
-        let mut qmp = Qmp::connect(&m.paths.qmp, SNAPSHOT_TIMEOUT)?;
+        let mut qmp = Qmp::connect(&m.own.paths.qmp, SNAPSHOT_TIMEOUT)?;
         qmp.snapshot(&claim.path, Instant::now() + SNAPSHOT_TIMEOUT)?;
         if let Some(s) = &self.snapshots {
             s.prune();
@@ -595,13 +464,13 @@ impl NetShared {
 
     fn note(&self, m: &Machine, msg: &str) {
         use std::io::Write;
-        if let Ok(mut f) = fs::OpenOptions::new().append(true).open(&m.paths.log) {
+        if let Ok(mut f) = fs::OpenOptions::new().append(true).open(&m.log) {
             let _ = writeln!(f, "fleetcheck: {msg}");
         }
     }
 
     fn log_tail(&self, m: &Machine) -> String {
-        let text = fs::read_to_string(&m.paths.log).unwrap_or_default();
+        let text = m.read_log();
         let lines: Vec<&str> = text.lines().collect();
         // The agent's last words and a kernel panic's reason say more than a stack trace.
         let mut picked: Vec<&str> = lines
@@ -612,11 +481,67 @@ impl NetShared {
         picked.extend(&lines[lines.len().saturating_sub(3)..]);
         picked.join("\n")
     }
+}
+
+impl Switched for NetShared {
+    type Own = Own;
+
+    const RUNNER: &'static str = "qemu";
+
+    fn net(&self) -> &Net<Own> {
+        &self.net
+    }
+
+    /// Restores machine `m` from its kind's snapshot if there is one, else boots it cold (and
+    /// saves a snapshot if none is being made); records how it went.
+    fn start(&self, m: &Machine) -> Result<Arc<AgentConn>, BootFailure> {
+        let machine = || m.spec.id.clone();
+        let started = Instant::now();
+        let key = Snapshots::key(&m.own.hw);
+        let mut restored = None;
+        if let Some(file) = self.snapshots.as_ref().and_then(|s| s.existing(&key)) {
+            match self.start_vm(m, &Start::Restore(file), None) {
+                Ok(conn) => restored = Some(Ok(conn)),
+                Err((e, conn)) => {
+                    let _ = self.stop(m, conn);
+                    // A setup command that failed fails the same way after a cold boot.
+                    let final_error = matches!(e, BootError::SetupFailed { .. });
+                    if final_error || self.net.torn_down.load(Ordering::SeqCst) {
+                        restored = Some(Err((e, None)));
+                    } else if let Some(s) = &self.snapshots {
+                        // A snapshot that does not restore (QEMU changed underneath, a
+                        // truncated file): forget it and boot cold.
+                        let cause = std::error::Error::source(&e)
+                            .map(|c| format!(": {c}"))
+                            .unwrap_or_default();
+                        self.note(m, &format!("snapshot {key} did not restore: {e}{cause}"));
+                        s.discard(&key);
+                    }
+                }
+            }
+        }
+        let from_snapshot = matches!(restored, Some(Ok(_)));
+        let result = restored.unwrap_or_else(|| {
+            let claim = self.snapshots.as_ref().and_then(|s| s.claim(&key));
+            self.start_vm(m, &Start::Cold, claim)
+        });
+        if result.is_ok() {
+            self.boot_log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(BootRecord {
+                    machine: machine(),
+                    restored: from_snapshot,
+                    elapsed: started.elapsed(),
+                });
+        }
+        result
+    }
 
     /// Kills and reaps QEMU of `m`, joins its agent reader.
-    fn stop_vm(&self, m: &Machine, conn: Option<Arc<AgentConn>>) -> io::Result<()> {
-        m.pid.store(0, Ordering::SeqCst);
-        let vm = m.vm.lock().unwrap_or_else(|e| e.into_inner()).take();
+    fn stop(&self, m: &Machine, conn: Option<Arc<AgentConn>>) -> io::Result<()> {
+        m.own.pid.store(0, Ordering::SeqCst);
+        let vm = m.own.vm.lock().unwrap_or_else(|e| e.into_inner()).take();
         let result = vm.map_or(Ok(()), Vm::kill);
         if let Some(conn) = conn {
             conn.join();
@@ -624,295 +549,67 @@ impl NetShared {
         result
     }
 
-    fn power_off(&self, id: &str) -> Result<(), ShutdownError> {
-        let m = self
-            .machine(id)
-            .ok_or_else(|| ShutdownError::UnknownMachine { machine: id.into() })?;
-        let mut st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        if !st.status.can_shutdown() {
-            return Err(ShutdownError::WrongStatus {
-                machine: id.into(),
-                status: st.status,
-            });
-        }
-        let conn = st.agent.take();
-        let was_paused = st.status == MachineStatus::Paused;
-        st.status = MachineStatus::Off;
-        let killed = self.stop_vm(m, conn);
-        if was_paused {
-            let _ = self.change_faults(|f| {
-                f.paused.remove(&m.index);
-                Ok(())
-            });
-        }
-        killed.map_err(|source| ShutdownError::Kill {
-            machine: id.into(),
+    /// Nothing to do: the tap is QEMU's alone and vanished with it.
+    fn unplug(&self, _m: &Machine) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// SIGSTOP (or SIGCONT) of QEMU.
+    fn hold(&self, m: &Machine, frozen: bool) -> Result<(), FaultError> {
+        let (sig, signal) = if frozen {
+            (libc::SIGSTOP, "SIGSTOP")
+        } else {
+            (libc::SIGCONT, "SIGCONT")
+        };
+        sys::kill(m.own.pid.load(Ordering::SeqCst), sig).map_err(|source| FaultError::Signal {
+            machine: m.spec.id.clone(),
+            signal,
             source,
         })
     }
 
-    fn agent(
-        &self,
-        id: &str,
-        allowed: fn(MachineStatus) -> bool,
-    ) -> Result<Arc<AgentConn>, Result<MachineStatus, ()>> {
-        let m = self.machine(id).ok_or(Err(()))?;
-        let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        match (&st.agent, st.status) {
-            (Some(conn), status) if allowed(status) => Ok(conn.clone()),
-            (_, status) => Err(Ok(status)),
-        }
-    }
-
-    /// Pause (SIGSTOP of QEMU, and its port drops every frame) or resume (SIGCONT).
-    fn freeze(&self, id: &str, frozen: bool) -> Result<(), FaultError> {
-        let m = self
-            .machine(id)
-            .ok_or_else(|| FaultError::UnknownMachine { machine: id.into() })?;
-        let (allowed, operation, to): (fn(MachineStatus) -> bool, _, _) = if frozen {
-            (MachineStatus::can_pause, "pause", MachineStatus::Paused)
-        } else {
-            (MachineStatus::can_resume, "resume", MachineStatus::Running)
-        };
-        let mut st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        if !allowed(st.status) || st.booting {
-            return Err(FaultError::WrongStatus {
-                machine: id.into(),
-                status: st.status,
-                operation,
-            });
-        }
-        let pid = m.pid.load(Ordering::SeqCst);
-        let signal = |sig: libc::c_int, name: &'static str| {
-            sys::kill(pid, sig).map_err(|source| FaultError::Signal {
-                machine: id.into(),
-                signal: name,
-                source,
-            })
-        };
-        let i = m.index;
-        if frozen {
-            self.change_faults(|f| {
-                f.paused.insert(i);
-                Ok(())
-            })?;
-            if let Err(e) = signal(libc::SIGSTOP, "SIGSTOP") {
-                let _ = self.change_faults(|f| {
-                    f.paused.remove(&i);
-                    Ok(())
-                });
-                return Err(e);
-            }
-        } else {
-            signal(libc::SIGCONT, "SIGCONT")?;
-            self.change_faults(|f| {
-                f.paused.remove(&i);
-                Ok(())
-            })?;
-        }
-        st.status = to;
+    /// Only the host's record changes: the agent links the programs anew at every boot.
+    fn install(&self, _m: &Machine, _next: &BTreeMap<String, ServiceVersion>) -> io::Result<()> {
         Ok(())
     }
 
-    fn change_faults(
-        &self,
-        change: impl FnOnce(&mut Faults) -> Result<(), FaultError>,
-    ) -> Result<(), FaultError> {
-        let ids: Vec<&str> = self.machines.iter().map(|m| m.spec.id.as_str()).collect();
-        nft::change_faults(&self.faults, &self.switch, &ids, change)
-    }
-
-    /// Removes everything; idempotent and callable from any thread (Ctrl-C cleanup).
-    pub fn teardown(&self) -> Result<(), TeardownError> {
-        let mut done = self.teardown_done.lock().unwrap_or_else(|e| e.into_inner());
-        if *done {
-            return Ok(());
+    /// SIGKILL to QEMU by pid (a boot may hold the locks).
+    fn kill(&self, m: &Machine) {
+        let pid = m.own.pid.load(Ordering::SeqCst);
+        if pid > 0 {
+            let _ = sys::kill(pid, libc::SIGKILL);
         }
-        *done = true;
-        self.torn_down.store(true, Ordering::SeqCst);
-        let mut failures: Vec<(String, io::Error)> = Vec::new();
-        // First SIGKILL every QEMU by pid (a boot may hold the locks), then reap.
-        for m in &self.machines {
-            let pid = m.pid.load(Ordering::SeqCst);
-            if pid > 0 {
-                let _ = sys::kill(pid, libc::SIGKILL);
-            }
-        }
-        for m in &self.machines {
-            let conn = m.state.try_lock().ok().and_then(|mut st| {
-                st.status = MachineStatus::Off;
-                st.agent.take()
-            });
-            if let Err(e) = self.stop_vm(m, conn) {
-                failures.push((format!("qemu of machine {}", m.spec.id), e));
-            }
-        }
-        if let Some(switch) = self.switch.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            if let Err(e) = ns::remove_named(&switch.path) {
-                failures.push((format!("namespace {}", switch.name), e));
-            }
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-        super::unregister_network(self);
-        let more = failures.len().saturating_sub(1);
-        match failures.into_iter().next() {
-            None => Ok(()),
-            Some((what, source)) => Err(TeardownError { what, more, source }),
-        }
-    }
-}
-
-impl Network for QemuNetwork {
-    fn spec(&self) -> &NetworkSpec {
-        &self.shared.spec
-    }
-
-    fn status(&self, id: &str) -> Option<MachineStatus> {
-        let m = self.shared.machine(id)?;
-        let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        Some(st.status)
-    }
-
-    fn boot(&self, ids: &[&str]) -> Vec<Result<(), BootError>> {
-        let shared = &self.shared;
-        crate::backend::boot_in_parallel(ids, |id| {
-            let m = shared
-                .machine(id)
-                .ok_or_else(|| BootError::UnknownMachine { machine: id.into() })?;
-            shared.boot_one(m)
-        })
-    }
-
-    fn shutdown(&self, id: &str) -> Result<(), ShutdownError> {
-        self.shared.power_off(id)
-    }
-
-    fn crash(&self, id: &str) -> Result<(), ShutdownError> {
-        self.shared.power_off(id)
-    }
-
-    fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError> {
-        let machine = || id.to_string();
-        if req.argv.is_empty() {
-            return Err(ExecError::EmptyCommand { machine: machine() });
-        }
-        let conn = self
-            .shared
-            .agent(id, MachineStatus::can_exec)
-            .map_err(|e| match e {
-                Err(()) => ExecError::UnknownMachine { machine: machine() },
-                Ok(status) => ExecError::WrongStatus {
-                    machine: machine(),
-                    status,
-                },
-            })?;
-        conn::exec(&conn, id, req)
-    }
-
-    fn ping(&self, from: &str, to: Ipv4Addr, timeout: Duration) -> Result<bool, PingError> {
-        let running = |s| s == MachineStatus::Running;
-        let conn = match self.shared.agent(from, running) {
-            Ok(conn) => conn,
-            Err(Err(())) => {
-                return Err(PingError::UnknownMachine {
-                    machine: from.into(),
-                })
-            }
-            Err(Ok(_)) => return Ok(false),
-        };
-        conn::ping(&conn, from, to, timeout)
-    }
-
-    fn pause(&self, id: &str) -> Result<(), FaultError> {
-        self.shared.freeze(id, true)
-    }
-
-    fn resume(&self, id: &str) -> Result<(), FaultError> {
-        self.shared.freeze(id, false)
-    }
-
-    fn partition(&self, groups: &[Vec<String>]) -> Result<(), FaultError> {
-        let spec = &self.shared.spec;
-        self.shared.change_faults(|f| f.partition(spec, groups))
-    }
-
-    fn block(&self, from: &str, to: &str) -> Result<(), FaultError> {
-        let spec = &self.shared.spec;
-        self.shared.change_faults(|f| f.block(spec, from, to))
-    }
-
-    fn loss(&self, id: &str, percent: u8) -> Result<(), FaultError> {
-        let spec = &self.shared.spec;
-        self.shared.change_faults(|f| f.set_loss(spec, id, percent))
-    }
-
-    fn heal(&self) -> Result<(), FaultError> {
-        self.shared.change_faults(|f| {
-            f.heal();
-            Ok(())
-        })
-    }
-
-    fn logs(&self, id: &str) -> String {
-        self.shared
-            .machine(id)
-            .and_then(|m| fs::read_to_string(&m.paths.log).ok())
-            .unwrap_or_default()
-    }
-
-    fn data_dir(&self, id: &str) -> Option<PathBuf> {
-        let m = self.shared.machine(id)?;
-        fs::create_dir_all(&m.paths.data).ok()?;
-        Some(m.paths.data.clone())
     }
 
     /// The shared directory, unless the machine has a file system of its own: only the guest
     /// mounts that (the host mounting it too while the guest writes would corrupt it).
     fn data_dir_on_host(&self, id: &str) -> Option<PathBuf> {
-        let m = self.shared.machine(id)?;
-        if m.disk.is_some() {
+        let m = self.machine(id)?;
+        if m.own.disk.is_some() {
             return None;
         }
         self.data_dir(id)
     }
+}
 
-    fn services(&self, id: &str) -> Option<BTreeMap<String, ServiceVersion>> {
-        Some(self.shared.machine(id)?.services.get())
-    }
+impl Handle for QemuNetwork {
+    type Shared = NetShared;
 
-    /// Only the host's record changes: the agent links the programs anew at every boot.
-    fn set_service(
-        &self,
-        id: &str,
-        service: &str,
-        version: &ServiceVersion,
-    ) -> Result<(), ServiceError> {
-        let m = self
-            .shared
-            .machine(id)
-            .ok_or_else(|| ServiceError::UnknownMachine { machine: id.into() })?;
-        // The state lock keeps the machine off while its programs change.
-        let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-        m.services
-            .set(id, (st.status, st.booting), service, version, |_| Ok(()))
-    }
-
-    fn teardown(self: Box<Self>) -> Result<(), TeardownError> {
-        self.shared.teardown()
+    fn shared(&self) -> &NetShared {
+        &self.shared
     }
 }
 
 impl QemuNetwork {
     /// Host pid of the QEMU of machine `id`, while it runs.
     pub fn qemu_pid(&self, id: &str) -> Option<i32> {
-        let pid = self.shared.machine(id)?.pid.load(Ordering::SeqCst);
+        let pid = self.shared.machine(id)?.own.pid.load(Ordering::SeqCst);
         (pid > 0).then_some(pid)
     }
 
     /// The bind mount of the switch namespace (for `nsenter --net=PATH`), until teardown.
     pub fn switch_namespace(&self) -> Option<PathBuf> {
-        let guard = self.shared.switch.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_ref().map(|s| s.path.clone())
+        self.shared.net.switch.path()
     }
 
     /// Every boot so far: which machine, whether restored from a snapshot, how long.
@@ -926,22 +623,18 @@ impl QemuNetwork {
 
     /// The run id this network belongs to.
     pub fn run_id(&self) -> &str {
-        &self.shared.run.run
+        &self.shared.net.run.run
     }
 }
 
 impl std::fmt::Debug for QemuNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QemuNetwork")
-            .field("run", &self.shared.run.run)
-            .field("name", &self.shared.name)
-            .field("machines", &self.shared.machines.len())
-            .finish()
+        self.shared.net.debug(f, "QemuNetwork")
     }
 }
 
 impl Drop for QemuNetwork {
     fn drop(&mut self) {
-        let _ = self.shared.teardown();
+        let _ = Switched::teardown(&*self.shared);
     }
 }

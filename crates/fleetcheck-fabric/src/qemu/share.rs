@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::netns::sys::{check, cpath, open};
+use crate::host::sys::{check, cpath, open};
 
 /// Files of `/etc` a VM does not see (covered by an empty file or directory): password hashes
 /// and private keys.

@@ -207,8 +207,8 @@ pub fn open_tap(netns: RawFd, name: &str) -> io::Result<OwnedFd> {
     std::thread::scope(|s| {
         s.spawn(move || -> io::Result<OwnedFd> {
             // SAFETY: setns on an fd the caller keeps open; affects this thread only.
-            crate::netns::sys::check(unsafe { libc::setns(netns, libc::CLONE_NEWNET) })?;
-            let tun = crate::netns::sys::open(Path::new("/dev/net/tun"), libc::O_RDWR)?;
+            crate::host::sys::check(unsafe { libc::setns(netns, libc::CLONE_NEWNET) })?;
+            let tun = crate::host::sys::open(Path::new("/dev/net/tun"), libc::O_RDWR)?;
             let mut req = IfReq {
                 name: [0; 16],
                 flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short,
@@ -216,7 +216,7 @@ pub fn open_tap(netns: RawFd, name: &str) -> io::Result<OwnedFd> {
             };
             req.name[..name.len()].copy_from_slice(name.as_bytes());
             // SAFETY: TUNSETIFF reads and writes an ifreq-sized struct we own.
-            crate::netns::sys::check(unsafe {
+            crate::host::sys::check(unsafe {
                 libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq)
             })?;
             Ok(tun)
@@ -304,7 +304,7 @@ pub fn spawn(
         .stdout(log.try_clone()?)
         .stderr(log);
     let tap_fd = tap.as_raw_fd();
-    let procs = crate::netns::sys::open(&paths.cgroup.join("cgroup.procs"), libc::O_WRONLY)?;
+    let procs = crate::host::sys::open(&paths.cgroup.join("cgroup.procs"), libc::O_WRONLY)?;
     let procs_fd = procs.as_raw_fd();
     let nice = hw.nice;
     // SAFETY: between fork and exec the child only makes async-signal-safe syscalls (write,
@@ -335,7 +335,7 @@ pub fn spawn(
     drop(tap);
     drop(procs);
     let pid = child.id() as i32;
-    let start_time = crate::netns::sys::start_time(pid).unwrap_or(0);
+    let start_time = crate::host::sys::start_time(pid).unwrap_or(0);
     let vm = Vm {
         child,
         paths: paths.clone(),
@@ -438,7 +438,7 @@ impl Qmp {
     /// file records it as running, so a restore starts running by itself (an idle guest, the
     /// agent waiting for Init, converges at once). Waits with a deadline, polling the status.
     pub fn snapshot(&mut self, file: &Path, deadline: Instant) -> io::Result<()> {
-        let tmp = file.with_extension(format!("{}.tmp", crate::netns::sys::random_hex(4)));
+        let tmp = file.with_extension(format!("{}.tmp", crate::host::sys::random_hex(4)));
         let result = (|| {
             let uri = format!("exec:zstd -1 -q -T1 > {}", shell_quote(&tmp));
             self.execute("migrate", Some(serde_json::json!({ "uri": uri })))?;
@@ -487,7 +487,7 @@ pub fn pidfile_alive(text: &str) -> Option<i32> {
     let mut parts = text.split_whitespace();
     let pid: i32 = parts.next()?.parse().ok()?;
     let start: u64 = parts.next()?.parse().ok()?;
-    crate::netns::sys::is_alive(pid, start).then_some(pid)
+    crate::host::sys::is_alive(pid, start).then_some(pid)
 }
 
 /// `qemu-system-x86_64` on `PATH` or in /usr/bin.

@@ -1,7 +1,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use fleetcheck_fabric::netns::{sweep, NetnsBackend, RUN_ROOT};
+use fleetcheck_fabric::host::{sweep, RUN_ROOT};
+use fleetcheck_fabric::netns::NetnsBackend;
 use fleetcheck_fabric::Network;
 
 use crate::support::{
@@ -116,7 +117,7 @@ fn child_for_ctrl_c_cleanup() {
     let backend = backend();
     let (net, _agents) = booted(&backend);
     println!("RUN {}", backend.run_id());
-    fleetcheck_fabric::netns::cleanup_process_resources();
+    fleetcheck_fabric::host::cleanup_process_resources();
     assert_eq!(
         namespaces_with(&format!("fleetcheck-{}-", backend.run_id())),
         Vec::<String>::new()
@@ -177,7 +178,7 @@ fn sweep_removes_what_a_killed_process_left() {
         let _ = Command::new("umount").arg("/run/netns").status();
     }
     let report = report.unwrap();
-    let root = fleetcheck_fabric::netns::Cgroups::detect()
+    let root = fleetcheck_fabric::host::Cgroups::detect()
         .unwrap()
         .root()
         .to_path_buf();
@@ -207,7 +208,7 @@ fn the_guardian_removes_everything_after_kill_9() {
         "the guardian {guardian} did not finish"
     );
     eprintln!("the guardian removed run {run} in {:?}", started.elapsed());
-    let root = fleetcheck_fabric::netns::Cgroups::detect()
+    let root = fleetcheck_fabric::host::Cgroups::detect()
         .unwrap()
         .root()
         .to_path_buf();
@@ -245,7 +246,7 @@ fn abort_and_exit_without_destructors_leave_nothing() {
     if !require_root("abort_and_exit_without_destructors_leave_nothing") {
         return;
     }
-    let root = fleetcheck_fabric::netns::Cgroups::detect()
+    let root = fleetcheck_fabric::host::Cgroups::detect()
         .unwrap()
         .root()
         .to_path_buf();

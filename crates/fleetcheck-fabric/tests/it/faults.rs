@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleetcheck_fabric::netns::{sweep, NetnsNetwork};
+use fleetcheck_fabric::host::sweep;
+use fleetcheck_fabric::netns::NetnsNetwork;
 use fleetcheck_fabric::{ExecRequest, FaultError, MachineStatus, Network};
 
 use crate::support::{alive, backend, ip, require_root, spawn_child_run, spec, wait_gone};
@@ -360,7 +361,7 @@ fn paused_machines_die_with_a_killed_run() {
     }
     let freezer_run = Path::new("/sys/fs/cgroup/freezer").join(format!("fleetcheck-{run}"));
     assert!(!freezer_run.exists(), "freezer cgroups of {run} remain");
-    assert!(!Path::new(fleetcheck_fabric::netns::RUN_ROOT)
+    assert!(!Path::new(fleetcheck_fabric::host::RUN_ROOT)
         .join(&run)
         .exists());
 }

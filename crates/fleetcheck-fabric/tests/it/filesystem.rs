@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fleetcheck_fabric::netns::{disk, sweep, RUN_ROOT};
+use fleetcheck_fabric::host::{disk, sweep, RUN_ROOT};
 use fleetcheck_fabric::{
     Backend, ExecRequest, FileSystem, MachineStatus, Network, NetworkSpec, ServiceError,
     ServiceVersion,

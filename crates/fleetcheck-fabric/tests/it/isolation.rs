@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fleetcheck_fabric::netns::PIDS_MAX;
+use fleetcheck_fabric::host::PIDS_MAX;
 use fleetcheck_fabric::{Backend, ExecOutput, ExecRequest, Network};
 
 use crate::support::{backend, require_root, spec};

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use fleetcheck_fabric::netns::{AgentCommand, NetnsBackend, NetnsConfig};
+use fleetcheck_fabric::host::AgentCommand;
+use fleetcheck_fabric::netns::{NetnsBackend, NetnsConfig};
 use fleetcheck_fabric::{Backend, BootError, ExecRequest, MachineSpec, NetworkSpec, MAX_MACHINES};
 
 use crate::support::{backend, require_root, spec};

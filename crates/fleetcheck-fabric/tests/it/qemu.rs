@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use fleetcheck_fabric::netns::{sweep, AgentCommand, RUN_ROOT};
+use fleetcheck_fabric::host::{sweep, AgentCommand, RUN_ROOT};
 use fleetcheck_fabric::qemu::{kernels, QemuBackend, QemuConfig, QemuNetwork};
 use fleetcheck_fabric::{ExecRequest, MachineSpec, Network, NetworkSpec};
 
@@ -276,8 +276,7 @@ fn qemu_child_for_ctrl_c() {
     }
     let pids = [net.qemu_pid("m1").unwrap(), net.qemu_pid("m2").unwrap()];
     println!("RUN {} {} {}", backend.run_id(), pids[0], pids[1]);
-    fleetcheck_fabric::qemu::cleanup_process_resources();
-    fleetcheck_fabric::netns::cleanup_process_resources();
+    fleetcheck_fabric::host::cleanup_process_resources();
     // Leak both on purpose: the clean-up already removed everything.
     std::mem::forget(net);
     std::mem::forget(backend);
@@ -448,12 +447,14 @@ fn qemu_file_systems_and_versions_per_machine() {
         net.data_dir_on_host("m4"),
         Some(net.data_dir("m4").unwrap())
     );
-    // The host holds the run's namespaces as `nsfs` mounts in its directory, nothing else.
+    // Only the namespace bind mounts (nsfs) of the run are in the host's mount table.
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let run_prefix = run_dir.to_string_lossy().into_owned();
     assert!(
-        !mounts
-            .lines()
-            .any(|l| l.contains(&*run_dir.to_string_lossy()) && !l.contains(" nsfs ")),
+        !mounts.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 2 && f[1].starts_with(&run_prefix) && f[2] != "nsfs"
+        }),
         "the host mounted a machine's disk"
     );
     // A rolling upgrade: only while off; the data stays.

@@ -1,6 +1,7 @@
 use std::net::Ipv4Addr;
 
-use fleetcheck_fabric::netns::{AgentCommand, NetnsBackend, NetnsConfig};
+use fleetcheck_fabric::host::AgentCommand;
+use fleetcheck_fabric::netns::{NetnsBackend, NetnsConfig};
 use fleetcheck_fabric::{MachineSpec, NetworkSpec};
 
 /// Whether the test may run: true when root. Not root: prints why and returns false, or panics

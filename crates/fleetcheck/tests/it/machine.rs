@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use fleetcheck_fabric::netns::disk;
+use fleetcheck_fabric::host::disk;
 
 use crate::netns::runs_of;
 use crate::{fleetcheck, last_json, require_root, run, temp_dir, write_config};

@@ -5,7 +5,7 @@
 //! pipe as its standard input; only the run's process holds the write end (close-on-exec, so no
 //! child inherits it). The guardian leaves the run's session and process group (a Ctrl-C or a
 //! `kill` of the group does not reach it), ignores SIGINT, SIGTERM and SIGHUP, and blocks
-//! reading. The kernel closes the write end when the run's process dies, or [`super::RunDir`]
+//! reading. The kernel closes the write end when the run's process dies, or [`super::sweep::RunDir`]
 //! closes it after removing the run; either way the guardian then removes whatever of the run
 //! is still there ([`super::sweep::remove_run`]: processes of its cgroups, frozen ones thawed,
 //! QEMU, namespaces, cgroups, loop devices, the run directory) and exits. Nothing of a run keeps

@@ -11,7 +11,7 @@ struct State {
     closing: bool,
 }
 
-/// Counts network creations under way; one `static` per backend.
+/// Counts network creations under way; one `static` for all backends ([`super::GATE`]).
 pub(crate) struct CreationGate {
     state: Mutex<State>,
     changed: Condvar,

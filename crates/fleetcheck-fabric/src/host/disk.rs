@@ -1,7 +1,9 @@
-//! A machine's own file system on `netns` ([`crate::MachineSpec::filesystem`]).
+//! A machine's own file system ([`crate::MachineSpec::filesystem`]): the image both backends
+//! make ([`make_image`]; QEMU attaches it as a virtio-blk disk), and on `netns` its loop device
+//! and disk namespace ([`Disk`]), which the sweep also cleans up.
 //!
 //! When the network is created, each such machine gets a sparse image file
-//! `<network dir>/m<i>.img`, formatted by `mkfs.<fs>` on the host, attached to a loop device with
+//! `<network dir>/m<i>.img`, formatted by `mkfs.<fs>` on the host. On `netns` it is attached to a loop device with
 //! autoclear set, and mounted at the machine's data directory inside a *disk namespace*: a
 //! private mount namespace the network holds only by file descriptor. Nothing is mounted in the
 //! host's mount namespace. Every boot of the machine starts its agent from a fresh copy of that

@@ -48,6 +48,14 @@ pub struct RunDir {
 }
 
 impl RunDir {
+    /// How every backend starts: finds the cgroup hierarchies, sweeps what dead runs left and
+    /// claims a fresh run under [`RUN_ROOT`] (see [`RunDir::create`]).
+    pub fn claim(agent: &AgentCommand) -> Result<Arc<Self>, HostError> {
+        let cgroups = Cgroups::detect()?;
+        sweep().map_err(HostError::Sweep)?;
+        RunDir::create(Path::new(RUN_ROOT), cgroups, agent)
+    }
+
     /// Claims a fresh run id under `root` and starts its guardian with `agent` (the program
     /// that is also the machines' agent).
     pub fn create(
@@ -90,7 +98,7 @@ impl RunDir {
                         freezer,
                         guardian: Some(guardian),
                     });
-                    super::register_run(&dir);
+                    super::live::register_run(&dir);
                     return Ok(dir);
                 }
                 Err(e) => {

@@ -1,4 +1,4 @@
-//! Thin wrappers over the few syscalls the backend needs.
+//! Thin wrappers over the few syscalls the backends and the sweep need.
 
 use std::ffi::CString;
 use std::io;

@@ -39,14 +39,12 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
-use super::ns::Netns;
 use crate::error::FaultError;
 use crate::faults::Faults;
 
@@ -169,32 +167,6 @@ pub fn run_in(netns: RawFd, args: &[&str], stdin: &str) -> Result<String, FaultE
     }
     written.map_err(FaultError::NftSpawn)?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Changes the faults in force of a network whose machines are `ids` and whose switch namespace
-/// is `switch` (`None` once torn down): `change` edits a copy, the whole table is applied in one
-/// `nft -f` transaction, then the copy is kept. A change that changes nothing makes no nft call
-/// (e.g. a heal with no fault in force). The lock on `faults` serialises changes; the switch lock
-/// keeps the namespace (and its fd) alive while nft enters it. Shared by netns and qemu.
-pub(crate) fn change_faults(
-    faults: &Mutex<Faults>,
-    switch: &Mutex<Option<Netns>>,
-    ids: &[&str],
-    change: impl FnOnce(&mut Faults) -> Result<(), FaultError>,
-) -> Result<(), FaultError> {
-    let mut current = faults.lock().unwrap_or_else(|e| e.into_inner());
-    let mut next = current.clone();
-    change(&mut next)?;
-    if next == *current {
-        return Ok(());
-    }
-    let script = render(&next, ids);
-    let guard = switch.lock().unwrap_or_else(|e| e.into_inner());
-    let switch = guard.as_ref().ok_or(FaultError::TornDown)?;
-    run_in(switch.fd.as_raw_fd(), &["-f", "-"], &script)?;
-    drop(guard);
-    *current = next;
-    Ok(())
 }
 
 #[cfg(test)]
