@@ -692,6 +692,7 @@ fn write_replay(path: &Path, text: &str) -> Result<(), Fail> {
 }
 
 /// A replay file, read and checked, with the backend it runs on.
+#[derive(Debug)]
 pub struct OpenedReplay {
     /// The file's text.
     pub text: String,
