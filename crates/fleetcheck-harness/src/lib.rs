@@ -3,6 +3,7 @@
 //! clean-up — as a library, so that any binary gets it: [`main`] is the whole command line.
 
 pub mod backends;
+pub mod builtin;
 pub mod cli;
 pub mod doctor;
 pub mod exit;
@@ -12,6 +13,7 @@ pub mod programs;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod scenario;
 pub mod up;
 
 use std::process::ExitCode;
@@ -21,14 +23,25 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 use crate::exit::Fail;
 
-/// The whole `fleetcheck` command line: parses the process's arguments, runs the command,
-/// returns its exit code. A binary that is also its own machines' agent (`agent` first).
-pub fn main() -> ExitCode {
-    // The agent must not parse fleetcheck's options or install handlers: hand over at once.
+pub use scenario::{Registered, Registry, Scenario};
+
+/// Serves as the machines' agent when the process was started as one (`BINARY agent ...`, as
+/// the netns and qemu backends start [`backends::agent_command`]): then the agent's exit
+/// code, else `None`. [`main`] does it first; a binary of its own may call it first thing.
+pub fn agent_if_asked() -> Option<ExitCode> {
     let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some("agent") {
-        return fleetcheck_fabric::agent::main(argv[2..].to_vec());
+    (argv.get(1).map(String::as_str) == Some("agent"))
+        .then(|| fleetcheck_fabric::agent::main(argv[2..].to_vec()))
+}
+
+/// The whole `fleetcheck` command line over the scenarios of `registry`: parses the process's
+/// arguments, runs the command, returns its exit code. The binary is also its machines' agent.
+pub fn main(registry: Registry) -> ExitCode {
+    // The agent must not parse fleetcheck's options or install handlers: hand over at once.
+    if let Some(code) = agent_if_asked() {
+        return code;
     }
+    let argv: Vec<String> = std::env::args().collect();
     sweep_at_start(argv.get(1).map(String::as_str));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -60,7 +73,7 @@ pub fn main() -> ExitCode {
         }
     };
     interrupt::install();
-    let result = dispatch(&cli);
+    let result = dispatch(&cli, &registry);
     interrupt::exit_if_interrupted();
     match result {
         Ok(code) => ExitCode::from(code),
@@ -88,13 +101,13 @@ fn sweep_at_start(command: Option<&str>) {
     }
 }
 
-fn dispatch(cli: &Cli) -> Result<u8, Fail> {
+fn dispatch(cli: &Cli, registry: &[Box<dyn Registered>]) -> Result<u8, Fail> {
     match &cli.command {
-        Command::Run(args) => run::run_command(args),
-        Command::Replay(args) => run::replay_command(args),
-        Command::Up(args) => up::up_command(args),
-        Command::Export(args) => export::export_command(args),
-        Command::Doctor(args) => doctor::doctor_command(args),
+        Command::Run(args) => run::run_command(args, registry),
+        Command::Replay(args) => run::replay_command(args, registry),
+        Command::Up(args) => up::up_command(args, registry),
+        Command::Export(args) => export::export_command(args, registry),
+        Command::Doctor(args) => doctor::doctor_command(args, registry),
         Command::Sweep => {
             let report = fleetcheck_fabric::netns::sweep().map_err(Fail::host)?;
             println!(
@@ -109,8 +122,11 @@ fn dispatch(cli: &Cli) -> Result<u8, Fail> {
         }
         Command::List => {
             println!("scenarios:");
-            for s in fleetcheck_scenarios::SCENARIOS {
-                println!("  {s}");
+            for s in registry {
+                println!("  {:<6} {}", s.name(), s.about());
+                if !s.systems().is_empty() {
+                    println!("         --system {}", s.systems().join(", "));
+                }
             }
             println!("backends:");
             for (name, what) in backends::BACKENDS {
