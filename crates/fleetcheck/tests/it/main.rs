@@ -4,6 +4,7 @@
 mod bad_input;
 mod browser;
 mod cli;
+mod echo_example;
 mod export;
 mod kv_versions;
 mod machine;

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::exit::Fail;
 use capture::Capture;
-use timeline::Scenario;
+use timeline::Draw;
 
 /// Where a run's report goes when `--report` is not given and the run failed.
 pub fn default_dir(scenario: &str, seed: u64) -> PathBuf {
@@ -191,7 +191,7 @@ fn ms(d: std::time::Duration) -> f64 {
 
 /// Everything a counterexample's report needs.
 #[derive(Debug)]
-pub struct CaseReport<'a, M: Scenario> {
+pub struct CaseReport<'a, M: Draw> {
     pub dir: &'a Path,
     pub model: &'a M,
     pub case: &'a Case<M>,
@@ -206,7 +206,7 @@ pub struct CaseReport<'a, M: Scenario> {
 }
 
 /// Writes the whole folder (replacing whatever was there); returns the path of `timeline.html`.
-pub fn write_case<M: Scenario>(r: CaseReport<'_, M>) -> Result<PathBuf, Fail> {
+pub fn write_case<M: Draw>(r: CaseReport<'_, M>) -> Result<PathBuf, Fail> {
     let dir = r.dir;
     publish(dir, |staging| {
         write_case_into(staging, CaseReport { dir: staging, ..r })
@@ -216,7 +216,7 @@ pub fn write_case<M: Scenario>(r: CaseReport<'_, M>) -> Result<PathBuf, Fail> {
 
 const TIMELINE: &str = "timeline.html";
 
-fn write_case_into<M: Scenario>(dir: &Path, r: CaseReport<'_, M>) -> Result<(), Fail> {
+fn write_case_into<M: Draw>(dir: &Path, r: CaseReport<'_, M>) -> Result<(), Fail> {
     write_file(&dir.join("replay.json"), r.replay_json)?;
     write_file(&dir.join("counterexample.txt"), r.text)?;
 

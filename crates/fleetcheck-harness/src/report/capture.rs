@@ -6,14 +6,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use fleetcheck_engine::history::Outcome as OpOutcome;
-use fleetcheck_engine::linearizability::{check_with, Limits};
-use fleetcheck_engine::{
-    execute, Abort, Case, Check, KvOp, KvRet, KvSpec, Linearizability, Model, System, Trace,
-};
+use fleetcheck_engine::{execute, Abort, Case, Check, Model, System, Trace};
 use fleetcheck_fabric::Network;
-use fleetcheck_scenarios::kv::{AnyStore, KvModel, KvSystem};
-use fleetcheck_scenarios::ping::{PingModel, PingSystem};
 
 /// Most bytes kept of one log file (its end: where a failure shows).
 const MAX_LOG: usize = 1 << 20;
@@ -79,84 +73,6 @@ pub trait Inspect<M: Model>: System<M> {
     /// The history of client operations so far, if the scenario records one.
     fn history(&self, _instance: &Self::Instance) -> Option<RecordedHistory> {
         None
-    }
-}
-
-impl Inspect<PingModel> for PingSystem {
-    fn network<'a>(&self, instance: &'a Box<dyn Network>) -> Option<&'a dyn Network> {
-        Some(instance.as_ref())
-    }
-}
-
-impl Inspect<KvModel> for KvSystem<AnyStore> {
-    fn network<'a>(&self, instance: &'a Self::Instance) -> Option<&'a dyn Network> {
-        instance.cluster().network()
-    }
-
-    fn history(&self, instance: &Self::Instance) -> Option<RecordedHistory> {
-        let (history, origin) = instance.history();
-        let ops = history
-            .iter()
-            .enumerate()
-            .map(|(index, o)| ClientOp {
-                index,
-                worker: o.worker,
-                op: describe_kv_op(&o.op),
-                invoke: o.invoke,
-                complete: o.complete,
-                outcome: match o.outcome {
-                    OpOutcome::Ok(_) => "ok",
-                    OpOutcome::Fail => "fail",
-                    OpOutcome::Unknown => "unknown",
-                },
-                result: o.outcome.ok().map(describe_kv_ret),
-            })
-            .collect();
-        let (culprit, placed) = if history.is_empty() {
-            (None, Vec::new())
-        } else {
-            let limits = Limits {
-                max_steps: Some(self.max_check_steps),
-                ..Limits::default()
-            };
-            match check_with(&KvSpec::<u64>::new(), &history, &limits).result {
-                Linearizability::NotLinearizable { mut ops, .. } => {
-                    let culprit = ops.pop();
-                    (culprit, ops)
-                }
-                _ => (None, Vec::new()),
-            }
-        };
-        Some(RecordedHistory {
-            origin,
-            ops,
-            text: history.to_string(),
-            culprit,
-            placed,
-        })
-    }
-}
-
-/// `put k1=7`, `get k0`, `del k2`, `cas k1 3->4`.
-pub fn describe_kv_op(op: &KvOp<u64>) -> String {
-    match op {
-        KvOp::Put(k, v) => format!("put k{k}={v}"),
-        KvOp::Get(k) => format!("get k{k}"),
-        KvOp::Delete(k) => format!("del k{k}"),
-        KvOp::Cas { key, expected, new } => match expected {
-            Some(e) => format!("cas k{key} {e}->{new}"),
-            None => format!("cas k{key} absent->{new}"),
-        },
-    }
-}
-
-fn describe_kv_ret(ret: &KvRet<u64>) -> String {
-    match ret {
-        KvRet::Done => "done".into(),
-        KvRet::Value(Some(v)) => v.to_string(),
-        KvRet::Value(None) => "absent".into(),
-        KvRet::Swapped(true) => "swapped".into(),
-        KvRet::Swapped(false) => "not swapped".into(),
     }
 }
 

@@ -11,18 +11,15 @@ use fleetcheck_engine::{
     ShrinkConfig, Verdict,
 };
 use fleetcheck_scenarios::config::ScenarioConfig;
-use fleetcheck_scenarios::kv::{AnyStore, KvModel, KvSystem, SYSTEMS};
-use fleetcheck_scenarios::ping::{PingModel, PingSystem};
-use fleetcheck_scenarios::SCENARIOS;
 use serde_json::{json, Value};
 
 use crate::backends;
 use crate::cli::{ReplayArgs, RunArgs};
 use crate::exit::{self, Fail};
 use crate::progress::Progress;
-use crate::report::capture::{final_replay, Inspect};
-use crate::report::timeline::Scenario;
+use crate::report::capture::final_replay;
 use crate::report::{self, junit, CaseReport, Summary};
+use crate::scenario::{self, Registered, Scenario};
 
 /// Where people read the text report: stdout, or stderr when stdout carries JSON.
 fn emit(json: bool, text: &str) {
@@ -37,17 +34,6 @@ fn load_config(path: Option<&Path>) -> Result<ScenarioConfig, Fail> {
     match path {
         Some(p) => ScenarioConfig::from_file(p).map_err(Fail::usage),
         None => Ok(ScenarioConfig::default()),
-    }
-}
-
-fn check_scenario(name: &str) -> Result<(), Fail> {
-    if SCENARIOS.contains(&name) {
-        Ok(())
-    } else {
-        Err(Fail::usage(anyhow!(
-            "unknown scenario `{name}`: choose one of {}",
-            SCENARIOS.join(", ")
-        )))
     }
 }
 
@@ -83,27 +69,46 @@ fn check_run_args(args: &RunArgs) -> Result<(), Fail> {
     Ok(())
 }
 
+/// What a search runs on: the scenario's configuration fitted to the backend, the system
+/// chosen, the backend, what the run is reported to be on and the replay file's context.
+#[derive(Debug)]
+pub struct RunSetup {
+    /// The scenario configuration.
+    pub config: ScenarioConfig,
+    /// The system under test, for scenarios that have a choice.
+    pub system: Option<String>,
+    /// The backend.
+    pub backend: std::sync::Arc<dyn fleetcheck_fabric::Backend>,
+    /// The backend's name, or `memory` for a system that runs in memory.
+    pub on: String,
+    /// The replay file's context: backend, system and configuration.
+    pub context: Value,
+}
+
+/// Cases to run at once by default: four per CPU (a case spends most of its time waiting on
+/// machines, not computing).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get() * 4)
+}
+
 /// `fleetcheck run SCENARIO`.
-pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
-    check_scenario(&args.scenario)?;
+pub fn run_command(args: &RunArgs, registry: &[Box<dyn Registered>]) -> Result<u8, Fail> {
+    let entry = scenario::find(registry, &args.scenario)?;
     check_run_args(args)?;
     let mut scenario_config = load_config(args.config.as_deref())?;
-    let system_name = system_of(&args.scenario, args.system.as_deref())?;
+    let system_name = system_of(entry, args.system.as_deref())?;
     check_outputs(
         args.report.as_deref(),
         args.junit.as_deref(),
         args.replay_file.as_deref(),
     )?;
     backends::check_filesystems(&args.common.backend, &scenario_config)?;
-    crate::programs::check(system_name.as_deref(), &scenario_config)?;
+    crate::programs::check(entry, system_name.as_deref(), &scenario_config)?;
     let backend = backends::make(&args.common.backend)?;
     fit_to_backend(&mut scenario_config, backend.as_ref())?;
-    check_case_fits(
-        &scenario_config,
-        backend.as_ref(),
-        &args.scenario,
-        system_name.as_deref(),
-    )?;
+    if entry.on_machines(system_name.as_deref()) {
+        entry.check_fits(&scenario_config, backend.as_ref(), system_name.as_deref())?;
+    }
     let config = Config {
         tests: args.tests,
         min_size: args.min_size,
@@ -112,7 +117,7 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
         workers: args
             .workers
             .or(backend.default_workers())
-            .unwrap_or_else(PingSystem::default_workers),
+            .unwrap_or_else(default_workers),
         shrink: ShrinkConfig {
             max_runs: args.shrink_runs,
             max_time: Duration::from_secs(args.shrink_time),
@@ -127,24 +132,19 @@ pub fn run_command(args: &RunArgs) -> Result<u8, Fail> {
         "system": system_name,
         "config": scenario_config,
     });
-    match (args.scenario.as_str(), system_name.as_deref()) {
-        ("kv", Some(system)) => {
-            let model = KvModel::new(&scenario_config, system);
-            let store = AnyStore::for_config(system, backend.clone(), &scenario_config)
-                .expect("system_of accepts only known systems");
-            let on = if system.starts_with("memory") {
-                "memory"
-            } else {
-                backend.name()
-            };
-            search(&model, &KvSystem::new(store), args, &config, on, context)
-        }
-        _ => {
-            let model = PingModel::new(scenario_config.clone());
-            let system = PingSystem::new(backend.clone(), &scenario_config);
-            search(&model, &system, args, &config, backend.name(), context)
-        }
-    }
+    let on = if entry.on_machines(system_name.as_deref()) {
+        backend.name().to_string()
+    } else {
+        "memory".to_string()
+    };
+    let setup = RunSetup {
+        config: scenario_config,
+        system: system_name,
+        backend,
+        on,
+        context,
+    };
+    entry.search(args, &config, setup)
 }
 
 /// Refuses, before any case runs, a report folder, JUnit file or replay file that cannot be
@@ -174,39 +174,35 @@ fn check_outputs(
     Ok(())
 }
 
-/// Checks, before anything is built, that one case fits the host: on qemu every machine is a
-/// VM that may use all of its `memory_mb`, so a case whose machines together may need more
-/// than the host's memory is refused. The kv stores' nodes must also meet the backend's
-/// memory floor.
-fn check_case_fits(
+/// Checks, before anything is built, that one case of the configuration's machine domains
+/// fits the host (see [`check_vms_fit`]).
+pub fn check_machines_fit(
     config: &ScenarioConfig,
     backend: &dyn fleetcheck_fabric::Backend,
-    scenario: &str,
-    system: Option<&str>,
 ) -> Result<(), Fail> {
-    let on_machines = scenario != "kv" || system.is_some_and(|s| !s.starts_with("memory"));
-    if !on_machines {
-        return Ok(());
-    }
-    let (machines, memory, key) = if scenario == "kv" {
-        let floor = backend.min_memory_mb();
-        if config.kv.memory_mb < floor {
-            return Err(Fail::usage(anyhow!(
-                "kv.memory_mb is {} MiB but the {} backend needs at least {floor} MiB",
-                config.kv.memory_mb,
-                backend.name()
-            )));
-        }
-        (config.kv.nodes.1, config.kv.memory_mb, "kv.memory_mb")
-    } else {
-        let most = config
-            .domains()
-            .iter()
-            .map(|d| d.memory_mb.max)
-            .max()
-            .unwrap_or(0);
-        (config.machine_count().max, most, "machine.memory_mb")
-    };
+    let most = config
+        .domains()
+        .iter()
+        .map(|d| d.memory_mb.max)
+        .max()
+        .unwrap_or(0);
+    check_vms_fit(
+        backend,
+        config.machine_count().max,
+        most,
+        "machine.memory_mb",
+    )
+}
+
+/// On qemu every machine is a VM that may use all of its memory, so a case of `machines` VMs
+/// of `memory` MiB (configured as `key`) that together may need more than the host's memory
+/// is refused.
+pub fn check_vms_fit(
+    backend: &dyn fleetcheck_fabric::Backend,
+    machines: u32,
+    memory: u32,
+    key: &str,
+) -> Result<(), Fail> {
     if backend.name() != "qemu" {
         return Ok(());
     }
@@ -234,7 +230,7 @@ fn host_memory_mb() -> Option<u64> {
 /// configuration, the generator picks among the installed kernels (the first preferred when
 /// shrinking); a configured kernel that is not installed is a usage error. Likewise the default
 /// memory range starts at the backend's floor; a configured one below it is a usage error.
-pub(crate) fn fit_to_backend(
+pub fn fit_to_backend(
     config: &mut ScenarioConfig,
     backend: &dyn fleetcheck_fabric::Backend,
 ) -> Result<(), Fail> {
@@ -275,25 +271,30 @@ pub(crate) fn fit_to_backend(
     Ok(())
 }
 
-/// The system a scenario runs against: `kv` has several (etcd, memory, memory-lossy).
-fn system_of(scenario: &str, system: Option<&str>) -> Result<Option<String>, Fail> {
-    match (scenario, system) {
-        ("kv", None) => Ok(Some("etcd".into())),
-        ("kv", Some(s)) if SYSTEMS.contains(&s) => Ok(Some(s.into())),
-        ("kv", Some(other)) => Err(Fail::usage(anyhow!(
-            "unknown system `{other}` for kv: choose one of {}",
-            SYSTEMS.join(", ")
+/// The system a scenario runs against, for those that offer a choice (the first is the
+/// default).
+fn system_of(entry: &dyn Registered, system: Option<&str>) -> Result<Option<String>, Fail> {
+    let systems = entry.systems();
+    match (systems.first(), system) {
+        (Some(default), None) => Ok(Some(default.to_string())),
+        (Some(_), Some(s)) if systems.contains(&s) => Ok(Some(s.into())),
+        (Some(_), Some(other)) => Err(Fail::usage(anyhow!(
+            "unknown system `{other}` for {}: choose one of {}",
+            entry.name(),
+            systems.join(", ")
         ))),
-        (_, None) => Ok(None),
-        (s, Some(_)) => Err(Fail::usage(anyhow!(
-            "scenario `{s}` has no --system choice"
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(Fail::usage(anyhow!(
+            "scenario `{}` has no --system choice",
+            entry.name()
         ))),
     }
 }
 
-fn search<M: Scenario, S: Inspect<M>>(
-    model: &M,
-    system: &S,
+pub(crate) fn search<T: Scenario>(
+    scenario: &T,
+    model: &T::Model,
+    system: &T::System,
     args: &RunArgs,
     config: &Config,
     on: &str,
@@ -310,7 +311,7 @@ fn search<M: Scenario, S: Inspect<M>>(
     let report = run(model, system, config, &progress);
     progress.finish();
     crate::interrupt::exit_if_interrupted();
-    finish_run(model, system, args, &report, context, on)
+    finish_run(scenario, model, system, args, &report, context, on)
 }
 
 /// The command line that runs the same cases again.
@@ -336,11 +337,12 @@ fn property_name(scenario: &str, system: Option<&str>) -> String {
     }
 }
 
-fn finish_run<M: Scenario, S: Inspect<M>>(
-    model: &M,
-    system: &S,
+fn finish_run<T: Scenario>(
+    scenario: &T,
+    model: &T::Model,
+    system: &T::System,
     args: &RunArgs,
-    report: &Report<M>,
+    report: &Report<T::Model>,
     context: Value,
     on: &str,
 ) -> Result<u8, Fail> {
@@ -389,7 +391,7 @@ fn finish_run<M: Scenario, S: Inspect<M>>(
                 .replay_file
                 .clone()
                 .unwrap_or_else(|| dir.join("replay.json"));
-            let file = ReplayFile::<M>::new(
+            let file = ReplayFile::<T::Model>::new(
                 &args.scenario,
                 report.seed,
                 f.minimal.clone(),
@@ -503,7 +505,7 @@ fn finish_run<M: Scenario, S: Inspect<M>>(
                 timeline.display()
             );
             extra = json!({
-                "counterexample": counterexample_json(model, &f.minimal.initial, &f.minimal.commands, &f.trace),
+                "counterexample": counterexample_json(model, scenario.machines(&f.minimal.initial), &f.minimal.initial, &f.minimal.commands, &f.trace),
                 "reason": f.reason,
                 "failing_case": f.index,
                 "original": {
@@ -650,17 +652,12 @@ fn merge(into: &mut Value, from: Value) {
 /// `machines` (with their parameters), `commands` (name and arguments) and each step's output.
 fn counterexample_json<M: Model>(
     model: &M,
+    machines: Value,
     initial: &M::State,
     commands: &[M::Command],
     trace: &fleetcheck_engine::Trace<M>,
 ) -> Value {
     let state = serde_json::to_value(initial).unwrap_or(Value::Null);
-    // The kv scenario calls its machines nodes.
-    let machines = state
-        .get("machines")
-        .or_else(|| state.get("nodes"))
-        .cloned()
-        .unwrap_or(Value::Null);
     let steps: Vec<Value> = trace
         .steps
         .iter()
@@ -692,6 +689,7 @@ fn write_replay(path: &Path, text: &str) -> Result<(), Fail> {
 }
 
 /// A replay file, read and checked, with the backend it runs on.
+#[derive(Debug)]
 pub struct OpenedReplay {
     /// The file's text.
     pub text: String,
@@ -705,6 +703,8 @@ pub struct OpenedReplay {
     pub backend_name: String,
     /// The backend.
     pub backend: std::sync::Arc<dyn fleetcheck_fabric::Backend>,
+    /// The backend's name, or `memory` for a system that runs in memory.
+    pub on: String,
 }
 
 impl OpenedReplay {
@@ -715,13 +715,19 @@ impl OpenedReplay {
 }
 
 /// Reads the replay file `file`; `backend` overrides the one the case was found on.
-pub fn open_replay(file: &Path, backend: Option<&str>) -> Result<OpenedReplay, Fail> {
+pub fn open_replay<'r>(
+    file: &Path,
+    backend: Option<&str>,
+    registry: &'r [Box<dyn Registered>],
+) -> Result<(OpenedReplay, &'r dyn Registered), Fail> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read {}", file.display()))
         .map_err(Fail::usage)?;
     let bad = |e: &dyn std::fmt::Display| OpenedReplay::bad(file, e);
-    let scenario = ReplayFile::<PingModel>::scenario_of(&text).map_err(|e| bad(&e))?;
-    check_scenario(&scenario)?;
+    // The name is read before any model is chosen; any model type reads it.
+    let scenario = ReplayFile::<fleetcheck_scenarios::ping::PingModel>::scenario_of(&text)
+        .map_err(|e| bad(&e))?;
+    let entry = scenario::find(registry, &scenario)?;
     let context: Value = serde_json::from_str::<Value>(&text)
         .map_err(|e| bad(&e))?
         .get("context")
@@ -743,79 +749,49 @@ pub fn open_replay(file: &Path, backend: Option<&str>) -> Result<OpenedReplay, F
         })
         .unwrap_or_else(|| "netns".to_string());
     backends::check_filesystems(&backend_name, &config)?;
-    let system = (scenario == "kv").then(|| {
+    let system = entry.systems().first().map(|default| {
         context
             .get("system")
             .and_then(|s| s.as_str())
-            .unwrap_or("etcd")
+            .unwrap_or(default)
             .to_string()
     });
-    if let Some(s) = system.as_deref().filter(|s| !SYSTEMS.contains(s)) {
+    if let Some(s) = system.as_deref().filter(|s| !entry.systems().contains(s)) {
         return Err(bad(&format!("unknown system `{s}`")));
     }
-    // The case must be one the model could have generated, before anything is built.
-    let checked = match system.as_deref() {
-        Some(s) => ReplayFile::<KvModel>::from_json(&text, &scenario)
-            .map_err(|e| bad(&e))?
-            .case
-            .check(&KvModel::new(&config, s)),
-        None => ReplayFile::<PingModel>::from_json(&text, &scenario)
-            .map_err(|e| bad(&e))?
-            .case
-            .check(&PingModel::new(config.clone())),
-    };
-    checked.map_err(|e| bad(&e))?;
-    crate::programs::check(system.as_deref(), &config)?;
+    crate::programs::check(entry, system.as_deref(), &config)?;
     let backend = backends::make(&backend_name)?;
-    Ok(OpenedReplay {
+    let on = if entry.on_machines(system.as_deref()) {
+        backend_name.clone()
+    } else {
+        "memory".to_string()
+    };
+    let opened = OpenedReplay {
         text,
         scenario,
         system,
         config,
         backend_name,
         backend,
-    })
-}
-
-/// The kv store named in a replay file.
-pub fn kv_store(r: &OpenedReplay, file: &Path) -> Result<(AnyStore, String), Fail> {
-    let system = r.system.clone().unwrap_or_else(|| "etcd".into());
-    let store = AnyStore::for_config(&system, r.backend.clone(), &r.config)
-        .ok_or_else(|| OpenedReplay::bad(file, &format!("unknown system `{system}`")))?;
-    let on = if system.starts_with("memory") {
-        "memory".to_string()
-    } else {
-        r.backend_name.clone()
+        on,
     };
-    Ok((store, on))
-}
-
-/// The kv model of a replay file: its configuration's knobs and versions for its store.
-pub fn kv_model(r: &OpenedReplay) -> KvModel {
-    KvModel::new(&r.config, r.system.as_deref().unwrap_or("etcd"))
+    // The case must be one the model could have generated, before anything runs.
+    entry.check_replay(&opened).map_err(|e| bad(&e))?;
+    Ok((opened, entry))
 }
 
 /// `fleetcheck replay FILE`.
-pub fn replay_command(args: &ReplayArgs) -> Result<u8, Fail> {
-    let r = open_replay(&args.file, args.backend.as_deref())?;
+pub fn replay_command(args: &ReplayArgs, registry: &[Box<dyn Registered>]) -> Result<u8, Fail> {
+    let (r, entry) = open_replay(&args.file, args.backend.as_deref(), registry)?;
     check_outputs(args.report.as_deref(), args.junit.as_deref(), None)?;
-    let bad = |e: &dyn std::fmt::Display| OpenedReplay::bad(&args.file, e);
-    if r.scenario == "kv" {
-        let file = ReplayFile::<KvModel>::from_json(&r.text, &r.scenario).map_err(|e| bad(&e))?;
-        let (store, on) = kv_store(&r, &args.file)?;
-        let model = kv_model(&r);
-        return replay_case(&model, &KvSystem::new(store), &file, args, &on);
-    }
-    let file = ReplayFile::<PingModel>::from_json(&r.text, &r.scenario).map_err(|e| bad(&e))?;
-    let model = PingModel::new(r.config.clone());
-    let system = PingSystem::new(r.backend.clone(), &r.config);
-    replay_case(&model, &system, &file, args, &r.backend_name)
+    entry.replay(&r, args)
 }
 
-fn replay_case<M: Scenario, S: Inspect<M>>(
-    model: &M,
-    system: &S,
-    file: &ReplayFile<M>,
+pub(crate) fn replay_case<T: Scenario>(
+    scenario: &T,
+    model: &T::Model,
+    system: &T::System,
+    file: &ReplayFile<T::Model>,
     args: &ReplayArgs,
     backend: &str,
 ) -> Result<u8, Fail> {
@@ -933,7 +909,7 @@ fn replay_case<M: Scenario, S: Inspect<M>>(
             "seed": file.seed,
             "elapsed_ms": trace.elapsed.as_millis() as u64,
             "verdict": trace.verdict,
-            "counterexample": counterexample_json(model, &file.case.initial, &file.case.commands, &trace),
+            "counterexample": counterexample_json(model, scenario.machines(&file.case.initial), &file.case.initial, &file.case.commands, &trace),
             "report": args.report,
         });
         println!("{out}");

@@ -9,16 +9,15 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use fleetcheck_engine::{Case, Model, ReplayFile};
+use fleetcheck_engine::{Case, Model};
 use fleetcheck_fabric::{ExecRequest, MachineSpec, Network, NetworkSpec};
 use fleetcheck_scenarios::config::{MachineDomain, ScenarioConfig};
-use fleetcheck_scenarios::kv::{KvModel, KvSystem};
-use fleetcheck_scenarios::ping::{PingModel, PingSystem};
 
 use crate::cli::UpArgs;
 use crate::exit::{self, Fail};
 use crate::report::capture::Inspect;
-use crate::run::{kv_model, kv_store, open_replay, OpenedReplay};
+use crate::run::open_replay;
+use crate::scenario::Registered;
 
 const HELP: &str = "\
 commands (one per line; machines by id):
@@ -49,23 +48,15 @@ fn aborted(e: impl std::fmt::Display) -> Fail {
 }
 
 /// `fleetcheck up`.
-pub fn up_command(args: &UpArgs) -> Result<u8, Fail> {
+pub fn up_command(args: &UpArgs, registry: &[Box<dyn Registered>]) -> Result<u8, Fail> {
     if let Some(file) = &args.replay {
         if args.config.is_some() || args.machines.is_some() {
             return Err(Fail::usage(anyhow!(
                 "--replay takes the network from the replay file: drop --config and --machines"
             )));
         }
-        let r = open_replay(file, args.backend.as_deref())?;
-        return if r.scenario == "kv" {
-            up_kv(&r, file)
-        } else {
-            let case = ReplayFile::<PingModel>::from_json(&r.text, &r.scenario)
-                .map_err(|e| OpenedReplay::bad(file, &e))?;
-            let model = PingModel::new(r.config.clone());
-            let system = PingSystem::new(r.backend.clone(), &r.config);
-            up_case(&model, &system, &case.case, &case.reason)
-        };
+        let (r, entry) = open_replay(file, args.backend.as_deref(), registry)?;
+        return entry.up(&r, file);
     }
     let mut config = match &args.config {
         Some(p) => ScenarioConfig::from_file(p).map_err(Fail::usage)?,
@@ -189,24 +180,9 @@ fn describe_machine(role: &str, m: &MachineSpec) -> String {
     line
 }
 
-fn up_kv(r: &OpenedReplay, file: &std::path::Path) -> Result<u8, Fail> {
-    let case = ReplayFile::<KvModel>::from_json(&r.text, &r.scenario)
-        .map_err(|e| OpenedReplay::bad(file, &e))?;
-    let (store, on) = kv_store(r, file)?;
-    if on == "memory" {
-        return Err(Fail::usage(anyhow!(
-            "{}: the {} store runs in memory and has no machines to explore",
-            file.display(),
-            r.system.as_deref().unwrap_or_default()
-        )));
-    }
-    let model = kv_model(r);
-    up_case(&model, &KvSystem::new(store), &case.case, &case.reason)
-}
-
 /// Builds the case's network, runs its commands up to the failing step (the last one), then
 /// hands the network to the prompt.
-fn up_case<M: Model, S: Inspect<M>>(
+pub(crate) fn up_case<M: Model, S: Inspect<M>>(
     model: &M,
     system: &S,
     case: &Case<M>,

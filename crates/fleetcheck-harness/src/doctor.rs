@@ -12,6 +12,7 @@ use fleetcheck_scenarios::config::ScenarioConfig;
 use crate::backends;
 use crate::cli::DoctorArgs;
 use crate::exit::{self, Fail};
+use crate::scenario::Registered;
 
 struct Check {
     required: bool,
@@ -195,50 +196,60 @@ fn version_checks(config: &ScenarioConfig) -> Vec<Check> {
 
 /// The host programs of each scenario and system, one line each: found at PATH, or missing
 /// with the package to install (a note: only runs of that system need them).
-fn program_checks(config: Option<&ScenarioConfig>) -> Vec<Check> {
+fn program_checks(config: Option<&ScenarioConfig>, registry: &[Box<dyn Registered>]) -> Vec<Check> {
     let default = ScenarioConfig::default();
     let config = config.unwrap_or(&default);
-    let mut checks = vec![Check {
-        required: false,
-        ok: true,
-        what: "program of ping: none of its own (the agent pings; setup commands use /bin/sh)"
-            .into(),
-    }];
-    for system in fleetcheck_scenarios::kv::SYSTEMS {
-        let all = fleetcheck_scenarios::kv::programs(system);
-        if all.is_empty() {
-            checks.push(Check {
-                required: false,
-                ok: true,
-                what: format!("program of kv --system {system}: none (an in-memory store)"),
-            });
-        }
-        let needed = crate::programs::needed(system, config);
-        for p in all {
-            let found = crate::programs::find(p.name);
-            let what = if !needed.contains(p) {
-                format!(
-                    "program of kv --system {system}: {} ({}) from [services.{}]",
-                    p.name, p.role, p.name
-                )
-            } else if let Some(path) = &found {
-                format!(
-                    "program of kv --system {system}: {} ({}) found at {}",
-                    p.name,
-                    p.role,
-                    path.display()
-                )
-            } else {
-                format!(
-                    "program of kv --system {system}: {} ({}) missing: apt-get install {}",
-                    p.name, p.role, p.package
-                )
+    let mut checks = Vec::new();
+    for entry in registry {
+        let systems: Vec<Option<&str>> = match entry.systems() {
+            [] => vec![None],
+            some => some.iter().copied().map(Some).collect(),
+        };
+        for system in systems {
+            let label = match system {
+                Some(s) => format!("{} --system {s}", entry.name()),
+                None => entry.name().to_string(),
             };
-            checks.push(Check {
-                required: false,
-                ok: found.is_some() || !needed.contains(p),
-                what,
-            });
+            let programs = entry.programs(system, config);
+            if programs.is_empty() {
+                let why = if entry.on_machines(system) {
+                    "none of its own"
+                } else {
+                    "none (it runs in memory)"
+                };
+                checks.push(Check {
+                    required: false,
+                    ok: true,
+                    what: format!("program of {label}: {why}"),
+                });
+            }
+            for n in programs {
+                let p = n.program;
+                let found = crate::programs::find(p.name);
+                let what = if !n.needed {
+                    format!(
+                        "program of {label}: {} ({}) from [services.{}]",
+                        p.name, p.role, p.name
+                    )
+                } else if let Some(path) = &found {
+                    format!(
+                        "program of {label}: {} ({}) found at {}",
+                        p.name,
+                        p.role,
+                        path.display()
+                    )
+                } else {
+                    format!(
+                        "program of {label}: {} ({}) missing: apt-get install {}",
+                        p.name, p.role, p.package
+                    )
+                };
+                checks.push(Check {
+                    required: false,
+                    ok: found.is_some() || !n.needed,
+                    what,
+                });
+            }
         }
     }
     checks
@@ -424,7 +435,7 @@ fn smoke_test(backend: &dyn fleetcheck_fabric::Backend) -> Result<Duration, anyh
 }
 
 /// `fleetcheck doctor`.
-pub fn doctor_command(args: &DoctorArgs) -> Result<u8, Fail> {
+pub fn doctor_command(args: &DoctorArgs, registry: &[Box<dyn Registered>]) -> Result<u8, Fail> {
     let config = match &args.config {
         Some(p) => Some(ScenarioConfig::from_file(p).map_err(Fail::usage)?),
         None => None,
@@ -432,7 +443,7 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<u8, Fail> {
     match args.backend.as_str() {
         "fake" => {
             println!("ok      the fake backend runs in memory and needs nothing");
-            for c in program_checks(config.as_ref()) {
+            for c in program_checks(config.as_ref(), registry) {
                 println!("{}", line(&c));
             }
             return Ok(exit::PASSED);
@@ -443,7 +454,7 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<u8, Fail> {
         }
     }
     let mut checks = host_checks();
-    checks.extend(program_checks(config.as_ref()));
+    checks.extend(program_checks(config.as_ref(), registry));
     let (fs_checks, usable) = filesystem_checks(&args.backend, config.as_ref());
     checks.extend(fs_checks);
     if let Some(c) = &config {

@@ -6,31 +6,21 @@ use std::fmt::Write as _;
 
 use anyhow::{anyhow, Context};
 use fleetcheck_engine::{Model, ReplayFile};
-use fleetcheck_scenarios::kv::KvModel;
-use fleetcheck_scenarios::ping::PingModel;
 
 use crate::cli::ExportArgs;
 use crate::exit::{self, Fail};
-use crate::run::{kv_model, open_replay, OpenedReplay};
+use crate::run::{open_replay, OpenedReplay};
+use crate::scenario::{ExportCode, Registered};
 
 /// `fleetcheck export`.
-pub fn export_command(args: &ExportArgs) -> Result<u8, Fail> {
+pub fn export_command(args: &ExportArgs, registry: &[Box<dyn Registered>]) -> Result<u8, Fail> {
     if !args.rust {
         return Err(Fail::usage(anyhow!(
             "choose what to export: --rust (a Rust #[test])"
         )));
     }
-    let r = open_replay(&args.file, args.backend.as_deref())?;
-    let bad = |e: &dyn std::fmt::Display| OpenedReplay::bad(&args.file, e);
-    let source = if r.scenario == "kv" {
-        let file = ReplayFile::<KvModel>::from_json(&r.text, "kv").map_err(|e| bad(&e))?;
-        let model = kv_model(&r);
-        rust_test(&model, &file, &r, args)?
-    } else {
-        let file = ReplayFile::<PingModel>::from_json(&r.text, "ping").map_err(|e| bad(&e))?;
-        let model = PingModel::new(r.config.clone());
-        rust_test(&model, &file, &r, args)?
-    };
+    let (r, entry) = open_replay(&args.file, args.backend.as_deref(), registry)?;
+    let source = entry.export(&r, args)?;
     match &args.output {
         Some(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -80,15 +70,17 @@ fn raw_string(text: &str) -> String {
     format!("r{h}\"{text}\"{h}")
 }
 
-fn rust_test<M: Model>(
+pub(crate) fn rust_test<M: Model>(
     model: &M,
     file: &ReplayFile<M>,
     r: &OpenedReplay,
     args: &crate::cli::ExportArgs,
+    code: &ExportCode,
+    on_machines: bool,
 ) -> Result<String, Fail> {
     // The file with the backend the test will use, so that it replays exactly that.
     // The in-memory stores touch no machine: their test needs no root, whatever the file says.
-    let backend_name = if r.system.as_deref().is_some_and(|s| s.starts_with("memory")) {
+    let backend_name = if !on_machines {
         "fake"
     } else {
         r.backend_name.as_str()
@@ -132,25 +124,7 @@ fn rust_test<M: Model>(
         .chars()
         .take(200)
         .collect();
-    let (imports, system) = match r.scenario.as_str() {
-        "kv" => (
-            "use fleetcheck_scenarios::kv::{AnyStore, KvModel, KvSystem};",
-            format!(
-                "    let model = KvModel::new(&config, {0:?});\n    \
-                 let store = AnyStore::for_config({0:?}, backend(), &config).expect(\"a known store\");\n    \
-                 let system = KvSystem::new(store);\n    \
-                 let file = ReplayFile::<KvModel>::from_json(CASE, \"kv\").expect(\"the case parses\");",
-                r.system.as_deref().unwrap_or("etcd")
-            ),
-        ),
-        _ => (
-            "use fleetcheck_scenarios::ping::{PingModel, PingSystem};",
-            "    let model = PingModel::new(config.clone());\n    \
-             let system = PingSystem::new(backend(), &config);\n    \
-             let file = ReplayFile::<PingModel>::from_json(CASE, \"ping\").expect(\"the case parses\");"
-                .to_string(),
-        ),
-    };
+    let (imports, system) = (&code.imports, &code.build);
     let backend = match backend_name {
         "fake" => "/// The in-memory backend the case was found on.\n\
                    fn backend() -> Arc<dyn Backend> {\n    \

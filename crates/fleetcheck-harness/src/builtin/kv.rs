@@ -1,0 +1,390 @@
+//! The built-in kv scenario.
+
+use crate::exit::Fail;
+use crate::report::capture::RecordedHistory;
+use crate::report::timeline::*;
+use crate::scenario::NeededProgram;
+use crate::scenario::{ExportCode, Scenario};
+use fleetcheck_engine::{Case, Model, Trace};
+use fleetcheck_fabric::Backend;
+use fleetcheck_scenarios::config::ScenarioConfig;
+use fleetcheck_scenarios::kv::{self, KvState, SYSTEMS};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use fleetcheck_engine::history::Outcome as OpOutcome;
+use fleetcheck_engine::linearizability::{check_with, Limits};
+use fleetcheck_engine::{KvOp, KvRet, KvSpec, Linearizability};
+use fleetcheck_fabric::Network;
+use fleetcheck_scenarios::kv::{AnyStore, KvCmd, KvModel, KvSystem};
+
+use crate::report::capture::{ClientOp, Inspect};
+
+impl Draw for KvModel {
+    fn timeline(
+        &self,
+        case: &Case<Self>,
+        trace: &Trace<Self>,
+        history: Option<&RecordedHistory>,
+    ) -> Timeline {
+        let mut t = common(
+            self,
+            format!("kv: {} nodes", case.initial.nodes.len()),
+            trace,
+        );
+        let ids: Vec<String> = case.initial.nodes.iter().map(|n| n.id.clone()).collect();
+        for n in &case.initial.nodes {
+            t.lanes.push(Lane {
+                id: n.id.clone(),
+                label: format!("{} {}", n.id, n.ip),
+                kind: "machine",
+            });
+        }
+        t.lanes.push(Lane {
+            id: NETWORK_LANE.into(),
+            label: "network".into(),
+            kind: "network",
+        });
+        // Every node boots during setup and is up when the first command runs.
+        let mut states = States::new(ids.iter().map(|id| (id.clone(), "booting")));
+        for id in &ids {
+            states.set(id, "up", t.setup_end);
+        }
+        let mut bands = Bands::default();
+        // Which step each worker's operations belong to, and their node: a worker's
+        // operations are recorded in the order of its batches, each batch in command order.
+        let mut client_ops: BTreeMap<usize, Vec<(usize, String)>> = BTreeMap::new();
+        for (i, step) in trace.steps.iter().enumerate() {
+            let (from, to) = (ms(step.started), ms(step.started + step.elapsed));
+            let failing = t.failing.as_ref().is_some_and(|f| f.step == i);
+            let describe = self.describe_command(&step.command);
+            let output = step.output.clone().unwrap_or_else(|| "(no output)".into());
+            let node_bar = |lane: &str, label: &str| Bar {
+                lane: lane.to_string(),
+                from,
+                to,
+                label: label.to_string(),
+                outcome: outcome_of(failing),
+                step: i,
+                failing,
+                detail: format!("step {}: {describe} -> {output}", i + 1),
+            };
+            match &step.command {
+                KvCmd::Ops { ops } => {
+                    for o in ops {
+                        client_ops
+                            .entry(o.worker)
+                            .or_default()
+                            .push((i, o.node.clone()));
+                    }
+                }
+                KvCmd::Crash { node } => {
+                    t.bars.push(node_bar(node, "crash"));
+                    states.set(node, "down", to);
+                    bands.close(|k| k != format!("pause {node}"), to);
+                }
+                KvCmd::Restart { node } => {
+                    t.bars.push(node_bar(node, "restart"));
+                    states.set(node, "booting", from);
+                    states.set(node, "up", to);
+                }
+                KvCmd::Pause { node } => {
+                    t.bars.push(node_bar(node, "pause"));
+                    bands.open(
+                        format!("pause {node}"),
+                        Band {
+                            lanes: vec![node.clone()],
+                            from,
+                            to,
+                            kind: "pause",
+                            label: "paused".into(),
+                        },
+                    );
+                }
+                KvCmd::Resume { node } => {
+                    t.bars.push(node_bar(node, "resume"));
+                    bands.close(|k| k != format!("pause {node}"), from);
+                }
+                KvCmd::Partition { side } => {
+                    t.bars
+                        .push(node_bar(NETWORK_LANE, &describe.to_lowercase()));
+                    bands.open(
+                        "cut".into(),
+                        Band {
+                            lanes: ids.clone(),
+                            from,
+                            to,
+                            kind: "partition",
+                            label: format!("partition {} | rest", side.join(" ")),
+                        },
+                    );
+                }
+                KvCmd::Block { from: a, to: b } => {
+                    t.bars
+                        .push(node_bar(NETWORK_LANE, &describe.to_lowercase()));
+                    bands.open(
+                        "cut".into(),
+                        Band {
+                            lanes: vec![a.clone(), b.clone()],
+                            from,
+                            to,
+                            kind: "block",
+                            label: format!("block {a} -/-> {b}"),
+                        },
+                    );
+                }
+                KvCmd::Loss { node, percent } => {
+                    t.bars
+                        .push(node_bar(NETWORK_LANE, &describe.to_lowercase()));
+                    bands.open(
+                        "cut".into(),
+                        Band {
+                            lanes: vec![node.clone()],
+                            from,
+                            to,
+                            kind: "loss",
+                            label: format!("loss {percent}% {node}"),
+                        },
+                    );
+                }
+                KvCmd::Heal => {
+                    t.bars.push(node_bar(NETWORK_LANE, "heal"));
+                    bands.close(|k| k != "cut", from);
+                }
+                KvCmd::Upgrade { node, version } => {
+                    t.bars
+                        .push(node_bar(node, &format!("upgrade to {version}")));
+                    // A running node goes down and boots again within the bar.
+                    if step.state_after.node(node).is_some_and(|n| n.running) {
+                        states.set(node, "booting", from);
+                        states.set(node, "up", to);
+                    }
+                }
+            }
+        }
+        if let Some(h) = history {
+            let workers: std::collections::BTreeSet<usize> =
+                h.ops.iter().map(|o| o.worker).collect();
+            for w in &workers {
+                t.lanes.push(Lane {
+                    id: format!("w{w}"),
+                    label: format!("client worker {w}"),
+                    kind: "worker",
+                });
+            }
+            let offset = offset_ms(h.origin, trace.started_at);
+            let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
+            for o in &h.ops {
+                let k = seen.entry(o.worker).or_default();
+                let (step, node) = client_ops
+                    .get(&o.worker)
+                    .and_then(|v| v.get(*k).cloned())
+                    .unwrap_or((usize::MAX, String::new()));
+                *k += 1;
+                let step_end = trace
+                    .steps
+                    .get(step)
+                    .map_or(t.end, |s| ms(s.started + s.elapsed));
+                let from = offset + o.invoke as f64 / 1e6;
+                let to = o.complete.map_or(step_end, |c| offset + c as f64 / 1e6);
+                let culprit = h.culprit == Some(o.index);
+                let result = o
+                    .result
+                    .as_ref()
+                    .map_or(o.outcome.to_string(), |r| format!("ok {r}"));
+                t.bars.push(Bar {
+                    lane: format!("w{}", o.worker),
+                    from,
+                    to,
+                    label: format!("{} @{node} → {result}", o.op),
+                    outcome: o.outcome,
+                    step,
+                    failing: culprit,
+                    detail: format!(
+                        "#{} worker {} {} @{node} -> {result} (step {}){}",
+                        o.index,
+                        o.worker,
+                        o.op,
+                        step.wrapping_add(1),
+                        if culprit {
+                            ": the linearizability checker cannot place this operation"
+                        } else if h.placed.contains(&o.index) {
+                            ": placed before the operation that cannot be"
+                        } else {
+                            ""
+                        }
+                    ),
+                });
+                if culprit {
+                    if let Some(f) = t.failing.as_mut() {
+                        f.lanes.push(format!("w{}", o.worker));
+                        f.lanes.push(node.clone());
+                    }
+                }
+            }
+        }
+        t.periods = states.finish(t.end);
+        t.bands = bands.finish(t.end);
+        t
+    }
+}
+
+impl Inspect<KvModel> for KvSystem<AnyStore> {
+    fn network<'a>(&self, instance: &'a Self::Instance) -> Option<&'a dyn Network> {
+        instance.cluster().network()
+    }
+
+    fn history(&self, instance: &Self::Instance) -> Option<RecordedHistory> {
+        let (history, origin) = instance.history();
+        let ops = history
+            .iter()
+            .enumerate()
+            .map(|(index, o)| ClientOp {
+                index,
+                worker: o.worker,
+                op: describe_kv_op(&o.op),
+                invoke: o.invoke,
+                complete: o.complete,
+                outcome: match o.outcome {
+                    OpOutcome::Ok(_) => "ok",
+                    OpOutcome::Fail => "fail",
+                    OpOutcome::Unknown => "unknown",
+                },
+                result: o.outcome.ok().map(describe_kv_ret),
+            })
+            .collect();
+        let (culprit, placed) = if history.is_empty() {
+            (None, Vec::new())
+        } else {
+            let limits = Limits {
+                max_steps: Some(self.max_check_steps),
+                ..Limits::default()
+            };
+            match check_with(&KvSpec::<u64>::new(), &history, &limits).result {
+                Linearizability::NotLinearizable { mut ops, .. } => {
+                    let culprit = ops.pop();
+                    (culprit, ops)
+                }
+                _ => (None, Vec::new()),
+            }
+        };
+        Some(RecordedHistory {
+            origin,
+            ops,
+            text: history.to_string(),
+            culprit,
+            placed,
+        })
+    }
+}
+
+/// `put k1=7`, `get k0`, `del k2`, `cas k1 3->4`.
+pub fn describe_kv_op(op: &KvOp<u64>) -> String {
+    match op {
+        KvOp::Put(k, v) => format!("put k{k}={v}"),
+        KvOp::Get(k) => format!("get k{k}"),
+        KvOp::Delete(k) => format!("del k{k}"),
+        KvOp::Cas { key, expected, new } => match expected {
+            Some(e) => format!("cas k{key} {e}->{new}"),
+            None => format!("cas k{key} absent->{new}"),
+        },
+    }
+}
+
+fn describe_kv_ret(ret: &KvRet<u64>) -> String {
+    match ret {
+        KvRet::Done => "done".into(),
+        KvRet::Value(Some(v)) => v.to_string(),
+        KvRet::Value(None) => "absent".into(),
+        KvRet::Swapped(true) => "swapped".into(),
+        KvRet::Swapped(false) => "not swapped".into(),
+    }
+}
+
+/// The kv scenario: a replicated key-value store under faults, with concurrent clients whose
+/// history must be linearizable.
+#[derive(Debug, Clone, Copy)]
+pub struct Kv;
+
+impl Scenario for Kv {
+    type Model = KvModel;
+    type System = KvSystem<AnyStore>;
+
+    fn name(&self) -> &'static str {
+        "kv"
+    }
+    fn about(&self) -> &'static str {
+        "a replicated key-value store under faults; its clients' history must be linearizable"
+    }
+    fn systems(&self) -> &'static [&'static str] {
+        SYSTEMS
+    }
+    fn model(&self, config: &ScenarioConfig, system: Option<&str>) -> KvModel {
+        KvModel::new(config, system.unwrap_or(SYSTEMS[0]))
+    }
+    fn system(
+        &self,
+        config: &ScenarioConfig,
+        system: Option<&str>,
+        backend: Arc<dyn Backend>,
+    ) -> KvSystem<AnyStore> {
+        let name = system.unwrap_or(SYSTEMS[0]);
+        let store =
+            AnyStore::for_config(name, backend, config).expect("the harness passes a known system");
+        KvSystem::new(store)
+    }
+    fn on_machines(&self, system: Option<&str>) -> bool {
+        !system.unwrap_or(SYSTEMS[0]).starts_with("memory")
+    }
+    /// All of [`kv::programs`]; the server's is not needed when `[services.<name>]` lists
+    /// versions of it.
+    fn programs(&self, system: Option<&str>, config: &ScenarioConfig) -> Vec<NeededProgram> {
+        let system = system.unwrap_or(SYSTEMS[0]);
+        let versioned = kv::service_of(system).filter(|s| config.services.contains_key(*s));
+        kv::programs(system)
+            .iter()
+            .map(|p| NeededProgram {
+                program: *p,
+                needed: Some(p.name) != versioned,
+            })
+            .collect()
+    }
+    /// The nodes must meet the backend's memory floor, and fit the host on qemu.
+    fn check_fits(
+        &self,
+        config: &ScenarioConfig,
+        backend: &dyn Backend,
+        _system: Option<&str>,
+    ) -> Result<(), Fail> {
+        let floor = backend.min_memory_mb();
+        if config.kv.memory_mb < floor {
+            return Err(Fail::usage(anyhow::anyhow!(
+                "kv.memory_mb is {} MiB but the {} backend needs at least {floor} MiB",
+                config.kv.memory_mb,
+                backend.name()
+            )));
+        }
+        crate::run::check_vms_fit(
+            backend,
+            config.kv.nodes.1,
+            config.kv.memory_mb,
+            "kv.memory_mb",
+        )
+    }
+    fn machines(&self, state: &KvState) -> Value {
+        serde_json::to_value(&state.nodes).unwrap_or(Value::Null)
+    }
+    fn export(&self, system: Option<&str>) -> Option<ExportCode> {
+        Some(ExportCode {
+            imports: "use fleetcheck_scenarios::kv::{AnyStore, KvModel, KvSystem};".into(),
+            build: format!(
+                "    let model = KvModel::new(&config, {0:?});\n    \
+                 let store = AnyStore::for_config({0:?}, backend(), &config).expect(\"a known store\");\n    \
+                 let system = KvSystem::new(store);\n    \
+                 let file = ReplayFile::<KvModel>::from_json(CASE, \"kv\").expect(\"the case parses\");",
+                system.unwrap_or(SYSTEMS[0])
+            ),
+        })
+    }
+}

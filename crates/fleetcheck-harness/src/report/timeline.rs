@@ -1,0 +1,356 @@
+//! The timeline of one run, as data for `timeline.html`: swimlanes (machines, the network,
+//! client workers), machine up/down periods, fault bands, a bar per command or operation, and
+//! the failing step. Times are milliseconds since the run began (the engine's `Trace` clock).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fleetcheck_engine::{Case, Model, Trace, Verdict};
+use serde::Serialize;
+
+use super::capture::RecordedHistory;
+
+/// The lane that carries network-wide commands (partition, heal, ...).
+pub const NETWORK_LANE: &str = "network";
+
+/// Everything the page draws.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Timeline {
+    /// The heading.
+    pub title: String,
+    /// How the run ended, for people.
+    pub verdict: String,
+    /// When the network was up (setup ended), ms.
+    pub setup_end: f64,
+    /// When teardown began, ms.
+    pub teardown_start: f64,
+    /// The end of the run, ms.
+    pub end: f64,
+    /// Swimlanes, top to bottom.
+    pub lanes: Vec<Lane>,
+    /// Machine states over time.
+    pub periods: Vec<Period>,
+    /// Faults in force over time.
+    pub bands: Vec<Band>,
+    /// Commands and client operations.
+    pub bars: Vec<Bar>,
+    /// Every step of the case.
+    pub steps: Vec<StepMark>,
+    /// The failing step, if the run failed.
+    pub failing: Option<Failing>,
+}
+
+/// A swimlane.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lane {
+    /// Its id (a machine id, `network` or `w<n>`).
+    pub id: String,
+    /// What the page shows.
+    pub label: String,
+    /// `machine`, `network` or `worker`.
+    pub kind: &'static str,
+}
+
+/// A machine's state over an interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct Period {
+    pub lane: String,
+    pub from: f64,
+    pub to: f64,
+    /// `up`, `booting` or `down`.
+    pub state: &'static str,
+}
+
+/// A fault over an interval, drawn across its lanes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Band {
+    pub lanes: Vec<String>,
+    pub from: f64,
+    pub to: f64,
+    /// `partition`, `block`, `pause` or `loss`.
+    pub kind: &'static str,
+    pub label: String,
+}
+
+/// A command or a client operation, from invocation to completion.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bar {
+    pub lane: String,
+    pub from: f64,
+    pub to: f64,
+    /// Short text inside the bar.
+    pub label: String,
+    /// `ok`, `fail` or `unknown`.
+    pub outcome: &'static str,
+    /// The step (0-based) it belongs to.
+    pub step: usize,
+    /// Whether it is the failing step's (or the operation that could not be linearized).
+    pub failing: bool,
+    /// The long description (tooltip and details).
+    pub detail: String,
+}
+
+/// One step of the case.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepMark {
+    /// 0-based.
+    pub index: usize,
+    pub from: f64,
+    pub to: f64,
+    pub command: String,
+    pub output: String,
+    pub state: String,
+    pub failing: bool,
+}
+
+/// The failing step.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failing {
+    /// 0-based.
+    pub step: usize,
+    pub from: f64,
+    pub to: f64,
+    pub reason: String,
+    /// The lanes it concerns.
+    pub lanes: Vec<String>,
+}
+
+/// Milliseconds of a duration.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The scenario-specific part of a timeline: a model that draws its runs. The default draws
+/// the steps alone (no lanes); a scenario adds its machines' lanes, periods, bands and bars.
+pub trait Draw: Model + Sized {
+    /// The lanes, periods, bands and bars of `trace`, a run of `case`.
+    fn timeline(
+        &self,
+        _case: &Case<Self>,
+        trace: &Trace<Self>,
+        _history: Option<&RecordedHistory>,
+    ) -> Timeline {
+        common(self, String::new(), trace)
+    }
+}
+
+/// The parts every scenario shares: times, steps and the failing step.
+pub fn common<M: Model>(model: &M, title: String, trace: &Trace<M>) -> Timeline {
+    let failing_step = match &trace.verdict {
+        Verdict::Failed { step, .. } => Some(*step),
+        Verdict::Aborted { step, .. } => *step,
+        Verdict::Passed => None,
+    };
+    let steps: Vec<StepMark> = trace
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(index, s)| StepMark {
+            index,
+            from: ms(s.started),
+            to: ms(s.started + s.elapsed),
+            command: model.describe_command(&s.command),
+            output: s.output.clone().unwrap_or_else(|| "(no output)".into()),
+            state: model.summarize_state(&s.state_after),
+            failing: Some(index) == failing_step,
+        })
+        .collect();
+    let failing = failing_step.and_then(|step| {
+        let mark = steps.get(step)?;
+        let reason = match &trace.verdict {
+            Verdict::Failed { reason, .. } => reason.clone(),
+            Verdict::Aborted { message, .. } => format!("aborted: {message}"),
+            Verdict::Passed => String::new(),
+        };
+        Some(Failing {
+            step,
+            from: mark.from,
+            to: mark.to,
+            reason,
+            lanes: Vec::new(),
+        })
+    });
+    let verdict = match &trace.verdict {
+        Verdict::Passed => "passed".to_string(),
+        Verdict::Failed { step, .. } => format!("failed at step {}", step + 1),
+        Verdict::Aborted { step: Some(s), .. } => format!("aborted at step {}", s + 1),
+        Verdict::Aborted { step: None, .. } => "aborted".to_string(),
+    };
+    let end = ms(trace.elapsed);
+    Timeline {
+        title,
+        verdict,
+        setup_end: ms(trace.setup),
+        teardown_start: ms(trace.elapsed.saturating_sub(trace.teardown)),
+        end,
+        steps,
+        failing,
+        ..Timeline::default()
+    }
+}
+
+/// Machine states as a sequence of periods: a change closes the open period.
+#[derive(Debug)]
+pub struct States {
+    open: BTreeMap<String, (&'static str, f64)>,
+    periods: Vec<Period>,
+}
+
+impl States {
+    /// Every machine in its initial state from time 0.
+    pub fn new(initial: impl IntoIterator<Item = (String, &'static str)>) -> Self {
+        Self {
+            open: initial.into_iter().map(|(m, s)| (m, (s, 0.0))).collect(),
+            periods: Vec::new(),
+        }
+    }
+
+    /// Machine `machine` is in `state` from `at`.
+    pub fn set(&mut self, machine: &str, state: &'static str, at: f64) {
+        if let Some(open) = self.open.get_mut(machine) {
+            if open.0 != state {
+                self.periods.push(Period {
+                    lane: machine.to_string(),
+                    from: open.1,
+                    to: at,
+                    state: open.0,
+                });
+                *open = (state, at);
+            }
+        }
+    }
+
+    /// The periods, the open ones closed at `end`.
+    pub fn finish(mut self, end: f64) -> Vec<Period> {
+        for (machine, (state, from)) in std::mem::take(&mut self.open) {
+            self.periods.push(Period {
+                lane: machine,
+                from,
+                to: end,
+                state,
+            });
+        }
+        self.periods
+    }
+}
+
+/// Open fault bands, closed by a heal, a resume or the end of the run.
+#[derive(Debug, Default)]
+pub struct Bands {
+    open: Vec<(String, Band)>,
+    done: Vec<Band>,
+}
+
+impl Bands {
+    /// Opens `band` under `key`.
+    pub fn open(&mut self, key: String, band: Band) {
+        self.open.push((key, band));
+    }
+
+    /// Closes, at `at`, the open bands whose key `keep` refuses.
+    pub fn close(&mut self, keep: impl Fn(&str) -> bool, at: f64) {
+        let (closing, open): (Vec<_>, Vec<_>) = std::mem::take(&mut self.open)
+            .into_iter()
+            .partition(|(k, _)| !keep(k));
+        self.open = open;
+        for (_, mut band) in closing {
+            band.to = at;
+            self.done.push(band);
+        }
+    }
+
+    /// The bands, the open ones closed at `end`.
+    pub fn finish(mut self, end: f64) -> Vec<Band> {
+        self.close(|_| false, end);
+        self.done
+    }
+}
+
+/// `fail` or `ok`.
+pub fn outcome_of(failing: bool) -> &'static str {
+    if failing {
+        "fail"
+    } else {
+        "ok"
+    }
+}
+
+/// Milliseconds from `origin` to `other` (negative if `other` came first).
+pub fn offset_ms(other: Instant, origin: Instant) -> f64 {
+    match other.checked_duration_since(origin) {
+        Some(d) => ms(d),
+        None => -ms(origin.duration_since(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use fleetcheck_engine::{execute, Case, Model};
+    use fleetcheck_fabric::fake::FakeBackend;
+    use fleetcheck_scenarios::config::ScenarioConfig;
+    use fleetcheck_scenarios::ping::{PingCmd, PingModel, PingSystem};
+
+    use super::Draw;
+
+    #[test]
+    fn ping_timeline_has_periods_bands_and_the_failing_step() {
+        let config = ScenarioConfig::default();
+        let model = PingModel::new(config.clone());
+        let mut initial = model.initial_state(&mut fleetcheck_engine::Gen::new(1, 10));
+        initial.machines.truncate(2);
+        if initial.machines.len() < 2 {
+            initial = model.initial_state(&mut fleetcheck_engine::Gen::new(7, 10));
+        }
+        let (a, b) = (
+            initial.machines[0].id.clone(),
+            initial.machines[1].id.clone(),
+        );
+        let commands = vec![
+            PingCmd::Boot { machine: a.clone() },
+            PingCmd::Boot { machine: b.clone() },
+            PingCmd::Pause { machine: b.clone() },
+            PingCmd::Resume { machine: b.clone() },
+            PingCmd::Partition {
+                groups: vec![vec![a.clone()]],
+            },
+            PingCmd::Heal,
+            PingCmd::Shutdown { machine: b.clone() },
+            // The model expects no reply from an off machine: this passes.
+            PingCmd::Ping {
+                from: a.clone(),
+                to: b.clone(),
+            },
+        ];
+        let case = Case {
+            seed: 1,
+            initial,
+            commands,
+        };
+        let system = PingSystem::new(Arc::new(FakeBackend::new()), &config);
+        let trace = execute(&model, &system, &case);
+        let t = model.timeline(&case, &trace, None);
+        assert!(t.failing.is_none(), "{:?}", trace.verdict);
+        assert_eq!(t.steps.len(), 8);
+        assert_eq!(t.bars.len(), 8);
+        let states = |m: &str| -> Vec<&str> {
+            t.periods
+                .iter()
+                .filter(|p| p.lane == m)
+                .map(|p| p.state)
+                .collect()
+        };
+        assert_eq!(states(&a), ["down", "booting", "up"]);
+        assert_eq!(states(&b), ["down", "booting", "up", "down"]);
+        let kinds: Vec<&str> = t.bands.iter().map(|b| b.kind).collect();
+        assert_eq!(kinds, ["pause", "partition"]);
+        for band in &t.bands {
+            assert!(band.from <= band.to, "{band:?}");
+        }
+        let ping = t.bars.last().unwrap();
+        assert_eq!(ping.lane, a);
+        assert!(ping.label.contains("no reply"), "{ping:?}");
+        assert!(t.setup_end <= t.steps[0].from && t.teardown_start <= t.end);
+    }
+}
