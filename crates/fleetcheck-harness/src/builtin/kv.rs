@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use fleetcheck_engine::history::Outcome as OpOutcome;
 use fleetcheck_engine::linearizability::{check_with, Limits};
-use fleetcheck_engine::{KvOp, KvRet, KvSpec, Linearizability};
+use fleetcheck_engine::{KvRet, KvSpec, Linearizability};
 use fleetcheck_fabric::Network;
 use fleetcheck_scenarios::kv::{AnyStore, KvCmd, KvModel, KvSystem};
 
@@ -243,7 +243,7 @@ impl Inspect<KvModel> for KvSystem<AnyStore> {
             .map(|(index, o)| ClientOp {
                 index,
                 worker: o.worker,
-                op: describe_kv_op(&o.op),
+                op: fleetcheck_scenarios::kv::describe_op(&o.op),
                 invoke: o.invoke,
                 complete: o.complete,
                 outcome: match o.outcome {
@@ -276,19 +276,6 @@ impl Inspect<KvModel> for KvSystem<AnyStore> {
             culprit,
             placed,
         })
-    }
-}
-
-/// `put k1=7`, `get k0`, `del k2`, `cas k1 3->4`.
-pub fn describe_kv_op(op: &KvOp<u64>) -> String {
-    match op {
-        KvOp::Put(k, v) => format!("put k{k}={v}"),
-        KvOp::Get(k) => format!("get k{k}"),
-        KvOp::Delete(k) => format!("del k{k}"),
-        KvOp::Cas { key, expected, new } => match expected {
-            Some(e) => format!("cas k{key} {e}->{new}"),
-            None => format!("cas k{key} absent->{new}"),
-        },
     }
 }
 

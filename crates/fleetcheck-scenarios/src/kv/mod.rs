@@ -445,7 +445,9 @@ impl KvModel {
     }
 }
 
-fn describe_op(op: &Op) -> String {
+/// `put k1=7`, `get k0`, `del k2`, `cas k1 3->4`: an operation as counterexamples, histories
+/// and timelines print it.
+pub fn describe_op(op: &Op) -> String {
     match op {
         KvOp::Put(k, v) => format!("put k{k}={v}"),
         KvOp::Get(k) => format!("get k{k}"),
