@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetcheck_engine::{check, Abort, Check, Gen, Model, System};
-use fleetcheck_fabric::{Backend, ExecRequest, MachineSpec, MachineStatus, Network, NetworkSpec};
+use fleetcheck_fabric::{
+    Backend, ExecRequest, MachineSpec, MachineStatus, Network, NetworkSpec, ServiceVersion,
+};
 use fleetcheck_harness::report::capture::Inspect;
 use fleetcheck_harness::report::timeline::Draw;
 use fleetcheck_harness::Scenario;
@@ -18,6 +20,8 @@ use serde_json::Value;
 
 /// The service's port.
 const PORT: u16 = 7007;
+/// The service's name on a machine's PATH: this binary, installed as a service version.
+const SERVICE: &str = "echo-scenario";
 
 /// One machine and its service's version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,15 +196,23 @@ impl System<EchoModel> for EchoSystem {
                     // Start the service, then wait (at most 5 s) until it listens.
                     setup: vec![format!(
                         "rm -f \"$FLEETCHECK_DATA/echo.ready\"; \
-                         setsid '{}' serve {PORT} {} \"$FLEETCHECK_DATA/echo.ready\" \
+                         setsid {SERVICE} serve {PORT} {} \"$FLEETCHECK_DATA/echo.ready\" \
                          </dev/null >>\"$FLEETCHECK_DATA/echo.log\" 2>&1 & \
                          for i in $(seq 100); do [ -e \"$FLEETCHECK_DATA/echo.ready\" ] && exit 0; \
                          sleep 0.05; done; echo 'the echo service did not start' >&2; exit 1",
-                        exe.display(),
                         m.version
                     )],
                     filesystem: None,
-                    services: BTreeMap::new(),
+                    // This binary is the service: installed as one, it is on the machine's
+                    // PATH wherever it lives on the host (a machine does not see the host's
+                    // /tmp or /home, where a checkout may be).
+                    services: BTreeMap::from([(
+                        SERVICE.to_string(),
+                        ServiceVersion {
+                            version: m.version.to_string(),
+                            path: exe.clone(),
+                        },
+                    )]),
                 })
                 .collect(),
         };
@@ -231,12 +243,11 @@ impl System<EchoModel> for EchoSystem {
                     *n += 1;
                     return Ok(Ok(answers(target.version, *n).then(|| message.to_string())));
                 }
-                let exe = std::env::current_exe().map_err(|e| Abort::new(e.to_string()))?;
                 let out = i.net.exec(
                     from,
                     &ExecRequest {
                         argv: vec![
-                            exe.display().to_string(),
+                            SERVICE.to_string(),
                             "send".into(),
                             target.ip.to_string(),
                             PORT.to_string(),
