@@ -946,6 +946,10 @@ pub fn recheck_grace(timeout: Duration) -> Duration {
     (timeout * 4).max(Duration::from_secs(1))
 }
 
+/// How much longer the second re-check waits than the first (after the host stalled through
+/// the first).
+pub const RECHECK_GROWTH: u32 = 3;
+
 /// How late the host may be during the re-check before the ping cannot be judged: a quarter
 /// of the grace (250 ms of 1 s: some thread ready to run waited that long for a CPU).
 pub fn too_loaded_limit(grace: Duration) -> Duration {
@@ -958,9 +962,11 @@ impl PingSystem {
     /// how long `ksoftirqd` waited, the ping's own overrun of its timeout, CPU pressure). A
     /// reply, or no reply on a host that was not loaded ([`was_loaded`]), is the answer.
     /// No reply on a loaded host is
-    /// checked again with [`recheck_grace`]; if that gets no reply either while the host is
-    /// late by [`too_loaded_limit`] or more, the host was too loaded to judge
-    /// ([`Abort::overloaded`]), else the re-check is the answer ([`PingOutput::Rechecked`]).
+    /// checked again with [`recheck_grace`]; a re-check without reply while the host was late
+    /// by [`too_loaded_limit`] or more is tried once more, [`RECHECK_GROWTH`] times as long;
+    /// if that one is stalled through too, the host was too loaded to judge
+    /// ([`Abort::overloaded`]), else the first re-check not stalled through is the answer
+    /// ([`PingOutput::Rechecked`]).
     fn ping_judged_under_load(
         &self,
         net: &dyn Network,
@@ -984,24 +990,34 @@ impl PingSystem {
         if reply || !waited || !was_loaded(&late, self.timeout) {
             return Ok(PingOutput::Reply(reply));
         }
-        let grace = recheck_grace(self.timeout);
-        let (again, _, late_again) = measured(grace)?;
-        if !again && late_again.max >= too_loaded_limit(grace) {
-            return Err(Abort::overloaded(format!(
-                "the host was too loaded to judge Ping({from} -> {to}): no reply within {} ms \
-                 while {}, nor within {} ms on a re-check while {}",
-                self.timeout.as_millis(),
-                late.describe(),
+        // A re-check the host stalled through is tried once more, three times as long: a
+        // stall of a quarter of a second is common on a host busy with VMs, one of most of a
+        // second rare, and a real fault gets no reply either way.
+        let first = recheck_grace(self.timeout);
+        let mut stalled = Vec::new();
+        for grace in [first, first * RECHECK_GROWTH] {
+            let (again, _, late_again) = measured(grace)?;
+            if again || late_again.max < too_loaded_limit(grace) {
+                return Ok(PingOutput::Rechecked {
+                    reply: again,
+                    timeout_ms: self.timeout.as_millis() as u64,
+                    load: late.brief(),
+                    grace_ms: grace.as_millis() as u64,
+                });
+            }
+            stalled.push(format!(
+                "{} ms on a re-check while {}",
                 grace.as_millis(),
                 late_again.describe()
-            )));
+            ));
         }
-        Ok(PingOutput::Rechecked {
-            reply: again,
-            timeout_ms: self.timeout.as_millis() as u64,
-            load: late.brief(),
-            grace_ms: grace.as_millis() as u64,
-        })
+        Err(Abort::overloaded(format!(
+            "the host was too loaded to judge Ping({from} -> {to}): no reply within {} ms \
+             while {}, nor within {}",
+            self.timeout.as_millis(),
+            late.describe(),
+            stalled.join(", nor within ")
+        )))
     }
 }
 
