@@ -19,6 +19,13 @@ fn fleetcheck() -> Command {
     cmd
 }
 
+/// One test with VMs at a time: under TCG a booting VM takes a whole core, and two such tests
+/// beside the rest of the suite starve each other's VMs past their boot deadline.
+pub(crate) fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static VMS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    VMS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub(crate) fn require_qemu() -> bool {
     if !require_root() {
         return false;
@@ -42,6 +49,7 @@ fn qemu_ping_passes_over_several_kernels() {
     if !require_qemu() {
         return;
     }
+    let _vms = one_at_a_time();
     let (code, out, err) = run(fleetcheck().args([
         "run",
         "ping",
@@ -77,6 +85,7 @@ fn qemu_icmp_dropping_setup_shrinks_like_on_netns() {
     if !require_qemu() {
         return;
     }
+    let _vms = one_at_a_time();
     let dir = temp_dir("qemu-drop");
     let config = write_config(
         &dir,
@@ -132,6 +141,7 @@ fn qemu_mixed_versions_shrink_to_a_pair_on_ext4() {
     if !require_qemu() {
         return;
     }
+    let _vms = one_at_a_time();
     let dir = temp_dir("qemu-versions");
     let versions = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/versions");
     let config = write_config(
@@ -200,6 +210,7 @@ fn qemu_up_boots_an_installed_kernel() {
     if !require_qemu() {
         return;
     }
+    let _vms = one_at_a_time();
     let (code, out, err) = crate::up::up(
         &["--backend", "qemu", "--machines", "1"],
         "exec m1 uname -r\nquit\n",

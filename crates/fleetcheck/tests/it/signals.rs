@@ -297,6 +297,7 @@ fn signals_on_kv_with_paused_nodes() {
 #[test]
 fn signals_on_qemu() {
     if crate::qemu::require_qemu() {
+        let _vms = crate::qemu::one_at_a_time();
         matrix(qemu_ping());
     }
 }
