@@ -36,6 +36,7 @@ use fleetcheck_engine::{
 use fleetcheck_fabric::{ServiceVersion, Subnet};
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::Fault;
 use crate::config::ScenarioConfig;
 
 /// A client operation of the scenario: keys and values are small numbers.
@@ -64,7 +65,8 @@ pub struct KvConfig {
     /// Faults to generate: any of [`FAULTS`]: "crash", "pause", "partition", "block"
     /// (one-way), "loss", and "upgrade" (rolling upgrades; only where the store's service has
     /// two or more versions, and not in the default list).
-    pub faults: Vec<String>,
+    #[serde(deserialize_with = "kv_faults")]
+    pub faults: Vec<Fault>,
     /// File systems of each node's data directory (where the store keeps its state), the first
     /// preferred when shrinking; empty (the default): a directory on the host's file system.
     #[serde(deserialize_with = "crate::config::one_or_many")]
@@ -80,9 +82,13 @@ impl Default for KvConfig {
             ops_per_worker: 3,
             op_timeout_ms: 1000,
             memory_mb: 256,
-            faults: ["crash", "pause", "partition", "block", "loss"]
-                .map(String::from)
-                .to_vec(),
+            faults: vec![
+                Fault::Crash,
+                Fault::Pause,
+                Fault::Partition,
+                Fault::Block,
+                Fault::Loss,
+            ],
             filesystem: Vec::new(),
         }
     }
@@ -97,12 +103,16 @@ pub const SUBNET: Subnet = Subnet {
 /// How many nodes [`SUBNET`] has room for (host addresses from its second up).
 pub const SUBNET_ROOM: u64 = 253;
 
-/// The names `[kv] faults` accepts.
-pub const FAULTS: &[&str] = &["crash", "pause", "partition", "block", "loss", "upgrade"];
+/// The fault kinds `[kv] faults` accepts: all of them.
+pub const FAULTS: &[Fault] = &Fault::ALL;
+
+fn kv_faults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Fault>, D::Error> {
+    crate::cluster::fault::parse_list(d, "kv.faults", FAULTS)
+}
 
 impl KvConfig {
-    fn fault(&self, name: &str) -> bool {
-        self.faults.iter().any(|f| f == name)
+    fn fault(&self, kind: Fault) -> bool {
+        self.faults.contains(&kind)
     }
 }
 
@@ -428,7 +438,7 @@ impl KvModel {
     /// versions): a node that is not paused to another version.
     fn upgrades(&self, s: &KvState) -> Vec<KvCmd> {
         let versions = self.versions();
-        if !self.config.fault("upgrade") || versions.len() < 2 {
+        if !self.config.fault(Fault::Upgrade) || versions.len() < 2 {
             return Vec::new();
         }
         let mut all = Vec::new();
@@ -569,7 +579,7 @@ impl Model for KvModel {
         if !awake.is_empty() {
             kinds.push((6, 0));
         }
-        if self.config.fault("crash") {
+        if self.config.fault(Fault::Crash) {
             if !s.ids(|n| n.running).is_empty() {
                 kinds.push((1, 1));
             }
@@ -577,7 +587,7 @@ impl Model for KvModel {
                 kinds.push((2, 2));
             }
         }
-        if self.config.fault("pause") {
+        if self.config.fault(Fault::Pause) {
             if !awake.is_empty() {
                 kinds.push((1, 3));
             }
@@ -585,13 +595,13 @@ impl Model for KvModel {
                 kinds.push((2, 4));
             }
         }
-        if self.config.fault("partition") && s.nodes.len() >= 2 && !s.partitioned {
+        if self.config.fault(Fault::Partition) && s.nodes.len() >= 2 && !s.partitioned {
             kinds.push((1, 5));
         }
-        if self.config.fault("block") && s.nodes.len() >= 2 {
+        if self.config.fault(Fault::Block) && s.nodes.len() >= 2 {
             kinds.push((1, 7));
         }
-        if self.config.fault("loss") {
+        if self.config.fault(Fault::Loss) {
             kinds.push((1, 8));
         }
         if s.network_faulty() {
