@@ -36,7 +36,7 @@ use fleetcheck_engine::{
 use fleetcheck_fabric::{ServiceVersion, Subnet};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::Fault;
+use crate::cluster::{self, Fault};
 use crate::config::ScenarioConfig;
 
 /// A client operation of the scenario: keys and values are small numbers.
@@ -475,16 +475,11 @@ impl Model for KvModel {
     fn initial_state(&self, g: &mut Gen) -> KvState {
         let subnet = SUBNET;
         let count = g.range(self.config.nodes.0..=self.config.nodes.1) as usize;
-        let hosts = g.distinct(count, 1..=subnet.host_count() - 1);
         let mut nodes: Vec<Node> = Vec::new();
-        for host in hosts {
-            let mut id = g.lowercase(8);
-            while nodes.iter().any(|n| n.id == id) {
-                id = g.lowercase(8);
-            }
+        for ip in cluster::distinct_hosts(g, subnet, count) {
             nodes.push(Node {
-                id,
-                ip: subnet.host(host).expect("inside the subnet"),
+                id: cluster::fresh_id(g, |id| nodes.iter().any(|n| n.id == id)),
+                ip,
                 running: true,
                 paused: false,
                 // Drawn only when configured, so other configurations give the same cases.
@@ -544,11 +539,7 @@ impl Model for KvModel {
         // The preferred (earlier) file systems.
         let filesystems = &self.config.filesystem;
         for (i, n) in s.nodes.iter().enumerate() {
-            let at = n
-                .filesystem
-                .and_then(|f| filesystems.iter().position(|x| *x == f))
-                .unwrap_or(0);
-            for earlier in &filesystems[..at] {
+            for earlier in cluster::earlier(filesystems, |f| Some(*f) == n.filesystem) {
                 let mut simpler = s.clone();
                 simpler.nodes[i].filesystem = Some(*earlier);
                 out.push(simpler);
@@ -557,12 +548,7 @@ impl Model for KvModel {
         // The preferred (earlier) versions.
         let versions = self.versions();
         for (i, n) in s.nodes.iter().enumerate() {
-            let at = n
-                .version
-                .as_ref()
-                .and_then(|l| versions.iter().position(|v| v.version == *l))
-                .unwrap_or(0);
-            for earlier in &versions[..at] {
+            for earlier in cluster::earlier(versions, |v| Some(&v.version) == n.version.as_ref()) {
                 let mut simpler = s.clone();
                 simpler.nodes[i].version = Some(earlier.version.clone());
                 out.push(simpler);
@@ -649,20 +635,12 @@ impl Model for KvModel {
             4 => KvCmd::Resume {
                 node: g.choose(&paused)?.clone(),
             },
-            5 => {
-                let mut side: Vec<String> = all.iter().filter(|_| g.bool(0.5)).cloned().collect();
-                if side.is_empty() || side.len() == all.len() {
-                    side = vec![g.choose(&all)?.clone()];
-                }
-                KvCmd::Partition { side }
-            }
+            5 => KvCmd::Partition {
+                side: cluster::partition_side(g, &all)?,
+            },
             7 => {
-                let from = g.choose(&all)?.clone();
-                let others: Vec<String> = all.iter().filter(|id| **id != from).cloned().collect();
-                KvCmd::Block {
-                    from,
-                    to: g.choose(&others)?.clone(),
-                }
+                let (from, to) = cluster::one_way_block(g, &all)?;
+                KvCmd::Block { from, to }
             }
             8 => KvCmd::Loss {
                 node: g.choose(&all)?.clone(),
@@ -845,21 +823,12 @@ impl Model for KvModel {
     fn labels(&self, initial: &KvState, commands: &[KvCmd], labels: &mut Labels) {
         labels.add("nodes", initial.nodes.len());
         let service = self.service_name();
-        let mut mix: BTreeSet<&str> = BTreeSet::new();
+        let mut parameters = cluster::ParameterLabels::default();
         for n in &initial.nodes {
-            if let Some(fs) = n.filesystem {
-                labels.add("filesystem", fs);
-            }
-            if let Some(v) = &n.version {
-                labels.add(format!("version of {service}"), v);
-                mix.insert(v);
-            }
+            let version = n.version.as_deref().map(|v| (service, v));
+            parameters.machine(labels, n.filesystem, version);
         }
-        // Which versions a cluster starts with: `3.4+3.5` is a mixed-version cluster.
-        if !mix.is_empty() {
-            let all: Vec<&str> = mix.into_iter().collect();
-            labels.add(format!("{service} versions in a cluster"), all.join("+"));
-        }
+        parameters.finish(labels, "cluster");
         for c in commands {
             if let KvCmd::Ops { ops } = c {
                 let workers: BTreeSet<usize> = ops.iter().map(|o| o.worker).collect();
