@@ -97,3 +97,78 @@ pub fn heal_all(net: &dyn Network) -> Result<(), FaultError> {
     }
     net.heal()
 }
+
+/// A network fault as applied to a live [`Network`] (what `fleetcheck up` keeps to show the
+/// faults in force); [`Network::heal`] removes them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkFault {
+    /// Groups of machines that cannot reach each other (the machines of none: one more group).
+    Partition(Vec<Vec<String>>),
+    /// Packets from `from` to `to` dropped, one way.
+    Block {
+        /// The sender whose packets are dropped.
+        from: String,
+        /// The receiver they were for.
+        to: String,
+    },
+    /// `percent` of a machine's packets dropped (0 removes the loss).
+    Loss {
+        /// The machine.
+        machine: String,
+        /// The share dropped, 0 to 100.
+        percent: u8,
+    },
+}
+
+impl NetworkFault {
+    /// Applies it to `net`.
+    pub fn apply(&self, net: &dyn Network) -> Result<(), FaultError> {
+        match self {
+            NetworkFault::Partition(groups) => net.partition(groups),
+            NetworkFault::Block { from, to } => net.block(from, to),
+            NetworkFault::Loss { machine, percent } => net.loss(machine, *percent),
+        }
+    }
+}
+
+/// `partition a,b | c`, `block a -/-> b`, `loss a 20%`.
+impl std::fmt::Display for NetworkFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetworkFault::Partition(groups) => {
+                let groups: Vec<String> = groups.iter().map(|g| g.join(",")).collect();
+                write!(f, "partition {}", groups.join(" | "))
+            }
+            NetworkFault::Block { from, to } => write!(f, "block {from} -/-> {to}"),
+            NetworkFault::Loss { machine, percent } => write!(f, "loss {machine} {percent}%"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_names_round_trip_and_network_faults_read_as_up_shows_them() {
+        for f in Fault::ALL {
+            assert_eq!(Fault::from_name(f.name()), Some(f));
+        }
+        assert_eq!(Fault::from_name("upgrades"), None);
+        let groups = vec![vec!["a".to_string(), "b".into()], vec!["c".into()]];
+        assert_eq!(
+            NetworkFault::Partition(groups).to_string(),
+            "partition a,b | c"
+        );
+        let block = NetworkFault::Block {
+            from: "a".into(),
+            to: "b".into(),
+        };
+        assert_eq!(block.to_string(), "block a -/-> b");
+        let loss = NetworkFault::Loss {
+            machine: "a".into(),
+            percent: 20,
+        };
+        assert_eq!(loss.to_string(), "loss a 20%");
+    }
+}
