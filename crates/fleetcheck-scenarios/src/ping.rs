@@ -24,7 +24,7 @@ use fleetcheck_fabric::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{self, Fault};
+use crate::cluster::{self, Fault, Power};
 use crate::config::{MachineDomain, ScenarioConfig};
 
 /// One machine of the model: the seed's `Machine` case class.
@@ -81,6 +81,26 @@ pub struct PingState {
     pub cuts: BTreeSet<(String, String)>,
 }
 
+impl crate::cluster::Member for Machine {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn running(&self) -> bool {
+        self.running
+    }
+    fn paused(&self) -> bool {
+        self.paused
+    }
+    fn set_power(&mut self, power: crate::cluster::Power) {
+        use crate::cluster::Power;
+        (self.running, self.paused) = match power {
+            Power::On => (true, false),
+            Power::Off => (false, false),
+            Power::Paused => (true, true),
+        };
+    }
+}
+
 impl PingState {
     /// The machine named `id`.
     pub fn machine(&self, id: &str) -> Option<&Machine> {
@@ -88,28 +108,16 @@ impl PingState {
     }
 
     fn ids(&self, running: bool) -> Vec<String> {
-        self.machines
-            .iter()
-            .filter(|m| m.running == running)
-            .map(|m| m.id.clone())
-            .collect()
+        cluster::ids(&self.machines, |m| m.running == running)
     }
 
     /// Running machines that are not paused: those that can act.
     fn awake(&self) -> Vec<String> {
-        self.machines
-            .iter()
-            .filter(|m| m.running && !m.paused)
-            .map(|m| m.id.clone())
-            .collect()
+        cluster::awake(&self.machines)
     }
 
     fn paused(&self) -> Vec<String> {
-        self.machines
-            .iter()
-            .filter(|m| m.paused)
-            .map(|m| m.id.clone())
-            .collect()
+        cluster::ids(&self.machines, |m| m.paused)
     }
 
     /// Whether an echo from `from` to `to` and its reply can both get through.
@@ -632,17 +640,11 @@ impl Model for PingModel {
 
     fn next_state(&self, s: &PingState, c: &PingCmd) -> PingState {
         let mut next = s.clone();
-        let mut set = |id: &str, running: bool, paused: bool| {
-            if let Some(m) = next.machines.iter_mut().find(|m| m.id == id) {
-                m.running = running;
-                m.paused = paused;
-            }
-        };
+        let mut set = |id: &str, power| cluster::set_power(&mut next.machines, id, power);
         match c {
-            PingCmd::Boot { machine } => set(machine, true, false),
-            PingCmd::Shutdown { machine } => set(machine, false, false),
-            PingCmd::Pause { machine } => set(machine, true, true),
-            PingCmd::Resume { machine } => set(machine, true, false),
+            PingCmd::Boot { machine } | PingCmd::Resume { machine } => set(machine, Power::On),
+            PingCmd::Shutdown { machine } => set(machine, Power::Off),
+            PingCmd::Pause { machine } => set(machine, Power::Paused),
             PingCmd::Ping { .. } => {}
             PingCmd::Partition { groups } => {
                 let group_of = |id: &str| groups.iter().position(|g| g.iter().any(|x| x == id));

@@ -12,6 +12,50 @@ pub mod fault;
 
 pub use fault::Fault;
 
+/// A machine as a scenario's model sees it: its id and power state.
+pub trait Member {
+    /// Its id.
+    fn id(&self) -> &str;
+    /// Whether it is up.
+    fn running(&self) -> bool;
+    /// Whether it is frozen.
+    fn paused(&self) -> bool;
+    /// Sets its power state.
+    fn set_power(&mut self, power: Power);
+}
+
+/// The power state an infrastructure command leaves a machine in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    /// Up (booted, restarted, resumed).
+    On,
+    /// Down (shut down, crashed).
+    Off,
+    /// Up but frozen.
+    Paused,
+}
+
+/// The ids of the `members` that `pick` picks, in order.
+pub fn ids<M: Member>(members: &[M], pick: impl Fn(&M) -> bool) -> Vec<String> {
+    members
+        .iter()
+        .filter(|m| pick(m))
+        .map(|m| m.id().to_string())
+        .collect()
+}
+
+/// The ids of the running members that are not paused: those that can act.
+pub fn awake<M: Member>(members: &[M]) -> Vec<String> {
+    ids(members, |m| m.running() && !m.paused())
+}
+
+/// Sets the power state of member `id`, if there is one.
+pub fn set_power<M: Member>(members: &mut [M], id: &str, power: Power) {
+    if let Some(m) = members.iter_mut().find(|m| m.id() == id) {
+        m.set_power(power);
+    }
+}
+
 /// `count` distinct host addresses of `subnet`, from its second address up.
 pub fn distinct_hosts(g: &mut Gen, subnet: Subnet, count: usize) -> Vec<Ipv4Addr> {
     g.distinct(count, 1..=subnet.host_count() - 1)

@@ -36,7 +36,7 @@ use fleetcheck_engine::{
 use fleetcheck_fabric::{ServiceVersion, Subnet};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{self, Fault};
+use crate::cluster::{self, Fault, Power};
 use crate::config::ScenarioConfig;
 
 /// A client operation of the scenario: keys and values are small numbers.
@@ -267,6 +267,26 @@ pub struct KvState {
     pub links_faulty: bool,
 }
 
+impl crate::cluster::Member for Node {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn running(&self) -> bool {
+        self.running
+    }
+    fn paused(&self) -> bool {
+        self.paused
+    }
+    fn set_power(&mut self, power: crate::cluster::Power) {
+        use crate::cluster::Power;
+        (self.running, self.paused) = match power {
+            Power::On => (true, false),
+            Power::Off => (false, false),
+            Power::Paused => (true, true),
+        };
+    }
+}
+
 impl KvState {
     /// The node named `id`.
     pub fn node(&self, id: &str) -> Option<&Node> {
@@ -274,15 +294,11 @@ impl KvState {
     }
 
     fn ids(&self, pick: impl Fn(&Node) -> bool) -> Vec<String> {
-        self.nodes
-            .iter()
-            .filter(|n| pick(n))
-            .map(|n| n.id.clone())
-            .collect()
+        cluster::ids(&self.nodes, pick)
     }
 
     fn awake(&self) -> Vec<String> {
-        self.ids(|n| n.running && !n.paused)
+        cluster::awake(&self.nodes)
     }
 
     /// Whether any network fault (partition, block, loss) is in force.
@@ -778,17 +794,12 @@ impl Model for KvModel {
 
     fn next_state(&self, s: &KvState, c: &KvCmd) -> KvState {
         let mut next = s.clone();
-        let mut set = |id: &str, running: bool, paused: bool| {
-            if let Some(n) = next.nodes.iter_mut().find(|n| n.id == id) {
-                n.running = running;
-                n.paused = paused;
-            }
-        };
+        let mut set = |id: &str, power| cluster::set_power(&mut next.nodes, id, power);
         match c {
             KvCmd::Ops { .. } => {}
-            KvCmd::Crash { node } => set(node, false, false),
-            KvCmd::Restart { node } | KvCmd::Resume { node } => set(node, true, false),
-            KvCmd::Pause { node } => set(node, true, true),
+            KvCmd::Crash { node } => set(node, Power::Off),
+            KvCmd::Restart { node } | KvCmd::Resume { node } => set(node, Power::On),
+            KvCmd::Pause { node } => set(node, Power::Paused),
             KvCmd::Partition { .. } => next.partitioned = true,
             KvCmd::Block { .. } | KvCmd::Loss { .. } => next.links_faulty = true,
             KvCmd::Heal => {
