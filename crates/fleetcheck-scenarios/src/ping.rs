@@ -81,25 +81,7 @@ pub struct PingState {
     pub cuts: BTreeSet<(String, String)>,
 }
 
-impl crate::cluster::Member for Machine {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn running(&self) -> bool {
-        self.running
-    }
-    fn paused(&self) -> bool {
-        self.paused
-    }
-    fn set_power(&mut self, power: crate::cluster::Power) {
-        use crate::cluster::Power;
-        (self.running, self.paused) = match power {
-            Power::On => (true, false),
-            Power::Off => (false, false),
-            Power::Paused => (true, true),
-        };
-    }
-}
+cluster::member!(Machine);
 
 impl PingState {
     /// The machine named `id`.

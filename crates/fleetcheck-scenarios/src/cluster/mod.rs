@@ -35,6 +35,39 @@ pub enum Power {
     Paused,
 }
 
+/// Implements [`Member`] for a type with fields `id: String`, `running: bool` and
+/// `paused: bool`.
+macro_rules! member {
+    ($t:ty) => {
+        impl $crate::cluster::Member for $t {
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn running(&self) -> bool {
+                self.running
+            }
+            fn paused(&self) -> bool {
+                self.paused
+            }
+            fn set_power(&mut self, power: $crate::cluster::Power) {
+                (self.running, self.paused) = power.running_paused();
+            }
+        }
+    };
+}
+pub(crate) use member;
+
+impl Power {
+    /// `(running, paused)`.
+    pub fn running_paused(self) -> (bool, bool) {
+        match self {
+            Power::On => (true, false),
+            Power::Off => (false, false),
+            Power::Paused => (true, true),
+        }
+    }
+}
+
 /// The ids of the `members` that `pick` picks, in order.
 pub fn ids<M: Member>(members: &[M], pick: impl Fn(&M) -> bool) -> Vec<String> {
     members

@@ -267,25 +267,7 @@ pub struct KvState {
     pub links_faulty: bool,
 }
 
-impl crate::cluster::Member for Node {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn running(&self) -> bool {
-        self.running
-    }
-    fn paused(&self) -> bool {
-        self.paused
-    }
-    fn set_power(&mut self, power: crate::cluster::Power) {
-        use crate::cluster::Power;
-        (self.running, self.paused) = match power {
-            Power::On => (true, false),
-            Power::Off => (false, false),
-            Power::Paused => (true, true),
-        };
-    }
-}
+cluster::member!(Node);
 
 impl KvState {
     /// The node named `id`.
