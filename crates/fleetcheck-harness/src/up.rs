@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use fleetcheck_engine::{Case, Model};
 use fleetcheck_fabric::{ExecRequest, MachineSpec, Network, NetworkSpec};
+use fleetcheck_scenarios::cluster::NetworkFault;
 use fleetcheck_scenarios::config::{MachineDomain, ScenarioConfig};
 
 use crate::cli::UpArgs;
@@ -37,8 +38,8 @@ commands (one per line; machines by id):
   help                    this text
   quit                    tear everything down and leave (also at end of input, Ctrl-C)";
 
-/// A fault the session applied, for `state`.
-type Faults = Vec<String>;
+/// The faults the session applied, for `state`.
+type Faults = Vec<NetworkFault>;
 
 fn aborted(e: impl std::fmt::Display) -> Fail {
     Fail {
@@ -364,22 +365,20 @@ fn execute(net: &dyn Network, line: &str, faults: &mut Faults) -> Result<Flow, S
             if groups.is_empty() {
                 return Err("`partition` needs groups, e.g. `partition a,b | c`".into());
             }
-            net.partition(&groups).map_err(|x| e(&x))?;
-            let what = format!(
-                "partition {}",
-                groups
-                    .iter()
-                    .map(|g| g.join(","))
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            );
-            faults.push(what.clone());
+            let fault = NetworkFault::Partition(groups);
+            fault.apply(net).map_err(|x| e(&x))?;
+            let what = fault.to_string();
+            faults.push(fault);
             Ok(Flow::Go(what))
         }
         "block" => {
             let (a, b) = (arg(1, "two machines")?, arg(2, "two machines")?);
-            net.block(a, b).map_err(|x| e(&x))?;
-            faults.push(format!("block {a} -/-> {b}"));
+            let fault = NetworkFault::Block {
+                from: a.into(),
+                to: b.into(),
+            };
+            fault.apply(net).map_err(|x| e(&x))?;
+            faults.push(fault);
             Ok(Flow::Go(format!("packets from {a} to {b} are dropped")))
         }
         "loss" => {
@@ -390,8 +389,12 @@ fn execute(net: &dyn Network, line: &str, faults: &mut Faults) -> Result<Flow, S
                 .ok()
                 .filter(|p| *p <= 100)
                 .ok_or("the loss is a percentage from 0 to 100")?;
-            net.loss(m, percent).map_err(|x| e(&x))?;
-            faults.push(format!("loss {m} {percent}%"));
+            let fault = NetworkFault::Loss {
+                machine: m.into(),
+                percent,
+            };
+            fault.apply(net).map_err(|x| e(&x))?;
+            faults.push(fault);
             Ok(Flow::Go(format!("{percent}% of {m}'s packets are dropped")))
         }
         "heal" => {
@@ -456,7 +459,11 @@ fn describe_state(net: &dyn Network, faults: &Faults) -> String {
     } else {
         out.push_str(&format!(
             "faults applied at this prompt: {}\n",
-            faults.join("; ")
+            faults
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
         ));
     }
     out

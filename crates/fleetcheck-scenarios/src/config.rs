@@ -232,22 +232,20 @@ pub struct PingConfig {
     /// Faults the generator may add to the seed's commands: `"pause"` (Pause/Resume),
     /// `"partition"` (Partition/Heal) and `"block"` (one-way Block/Heal). Empty: the seed's
     /// test exactly.
+    #[serde(deserialize_with = "ping_faults")]
     pub faults: Vec<Fault>,
     /// Also generate rolling upgrades: a machine gets another version of a service (shut down
     /// if running, version replaced, booted again, its data kept).
     pub upgrade: bool,
 }
 
-/// A kind of fault the ping scenario can generate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Fault {
-    /// Freeze a running machine, and thaw it later.
-    Pause,
-    /// Split the machines into groups that cannot reach each other, and heal.
-    Partition,
-    /// Drop packets from one machine to another (one way), and heal.
-    Block,
+pub use crate::cluster::Fault;
+
+/// The fault kinds `[ping] faults` accepts.
+pub const PING_FAULTS: &[Fault] = &[Fault::Pause, Fault::Partition, Fault::Block];
+
+fn ping_faults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Fault>, D::Error> {
+    crate::cluster::fault::parse_list(d, "ping.faults", PING_FAULTS)
 }
 
 /// A whole configuration file.
@@ -505,17 +503,6 @@ impl ScenarioConfig {
         self.validate_parameters()?;
         self.validate_setup()?;
         self.validate_kv()?;
-        if let Some(f) = self
-            .kv
-            .faults
-            .iter()
-            .find(|f| !crate::kv::FAULTS.contains(&f.as_str()))
-        {
-            return err(format!(
-                "kv.faults names `{f}`, which is not one of {}",
-                crate::kv::FAULTS.join(", ")
-            ));
-        }
         if self.ping.timeout_ms == 0 || self.ping.timeout_ms > MAX_PING_TIMEOUT_MS {
             return err(format!(
                 "ping.timeout_ms is {} but must be between 1 and {MAX_PING_TIMEOUT_MS}",
@@ -915,6 +902,10 @@ filesystem = ["ext4"]
             (
                 "[kv]\nfaults = [\"upgrades\"]",
                 "kv.faults names `upgrades`",
+            ),
+            (
+                "[ping]\nfaults = [\"crash\"]",
+                "ping.faults names `crash`, which is not one of pause, partition, block",
             ),
             ("not toml", "line 1"),
             (

@@ -4,6 +4,7 @@
 //! - [`ping`]: the seed's test — [`ping::PingModel`] and [`ping::PingSystem`].
 //! - [`kv`]: a replicated key-value store (etcd, or in-memory stores) under faults, with
 //!   concurrent clients whose history must be linearizable.
+//! - [`cluster`]: what both share: the fault vocabulary and the infrastructure logic.
 //! - [`config::ScenarioConfig`]: the TOML configuration file.
 //!
 //! ```
@@ -18,6 +19,7 @@
 //! assert!(matches!(report.outcome, Outcome::Passed));
 //! ```
 
+pub mod cluster;
 pub mod config;
 pub mod kv;
 pub mod ping;

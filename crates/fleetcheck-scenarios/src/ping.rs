@@ -24,7 +24,8 @@ use fleetcheck_fabric::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Fault, MachineDomain, ScenarioConfig};
+use crate::cluster::{self, Fault, Power};
+use crate::config::{MachineDomain, ScenarioConfig};
 
 /// One machine of the model: the seed's `Machine` case class.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +81,8 @@ pub struct PingState {
     pub cuts: BTreeSet<(String, String)>,
 }
 
+cluster::member!(Machine);
+
 impl PingState {
     /// The machine named `id`.
     pub fn machine(&self, id: &str) -> Option<&Machine> {
@@ -87,28 +90,16 @@ impl PingState {
     }
 
     fn ids(&self, running: bool) -> Vec<String> {
-        self.machines
-            .iter()
-            .filter(|m| m.running == running)
-            .map(|m| m.id.clone())
-            .collect()
+        cluster::ids(&self.machines, |m| m.running == running)
     }
 
     /// Running machines that are not paused: those that can act.
     fn awake(&self) -> Vec<String> {
-        self.machines
-            .iter()
-            .filter(|m| m.running && !m.paused)
-            .map(|m| m.id.clone())
-            .collect()
+        cluster::awake(&self.machines)
     }
 
     fn paused(&self) -> Vec<String> {
-        self.machines
-            .iter()
-            .filter(|m| m.paused)
-            .map(|m| m.id.clone())
-            .collect()
+        cluster::ids(&self.machines, |m| m.paused)
     }
 
     /// Whether an echo from `from` to `to` and its reply can both get through.
@@ -363,21 +354,13 @@ impl Model for PingModel {
         }
         let count = roles.len();
         // Distinct addresses by construction: host indices 1.. (the seed's .2 to .254 in a /24).
-        let last = net.subnet.host_count() - 1;
-        let hosts = g.distinct(count, 1..=last);
+        let hosts = cluster::distinct_hosts(g, net.subnet, count);
         let mut machines: Vec<Machine> = Vec::with_capacity(count);
-        for (host, domain) in hosts.into_iter().zip(roles) {
-            let mut id = g.lowercase(8);
-            while machines.iter().any(|m| m.id == id) {
-                id = g.lowercase(8);
-            }
+        for (ip, domain) in hosts.into_iter().zip(roles) {
             let mut m = Machine {
-                id,
+                id: cluster::fresh_id(g, |id| machines.iter().any(|m| m.id == id)),
                 uuid: g.uuid(),
-                ip: net
-                    .subnet
-                    .host(host)
-                    .expect("host index is inside the subnet"),
+                ip,
                 memory_mb: g.range(domain.memory_mb.min..=domain.memory_mb.max),
                 kernel: g
                     .choose(&domain.kernels)
@@ -475,8 +458,7 @@ impl Model for PingModel {
                 let Some(versions) = domain.versions.get(service) else {
                     continue;
                 };
-                let at = versions.iter().position(|v| v.version == *version);
-                for earlier in &versions[..at.unwrap_or(0)] {
+                for earlier in cluster::earlier(versions, |v| v.version == *version) {
                     let mut simpler = s.clone();
                     simpler.machines[i]
                         .versions
@@ -484,13 +466,10 @@ impl Model for PingModel {
                     out.push(simpler);
                 }
             }
-            if let Some(fs) = m.filesystem {
-                let at = domain.filesystem.iter().position(|f| *f == fs).unwrap_or(0);
-                for earlier in &domain.filesystem[..at] {
-                    let mut simpler = s.clone();
-                    simpler.machines[i].filesystem = Some(*earlier);
-                    out.push(simpler);
-                }
+            for earlier in cluster::earlier(&domain.filesystem, |f| Some(*f) == m.filesystem) {
+                let mut simpler = s.clone();
+                simpler.machines[i].filesystem = Some(*earlier);
+                out.push(simpler);
             }
         }
         for (i, m) in s.machines.iter().enumerate() {
@@ -595,21 +574,12 @@ impl Model for PingModel {
             Kind::Resume => PingCmd::Resume {
                 machine: g.choose(&s.paused())?.clone(),
             },
-            Kind::Partition => {
-                // A random non-empty proper subset against the rest.
-                let mut side: Vec<String> = all.iter().filter(|_| g.bool(0.5)).cloned().collect();
-                if side.is_empty() || side.len() == all.len() {
-                    side = vec![g.choose(&all)?.clone()];
-                }
-                PingCmd::Partition { groups: vec![side] }
-            }
+            Kind::Partition => PingCmd::Partition {
+                groups: vec![cluster::partition_side(g, &all)?],
+            },
             Kind::Block => {
-                let from = g.choose(&all)?.clone();
-                let others: Vec<String> = all.iter().filter(|m| **m != from).cloned().collect();
-                PingCmd::Block {
-                    from,
-                    to: g.choose(&others)?.clone(),
-                }
+                let (from, to) = cluster::one_way_block(g, &all)?;
+                PingCmd::Block { from, to }
             }
             Kind::Heal => PingCmd::Heal,
             Kind::Upgrade => g.choose(&upgrades)?.clone(),
@@ -652,17 +622,11 @@ impl Model for PingModel {
 
     fn next_state(&self, s: &PingState, c: &PingCmd) -> PingState {
         let mut next = s.clone();
-        let mut set = |id: &str, running: bool, paused: bool| {
-            if let Some(m) = next.machines.iter_mut().find(|m| m.id == id) {
-                m.running = running;
-                m.paused = paused;
-            }
-        };
+        let mut set = |id: &str, power| cluster::set_power(&mut next.machines, id, power);
         match c {
-            PingCmd::Boot { machine } => set(machine, true, false),
-            PingCmd::Shutdown { machine } => set(machine, false, false),
-            PingCmd::Pause { machine } => set(machine, true, true),
-            PingCmd::Resume { machine } => set(machine, true, false),
+            PingCmd::Boot { machine } | PingCmd::Resume { machine } => set(machine, Power::On),
+            PingCmd::Shutdown { machine } => set(machine, Power::Off),
+            PingCmd::Pause { machine } => set(machine, Power::Paused),
             PingCmd::Ping { .. } => {}
             PingCmd::Partition { groups } => {
                 let group_of = |id: &str| groups.iter().position(|g| g.iter().any(|x| x == id));
@@ -747,18 +711,13 @@ impl Model for PingModel {
 
     fn labels(&self, initial: &PingState, commands: &[PingCmd], labels: &mut Labels) {
         labels.add("machines", initial.machines.len());
-        let mut mix: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut parameters = cluster::ParameterLabels::default();
         for m in &initial.machines {
             if !m.role.is_empty() {
                 labels.add("role", &m.role);
             }
-            if let Some(fs) = m.filesystem {
-                labels.add("filesystem", fs);
-            }
-            for (service, version) in &m.versions {
-                labels.add(format!("version of {service}"), version);
-                mix.entry(service).or_default().insert(version);
-            }
+            let versions = m.versions.iter().map(|(s, v)| (s.as_str(), v.as_str()));
+            parameters.machine(labels, m.filesystem, versions);
             if m.filesystem.is_some() || !m.versions.is_empty() {
                 let role = if m.role.is_empty() {
                     String::new()
@@ -772,11 +731,7 @@ impl Model for PingModel {
             let top = (bucket + 31).min(self.config.machine.memory_mb.max);
             labels.add("memory (MiB)", format!("{bucket}-{top}"));
         }
-        // Which versions a network mixes, per service: `1.0+2.0` is a mixed-version cluster.
-        for (service, versions) in &mix {
-            let all: Vec<&str> = versions.iter().copied().collect();
-            labels.add(format!("{service} versions in a network"), all.join("+"));
-        }
+        parameters.finish(labels, "network");
         // Online and offline pings, as the seed's generator tells them apart.
         let mut state = initial.clone();
         for c in commands {
@@ -1120,18 +1075,8 @@ impl System<PingModel> for PingSystem {
     /// Heals every fault first (resumes paused machines, removes cuts); a heal that fails
     /// aborts the case, after the network is torn down anyway.
     fn teardown(&self, net: Box<dyn Network>) -> Result<(), Abort> {
-        let healed = heal_all(net.as_ref());
+        let healed = cluster::heal_all(net.as_ref());
         net.teardown()?;
         healed.map_err(|e| Abort::new(format!("healing the faults before teardown failed: {e}")))
     }
-}
-
-/// Resumes every paused machine of `net` and heals its network faults.
-fn heal_all(net: &dyn Network) -> Result<(), fleetcheck_fabric::FaultError> {
-    for m in &net.spec().machines {
-        if net.status(&m.id) == Some(fleetcheck_fabric::MachineStatus::Paused) {
-            net.resume(&m.id)?;
-        }
-    }
-    net.heal()
 }

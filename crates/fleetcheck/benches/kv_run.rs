@@ -71,7 +71,11 @@ fn main() {
         config.min_size,
         config.max_size,
         config.workers,
-        kv.faults.join("/")
+        kv.faults
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join("/")
     );
     println!();
     println!("| system                 | status | cases | wall (s) | cases/min | ops/case | faults/case |");

@@ -36,6 +36,7 @@ use fleetcheck_engine::{
 use fleetcheck_fabric::{ServiceVersion, Subnet};
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::{self, Fault, Power};
 use crate::config::ScenarioConfig;
 
 /// A client operation of the scenario: keys and values are small numbers.
@@ -64,7 +65,8 @@ pub struct KvConfig {
     /// Faults to generate: any of [`FAULTS`]: "crash", "pause", "partition", "block"
     /// (one-way), "loss", and "upgrade" (rolling upgrades; only where the store's service has
     /// two or more versions, and not in the default list).
-    pub faults: Vec<String>,
+    #[serde(deserialize_with = "kv_faults")]
+    pub faults: Vec<Fault>,
     /// File systems of each node's data directory (where the store keeps its state), the first
     /// preferred when shrinking; empty (the default): a directory on the host's file system.
     #[serde(deserialize_with = "crate::config::one_or_many")]
@@ -80,9 +82,13 @@ impl Default for KvConfig {
             ops_per_worker: 3,
             op_timeout_ms: 1000,
             memory_mb: 256,
-            faults: ["crash", "pause", "partition", "block", "loss"]
-                .map(String::from)
-                .to_vec(),
+            faults: vec![
+                Fault::Crash,
+                Fault::Pause,
+                Fault::Partition,
+                Fault::Block,
+                Fault::Loss,
+            ],
             filesystem: Vec::new(),
         }
     }
@@ -97,12 +103,16 @@ pub const SUBNET: Subnet = Subnet {
 /// How many nodes [`SUBNET`] has room for (host addresses from its second up).
 pub const SUBNET_ROOM: u64 = 253;
 
-/// The names `[kv] faults` accepts.
-pub const FAULTS: &[&str] = &["crash", "pause", "partition", "block", "loss", "upgrade"];
+/// The fault kinds `[kv] faults` accepts: all of them.
+pub const FAULTS: &[Fault] = &Fault::ALL;
+
+fn kv_faults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Fault>, D::Error> {
+    crate::cluster::fault::parse_list(d, "kv.faults", FAULTS)
+}
 
 impl KvConfig {
-    fn fault(&self, name: &str) -> bool {
-        self.faults.iter().any(|f| f == name)
+    fn fault(&self, kind: Fault) -> bool {
+        self.faults.contains(&kind)
     }
 }
 
@@ -257,6 +267,8 @@ pub struct KvState {
     pub links_faulty: bool,
 }
 
+cluster::member!(Node);
+
 impl KvState {
     /// The node named `id`.
     pub fn node(&self, id: &str) -> Option<&Node> {
@@ -264,15 +276,11 @@ impl KvState {
     }
 
     fn ids(&self, pick: impl Fn(&Node) -> bool) -> Vec<String> {
-        self.nodes
-            .iter()
-            .filter(|n| pick(n))
-            .map(|n| n.id.clone())
-            .collect()
+        cluster::ids(&self.nodes, pick)
     }
 
     fn awake(&self) -> Vec<String> {
-        self.ids(|n| n.running && !n.paused)
+        cluster::awake(&self.nodes)
     }
 
     /// Whether any network fault (partition, block, loss) is in force.
@@ -428,7 +436,7 @@ impl KvModel {
     /// versions): a node that is not paused to another version.
     fn upgrades(&self, s: &KvState) -> Vec<KvCmd> {
         let versions = self.versions();
-        if !self.config.fault("upgrade") || versions.len() < 2 {
+        if !self.config.fault(Fault::Upgrade) || versions.len() < 2 {
             return Vec::new();
         }
         let mut all = Vec::new();
@@ -467,16 +475,11 @@ impl Model for KvModel {
     fn initial_state(&self, g: &mut Gen) -> KvState {
         let subnet = SUBNET;
         let count = g.range(self.config.nodes.0..=self.config.nodes.1) as usize;
-        let hosts = g.distinct(count, 1..=subnet.host_count() - 1);
         let mut nodes: Vec<Node> = Vec::new();
-        for host in hosts {
-            let mut id = g.lowercase(8);
-            while nodes.iter().any(|n| n.id == id) {
-                id = g.lowercase(8);
-            }
+        for ip in cluster::distinct_hosts(g, subnet, count) {
             nodes.push(Node {
-                id,
-                ip: subnet.host(host).expect("inside the subnet"),
+                id: cluster::fresh_id(g, |id| nodes.iter().any(|n| n.id == id)),
+                ip,
                 running: true,
                 paused: false,
                 // Drawn only when configured, so other configurations give the same cases.
@@ -536,11 +539,7 @@ impl Model for KvModel {
         // The preferred (earlier) file systems.
         let filesystems = &self.config.filesystem;
         for (i, n) in s.nodes.iter().enumerate() {
-            let at = n
-                .filesystem
-                .and_then(|f| filesystems.iter().position(|x| *x == f))
-                .unwrap_or(0);
-            for earlier in &filesystems[..at] {
+            for earlier in cluster::earlier(filesystems, |f| Some(*f) == n.filesystem) {
                 let mut simpler = s.clone();
                 simpler.nodes[i].filesystem = Some(*earlier);
                 out.push(simpler);
@@ -549,12 +548,7 @@ impl Model for KvModel {
         // The preferred (earlier) versions.
         let versions = self.versions();
         for (i, n) in s.nodes.iter().enumerate() {
-            let at = n
-                .version
-                .as_ref()
-                .and_then(|l| versions.iter().position(|v| v.version == *l))
-                .unwrap_or(0);
-            for earlier in &versions[..at] {
+            for earlier in cluster::earlier(versions, |v| Some(&v.version) == n.version.as_ref()) {
                 let mut simpler = s.clone();
                 simpler.nodes[i].version = Some(earlier.version.clone());
                 out.push(simpler);
@@ -571,7 +565,7 @@ impl Model for KvModel {
         if !awake.is_empty() {
             kinds.push((6, 0));
         }
-        if self.config.fault("crash") {
+        if self.config.fault(Fault::Crash) {
             if !s.ids(|n| n.running).is_empty() {
                 kinds.push((1, 1));
             }
@@ -579,7 +573,7 @@ impl Model for KvModel {
                 kinds.push((2, 2));
             }
         }
-        if self.config.fault("pause") {
+        if self.config.fault(Fault::Pause) {
             if !awake.is_empty() {
                 kinds.push((1, 3));
             }
@@ -587,13 +581,13 @@ impl Model for KvModel {
                 kinds.push((2, 4));
             }
         }
-        if self.config.fault("partition") && s.nodes.len() >= 2 && !s.partitioned {
+        if self.config.fault(Fault::Partition) && s.nodes.len() >= 2 && !s.partitioned {
             kinds.push((1, 5));
         }
-        if self.config.fault("block") && s.nodes.len() >= 2 {
+        if self.config.fault(Fault::Block) && s.nodes.len() >= 2 {
             kinds.push((1, 7));
         }
-        if self.config.fault("loss") {
+        if self.config.fault(Fault::Loss) {
             kinds.push((1, 8));
         }
         if s.network_faulty() {
@@ -641,20 +635,12 @@ impl Model for KvModel {
             4 => KvCmd::Resume {
                 node: g.choose(&paused)?.clone(),
             },
-            5 => {
-                let mut side: Vec<String> = all.iter().filter(|_| g.bool(0.5)).cloned().collect();
-                if side.is_empty() || side.len() == all.len() {
-                    side = vec![g.choose(&all)?.clone()];
-                }
-                KvCmd::Partition { side }
-            }
+            5 => KvCmd::Partition {
+                side: cluster::partition_side(g, &all)?,
+            },
             7 => {
-                let from = g.choose(&all)?.clone();
-                let others: Vec<String> = all.iter().filter(|id| **id != from).cloned().collect();
-                KvCmd::Block {
-                    from,
-                    to: g.choose(&others)?.clone(),
-                }
+                let (from, to) = cluster::one_way_block(g, &all)?;
+                KvCmd::Block { from, to }
             }
             8 => KvCmd::Loss {
                 node: g.choose(&all)?.clone(),
@@ -792,17 +778,12 @@ impl Model for KvModel {
 
     fn next_state(&self, s: &KvState, c: &KvCmd) -> KvState {
         let mut next = s.clone();
-        let mut set = |id: &str, running: bool, paused: bool| {
-            if let Some(n) = next.nodes.iter_mut().find(|n| n.id == id) {
-                n.running = running;
-                n.paused = paused;
-            }
-        };
+        let mut set = |id: &str, power| cluster::set_power(&mut next.nodes, id, power);
         match c {
             KvCmd::Ops { .. } => {}
-            KvCmd::Crash { node } => set(node, false, false),
-            KvCmd::Restart { node } | KvCmd::Resume { node } => set(node, true, false),
-            KvCmd::Pause { node } => set(node, true, true),
+            KvCmd::Crash { node } => set(node, Power::Off),
+            KvCmd::Restart { node } | KvCmd::Resume { node } => set(node, Power::On),
+            KvCmd::Pause { node } => set(node, Power::Paused),
             KvCmd::Partition { .. } => next.partitioned = true,
             KvCmd::Block { .. } | KvCmd::Loss { .. } => next.links_faulty = true,
             KvCmd::Heal => {
@@ -837,21 +818,12 @@ impl Model for KvModel {
     fn labels(&self, initial: &KvState, commands: &[KvCmd], labels: &mut Labels) {
         labels.add("nodes", initial.nodes.len());
         let service = self.service_name();
-        let mut mix: BTreeSet<&str> = BTreeSet::new();
+        let mut parameters = cluster::ParameterLabels::default();
         for n in &initial.nodes {
-            if let Some(fs) = n.filesystem {
-                labels.add("filesystem", fs);
-            }
-            if let Some(v) = &n.version {
-                labels.add(format!("version of {service}"), v);
-                mix.insert(v);
-            }
+            let version = n.version.as_deref().map(|v| (service, v));
+            parameters.machine(labels, n.filesystem, version);
         }
-        // Which versions a cluster starts with: `3.4+3.5` is a mixed-version cluster.
-        if !mix.is_empty() {
-            let all: Vec<&str> = mix.into_iter().collect();
-            labels.add(format!("{service} versions in a cluster"), all.join("+"));
-        }
+        parameters.finish(labels, "cluster");
         for c in commands {
             if let KvCmd::Ops { ops } = c {
                 let workers: BTreeSet<usize> = ops.iter().map(|o| o.worker).collect();

@@ -325,6 +325,12 @@ fn table() -> Vec<Row> {
             2,
             "kv.faults names `upgrades`",
         ),
+        row(
+            &["run", "ping"],
+            config("[ping]\nfaults = [\"loss\"]"),
+            2,
+            "ping.faults names `loss`, which is not one of pause, partition, block",
+        ),
         // Replay files that break the model's own rules.
         row(
             &["replay"],

@@ -1,0 +1,88 @@
+//! The one vocabulary of infrastructure fault kinds, as `[ping] faults` and `[kv] faults` name
+//! them.
+
+use serde::{Deserialize, Serialize};
+
+/// A kind of infrastructure fault a scenario can generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fault {
+    /// Kill a node's processes, and restart it later with its data (`"crash"`).
+    Crash,
+    /// Freeze a running machine, and thaw it later (`"pause"`).
+    Pause,
+    /// Split the machines into groups that cannot reach each other, and heal (`"partition"`).
+    Partition,
+    /// Drop packets from one machine to another (one way), and heal (`"block"`).
+    Block,
+    /// Drop a share of one machine's packets, and heal (`"loss"`).
+    Loss,
+    /// A rolling upgrade: another version of a machine's service (`"upgrade"`).
+    Upgrade,
+}
+
+impl Fault {
+    /// Every kind, in the order they are listed.
+    pub const ALL: [Fault; 6] = [
+        Fault::Crash,
+        Fault::Pause,
+        Fault::Partition,
+        Fault::Block,
+        Fault::Loss,
+        Fault::Upgrade,
+    ];
+
+    /// Its name in a configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Crash => "crash",
+            Fault::Pause => "pause",
+            Fault::Partition => "partition",
+            Fault::Block => "block",
+            Fault::Loss => "loss",
+            Fault::Upgrade => "upgrade",
+        }
+    }
+
+    /// The kind named `name`, if one is.
+    pub fn from_name(name: &str) -> Option<Fault> {
+        Fault::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The names of `kinds`, comma separated.
+pub fn names(kinds: &[Fault]) -> String {
+    kinds
+        .iter()
+        .map(|f| f.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads the list of fault names of key `key` (`"kv.faults"`), refusing, in one sentence, a
+/// name that is not one of `supported`.
+pub fn parse_list<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    key: &str,
+    supported: &[Fault],
+) -> Result<Vec<Fault>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|name| {
+            Fault::from_name(name)
+                .filter(|f| supported.contains(f))
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "{key} names `{name}`, which is not one of {}",
+                        names(supported)
+                    ))
+                })
+        })
+        .collect()
+}
