@@ -6,7 +6,7 @@
 //! [`Scenario`] is a [`Registered`], the object-safe face the command line holds in a
 //! [`Registry`] (`Box<dyn Registered>`), looked up by name (`run NAME`, a replay file's
 //! scenario). A scenario defined in another crate is registered the same way as ping and kv:
-//! `fleetcheck_harness::main_with(registry)`.
+//! `fleetcheck_harness::main(registry)`.
 
 use std::path::Path;
 use std::sync::Arc;
