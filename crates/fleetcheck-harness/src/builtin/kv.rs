@@ -5,7 +5,7 @@ use crate::report::capture::RecordedHistory;
 use crate::report::timeline::*;
 use crate::scenario::NeededProgram;
 use crate::scenario::{ExportCode, Scenario};
-use fleetcheck_engine::{Case, Model, Trace};
+use fleetcheck_engine::{Case, Trace};
 use fleetcheck_fabric::Backend;
 use fleetcheck_scenarios::config::ScenarioConfig;
 use fleetcheck_scenarios::kv::{self, KvState, SYSTEMS};
@@ -28,141 +28,91 @@ impl Draw for KvModel {
         trace: &Trace<Self>,
         history: Option<&RecordedHistory>,
     ) -> Timeline {
-        let mut t = common(
-            self,
-            format!("kv: {} nodes", case.initial.nodes.len()),
-            trace,
-        );
-        let ids: Vec<String> = case.initial.nodes.iter().map(|n| n.id.clone()).collect();
-        for n in &case.initial.nodes {
-            t.lanes.push(Lane {
-                id: n.id.clone(),
-                label: format!("{} {}", n.id, n.ip),
-                kind: "machine",
-            });
-        }
-        t.lanes.push(Lane {
-            id: NETWORK_LANE.into(),
-            label: "network".into(),
-            kind: "network",
-        });
-        // Every node boots during setup and is up when the first command runs.
-        let mut states = States::new(ids.iter().map(|id| (id.clone(), "booting")));
-        for id in &ids {
-            states.set(id, "up", t.setup_end);
-        }
-        let mut bands = Bands::default();
         // Which step each worker's operations belong to, and their node: a worker's
         // operations are recorded in the order of its batches, each batch in command order.
         let mut client_ops: BTreeMap<usize, Vec<(usize, String)>> = BTreeMap::new();
-        for (i, step) in trace.steps.iter().enumerate() {
-            let (from, to) = (ms(step.started), ms(step.started + step.elapsed));
-            let failing = t.failing.as_ref().is_some_and(|f| f.step == i);
-            let describe = self.describe_command(&step.command);
-            let output = step.output.clone().unwrap_or_else(|| "(no output)".into());
-            let node_bar = |lane: &str, label: &str| Bar {
-                lane: lane.to_string(),
-                from,
-                to,
-                label: label.to_string(),
-                outcome: outcome_of(failing),
-                step: i,
-                failing,
-                detail: format!("step {}: {describe} -> {output}", i + 1),
-            };
-            match &step.command {
-                KvCmd::Ops { ops } => {
-                    for o in ops {
-                        client_ops
-                            .entry(o.worker)
-                            .or_default()
-                            .push((i, o.node.clone()));
+        let nodes = case.initial.nodes.iter();
+        let mut t = cluster_timeline(
+            self,
+            format!("kv: {} nodes", case.initial.nodes.len()),
+            trace,
+            nodes.map(|n| (n.id.clone(), n.ip.to_string())),
+            // Every node boots during setup and is up when the first command runs.
+            Start::BootedInSetup,
+            |i, step, describe| {
+                let on = |node: &String, label: &str| Some((node.clone(), label.to_string()));
+                match &step.command {
+                    KvCmd::Ops { ops } => {
+                        for o in ops {
+                            client_ops
+                                .entry(o.worker)
+                                .or_default()
+                                .push((i, o.node.clone()));
+                        }
+                        (Infra::Nothing, None)
+                    }
+                    KvCmd::Crash { node } => (
+                        Infra::Down {
+                            machine: node.clone(),
+                        },
+                        on(node, "crash"),
+                    ),
+                    KvCmd::Restart { node } => (
+                        Infra::Boot {
+                            machine: node.clone(),
+                            up: true,
+                        },
+                        on(node, "restart"),
+                    ),
+                    KvCmd::Pause { node } => (
+                        Infra::Pause {
+                            machine: node.clone(),
+                        },
+                        on(node, "pause"),
+                    ),
+                    KvCmd::Resume { node } => (
+                        Infra::Resume {
+                            machine: node.clone(),
+                        },
+                        on(node, "resume"),
+                    ),
+                    KvCmd::Partition { side } => (
+                        Infra::Partition {
+                            groups: vec![side.clone()],
+                        },
+                        on_network(describe),
+                    ),
+                    KvCmd::Block { from, to } => (
+                        Infra::Block {
+                            from: from.clone(),
+                            to: to.clone(),
+                        },
+                        on_network(describe),
+                    ),
+                    KvCmd::Loss { node, percent } => (
+                        Infra::Loss {
+                            machine: node.clone(),
+                            percent: *percent,
+                        },
+                        on_network(describe),
+                    ),
+                    KvCmd::Heal => (Infra::Heal, on_network("heal")),
+                    KvCmd::Upgrade { node, version } => {
+                        // A running node goes down and boots again within the bar.
+                        let running = step.state_after.node(node).is_some_and(|n| n.running);
+                        let infra = if running {
+                            Infra::Boot {
+                                machine: node.clone(),
+                                up: true,
+                            }
+                        } else {
+                            Infra::Nothing
+                        };
+                        (infra, on(node, &format!("upgrade to {version}")))
                     }
                 }
-                KvCmd::Crash { node } => {
-                    t.bars.push(node_bar(node, "crash"));
-                    states.set(node, "down", to);
-                    bands.close(|k| k != format!("pause {node}"), to);
-                }
-                KvCmd::Restart { node } => {
-                    t.bars.push(node_bar(node, "restart"));
-                    states.set(node, "booting", from);
-                    states.set(node, "up", to);
-                }
-                KvCmd::Pause { node } => {
-                    t.bars.push(node_bar(node, "pause"));
-                    bands.open(
-                        format!("pause {node}"),
-                        Band {
-                            lanes: vec![node.clone()],
-                            from,
-                            to,
-                            kind: "pause",
-                            label: "paused".into(),
-                        },
-                    );
-                }
-                KvCmd::Resume { node } => {
-                    t.bars.push(node_bar(node, "resume"));
-                    bands.close(|k| k != format!("pause {node}"), from);
-                }
-                KvCmd::Partition { side } => {
-                    t.bars
-                        .push(node_bar(NETWORK_LANE, &describe.to_lowercase()));
-                    bands.open(
-                        "cut".into(),
-                        Band {
-                            lanes: ids.clone(),
-                            from,
-                            to,
-                            kind: "partition",
-                            label: format!("partition {} | rest", side.join(" ")),
-                        },
-                    );
-                }
-                KvCmd::Block { from: a, to: b } => {
-                    t.bars
-                        .push(node_bar(NETWORK_LANE, &describe.to_lowercase()));
-                    bands.open(
-                        "cut".into(),
-                        Band {
-                            lanes: vec![a.clone(), b.clone()],
-                            from,
-                            to,
-                            kind: "block",
-                            label: format!("block {a} -/-> {b}"),
-                        },
-                    );
-                }
-                KvCmd::Loss { node, percent } => {
-                    t.bars
-                        .push(node_bar(NETWORK_LANE, &describe.to_lowercase()));
-                    bands.open(
-                        "cut".into(),
-                        Band {
-                            lanes: vec![node.clone()],
-                            from,
-                            to,
-                            kind: "loss",
-                            label: format!("loss {percent}% {node}"),
-                        },
-                    );
-                }
-                KvCmd::Heal => {
-                    t.bars.push(node_bar(NETWORK_LANE, "heal"));
-                    bands.close(|k| k != "cut", from);
-                }
-                KvCmd::Upgrade { node, version } => {
-                    t.bars
-                        .push(node_bar(node, &format!("upgrade to {version}")));
-                    // A running node goes down and boots again within the bar.
-                    if step.state_after.node(node).is_some_and(|n| n.running) {
-                        states.set(node, "booting", from);
-                        states.set(node, "up", to);
-                    }
-                }
-            }
-        }
+            },
+        );
         if let Some(h) = history {
             let workers: std::collections::BTreeSet<usize> =
                 h.ops.iter().map(|o| o.worker).collect();
@@ -224,8 +174,6 @@ impl Draw for KvModel {
                 }
             }
         }
-        t.periods = states.finish(t.end);
-        t.bands = bands.finish(t.end);
         t
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use fleetcheck_engine::{Case, Model, Trace, Verdict};
+use fleetcheck_engine::{Case, Model, Step, Trace, Verdict};
 use serde::Serialize;
 
 use super::capture::RecordedHistory;
@@ -187,6 +187,153 @@ pub fn common<M: Model>(model: &M, title: String, trace: &Trace<M>) -> Timeline 
         failing,
         ..Timeline::default()
     }
+}
+
+/// What an infrastructure command did to the machines or the network: the vocabulary both
+/// scenarios share, onto which each maps its own commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Infra {
+    /// Nothing (a scenario's own command).
+    Nothing,
+    /// The machine boots (booted, restarted) over the bar, and is up after it if `up`, else
+    /// down.
+    Boot { machine: String, up: bool },
+    /// The machine is down after the bar (shut down, crashed); it is no longer paused.
+    Down { machine: String },
+    /// The machine is frozen from the bar on.
+    Pause { machine: String },
+    /// The machine thaws when the bar begins.
+    Resume { machine: String },
+    /// The `groups` cannot reach each other, nor the rest.
+    Partition { groups: Vec<Vec<String>> },
+    /// Packets from `from` to `to` are dropped.
+    Block { from: String, to: String },
+    /// A share of the machine's packets is dropped.
+    Loss { machine: String, percent: u8 },
+    /// The network faults end when the bar begins.
+    Heal,
+}
+
+/// How the machines begin a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Down until a command boots them.
+    Down,
+    /// Booting during setup, up when it ends.
+    BootedInSetup,
+}
+
+/// One step as a scenario draws it on a [`cluster_timeline`]: what it did to the cluster
+/// and its bar, if it has one: `(lane, label)`.
+pub type Drawn = (Infra, Option<(String, String)>);
+
+/// The bar of a network-wide command: on the network lane, its description in lower case.
+pub fn on_network(describe: &str) -> Option<(String, String)> {
+    Some((NETWORK_LANE.to_string(), describe.to_lowercase()))
+}
+
+/// The timeline of a run on a cluster: [`common`], a lane per machine (`(id, ip)`, in
+/// order) and the network lane, the machines' periods and the fault bands, and a bar per
+/// step that `draw` gives one (`draw(index, step, description)`). The failing step's bar
+/// names its lane as a failing lane. A scenario then adds its own lanes and bars.
+pub fn cluster_timeline<M: Model>(
+    model: &M,
+    title: String,
+    trace: &Trace<M>,
+    machines: impl IntoIterator<Item = (String, String)>,
+    start: Start,
+    mut draw: impl FnMut(usize, &Step<M>, &str) -> Drawn,
+) -> Timeline {
+    let mut t = common(model, title, trace);
+    let mut ids = Vec::new();
+    for (id, ip) in machines {
+        t.lanes.push(Lane {
+            id: id.clone(),
+            label: format!("{id} {ip}"),
+            kind: "machine",
+        });
+        ids.push(id);
+    }
+    t.lanes.push(Lane {
+        id: NETWORK_LANE.into(),
+        label: "network".into(),
+        kind: "network",
+    });
+    let mut states = match start {
+        Start::Down => States::new(ids.iter().map(|id| (id.clone(), "down"))),
+        Start::BootedInSetup => {
+            let mut states = States::new(ids.iter().map(|id| (id.clone(), "booting")));
+            for id in &ids {
+                states.set(id, "up", t.setup_end);
+            }
+            states
+        }
+    };
+    let mut bands = Bands::default();
+    for (i, step) in trace.steps.iter().enumerate() {
+        let (from, to) = (ms(step.started), ms(step.started + step.elapsed));
+        let failing = t.failing.as_ref().is_some_and(|f| f.step == i);
+        let describe = model.describe_command(&step.command);
+        let (infra, bar) = draw(i, step, &describe);
+        if let Some((lane, label)) = bar {
+            let output = step.output.as_deref().unwrap_or("(no output)");
+            t.bars.push(Bar {
+                lane: lane.clone(),
+                from,
+                to,
+                label,
+                outcome: outcome_of(failing),
+                step: i,
+                failing,
+                detail: format!("step {}: {describe} -> {output}", i + 1),
+            });
+            if failing {
+                if let Some(f) = t.failing.as_mut() {
+                    f.lanes.push(lane);
+                }
+            }
+        }
+        let band = |lanes: Vec<String>, kind, label| Band {
+            lanes,
+            from,
+            to,
+            kind,
+            label,
+        };
+        match infra {
+            Infra::Nothing => {}
+            Infra::Boot { machine, up } => {
+                states.set(&machine, "booting", from);
+                states.set(&machine, if up { "up" } else { "down" }, to);
+            }
+            Infra::Down { machine } => {
+                states.set(&machine, "down", to);
+                bands.close(|k| k != format!("pause {machine}"), to);
+            }
+            Infra::Pause { machine } => bands.open(
+                format!("pause {machine}"),
+                band(vec![machine], "pause", "paused".into()),
+            ),
+            Infra::Resume { machine } => bands.close(|k| k != format!("pause {machine}"), from),
+            Infra::Partition { groups } => {
+                let groups: Vec<String> = groups.iter().map(|g| g.join(" ")).collect();
+                let label = format!("partition {} | rest", groups.join(" | "));
+                bands.open("cut".into(), band(ids.clone(), "partition", label));
+            }
+            Infra::Block { from: a, to: b } => {
+                let label = format!("block {a} -/-> {b}");
+                bands.open("cut".into(), band(vec![a, b], "block", label));
+            }
+            Infra::Loss { machine, percent } => {
+                let label = format!("loss {percent}% {machine}");
+                bands.open("cut".into(), band(vec![machine], "loss", label));
+            }
+            Infra::Heal => bands.close(|k| k != "cut", from),
+        }
+    }
+    t.periods = states.finish(t.end);
+    t.bands = bands.finish(t.end);
+    t
 }
 
 /// Machine states as a sequence of periods: a change closes the open period.
