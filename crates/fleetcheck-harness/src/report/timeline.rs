@@ -501,3 +501,101 @@ mod tests {
         assert!(t.setup_end <= t.steps[0].from && t.teardown_start <= t.end);
     }
 }
+
+#[cfg(test)]
+mod kv_tests {
+    use std::sync::Arc;
+
+    use fleetcheck_engine::{execute, Case, Gen, Model};
+    use fleetcheck_fabric::fake::FakeBackend;
+    use fleetcheck_scenarios::config::ScenarioConfig;
+    use fleetcheck_scenarios::kv::{AnyStore, KvCmd, KvModel, KvSystem};
+
+    use super::{Draw, NETWORK_LANE};
+
+    #[test]
+    fn kv_timeline_draws_crash_pause_and_network_faults_on_the_cluster_lanes() {
+        let config = ScenarioConfig::default();
+        let model = KvModel::new(&config, "memory");
+        let initial = model.initial_state(&mut Gen::new(1, 10));
+        let ids: Vec<String> = initial.nodes.iter().map(|n| n.id.clone()).collect();
+        assert!(ids.len() >= 3, "{ids:?}");
+        let (a, b, c) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+        let commands = vec![
+            KvCmd::Crash { node: a.clone() },
+            KvCmd::Restart { node: a.clone() },
+            KvCmd::Pause { node: c.clone() },
+            KvCmd::Resume { node: c.clone() },
+            KvCmd::Block {
+                from: a.clone(),
+                to: b.clone(),
+            },
+            KvCmd::Loss {
+                node: c.clone(),
+                percent: 50,
+            },
+            KvCmd::Heal,
+            KvCmd::Partition {
+                side: vec![a.clone()],
+            },
+        ];
+        let case = Case {
+            seed: 1,
+            initial,
+            commands,
+        };
+        let store = AnyStore::for_config("memory", Arc::new(FakeBackend::new()), &config)
+            .expect("memory is a known store");
+        let system = KvSystem::new(store);
+        let trace = execute(&model, &system, &case);
+        let t = model.timeline(&case, &trace, None);
+        assert!(t.failing.is_none(), "{:?}", trace.verdict);
+        let lanes: Vec<&str> = t.lanes.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(
+            lanes[..ids.len()],
+            ids.iter().map(|s| s.as_str()).collect::<Vec<_>>()
+        );
+        assert_eq!(lanes[ids.len()], NETWORK_LANE);
+        let states = |m: &str| -> Vec<&str> {
+            t.periods
+                .iter()
+                .filter(|p| p.lane == m)
+                .map(|p| p.state)
+                .collect()
+        };
+        assert_eq!(states(&a), ["booting", "up", "down", "booting", "up"]);
+        assert_eq!(states(&b), ["booting", "up"]);
+        let bands: Vec<(&str, &str)> = t.bands.iter().map(|b| (b.kind, b.label.as_str())).collect();
+        let block = format!("block {a} -/-> {b}");
+        let loss = format!("loss 50% {c}");
+        let partition = format!("partition {a} | rest");
+        assert_eq!(
+            bands,
+            [
+                ("pause", "paused"),
+                ("block", block.as_str()),
+                ("loss", loss.as_str()),
+                ("partition", partition.as_str()),
+            ]
+        );
+        // The heal closes block and loss when it begins; the partition lasts to the end.
+        let heal = &t.steps[6];
+        assert!(t.bands[1].to == heal.from && t.bands[2].to == heal.from);
+        assert_eq!(t.bands[3].to, t.end);
+        let bar_lanes: Vec<&str> = t.bars.iter().map(|b| b.lane.as_str()).collect();
+        assert_eq!(
+            bar_lanes,
+            [
+                &a,
+                &a,
+                &c,
+                &c,
+                NETWORK_LANE,
+                NETWORK_LANE,
+                NETWORK_LANE,
+                NETWORK_LANE
+            ]
+            .map(|s| s as &str)
+        );
+    }
+}
