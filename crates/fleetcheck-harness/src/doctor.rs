@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use fleetcheck_fabric::host::disk;
-use fleetcheck_fabric::{ExecRequest, FileSystem, MachineSpec, NetworkSpec, Subnet};
+use fleetcheck_fabric::{Backend, ExecRequest, FileSystem, MachineSpec, NetworkSpec, Subnet};
 use fleetcheck_scenarios::config::ScenarioConfig;
 
 use crate::backends;
@@ -470,40 +470,32 @@ pub fn doctor_command(args: &DoctorArgs, registry: &[Box<dyn Registered>]) -> Re
         } else {
             backends::make(&args.backend).map_err(|f| f.error)
         };
-        let outcome = match &backend {
-            Ok(b) => smoke_test(b.as_ref()),
+        let run = |test: &dyn Fn(&dyn Backend) -> anyhow::Result<Duration>| match &backend {
+            Ok(b) => test(b.as_ref()),
             Err(e) => Err(anyhow!("{e:#}")),
         };
-        checks.push(Check {
-            required: true,
-            ok: outcome.is_ok(),
-            what: match outcome {
-                Ok(t) => format!(
-                    "{} smoke test: 2 machines built, booted, pinged and removed in {} ms",
-                    args.backend,
-                    t.as_millis()
-                ),
-                Err(e) => format!("{} smoke test failed: {e:#}", args.backend),
+        checks.push(timed(
+            run(&smoke_test),
+            |ms| {
+                format!(
+                    "{} smoke test: 2 machines built, booted, pinged and removed in {ms} ms",
+                    args.backend
+                )
             },
-        });
+            &format!("{} smoke test", args.backend),
+        ));
         if !usable.is_empty() {
             let names: Vec<&str> = usable.iter().map(|f| f.name()).collect();
-            let outcome = match &backend {
-                Ok(b) => filesystem_test(b.as_ref(), &usable),
-                Err(e) => Err(anyhow!("{e:#}")),
-            };
-            checks.push(Check {
-                required: true,
-                ok: outcome.is_ok(),
-                what: match outcome {
-                    Ok(t) => format!(
-                        "machine file systems: {} made, mounted inside machines and removed in {} ms",
-                        names.join(", "),
-                        t.as_millis()
-                    ),
-                    Err(e) => format!("machine file systems test failed: {e:#}"),
+            checks.push(timed(
+                run(&|b| filesystem_test(b, &usable)),
+                |ms| {
+                    format!(
+                        "machine file systems: {} made, mounted inside machines and removed in {ms} ms",
+                        names.join(", ")
+                    )
                 },
-            });
+                "machine file systems test",
+            ));
         }
     }
     for c in &checks {
@@ -514,4 +506,21 @@ pub fn doctor_command(args: &DoctorArgs, registry: &[Box<dyn Registered>]) -> Re
     } else {
         exit::HOST
     })
+}
+
+/// A required check of a test that took some time: `done` says what passed, given the
+/// milliseconds; `what` names the test that failed.
+fn timed(
+    outcome: anyhow::Result<Duration>,
+    done: impl FnOnce(u128) -> String,
+    what: &str,
+) -> Check {
+    Check {
+        required: true,
+        ok: outcome.is_ok(),
+        what: match outcome {
+            Ok(t) => done(t.as_millis()),
+            Err(e) => format!("{what} failed: {e:#}"),
+        },
+    }
 }

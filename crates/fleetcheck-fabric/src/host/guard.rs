@@ -79,6 +79,19 @@ impl Drop for Guardian {
     }
 }
 
+/// The pid of the guardian of run `run` (a process whose arguments hold `--guard <run>`), if
+/// one runs: for diagnostics and tests of what a killed run leaves.
+pub fn find(run: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.windows(2)
+            .any(|w| w[0] == GUARD_FLAG.as_bytes() && w[1] == run.as_bytes())
+            .then_some(pid)
+    })
+}
+
 /// The guardian's main (`<agent> --guard <run>`): waits for the end of standard input, then
 /// removes what is left of the run.
 pub fn main(run: &str) -> ExitCode {

@@ -253,7 +253,7 @@ fn abort_and_exit_without_destructors_leave_nothing() {
     for how in ["end-abort", "end-exit"] {
         let mut child = spawn_child_run("cleanup::child_for_abort_test", how);
         let (run, agents) = (child.run.clone(), child.agents.clone());
-        let guardian = crate::support::guardian_of(&run).expect("a guardian");
+        let guardian = fleetcheck_fabric::host::guard::find(&run).expect("a guardian");
         child.release();
         assert!(
             wait_gone(guardian, std::time::Duration::from_secs(10)),

@@ -111,23 +111,12 @@ pub fn spawn_child_run(test: &str, role: &str) -> ChildRun {
     ChildRun { run, agents, child }
 }
 
-/// The pid of the guardian of run `run` (`... --guard <run>`), if one runs.
-pub fn guardian_of(run: &str) -> Option<i32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        args.windows(2)
-            .any(|w| w[0] == b"--guard" && w[1] == run.as_bytes())
-            .then_some(pid)
-    })
-}
-
 impl ChildRun {
     /// SIGKILL to the child and to its run's guardian (first): no handler, destructor or
     /// guardian removes anything, so what the run made stays for the sweep.
     pub fn kill(mut self) {
-        let guardian = guardian_of(&self.run).expect("the run has a guardian");
+        let guardian =
+            fleetcheck_fabric::host::guard::find(&self.run).expect("the run has a guardian");
         // SAFETY: SIGKILL to the guardian of our child's run, then to our own child.
         unsafe { libc::kill(guardian, libc::SIGKILL) };
         wait_gone(guardian, std::time::Duration::from_secs(5));
@@ -145,7 +134,8 @@ impl ChildRun {
     /// SIGKILL to the child only, as `kill -9` would: its guardian is left to clean up.
     /// Returns the guardian's pid.
     pub fn kill_run_only(mut self) -> i32 {
-        let guardian = guardian_of(&self.run).expect("the run has a guardian");
+        let guardian =
+            fleetcheck_fabric::host::guard::find(&self.run).expect("the run has a guardian");
         // SAFETY: SIGKILL to our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
         self.child.wait().unwrap();

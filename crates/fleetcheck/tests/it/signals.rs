@@ -133,18 +133,6 @@ fn alive(pid: i32) -> bool {
         .is_ok_and(|s| !s[s.rfind(')').map_or(0, |i| i + 2)..].starts_with('Z'))
 }
 
-/// The pid of the guardian of run `run` (`fleetcheck agent --guard <run>`).
-fn guardian_of(run: &str) -> Option<i32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        args.windows(2)
-            .any(|w| w[0] == b"--guard" && w[1] == run.as_bytes())
-            .then_some(pid)
-    })
-}
-
 fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
@@ -227,7 +215,7 @@ fn matrix(w: Workload) {
     let mut child = start(&w);
     let run = wait_ready(&mut child, &w);
     let pids = processes_of(&run);
-    let guardian = guardian_of(&run).expect("the run has a guardian");
+    let guardian = fleetcheck_fabric::host::guard::find(&run).expect("the run has a guardian");
     let killed = Instant::now();
     signal(&child, libc::SIGKILL);
     let err = stderr_of(child);
@@ -313,7 +301,7 @@ fn killed_run_and_guardian_are_swept_after_ip_netns_add() {
     let mut child = start(&w);
     let run_id = wait_ready(&mut child, &w);
     let pids = processes_of(&run_id);
-    let guardian = guardian_of(&run_id).expect("the run has a guardian");
+    let guardian = fleetcheck_fabric::host::guard::find(&run_id).expect("the run has a guardian");
     // SAFETY: SIGKILL to the guardian of our child's run.
     unsafe { libc::kill(guardian, libc::SIGKILL) };
     wait_until(Duration::from_secs(5), "the guardian dies", || {
