@@ -11,22 +11,72 @@ use fleetcheck_fabric::Backend;
 
 use crate::exit::Fail;
 
-/// The backends this binary knows.
-pub const BACKENDS: &[(&str, &str)] = &[
-    (
-        "netns",
-        "each machine is a set of Linux namespaces with a cgroup, on a private bridge (default)",
-    ),
-    (
-        "qemu",
-        "each machine is a QEMU VM booting its own kernel (machine.kernels), on a private bridge",
-    ),
-    (
-        "fake",
-        "in-memory machines: no OS calls, for trying a scenario or a model quickly \
-         (it reads an nft rule dropping ICMP echo requests in a setup command as netns does)",
-    ),
-];
+/// A backend this binary knows, as the command line (`--backend`) and replay files
+/// (`"backend"` of the context) name it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendName {
+    /// Linux namespaces.
+    #[default]
+    Netns,
+    /// QEMU VMs.
+    Qemu,
+    /// In memory.
+    Fake,
+}
+
+impl BackendName {
+    /// Every backend, in the order `fleetcheck list` shows them.
+    pub const ALL: [BackendName; 3] = [BackendName::Netns, BackendName::Qemu, BackendName::Fake];
+
+    /// Its name: `netns`, `qemu`, `fake`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendName::Netns => "netns",
+            BackendName::Qemu => "qemu",
+            BackendName::Fake => "fake",
+        }
+    }
+
+    /// What its machines are, for `fleetcheck list`.
+    pub fn about(self) -> &'static str {
+        match self {
+            BackendName::Netns => {
+                "each machine is a set of Linux namespaces with a cgroup, on a private bridge \
+                 (default)"
+            }
+            BackendName::Qemu => {
+                "each machine is a QEMU VM booting its own kernel (machine.kernels), on a private \
+                 bridge"
+            }
+            BackendName::Fake => {
+                "in-memory machines: no OS calls, for trying a scenario or a model quickly (it \
+                 reads an nft rule dropping ICMP echo requests in a setup command as netns does)"
+            }
+        }
+    }
+
+    /// Whether its machines are real (namespaces or VMs): they need root and host programs.
+    pub fn real(self) -> bool {
+        self != BackendName::Fake
+    }
+}
+
+impl std::fmt::Display for BackendName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// How the netns and qemu backends start the agent: this very binary, as `fleetcheck agent`.
 pub fn agent_command() -> Result<AgentCommand, Fail> {
@@ -53,7 +103,7 @@ fn icmp_drop_rule(view: &FakeView<'_>, from: &str, to: std::net::Ipv4Addr) -> Op
 /// Whether backend `name` can make every file system `config` asks for: exit code 3 with one
 /// sentence if not, before anything is built.
 pub fn check_filesystems(
-    name: &str,
+    name: BackendName,
     config: &fleetcheck_scenarios::config::ScenarioConfig,
 ) -> Result<(), Fail> {
     let wanted = config
@@ -66,18 +116,20 @@ pub fn check_filesystems(
 
 /// Whether backend `name` can make each of `wanted`, as [`check_filesystems`].
 pub fn check_these_filesystems(
-    name: &str,
+    name: BackendName,
     wanted: impl IntoIterator<Item = fleetcheck_fabric::FileSystem>,
 ) -> Result<(), Fail> {
     use fleetcheck_fabric::host::disk;
-    if name != "netns" && name != "qemu" {
+    if !name.real() {
         return Ok(());
     }
     let mut wanted: Vec<_> = wanted.into_iter().collect();
     wanted.sort();
     wanted.dedup();
     // netns mounts images on loop devices; qemu attaches them to the VM as disks.
-    if name == "netns" && !wanted.is_empty() && !std::path::Path::new("/dev/loop-control").exists()
+    if name == BackendName::Netns
+        && !wanted.is_empty()
+        && !std::path::Path::new("/dev/loop-control").exists()
     {
         return Err(Fail::host(anyhow!(
             "machine file systems need loop devices and this host has no /dev/loop-control"
@@ -91,12 +143,12 @@ pub fn check_these_filesystems(
                 fs.package()
             )));
         }
-        if name == "netns" && !disk::kernel_supports(fs) {
+        if name == BackendName::Netns && !disk::kernel_supports(fs) {
             return Err(Fail::host(anyhow!(
                 "file system {fs} is not in this kernel's /proc/filesystems (modprobe {fs})"
             )));
         }
-        if name == "qemu" {
+        if name == BackendName::Qemu {
             let kernels = fleetcheck_fabric::qemu::kernels::installed();
             if let Some(k) = kernels.iter().find(|k| !k.has_module(fs.name())) {
                 return Err(Fail::host(anyhow!(
@@ -111,26 +163,18 @@ pub fn check_these_filesystems(
 }
 
 /// Builds the backend `name`.
-pub fn make(name: &str) -> Result<Arc<dyn Backend>, Fail> {
+pub fn make(name: BackendName) -> Result<Arc<dyn Backend>, Fail> {
     match name {
-        "netns" => {
+        BackendName::Netns => {
             let config = NetnsConfig::new(agent_command()?);
             let backend = NetnsBackend::new(config).map_err(Fail::host)?;
             Ok(Arc::new(backend))
         }
-        "qemu" => {
+        BackendName::Qemu => {
             let config = QemuConfig::new(agent_command()?);
             let backend = QemuBackend::new(config).map_err(Fail::host)?;
             Ok(Arc::new(backend))
         }
-        "fake" => Ok(Arc::new(FakeBackend::with_fault(Arc::new(icmp_drop_rule)))),
-        other => Err(Fail::usage(anyhow!(
-            "unknown backend `{other}`: choose one of {}",
-            BACKENDS
-                .iter()
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+        BackendName::Fake => Ok(Arc::new(FakeBackend::with_fault(Arc::new(icmp_drop_rule)))),
     }
 }

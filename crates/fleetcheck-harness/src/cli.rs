@@ -1,5 +1,6 @@
 //! The command line.
 
+use crate::backends::BackendName;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -42,8 +43,8 @@ pub enum Command {
 pub struct Common {
     /// Backend that builds the machines: `netns` (Linux namespaces), `qemu` (VMs) or `fake`
     /// (in memory).
-    #[arg(long, default_value = "netns", value_name = "NAME")]
-    pub backend: String,
+    #[arg(long, value_enum, default_value_t, value_name = "NAME")]
+    pub backend: BackendName,
     /// More output: -v prints each case, -vv also each shrink candidate.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -122,8 +123,8 @@ pub struct ReplayArgs {
     /// A replay file written by `fleetcheck run`.
     pub file: PathBuf,
     /// Backend to replay on [default: the one the case was found on].
-    #[arg(long, value_name = "NAME")]
-    pub backend: Option<String>,
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub backend: Option<BackendName>,
     /// More output.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -141,8 +142,8 @@ pub struct ReplayArgs {
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Backend to check.
-    #[arg(long, default_value = "netns", value_name = "NAME")]
-    pub backend: String,
+    #[arg(long, value_enum, default_value_t, value_name = "NAME")]
+    pub backend: BackendName,
     /// Also check what this configuration file needs: its file systems and service versions.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -164,8 +165,8 @@ pub struct UpArgs {
     #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
     /// Backend that builds the machines [default: netns, or the replay file's].
-    #[arg(long, value_name = "NAME")]
-    pub backend: Option<String>,
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub backend: Option<BackendName>,
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +183,6 @@ pub struct ExportArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// Backend the test replays on [default: the one the case was found on].
-    #[arg(long, value_name = "NAME")]
-    pub backend: Option<String>,
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub backend: Option<BackendName>,
 }

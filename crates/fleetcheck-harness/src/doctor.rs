@@ -9,7 +9,7 @@ use fleetcheck_fabric::host::disk;
 use fleetcheck_fabric::{Backend, ExecRequest, FileSystem, MachineSpec, NetworkSpec, Subnet};
 use fleetcheck_scenarios::config::ScenarioConfig;
 
-use crate::backends;
+use crate::backends::{self, BackendName};
 use crate::cli::DoctorArgs;
 use crate::exit::{self, Fail};
 use crate::scenario::Registered;
@@ -106,13 +106,13 @@ fn host_checks() -> Vec<Check> {
 /// kernel's support (netns: the host's kernel and loop devices; qemu: a module in every guest
 /// kernel). Required only when the configuration asks for them.
 fn filesystem_checks(
-    backend: &str,
+    backend: BackendName,
     config: Option<&ScenarioConfig>,
 ) -> (Vec<Check>, Vec<FileSystem>) {
     let wanted: Vec<FileSystem> = config
         .map(|c| c.domains().into_iter().flat_map(|d| d.filesystem).collect())
         .unwrap_or_default();
-    let qemu = backend == "qemu";
+    let qemu = backend == BackendName::Qemu;
     let loops = Path::new("/dev/loop-control").exists();
     let mut checks = Vec::new();
     if !qemu {
@@ -440,35 +440,29 @@ pub fn doctor_command(args: &DoctorArgs, registry: &[Box<dyn Registered>]) -> Re
         Some(p) => Some(ScenarioConfig::from_file(p).map_err(Fail::usage)?),
         None => None,
     };
-    match args.backend.as_str() {
-        "fake" => {
-            println!("ok      the fake backend runs in memory and needs nothing");
-            for c in program_checks(config.as_ref(), registry) {
-                println!("{}", line(&c));
-            }
-            return Ok(exit::PASSED);
+    if args.backend == BackendName::Fake {
+        println!("ok      the fake backend runs in memory and needs nothing");
+        for c in program_checks(config.as_ref(), registry) {
+            println!("{}", line(&c));
         }
-        "netns" | "qemu" => {}
-        other => {
-            backends::make(other)?;
-        }
+        return Ok(exit::PASSED);
     }
     let mut checks = host_checks();
     checks.extend(program_checks(config.as_ref(), registry));
-    let (fs_checks, usable) = filesystem_checks(&args.backend, config.as_ref());
+    let (fs_checks, usable) = filesystem_checks(args.backend, config.as_ref());
     checks.extend(fs_checks);
     if let Some(c) = &config {
         checks.extend(version_checks(c));
     }
-    if args.backend == "qemu" {
+    if args.backend == BackendName::Qemu {
         checks.extend(qemu_checks());
     }
     let host_ok = checks.iter().all(|c| c.ok || !c.required);
     if host_ok {
-        let backend = if args.backend == "qemu" {
+        let backend = if args.backend == BackendName::Qemu {
             qemu_backend(&mut checks)
         } else {
-            backends::make(&args.backend).map_err(|f| f.error)
+            backends::make(args.backend).map_err(|f| f.error)
         };
         let run = |test: &dyn Fn(&dyn Backend) -> anyhow::Result<Duration>| match &backend {
             Ok(b) => test(b.as_ref()),

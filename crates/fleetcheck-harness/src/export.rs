@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use anyhow::{anyhow, Context};
 use fleetcheck_engine::{Model, ReplayFile};
 
+use crate::backends::BackendName;
 use crate::cli::ExportArgs;
 use crate::exit::{self, Fail};
 use crate::run::{open_replay, OpenedReplay};
@@ -19,7 +20,7 @@ pub fn export_command(args: &ExportArgs, registry: &[Box<dyn Registered>]) -> Re
             "choose what to export: --rust (a Rust #[test])"
         )));
     }
-    let (r, entry) = open_replay(&args.file, args.backend.as_deref(), registry)?;
+    let (r, entry) = open_replay(&args.file, args.backend, registry)?;
     let source = entry.export(&r, args)?;
     match &args.output {
         Some(path) => {
@@ -81,9 +82,9 @@ pub(crate) fn rust_test<M: Model>(
     // The file with the backend the test will use, so that it replays exactly that.
     // The in-memory stores touch no machine: their test needs no root, whatever the file says.
     let backend_name = if !on_machines {
-        "fake"
+        BackendName::Fake
     } else {
-        r.backend_name.as_str()
+        r.backend_name
     };
     let mut file_json: serde_json::Value =
         serde_json::from_str(&file.to_json()).expect("a replay file is JSON");
@@ -91,7 +92,7 @@ pub(crate) fn rust_test<M: Model>(
         .get_mut("context")
         .and_then(serde_json::Value::as_object_mut)
     {
-        ctx.insert("backend".into(), backend_name.into());
+        ctx.insert("backend".into(), backend_name.as_str().into());
     }
     let case_json = serde_json::to_string_pretty(&file_json).expect("JSON serialises");
     let name = args.name.clone().map(|n| ident(&n)).unwrap_or_else(|| {
@@ -125,20 +126,7 @@ pub(crate) fn rust_test<M: Model>(
         .take(200)
         .collect();
     let (imports, system) = (&code.imports, &code.build);
-    let backend = match backend_name {
-        "fake" => "/// The in-memory backend the case was found on.\n\
-                   fn backend() -> Arc<dyn Backend> {\n    \
-                   Arc::new(fleetcheck_fabric::fake::FakeBackend::new())\n}\n"
-            .to_string(),
-        _ => "/// Linux namespaces (needs root). The agent is `$FLEETCHECK_AGENT`, or a\n\
-              /// `fleetcheck-agent` next to the test binary (`cargo build -p fleetcheck-fabric`).\n\
-              fn backend() -> Arc<dyn Backend> {\n    \
-              use fleetcheck_fabric::netns::{NetnsBackend, NetnsConfig};\n    \
-              let config = NetnsConfig::located()\n        \
-              .expect(\"set FLEETCHECK_AGENT to the fleetcheck-agent binary\");\n    \
-              Arc::new(NetnsBackend::new(config).expect(\"the netns backend runs (as root)\"))\n}\n"
-            .to_string(),
-    };
+    let backend = export_backend(backend_name);
     Ok(format!(
         r#"//! Regression test exported by `fleetcheck export --rust` from {source}:
 //! the minimal counterexample of the `{scenario}` scenario{system_name} (seed {seed}) on {backend_name}.
@@ -185,4 +173,34 @@ fn {name}() {{
         backend_name = backend_name,
         case = raw_string(&case_json),
     ))
+}
+
+/// The `backend()` function of an exported test: the backend the case was found on.
+fn export_backend(name: BackendName) -> &'static str {
+    match name {
+        BackendName::Fake => {
+            "/// The in-memory backend the case was found on.\n\
+             fn backend() -> Arc<dyn Backend> {\n    \
+             Arc::new(fleetcheck_fabric::fake::FakeBackend::new())\n}\n"
+        }
+        BackendName::Netns => {
+            "/// Linux namespaces (needs root). The agent is `$FLEETCHECK_AGENT`, or a\n\
+             /// `fleetcheck-agent` next to the test binary (`cargo build -p fleetcheck-fabric`).\n\
+             fn backend() -> Arc<dyn Backend> {\n    \
+             use fleetcheck_fabric::netns::{NetnsBackend, NetnsConfig};\n    \
+             let config = NetnsConfig::located()\n        \
+             .expect(\"set FLEETCHECK_AGENT to the fleetcheck-agent binary\");\n    \
+             Arc::new(NetnsBackend::new(config).expect(\"the netns backend runs (as root)\"))\n}\n"
+        }
+        BackendName::Qemu => {
+            "/// QEMU VMs, as the case was found on (needs root, qemu-system-x86 and the machines'\n\
+             /// kernels). The agent is `$FLEETCHECK_AGENT`, or a `fleetcheck-agent` next to the\n\
+             /// test binary (`cargo build -p fleetcheck-fabric`).\n\
+             fn backend() -> Arc<dyn Backend> {\n    \
+             use fleetcheck_fabric::qemu::{QemuBackend, QemuConfig};\n    \
+             let config = QemuConfig::located()\n        \
+             .expect(\"set FLEETCHECK_AGENT to the fleetcheck-agent binary\");\n    \
+             Arc::new(QemuBackend::new(config).expect(\"the qemu backend runs (as root)\"))\n}\n"
+        }
+    }
 }

@@ -62,11 +62,18 @@ pub fn main(registry: Registry) -> ExitCode {
                     },
                 );
             }
-            // One sentence: clap's first line, without its usage block.
+            // One sentence: clap's first line (and the values it accepts), without its usage
+            // block.
             let rendered = e.to_string();
             let first = rendered.lines().next().unwrap_or("invalid usage");
+            let values = rendered
+                .lines()
+                .map(str::trim)
+                .find(|l| l.starts_with("[possible values:"))
+                .map(|l| format!(" {l}"))
+                .unwrap_or_default();
             eprintln!(
-                "fleetcheck: {} (see fleetcheck --help)",
+                "fleetcheck: {}{values} (see fleetcheck --help)",
                 first.trim_start_matches("error: ")
             );
             return ExitCode::from(exit::USAGE);
@@ -129,8 +136,8 @@ fn dispatch(cli: &Cli, registry: &[Box<dyn Registered>]) -> Result<u8, Fail> {
                 }
             }
             println!("backends:");
-            for (name, what) in backends::BACKENDS {
-                println!("  {name:<6} {what}");
+            for b in backends::BackendName::ALL {
+                println!("  {:<6} {}", b.as_str(), b.about());
             }
             Ok(exit::PASSED)
         }

@@ -13,7 +13,7 @@ use fleetcheck_engine::{
 use fleetcheck_scenarios::config::ScenarioConfig;
 use serde_json::{json, Value};
 
-use crate::backends;
+use crate::backends::{self, BackendName};
 use crate::cli::{ReplayArgs, RunArgs};
 use crate::exit::{self, Fail};
 use crate::progress::Progress;
@@ -82,7 +82,30 @@ pub struct RunSetup {
     /// The backend's name, or `memory` for a system that runs in memory.
     pub on: String,
     /// The replay file's context: backend, system and configuration.
-    pub context: Value,
+    pub context: ReplayContext,
+}
+
+/// A replay file's `context`: what its case was found on and under, so that it replays the
+/// same way. Files that leave a part out mean the default: netns, the scenario's first system,
+/// the default configuration.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReplayContext {
+    /// The backend it was found on.
+    #[serde(default)]
+    pub backend: BackendName,
+    /// The system under test, for scenarios that have a choice.
+    #[serde(default)]
+    pub system: Option<String>,
+    /// The scenario configuration.
+    #[serde(default)]
+    pub config: ScenarioConfig,
+}
+
+impl ReplayContext {
+    /// As the replay file's JSON holds it.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("a context serialises")
+    }
 }
 
 /// Cases to run at once by default: four per CPU (a case spends most of its time waiting on
@@ -102,9 +125,9 @@ pub fn run_command(args: &RunArgs, registry: &[Box<dyn Registered>]) -> Result<u
         args.junit.as_deref(),
         args.replay_file.as_deref(),
     )?;
-    backends::check_filesystems(&args.common.backend, &scenario_config)?;
+    backends::check_filesystems(args.common.backend, &scenario_config)?;
     crate::programs::check(entry, system_name.as_deref(), &scenario_config)?;
-    let backend = backends::make(&args.common.backend)?;
+    let backend = backends::make(args.common.backend)?;
     fit_to_backend(&mut scenario_config, backend.as_ref())?;
     if entry.on_machines(system_name.as_deref()) {
         entry.check_fits(&scenario_config, backend.as_ref(), system_name.as_deref())?;
@@ -127,11 +150,11 @@ pub fn run_command(args: &RunArgs, registry: &[Box<dyn Registered>]) -> Result<u
         reproduce_runs: args.reproduce,
         max_discard_ratio: args.max_discard_ratio,
     };
-    let context = json!({
-        "backend": backend.name(),
-        "system": system_name,
-        "config": scenario_config,
-    });
+    let context = ReplayContext {
+        backend: args.common.backend,
+        system: system_name.clone(),
+        config: scenario_config.clone(),
+    };
     let on = if entry.on_machines(system_name.as_deref()) {
         backend.name().to_string()
     } else {
@@ -298,7 +321,7 @@ pub(crate) fn search<T: Scenario>(
     args: &RunArgs,
     config: &Config,
     on: &str,
-    context: Value,
+    context: ReplayContext,
 ) -> Result<u8, Fail> {
     emit(
         args.common.json,
@@ -343,17 +366,14 @@ fn finish_run<T: Scenario>(
     system: &T::System,
     args: &RunArgs,
     report: &Report<T::Model>,
-    context: Value,
+    context: ReplayContext,
     on: &str,
 ) -> Result<u8, Fail> {
     let json = args.common.json;
     let mut text = String::new();
     let mut extra = json!({});
     let secs = report.elapsed.as_secs_f64();
-    let system_name = context
-        .get("system")
-        .and_then(Value::as_str)
-        .map(String::from);
+    let system_name = context.system.clone();
     let mut summary = Summary {
         status: report.outcome.status().to_string(),
         scenario: args.scenario.clone(),
@@ -396,7 +416,7 @@ fn finish_run<T: Scenario>(
                 report.seed,
                 f.minimal.clone(),
                 f.reason.clone(),
-                context,
+                context.to_value(),
             );
             let replay_json = file.to_json();
             write_replay(&path, &replay_json)?;
@@ -700,7 +720,7 @@ pub struct OpenedReplay {
     /// The scenario configuration the case was found with.
     pub config: ScenarioConfig,
     /// The backend's name.
-    pub backend_name: String,
+    pub backend_name: BackendName,
     /// The backend.
     pub backend: std::sync::Arc<dyn fleetcheck_fabric::Backend>,
     /// The backend's name, or `memory` for a system that runs in memory.
@@ -717,7 +737,7 @@ impl OpenedReplay {
 /// Reads the replay file `file`; `backend` overrides the one the case was found on.
 pub fn open_replay<'r>(
     file: &Path,
-    backend: Option<&str>,
+    backend: Option<BackendName>,
     registry: &'r [Box<dyn Registered>],
 ) -> Result<(OpenedReplay, &'r dyn Registered), Fail> {
     let text = std::fs::read_to_string(file)
@@ -733,36 +753,29 @@ pub fn open_replay<'r>(
         .get("context")
         .cloned()
         .unwrap_or(Value::Null);
-    let config: ScenarioConfig = match context.get("config") {
-        Some(c) => serde_json::from_value(c.clone())
-            .map_err(|e| bad(&format!("bad configuration: {e}")))?,
-        None => ScenarioConfig::default(),
+    let context: ReplayContext = match context {
+        Value::Null => ReplayContext::default(),
+        c => serde_json::from_value(c).map_err(|e| bad(&format!("bad context: {e}")))?,
     };
+    let ReplayContext {
+        backend: found_on,
+        system,
+        config,
+    } = context;
     config.validate().map_err(|e| bad(&e))?;
-    let backend_name = backend
-        .map(String::from)
-        .or_else(|| {
-            context
-                .get("backend")
-                .and_then(|b| b.as_str())
-                .map(String::from)
-        })
-        .unwrap_or_else(|| "netns".to_string());
-    backends::check_filesystems(&backend_name, &config)?;
-    let system = entry.systems().first().map(|default| {
-        context
-            .get("system")
-            .and_then(|s| s.as_str())
-            .unwrap_or(default)
-            .to_string()
-    });
+    let backend_name = backend.unwrap_or(found_on);
+    backends::check_filesystems(backend_name, &config)?;
+    let system = entry
+        .systems()
+        .first()
+        .map(|default| system.unwrap_or_else(|| default.to_string()));
     if let Some(s) = system.as_deref().filter(|s| !entry.systems().contains(s)) {
         return Err(bad(&format!("unknown system `{s}`")));
     }
     crate::programs::check(entry, system.as_deref(), &config)?;
-    let backend = backends::make(&backend_name)?;
+    let backend = backends::make(backend_name)?;
     let on = if entry.on_machines(system.as_deref()) {
-        backend_name.clone()
+        backend_name.to_string()
     } else {
         "memory".to_string()
     };
@@ -782,7 +795,7 @@ pub fn open_replay<'r>(
 
 /// `fleetcheck replay FILE`.
 pub fn replay_command(args: &ReplayArgs, registry: &[Box<dyn Registered>]) -> Result<u8, Fail> {
-    let (r, entry) = open_replay(&args.file, args.backend.as_deref(), registry)?;
+    let (r, entry) = open_replay(&args.file, args.backend, registry)?;
     check_outputs(args.report.as_deref(), args.junit.as_deref(), None)?;
     entry.replay(&r, args)
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use fleetcheck_engine::{Case, Model};
 use fleetcheck_fabric::{ExecRequest, MachineSpec, Network, NetworkSpec};
-use fleetcheck_scenarios::cluster::NetworkFault;
+use fleetcheck_scenarios::cluster::{ClusterCmd, ClusterState};
 use fleetcheck_scenarios::config::{MachineDomain, ScenarioConfig};
 
 use crate::cli::UpArgs;
@@ -26,6 +26,7 @@ commands (one per line; machines by id):
   boot MACHINE            boot a machine that is off
   shutdown MACHINE        cut its power
   crash MACHINE           the same, as a crash
+  restart MACHINE         boot a crashed machine again (its disk kept)
   pause MACHINE           freeze every process of it
   resume MACHINE          thaw it
   partition A,B | C       cut the network between groups (unnamed machines: one more group)
@@ -38,8 +39,33 @@ commands (one per line; machines by id):
   help                    this text
   quit                    tear everything down and leave (also at end of input, Ctrl-C)";
 
-/// The faults the session applied, for `state`.
-type Faults = Vec<NetworkFault>;
+/// The network faults the session applied, for `state`.
+type Faults = Vec<ClusterCmd>;
+
+/// `partition a,b | c`, `packets from a to b are dropped`, `20% of a's packets are dropped`:
+/// a network fault as the prompt reports and lists it.
+fn applied(c: &ClusterCmd) -> String {
+    match c {
+        ClusterCmd::Partition { groups } => {
+            let groups: Vec<String> = groups.iter().map(|g| g.join(",")).collect();
+            format!("partition {}", groups.join(" | "))
+        }
+        ClusterCmd::Block { from, to } => format!("packets from {from} to {to} are dropped"),
+        ClusterCmd::Loss { machine, percent } => {
+            format!("{percent}% of {machine}'s packets are dropped")
+        }
+        c => c.describe(),
+    }
+}
+
+/// `partition a,b | c`, `block a -/-> b`, `loss a 20%`: a network fault as `state` lists it.
+fn listed(c: &ClusterCmd) -> String {
+    match c {
+        ClusterCmd::Block { from, to } => format!("block {from} -/-> {to}"),
+        ClusterCmd::Loss { machine, percent } => format!("loss {machine} {percent}%"),
+        c => applied(c),
+    }
+}
 
 fn aborted(e: impl std::fmt::Display) -> Fail {
     Fail {
@@ -56,7 +82,7 @@ pub fn up_command(args: &UpArgs, registry: &[Box<dyn Registered>]) -> Result<u8,
                 "--replay takes the network from the replay file: drop --config and --machines"
             )));
         }
-        let (r, entry) = open_replay(file, args.backend.as_deref(), registry)?;
+        let (r, entry) = open_replay(file, args.backend, registry)?;
         return entry.up(&r, file);
     }
     let mut config = match &args.config {
@@ -65,7 +91,7 @@ pub fn up_command(args: &UpArgs, registry: &[Box<dyn Registered>]) -> Result<u8,
     };
     // Usage errors first, before a backend is made.
     let machines = plan_machines(&config, args.machines)?;
-    let backend_name = args.backend.as_deref().unwrap_or("netns");
+    let backend_name = args.backend.unwrap_or_default();
     crate::backends::check_these_filesystems(
         backend_name,
         machines.iter().filter_map(|(_, m)| m.filesystem),
@@ -306,8 +332,35 @@ fn execute(net: &dyn Network, line: &str, faults: &mut Faults) -> Result<Flow, S
             .copied()
             .ok_or_else(|| format!("`{}` needs {what} (see `help`)", words[0]))
     };
-    let done = |r: Result<(), String>, what: String| r.map(|()| Flow::Go(what));
     let e = |x: &dyn std::error::Error| chain(x);
+    if let Some(c) = ClusterCmd::parse(line).map_err(|why| format!("{why} (see `help`)"))? {
+        if matches!(c, ClusterCmd::Upgrade { .. }) {
+            return Err("`upgrade` is not available at this prompt (see `help`)".into());
+        }
+        // The cluster layer's command, applied as a scenario applies it.
+        let services = fleetcheck_scenarios::config::Services::new();
+        c.apply(net, &ClusterState::of(net), &services)
+            .map_err(|x| x.to_string())??;
+        return Ok(Flow::Go(match &c {
+            ClusterCmd::Heal => {
+                faults.clear();
+                "healed: no partition, block or loss".into()
+            }
+            ClusterCmd::Partition { .. } | ClusterCmd::Block { .. } | ClusterCmd::Loss { .. } => {
+                let what = applied(&c);
+                faults.push(c);
+                what
+            }
+            ClusterCmd::Boot { machine } | ClusterCmd::Restart { machine } => {
+                format!("{machine} is up")
+            }
+            ClusterCmd::Shutdown { machine } => format!("{machine} is off"),
+            ClusterCmd::Crash { machine } => format!("{machine} crashed"),
+            ClusterCmd::Pause { machine } => format!("{machine} is paused"),
+            ClusterCmd::Resume { machine } => format!("{machine} runs again"),
+            ClusterCmd::Upgrade { .. } => unreachable!("refused above"),
+        }));
+    }
     match words[0] {
         "help" | "?" => Ok(Flow::Go(HELP.to_string())),
         "quit" | "exit" | "q" => Ok(Flow::Quit),
@@ -328,79 +381,6 @@ fn execute(net: &dyn Network, line: &str, faults: &mut Faults) -> Result<Flow, S
             }
             text.push_str(&format!("[{}]", out.describe_status()));
             Ok(Flow::Go(text))
-        }
-        "boot" => {
-            let m = arg(1, "a machine")?;
-            let r = net.boot(&[m]).pop().expect("one result per machine");
-            done(r.map_err(|x| e(&x)), format!("{m} is up"))
-        }
-        "shutdown" => {
-            let m = arg(1, "a machine")?;
-            done(net.shutdown(m).map_err(|x| e(&x)), format!("{m} is off"))
-        }
-        "crash" => {
-            let m = arg(1, "a machine")?;
-            done(net.crash(m).map_err(|x| e(&x)), format!("{m} crashed"))
-        }
-        "pause" => {
-            let m = arg(1, "a machine")?;
-            done(net.pause(m).map_err(|x| e(&x)), format!("{m} is paused"))
-        }
-        "resume" => {
-            let m = arg(1, "a machine")?;
-            done(net.resume(m).map_err(|x| e(&x)), format!("{m} runs again"))
-        }
-        "partition" => {
-            let spec = line["partition".len()..].trim();
-            let groups: Vec<Vec<String>> = spec
-                .split('|')
-                .map(|g| {
-                    g.split(|c: char| c == ',' || c.is_whitespace())
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect::<Vec<_>>()
-                })
-                .filter(|g| !g.is_empty())
-                .collect();
-            if groups.is_empty() {
-                return Err("`partition` needs groups, e.g. `partition a,b | c`".into());
-            }
-            let fault = NetworkFault::Partition(groups);
-            fault.apply(net).map_err(|x| e(&x))?;
-            let what = fault.to_string();
-            faults.push(fault);
-            Ok(Flow::Go(what))
-        }
-        "block" => {
-            let (a, b) = (arg(1, "two machines")?, arg(2, "two machines")?);
-            let fault = NetworkFault::Block {
-                from: a.into(),
-                to: b.into(),
-            };
-            fault.apply(net).map_err(|x| e(&x))?;
-            faults.push(fault);
-            Ok(Flow::Go(format!("packets from {a} to {b} are dropped")))
-        }
-        "loss" => {
-            let m = arg(1, "a machine and a percentage")?;
-            let percent: u8 = arg(2, "a machine and a percentage")?
-                .trim_end_matches('%')
-                .parse()
-                .ok()
-                .filter(|p| *p <= 100)
-                .ok_or("the loss is a percentage from 0 to 100")?;
-            let fault = NetworkFault::Loss {
-                machine: m.into(),
-                percent,
-            };
-            fault.apply(net).map_err(|x| e(&x))?;
-            faults.push(fault);
-            Ok(Flow::Go(format!("{percent}% of {m}'s packets are dropped")))
-        }
-        "heal" => {
-            net.heal().map_err(|x| e(&x))?;
-            faults.clear();
-            Ok(Flow::Go("healed: no partition, block or loss".into()))
         }
         "ping" => {
             let (a, b) = (arg(1, "two machines")?, arg(2, "two machines")?);
@@ -459,11 +439,7 @@ fn describe_state(net: &dyn Network, faults: &Faults) -> String {
     } else {
         out.push_str(&format!(
             "faults applied at this prompt: {}\n",
-            faults
-                .iter()
-                .map(|f| f.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
+            faults.iter().map(listed).collect::<Vec<_>>().join("; ")
         ));
     }
     out

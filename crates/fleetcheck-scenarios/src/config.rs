@@ -181,6 +181,9 @@ pub struct ServiceConfig {
     pub versions: Vec<ServiceVersion>,
 }
 
+/// Every service by name (`[services]`): what machines' versions name.
+pub type Services = BTreeMap<String, ServiceConfig>;
+
 /// `[roles.<name>]`: machines of one role; every key but `count` defaults to `[machine]`'s.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -261,7 +264,7 @@ pub struct ScenarioConfig {
     /// `[kv]`: the kv scenario's knobs.
     pub kv: crate::kv::KvConfig,
     /// `[services.<name>]`: services and their versions.
-    pub services: BTreeMap<String, ServiceConfig>,
+    pub services: Services,
     /// `[roles.<name>]`: machines by role (optional).
     pub roles: BTreeMap<String, RoleConfig>,
 }
@@ -549,6 +552,13 @@ impl ScenarioConfig {
     fn validate_kv(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError(m));
         let kv = &self.kv;
+        if !kv.filesystem.is_empty() && !self.machine.filesystem.is_empty() {
+            return err(
+                "kv.filesystem and machine.filesystem both name file systems: name them in \
+                 [machine] filesystem only ([kv] filesystem is its older name)"
+                    .into(),
+            );
+        }
         let (least, most) = kv.nodes;
         // The nodes live in their own /24 (see `KvModel::initial_state`), from .2 up.
         let room = crate::kv::SUBNET_ROOM;

@@ -11,7 +11,6 @@
 //! [`PingModel`] is pure; [`PingSystem`] runs it on any fabric backend (the in-memory fake or
 //! real namespaces), so the same scenario runs on both arms.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -19,180 +18,28 @@ use std::time::{Duration, Instant};
 
 use fleetcheck_engine::{check, Abort, Check, Gen, Labels, Model, System};
 use fleetcheck_fabric::load::{Lateness, LoadProbe};
-use fleetcheck_fabric::{
-    Backend, BootError, FileSystem, MachineSpec, Network, NetworkSpec, ServiceVersion, Subnet,
-};
+use fleetcheck_fabric::{Backend, Network};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{self, Fault, Power};
+pub use crate::cluster::Machine;
+use crate::cluster::{self, ClusterCmd, ClusterState, Fault, Kind, Plan};
 use crate::config::{MachineDomain, ScenarioConfig};
 
-/// One machine of the model: the seed's `Machine` case class.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Machine {
-    /// 8 random lowercase letters; also the hostname.
-    pub id: String,
-    /// A random UUID, as in the seed.
-    pub uuid: String,
-    /// Its address, distinct from every other machine's.
-    pub ip: Ipv4Addr,
-    /// Memory in MiB.
-    pub memory_mb: u32,
-    /// Kernel version.
-    pub kernel: String,
-    /// Whether the model says it is up.
-    pub running: bool,
-    /// Whether it is frozen (running, but answering nothing).
-    #[serde(default)]
-    pub paused: bool,
-    /// Its role (`[roles.<name>]`); empty without roles.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub role: String,
-    /// The file system of its data directory, if it has one of its own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filesystem: Option<FileSystem>,
-    /// The version of each service it runs.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub versions: BTreeMap<String, String>,
+/// The model state: the network ([`ClusterState`]; its cuts are what the model predicts
+/// pings by).
+pub type PingState = ClusterState;
+
+/// Whether an echo from `from` to `to` and its reply can both get through, and the target
+/// must answer: it is running, not paused, and not cut off from the sender either way.
+pub fn expects_reply(s: &PingState, from: &str, to: &str) -> bool {
+    s.machine(to).is_some_and(Machine::awake) && s.reachable(from, to)
 }
 
-impl Machine {
-    /// `ext4 fw=1.0`: its file system and versions, for labels and reports (`-` if none).
-    pub fn parameters(&self) -> String {
-        let mut parts: Vec<String> = self.filesystem.iter().map(|f| f.to_string()).collect();
-        parts.extend(self.versions.iter().map(|(s, v)| format!("{s}={v}")));
-        if parts.is_empty() {
-            "-".into()
-        } else {
-            parts.join(" ")
-        }
-    }
-}
-
-/// The model state: the network.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PingState {
-    /// The subnet the machines live in.
-    pub subnet: Subnet,
-    /// The machines, in generation order.
-    pub machines: Vec<Machine>,
-    /// Directed cuts `(from, to)`: packets from `from` to `to` are dropped (until Heal).
-    #[serde(default)]
-    pub cuts: BTreeSet<(String, String)>,
-}
-
-cluster::member!(Machine);
-
-impl PingState {
-    /// The machine named `id`.
-    pub fn machine(&self, id: &str) -> Option<&Machine> {
-        self.machines.iter().find(|m| m.id == id)
-    }
-
-    fn ids(&self, running: bool) -> Vec<String> {
-        cluster::ids(&self.machines, |m| m.running == running)
-    }
-
-    /// Running machines that are not paused: those that can act.
-    fn awake(&self) -> Vec<String> {
-        cluster::awake(&self.machines)
-    }
-
-    fn paused(&self) -> Vec<String> {
-        cluster::ids(&self.machines, |m| m.paused)
-    }
-
-    /// Whether an echo from `from` to `to` and its reply can both get through.
-    pub fn reachable(&self, from: &str, to: &str) -> bool {
-        let cut = |a: &str, b: &str| self.cuts.contains(&(a.to_string(), b.to_string()));
-        from == to || !(cut(from, to) || cut(to, from))
-    }
-
-    /// Whether the model requires a ping from `from` to `to` to be answered: the target is
-    /// running, not paused, and not cut off from the sender either way.
-    pub fn expects_reply(&self, from: &str, to: &str) -> bool {
-        self.machine(to).is_some_and(|m| m.running && !m.paused) && self.reachable(from, to)
-    }
-
-    /// The fabric's description of this network, every machine running `setup` at boot.
-    pub fn network_spec(&self, setup: &[String]) -> NetworkSpec {
-        NetworkSpec {
-            subnet: self.subnet,
-            machines: self
-                .machines
-                .iter()
-                .map(|m| MachineSpec {
-                    id: m.id.clone(),
-                    ip: m.ip,
-                    memory_mb: m.memory_mb,
-                    kernel: m.kernel.clone(),
-                    setup: setup.to_vec(),
-                    ..Default::default()
-                })
-                .collect(),
-        }
-    }
-
-    /// The fabric's description of this network under `config`: each machine with its role's
-    /// setup commands, its file system and the programs of its service versions.
-    pub fn network_spec_for(&self, config: &ScenarioConfig) -> NetworkSpec {
-        let domains = config.domains();
-        NetworkSpec {
-            subnet: self.subnet,
-            machines: self
-                .machines
-                .iter()
-                .map(|m| {
-                    let domain = domains.iter().find(|d| d.role == m.role);
-                    let setup = domain.map_or(config.machine.setup.clone(), |d| d.setup.clone());
-                    MachineSpec {
-                        id: m.id.clone(),
-                        ip: m.ip,
-                        memory_mb: m.memory_mb,
-                        kernel: m.kernel.clone(),
-                        setup,
-                        filesystem: m.filesystem,
-                        services: m
-                            .versions
-                            .iter()
-                            .filter_map(|(s, v)| Some((s.clone(), service_version(config, s, v)?)))
-                            .collect(),
-                    }
-                })
-                .collect(),
-        }
-    }
-}
-
-/// Version `version` of `service` as `[services]` describes it.
-pub fn service_version(
-    config: &ScenarioConfig,
-    service: &str,
-    version: &str,
-) -> Option<ServiceVersion> {
-    config
-        .services
-        .get(service)?
-        .versions
-        .iter()
-        .find(|v| v.version == version)
-        .cloned()
-}
-
-/// A command. Machines are named by id; the model state is looked up when it runs.
+/// A command: an infrastructure command of the cluster layer, or a ping. Machines are named
+/// by id; the model state is looked up when it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "name", content = "args")]
 pub enum PingCmd {
-    /// Boot a stopped machine and wait until it is up.
-    Boot {
-        /// The machine.
-        machine: String,
-    },
-    /// Cut the power of a running machine.
-    Shutdown {
-        /// The machine.
-        machine: String,
-    },
     /// Send an ICMP echo from a running machine to any machine.
     Ping {
         /// The sender (running).
@@ -200,40 +47,15 @@ pub enum PingCmd {
         /// The target (running or not).
         to: String,
     },
-    /// Freeze every process of a running machine.
-    Pause {
-        /// The machine.
-        machine: String,
-    },
-    /// Thaw a paused machine.
-    Resume {
-        /// The machine.
-        machine: String,
-    },
-    /// Cut the network between groups (machines in no group form one more group).
-    Partition {
-        /// The groups.
-        groups: Vec<Vec<String>>,
-    },
-    /// Drop packets from one machine to another, one way.
-    Block {
-        /// The sender whose packets are dropped.
-        from: String,
-        /// Their destination.
-        to: String,
-    },
-    /// Remove every partition and block.
-    Heal,
-    /// A rolling upgrade: the machine gets `version` of `service` (shut down first if running,
-    /// booted again afterwards, its data kept).
-    Upgrade {
-        /// The machine (running or off, not paused).
-        machine: String,
-        /// The service.
-        service: String,
-        /// The version it gets.
-        version: String,
-    },
+    /// Boot, Shutdown, Pause, Resume, Partition, Block, Heal or Upgrade.
+    #[serde(untagged)]
+    Cluster(ClusterCmd),
+}
+
+impl From<ClusterCmd> for PingCmd {
+    fn from(c: ClusterCmd) -> Self {
+        PingCmd::Cluster(c)
+    }
 }
 
 /// What a command returned.
@@ -303,38 +125,31 @@ impl PingModel {
         Self { config }
     }
 
-    /// The versions of `service` machine `m`'s role allows, the first preferred.
-    fn allowed_versions(&self, m: &Machine, service: &str) -> Vec<String> {
-        self.config
-            .domain(&m.role)
-            .and_then(|d| d.versions.get(service).cloned())
-            .unwrap_or_default()
+    /// What the cluster layer generates for it: the faults of `[ping] faults` (and upgrades
+    /// with `[ping] upgrade`), each role's versions; network faults only while a machine is
+    /// up, partitions on top of partitions.
+    pub fn plan(&self) -> Plan {
+        let mut faults = self.config.ping.faults.clone();
+        if self.config.ping.upgrade {
+            faults.push(Fault::Upgrade);
+        }
+        let versions = self
+            .config
+            .domains()
             .into_iter()
-            .map(|v| v.version)
-            .collect()
-    }
-
-    /// Every rolling upgrade possible now (with `[ping] upgrade`): a machine that is not
-    /// paused to another allowed version of one of its services.
-    fn upgrades(&self, s: &PingState) -> Vec<PingCmd> {
-        if !self.config.ping.upgrade {
-            return Vec::new();
+            .map(|d| {
+                let versions = d.versions.into_iter().map(|(service, versions)| {
+                    (service, versions.into_iter().map(|v| v.version).collect())
+                });
+                (d.role, versions.collect())
+            })
+            .collect();
+        Plan {
+            faults,
+            versions,
+            network_faults_need_a_machine_up: true,
+            partitions_stack: true,
         }
-        let mut all = Vec::new();
-        for m in s.machines.iter().filter(|m| !m.paused) {
-            for (service, current) in &m.versions {
-                for version in self.allowed_versions(m, service) {
-                    if version != *current {
-                        all.push(PingCmd::Upgrade {
-                            machine: m.id.clone(),
-                            service: service.clone(),
-                            version,
-                        });
-                    }
-                }
-            }
-        }
-        all
     }
 }
 
@@ -357,21 +172,17 @@ impl Model for PingModel {
         let hosts = cluster::distinct_hosts(g, net.subnet, count);
         let mut machines: Vec<Machine> = Vec::with_capacity(count);
         for (ip, domain) in hosts.into_iter().zip(roles) {
-            let mut m = Machine {
-                id: cluster::fresh_id(g, |id| machines.iter().any(|m| m.id == id)),
-                uuid: g.uuid(),
+            let mut m = Machine::new(
+                cluster::fresh_id(g, |id| machines.iter().any(|m| m.id == id)),
                 ip,
-                memory_mb: g.range(domain.memory_mb.min..=domain.memory_mb.max),
-                kernel: g
-                    .choose(&domain.kernels)
-                    .expect("validated: at least one kernel")
-                    .clone(),
-                running: false,
-                paused: false,
-                role: domain.role.clone(),
-                filesystem: None,
-                versions: BTreeMap::new(),
-            };
+            );
+            m.uuid = g.uuid();
+            m.memory_mb = g.range(domain.memory_mb.min..=domain.memory_mb.max);
+            m.kernel = g
+                .choose(&domain.kernels)
+                .expect("validated: at least one kernel")
+                .clone();
+            m.role = domain.role.clone();
             // Drawn only when configured, so older configurations give the same cases.
             m.filesystem = g.choose(&domain.filesystem).copied();
             for (service, versions) in &domain.versions {
@@ -380,11 +191,7 @@ impl Model for PingModel {
             }
             machines.push(m);
         }
-        PingState {
-            subnet: net.subnet,
-            machines,
-            cuts: BTreeSet::new(),
-        }
+        PingState::new(net.subnet, machines)
     }
 
     /// Machines as [`crate::rules::check_members`] says, each off, with memory within the
@@ -416,7 +223,7 @@ impl Model for PingModel {
                 ));
             }
             for (service, version) in &m.versions {
-                if service_version(&self.config, service, version).is_none() {
+                if cluster::service_version(&self.config.services, service, version).is_none() {
                     return Err(format!(
                         "gives machine {} version `{version}` of {service}, which [services.{service}] does not list",
                         m.id
@@ -424,74 +231,16 @@ impl Model for PingModel {
                 }
             }
         }
-        if !s.cuts.is_empty() {
+        if s.network_faulty() {
             return Err("has cuts, but every case starts with a whole network".into());
         }
         Ok(())
     }
 
     /// Fewer machines first (never fewer than the configured minimum), then per machine the
-    /// first kernel of the list and less memory.
+    /// preferred versions and file system, the first kernel of the list and less memory.
     fn shrink_state(&self, s: &PingState) -> Vec<PingState> {
-        let mut out = Vec::new();
-        let domains = self.config.domains();
-        let domain_of = |m: &Machine| {
-            domains
-                .iter()
-                .find(|d| d.role == m.role)
-                .unwrap_or(&domains[0])
-        };
-        for i in 0..s.machines.len() {
-            let role = &s.machines[i].role;
-            let of_role = s.machines.iter().filter(|m| m.role == *role).count();
-            if of_role > domain_of(&s.machines[i]).count.min as usize {
-                let mut smaller = s.clone();
-                smaller.machines.remove(i);
-                out.push(smaller);
-            }
-        }
-        // Then per machine, preferred parameters: the first versions and file system of its
-        // domain, the first kernel, less memory.
-        for (i, m) in s.machines.iter().enumerate() {
-            let domain = domain_of(m);
-            for (service, version) in &m.versions {
-                let Some(versions) = domain.versions.get(service) else {
-                    continue;
-                };
-                for earlier in cluster::earlier(versions, |v| v.version == *version) {
-                    let mut simpler = s.clone();
-                    simpler.machines[i]
-                        .versions
-                        .insert(service.clone(), earlier.version.clone());
-                    out.push(simpler);
-                }
-            }
-            for earlier in cluster::earlier(&domain.filesystem, |f| Some(*f) == m.filesystem) {
-                let mut simpler = s.clone();
-                simpler.machines[i].filesystem = Some(*earlier);
-                out.push(simpler);
-            }
-        }
-        for (i, m) in s.machines.iter().enumerate() {
-            let domain = domain_of(m);
-            let kernels = &domain.kernels;
-            let min_memory = domain.memory_mb.min;
-            let at = kernels.iter().position(|k| *k == m.kernel).unwrap_or(0);
-            for kernel in &kernels[..at] {
-                let mut simpler = s.clone();
-                simpler.machines[i].kernel = kernel.clone();
-                out.push(simpler);
-            }
-            let halfway = min_memory + m.memory_mb.saturating_sub(min_memory) / 2;
-            for memory in [min_memory, halfway] {
-                if memory < m.memory_mb {
-                    let mut simpler = s.clone();
-                    simpler.machines[i].memory_mb = memory;
-                    out.push(simpler);
-                }
-            }
-        }
-        out
+        s.shrink(&self.config.domains())
     }
 
     /// The seed's `genCommand`: only Boot when all are off; Shutdown 1 : PingOnline 4 when all
@@ -499,160 +248,70 @@ impl Model for PingModel {
     /// enabled, Pause 1 / Resume 2, Partition 1, Block 1 and Heal 2 join in where they apply.
     fn command(&self, s: &PingState, g: &mut Gen) -> Option<PingCmd> {
         #[derive(Clone, Copy)]
-        enum Kind {
-            Boot,
-            Shutdown,
+        enum Pick {
+            Cluster(Kind),
             PingOnline,
             PingOffline,
-            Pause,
-            Resume,
-            Partition,
-            Block,
-            Heal,
-            Upgrade,
         }
-        let (up, down) = (s.ids(true), s.ids(false));
-        let mut kinds: Vec<(u32, Kind)> = if up.is_empty() {
-            vec![(1, Kind::Boot)]
+        let (up, down) = (s.up(), s.down());
+        let mut kinds: Vec<(u32, Pick)> = if up.is_empty() {
+            vec![(1, Pick::Cluster(Kind::Boot))]
         } else if down.is_empty() {
-            vec![(1, Kind::Shutdown), (4, Kind::PingOnline)]
+            vec![(1, Pick::Cluster(Kind::Shutdown)), (4, Pick::PingOnline)]
         } else {
             vec![
-                (2, Kind::Boot),
-                (1, Kind::Shutdown),
-                (4, Kind::PingOnline),
-                (4, Kind::PingOffline),
+                (2, Pick::Cluster(Kind::Boot)),
+                (1, Pick::Cluster(Kind::Shutdown)),
+                (4, Pick::PingOnline),
+                (4, Pick::PingOffline),
             ]
         };
-        let faults = &self.config.ping.faults;
+        let plan = self.plan();
+        kinds.extend(
+            s.fault_kinds(&plan)
+                .into_iter()
+                .map(|(w, k)| (w, Pick::Cluster(k))),
+        );
         let awake = s.awake();
-        if !up.is_empty() {
-            if faults.contains(&Fault::Pause) {
-                if !awake.is_empty() {
-                    kinds.push((1, Kind::Pause));
-                }
-                if !s.paused().is_empty() {
-                    kinds.push((2, Kind::Resume));
-                }
-            }
-            if s.machines.len() >= 2 {
-                if faults.contains(&Fault::Partition) {
-                    kinds.push((1, Kind::Partition));
-                }
-                if faults.contains(&Fault::Block) {
-                    kinds.push((1, Kind::Block));
-                }
-            }
-            if !s.cuts.is_empty() {
-                kinds.push((2, Kind::Heal));
-            }
-        }
-        let upgrades = self.upgrades(s);
-        if !upgrades.is_empty() {
-            kinds.push((1, Kind::Upgrade));
-        }
-        let kind = *g.frequency(&kinds)?;
-        let all: Vec<String> = s.machines.iter().map(|m| m.id.clone()).collect();
-        Some(match kind {
-            Kind::Boot => PingCmd::Boot {
-                machine: g.choose(&down)?.clone(),
-            },
-            Kind::Shutdown => PingCmd::Shutdown {
-                machine: g.choose(&up)?.clone(),
-            },
-            Kind::PingOnline => PingCmd::Ping {
+        Some(match *g.frequency(&kinds)? {
+            Pick::Cluster(kind) => PingCmd::Cluster(s.draw(kind, &plan, g)?),
+            Pick::PingOnline => PingCmd::Ping {
                 from: g.choose(&awake)?.clone(),
                 to: g.choose(&up)?.clone(),
             },
-            Kind::PingOffline => PingCmd::Ping {
+            Pick::PingOffline => PingCmd::Ping {
                 from: g.choose(&awake)?.clone(),
                 to: g.choose(&down)?.clone(),
             },
-            Kind::Pause => PingCmd::Pause {
-                machine: g.choose(&awake)?.clone(),
-            },
-            Kind::Resume => PingCmd::Resume {
-                machine: g.choose(&s.paused())?.clone(),
-            },
-            Kind::Partition => PingCmd::Partition {
-                groups: vec![cluster::partition_side(g, &all)?],
-            },
-            Kind::Block => {
-                let (from, to) = cluster::one_way_block(g, &all)?;
-                PingCmd::Block { from, to }
-            }
-            Kind::Heal => PingCmd::Heal,
-            Kind::Upgrade => g.choose(&upgrades)?.clone(),
         })
     }
 
     fn precondition(&self, s: &PingState, c: &PingCmd) -> bool {
-        let running = |id: &str| s.machine(id).map(|m| m.running);
-        let awake = |id: &str| s.machine(id).is_some_and(|m| m.running && !m.paused);
-        let exists = |id: &str| s.machine(id).is_some();
         match c {
-            PingCmd::Boot { machine } => running(machine) == Some(false),
-            PingCmd::Shutdown { machine } => running(machine) == Some(true),
-            PingCmd::Ping { from, to } => awake(from) && exists(to),
-            PingCmd::Pause { machine } => awake(machine),
-            PingCmd::Resume { machine } => s.machine(machine).is_some_and(|m| m.paused),
-            PingCmd::Partition { groups } => {
-                let named: Vec<&String> = groups.iter().flatten().collect();
-                let distinct: BTreeSet<&String> = named.iter().copied().collect();
-                !groups.is_empty()
-                    && groups.iter().all(|g| !g.is_empty())
-                    && distinct.len() == named.len()
-                    && named.iter().all(|id| exists(id))
-                    // There must be a second group: another listed one, or the unlisted rest.
-                    && (groups.len() >= 2 || named.len() < s.machines.len())
+            PingCmd::Ping { from, to } => {
+                s.machine(from).is_some_and(Machine::awake) && s.machine(to).is_some()
             }
-            PingCmd::Block { from, to } => from != to && exists(from) && exists(to),
-            PingCmd::Heal => !s.cuts.is_empty(),
-            PingCmd::Upgrade {
-                machine,
-                service,
-                version,
-            } => s.machine(machine).is_some_and(|m| {
-                !m.paused
-                    && m.versions.get(service).is_some_and(|v| v != version)
-                    && self.allowed_versions(m, service).contains(version)
-            }),
+            PingCmd::Cluster(c) => c.precondition(s, &self.plan()),
         }
     }
 
     fn next_state(&self, s: &PingState, c: &PingCmd) -> PingState {
-        let mut next = s.clone();
-        let mut set = |id: &str, power| cluster::set_power(&mut next.machines, id, power);
         match c {
-            PingCmd::Boot { machine } | PingCmd::Resume { machine } => set(machine, Power::On),
-            PingCmd::Shutdown { machine } => set(machine, Power::Off),
-            PingCmd::Pause { machine } => set(machine, Power::Paused),
-            PingCmd::Ping { .. } => {}
-            PingCmd::Partition { groups } => {
-                let group_of = |id: &str| groups.iter().position(|g| g.iter().any(|x| x == id));
-                for a in &s.machines {
-                    for b in &s.machines {
-                        if a.id != b.id && group_of(&a.id) != group_of(&b.id) {
-                            next.cuts.insert((a.id.clone(), b.id.clone()));
-                        }
-                    }
-                }
-            }
-            PingCmd::Block { from, to } => {
-                next.cuts.insert((from.clone(), to.clone()));
-            }
-            PingCmd::Heal => next.cuts.clear(),
-            PingCmd::Upgrade {
-                machine,
-                service,
-                version,
-            } => {
-                if let Some(m) = next.machines.iter_mut().find(|m| m.id == *machine) {
-                    m.versions.insert(service.clone(), version.clone());
-                }
-            }
+            PingCmd::Ping { .. } => s.clone(),
+            PingCmd::Cluster(c) => s.next_state(c),
         }
-        next
+    }
+
+    /// Upgrades go to earlier (preferred) versions.
+    fn shrink_command(&self, c: &PingCmd) -> Vec<PingCmd> {
+        match c {
+            PingCmd::Ping { .. } => Vec::new(),
+            PingCmd::Cluster(c) => c
+                .shrink(&self.plan())
+                .into_iter()
+                .map(PingCmd::from)
+                .collect(),
+        }
     }
 
     fn postcondition(&self, s: &PingState, c: &PingCmd, out: &PingOutput) -> Check {
@@ -661,9 +320,9 @@ impl Model for PingModel {
                 let reply = out.replied().unwrap_or_default();
                 let target = s.machine(to);
                 let up = target.is_some_and(|m| m.running);
-                let awake = target.is_some_and(|m| m.running && !m.paused);
+                let awake = target.is_some_and(Machine::awake);
                 let reachable = s.reachable(from, to);
-                let expected = s.expects_reply(from, to);
+                let expected = expects_reply(s, from, to);
                 check(reply == expected, || {
                     let ip = target.map(|m| m.ip.to_string()).unwrap_or_default();
                     let why = if !up {
@@ -682,30 +341,23 @@ impl Model for PingModel {
                     }
                 })
             }
-            (PingCmd::Boot { machine }, PingOutput::Done(r)) => r
-                .clone()
-                .map_err(|e| format!("boot of {machine} failed: {e}")),
-            (PingCmd::Shutdown { machine }, PingOutput::Done(r)) => r
-                .clone()
-                .map_err(|e| format!("shutdown of {machine} failed: {e}")),
-            (_, PingOutput::Done(r)) => r.clone().map_err(|e| format!("{c:?} failed: {e}")),
-            (c, out) => Err(format!("{c:?} returned {out:?}, which it cannot")),
+            (PingCmd::Cluster(c), PingOutput::Done(r)) => r.clone().map_err(|e| match c {
+                ClusterCmd::Boot { machine } => format!("boot of {machine} failed: {e}"),
+                ClusterCmd::Shutdown { machine } => format!("shutdown of {machine} failed: {e}"),
+                c => format!("{} failed: {e}", c.describe()),
+            }),
+            (c, out) => Err(format!(
+                "{} returned {out:?}, which it cannot",
+                self.describe_command(c)
+            )),
         }
     }
 
     /// Pings to an offline machine wait for the whole timeout; boots start processes.
     fn cost(&self, c: &PingCmd) -> u32 {
         match c {
-            PingCmd::Boot { .. } => 3,
-            // A shutdown and a boot.
-            PingCmd::Upgrade { .. } => 4,
-            PingCmd::Shutdown { .. } | PingCmd::Heal => 1,
             PingCmd::Ping { .. } => 2,
-            // One nft transaction or freezer round trip each (about 18 ms on netns).
-            PingCmd::Pause { .. }
-            | PingCmd::Resume { .. }
-            | PingCmd::Partition { .. }
-            | PingCmd::Block { .. } => 2,
+            PingCmd::Cluster(c) => c.cost(),
         }
     }
 
@@ -812,7 +464,7 @@ impl Model for PingModel {
 
     fn summarize_state(&self, s: &PingState) -> String {
         let list = |running: bool| {
-            let ids = s.ids(running);
+            let ids = s.ids(|m| m.running == running);
             if ids.is_empty() {
                 "-".to_string()
             } else {
@@ -831,24 +483,17 @@ impl Model for PingModel {
         out
     }
 
+    fn command_name(&self, c: &PingCmd) -> String {
+        match c {
+            PingCmd::Ping { .. } => "Ping".into(),
+            PingCmd::Cluster(c) => c.name().into(),
+        }
+    }
+
     fn describe_command(&self, c: &PingCmd) -> String {
         match c {
-            PingCmd::Boot { machine } => format!("Boot({machine})"),
-            PingCmd::Shutdown { machine } => format!("Shutdown({machine})"),
             PingCmd::Ping { from, to } => format!("Ping({from} -> {to})"),
-            PingCmd::Pause { machine } => format!("Pause({machine})"),
-            PingCmd::Resume { machine } => format!("Resume({machine})"),
-            PingCmd::Partition { groups } => {
-                let groups: Vec<String> = groups.iter().map(|g| g.join(" ")).collect();
-                format!("Partition({} | rest)", groups.join(" | "))
-            }
-            PingCmd::Block { from, to } => format!("Block({from} -/-> {to})"),
-            PingCmd::Heal => "Heal".to_string(),
-            PingCmd::Upgrade {
-                machine,
-                service,
-                version,
-            } => format!("Upgrade({machine}: {service} -> {version})"),
+            PingCmd::Cluster(c) => c.describe(),
         }
     }
 }
@@ -980,9 +625,8 @@ impl System<PingModel> for PingSystem {
     type Instance = Box<dyn Network>;
 
     fn setup(&self, initial: &PingState) -> Result<Box<dyn Network>, Abort> {
-        Ok(self
-            .backend
-            .create(&initial.network_spec_for(&self.config))?)
+        let spec = initial.network_spec(&self.config.domains(), &self.config.services)?;
+        Ok(self.backend.create(&spec)?)
     }
 
     fn run(
@@ -992,30 +636,11 @@ impl System<PingModel> for PingSystem {
         c: &PingCmd,
     ) -> Result<PingOutput, Abort> {
         match c {
-            PingCmd::Boot { machine } => {
-                let result = net
-                    .boot(&[machine.as_str()])
-                    .pop()
-                    .expect("one result per machine");
-                match result {
-                    Ok(()) => Ok(PingOutput::Done(Ok(()))),
-                    // The machine's own setup failed: that is the system's behaviour, which
-                    // the postcondition judges. Everything else is the infrastructure's.
-                    Err(e @ BootError::SetupFailed { .. }) => {
-                        Ok(PingOutput::Done(Err(e.to_string())))
-                    }
-                    Err(e) => Err(e.into()),
-                }
-            }
-            PingCmd::Shutdown { machine } => {
-                net.shutdown(machine)?;
-                Ok(PingOutput::Done(Ok(())))
-            }
             PingCmd::Ping { from, to } => {
                 let target = s
                     .machine(to)
                     .ok_or_else(|| Abort::new(format!("no machine {to} in the model")))?;
-                if !s.expects_reply(from, to) {
+                if !expects_reply(s, from, to) {
                     // No load makes a reply that must not come: judged as it is.
                     return Ok(PingOutput::Reply(net.ping(
                         from,
@@ -1025,50 +650,11 @@ impl System<PingModel> for PingSystem {
                 }
                 self.ping_judged_under_load(net.as_ref(), from, to, target.ip)
             }
-            PingCmd::Pause { machine } => {
-                net.pause(machine)?;
-                Ok(PingOutput::Done(Ok(())))
-            }
-            PingCmd::Resume { machine } => {
-                net.resume(machine)?;
-                Ok(PingOutput::Done(Ok(())))
-            }
-            PingCmd::Partition { groups } => {
-                net.partition(groups)?;
-                Ok(PingOutput::Done(Ok(())))
-            }
-            PingCmd::Block { from, to } => {
-                net.block(from, to)?;
-                Ok(PingOutput::Done(Ok(())))
-            }
-            PingCmd::Heal => {
-                net.heal()?;
-                Ok(PingOutput::Done(Ok(())))
-            }
-            PingCmd::Upgrade {
-                machine,
-                service,
-                version,
-            } => {
-                let installation = service_version(&self.config, service, version)
-                    .ok_or_else(|| Abort::new(format!("no version {version} of {service}")))?;
-                let running = s.machine(machine).is_some_and(|m| m.running);
-                if running {
-                    net.shutdown(machine)?;
-                }
-                net.set_service(machine, service, &installation)
-                    .map_err(|e| Abort::new(format!("upgrade failed: {e}")))?;
-                if !running {
-                    return Ok(PingOutput::Done(Ok(())));
-                }
-                match net.boot(&[machine.as_str()]).pop().expect("one result") {
-                    Ok(()) => Ok(PingOutput::Done(Ok(()))),
-                    Err(e @ BootError::SetupFailed { .. }) => {
-                        Ok(PingOutput::Done(Err(e.to_string())))
-                    }
-                    Err(e) => Err(e.into()),
-                }
-            }
+            PingCmd::Cluster(c) => Ok(PingOutput::Done(c.apply(
+                net.as_ref(),
+                s,
+                &self.config.services,
+            )?)),
         }
     }
 

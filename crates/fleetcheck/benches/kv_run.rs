@@ -54,7 +54,7 @@ fn main() {
     let kv = KvConfig::default();
     let model = KvModel {
         config: kv.clone(),
-        service: None,
+        ..KvModel::default()
     };
     // Sequences of 12..=16 commands: about 20 client operations and 6 faults per case.
     let config = Config {

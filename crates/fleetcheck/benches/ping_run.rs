@@ -13,6 +13,7 @@ use fleetcheck_fabric::fake::FakeBackend;
 use fleetcheck_fabric::host::AgentCommand;
 use fleetcheck_fabric::netns::{NetnsBackend, NetnsConfig};
 use fleetcheck_fabric::{Backend, Network};
+use fleetcheck_scenarios::cluster::ClusterCmd;
 use fleetcheck_scenarios::config::ScenarioConfig;
 use fleetcheck_scenarios::ping::{PingCmd, PingModel, PingOutput, PingState, PingSystem};
 
@@ -55,8 +56,8 @@ impl System<PingModel> for Timed {
         c: &PingCmd,
     ) -> Result<PingOutput, Abort> {
         let kind = match c {
-            PingCmd::Boot { .. } => "boot",
-            PingCmd::Shutdown { .. } => "shutdown",
+            PingCmd::Cluster(ClusterCmd::Boot { .. }) => "boot",
+            PingCmd::Cluster(ClusterCmd::Shutdown { .. }) => "shutdown",
             PingCmd::Ping { to, .. } if s.machine(to).is_some_and(|m| m.running) => "ping online",
             PingCmd::Ping { .. } => "ping offline (waits the timeout)",
             _ => "fault",

@@ -114,6 +114,11 @@ impl QemuConfig {
             nice: 0,
         }
     }
+
+    /// Defaults with [`AgentCommand::locate`].
+    pub fn located() -> Result<Self, HostError> {
+        Ok(Self::new(AgentCommand::locate()?))
+    }
 }
 
 /// `$FLEETCHECK_CACHE` or `/var/cache/fleetcheck`.

@@ -31,85 +31,26 @@ impl Draw for KvModel {
         // Which step each worker's operations belong to, and their node: a worker's
         // operations are recorded in the order of its batches, each batch in command order.
         let mut client_ops: BTreeMap<usize, Vec<(usize, String)>> = BTreeMap::new();
-        let nodes = case.initial.nodes.iter();
+        let nodes = case.initial.machines.iter();
         let mut t = cluster_timeline(
             self,
-            format!("kv: {} nodes", case.initial.nodes.len()),
+            format!("kv: {} nodes", case.initial.machines.len()),
             trace,
             nodes.map(|n| (n.id.clone(), n.ip.to_string())),
             // Every node boots during setup and is up when the first command runs.
             Start::BootedInSetup,
-            |i, step, describe| {
-                let on = |node: &String, label: &str| Some((node.clone(), label.to_string()));
-                match &step.command {
-                    KvCmd::Ops { ops } => {
-                        for o in ops {
-                            client_ops
-                                .entry(o.worker)
-                                .or_default()
-                                .push((i, o.node.clone()));
-                        }
-                        (Infra::Nothing, None)
+            |i, step, _| match &step.command {
+                KvCmd::Ops { ops } => {
+                    for o in ops {
+                        client_ops
+                            .entry(o.worker)
+                            .or_default()
+                            .push((i, o.node.clone()));
                     }
-                    KvCmd::Crash { node } => (
-                        Infra::Down {
-                            machine: node.clone(),
-                        },
-                        on(node, "crash"),
-                    ),
-                    KvCmd::Restart { node } => (
-                        Infra::Boot {
-                            machine: node.clone(),
-                            up: true,
-                        },
-                        on(node, "restart"),
-                    ),
-                    KvCmd::Pause { node } => (
-                        Infra::Pause {
-                            machine: node.clone(),
-                        },
-                        on(node, "pause"),
-                    ),
-                    KvCmd::Resume { node } => (
-                        Infra::Resume {
-                            machine: node.clone(),
-                        },
-                        on(node, "resume"),
-                    ),
-                    KvCmd::Partition { side } => (
-                        Infra::Partition {
-                            groups: vec![side.clone()],
-                        },
-                        on_network(describe),
-                    ),
-                    KvCmd::Block { from, to } => (
-                        Infra::Block {
-                            from: from.clone(),
-                            to: to.clone(),
-                        },
-                        on_network(describe),
-                    ),
-                    KvCmd::Loss { node, percent } => (
-                        Infra::Loss {
-                            machine: node.clone(),
-                            percent: *percent,
-                        },
-                        on_network(describe),
-                    ),
-                    KvCmd::Heal => (Infra::Heal, on_network("heal")),
-                    KvCmd::Upgrade { node, version } => {
-                        // A running node goes down and boots again within the bar.
-                        let running = step.state_after.node(node).is_some_and(|n| n.running);
-                        let infra = if running {
-                            Infra::Boot {
-                                machine: node.clone(),
-                                up: true,
-                            }
-                        } else {
-                            Infra::Nothing
-                        };
-                        (infra, on(node, &format!("upgrade to {version}")))
-                    }
+                    (Effect::Nothing, None)
+                }
+                KvCmd::Cluster(c) => {
+                    cluster_drawn(c, &step.state_after, step.output.as_deref() == Some("ok"))
                 }
             },
         );
@@ -308,7 +249,7 @@ impl Scenario for Kv {
         )
     }
     fn machines(&self, state: &KvState) -> Value {
-        serde_json::to_value(&state.nodes).unwrap_or(Value::Null)
+        serde_json::to_value(&state.machines).unwrap_or(Value::Null)
     }
     fn export(&self, system: Option<&str>) -> Option<ExportCode> {
         Some(ExportCode {

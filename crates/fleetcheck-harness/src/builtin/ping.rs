@@ -30,63 +30,14 @@ impl Draw for PingModel {
             trace,
             machines.map(|m| (m.id.clone(), m.ip.to_string())),
             Start::Down,
-            |_, step, describe| {
+            |_, step, _| {
                 let output = step.output.as_deref().unwrap_or("(no output)");
-                let on = |machine: &String, label: &str| Some((machine.clone(), label.into()));
                 match &step.command {
-                    PingCmd::Boot { machine } => {
-                        // The model assumes a boot succeeds; the output says whether it did.
-                        let up = step.output.as_deref() == Some("ok");
-                        let infra = Infra::Boot {
-                            machine: machine.clone(),
-                            up,
-                        };
-                        (infra, on(machine, "boot"))
-                    }
-                    PingCmd::Shutdown { machine } => {
-                        let infra = Infra::Down {
-                            machine: machine.clone(),
-                        };
-                        (infra, on(machine, "shutdown"))
-                    }
-                    PingCmd::Pause { machine } => {
-                        let infra = Infra::Pause {
-                            machine: machine.clone(),
-                        };
-                        (infra, on(machine, "pause"))
-                    }
-                    PingCmd::Resume { machine } => {
-                        let infra = Infra::Resume {
-                            machine: machine.clone(),
-                        };
-                        (infra, on(machine, "resume"))
-                    }
-                    PingCmd::Partition { groups } => {
-                        let infra = Infra::Partition {
-                            groups: groups.clone(),
-                        };
-                        (infra, on_network(describe))
-                    }
-                    PingCmd::Block { from, to } => {
-                        let infra = Infra::Block {
-                            from: from.clone(),
-                            to: to.clone(),
-                        };
-                        (infra, on_network(describe))
-                    }
-                    PingCmd::Heal => (Infra::Heal, on_network(describe)),
-                    PingCmd::Ping { from, to } => {
-                        (Infra::Nothing, on(from, &format!("ping {to}: {output}")))
-                    }
-                    // A running machine is down and up again within the bar; its state after
-                    // is the one before.
-                    PingCmd::Upgrade {
-                        machine,
-                        service,
-                        version,
-                    } => (
-                        Infra::Nothing,
-                        on(machine, &format!("upgrade {service} to {version}")),
+                    // The model assumes a boot succeeds; the output says whether it did.
+                    PingCmd::Cluster(c) => cluster_drawn(c, &step.state_after, output == "ok"),
+                    PingCmd::Ping { from, to } => (
+                        Effect::Nothing,
+                        Some((from.clone(), format!("ping {to}: {output}"))),
                     ),
                 }
             },

@@ -189,30 +189,8 @@ pub fn common<M: Model>(model: &M, title: String, trace: &Trace<M>) -> Timeline 
     }
 }
 
-/// What an infrastructure command did to the machines or the network: the vocabulary both
-/// scenarios share, onto which each maps its own commands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Infra {
-    /// Nothing (a scenario's own command).
-    Nothing,
-    /// The machine boots (booted, restarted) over the bar, and is up after it if `up`, else
-    /// down.
-    Boot { machine: String, up: bool },
-    /// The machine is down after the bar (shut down, crashed); it is no longer paused.
-    Down { machine: String },
-    /// The machine is frozen from the bar on.
-    Pause { machine: String },
-    /// The machine thaws when the bar begins.
-    Resume { machine: String },
-    /// The `groups` cannot reach each other, nor the rest.
-    Partition { groups: Vec<Vec<String>> },
-    /// Packets from `from` to `to` are dropped.
-    Block { from: String, to: String },
-    /// A share of the machine's packets is dropped.
-    Loss { machine: String, percent: u8 },
-    /// The network faults end when the bar begins.
-    Heal,
-}
+pub use fleetcheck_scenarios::cluster::Effect;
+use fleetcheck_scenarios::cluster::{ClusterCmd, ClusterState};
 
 /// How the machines begin a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +203,14 @@ pub enum Start {
 
 /// One step as a scenario draws it on a [`cluster_timeline`]: what it did to the cluster
 /// and its bar, if it has one: `(lane, label)`.
-pub type Drawn = (Infra, Option<(String, String)>);
+pub type Drawn = (Effect, Option<(String, String)>);
+
+/// How a timeline draws infrastructure command `c` (`after`: the state after it; `ok`:
+/// whether it went through): its effect, and its bar on its machine's lane or the network's.
+pub fn cluster_drawn(c: &ClusterCmd, after: &ClusterState, ok: bool) -> Drawn {
+    let lane = c.lane().map_or(NETWORK_LANE.to_string(), str::to_string);
+    (c.effect(after, ok), Some((lane, c.bar_label())))
+}
 
 /// The bar of a network-wide command: on the network lane, its description in lower case.
 pub fn on_network(describe: &str) -> Option<(String, String)> {
@@ -301,34 +286,34 @@ pub fn cluster_timeline<M: Model>(
             label,
         };
         match infra {
-            Infra::Nothing => {}
-            Infra::Boot { machine, up } => {
+            Effect::Nothing => {}
+            Effect::Boot { machine, up } => {
                 states.set(&machine, "booting", from);
                 states.set(&machine, if up { "up" } else { "down" }, to);
             }
-            Infra::Down { machine } => {
+            Effect::Down { machine } => {
                 states.set(&machine, "down", to);
                 bands.close(|k| k != format!("pause {machine}"), to);
             }
-            Infra::Pause { machine } => bands.open(
+            Effect::Pause { machine } => bands.open(
                 format!("pause {machine}"),
                 band(vec![machine], "pause", "paused".into()),
             ),
-            Infra::Resume { machine } => bands.close(|k| k != format!("pause {machine}"), from),
-            Infra::Partition { groups } => {
+            Effect::Resume { machine } => bands.close(|k| k != format!("pause {machine}"), from),
+            Effect::Partition { groups } => {
                 let groups: Vec<String> = groups.iter().map(|g| g.join(" ")).collect();
                 let label = format!("partition {} | rest", groups.join(" | "));
                 bands.open("cut".into(), band(ids.clone(), "partition", label));
             }
-            Infra::Block { from: a, to: b } => {
+            Effect::Block { from: a, to: b } => {
                 let label = format!("block {a} -/-> {b}");
                 bands.open("cut".into(), band(vec![a, b], "block", label));
             }
-            Infra::Loss { machine, percent } => {
+            Effect::Loss { machine, percent } => {
                 let label = format!("loss {percent}% {machine}");
                 bands.open("cut".into(), band(vec![machine], "loss", label));
             }
-            Infra::Heal => bands.close(|k| k != "cut", from),
+            Effect::Heal => bands.close(|k| k != "cut", from),
         }
     }
     t.periods = states.finish(t.end);
@@ -432,6 +417,7 @@ pub fn offset_ms(other: Instant, origin: Instant) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use fleetcheck_scenarios::cluster::ClusterCmd;
     use std::sync::Arc;
 
     use fleetcheck_engine::{execute, Case, Model};
@@ -455,15 +441,15 @@ mod tests {
             initial.machines[1].id.clone(),
         );
         let commands = vec![
-            PingCmd::Boot { machine: a.clone() },
-            PingCmd::Boot { machine: b.clone() },
-            PingCmd::Pause { machine: b.clone() },
-            PingCmd::Resume { machine: b.clone() },
-            PingCmd::Partition {
+            PingCmd::Cluster(ClusterCmd::Boot { machine: a.clone() }),
+            PingCmd::Cluster(ClusterCmd::Boot { machine: b.clone() }),
+            PingCmd::Cluster(ClusterCmd::Pause { machine: b.clone() }),
+            PingCmd::Cluster(ClusterCmd::Resume { machine: b.clone() }),
+            PingCmd::Cluster(ClusterCmd::Partition {
                 groups: vec![vec![a.clone()]],
-            },
-            PingCmd::Heal,
-            PingCmd::Shutdown { machine: b.clone() },
+            }),
+            PingCmd::Cluster(ClusterCmd::Heal),
+            PingCmd::Cluster(ClusterCmd::Shutdown { machine: b.clone() }),
             // The model expects no reply from an off machine: this passes.
             PingCmd::Ping {
                 from: a.clone(),
@@ -508,6 +494,7 @@ mod kv_tests {
 
     use fleetcheck_engine::{execute, Case, Gen, Model};
     use fleetcheck_fabric::fake::FakeBackend;
+    use fleetcheck_scenarios::cluster::ClusterCmd;
     use fleetcheck_scenarios::config::ScenarioConfig;
     use fleetcheck_scenarios::kv::{AnyStore, KvCmd, KvModel, KvSystem};
 
@@ -518,26 +505,26 @@ mod kv_tests {
         let config = ScenarioConfig::default();
         let model = KvModel::new(&config, "memory");
         let initial = model.initial_state(&mut Gen::new(1, 10));
-        let ids: Vec<String> = initial.nodes.iter().map(|n| n.id.clone()).collect();
+        let ids: Vec<String> = initial.machines.iter().map(|n| n.id.clone()).collect();
         assert!(ids.len() >= 3, "{ids:?}");
         let (a, b, c) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
         let commands = vec![
-            KvCmd::Crash { node: a.clone() },
-            KvCmd::Restart { node: a.clone() },
-            KvCmd::Pause { node: c.clone() },
-            KvCmd::Resume { node: c.clone() },
-            KvCmd::Block {
+            KvCmd::Cluster(ClusterCmd::Crash { machine: a.clone() }),
+            KvCmd::Cluster(ClusterCmd::Restart { machine: a.clone() }),
+            KvCmd::Cluster(ClusterCmd::Pause { machine: c.clone() }),
+            KvCmd::Cluster(ClusterCmd::Resume { machine: c.clone() }),
+            KvCmd::Cluster(ClusterCmd::Block {
                 from: a.clone(),
                 to: b.clone(),
-            },
-            KvCmd::Loss {
-                node: c.clone(),
+            }),
+            KvCmd::Cluster(ClusterCmd::Loss {
+                machine: c.clone(),
                 percent: 50,
-            },
-            KvCmd::Heal,
-            KvCmd::Partition {
-                side: vec![a.clone()],
-            },
+            }),
+            KvCmd::Cluster(ClusterCmd::Heal),
+            KvCmd::Cluster(ClusterCmd::Partition {
+                groups: vec![vec![a.clone()]],
+            }),
         ];
         let case = Case {
             seed: 1,

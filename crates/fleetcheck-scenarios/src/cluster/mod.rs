@@ -1,128 +1,28 @@
-//! The cluster layer both scenarios share: the typed fault vocabulary ([`Fault`]) and the
-//! parts of a network of machines that ping and kv generate, shrink, label and heal the same
-//! way. Each helper makes the same random draws, in the same order, as the code it replaced.
+//! The cluster layer every scenario stands on: one model of a network of machines
+//! ([`ClusterState`] of [`Machine`]s with roles and parameters) and one set of infrastructure
+//! commands ([`ClusterCmd`]: Boot, Shutdown, Crash, Restart, Pause, Resume, Partition, Block,
+//! Loss, Heal, Upgrade) with their generation ([`Plan`], [`ClusterState::fault_kinds`],
+//! [`ClusterState::draw`]), preconditions, next state, shrinking, application to a
+//! [`Network`], heal before teardown, labels and timeline effects. A scenario composes it with
+//! its own commands (ping's `Ping`, kv's batches of client operations) and its own checks.
+//! Adding a fault kind touches the fabric and this layer only (CONTRIBUTING.md says how).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 
-use fleetcheck_engine::{Gen, Labels};
-use fleetcheck_fabric::{FaultError, FileSystem, MachineStatus, Network, Subnet};
+use fleetcheck_engine::Labels;
+use fleetcheck_fabric::{FaultError, FileSystem, MachineStatus, Network};
 
+mod command;
 pub mod fault;
+mod generate;
+mod machine;
+mod state;
 
+pub use command::{ClusterCmd, Effect};
 pub use fault::Fault;
-
-/// A machine as a scenario's model sees it: its id and power state.
-pub trait Member {
-    /// Its id.
-    fn id(&self) -> &str;
-    /// Whether it is up.
-    fn running(&self) -> bool;
-    /// Whether it is frozen.
-    fn paused(&self) -> bool;
-    /// Sets its power state.
-    fn set_power(&mut self, power: Power);
-}
-
-/// The power state an infrastructure command leaves a machine in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Power {
-    /// Up (booted, restarted, resumed).
-    On,
-    /// Down (shut down, crashed).
-    Off,
-    /// Up but frozen.
-    Paused,
-}
-
-/// Implements [`Member`] for a type with fields `id: String`, `running: bool` and
-/// `paused: bool`.
-macro_rules! member {
-    ($t:ty) => {
-        impl $crate::cluster::Member for $t {
-            fn id(&self) -> &str {
-                &self.id
-            }
-            fn running(&self) -> bool {
-                self.running
-            }
-            fn paused(&self) -> bool {
-                self.paused
-            }
-            fn set_power(&mut self, power: $crate::cluster::Power) {
-                (self.running, self.paused) = power.running_paused();
-            }
-        }
-    };
-}
-pub(crate) use member;
-
-impl Power {
-    /// `(running, paused)`.
-    pub fn running_paused(self) -> (bool, bool) {
-        match self {
-            Power::On => (true, false),
-            Power::Off => (false, false),
-            Power::Paused => (true, true),
-        }
-    }
-}
-
-/// The ids of the `members` that `pick` picks, in order.
-pub fn ids<M: Member>(members: &[M], pick: impl Fn(&M) -> bool) -> Vec<String> {
-    members
-        .iter()
-        .filter(|m| pick(m))
-        .map(|m| m.id().to_string())
-        .collect()
-}
-
-/// The ids of the running members that are not paused: those that can act.
-pub fn awake<M: Member>(members: &[M]) -> Vec<String> {
-    ids(members, |m| m.running() && !m.paused())
-}
-
-/// Sets the power state of member `id`, if there is one.
-pub fn set_power<M: Member>(members: &mut [M], id: &str, power: Power) {
-    if let Some(m) = members.iter_mut().find(|m| m.id() == id) {
-        m.set_power(power);
-    }
-}
-
-/// `count` distinct host addresses of `subnet`, from its second address up.
-pub fn distinct_hosts(g: &mut Gen, subnet: Subnet, count: usize) -> Vec<Ipv4Addr> {
-    g.distinct(count, 1..=subnet.host_count() - 1)
-        .into_iter()
-        .map(|host| subnet.host(host).expect("host index is inside the subnet"))
-        .collect()
-}
-
-/// A fresh 8-letter id, drawn again while `taken` says it is in use.
-pub fn fresh_id(g: &mut Gen, taken: impl Fn(&str) -> bool) -> String {
-    let mut id = g.lowercase(8);
-    while taken(&id) {
-        id = g.lowercase(8);
-    }
-    id
-}
-
-/// One side of a random partition of `all`: a random non-empty proper subset (else one
-/// member) against the rest; `None` if `all` is empty.
-pub fn partition_side(g: &mut Gen, all: &[String]) -> Option<Vec<String>> {
-    let mut side: Vec<String> = all.iter().filter(|_| g.bool(0.5)).cloned().collect();
-    if side.is_empty() || side.len() == all.len() {
-        side = vec![g.choose(all)?.clone()];
-    }
-    Some(side)
-}
-
-/// A random one-way block: `(from, to)`, two different members of `all`.
-pub fn one_way_block(g: &mut Gen, all: &[String]) -> Option<(String, String)> {
-    let from = g.choose(all)?.clone();
-    let others: Vec<String> = all.iter().filter(|m| **m != from).cloned().collect();
-    let to = g.choose(&others)?.clone();
-    Some((from, to))
-}
+pub use generate::{distinct_hosts, fresh_id, Kind, Plan};
+pub use machine::{service_version, Machine, Power};
+pub use state::ClusterState;
 
 /// The entries of `preferred` before the current one (the first for which `is_current`
 /// holds): the simpler choices to shrink to; none if no entry is current.
@@ -175,77 +75,47 @@ pub fn heal_all(net: &dyn Network) -> Result<(), FaultError> {
     net.heal()
 }
 
-/// A network fault as applied to a live [`Network`] (what `fleetcheck up` keeps to show the
-/// faults in force); [`Network::heal`] removes them all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NetworkFault {
-    /// Groups of machines that cannot reach each other (the machines of none: one more group).
-    Partition(Vec<Vec<String>>),
-    /// Packets from `from` to `to` dropped, one way.
-    Block {
-        /// The sender whose packets are dropped.
-        from: String,
-        /// The receiver they were for.
-        to: String,
-    },
-    /// `percent` of a machine's packets dropped (0 removes the loss).
-    Loss {
-        /// The machine.
-        machine: String,
-        /// The share dropped, 0 to 100.
-        percent: u8,
-    },
-}
-
-impl NetworkFault {
-    /// Applies it to `net`.
-    pub fn apply(&self, net: &dyn Network) -> Result<(), FaultError> {
-        match self {
-            NetworkFault::Partition(groups) => net.partition(groups),
-            NetworkFault::Block { from, to } => net.block(from, to),
-            NetworkFault::Loss { machine, percent } => net.loss(machine, *percent),
-        }
-    }
-}
-
-/// `partition a,b | c`, `block a -/-> b`, `loss a 20%`.
-impl std::fmt::Display for NetworkFault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NetworkFault::Partition(groups) => {
-                let groups: Vec<String> = groups.iter().map(|g| g.join(",")).collect();
-                write!(f, "partition {}", groups.join(" | "))
-            }
-            NetworkFault::Block { from, to } => write!(f, "block {from} -/-> {to}"),
-            NetworkFault::Loss { machine, percent } => write!(f, "loss {machine} {percent}%"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn fault_names_round_trip_and_network_faults_read_as_up_shows_them() {
+    fn fault_names_round_trip() {
         for f in Fault::ALL {
             assert_eq!(Fault::from_name(f.name()), Some(f));
         }
         assert_eq!(Fault::from_name("upgrades"), None);
+    }
+
+    #[test]
+    fn commands_read_as_people_type_them() {
+        let parse = |line: &str| ClusterCmd::parse(line).unwrap().unwrap();
         let groups = vec![vec!["a".to_string(), "b".into()], vec!["c".into()]];
+        assert_eq!(parse("partition a,b | c"), ClusterCmd::Partition { groups });
         assert_eq!(
-            NetworkFault::Partition(groups).to_string(),
-            "partition a,b | c"
+            parse("block a b"),
+            ClusterCmd::Block {
+                from: "a".into(),
+                to: "b".into()
+            }
         );
-        let block = NetworkFault::Block {
-            from: "a".into(),
-            to: "b".into(),
-        };
-        assert_eq!(block.to_string(), "block a -/-> b");
-        let loss = NetworkFault::Loss {
-            machine: "a".into(),
-            percent: 20,
-        };
-        assert_eq!(loss.to_string(), "loss a 20%");
+        assert_eq!(
+            parse("loss a 20%"),
+            ClusterCmd::Loss {
+                machine: "a".into(),
+                percent: 20
+            }
+        );
+        assert_eq!(parse("heal"), ClusterCmd::Heal);
+        assert_eq!(ClusterCmd::parse("ping a b").unwrap(), None);
+        assert!(ClusterCmd::parse("loss a 101")
+            .unwrap_err()
+            .contains("0 to 100"));
+        assert!(ClusterCmd::parse("crash")
+            .unwrap_err()
+            .contains("needs a machine"));
+        assert!(ClusterCmd::parse("partition |")
+            .unwrap_err()
+            .contains("needs groups"));
     }
 }

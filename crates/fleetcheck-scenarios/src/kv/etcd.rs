@@ -13,7 +13,7 @@ use fleetcheck_engine::{Abort, KvOp, KvRet};
 use fleetcheck_fabric::{Backend, ExecError, Network};
 
 use super::service::{self, shell};
-use super::{KvCmd, KvService, KvState, Op, Ret, Store};
+use super::{ClusterCmd, KvService, KvState, Op, Ret, Store};
 
 /// How long a cluster may take to take its first write.
 const READY: Duration = Duration::from_secs(20);
@@ -87,7 +87,7 @@ impl EtcdStore {
     fn launch(&self, c: &EtcdCluster, node: &str) -> Result<(), Abort> {
         let ip = c
             .state
-            .node(node)
+            .machine(node)
             .ok_or_else(|| Abort::new(format!("no node {node}")))?
             .ip;
         let disk = service::disk(c.net.as_ref(), self.backend.name(), node, "etcd")?;
@@ -128,9 +128,9 @@ impl Store for EtcdStore {
             self.memory_mb,
             self.service.as_ref(),
         )?;
-        let ids: Vec<&str> = state.nodes.iter().map(|n| n.id.as_str()).collect();
+        let ids: Vec<&str> = state.machines.iter().map(|n| n.id.as_str()).collect();
         let initial_cluster = state
-            .nodes
+            .machines
             .iter()
             .map(|n| format!("{}=http://{}:2380", n.id, n.ip))
             .collect::<Vec<_>>()
@@ -207,7 +207,7 @@ impl Store for EtcdStore {
         }
     }
 
-    fn fault(&self, c: &EtcdCluster, state: &KvState, command: &KvCmd) -> Result<(), Abort> {
+    fn fault(&self, c: &EtcdCluster, state: &KvState, command: &ClusterCmd) -> Result<(), Abort> {
         super::apply_fault(c.net.as_ref(), state, self.service.as_ref(), command)?;
         // A restarted or upgraded member rejoins with its data directory.
         if let Some(node) = super::restarts_service(state, command) {

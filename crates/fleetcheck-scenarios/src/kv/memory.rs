@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::{Abort, KvOp, KvRet};
 
-use super::{KvCmd, KvState, Op, Ret, Store};
+use super::{ClusterCmd, KvState, Op, Ret, Store};
 
 /// An in-memory store.
 #[derive(Debug, Clone, Copy, Default)]
@@ -77,7 +77,7 @@ impl Store for MemoryStore {
 
     fn start(&self, state: &KvState) -> Result<MemoryCluster, Abort> {
         let nodes = state
-            .nodes
+            .machines
             .iter()
             .map(|n| (n.id.clone(), true, BTreeMap::new()))
             .collect();
@@ -115,27 +115,30 @@ impl Store for MemoryStore {
         &self,
         cluster: &MemoryCluster,
         state: &KvState,
-        command: &KvCmd,
+        command: &ClusterCmd,
     ) -> Result<(), Abort> {
-        if let KvCmd::Upgrade { node, .. } = command {
-            if state.node(node).is_some_and(|n| n.running) {
-                let crash = KvCmd::Crash { node: node.clone() };
+        if let ClusterCmd::Upgrade { machine, .. } = command {
+            if state.machine(machine).is_some_and(|n| n.running) {
+                let machine = machine.clone();
+                let crash = ClusterCmd::Crash {
+                    machine: machine.clone(),
+                };
                 self.fault(cluster, state, &crash)?;
-                return self.fault(cluster, state, &KvCmd::Restart { node: node.clone() });
+                return self.fault(cluster, state, &ClusterCmd::Restart { machine });
             }
             return Ok(());
         }
         let mut nodes = cluster.inner.lock().expect("no panics while locked");
         match command {
-            KvCmd::Crash { node } => {
-                if let Some(n) = nodes.nodes.iter_mut().find(|n| &n.0 == node) {
+            ClusterCmd::Crash { machine } => {
+                if let Some(n) = nodes.nodes.iter_mut().find(|n| &n.0 == machine) {
                     n.1 = false;
                 }
             }
-            KvCmd::Restart { node } => {
+            ClusterCmd::Restart { machine } => {
                 // A replica again if a primary runs; otherwise it serves from its own disk.
                 let primary = nodes.primary().map(|p| p.2.clone());
-                if let Some(n) = nodes.nodes.iter_mut().find(|n| &n.0 == node) {
+                if let Some(n) = nodes.nodes.iter_mut().find(|n| &n.0 == machine) {
                     n.1 = true;
                     if let Some(data) = primary {
                         n.2 = data;

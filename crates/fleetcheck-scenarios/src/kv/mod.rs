@@ -36,8 +36,9 @@ use fleetcheck_engine::{
 use fleetcheck_fabric::{ServiceVersion, Subnet};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{self, Fault, Power};
-use crate::config::ScenarioConfig;
+pub use crate::cluster::Machine;
+use crate::cluster::{self, ClusterCmd, ClusterState, Fault, Kind, Plan};
+use crate::config::{MachineDomain, Range, ScenarioConfig, ServiceConfig, Services};
 
 /// A client operation of the scenario: keys and values are small numbers.
 pub type Op = KvOp<u64>;
@@ -67,8 +68,7 @@ pub struct KvConfig {
     /// two or more versions, and not in the default list).
     #[serde(deserialize_with = "kv_faults")]
     pub faults: Vec<Fault>,
-    /// File systems of each node's data directory (where the store keeps its state), the first
-    /// preferred when shrinking; empty (the default): a directory on the host's file system.
+    /// The older name of `[machine] filesystem` for kv's nodes (still read; not with it).
     #[serde(deserialize_with = "crate::config::one_or_many")]
     pub filesystem: Vec<fleetcheck_fabric::FileSystem>,
 }
@@ -108,12 +108,6 @@ pub const FAULTS: &[Fault] = &Fault::ALL;
 
 fn kv_faults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Fault>, D::Error> {
     crate::cluster::fault::parse_list(d, "kv.faults", FAULTS)
-}
-
-impl KvConfig {
-    fn fault(&self, kind: Fault) -> bool {
-        self.faults.contains(&kind)
-    }
 }
 
 /// The service whose versions the nodes of store `system` run, under the name
@@ -195,112 +189,33 @@ impl KvService {
     pub fn version(&self, label: &str) -> Option<&ServiceVersion> {
         self.versions.iter().find(|v| v.version == label)
     }
-}
 
-/// Version `label` of `service` for node `node`, or why there is none.
-fn installation<'a>(
-    service: Option<&'a KvService>,
-    node: &str,
-    label: &str,
-) -> Result<(&'a str, &'a ServiceVersion), Abort> {
-    let found = service.and_then(|s| Some((s.name.as_str(), s.version(label)?)));
-    found.ok_or_else(|| {
-        Abort::new(match service {
-            Some(s) => format!(
-                "node {node} runs version `{label}` of {}, which [services.{}] does not list",
-                s.name, s.name
-            ),
-            None => format!(
-                "node {node} runs version `{label}`, but the configuration lists no versions of \
-                 this store's service"
-            ),
-        })
-    })
-}
-
-/// A node of the model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Node {
-    /// 8 random lowercase letters; also the hostname and the member name.
-    pub id: String,
-    /// Its address.
-    pub ip: Ipv4Addr,
-    /// Whether it is up (its service started).
-    pub running: bool,
-    /// Whether it is frozen.
-    pub paused: bool,
-    /// The file system of its data directory, if one of its own (`[kv] filesystem`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filesystem: Option<fleetcheck_fabric::FileSystem>,
-    /// The version of the store's service it runs, if the configuration lists versions
-    /// (`[services.<name>]`, see [`service_of`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-}
-
-impl Node {
-    /// `data on ext4, etcd 3.4`: its parameters for people (empty if none); `service` names
-    /// the version.
-    pub fn parameters(&self, service: &str) -> String {
-        let mut parts: Vec<String> = Vec::new();
-        if let Some(fs) = self.filesystem {
-            parts.push(format!("data on {fs}"));
-        }
-        if let Some(v) = &self.version {
-            parts.push(format!("{service} {v}"));
-        }
-        parts.join(", ")
-    }
-}
-
-/// The model state: the cluster and the faults in force.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KvState {
-    /// The subnet of the nodes.
-    pub subnet: Subnet,
-    /// The nodes, in generation order.
-    pub nodes: Vec<Node>,
-    /// Whether a partition is in force.
-    pub partitioned: bool,
-    /// Whether one-way blocks or packet loss are in force.
-    #[serde(default)]
-    pub links_faulty: bool,
-}
-
-cluster::member!(Node);
-
-impl KvState {
-    /// The node named `id`.
-    pub fn node(&self, id: &str) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.id == id)
-    }
-
-    fn ids(&self, pick: impl Fn(&Node) -> bool) -> Vec<String> {
-        cluster::ids(&self.nodes, pick)
-    }
-
-    fn awake(&self) -> Vec<String> {
-        cluster::awake(&self.nodes)
-    }
-
-    /// Whether any network fault (partition, block, loss) is in force.
-    pub fn network_faulty(&self) -> bool {
-        self.partitioned || self.links_faulty
-    }
-
-    /// The commands that undo every fault in force: resume each paused node, heal the network.
-    /// Crashed nodes stay down (a power cut is not a fault to heal).
-    pub fn heal_commands(&self) -> Vec<KvCmd> {
-        let mut out: Vec<KvCmd> = self
-            .ids(|n| n.paused)
+    /// `[services]` with this one service in it: what its nodes' versions name.
+    pub fn services(service: Option<&KvService>) -> Services {
+        service
+            .map(|s| {
+                let versions = s.versions.clone();
+                (s.name.clone(), ServiceConfig { versions })
+            })
             .into_iter()
-            .map(|node| KvCmd::Resume { node })
-            .collect();
-        if self.network_faulty() {
-            out.push(KvCmd::Heal);
-        }
-        out
+            .collect()
     }
+}
+
+/// The model state: the cluster and the faults in force ([`ClusterState`]; a node is a
+/// [`Machine`]).
+pub type KvState = ClusterState;
+
+/// `data on ext4, etcd 3.4`: a node's parameters for people (empty if none).
+pub fn parameters(m: &Machine) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(fs) = m.filesystem {
+        parts.push(format!("data on {fs}"));
+    }
+    for (service, v) in &m.versions {
+        parts.push(format!("{service} {v}"));
+    }
+    parts.join(", ")
 }
 
 /// One client operation: which worker issues it, against which node.
@@ -314,7 +229,9 @@ pub struct ClientOp {
     pub op: Op,
 }
 
-/// A command of the kv scenario.
+/// A command of the kv scenario: a batch of client operations, or an infrastructure command
+/// of the cluster layer (Crash, Restart, Pause, Resume, Partition, Block, Loss, Heal,
+/// Upgrade).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "name", content = "args")]
 pub enum KvCmd {
@@ -323,56 +240,16 @@ pub enum KvCmd {
         /// The operations.
         ops: Vec<ClientOp>,
     },
-    /// Power cut of a node.
-    Crash {
-        /// The node.
-        node: String,
-    },
-    /// Boot a crashed node and start its service again (its disk kept).
-    Restart {
-        /// The node.
-        node: String,
-    },
-    /// Freeze a node.
-    Pause {
-        /// The node.
-        node: String,
-    },
-    /// Thaw a node.
-    Resume {
-        /// The node.
-        node: String,
-    },
-    /// Cut these nodes off from the others.
-    Partition {
-        /// One side; the other side is every other node.
-        side: Vec<String>,
-    },
-    /// One-way: packets from `from` to `to` are dropped, the other way still passes.
-    Block {
-        /// The sender whose packets are dropped.
-        from: String,
-        /// The receiver that no longer hears it.
-        to: String,
-    },
-    /// Drop a share of the packets to and from a node (nftables random drop on the switch).
-    Loss {
-        /// The node.
-        node: String,
-        /// Percent of packets dropped.
-        percent: u8,
-    },
-    /// Remove every partition, block and loss.
-    Heal,
-    /// A rolling upgrade: the node gets `version` of the store's service. A running node is
-    /// shut down, gets it, boots and starts its service again with its data; a crashed one only
-    /// gets it (its next `Restart` runs it).
-    Upgrade {
-        /// The node (not paused).
-        node: String,
-        /// The version it gets (a label of `[services.<name>]`).
-        version: String,
-    },
+    /// An infrastructure command. A `Restart` (and an `Upgrade` of a running node) starts the
+    /// store's service again.
+    #[serde(untagged)]
+    Cluster(ClusterCmd),
+}
+
+impl From<ClusterCmd> for KvCmd {
+    fn from(c: ClusterCmd) -> Self {
+        KvCmd::Cluster(c)
+    }
 }
 
 /// What a command returned.
@@ -411,15 +288,24 @@ pub struct KvModel {
     /// The store's service and its versions, when the configuration lists them: then each node
     /// gets one (and `Upgrade`s change it). `None`: nodes run the host's program.
     pub service: Option<KvService>,
+    /// The file systems of the nodes' data directories, the first preferred (`[machine]
+    /// filesystem`, or the older `[kv] filesystem`); empty: a directory of the host's.
+    pub filesystems: Vec<fleetcheck_fabric::FileSystem>,
 }
 
 impl KvModel {
-    /// The model for store `system` under `config`: its `[kv]` knobs and the versions of the
-    /// store's service (see [`service_of`]).
+    /// The model for store `system` under `config`: its `[kv]` knobs, the file systems of
+    /// `[machine]` and the versions of the store's service (see [`service_of`]).
     pub fn new(config: &ScenarioConfig, system: &str) -> Self {
+        let filesystems = if config.kv.filesystem.is_empty() {
+            config.machine.filesystem.clone()
+        } else {
+            config.kv.filesystem.clone()
+        };
         Self {
             config: config.kv.clone(),
             service: KvService::for_system(config, system),
+            filesystems,
         }
     }
 
@@ -432,24 +318,49 @@ impl KvModel {
         self.service.as_ref().map_or("version", |s| &s.name)
     }
 
-    /// Every rolling upgrade possible now (with `"upgrade"` among the faults and two or more
-    /// versions): a node that is not paused to another version.
-    fn upgrades(&self, s: &KvState) -> Vec<KvCmd> {
-        let versions = self.versions();
-        if !self.config.fault(Fault::Upgrade) || versions.len() < 2 {
-            return Vec::new();
+    /// The domain every node is drawn from: `[kv] nodes` of them, `[kv] memory_mb` each, on
+    /// the host's kernel, with the file systems and the versions of the store's service.
+    pub fn domain(&self) -> MachineDomain {
+        let (least, most) = self.config.nodes;
+        let memory = self.config.memory_mb;
+        MachineDomain {
+            role: String::new(),
+            count: Range {
+                min: least,
+                max: most,
+            },
+            memory_mb: Range {
+                min: memory,
+                max: memory,
+            },
+            kernels: Vec::new(),
+            setup: Vec::new(),
+            filesystem: self.filesystems.clone(),
+            versions: self
+                .service
+                .iter()
+                .map(|s| (s.name.clone(), s.versions.clone()))
+                .collect(),
         }
-        let mut all = Vec::new();
-        for n in s.nodes.iter().filter(|n| !n.paused) {
-            let Some(current) = &n.version else { continue };
-            for v in versions.iter().filter(|v| v.version != *current) {
-                all.push(KvCmd::Upgrade {
-                    node: n.id.clone(),
-                    version: v.version.clone(),
-                });
-            }
+    }
+
+    /// What the cluster layer generates for it: the faults of `[kv] faults`, the store's
+    /// versions; network faults also while every node is down, one partition at a time.
+    pub fn plan(&self) -> Plan {
+        let versions = self
+            .service
+            .iter()
+            .map(|s| {
+                let labels = s.versions.iter().map(|v| v.version.clone()).collect();
+                (s.name.clone(), labels)
+            })
+            .collect();
+        Plan {
+            faults: self.config.faults.clone(),
+            versions: BTreeMap::from([(String::new(), versions)]),
+            network_faults_need_a_machine_up: false,
+            partitions_stack: false,
         }
-        all
     }
 }
 
@@ -475,24 +386,22 @@ impl Model for KvModel {
     fn initial_state(&self, g: &mut Gen) -> KvState {
         let subnet = SUBNET;
         let count = g.range(self.config.nodes.0..=self.config.nodes.1) as usize;
-        let mut nodes: Vec<Node> = Vec::new();
+        let mut nodes: Vec<Machine> = Vec::new();
         for ip in cluster::distinct_hosts(g, subnet, count) {
-            nodes.push(Node {
-                id: cluster::fresh_id(g, |id| nodes.iter().any(|n| n.id == id)),
+            let mut node = Machine::new(
+                cluster::fresh_id(g, |id| nodes.iter().any(|n| n.id == id)),
                 ip,
-                running: true,
-                paused: false,
-                // Drawn only when configured, so other configurations give the same cases.
-                filesystem: g.choose(&self.config.filesystem).copied(),
-                version: g.choose(self.versions()).map(|v| v.version.clone()),
-            });
+            );
+            node.running = true;
+            // Drawn only when configured, so other configurations give the same cases.
+            node.filesystem = g.choose(&self.filesystems).copied();
+            if let Some(v) = g.choose(self.versions()) {
+                node.versions
+                    .insert(self.service_name().to_string(), v.version.clone());
+            }
+            nodes.push(node);
         }
-        KvState {
-            subnet,
-            nodes,
-            partitioned: false,
-            links_faulty: false,
-        }
+        KvState::new(subnet, nodes)
     }
 
     /// Nodes as [`crate::rules::check_members`] says (at most [`SUBNET_ROOM`]), each running
@@ -501,106 +410,57 @@ impl Model for KvModel {
         crate::rules::check_members(
             "node",
             s.subnet,
-            s.nodes.iter().map(|n| (n.id.as_str(), n.ip)),
+            s.machines.iter().map(|n| (n.id.as_str(), n.ip)),
             SUBNET_ROOM as usize,
         )?;
-        for n in &s.nodes {
-            if !n.running || n.paused {
+        let services = KvService::services(self.service.as_ref());
+        for n in &s.machines {
+            if !n.awake() {
                 return Err(format!(
                     "has node {} down or paused, but every case starts with its cluster up",
                     n.id
                 ));
             }
-            if let Some(label) = &n.version {
-                if installation(self.service.as_ref(), &n.id, label).is_err() {
+            for (service, label) in &n.versions {
+                if cluster::service_version(&services, service, label).is_none() {
                     return Err(format!(
-                        "gives node {} version `{label}` of {}, which the configuration does not list",
+                        "gives node {} version `{label}` of {service}, which the configuration does not list",
                         n.id,
-                        self.service_name()
                     ));
                 }
             }
         }
-        if s.partitioned || s.links_faulty {
+        if s.network_faulty() {
             return Err("has faults in force, but every case starts with a whole network".into());
         }
         Ok(())
     }
 
+    /// Fewer nodes (never fewer than `[kv] nodes` allows), then per node the preferred file
+    /// system and version.
     fn shrink_state(&self, s: &KvState) -> Vec<KvState> {
-        let mut out = Vec::new();
-        if s.nodes.len() > self.config.nodes.0 as usize {
-            for i in 0..s.nodes.len() {
-                let mut smaller = s.clone();
-                smaller.nodes.remove(i);
-                out.push(smaller);
-            }
-        }
-        // The preferred (earlier) file systems.
-        let filesystems = &self.config.filesystem;
-        for (i, n) in s.nodes.iter().enumerate() {
-            for earlier in cluster::earlier(filesystems, |f| Some(*f) == n.filesystem) {
-                let mut simpler = s.clone();
-                simpler.nodes[i].filesystem = Some(*earlier);
-                out.push(simpler);
-            }
-        }
-        // The preferred (earlier) versions.
-        let versions = self.versions();
-        for (i, n) in s.nodes.iter().enumerate() {
-            for earlier in cluster::earlier(versions, |v| Some(&v.version) == n.version.as_ref()) {
-                let mut simpler = s.clone();
-                simpler.nodes[i].version = Some(earlier.version.clone());
-                out.push(simpler);
-            }
-        }
-        out
+        s.shrink(&[self.domain()])
     }
 
     fn command(&self, s: &KvState, g: &mut Gen) -> Option<KvCmd> {
+        enum Pick {
+            Ops,
+            Cluster(Kind),
+        }
         let awake = s.awake();
-        let down = s.ids(|n| !n.running);
-        let paused = s.ids(|n| n.paused);
-        let mut kinds: Vec<(u32, u8)> = Vec::new();
+        let mut kinds: Vec<(u32, Pick)> = Vec::new();
         if !awake.is_empty() {
-            kinds.push((6, 0));
+            kinds.push((6, Pick::Ops));
         }
-        if self.config.fault(Fault::Crash) {
-            if !s.ids(|n| n.running).is_empty() {
-                kinds.push((1, 1));
-            }
-            if !down.is_empty() {
-                kinds.push((2, 2));
-            }
-        }
-        if self.config.fault(Fault::Pause) {
-            if !awake.is_empty() {
-                kinds.push((1, 3));
-            }
-            if !paused.is_empty() {
-                kinds.push((2, 4));
-            }
-        }
-        if self.config.fault(Fault::Partition) && s.nodes.len() >= 2 && !s.partitioned {
-            kinds.push((1, 5));
-        }
-        if self.config.fault(Fault::Block) && s.nodes.len() >= 2 {
-            kinds.push((1, 7));
-        }
-        if self.config.fault(Fault::Loss) {
-            kinds.push((1, 8));
-        }
-        if s.network_faulty() {
-            kinds.push((2, 6));
-        }
-        // Only with "upgrade" and two or more versions: otherwise the draws are as before.
-        let upgrades = self.upgrades(s);
-        if !upgrades.is_empty() {
-            kinds.push((1, 9));
-        }
-        let all: Vec<String> = s.nodes.iter().map(|n| n.id.clone()).collect();
-        Some(match *g.frequency(&kinds)? {
-            0 => {
+        let plan = self.plan();
+        kinds.extend(
+            s.fault_kinds(&plan)
+                .into_iter()
+                .map(|(w, k)| (w, Pick::Cluster(k))),
+        );
+        Some(match g.frequency(&kinds)? {
+            Pick::Cluster(kind) => KvCmd::Cluster(s.draw(*kind, &plan, g)?),
+            Pick::Ops => {
                 let workers = g.range(1..=self.config.workers.max(1));
                 let mut ops = Vec::new();
                 for worker in 0..workers {
@@ -623,41 +483,16 @@ impl Model for KvModel {
                 }
                 KvCmd::Ops { ops }
             }
-            1 => KvCmd::Crash {
-                node: g.choose(&s.ids(|n| n.running))?.clone(),
-            },
-            2 => KvCmd::Restart {
-                node: g.choose(&down)?.clone(),
-            },
-            3 => KvCmd::Pause {
-                node: g.choose(&awake)?.clone(),
-            },
-            4 => KvCmd::Resume {
-                node: g.choose(&paused)?.clone(),
-            },
-            5 => KvCmd::Partition {
-                side: cluster::partition_side(g, &all)?,
-            },
-            7 => {
-                let (from, to) = cluster::one_way_block(g, &all)?;
-                KvCmd::Block { from, to }
-            }
-            8 => KvCmd::Loss {
-                node: g.choose(&all)?.clone(),
-                percent: *g.choose(&[20u8, 50, 80])?,
-            },
-            9 => g.choose(&upgrades)?.clone(),
-            _ => KvCmd::Heal,
         })
     }
 
     /// Client operations aimed at a node move to the first node (so that shrinking the network
     /// can then drop the node they no longer need).
     fn shrink_commands(&self, initial: &KvState, commands: &[KvCmd]) -> Vec<Vec<KvCmd>> {
-        let Some(first) = initial.nodes.first().map(|n| n.id.clone()) else {
+        let Some(first) = initial.machines.first().map(|n| n.id.clone()) else {
             return Vec::new();
         };
-        initial.nodes[1..]
+        initial.machines[1..]
             .iter()
             .filter(|n| {
                 commands.iter().any(|c| match c {
@@ -721,83 +556,31 @@ impl Model for KvModel {
                 }
                 out
             }
-            KvCmd::Loss { node, percent } if *percent > 20 => vec![KvCmd::Loss {
-                node: node.clone(),
-                percent: 20,
-            }],
-            KvCmd::Upgrade { node, version } => {
-                let versions = self.versions();
-                let at = versions
-                    .iter()
-                    .position(|v| v.version == *version)
-                    .unwrap_or(0);
-                versions[..at]
-                    .iter()
-                    .map(|v| KvCmd::Upgrade {
-                        node: node.clone(),
-                        version: v.version.clone(),
-                    })
-                    .collect()
-            }
-            _ => Vec::new(),
+            KvCmd::Cluster(c) => c
+                .shrink(&self.plan())
+                .into_iter()
+                .map(KvCmd::from)
+                .collect(),
         }
     }
 
     fn precondition(&self, s: &KvState, c: &KvCmd) -> bool {
-        let node = |id: &str| s.node(id);
         match c {
             KvCmd::Ops { ops } => {
                 !ops.is_empty()
                     && ops
                         .iter()
-                        .all(|o| node(&o.node).is_some_and(|n| n.running && !n.paused))
+                        .all(|o| s.machine(&o.node).is_some_and(Machine::awake))
             }
-            KvCmd::Crash { node: id } => node(id).is_some_and(|n| n.running),
-            KvCmd::Restart { node: id } => node(id).is_some_and(|n| !n.running),
-            KvCmd::Pause { node: id } => node(id).is_some_and(|n| n.running && !n.paused),
-            KvCmd::Resume { node: id } => node(id).is_some_and(|n| n.paused),
-            KvCmd::Partition { side } => {
-                !s.partitioned
-                    && !side.is_empty()
-                    && side.len() < s.nodes.len()
-                    && side.iter().all(|id| node(id).is_some())
-            }
-            KvCmd::Block { from, to } => from != to && node(from).is_some() && node(to).is_some(),
-            KvCmd::Loss { node: id, percent } => *percent <= 100 && node(id).is_some(),
-            KvCmd::Heal => s.network_faulty(),
-            KvCmd::Upgrade { node: id, version } => {
-                node(id)
-                    .is_some_and(|n| !n.paused && n.version.as_ref().is_some_and(|v| v != version))
-                    && self
-                        .service
-                        .as_ref()
-                        .is_some_and(|s| s.version(version).is_some())
-            }
+            KvCmd::Cluster(c) => c.precondition(s, &self.plan()),
         }
     }
 
     fn next_state(&self, s: &KvState, c: &KvCmd) -> KvState {
-        let mut next = s.clone();
-        let mut set = |id: &str, power| cluster::set_power(&mut next.nodes, id, power);
         match c {
-            KvCmd::Ops { .. } => {}
-            KvCmd::Crash { node } => set(node, Power::Off),
-            KvCmd::Restart { node } | KvCmd::Resume { node } => set(node, Power::On),
-            KvCmd::Pause { node } => set(node, Power::Paused),
-            KvCmd::Partition { .. } => next.partitioned = true,
-            KvCmd::Block { .. } | KvCmd::Loss { .. } => next.links_faulty = true,
-            KvCmd::Heal => {
-                next.partitioned = false;
-                next.links_faulty = false;
-            }
-            // Up again afterwards if it was up; a crashed node stays down.
-            KvCmd::Upgrade { node, version } => {
-                if let Some(n) = next.nodes.iter_mut().find(|n| n.id == *node) {
-                    n.version = Some(version.clone());
-                }
-            }
+            KvCmd::Ops { .. } => s.clone(),
+            KvCmd::Cluster(c) => s.next_state(c),
         }
-        next
     }
 
     /// Operations are judged together, by the linearizability invariant.
@@ -808,20 +591,18 @@ impl Model for KvModel {
     fn cost(&self, c: &KvCmd) -> u32 {
         match c {
             KvCmd::Ops { ops } => ops.len() as u32,
-            KvCmd::Restart { .. } => 5,
             // A shutdown, a boot and a restart of the service.
-            KvCmd::Upgrade { .. } => 6,
-            _ => 2,
+            KvCmd::Cluster(ClusterCmd::Upgrade { .. }) => 6,
+            KvCmd::Cluster(c) => c.cost(),
         }
     }
 
     fn labels(&self, initial: &KvState, commands: &[KvCmd], labels: &mut Labels) {
-        labels.add("nodes", initial.nodes.len());
-        let service = self.service_name();
+        labels.add("nodes", initial.machines.len());
         let mut parameters = cluster::ParameterLabels::default();
-        for n in &initial.nodes {
-            let version = n.version.as_deref().map(|v| (service, v));
-            parameters.machine(labels, n.filesystem, version);
+        for n in &initial.machines {
+            let versions = n.versions.iter().map(|(s, v)| (s.as_str(), v.as_str()));
+            parameters.machine(labels, n.filesystem, versions);
         }
         parameters.finish(labels, "cluster");
         for c in commands {
@@ -847,9 +628,9 @@ impl Model for KvModel {
     }
 
     fn describe_state(&self, s: &KvState) -> String {
-        let mut out = format!("{} node(s) on {}:\n", s.nodes.len(), s.subnet);
-        for n in &s.nodes {
-            let parameters = n.parameters(self.service_name());
+        let mut out = format!("{} node(s) on {}:\n", s.machines.len(), s.subnet);
+        for n in &s.machines {
+            let parameters = parameters(n);
             if parameters.is_empty() {
                 let _ = writeln!(out, "  {:<8}  {}", n.id, n.ip);
             } else {
@@ -860,7 +641,7 @@ impl Model for KvModel {
     }
 
     fn state_size(&self, s: &KvState) -> Option<String> {
-        Some(format!("{} nodes", s.nodes.len()))
+        Some(format!("{} nodes", s.machines.len()))
     }
 
     fn summarize_state(&self, s: &KvState) -> String {
@@ -871,22 +652,30 @@ impl Model for KvModel {
                 ids.join(" ")
             }
         };
-        let mut out = format!(
-            "up: {}; down: {}",
-            list(s.ids(|n| n.running && !n.paused)),
-            list(s.ids(|n| !n.running))
-        );
-        let paused = s.ids(|n| n.paused);
+        let mut out = format!("up: {}; down: {}", list(s.awake()), list(s.down()));
+        let paused = s.paused();
         if !paused.is_empty() {
             let _ = write!(out, "; paused: {}", paused.join(" "));
         }
         if s.partitioned {
             out.push_str("; partitioned");
         }
-        if s.links_faulty {
-            out.push_str("; links faulty");
+        if !s.partitioned && !s.cuts.is_empty() {
+            let cuts: Vec<String> = s.cuts.iter().map(|(a, b)| format!("{a}-/->{b}")).collect();
+            let _ = write!(out, "; cut: {}", cuts.join(" "));
+        }
+        if !s.loss.is_empty() {
+            let loss: Vec<String> = s.loss.iter().map(|(m, p)| format!("{m} {p}%")).collect();
+            let _ = write!(out, "; loss: {}", loss.join(" "));
         }
         out
+    }
+
+    fn command_name(&self, c: &KvCmd) -> String {
+        match c {
+            KvCmd::Ops { .. } => "Ops".into(),
+            KvCmd::Cluster(c) => c.name().into(),
+        }
     }
 
     fn describe_command(&self, c: &KvCmd) -> String {
@@ -898,32 +687,8 @@ impl Model for KvModel {
                     .collect();
                 format!("Ops[{}]", parts.join("; "))
             }
-            KvCmd::Crash { node } => format!("Crash({node})"),
-            KvCmd::Restart { node } => format!("Restart({node})"),
-            KvCmd::Pause { node } => format!("Pause({node})"),
-            KvCmd::Resume { node } => format!("Resume({node})"),
-            KvCmd::Partition { side } => format!("Partition({} | rest)", side.join(" ")),
-            KvCmd::Block { from, to } => format!("Block({from} -> {to})"),
-            KvCmd::Loss { node, percent } => format!("Loss({node}, {percent}%)"),
-            KvCmd::Heal => "Heal".into(),
-            KvCmd::Upgrade { node, version } => format!("Upgrade({node} -> {version})"),
+            KvCmd::Cluster(c) => c.describe(),
         }
-    }
-}
-
-/// The nodes that partition `side | rest` cuts off from a majority: the smaller group, or
-/// every node when neither group is a majority.
-fn minority(state: &KvState, side: &[String]) -> BTreeSet<String> {
-    let all: BTreeSet<String> = state.nodes.iter().map(|n| n.id.clone()).collect();
-    let side: BTreeSet<String> = side.iter().cloned().collect();
-    let rest: BTreeSet<String> = all.difference(&side).cloned().collect();
-    let majority = all.len() / 2 + 1;
-    if side.len() >= majority {
-        rest
-    } else if rest.len() >= majority {
-        side
-    } else {
-        all
     }
 }
 
@@ -935,32 +700,20 @@ pub fn network_spec(
     memory_mb: u32,
     service: Option<&KvService>,
 ) -> Result<fleetcheck_fabric::NetworkSpec, Abort> {
-    let machines = state
-        .nodes
-        .iter()
-        .map(|n| {
-            let services = match &n.version {
-                Some(label) => {
-                    let (name, v) = installation(service, &n.id, label)?;
-                    BTreeMap::from([(name.to_string(), v.clone())])
-                }
-                None => BTreeMap::new(),
-            };
-            Ok(fleetcheck_fabric::MachineSpec {
-                id: n.id.clone(),
-                ip: n.ip,
-                memory_mb,
-                kernel: "host".into(),
-                setup: Vec::new(),
-                filesystem: n.filesystem,
-                services,
-            })
-        })
-        .collect::<Result<Vec<_>, Abort>>()?;
-    Ok(fleetcheck_fabric::NetworkSpec {
-        subnet: state.subnet,
-        machines,
-    })
+    let memory = Range {
+        min: memory_mb,
+        max: memory_mb,
+    };
+    let domain = MachineDomain {
+        role: String::new(),
+        count: memory,
+        memory_mb: memory,
+        kernels: Vec::new(),
+        setup: Vec::new(),
+        filesystem: Vec::new(),
+        versions: BTreeMap::new(),
+    };
+    state.network_spec(&[domain], &KvService::services(service))
 }
 
 /// Builds the network of `state` on `backend` ([`network_spec`]) and boots every node, in
@@ -973,61 +726,39 @@ pub fn boot_cluster(
 ) -> Result<Box<dyn fleetcheck_fabric::Network>, Abort> {
     let spec = network_spec(state, memory_mb, service)?;
     let net = backend.create(&spec)?;
-    let ids: Vec<&str> = state.nodes.iter().map(|n| n.id.as_str()).collect();
+    let ids: Vec<&str> = state.machines.iter().map(|n| n.id.as_str()).collect();
     for r in net.boot(&ids) {
         r?;
     }
     Ok(net)
 }
 
-/// Applies a fault command to the machines of a store's network; `state` is the model state
-/// before it. A `Restart` only boots the machine, an `Upgrade` of a running node shuts it
-/// down, installs the version of `service` and boots it: starting the store's service again is
-/// the store's part (see [`restarts_service`]).
+/// Applies an infrastructure command to the machines of a store's network; `state` is the
+/// model state before it. A `Restart` only boots the machine, an `Upgrade` of a running node
+/// shuts it down, installs the version of `service` and boots it: starting the store's service
+/// again is the store's part (see [`restarts_service`]).
 pub fn apply_fault(
     net: &dyn fleetcheck_fabric::Network,
     state: &KvState,
     service: Option<&KvService>,
-    command: &KvCmd,
+    command: &ClusterCmd,
 ) -> Result<(), Abort> {
-    match command {
-        KvCmd::Upgrade { node, version } => {
-            let (name, program) = installation(service, node, version)?;
-            let running = state.node(node).is_some_and(|n| n.running);
-            if running {
-                net.shutdown(node)?;
-            }
-            net.set_service(node, name, program)
-                .map_err(|e| Abort::new(format!("upgrade of {node} failed: {e}")))?;
-            if running {
-                if let Some(r) = net.boot(&[node.as_str()]).pop() {
-                    r?;
-                }
-            }
-        }
-        KvCmd::Crash { node } => net.crash(node)?,
-        KvCmd::Restart { node } => {
-            if let Some(r) = net.boot(&[node.as_str()]).pop() {
-                r?;
-            }
-        }
-        KvCmd::Pause { node } => net.pause(node)?,
-        KvCmd::Resume { node } => net.resume(node)?,
-        KvCmd::Partition { side } => net.partition(std::slice::from_ref(side))?,
-        KvCmd::Block { from, to } => net.block(from, to)?,
-        KvCmd::Loss { node, percent } => net.loss(node, *percent)?,
-        KvCmd::Heal => net.heal()?,
-        KvCmd::Ops { .. } => {}
-    }
-    Ok(())
+    // Nodes run no setup commands: a boot that fails is the infrastructure's.
+    command
+        .apply(net, state, &KvService::services(service))?
+        .map_err(Abort::new)
 }
 
 /// The node whose service the store must start again after `command` (applied by
 /// [`apply_fault`] in `state`): a restarted one, or an upgraded one that was running.
-pub fn restarts_service<'a>(state: &KvState, command: &'a KvCmd) -> Option<&'a str> {
+pub fn restarts_service<'a>(state: &KvState, command: &'a ClusterCmd) -> Option<&'a str> {
     match command {
-        KvCmd::Restart { node } => Some(node),
-        KvCmd::Upgrade { node, .. } if state.node(node).is_some_and(|n| n.running) => Some(node),
+        ClusterCmd::Restart { machine } => Some(machine),
+        ClusterCmd::Upgrade { machine, .. }
+            if state.machine(machine).is_some_and(|n| n.running) =>
+        {
+            Some(machine)
+        }
         _ => None,
     }
 }
@@ -1044,16 +775,20 @@ pub trait Store: Send + Sync {
     fn op(&self, cluster: &Self::Cluster, node: &str, op: &Op) -> Outcome<Ret>;
     /// Called before each batch of operations.
     fn before_batch(&self, _cluster: &Self::Cluster) {}
-    /// Applies a fault command (anything but `Ops`).
-    fn fault(&self, cluster: &Self::Cluster, state: &KvState, command: &KvCmd)
-        -> Result<(), Abort>;
+    /// Applies an infrastructure command.
+    fn fault(
+        &self,
+        cluster: &Self::Cluster,
+        state: &KvState,
+        command: &ClusterCmd,
+    ) -> Result<(), Abort>;
     /// Undoes every fault in force in `state` (resumes paused nodes, heals the network) before
     /// the cluster stops. By default through [`Store::fault`].
     fn heal(&self, cluster: &Self::Cluster, state: &KvState) -> Result<(), Abort> {
         let mut state = state.clone();
         for command in state.heal_commands() {
             self.fault(cluster, &state, &command)?;
-            state = KvModel::default().next_state(&state, &command);
+            state = state.next_state(&command);
         }
         Ok(())
     }
@@ -1131,15 +866,18 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
         state: &KvState,
         command: &KvCmd,
     ) -> Result<KvOutput, Abort> {
-        let KvCmd::Ops { ops } = command else {
-            self.store.fault(&inst.cluster, state, command)?;
-            inst.state = KvModel::default().next_state(state, command);
-            match command {
-                KvCmd::Partition { side } => inst.cut_off = minority(state, side),
-                KvCmd::Heal => inst.cut_off.clear(),
-                _ => {}
+        let ops = match command {
+            KvCmd::Ops { ops } => ops,
+            KvCmd::Cluster(c) => {
+                self.store.fault(&inst.cluster, state, c)?;
+                inst.state = state.next_state(c);
+                match c {
+                    ClusterCmd::Partition { groups } => inst.cut_off = state.minority(groups),
+                    ClusterCmd::Heal => inst.cut_off.clear(),
+                    _ => {}
+                }
+                return Ok(KvOutput::Done);
             }
-            return Ok(KvOutput::Done);
         };
         let workers: BTreeSet<usize> = ops.iter().map(|o| o.worker).collect();
         self.store.before_batch(&inst.cluster);
@@ -1338,7 +1076,12 @@ impl Store for AnyStore {
         dispatch!(self, cluster, |s, c| s.before_batch(c))
     }
 
-    fn fault(&self, cluster: &AnyCluster, state: &KvState, command: &KvCmd) -> Result<(), Abort> {
+    fn fault(
+        &self,
+        cluster: &AnyCluster,
+        state: &KvState,
+        command: &ClusterCmd,
+    ) -> Result<(), Abort> {
         dispatch!(self, cluster, |s, c| s.fault(c, state, command))
     }
 

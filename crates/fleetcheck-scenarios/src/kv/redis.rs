@@ -20,7 +20,7 @@ use fleetcheck_engine::{Abort, KvOp, KvRet};
 use fleetcheck_fabric::{Backend, ExecError, Network};
 
 use super::service::{self, shell};
-use super::{KvCmd, KvService, KvState, Op, Ret, Store};
+use super::{ClusterCmd, KvService, KvState, Op, Ret, Store};
 
 const READY: Duration = Duration::from_secs(20);
 /// Sentinel's failover here takes about 2.2 s (down-after 200 ms, then election and
@@ -80,9 +80,9 @@ impl RedisStore {
     /// Writes the node's configuration on first start, then starts server and sentinel.
     fn launch(&self, c: &RedisCluster, state: &KvState, node: &str) -> Result<(), Abort> {
         let me = state
-            .node(node)
+            .machine(node)
             .ok_or_else(|| Abort::new(format!("no node {node}")))?;
-        let first = &state.nodes[0];
+        let first = &state.machines[0];
         let disk = service::disk(c.net.as_ref(), self.backend.name(), node, "redis")?;
         let d = disk.display();
         let ip = me.ip;
@@ -91,7 +91,7 @@ impl RedisStore {
         } else {
             format!("replicaof {} 6379\n", first.ip)
         };
-        let quorum = state.nodes.len() / 2 + 1;
+        let quorum = state.machines.len() / 2 + 1;
         let cmd = format!(
             "[ -f {d}/redis.conf ] || printf '%s' 'bind {ip} 127.0.0.1\nport 6379\nprotected-mode no\n\
 dir {d}\nappendonly yes\nappendfsync always\nsave \"\"\nrepl-diskless-sync yes\n\
@@ -125,12 +125,12 @@ redis-server {d}/redis.conf && redis-server {d}/sentinel.conf --sentinel",
     fn settle(&self, c: &RedisCluster) {
         let state = c.state.lock().expect("no panics while locked").clone();
         let side = c.side.lock().expect("no panics while locked").clone();
-        let majority = state.nodes.len() / 2 + 1;
+        let majority = state.machines.len() / 2 + 1;
         let in_side = |id: &str| side.as_ref().is_some_and(|s| s.iter().any(|x| x == id));
-        let side_size = state.nodes.iter().filter(|n| in_side(&n.id)).count();
+        let side_size = state.machines.iter().filter(|n| in_side(&n.id)).count();
         // The group that can elect: the listed side, the rest, or everyone when not cut.
-        let group: Vec<&super::Node> = state
-            .nodes
+        let group: Vec<&super::Machine> = state
+            .machines
             .iter()
             .filter(|n| match &side {
                 None => true,
@@ -141,7 +141,7 @@ redis-server {d}/redis.conf && redis-server {d}/sentinel.conf --sentinel",
         if group.len() < majority {
             return;
         }
-        let awake: Vec<&super::Node> = group
+        let awake: Vec<&super::Machine> = group
             .into_iter()
             .filter(|n| n.running && !n.paused)
             .collect();
@@ -175,7 +175,7 @@ impl Store for RedisStore {
             self.memory_mb,
             self.service.as_ref(),
         )?;
-        let ids: Vec<&str> = state.nodes.iter().map(|n| n.id.as_str()).collect();
+        let ids: Vec<&str> = state.machines.iter().map(|n| n.id.as_str()).collect();
         let cluster = RedisCluster {
             net,
             state: std::sync::Mutex::new(state.clone()),
@@ -267,22 +267,21 @@ impl Store for RedisStore {
         }
     }
 
-    fn fault(&self, c: &RedisCluster, state: &KvState, command: &KvCmd) -> Result<(), Abort> {
+    fn fault(&self, c: &RedisCluster, state: &KvState, command: &ClusterCmd) -> Result<(), Abort> {
         super::apply_fault(c.net.as_ref(), state, self.service.as_ref(), command)?;
         if let Some(node) = super::restarts_service(state, command) {
             self.launch(c, state, node)?;
         }
         match command {
-            KvCmd::Partition { side } => {
-                *c.side.lock().expect("no panics while locked") = Some(side.clone());
+            // kv partitions are one side against the rest.
+            ClusterCmd::Partition { groups } => {
+                *c.side.lock().expect("no panics while locked") = groups.first().cloned();
             }
-            KvCmd::Heal => *c.side.lock().expect("no panics while locked") = None,
+            ClusterCmd::Heal => *c.side.lock().expect("no panics while locked") = None,
             _ => {}
         }
-        let model = super::KvModel::default();
-        *c.state.lock().expect("no panics while locked") =
-            fleetcheck_engine::Model::next_state(&model, state, command);
-        if !matches!(command, KvCmd::Block { .. } | KvCmd::Loss { .. }) {
+        *c.state.lock().expect("no panics while locked") = state.next_state(command);
+        if !matches!(command, ClusterCmd::Block { .. } | ClusterCmd::Loss { .. }) {
             self.settle(c);
         }
         Ok(())

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use fleetcheck_engine::{generate, run, Config, Gen, Model, Outcome};
 use fleetcheck_fabric::fake::FakeBackend;
+use fleetcheck_scenarios::cluster::ClusterCmd;
 use fleetcheck_scenarios::config::ScenarioConfig;
 use fleetcheck_scenarios::ping::{PingCmd, PingModel, PingSystem};
 
@@ -55,7 +56,7 @@ fn generator_frequencies_are_the_seeds() {
             let up = state.machines.iter().filter(|m| m.running).count();
             let all = state.machines.len();
             match c {
-                PingCmd::Boot { .. } => {
+                PingCmd::Cluster(ClusterCmd::Boot { .. }) => {
                     assert!(up < all);
                     if up > 0 {
                         boots_when_mixed += 1;
@@ -105,7 +106,7 @@ fn crowded_network_fault_shrinks_to_three_minimal_machines() {
         let boots = m
             .commands
             .iter()
-            .filter(|c| matches!(c, PingCmd::Boot { .. }))
+            .filter(|c| matches!(c, PingCmd::Cluster(ClusterCmd::Boot { .. })))
             .count();
         if m.initial.machines.len() == 3
             && m.initial
@@ -147,7 +148,7 @@ fn a_ping_that_waits_out_its_timeout_unanswered_fails_whatever_the_load() {
         seed: 3,
         initial,
         commands: vec![
-            PingCmd::Boot { machine: a.clone() },
+            PingCmd::Cluster(ClusterCmd::Boot { machine: a.clone() }),
             PingCmd::Ping {
                 from: a.clone(),
                 to: a.clone(),
@@ -218,7 +219,9 @@ fn without_faults_the_generator_is_the_seeds() {
         let case = generate(&model, seed, 1, 20).case;
         assert!(case.commands.iter().all(|c| matches!(
             c,
-            PingCmd::Boot { .. } | PingCmd::Shutdown { .. } | PingCmd::Ping { .. }
+            PingCmd::Cluster(ClusterCmd::Boot { .. })
+                | PingCmd::Cluster(ClusterCmd::Shutdown { .. })
+                | PingCmd::Ping { .. }
         )));
     }
 }
@@ -246,7 +249,7 @@ fn leaky_partition_is_found_and_shrunk() {
     assert!(
         m.commands
             .iter()
-            .any(|c| matches!(c, PingCmd::Partition { .. })),
+            .any(|c| matches!(c, PingCmd::Cluster(ClusterCmd::Partition { .. }))),
         "{m:#?}"
     );
     assert_eq!(m.commands.len(), 4, "Boot, Boot, Partition, Ping: {m:#?}");
@@ -258,6 +261,7 @@ mod parameters;
 
 mod kv {
     use fleetcheck_engine::{run, Config, Outcome};
+    use fleetcheck_scenarios::cluster::ClusterCmd;
     use fleetcheck_scenarios::kv::memory::MemoryStore;
     use fleetcheck_scenarios::kv::{KvCmd, KvConfig, KvModel, KvSystem};
 
@@ -267,7 +271,7 @@ mod kv {
                 nodes: (1, 3),
                 ..KvConfig::default()
             },
-            service: None,
+            ..KvModel::default()
         }
     }
 
@@ -378,11 +382,12 @@ mod kv {
                 .sum();
             // A write, the primary's crash, a read on the successor (or, where the read went
             // to the crashed primary, its restart before the read: a local minimum).
-            let restarted = c.len() == 4 && matches!(c[2], KvCmd::Restart { .. });
-            if f.minimal.initial.nodes.len() == 2
+            let restarted =
+                c.len() == 4 && matches!(c[2], KvCmd::Cluster(ClusterCmd::Restart { .. }));
+            if f.minimal.initial.machines.len() == 2
                 && (c.len() == 3 || restarted)
                 && ops == 2
-                && matches!(c[1], KvCmd::Crash { .. })
+                && matches!(c[1], KvCmd::Cluster(ClusterCmd::Crash { .. }))
             {
                 minimal += 1;
             } else {

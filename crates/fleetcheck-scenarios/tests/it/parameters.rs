@@ -7,6 +7,7 @@ use std::sync::Arc;
 use fleetcheck_engine::{generate, run, Config, Gen, Model, Outcome};
 use fleetcheck_fabric::fake::FakeBackend;
 use fleetcheck_fabric::FileSystem;
+use fleetcheck_scenarios::cluster::ClusterCmd;
 use fleetcheck_scenarios::config::ScenarioConfig;
 use fleetcheck_scenarios::ping::{PingCmd, PingModel, PingSystem};
 
@@ -143,7 +144,7 @@ fn parameters_upgrades_run_on_the_fake_and_are_labelled() {
                 .case
                 .commands
         })
-        .filter(|c| matches!(c, PingCmd::Upgrade { .. }))
+        .filter(|c| matches!(c, PingCmd::Cluster(ClusterCmd::Upgrade { .. })))
         .count();
     assert!(upgrades > 20, "{upgrades} upgrades generated");
 }
@@ -184,7 +185,7 @@ fn parameters_version_incompatibility_shrinks_to_a_minimal_pair() {
         let upgraded = m
             .commands
             .iter()
-            .any(|c| matches!(c, PingCmd::Upgrade { version, .. } if version == "2.0"));
+            .any(|c| matches!(c, PingCmd::Cluster(ClusterCmd::Upgrade { version, .. }) if version == "2.0"));
         let initial: Vec<&str> = m
             .initial
             .machines

@@ -110,7 +110,7 @@ fn table() -> Vec<Row> {
             &["run", "ping", "--backend", "vm"],
             None,
             2,
-            "unknown backend `vm`",
+            "invalid value 'vm' for '--backend <NAME>'",
         ),
         row(
             &["run", "kv", "--system", "zk"],

@@ -96,7 +96,7 @@ fn bad_input_is_one_sentence_and_exit_2() {
                 "--backend".into(),
                 "vmware".into(),
             ],
-            "unknown backend",
+            "invalid value 'vmware' for '--backend",
         ),
         (
             vec!["run".into(), "ping".into(), "--tests".into(), "x".into()],

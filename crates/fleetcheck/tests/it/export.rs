@@ -116,6 +116,23 @@ fn exported_tests_compile_and_fail_the_same_way() {
 
     let ping_test = export(&ping, &dir.join("ping_regression.rs"));
     let kv_test = export(&kv, &dir.join("kv_regression.rs"));
+    // The test replays on the backend the case was found on (here, by `--backend`, qemu).
+    let on_qemu = dir.join("ping_qemu_regression.rs");
+    let (code, _, err) = run(fleetcheck()
+        .arg("export")
+        .arg(&ping)
+        .args(["--rust", "--backend", "qemu", "-o"])
+        .arg(&on_qemu));
+    assert_eq!(code, 0, "{err}");
+    let qemu_test = std::fs::read_to_string(&on_qemu).unwrap();
+    assert!(
+        qemu_test.contains("QemuBackend::new(config)")
+            && qemu_test.contains(r#""backend": "qemu""#)
+            && !qemu_test.contains("NetnsBackend")
+            && !qemu_test.contains("FakeBackend"),
+        "{qemu_test}"
+    );
+    assert!(ping_test.contains("FakeBackend::new()"), "{ping_test}");
     assert!(
         ping_test.contains("fn ping_seed_3_regression()"),
         "{ping_test}"

@@ -95,7 +95,7 @@ versions = [
         .iter()
         .map(|v| json!({ "version": format!("3.4-{v}"), "path": dir.join(format!("etcd-{v}")) }))
         .collect();
-    let node = |id: &str, ip: &str, version: &str| json!({ "id": id, "ip": ip, "running": true, "paused": false, "version": version });
+    let node = |id: &str, ip: &str, version: &str| json!({ "id": id, "ip": ip, "running": true, "paused": false, "versions": { "etcd": version } });
     let gets = |node: &str| {
         let op = json!({ "worker": 0, "node": node, "op": { "Get": 0 } });
         json!({ "name": "Ops", "args": { "ops": [op.clone(), op.clone(), op] } })
@@ -128,10 +128,10 @@ versions = [
                 { "name": "Ops", "args": { "ops": [
                     { "worker": 0, "node": "aaaaaaaa", "op": { "Put": [0, 1] } },
                 ] } },
-                { "name": "Upgrade", "args": { "node": "aaaaaaaa", "version": "3.4-b" } },
+                { "name": "Upgrade", "args": { "node": "aaaaaaaa", "service": "etcd", "version": "3.4-b" } },
                 gets("aaaaaaaa"),
                 { "name": "Crash", "args": { "node": "cccccccc" } },
-                { "name": "Upgrade", "args": { "node": "cccccccc", "version": "3.4-b" } },
+                { "name": "Upgrade", "args": { "node": "cccccccc", "service": "etcd", "version": "3.4-b" } },
                 { "name": "Restart", "args": { "node": "cccccccc" } },
                 gets("cccccccc"),
             ],
@@ -154,9 +154,12 @@ versions = [
         err.contains("aaaaaaaa  172.16.3.2       etcd 3.4-a"),
         "{err}"
     );
-    assert!(err.contains("Upgrade(aaaaaaaa -> 3.4-b) -> ok"), "{err}");
+    assert!(
+        err.contains("Upgrade(aaaaaaaa: etcd -> 3.4-b) -> ok"),
+        "{err}"
+    );
     assert_eq!(
-        j["counterexample"]["machines"][1]["version"], "3.4-b",
+        j["counterexample"]["machines"][1]["versions"]["etcd"], "3.4-b",
         "{j}"
     );
     let steps = j["counterexample"]["steps"].as_array().unwrap();

@@ -171,7 +171,10 @@ fn up_refuses_bad_input_in_one_sentence() {
         .arg(dir.join("report")));
     assert_eq!(code, 1, "{err}");
     for (args, needle) in [
-        (vec!["--backend", "vmware"], "unknown backend"),
+        (
+            vec!["--backend", "vmware"],
+            "invalid value 'vmware' for '--backend",
+        ),
         (vec!["--backend", "fake", "--machines", "0"], "--machines"),
         (vec!["--replay", replay.to_str().unwrap()], "no machines"),
         (

@@ -1,0 +1,495 @@
+//! The infrastructure commands every scenario shares ([`ClusterCmd`]): what they are called in
+//! replay files and counterexamples, when they may run, how they shrink, what they do to a
+//! live [`Network`], and how a timeline draws them ([`Effect`]).
+
+use fleetcheck_engine::Abort;
+use fleetcheck_fabric::{BootError, Network};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::generate::Plan;
+use super::machine::service_version;
+use super::state::ClusterState;
+use crate::config::Services;
+
+/// A command to the machines or the network. Machines are named by id. In replay files it
+/// is `{"name": "Crash", "args": {"machine": "…"}}`; files of earlier versions that name a
+/// `node` or a partition's `side` read the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "name", content = "args")]
+pub enum ClusterCmd {
+    /// Boot a machine that is off and wait until it is up (its setup commands run).
+    Boot {
+        /// The machine.
+        #[serde(alias = "node")]
+        machine: String,
+    },
+    /// Shut a running machine down.
+    Shutdown {
+        /// The machine.
+        #[serde(alias = "node")]
+        machine: String,
+    },
+    /// Cut the power of a running machine (its processes killed, its disk kept).
+    Crash {
+        /// The machine.
+        #[serde(alias = "node")]
+        machine: String,
+    },
+    /// Boot a crashed machine again, its disk kept (a store starts its service again).
+    Restart {
+        /// The machine.
+        #[serde(alias = "node")]
+        machine: String,
+    },
+    /// Freeze every process of a running machine.
+    Pause {
+        /// The machine.
+        #[serde(alias = "node")]
+        machine: String,
+    },
+    /// Thaw a paused machine.
+    Resume {
+        /// The machine.
+        #[serde(alias = "node")]
+        machine: String,
+    },
+    /// Cut the network between groups (machines in no group form one more group).
+    Partition {
+        /// The groups (`side` in earlier kv files: one group against the rest).
+        #[serde(alias = "side", deserialize_with = "groups_or_side")]
+        groups: Vec<Vec<String>>,
+    },
+    /// Drop packets from one machine to another, one way.
+    Block {
+        /// The sender whose packets are dropped.
+        from: String,
+        /// Their destination, which no longer hears it.
+        to: String,
+    },
+    /// Drop a share of the packets to and from a machine.
+    Loss {
+        /// The machine.
+        #[serde(alias = "node")]
+        machine: String,
+        /// Percent of packets dropped.
+        percent: u8,
+    },
+    /// Remove every partition, block and loss.
+    Heal,
+    /// A rolling upgrade: the machine gets `version` of `service` (shut down first if
+    /// running, booted again afterwards, its data kept; a machine that is off only gets it).
+    Upgrade {
+        /// The machine (running or off, not paused).
+        #[serde(alias = "node")]
+        machine: String,
+        /// The service.
+        service: String,
+        /// The version it gets (a label of `[services.<service>]`).
+        version: String,
+    },
+}
+
+/// A partition's groups, or (kv files of earlier versions) its one side.
+fn groups_or_side<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Groups(Vec<Vec<String>>),
+        Side(Vec<String>),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::Groups(groups) => groups,
+        Either::Side(side) => vec![side],
+    })
+}
+
+/// What an infrastructure command did to the machines or the network, as a timeline draws
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Nothing the timeline shows as a state.
+    Nothing,
+    /// The machine boots over the bar, and is up after it if `up`, else down.
+    Boot {
+        /// The machine.
+        machine: String,
+        /// Whether it came up.
+        up: bool,
+    },
+    /// The machine is down after the bar (shut down, crashed); it is no longer paused.
+    Down {
+        /// The machine.
+        machine: String,
+    },
+    /// The machine is frozen from the bar on.
+    Pause {
+        /// The machine.
+        machine: String,
+    },
+    /// The machine thaws when the bar begins.
+    Resume {
+        /// The machine.
+        machine: String,
+    },
+    /// The `groups` cannot reach each other, nor the rest.
+    Partition {
+        /// The groups.
+        groups: Vec<Vec<String>>,
+    },
+    /// Packets from `from` to `to` are dropped.
+    Block {
+        /// The sender.
+        from: String,
+        /// The receiver.
+        to: String,
+    },
+    /// A share of the machine's packets is dropped.
+    Loss {
+        /// The machine.
+        machine: String,
+        /// The share, in percent.
+        percent: u8,
+    },
+    /// The network faults end when the bar begins.
+    Heal,
+}
+
+impl ClusterCmd {
+    /// Reads a command as people type it (`fleetcheck up`): `boot M`, `shutdown M`, `crash
+    /// M`, `restart M`, `pause M`, `resume M`, `partition A,B | C` (unnamed machines: one
+    /// more group), `block A B`, `loss M PERCENT` (0 removes it), `heal`, `upgrade M SERVICE
+    /// VERSION`. `Ok(None)`: the first word names none of them; `Err`: one that lacks what it
+    /// needs, in one sentence.
+    pub fn parse(line: &str) -> Result<Option<ClusterCmd>, String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(&first) = words.first() else {
+            return Ok(None);
+        };
+        let arg = |i: usize, what: &str| -> Result<String, String> {
+            words
+                .get(i)
+                .map(|w| w.to_string())
+                .ok_or_else(|| format!("`{first}` needs {what}"))
+        };
+        let machine = || arg(1, "a machine");
+        Ok(Some(match first {
+            "boot" => ClusterCmd::Boot {
+                machine: machine()?,
+            },
+            "shutdown" => ClusterCmd::Shutdown {
+                machine: machine()?,
+            },
+            "crash" => ClusterCmd::Crash {
+                machine: machine()?,
+            },
+            "restart" => ClusterCmd::Restart {
+                machine: machine()?,
+            },
+            "pause" => ClusterCmd::Pause {
+                machine: machine()?,
+            },
+            "resume" => ClusterCmd::Resume {
+                machine: machine()?,
+            },
+            "partition" => {
+                let rest = line.trim_start()["partition".len()..].trim();
+                let groups: Vec<Vec<String>> = rest
+                    .split('|')
+                    .map(|g| {
+                        g.split(|c: char| c == ',' || c.is_whitespace())
+                            .filter(|s| !s.is_empty())
+                            .map(String::from)
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|g| !g.is_empty())
+                    .collect();
+                if groups.is_empty() {
+                    return Err("`partition` needs groups, e.g. `partition a,b | c`".into());
+                }
+                ClusterCmd::Partition { groups }
+            }
+            "block" => ClusterCmd::Block {
+                from: arg(1, "two machines")?,
+                to: arg(2, "two machines")?,
+            },
+            "loss" => {
+                let what = "a machine and a percentage";
+                let machine = arg(1, what)?;
+                let percent = arg(2, what)?
+                    .trim_end_matches('%')
+                    .parse()
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .ok_or("the loss is a percentage from 0 to 100")?;
+                ClusterCmd::Loss { machine, percent }
+            }
+            "heal" => ClusterCmd::Heal,
+            "upgrade" => {
+                let what = "a machine, a service and a version";
+                ClusterCmd::Upgrade {
+                    machine: arg(1, what)?,
+                    service: arg(2, what)?,
+                    version: arg(3, what)?,
+                }
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// The machine it acts on, if it acts on one.
+    pub fn machine(&self) -> Option<&str> {
+        match self {
+            ClusterCmd::Boot { machine }
+            | ClusterCmd::Shutdown { machine }
+            | ClusterCmd::Crash { machine }
+            | ClusterCmd::Restart { machine }
+            | ClusterCmd::Pause { machine }
+            | ClusterCmd::Resume { machine }
+            | ClusterCmd::Loss { machine, .. }
+            | ClusterCmd::Upgrade { machine, .. } => Some(machine),
+            ClusterCmd::Partition { .. } | ClusterCmd::Block { .. } | ClusterCmd::Heal => None,
+        }
+    }
+
+    /// Its name: `Crash`, `Partition` (statistics count commands by it).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClusterCmd::Boot { .. } => "Boot",
+            ClusterCmd::Shutdown { .. } => "Shutdown",
+            ClusterCmd::Crash { .. } => "Crash",
+            ClusterCmd::Restart { .. } => "Restart",
+            ClusterCmd::Pause { .. } => "Pause",
+            ClusterCmd::Resume { .. } => "Resume",
+            ClusterCmd::Partition { .. } => "Partition",
+            ClusterCmd::Block { .. } => "Block",
+            ClusterCmd::Loss { .. } => "Loss",
+            ClusterCmd::Heal => "Heal",
+            ClusterCmd::Upgrade { .. } => "Upgrade",
+        }
+    }
+
+    /// `Crash(abc)`, `Partition(a b | rest)`, `Block(a -/-> b)`, `Loss(a, 20%)`,
+    /// `Upgrade(a: etcd -> 3.5)`: as counterexamples print it.
+    pub fn describe(&self) -> String {
+        match self {
+            ClusterCmd::Boot { machine } => format!("Boot({machine})"),
+            ClusterCmd::Shutdown { machine } => format!("Shutdown({machine})"),
+            ClusterCmd::Crash { machine } => format!("Crash({machine})"),
+            ClusterCmd::Restart { machine } => format!("Restart({machine})"),
+            ClusterCmd::Pause { machine } => format!("Pause({machine})"),
+            ClusterCmd::Resume { machine } => format!("Resume({machine})"),
+            ClusterCmd::Partition { groups } => {
+                let groups: Vec<String> = groups.iter().map(|g| g.join(" ")).collect();
+                format!("Partition({} | rest)", groups.join(" | "))
+            }
+            ClusterCmd::Block { from, to } => format!("Block({from} -/-> {to})"),
+            ClusterCmd::Loss { machine, percent } => format!("Loss({machine}, {percent}%)"),
+            ClusterCmd::Heal => "Heal".to_string(),
+            ClusterCmd::Upgrade {
+                machine,
+                service,
+                version,
+            } => format!("Upgrade({machine}: {service} -> {version})"),
+        }
+    }
+
+    /// Whether it may run in `s` under `plan`.
+    pub fn precondition(&self, s: &ClusterState, plan: &Plan) -> bool {
+        let machine = |id: &str| s.machine(id);
+        let exists = |id: &str| s.machine(id).is_some();
+        match self {
+            ClusterCmd::Boot { machine: id } | ClusterCmd::Restart { machine: id } => {
+                machine(id).is_some_and(|m| !m.running)
+            }
+            ClusterCmd::Shutdown { machine: id } | ClusterCmd::Crash { machine: id } => {
+                machine(id).is_some_and(|m| m.running)
+            }
+            ClusterCmd::Pause { machine: id } => machine(id).is_some_and(|m| m.awake()),
+            ClusterCmd::Resume { machine: id } => machine(id).is_some_and(|m| m.paused),
+            ClusterCmd::Partition { groups } => {
+                let named: Vec<&String> = groups.iter().flatten().collect();
+                let distinct: std::collections::BTreeSet<&String> = named.iter().copied().collect();
+                (plan.partitions_stack || !s.partitioned)
+                    && !groups.is_empty()
+                    && groups.iter().all(|g| !g.is_empty())
+                    && distinct.len() == named.len()
+                    && named.iter().all(|id| exists(id))
+                    // There must be a second group: another listed one, or the unlisted rest.
+                    && (groups.len() >= 2 || named.len() < s.machines.len())
+            }
+            ClusterCmd::Block { from, to } => from != to && exists(from) && exists(to),
+            ClusterCmd::Loss { machine, percent } => *percent <= 100 && exists(machine),
+            ClusterCmd::Heal => s.network_faulty(),
+            ClusterCmd::Upgrade {
+                machine: id,
+                service,
+                version,
+            } => machine(id).is_some_and(|m| {
+                !m.paused
+                    && m.versions.get(service).is_some_and(|v| v != version)
+                    && plan.allowed(m, service).contains(version)
+            }),
+        }
+    }
+
+    /// Simpler commands to try in its place while shrinking: lighter loss, earlier (preferred)
+    /// versions (of any role's list; the precondition keeps those the machine's allows).
+    pub fn shrink(&self, plan: &Plan) -> Vec<ClusterCmd> {
+        match self {
+            ClusterCmd::Loss { machine, percent } if *percent > 20 => vec![ClusterCmd::Loss {
+                machine: machine.clone(),
+                percent: 20,
+            }],
+            ClusterCmd::Upgrade {
+                machine,
+                service,
+                version,
+            } => {
+                let mut earlier: Vec<&String> = Vec::new();
+                for versions in plan.versions.values().filter_map(|v| v.get(service)) {
+                    for v in super::earlier(versions, |v| v == version) {
+                        if !earlier.contains(&v) {
+                            earlier.push(v);
+                        }
+                    }
+                }
+                earlier
+                    .into_iter()
+                    .map(|v| ClusterCmd::Upgrade {
+                        machine: machine.clone(),
+                        service: service.clone(),
+                        version: v.clone(),
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A cost estimate for the engine's budget (milliseconds of work, roughly in tens).
+    pub fn cost(&self) -> u32 {
+        match self {
+            ClusterCmd::Boot { .. } => 3,
+            ClusterCmd::Restart { .. } => 5,
+            // A shutdown and a boot.
+            ClusterCmd::Upgrade { .. } => 4,
+            ClusterCmd::Shutdown { .. } | ClusterCmd::Heal => 1,
+            _ => 2,
+        }
+    }
+
+    /// Runs it on `net`, in state `s` (the model's state before it); services' programs come
+    /// from `services` (`[services]`). `Ok(Err(why))`: the machine's own setup failed on boot
+    /// (the system's behaviour, which a postcondition judges); `Err`: the infrastructure's.
+    pub fn apply(
+        &self,
+        net: &dyn Network,
+        s: &ClusterState,
+        services: &Services,
+    ) -> Result<Result<(), String>, Abort> {
+        let boot = |machine: &str| -> Result<Result<(), String>, Abort> {
+            match net.boot(&[machine]).pop().expect("one result per machine") {
+                Ok(()) => Ok(Ok(())),
+                Err(e @ BootError::SetupFailed { .. }) => Ok(Err(e.to_string())),
+                Err(e) => Err(e.into()),
+            }
+        };
+        match self {
+            ClusterCmd::Boot { machine } | ClusterCmd::Restart { machine } => return boot(machine),
+            ClusterCmd::Shutdown { machine } => net.shutdown(machine)?,
+            ClusterCmd::Crash { machine } => net.crash(machine)?,
+            ClusterCmd::Pause { machine } => net.pause(machine)?,
+            ClusterCmd::Resume { machine } => net.resume(machine)?,
+            ClusterCmd::Partition { groups } => net.partition(groups)?,
+            ClusterCmd::Block { from, to } => net.block(from, to)?,
+            ClusterCmd::Loss { machine, percent } => net.loss(machine, *percent)?,
+            ClusterCmd::Heal => net.heal()?,
+            ClusterCmd::Upgrade {
+                machine,
+                service,
+                version,
+            } => {
+                let program = service_version(services, service, version).ok_or_else(|| {
+                    Abort::new(format!(
+                        "no version `{version}` of {service} in [services.{service}]"
+                    ))
+                })?;
+                let running = s.machine(machine).is_some_and(|m| m.running);
+                if running {
+                    net.shutdown(machine)?;
+                }
+                net.set_service(machine, service, &program)
+                    .map_err(|e| Abort::new(format!("upgrade of {machine} failed: {e}")))?;
+                if running {
+                    return boot(machine);
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// What it did, for a timeline: `ok` whether it went through (a boot whose setup failed
+    /// leaves the machine down), `s` the state before or after it (an upgrade leaves a
+    /// machine's power as it found it).
+    pub fn effect(&self, s: &ClusterState, ok: bool) -> Effect {
+        let m = |id: &String| id.clone();
+        match self {
+            ClusterCmd::Boot { machine } | ClusterCmd::Restart { machine } => Effect::Boot {
+                machine: m(machine),
+                up: ok,
+            },
+            ClusterCmd::Shutdown { machine } | ClusterCmd::Crash { machine } => Effect::Down {
+                machine: m(machine),
+            },
+            ClusterCmd::Pause { machine } => Effect::Pause {
+                machine: m(machine),
+            },
+            ClusterCmd::Resume { machine } => Effect::Resume {
+                machine: m(machine),
+            },
+            ClusterCmd::Partition { groups } => Effect::Partition {
+                groups: groups.clone(),
+            },
+            ClusterCmd::Block { from, to } => Effect::Block {
+                from: m(from),
+                to: m(to),
+            },
+            ClusterCmd::Loss { machine, percent } => Effect::Loss {
+                machine: m(machine),
+                percent: *percent,
+            },
+            ClusterCmd::Heal => Effect::Heal,
+            // A running machine goes down and boots again within the bar.
+            ClusterCmd::Upgrade { machine, .. } => {
+                if s.machine(machine).is_some_and(|x| x.running) {
+                    Effect::Boot {
+                        machine: m(machine),
+                        up: ok,
+                    }
+                } else {
+                    Effect::Nothing
+                }
+            }
+        }
+    }
+
+    /// The machine whose lane a timeline draws its bar on; `None`: the network's lane.
+    pub fn lane(&self) -> Option<&str> {
+        match self {
+            ClusterCmd::Loss { .. } => None,
+            c => c.machine(),
+        }
+    }
+
+    /// The label of its bar on a timeline: `crash`, `upgrade etcd to 3.5`, `block(a -/-> b)`.
+    pub fn bar_label(&self) -> String {
+        let described = self.describe();
+        match self {
+            ClusterCmd::Upgrade {
+                service, version, ..
+            } => format!("upgrade {service} to {version}"),
+            c if c.lane().is_some() => described[..described.find('(').unwrap_or(0)].to_lowercase(),
+            _ => described.to_lowercase(),
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! How infrastructure commands are generated: which fault kinds a scenario's [`Plan`] lets
+//! join its own commands, with which weights and when ([`ClusterState::fault_kinds`]), and
+//! their arguments ([`ClusterState::draw`]); plus the draws a network's machines are made of.
+//! Every helper makes the same random draws, in the same order, as the code it replaced in
+//! ping and kv, so every seed keeps its case.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use fleetcheck_engine::Gen;
+use fleetcheck_fabric::Subnet;
+
+use super::command::ClusterCmd;
+use super::fault::Fault;
+use super::machine::Machine;
+use super::state::ClusterState;
+
+/// What a scenario lets the cluster layer generate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The fault kinds to generate.
+    pub faults: Vec<Fault>,
+    /// For each role (empty without roles), for each service, the versions a machine may
+    /// get, the first preferred: what `Upgrade` chooses from and shrinks toward.
+    pub versions: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// Network faults (and heals) only while some machine is up: the seed's ping, whose
+    /// machines start off, tests nothing on a network where nothing runs.
+    pub network_faults_need_a_machine_up: bool,
+    /// Whether a partition may follow another before a heal (ping), or only one at a time
+    /// (kv, which judges a store by which side of the one partition a client was on).
+    pub partitions_stack: bool,
+}
+
+/// A kind of infrastructure command, before its arguments are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A machine that is off boots.
+    Boot,
+    /// A running machine shuts down.
+    Shutdown,
+    /// A running machine crashes.
+    Crash,
+    /// A crashed machine boots again.
+    Restart,
+    /// A machine that is awake freezes.
+    Pause,
+    /// A paused machine thaws.
+    Resume,
+    /// One side against the rest.
+    Partition,
+    /// One machine's packets to another dropped.
+    Block,
+    /// A share of one machine's packets dropped.
+    Loss,
+    /// Every network fault removed.
+    Heal,
+    /// A machine gets another version of a service.
+    Upgrade,
+}
+
+/// The weight of each generated fault kind (against, e.g., kv's client batches at 6 and
+/// ping's online pings at 4): faults are rarer than the work they disturb, and undoing one
+/// (restart, resume, heal) twice as likely as causing it, so cases spend time both in and
+/// out of faults.
+const WEIGHTS: [(Kind, u32); 9] = [
+    (Kind::Crash, 1),
+    (Kind::Restart, 2),
+    (Kind::Pause, 1),
+    (Kind::Resume, 2),
+    (Kind::Partition, 1),
+    (Kind::Block, 1),
+    (Kind::Loss, 1),
+    (Kind::Heal, 2),
+    (Kind::Upgrade, 1),
+];
+
+impl Plan {
+    /// Whether it generates faults of `kind`.
+    pub fn has(&self, kind: Fault) -> bool {
+        self.faults.contains(&kind)
+    }
+
+    /// The versions of `service` machine `m`'s role allows, the first preferred.
+    pub fn allowed(&self, m: &Machine, service: &str) -> &[String] {
+        self.versions
+            .get(&m.role)
+            .and_then(|v| v.get(service))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+impl ClusterState {
+    /// Every rolling upgrade possible now under `plan` (with `upgrade` among its faults): a
+    /// machine that is not paused to another allowed version of one of its services.
+    pub fn upgrades(&self, plan: &Plan) -> Vec<ClusterCmd> {
+        if !plan.has(Fault::Upgrade) {
+            return Vec::new();
+        }
+        let mut all = Vec::new();
+        for m in self.machines.iter().filter(|m| !m.paused) {
+            for (service, current) in &m.versions {
+                for version in plan.allowed(m, service) {
+                    if version != current {
+                        all.push(ClusterCmd::Upgrade {
+                            machine: m.id.clone(),
+                            service: service.clone(),
+                            version: version.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// The fault kinds `plan` lets join a scenario's commands now, with their weights, in a
+    /// fixed order: crash and restart, pause and resume, partition, block, loss, heal,
+    /// upgrade, each only where it can run.
+    pub fn fault_kinds(&self, plan: &Plan) -> Vec<(u32, Kind)> {
+        let some_up =
+            !plan.network_faults_need_a_machine_up || self.machines.iter().any(|m| m.running);
+        let two = self.machines.len() >= 2;
+        WEIGHTS
+            .into_iter()
+            .filter(|(kind, _)| match kind {
+                Kind::Crash => plan.has(Fault::Crash) && self.machines.iter().any(|m| m.running),
+                Kind::Restart => plan.has(Fault::Crash) && self.machines.iter().any(|m| !m.running),
+                Kind::Pause => plan.has(Fault::Pause) && self.machines.iter().any(Machine::awake),
+                Kind::Resume => plan.has(Fault::Pause) && self.machines.iter().any(|m| m.paused),
+                Kind::Partition => {
+                    plan.has(Fault::Partition)
+                        && some_up
+                        && two
+                        && (plan.partitions_stack || !self.partitioned)
+                }
+                Kind::Block => plan.has(Fault::Block) && some_up && two,
+                Kind::Loss => plan.has(Fault::Loss) && some_up,
+                Kind::Heal => some_up && self.network_faulty(),
+                Kind::Upgrade => !self.upgrades(plan).is_empty(),
+                Kind::Boot | Kind::Shutdown => false,
+            })
+            .map(|(kind, weight)| (weight, kind))
+            .collect()
+    }
+
+    /// A command of `kind` with its arguments drawn; `None` if none can run now.
+    pub fn draw(&self, kind: Kind, plan: &Plan, g: &mut Gen) -> Option<ClusterCmd> {
+        let pick = |g: &mut Gen, ids: Vec<String>| g.choose(&ids).cloned();
+        Some(match kind {
+            Kind::Boot => ClusterCmd::Boot {
+                machine: pick(g, self.down())?,
+            },
+            Kind::Shutdown => ClusterCmd::Shutdown {
+                machine: pick(g, self.up())?,
+            },
+            Kind::Crash => ClusterCmd::Crash {
+                machine: pick(g, self.up())?,
+            },
+            Kind::Restart => ClusterCmd::Restart {
+                machine: pick(g, self.down())?,
+            },
+            Kind::Pause => ClusterCmd::Pause {
+                machine: pick(g, self.awake())?,
+            },
+            Kind::Resume => ClusterCmd::Resume {
+                machine: pick(g, self.paused())?,
+            },
+            Kind::Partition => ClusterCmd::Partition {
+                groups: vec![partition_side(g, &self.all())?],
+            },
+            Kind::Block => {
+                let (from, to) = one_way_block(g, &self.all())?;
+                ClusterCmd::Block { from, to }
+            }
+            Kind::Loss => ClusterCmd::Loss {
+                machine: pick(g, self.all())?,
+                percent: *g.choose(&[20u8, 50, 80])?,
+            },
+            Kind::Heal => ClusterCmd::Heal,
+            Kind::Upgrade => g.choose(&self.upgrades(plan))?.clone(),
+        })
+    }
+}
+
+/// `count` distinct host addresses of `subnet`, from its second address up.
+pub fn distinct_hosts(g: &mut Gen, subnet: Subnet, count: usize) -> Vec<Ipv4Addr> {
+    g.distinct(count, 1..=subnet.host_count() - 1)
+        .into_iter()
+        .map(|host| subnet.host(host).expect("host index is inside the subnet"))
+        .collect()
+}
+
+/// A fresh 8-letter id, drawn again while `taken` says it is in use.
+pub fn fresh_id(g: &mut Gen, taken: impl Fn(&str) -> bool) -> String {
+    let mut id = g.lowercase(8);
+    while taken(&id) {
+        id = g.lowercase(8);
+    }
+    id
+}
+
+/// One side of a random partition of `all`: a random non-empty proper subset (else one
+/// member) against the rest; `None` if `all` is empty.
+fn partition_side(g: &mut Gen, all: &[String]) -> Option<Vec<String>> {
+    let mut side: Vec<String> = all.iter().filter(|_| g.bool(0.5)).cloned().collect();
+    if side.is_empty() || side.len() == all.len() {
+        side = vec![g.choose(all)?.clone()];
+    }
+    Some(side)
+}
+
+/// A random one-way block: `(from, to)`, two different members of `all`.
+fn one_way_block(g: &mut Gen, all: &[String]) -> Option<(String, String)> {
+    let from = g.choose(all)?.clone();
+    let others: Vec<String> = all.iter().filter(|m| **m != from).cloned().collect();
+    let to = g.choose(&others)?.clone();
+    Some((from, to))
+}
