@@ -6,7 +6,7 @@
 //! recoverable, and conflicts stay likely. Values are unique per key (1, 2, 3, … per key).
 //!
 //! The shrink helpers ([`drop_transactions`], [`drop_micro_ops`], [`merge_workers`],
-//! [`rename_keys`], and [`shrink_planned`] which offers them all) rewrite a sequence of
+//! [`rename_keys`], [`renumber_workers`], and [`shrink_planned`] which offers them all) rewrite a sequence of
 //! [`PlannedTxn`]s and keep values unique per key; a scenario's `Model::shrink_command` /
 //! `Model::shrink_commands` can return their candidates.
 
@@ -187,6 +187,26 @@ pub fn merge_workers(seq: &[PlannedTxn]) -> Vec<Vec<PlannedTxn>> {
     out
 }
 
+/// `seq` with its workers renumbered `0, 1, …` in order of first appearance, if that changes
+/// anything (a tidier counterexample; the same concurrency).
+pub fn renumber_workers(seq: &[PlannedTxn]) -> Vec<Vec<PlannedTxn>> {
+    let mut map: BTreeMap<usize, usize> = BTreeMap::new();
+    for p in seq {
+        let next = map.len();
+        map.entry(p.worker).or_insert(next);
+    }
+    if map.iter().all(|(a, b)| a == b) {
+        return Vec::new();
+    }
+    vec![seq
+        .iter()
+        .map(|p| PlannedTxn {
+            worker: map[&p.worker],
+            txn: p.txn.clone(),
+        })
+        .collect()]
+}
+
 /// Each variant of `seq` with one key renamed to a smaller key already in use (fewer keys), its
 /// written values shifted past the target key's so values stay unique per key.
 pub fn rename_keys(seq: &[PlannedTxn]) -> Vec<Vec<PlannedTxn>> {
@@ -227,12 +247,13 @@ pub fn rename_keys(seq: &[PlannedTxn]) -> Vec<Vec<PlannedTxn>> {
 }
 
 /// Every shrink candidate of `seq`, biggest simplification first: drop a transaction, merge two
-/// workers, rename a key to a smaller one, drop a micro-operation.
+/// workers, rename a key to a smaller one, drop a micro-operation, renumber the workers.
 pub fn shrink_planned(seq: &[PlannedTxn]) -> Vec<Vec<PlannedTxn>> {
     let mut out = drop_transactions(seq);
     out.extend(merge_workers(seq));
     out.extend(rename_keys(seq));
     out.extend(drop_micro_ops(seq));
+    out.extend(renumber_workers(seq));
     out
 }
 
@@ -304,5 +325,9 @@ mod tests {
         assert!(txns.iter().all(|t| t.keys() == vec![1]));
         assert!(values_unique(&txns));
         assert_eq!(shrink_planned(&seq).len(), 3 + 4 + 3 + 1);
+        assert!(renumber_workers(&seq).is_empty());
+        let renumbered = renumber_workers(&merged[0]);
+        let workers: Vec<usize> = renumbered[0].iter().map(|p| p.worker).collect();
+        assert_eq!(workers, [0, 0, 1]);
     }
 }

@@ -7,8 +7,8 @@
 //!   [`History`](crate::History) of transactions: worker, invoke / complete times, outcome ok /
 //!   fail (aborted) / unknown).
 //! - [`generate`]: [`TxnGen`] draws transactions over a few hot keys that are retired after a
-//!   bounded number of writes; shrink helpers drop transactions or micro-operations, merge
-//!   workers and rename keys ([`shrink_planned`]).
+//!   bounded number of writes; shrink helpers drop transactions or micro-operations, merge and
+//!   renumber workers and rename keys ([`shrink_planned`]).
 //! - [`check`](mod@check): [`analyse`] a history into an [`Analysis`] (anomalies, the strongest
 //!   [`Isolation`] still satisfied), or [`check()`] it against a claimed model.
 //! - [`verdict`]: [`Anomaly`] with its cycle step by step and why each edge exists (`Display`).
@@ -43,7 +43,10 @@
 //! at least one wr), *G-single* (exactly one rw), *G2-item* (two or more rw), each reported
 //! with the shortest cycle through an edge of the class it needs; a component that needs a
 //! real-time edge to close gives the `-realtime` variant, which only strict serializability
-//! forbids. [`Isolation::forbids`] says which model forbids what.
+//! forbids. [`Isolation::forbids`] says which model forbids what. The search is bounded by a
+//! count, not a clock: up to 64 edges of the needed class per component are tried, so in a
+//! component with more the cycle reported may not be the shortest (and a G-single beyond them
+//! may be reported as G2-item).
 //!
 //! ## Why not the `adya` crate
 //!
@@ -81,8 +84,8 @@ pub mod verdict;
 
 pub use check::{analyse, check};
 pub use generate::{
-    drop_micro_ops, drop_mops, drop_transactions, merge_workers, rename_keys, shrink_planned,
-    PlannedTxn, TxnGen, TxnGenConfig, Workload,
+    drop_micro_ops, drop_mops, drop_transactions, merge_workers, rename_keys, renumber_workers,
+    shrink_planned, PlannedTxn, TxnGen, TxnGenConfig, Workload,
 };
 pub use types::{effective, Key, Mop, RecordedTxn, Txn, TxnHistory, Value};
 pub use verdict::{Analysis, Anomaly, AnomalyKind, EdgeKind, Isolation, Step, Violation};
