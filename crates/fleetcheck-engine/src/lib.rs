@@ -8,6 +8,8 @@
 //! - [`run`] with a [`Config`]: generates cases, runs them on several workers, shrinks the first
 //!   failure ([`shrink`]) and returns a [`Report`] whose [`Outcome`] is passed, failed,
 //!   aborted or gave up.
+//! - [`txn`]: transactional isolation checking (Elle-like): list-append and rw-register
+//!   histories, their anomalies (G0 … G2-item, lost update, …) and the strongest model kept.
 //! - [`Stats`]: labels of generated cases as a table; [`ReplayFile`]: a failing case as JSON.
 //! - [`History`] of concurrent operations (recorded by workers through a [`Recorder`]) and
 //!   [`linearizability::check`] against a [`Sequential`] model such as [`KvSpec`] or
@@ -67,6 +69,7 @@ mod replay;
 mod runner;
 mod shrink;
 mod stats;
+pub mod txn;
 
 pub use case::{execute, Case, Step, Trace, Verdict};
 pub use display::{describe_failure, describe_trace};

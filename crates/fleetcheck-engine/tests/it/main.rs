@@ -11,3 +11,4 @@ mod linearizability;
 mod outcomes;
 mod planted_bugs;
 mod replay;
+mod txn;
