@@ -645,30 +645,7 @@ impl Model for KvModel {
     }
 
     fn summarize_state(&self, s: &KvState) -> String {
-        let list = |ids: Vec<String>| {
-            if ids.is_empty() {
-                "-".to_string()
-            } else {
-                ids.join(" ")
-            }
-        };
-        let mut out = format!("up: {}; down: {}", list(s.awake()), list(s.down()));
-        let paused = s.paused();
-        if !paused.is_empty() {
-            let _ = write!(out, "; paused: {}", paused.join(" "));
-        }
-        if s.partitioned {
-            out.push_str("; partitioned");
-        }
-        if !s.partitioned && !s.cuts.is_empty() {
-            let cuts: Vec<String> = s.cuts.iter().map(|(a, b)| format!("{a}-/->{b}")).collect();
-            let _ = write!(out, "; cut: {}", cuts.join(" "));
-        }
-        if !s.loss.is_empty() {
-            let loss: Vec<String> = s.loss.iter().map(|(m, p)| format!("{m} {p}%")).collect();
-            let _ = write!(out, "; loss: {}", loss.join(" "));
-        }
-        out
+        s.summary()
     }
 
     fn command_name(&self, c: &KvCmd) -> String {
