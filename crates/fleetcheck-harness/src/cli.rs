@@ -60,8 +60,12 @@ fn defaults() -> fleetcheck_engine::Config {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The scenario to run (see `fleetcheck list`).
+    /// The scenario to run (see `fleetcheck list`), or a scenario file (`FILE.toml`).
     pub scenario: String,
+    /// Sets KEY (dotted, e.g. `network.machines.max`) of the configuration or scenario file
+    /// to VALUE (TOML: `5`, `[3, 3]`, `"xfs"`; anything else is a string); repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// The system under test, for scenarios that have a choice (kv: etcd, redis,
     /// memory, memory-lossy) [default: etcd].
     #[arg(long, value_name = "NAME")]

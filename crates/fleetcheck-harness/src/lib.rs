@@ -8,6 +8,7 @@ pub mod cli;
 pub mod doctor;
 pub mod exit;
 pub mod export;
+pub mod file;
 pub mod interrupt;
 pub mod programs;
 pub mod progress;

@@ -354,7 +354,8 @@ pub(crate) fn remove_run(run: &str, report: &mut SweepReport) -> Result<(), Swee
     Ok(())
 }
 
-/// Removes every resource of every run whose owner process is dead. Never touches live runs
+/// Removes every resource of every run whose owner process is dead and whose guardian is gone
+/// too (a live guardian is removing its run). Never touches live runs
 /// or anything not named `fleetcheck-<run>`.
 pub fn sweep() -> Result<SweepReport, SweepError> {
     let mut report = SweepReport::default();
@@ -365,6 +366,11 @@ pub fn sweep() -> Result<SweepReport, SweepError> {
         }
         let root = Path::new(RUN_ROOT);
         if owner_alive(&root.join(&run)) || owner_alive(&root.join(format!(".{run}.tmp"))) {
+            continue;
+        }
+        // A killed run whose guardian lives is being removed by it (its VMs may take a moment
+        // to die): two removers would only trip over each other.
+        if super::guard::find(&run).is_some() {
             continue;
         }
         report.runs.push(run.clone());
