@@ -31,6 +31,11 @@ pub enum Command {
     Sweep,
     /// List the built-in scenarios and backends.
     List,
+    /// Write NAME.toml, a scenario file for your own system that runs as it is.
+    New {
+        /// The scenario's name (letters, digits, `-`).
+        name: String,
+    },
     /// The in-machine agent (started by the netns backend as PID 1 of a machine).
     #[command(hide = true)]
     Agent {

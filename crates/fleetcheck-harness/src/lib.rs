@@ -128,6 +128,15 @@ fn dispatch(cli: &Cli, registry: &[Box<dyn Registered>]) -> Result<u8, Fail> {
             );
             Ok(exit::PASSED)
         }
+        Command::New { name } => {
+            let path = file::write_skeleton(name)?;
+            println!(
+                "wrote {}: edit its services and client, then `fleetcheck run {}`",
+                path.display(),
+                path.display()
+            );
+            Ok(exit::PASSED)
+        }
         Command::List => {
             println!("scenarios:");
             for s in registry {
@@ -136,6 +145,9 @@ fn dispatch(cli: &Cli, registry: &[Box<dyn Registered>]) -> Result<u8, Fail> {
                     println!("         --system {}", s.systems().join(", "));
                 }
             }
+            println!(
+                "  FILE.toml  a scenario file: your own system (`fleetcheck new NAME` writes one)"
+            );
             println!("backends:");
             for b in backends::BackendName::ALL {
                 println!("  {:<6} {}", b.as_str(), b.about());

@@ -227,12 +227,17 @@ impl FileStore {
         if service::probe(c.net.as_ref(), node, &condition, s.within) {
             return Ok(());
         }
-        let log = service::last_lines(c.net.as_ref(), node, &format!("{}.log", s.name), 3);
+        let file = format!("{}.log", s.name);
+        let mut log = service::last_lines(c.net.as_ref(), node, &file, 3);
+        log.reverse();
+        let log = if log.is_empty() {
+            format!("its {file} is empty")
+        } else {
+            format!("its {file} ends: {}", log.join(" | "))
+        };
         Err(Abort::new(format!(
-            "{} on {node} did not get {what} ({condition}) within {:?}; its log ends: {}",
-            s.name,
-            s.within,
-            log.join(" | ")
+            "{} on {node} did not get {what} ({condition}) within {:?}; {log}",
+            s.name, s.within
         )))
     }
 
