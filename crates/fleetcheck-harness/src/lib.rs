@@ -15,6 +15,7 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod testing;
 pub mod up;
 
 use std::process::ExitCode;

@@ -11,6 +11,7 @@ mod machine;
 mod netns;
 mod qemu;
 mod report;
+mod rust_example;
 mod scenario_file;
 mod signals;
 mod up;
