@@ -17,6 +17,9 @@
 //!   timeout (at least one), each crossing the switch twice; every crossing drops with the
 //!   loss percentage of the sending machine and then of the receiving one. 100% always drops,
 //!   0% never does;
+//! - `power_cut` follows the netns backend's checks (every machine known, running or paused,
+//!   with `lose_unsynced`; else nothing changes) and turns them all off at once; the fake has
+//!   no files, so there is nothing to lose;
 //! - every operation is counted ([`FakeBackend::stats`]) over all networks of the backend.
 
 use std::collections::BTreeMap;
@@ -62,6 +65,7 @@ struct Counters {
     boots: AtomicU64,
     shutdowns: AtomicU64,
     crashes: AtomicU64,
+    power_cuts: AtomicU64,
     execs: AtomicU64,
     pings: AtomicU64,
     teardowns: AtomicU64,
@@ -75,6 +79,8 @@ pub struct FakeStats {
     pub boots: u64,
     pub shutdowns: u64,
     pub crashes: u64,
+    /// Calls of `power_cut` (one for a coordinated cut of several machines).
+    pub power_cuts: u64,
     pub execs: u64,
     pub pings: u64,
     pub teardowns: u64,
@@ -110,6 +116,7 @@ impl FakeBackend {
             boots: l(&c.boots),
             shutdowns: l(&c.shutdowns),
             crashes: l(&c.crashes),
+            power_cuts: l(&c.power_cuts),
             execs: l(&c.execs),
             pings: l(&c.pings),
             teardowns: l(&c.teardowns),
@@ -369,6 +376,36 @@ impl Network for FakeNetwork {
     fn crash(&self, id: &str) -> Result<(), ShutdownError> {
         self.counters.crashes.fetch_add(1, Ordering::Relaxed);
         self.power_off(id)
+    }
+
+    fn power_cut(&self, ids: &[&str]) -> Result<(), FaultError> {
+        self.counters.power_cuts.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.lock();
+        for id in ids {
+            let status = *state
+                .status
+                .get(*id)
+                .ok_or_else(|| FaultError::UnknownMachine {
+                    machine: (*id).into(),
+                })?;
+            if !status.can_shutdown() {
+                return Err(FaultError::WrongStatus {
+                    machine: (*id).into(),
+                    status,
+                    operation: "lose power",
+                });
+            }
+            if !self.spec.machine(id).is_some_and(|m| m.lose_unsynced) {
+                return Err(FaultError::NotVolatile {
+                    machine: (*id).into(),
+                });
+            }
+        }
+        for id in ids {
+            state.status.insert((*id).into(), MachineStatus::Off);
+        }
+        self.changed.notify_all();
+        Ok(())
     }
 
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError> {

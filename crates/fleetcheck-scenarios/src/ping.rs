@@ -157,6 +157,7 @@ impl PingState {
                             .iter()
                             .filter_map(|(s, v)| Some((s.clone(), service_version(config, s, v)?)))
                             .collect(),
+                        lose_unsynced: false,
                     }
                 })
                 .collect(),

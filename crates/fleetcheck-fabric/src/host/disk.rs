@@ -24,7 +24,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use std::sync::{mpsc, Arc, Mutex};
+
 use super::sys::{check, cpath, open};
+use super::volatile::{self, Cache};
 use crate::spec::FileSystem;
 
 /// Size of every image. Sparse: only what the file system writes takes space (about 4 MiB
@@ -108,12 +111,40 @@ pub fn make_image(image: &Path, fs: FileSystem) -> io::Result<()> {
 pub struct Disk {
     /// The loop device, e.g. `/dev/loop3`.
     pub device: PathBuf,
-    /// The image file attached to it.
+    /// The file attached to it: the image, or for a volatile disk the FUSE file over it (as
+    /// the loop device names it).
     pub image: PathBuf,
     /// The disk namespace.
     ns: OwnedFd,
     /// The root of the mounted file system (`O_PATH`).
     root: OwnedFd,
+    /// For a disk that loses unsynced writes: its write cache and the thread serving it.
+    volatile: Option<Served>,
+}
+
+/// The FUSE file system of a volatile disk ([`super::volatile`]) and the thread serving it.
+#[derive(Debug)]
+pub struct Served {
+    cache: Arc<Mutex<Cache>>,
+    thread: fuser::BackgroundSession,
+}
+
+impl Served {
+    /// Waits (up to `within`) until the serving thread has ended (the FUSE file system is
+    /// gone); whether it has.
+    pub fn wait_ended(self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut pause = Duration::from_micros(200);
+        while !self.thread.guard.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+        let _ = self.thread.join();
+        true
+    }
 }
 
 impl Disk {
@@ -138,6 +169,7 @@ impl Disk {
                     image: image.to_path_buf(),
                     ns,
                     root,
+                    volatile: None,
                 })
             }
             Err(e) => {
@@ -146,6 +178,102 @@ impl Disk {
                 Err(e)
             }
         }
+    }
+
+    /// Makes a disk that loses unsynced writes ([`super::volatile`]): a FUSE file system over
+    /// `image` mounted at `fuse_dir` inside a new private mount namespace, a loop device on its
+    /// one file, and the file system (type `fs`) on that device mounted at `target`.
+    pub fn mount_volatile(
+        image: &Path,
+        fs: FileSystem,
+        target: &Path,
+        fuse_dir: &Path,
+    ) -> io::Result<Disk> {
+        let file = fs::OpenOptions::new().read(true).write(true).open(image)?;
+        let cache = Arc::new(Mutex::new(Cache::new(file)?));
+        let (to_main, from_ns) = mpsc::channel::<io::Result<OwnedFd>>();
+        let (to_ns, from_main) = mpsc::channel::<bool>();
+        let fstype = fs.name();
+        let (target, fuse_dir) = (target.to_path_buf(), fuse_dir.to_path_buf());
+        std::thread::scope(|s| {
+            // The namespace thread mounts; the serving thread must start from a thread of the
+            // host's namespace (a thread started in the disk namespace would keep it alive).
+            let ns_thread = s.spawn(move || -> io::Result<_> {
+                enter_private_ns()?;
+                fs::create_dir_all(&fuse_dir)?;
+                let _ = to_main.send(mount_fuse(&fuse_dir));
+                if !from_main.recv().unwrap_or(false) {
+                    return Err(io::Error::other("the FUSE server did not start"));
+                }
+                let file = open(&fuse_dir.join(volatile::FILE), libc::O_RDWR)?;
+                let (device, dev_fd) = attach_fd(&file, &fuse_dir.join(volatile::FILE))?;
+                drop(file);
+                // The loop device holds the FUSE file system now; no machine sees it.
+                super::sys::umount_detach(&fuse_dir)?;
+                let backing = backing_file(&device).unwrap_or_default();
+                match mount_fs(&device, fstype, &target, true)
+                    .and_then(|()| own_ns_and_root(&target))
+                {
+                    Ok((ns, root)) => Ok((device, backing, ns, root)),
+                    Err(e) => {
+                        // SAFETY: ioctl without argument on our own loop descriptor.
+                        unsafe { libc::ioctl(dev_fd.as_raw_fd(), LOOP_CLR_FD) };
+                        Err(e)
+                    }
+                }
+            });
+            let served = from_ns
+                .recv()
+                .unwrap_or_else(|_| Err(io::Error::other("the mount thread ended")))
+                .and_then(|fuse| {
+                    let config = fuser::Config::default();
+                    let session = fuser::Session::from_fd(
+                        volatile::ImageFs::new(cache.clone()),
+                        fuse,
+                        fuser::SessionACL::Owner,
+                        config,
+                    )?;
+                    session.spawn()
+                });
+            let _ = to_ns.send(served.is_ok());
+            let mounted = ns_thread.join().expect("the mount thread does not panic");
+            let thread = served?;
+            let (device, backing, ns, root) = mounted?;
+            Ok(Disk {
+                device,
+                image: backing,
+                ns,
+                root,
+                volatile: Some(Served {
+                    cache: cache.clone(),
+                    thread,
+                }),
+            })
+        })
+    }
+
+    /// Power loss on a volatile disk: the writes not flushed are forgotten and later ones
+    /// ignored (the file system is to be let go of next: [`Disk::close`]). Whether the disk
+    /// is volatile.
+    pub fn cut(&self) -> bool {
+        match &self.volatile {
+            Some(v) => {
+                v.cache.lock().unwrap_or_else(|e| e.into_inner()).cut();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Blocks of a volatile disk written and not yet flushed (`None`: not volatile).
+    pub fn unsynced_blocks(&self) -> Option<usize> {
+        let v = self.volatile.as_ref()?;
+        Some(
+            v.cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .dirty_blocks(),
+        )
     }
 
     /// The mount namespace a boot copies its own from.
@@ -166,15 +294,21 @@ impl Disk {
     /// system is unmounted once no machine runs from the namespace any more, and the loop
     /// device detaches itself. Returns `(device, image)`, for [`wait_detached`].
     pub fn close(self) -> (PathBuf, PathBuf) {
+        self.close_served().0
+    }
+
+    /// [`Disk::close`], also handing over a volatile disk's server (to wait until it ended).
+    pub fn close_served(self) -> ((PathBuf, PathBuf), Option<Served>) {
         let Disk {
             device,
             image,
             ns,
             root,
+            volatile,
         } = self;
         drop(root);
         drop(ns);
-        (device, image)
+        ((device, image), volatile)
     }
 }
 
@@ -209,6 +343,12 @@ pub fn wait_detached(disks: &[(PathBuf, PathBuf)], within: Duration) -> Vec<(Pat
 /// Attaches `image` to a free loop device with autoclear; returns its path and descriptor.
 fn attach(image: &Path) -> io::Result<(PathBuf, OwnedFd)> {
     let file = open(image, libc::O_RDWR)?;
+    attach_fd(&file, image)
+}
+
+/// Attaches open file `file` (named `image` in messages and the loop device's record) to a
+/// free loop device with autoclear.
+fn attach_fd(file: &OwnedFd, image: &Path) -> io::Result<(PathBuf, OwnedFd)> {
     let control = open(Path::new("/dev/loop-control"), libc::O_RDWR)?;
     for _ in 0..32 {
         // SAFETY: ioctl without argument on /dev/loop-control.
@@ -244,6 +384,15 @@ fn attach(image: &Path) -> io::Result<(PathBuf, OwnedFd)> {
 }
 
 fn mount_in_new_ns(device: &Path, fstype: &str, target: &Path) -> io::Result<(OwnedFd, OwnedFd)> {
+    enter_private_ns()?;
+    fs::create_dir_all(target)?;
+    mount_fs(device, fstype, target, false)?;
+    own_ns_and_root(target)
+}
+
+/// Moves this thread into a new mount namespace whose mounts are all private and which has no
+/// namespace bind mounts.
+fn enter_private_ns() -> io::Result<()> {
     // SAFETY: unshare on this thread only (it implies CLONE_FS: the thread gets its own root
     // and working directory, and ends right after).
     check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
@@ -262,12 +411,20 @@ fn mount_in_new_ns(device: &Path, fstype: &str, target: &Path) -> io::Result<(Ow
     })?;
     // Copies of namespace bind mounts would pin every namespace that exists now.
     crate::agent::root::detach_nsfs_mounts();
+    Ok(())
+}
+
+/// Mounts file system `fstype` of `device` at `target` (in this thread's namespace). On a
+/// `volatile` disk ext4 commits its journal only when asked (or when it fills), not every
+/// 5 s, so what a power cut keeps is what programs made durable.
+fn mount_fs(device: &Path, fstype: &str, target: &Path, volatile: bool) -> io::Result<()> {
+    let c = |s: &str| CString::new(s).expect("no NUL");
     fs::create_dir_all(target)?;
     let (src, dst, ty) = (cpath(device)?, cpath(target)?, c(fstype));
-    let options = c(if fstype == "ext4" {
-        "noinit_itable"
-    } else {
-        ""
+    let options = c(match (fstype, volatile) {
+        ("ext4", false) => "noinit_itable",
+        ("ext4", true) => "noinit_itable,commit=86400",
+        _ => "",
     });
     // SAFETY: valid C strings that live across the call.
     let rc = unsafe {
@@ -290,6 +447,43 @@ fn mount_in_new_ns(device: &Path, fstype: &str, target: &Path) -> io::Result<(Ow
             ),
         ));
     }
+    Ok(())
+}
+
+/// Mounts a FUSE file system at `dir` (in this thread's namespace); returns its `/dev/fuse`.
+fn mount_fuse(dir: &Path) -> io::Result<OwnedFd> {
+    let fuse = open(Path::new("/dev/fuse"), libc::O_RDWR)?;
+    let c = |s: &str| CString::new(s).expect("no NUL");
+    let (src, dst, ty) = (c("fleetcheck-disk"), cpath(dir)?, c("fuse"));
+    let options = c(&format!(
+        "fd={},rootmode=40000,user_id=0,group_id=0",
+        fuse.as_raw_fd()
+    ));
+    // SAFETY: valid C strings that live across the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            ty.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME,
+            options.as_ptr().cast(),
+        )
+    };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!(
+                "cannot mount a FUSE file system at {}: {err}",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(fuse)
+}
+
+/// This thread's mount namespace and the root of the file system mounted at `target`.
+fn own_ns_and_root(target: &Path) -> io::Result<(OwnedFd, OwnedFd)> {
     let root = open(target, libc::O_PATH | libc::O_DIRECTORY)?;
     let ns = open(Path::new("/proc/thread-self/ns/mnt"), libc::O_RDONLY)?;
     Ok((ns, root))

@@ -954,6 +954,7 @@ pub fn network_spec(
                 setup: Vec::new(),
                 filesystem: n.filesystem,
                 services,
+                lose_unsynced: false,
             })
         })
         .collect::<Result<Vec<_>, Abort>>()?;
