@@ -188,6 +188,7 @@ impl Disk {
         fs: FileSystem,
         target: &Path,
         fuse_dir: &Path,
+        name: &str,
     ) -> io::Result<Disk> {
         let file = fs::OpenOptions::new().read(true).write(true).open(image)?;
         let cache = Arc::new(Mutex::new(Cache::new(file)?));
@@ -205,8 +206,8 @@ impl Disk {
                 if !from_main.recv().unwrap_or(false) {
                     return Err(io::Error::other("the FUSE server did not start"));
                 }
-                let file = open(&fuse_dir.join(volatile::FILE), libc::O_RDWR)?;
-                let (device, dev_fd) = attach_fd(&file, &fuse_dir.join(volatile::FILE))?;
+                let file = open(&fuse_dir.join(name), libc::O_RDWR)?;
+                let (device, dev_fd) = attach_fd(&file, &fuse_dir.join(name))?;
                 drop(file);
                 // The loop device holds the FUSE file system now; no machine sees it.
                 super::sys::umount_detach(&fuse_dir)?;
@@ -228,7 +229,7 @@ impl Disk {
                 .and_then(|fuse| {
                     let config = fuser::Config::default();
                     let session = fuser::Session::from_fd(
-                        volatile::ImageFs::new(cache.clone()),
+                        volatile::ImageFs::new(cache.clone(), name),
                         fuse,
                         fuser::SessionACL::Owner,
                         config,
@@ -496,8 +497,39 @@ pub fn backing_file(device: &Path) -> Option<PathBuf> {
     Some(PathBuf::from(text.trim_end_matches('\n')))
 }
 
-/// Loop devices attached to a file under `dir` (`/dev/loopN`, sorted).
+/// The name of the FUSE file of a volatile disk of machine `index` of network `net` of run
+/// `run`. Its FUSE file system is mounted nowhere once its loop device holds it, so the loop
+/// device shows it as `/<name>`, and [`run_of_backing`] tells whose it is.
+pub fn volatile_name(run: &str, net: &str, index: usize) -> String {
+    format!("{VOLATILE_PREFIX}{run}-{net}-m{index}.img")
+}
+
+const VOLATILE_PREFIX: &str = "fleetcheck-volatile-";
+
+/// The run a loop device's backing file belongs to: an image under `<RUN_ROOT>/<run>/`, or a
+/// volatile disk's FUSE file ([`volatile_name`]).
+pub fn run_of_backing(file: &Path) -> Option<String> {
+    let text = file.to_string_lossy();
+    let file = Path::new(text.trim_end_matches(" (deleted)"));
+    if let Ok(rest) = file.strip_prefix(super::RUN_ROOT) {
+        return rest.iter().next()?.to_str().map(str::to_string);
+    }
+    let name = file
+        .to_str()?
+        .strip_prefix('/')?
+        .strip_prefix(VOLATILE_PREFIX)?;
+    (!name.contains('/')).then(|| name.split_once('-').map(|(run, _)| run.to_string()))?
+}
+
+/// Loop devices attached to a file under `dir` (`/dev/loopN`, sorted); for `dir` the run root
+/// or a run's directory, also those of its volatile disks ([`run_of_backing`]).
 pub fn loops_under(dir: &Path) -> Vec<PathBuf> {
+    let root = Path::new(super::RUN_ROOT);
+    let run = dir
+        .strip_prefix(root)
+        .ok()
+        .filter(|r| r.iter().count() <= 1)
+        .map(|r| r.to_string_lossy().into_owned());
     let mut found: Vec<PathBuf> = fs::read_dir("/sys/block")
         .map(|rd| {
             rd.flatten()
@@ -506,9 +538,14 @@ pub fn loops_under(dir: &Path) -> Vec<PathBuf> {
                 .map(|n| PathBuf::from(format!("/dev/{n}")))
                 .filter(|d| {
                     backing_file(d).is_some_and(|f| {
+                        let of_run = run_of_backing(&f);
                         let f = f.to_string_lossy();
                         let f = f.trim_end_matches(" (deleted)");
                         Path::new(f).starts_with(dir)
+                            || match (&run, of_run) {
+                                (Some(run), Some(of)) => run.is_empty() || *run == of,
+                                _ => false,
+                            }
                     })
                 })
                 .collect()

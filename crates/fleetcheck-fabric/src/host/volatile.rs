@@ -2,8 +2,8 @@
 //! ([`crate::MachineSpec::lose_unsynced`]).
 //!
 //! The machine's image file is not attached to its loop device directly: a FUSE file system
-//! served by a thread of this process ([`Served`], through the `fuser` crate) shows it as one
-//! file, `disk`, and the loop device is attached to that file. Every write the loop device
+//! served by a thread of this process (`disk::Served`, through the `fuser` crate) shows it as
+//! one file (named by `disk::volatile_name`), and the loop device is attached to that file. Every write the loop device
 //! passes on is kept in memory ([`Cache`]); only a flush (the loop device turns the file
 //! system's cache flushes and FUA writes into `fsync` of its backing file, which reaches
 //! [`ImageFs::fsync`]) writes them to the image. A power cut ([`Cache::cut`]) forgets the
@@ -34,9 +34,6 @@ use fuser::{
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyEmpty, ReplyEntry, ReplyOpen,
     ReplyWrite, Request, WriteFlags,
 };
-
-/// The name of the one file of the FUSE file system.
-pub const FILE: &str = "fleetcheck-volatile.img";
 
 /// Unit of the cache: writes at other sizes or offsets are merged into whole blocks.
 const BLOCK: u64 = 4096;
@@ -151,15 +148,20 @@ impl Cache {
     }
 }
 
-/// The FUSE file system: a root directory with [`FILE`], the disk through its [`Cache`].
+/// The FUSE file system: a root directory with one file, `name`, the disk through its
+/// [`Cache`].
 #[derive(Debug)]
 pub struct ImageFs {
     cache: Arc<Mutex<Cache>>,
+    name: String,
 }
 
 impl ImageFs {
-    pub fn new(cache: Arc<Mutex<Cache>>) -> Self {
-        ImageFs { cache }
+    pub fn new(cache: Arc<Mutex<Cache>>, name: &str) -> Self {
+        ImageFs {
+            cache,
+            name: name.to_string(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Cache> {
@@ -208,7 +210,7 @@ impl Filesystem for ImageFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match (parent, name.to_str()) {
-            (INodeNo::ROOT, Some(FILE)) => {
+            (INodeNo::ROOT, Some(n)) if n == self.name => {
                 let attr = self.attr(DISK_INO).expect("the disk has attributes");
                 reply.entry(&TTL, &attr, Generation(0));
             }

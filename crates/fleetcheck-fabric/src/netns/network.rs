@@ -279,7 +279,8 @@ impl NetShared {
         let image = self.image_of(m);
         if m.spec.lose_unsynced {
             let fuse = self.net.dir.join(format!("m{}.fuse", m.index));
-            Disk::mount_volatile(&image, fs, &m.data, &fuse)
+            let name = disk::volatile_name(&self.net.run.run, &self.net.name, m.index);
+            Disk::mount_volatile(&image, fs, &m.data, &fuse, &name)
         } else {
             Disk::mount(&image, fs, &m.data)
         }
