@@ -388,16 +388,16 @@ impl Network for FakeNetwork {
                 .ok_or_else(|| FaultError::UnknownMachine {
                     machine: (*id).into(),
                 })?;
+            if !self.spec.machine(id).is_some_and(|m| m.lose_unsynced) {
+                return Err(FaultError::NotVolatile {
+                    machine: (*id).into(),
+                });
+            }
             if !status.can_shutdown() {
                 return Err(FaultError::WrongStatus {
                     machine: (*id).into(),
                     status,
                     operation: "lose power",
-                });
-            }
-            if !self.spec.machine(id).is_some_and(|m| m.lose_unsynced) {
-                return Err(FaultError::NotVolatile {
-                    machine: (*id).into(),
                 });
             }
         }
@@ -658,6 +658,37 @@ mod tests {
         assert!(!net.ping("a", b, T).unwrap());
         net.shutdown("a").unwrap();
         assert!(net.ping("b", b, T).unwrap());
+    }
+
+    #[test]
+    fn power_cut_checks_every_machine_first_then_turns_them_off() {
+        let mut spec = spec();
+        spec.machines[0].lose_unsynced = true;
+        spec.machines[1].lose_unsynced = true;
+        let backend = FakeBackend::new();
+        let net = backend.create(&spec).unwrap();
+        net.boot(&["a", "b"]);
+        assert!(matches!(
+            net.power_cut(&["a", "c"]),
+            Err(FaultError::NotVolatile { machine }) if machine == "c"
+        ));
+        assert!(matches!(
+            net.power_cut(&["a", "x"]),
+            Err(FaultError::UnknownMachine { .. })
+        ));
+        assert_eq!(net.status("a"), Some(MachineStatus::Running));
+        net.pause("b").unwrap();
+        net.power_cut(&["a", "b"]).unwrap();
+        assert_eq!(net.status("a"), Some(MachineStatus::Off));
+        assert_eq!(net.status("b"), Some(MachineStatus::Off));
+        assert!(matches!(
+            net.power_cut(&["a"]),
+            Err(FaultError::WrongStatus {
+                operation: "lose power",
+                ..
+            })
+        ));
+        assert_eq!(backend.stats().power_cuts, 4);
     }
 
     #[test]

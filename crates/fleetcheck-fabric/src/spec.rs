@@ -527,6 +527,31 @@ mod tests {
     }
 
     #[test]
+    fn lose_unsynced_defaults_off_and_implies_ext4() {
+        let old: MachineSpec = serde_json::from_str(
+            r#"{"id":"a","ip":"10.0.0.1","memory_mb":64,"kernel":"","setup":[]}"#,
+        )
+        .unwrap();
+        assert!(!old.lose_unsynced);
+        assert_eq!(old.disk_filesystem(), None);
+        assert!(!serde_json::to_string(&old)
+            .unwrap()
+            .contains("lose_unsynced"));
+        let m = MachineSpec {
+            lose_unsynced: true,
+            ..old.clone()
+        };
+        assert_eq!(m.disk_filesystem(), Some(FileSystem::Ext4));
+        let back: MachineSpec = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+        let xfs = MachineSpec {
+            filesystem: Some(FileSystem::Xfs),
+            ..m
+        };
+        assert_eq!(xfs.disk_filesystem(), Some(FileSystem::Xfs));
+    }
+
+    #[test]
     fn status_questions() {
         assert!(MachineStatus::Off.can_boot());
         assert!(!MachineStatus::Off.can_shutdown());

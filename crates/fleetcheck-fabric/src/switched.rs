@@ -316,6 +316,7 @@ pub(crate) trait Switched: Send + Sync + Sized {
             if cut.iter().any(|c| c.index == m.index) {
                 continue;
             }
+            self.check_power_cut(m)?;
             let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
             if !st.status.can_shutdown() || st.booting {
                 return Err(FaultError::WrongStatus {
@@ -325,7 +326,6 @@ pub(crate) trait Switched: Send + Sync + Sized {
                 });
             }
             drop(st);
-            self.check_power_cut(m)?;
             cut.push(m);
         }
         // All lose power at once: none runs on while another is stopped.

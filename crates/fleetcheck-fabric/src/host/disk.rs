@@ -582,3 +582,23 @@ pub fn mkfs_path(fs: FileSystem) -> Option<PathBuf> {
         .map(|d| d.join(fs.mkfs()))
         .find(|p| p.is_file())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backing_files_name_their_run() {
+        let name = volatile_name("ab12cd34", "n3", 2);
+        assert_eq!(
+            run_of_backing(Path::new(&format!("/{name}"))).as_deref(),
+            Some("ab12cd34")
+        );
+        assert_eq!(
+            run_of_backing(Path::new("/run/fleetcheck/ab12cd34/n0/m0.img (deleted)")).as_deref(),
+            Some("ab12cd34")
+        );
+        assert_eq!(run_of_backing(Path::new("/home/x/disk.img")), None);
+        assert_eq!(run_of_backing(Path::new(&format!("/tmp/{name}"))), None);
+    }
+}

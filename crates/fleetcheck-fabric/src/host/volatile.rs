@@ -121,10 +121,23 @@ impl Cache {
         if self.cut || self.dirty.is_empty() {
             return Ok(());
         }
+        // Runs of consecutive blocks go out in one write each (up to 1 MiB).
+        let mut run: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut run_start = 0;
         for (&block, data) in &self.dirty {
             let start = block * BLOCK;
+            if !run.is_empty() && (run_start + run.len() as u64 != start || run.len() >= 1 << 20) {
+                self.image.write_all_at(&run, run_start)?;
+                run.clear();
+            }
+            if run.is_empty() {
+                run_start = start;
+            }
             let len = (self.size - start).min(BLOCK) as usize;
-            self.image.write_all_at(&data[..len], start)?;
+            run.extend_from_slice(&data[..len]);
+        }
+        if !run.is_empty() {
+            self.image.write_all_at(&run, run_start)?;
         }
         self.dirty.clear();
         self.flushes += 1;
