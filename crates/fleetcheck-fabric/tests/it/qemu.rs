@@ -538,3 +538,34 @@ fn qemu_guest_cannot_read_host_secrets() {
     assert_eq!(sh(&net, "m1", probe), "ok");
     Box::new(net).teardown().unwrap();
 }
+
+/// Power cuts that lose unsynced writes are netns-only for now: qemu refuses them with one
+/// sentence, before looking at the machine's status, and changes nothing.
+#[test]
+fn qemu_refuses_power_cuts() {
+    if !require_qemu("qemu_refuses_power_cuts") {
+        return;
+    }
+    let backend = backend(false);
+    let kernel = backend.installed_kernels()[0].release.clone();
+    let mut m = machine(1, &kernel, 128);
+    m.lose_unsynced = true;
+    let net = fleetcheck_fabric::Backend::create(&backend, &net_of(vec![m])).unwrap();
+    let err = net.power_cut(&["m1"]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            fleetcheck_fabric::FaultError::PowerCutUnsupported { backend: "qemu" }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "the qemu backend cannot cut power yet: its disks do not track what a machine flushed"
+    );
+    assert_eq!(
+        net.status("m1"),
+        Some(fleetcheck_fabric::MachineStatus::Off)
+    );
+    net.teardown().unwrap();
+}
