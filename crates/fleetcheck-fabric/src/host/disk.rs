@@ -227,7 +227,10 @@ impl Disk {
                 .recv()
                 .unwrap_or_else(|_| Err(io::Error::other("the mount thread ended")))
                 .and_then(|fuse| {
-                    let config = fuser::Config::default();
+                    let mut config = fuser::Config::default();
+                    // The loop device has several requests in flight (64 MiB written with
+                    // fsync: 210 MB/s with one thread, 470 with four, on 2 cores).
+                    config.n_threads = Some(4);
                     let session = fuser::Session::from_fd(
                         volatile::ImageFs::new(cache.clone(), name),
                         fuse,
