@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fleetcheck_fabric::host::{disk, sweep, RUN_ROOT};
-use fleetcheck_fabric::{Backend, ExecRequest, FaultError, MachineStatus, Network, NetworkSpec};
+use fleetcheck_fabric::{
+    Backend, ExecRequest, FaultError, FileSystem, MachineStatus, Network, NetworkSpec,
+};
 
+use crate::filesystem::require_mkfs;
 use crate::support::{backend, require_root, spawn_child_run, spec, wait_gone};
 
 /// Machines `m1..=mn`, the first `volatile` of them losing unsynced writes.
@@ -102,6 +105,36 @@ fn power_cut_keeps_what_was_fsynced_and_loses_the_rest() {
         "durable"
     );
     assert!(!on_host.join("k").exists(), "k was never fsynced");
+    owned.teardown().unwrap();
+}
+
+/// The layer is under the file system, so xfs and btrfs get it as ext4 does.
+#[test]
+fn power_cut_on_xfs_and_btrfs() {
+    if !require_root("power_cut_on_xfs_and_btrfs") || !require_mkfs("power_cut_on_xfs_and_btrfs") {
+        return;
+    }
+    let backend = backend();
+    let mut spec = machines(2, 2);
+    spec.machines[0].filesystem = Some(FileSystem::Xfs);
+    spec.machines[1].filesystem = Some(FileSystem::Btrfs);
+    let owned = backend.create(&spec).unwrap();
+    let net = owned.as_ref();
+    boot(net, &["m1", "m2"]);
+    for id in ["m1", "m2"] {
+        sh(
+            net,
+            id,
+            "printf durable > d && sync d && printf ' and more' >> d && printf lost > l",
+        );
+    }
+    net.power_cut(&["m1", "m2"]).unwrap();
+    boot(net, &["m1", "m2"]);
+    for (id, fs) in [("m1", "xfs"), ("m2", "btrfs")] {
+        let mounted = sh(net, id, "stat -f -c %T .");
+        assert_eq!(mounted.trim(), fs);
+        assert_eq!(files(net, id), "d: durable\n", "{fs}");
+    }
     owned.teardown().unwrap();
 }
 
@@ -378,4 +411,69 @@ fn power_cut_keeps_what_etcd_acknowledged() {
         "acknowledged\n"
     );
     owned.teardown().unwrap();
+}
+
+/// Threads of this process serving a FUSE file system (`fuser-<i>`).
+fn fuse_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("fuser"))
+        })
+        .count()
+}
+
+/// The child of the signal test: what a SIGINT handler runs, with volatile disks live.
+#[test]
+fn child_for_power_signal_test() {
+    if std::env::var("FLEETCHECK_TEST_CHILD").as_deref() != Ok("power-signal") {
+        return;
+    }
+    let backend = backend();
+    let net = backend.create(&machines(2, 2)).unwrap();
+    boot(net.as_ref(), &["m1", "m2"]);
+    net.power_cut(&["m2"]).unwrap();
+    assert!(fuse_threads() > 0, "the disks are served by this process");
+    println!("RUN {}", backend.run_id());
+    fleetcheck_fabric::host::cleanup_process_resources();
+    assert_eq!(volatile_loops(backend.run_id()), Vec::<PathBuf>::new());
+    assert_eq!(
+        fuse_threads(),
+        0,
+        "a FUSE server thread outlived the cleanup"
+    );
+    std::mem::forget(net);
+    std::mem::forget(backend);
+}
+
+/// The clean-up on SIGINT, SIGTERM and SIGHUP (`cleanup_process_resources`) removes volatile
+/// disks with their loop devices and server threads.
+#[test]
+fn power_cut_disks_leave_nothing_after_a_signal_cleanup() {
+    if !require_root("power_cut_disks_leave_nothing_after_a_signal_cleanup") {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "power::child_for_power_signal_test",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("FLEETCHECK_TEST_CHILD", "power-signal")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let run = stdout
+        .lines()
+        .find_map(|l| l.split_once("RUN ").map(|(_, r)| r.trim().to_string()))
+        .expect("child reports its run");
+    assert_eq!(volatile_loops(&run), Vec::<PathBuf>::new());
+    assert!(!Path::new(RUN_ROOT).join(&run).exists());
 }
