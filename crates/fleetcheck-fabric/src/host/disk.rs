@@ -180,9 +180,9 @@ impl Disk {
         }
     }
 
-    /// Makes a disk that loses unsynced writes ([`super::volatile`]): a FUSE file system over
-    /// `image` mounted at `fuse_dir` inside a new private mount namespace, a loop device on its
-    /// one file, and the file system (type `fs`) on that device mounted at `target`.
+    /// Makes a disk that loses unsynced writes ([`super::volatile`]): the FUSE file over
+    /// `image` ([`open_volatile`]) on a loop device, and the file system (type `fs`) on that
+    /// device mounted at `target` inside a new private mount namespace.
     pub fn mount_volatile(
         image: &Path,
         fs: FileSystem,
@@ -190,69 +190,34 @@ impl Disk {
         fuse_dir: &Path,
         name: &str,
     ) -> io::Result<Disk> {
-        let file = fs::OpenOptions::new().read(true).write(true).open(image)?;
-        let cache = Arc::new(Mutex::new(Cache::new(file)?));
-        let (to_main, from_ns) = mpsc::channel::<io::Result<OwnedFd>>();
-        let (to_ns, from_main) = mpsc::channel::<bool>();
+        let (file, served) = open_volatile(image, fuse_dir, name)?;
         let fstype = fs.name();
-        let (target, fuse_dir) = (target.to_path_buf(), fuse_dir.to_path_buf());
-        std::thread::scope(|s| {
-            // The namespace thread mounts; the serving thread must start from a thread of the
-            // host's namespace (a thread started in the disk namespace would keep it alive).
-            let ns_thread = s.spawn(move || -> io::Result<_> {
-                enter_private_ns()?;
-                fs::create_dir_all(&fuse_dir)?;
-                let _ = to_main.send(mount_fuse(&fuse_dir));
-                if !from_main.recv().unwrap_or(false) {
-                    return Err(io::Error::other("the FUSE server did not start"));
-                }
-                let file = open(&fuse_dir.join(name), libc::O_RDWR)?;
+        let target = target.to_path_buf();
+        let mounted = std::thread::scope(|s| {
+            s.spawn(|| -> io::Result<_> {
                 let (device, dev_fd) = attach_fd(&file, &fuse_dir.join(name))?;
-                drop(file);
-                // The loop device holds the FUSE file system now; no machine sees it.
-                super::sys::umount_detach(&fuse_dir)?;
                 let backing = backing_file(&device).unwrap_or_default();
-                match mount_fs(&device, fstype, &target, true)
+                enter_private_ns()
+                    .and_then(|()| mount_fs(&device, fstype, &target, true))
                     .and_then(|()| own_ns_and_root(&target))
-                {
-                    Ok((ns, root)) => Ok((device, backing, ns, root)),
-                    Err(e) => {
+                    .map(|(ns, root)| (device, backing, ns, root))
+                    .inspect_err(|_| {
                         // SAFETY: ioctl without argument on our own loop descriptor.
                         unsafe { libc::ioctl(dev_fd.as_raw_fd(), LOOP_CLR_FD) };
-                        Err(e)
-                    }
-                }
-            });
-            let served = from_ns
-                .recv()
-                .unwrap_or_else(|_| Err(io::Error::other("the mount thread ended")))
-                .and_then(|fuse| {
-                    let mut config = fuser::Config::default();
-                    // The loop device has several requests in flight (64 MiB written with
-                    // fsync: 210 MB/s with one thread, 470 with four, on 2 cores).
-                    config.n_threads = Some(4);
-                    let session = fuser::Session::from_fd(
-                        volatile::ImageFs::new(cache.clone(), name),
-                        fuse,
-                        fuser::SessionACL::Owner,
-                        config,
-                    )?;
-                    session.spawn()
-                });
-            let _ = to_ns.send(served.is_ok());
-            let mounted = ns_thread.join().expect("the mount thread does not panic");
-            let thread = served?;
-            let (device, backing, ns, root) = mounted?;
-            Ok(Disk {
-                device,
-                image: backing,
-                ns,
-                root,
-                volatile: Some(Served {
-                    cache: cache.clone(),
-                    thread,
-                }),
+                    })
             })
+            .join()
+            .expect("the mount thread does not panic")
+        });
+        // The loop device holds the FUSE file now.
+        drop(file);
+        let (device, image, ns, root) = mounted?;
+        Ok(Disk {
+            device,
+            image,
+            ns,
+            root,
+            volatile: Some(served),
         })
     }
 
@@ -262,7 +227,7 @@ impl Disk {
     pub fn cut(&self) -> bool {
         match &self.volatile {
             Some(v) => {
-                v.cache.lock().unwrap_or_else(|e| e.into_inner()).cut();
+                v.cut();
                 true
             }
             None => false,
@@ -313,6 +278,67 @@ impl Disk {
         drop(root);
         drop(ns);
         ((device, image), volatile)
+    }
+}
+
+/// Serves `image` as the one file (`name`) of a FUSE file system with a volatile write cache
+/// ([`super::volatile`]); returns that file, open read-write, and its server. The file system
+/// is mounted only for the open, at `fuse_dir` in a mount namespace of its own that ends at
+/// once: the file holds it, and nothing else sees it. It and its server end when the last
+/// user of the file (a loop device, QEMU) lets go, or this process dies.
+pub fn open_volatile(image: &Path, fuse_dir: &Path, name: &str) -> io::Result<(OwnedFd, Served)> {
+    let file = fs::OpenOptions::new().read(true).write(true).open(image)?;
+    let cache = Arc::new(Mutex::new(Cache::new(file)?));
+    let (to_main, from_ns) = mpsc::channel::<io::Result<OwnedFd>>();
+    let (to_ns, from_main) = mpsc::channel::<bool>();
+    let fuse_dir = fuse_dir.to_path_buf();
+    std::thread::scope(|s| {
+        // The namespace thread mounts and opens; the serving threads must start from a thread
+        // of the host's namespace (a thread started in that namespace would keep it alive).
+        let ns_thread = s.spawn(move || -> io::Result<OwnedFd> {
+            enter_private_ns()?;
+            fs::create_dir_all(&fuse_dir)?;
+            let _ = to_main.send(mount_fuse(&fuse_dir));
+            if !from_main.recv().unwrap_or(false) {
+                return Err(io::Error::other("the FUSE server did not start"));
+            }
+            let file = open(&fuse_dir.join(name), libc::O_RDWR)?;
+            super::sys::umount_detach(&fuse_dir)?;
+            Ok(file)
+        });
+        let thread = from_ns
+            .recv()
+            .unwrap_or_else(|_| Err(io::Error::other("the mount thread ended")))
+            .and_then(|fuse| {
+                let mut config = fuser::Config::default();
+                // The loop device has several requests in flight (64 MiB written with
+                // fsync: 210 MB/s with one thread, 470 with four, on 2 cores).
+                config.n_threads = Some(4);
+                let session = fuser::Session::from_fd(
+                    volatile::ImageFs::new(cache.clone(), name),
+                    fuse,
+                    fuser::SessionACL::Owner,
+                    config,
+                )?;
+                session.spawn()
+            });
+        let _ = to_ns.send(thread.is_ok());
+        let file = ns_thread.join().expect("the mount thread does not panic");
+        let thread = thread?;
+        Ok((
+            file?,
+            Served {
+                cache: cache.clone(),
+                thread,
+            },
+        ))
+    })
+}
+
+impl Served {
+    /// Power loss: the writes not flushed are forgotten and later ones ignored.
+    pub fn cut(&self) {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).cut();
     }
 }
 
