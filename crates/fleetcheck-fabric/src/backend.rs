@@ -56,10 +56,10 @@ pub trait Network: Send + Sync {
     /// programs made is kept (on `netns` the host's page cache has it).
     fn crash(&self, id: &str) -> Result<(), ShutdownError>;
     /// Power loss of machines `ids` at once (a coordinated power cut when several): each must
-    /// be running or paused and lose unsynced writes ([`crate::MachineSpec::lose_unsynced`]),
-    /// else nothing changes. Every process dies as in [`Network::crash`], and each disk keeps
+    /// be known, lose unsynced writes ([`crate::MachineSpec::lose_unsynced`]) and be running
+    /// or paused (checked in that order over all of them), else nothing changes. Every process dies as in [`Network::crash`], and each disk keeps
     /// only what its file system had flushed, which is all the next boot sees. An id named
-    /// twice counts once. The `qemu` backend refuses it for now.
+    /// twice counts once. On `qemu` the disk keeps what the guest flushed.
     fn power_cut(&self, ids: &[&str]) -> Result<(), FaultError>;
     /// Runs a command inside a running machine and waits for it.
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError>;

@@ -314,10 +314,6 @@ pub enum FaultError {
     },
     #[error("machine {machine} keeps no record of what it made durable: a power cut needs `lose_unsynced` in its spec")]
     NotVolatile { machine: String },
-    #[error(
-        "the {backend} backend cannot cut power yet: its disks do not track what a machine flushed"
-    )]
-    PowerCutUnsupported { backend: &'static str },
     #[error("failed to power machine {machine} off")]
     PowerOff {
         machine: String,

@@ -17,8 +17,8 @@
 //!   timeout (at least one), each crossing the switch twice; every crossing drops with the
 //!   loss percentage of the sending machine and then of the receiving one. 100% always drops,
 //!   0% never does;
-//! - `power_cut` follows the netns backend's checks (every machine known, running or paused,
-//!   with `lose_unsynced`; else nothing changes) and turns them all off at once; the fake has
+//! - `power_cut` follows the netns backend's checks (every machine known, then each with
+//!   `lose_unsynced`, then each running or paused; else nothing changes) and turns them all off at once; the fake has
 //!   no files, so there is nothing to lose;
 //! - every operation is counted ([`FakeBackend::stats`]) over all networks of the backend.
 
@@ -382,17 +382,21 @@ impl Network for FakeNetwork {
         self.counters.power_cuts.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         for id in ids {
-            let status = *state
-                .status
-                .get(*id)
-                .ok_or_else(|| FaultError::UnknownMachine {
+            if !state.status.contains_key(*id) {
+                return Err(FaultError::UnknownMachine {
                     machine: (*id).into(),
-                })?;
+                });
+            }
+        }
+        for id in ids {
             if !self.spec.machine(id).is_some_and(|m| m.lose_unsynced) {
                 return Err(FaultError::NotVolatile {
                     machine: (*id).into(),
                 });
             }
+        }
+        for id in ids {
+            let status = state.status[*id];
             if !status.can_shutdown() {
                 return Err(FaultError::WrongStatus {
                     machine: (*id).into(),

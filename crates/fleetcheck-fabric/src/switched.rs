@@ -155,17 +155,19 @@ pub(crate) trait Switched: Send + Sync + Sized {
     }
 
     /// Whether machine `m` can lose power with its unsynced writes (before anything changes).
-    fn check_power_cut(&self, _m: &Machine<Self::Own>) -> Result<(), FaultError> {
-        Err(FaultError::PowerCutUnsupported {
-            backend: Self::RUNNER,
-        })
+    fn check_power_cut(&self, m: &Machine<Self::Own>) -> Result<(), FaultError> {
+        if m.spec.lose_unsynced {
+            Ok(())
+        } else {
+            Err(FaultError::NotVolatile {
+                machine: m.spec.id.clone(),
+            })
+        }
     }
 
     /// After a power cut stopped machine `m`: its disk forgets what was not flushed, and the
     /// durable rest is what its next boot finds.
-    fn lose_unsynced(&self, _m: &Machine<Self::Own>) -> Result<(), FaultError> {
-        Ok(())
-    }
+    fn lose_unsynced(&self, m: &Machine<Self::Own>) -> Result<(), FaultError>;
 
     /// Stops (`frozen`) or continues everything machine `m` runs; a failed stop leaves it
     /// running.
@@ -305,28 +307,31 @@ pub(crate) trait Switched: Send + Sync + Sized {
         })
     }
 
-    /// [`Network::power_cut`]: checks every machine first, kills them all, then powers each
-    /// off and lets each disk lose what it had not flushed.
+    /// [`Network::power_cut`]: checks every machine first (known, then with the layer, then
+    /// running or paused), kills them all, then powers each off and lets each disk lose what
+    /// it had not flushed.
     fn power_cut(&self, ids: &[&str]) -> Result<(), FaultError> {
         let mut cut: Vec<&Machine<Self::Own>> = Vec::new();
         for id in ids {
             let m = self.machine(id).ok_or_else(|| FaultError::UnknownMachine {
                 machine: (*id).into(),
             })?;
-            if cut.iter().any(|c| c.index == m.index) {
-                continue;
+            if !cut.iter().any(|c| c.index == m.index) {
+                cut.push(m);
             }
+        }
+        for m in &cut {
             self.check_power_cut(m)?;
+        }
+        for m in &cut {
             let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
             if !st.status.can_shutdown() || st.booting {
                 return Err(FaultError::WrongStatus {
-                    machine: (*id).into(),
+                    machine: m.spec.id.clone(),
                     status: st.status,
                     operation: "lose power",
                 });
             }
-            drop(st);
-            cut.push(m);
         }
         // All lose power at once: none runs on while another is stopped.
         for m in &cut {

@@ -683,16 +683,6 @@ impl Switched for NetShared {
         self.set_port(m, false)
     }
 
-    fn check_power_cut(&self, m: &Machine) -> Result<(), FaultError> {
-        if m.spec.lose_unsynced {
-            Ok(())
-        } else {
-            Err(FaultError::NotVolatile {
-                machine: m.spec.id.clone(),
-            })
-        }
-    }
-
     /// The disk forgets its unflushed writes; once its file system, loop device and FUSE
     /// server are gone, the image (the durable state) is mounted afresh for the next boot.
     fn lose_unsynced(&self, m: &Machine) -> Result<(), FaultError> {
