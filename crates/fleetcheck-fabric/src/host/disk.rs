@@ -24,10 +24,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use std::sync::{mpsc, Arc, Mutex};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
 
 use super::sys::{check, cpath, open};
-use super::volatile::{self, Cache};
+use super::volatile;
 use crate::spec::FileSystem;
 
 /// Size of every image. Sparse: only what the file system writes takes space (about 4 MiB
@@ -122,28 +126,57 @@ pub struct Disk {
     volatile: Option<Served>,
 }
 
-/// The FUSE file system of a volatile disk ([`super::volatile`]) and the thread serving it.
+/// The server process of a volatile disk ([`super::volatile`]): its control socket and child.
+/// Dropped while it runs, it is killed (its file system's users then get errors).
 #[derive(Debug)]
 pub struct Served {
-    cache: Arc<Mutex<Cache>>,
-    thread: fuser::BackgroundSession,
+    control: BufReader<UnixStream>,
+    child: Child,
 }
 
 impl Served {
-    /// Waits (up to `within`) until the serving thread has ended (the FUSE file system is
-    /// gone); whether it has.
-    pub fn wait_ended(self, within: Duration) -> bool {
+    /// Power loss: the server forgets the writes not flushed and ignores later ones; returns
+    /// once it has.
+    pub fn cut(&mut self) -> io::Result<()> {
+        self.control.get_mut().write_all(b"cut\n")?;
+        let mut line = String::new();
+        self.control.read_line(&mut line)?;
+        if line.trim_end() == "cut" {
+            Ok(())
+        } else {
+            Err(io::Error::other("the disk server did not confirm the cut"))
+        }
+    }
+
+    /// Waits (up to `within`) until the server has exited (its file system is gone) and reaps
+    /// it; whether it had. One still running then is killed.
+    pub fn wait_ended(mut self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         let mut pause = Duration::from_micros(200);
-        while !self.thread.guard.is_finished() {
+        loop {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return true;
+            }
             if Instant::now() >= deadline {
                 return false;
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(10));
         }
-        let _ = self.thread.join();
-        true
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -189,8 +222,10 @@ impl Disk {
         target: &Path,
         fuse_dir: &Path,
         name: &str,
+        agent: &super::AgentCommand,
+        procs: &Path,
     ) -> io::Result<Disk> {
-        let (file, served) = open_volatile(image, fuse_dir, name)?;
+        let (file, served) = open_volatile(image, fuse_dir, name, agent, procs)?;
         let fstype = fs.name();
         let target = target.to_path_buf();
         let mounted = std::thread::scope(|s| {
@@ -224,25 +259,11 @@ impl Disk {
     /// Power loss on a volatile disk: the writes not flushed are forgotten and later ones
     /// ignored (the file system is to be let go of next: [`Disk::close`]). Whether the disk
     /// is volatile.
-    pub fn cut(&self) -> bool {
-        match &self.volatile {
-            Some(v) => {
-                v.cut();
-                true
-            }
-            None => false,
+    pub fn cut(&mut self) -> io::Result<bool> {
+        match &mut self.volatile {
+            Some(v) => v.cut().map(|()| true),
+            None => Ok(false),
         }
-    }
-
-    /// Blocks of a volatile disk written and not yet flushed (`None`: not volatile).
-    pub fn unsynced_blocks(&self) -> Option<usize> {
-        let v = self.volatile.as_ref()?;
-        Some(
-            v.cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .dirty_blocks(),
-        )
     }
 
     /// The mount namespace a boot copies its own from.
@@ -282,65 +303,112 @@ impl Disk {
 }
 
 /// Serves `image` as the one file (`name`) of a FUSE file system with a volatile write cache
-/// ([`super::volatile`]); returns that file, open read-write, and its server. The file system
-/// is mounted only for the open, at `fuse_dir` in a mount namespace of its own that ends at
-/// once: the file holds it, and nothing else sees it. It and its server end when the last
-/// user of the file (a loop device, QEMU) lets go, or this process dies.
-pub fn open_volatile(image: &Path, fuse_dir: &Path, name: &str) -> io::Result<(OwnedFd, Served)> {
-    let file = fs::OpenOptions::new().read(true).write(true).open(image)?;
-    let cache = Arc::new(Mutex::new(Cache::new(file)?));
+/// ([`super::volatile`]) from a server process (`agent` with [`volatile::SERVE_FLAG`], in the
+/// cgroup whose `cgroup.procs` is `procs`); returns that file, open read-write, and the server.
+/// The file system is mounted only for the open, at `fuse_dir` in a mount namespace of its
+/// own that ends at once: the file holds it, and nothing else sees it. It and its server end
+/// when the last user of the file (a loop device, QEMU) lets go.
+pub fn open_volatile(
+    image: &Path,
+    fuse_dir: &Path,
+    name: &str,
+    agent: &super::AgentCommand,
+    procs: &Path,
+) -> io::Result<(OwnedFd, Served)> {
     let (to_main, from_ns) = mpsc::channel::<io::Result<OwnedFd>>();
     let (to_ns, from_main) = mpsc::channel::<bool>();
     let fuse_dir = fuse_dir.to_path_buf();
     std::thread::scope(|s| {
-        // The namespace thread mounts and opens; the serving threads must start from a thread
-        // of the host's namespace (a thread started in that namespace would keep it alive).
         let ns_thread = s.spawn(move || -> io::Result<OwnedFd> {
             enter_private_ns()?;
             fs::create_dir_all(&fuse_dir)?;
             let _ = to_main.send(mount_fuse(&fuse_dir));
             if !from_main.recv().unwrap_or(false) {
-                return Err(io::Error::other("the FUSE server did not start"));
+                return Err(io::Error::other("the disk server did not start"));
             }
             let file = open(&fuse_dir.join(name), libc::O_RDWR)?;
             super::sys::umount_detach(&fuse_dir)?;
             Ok(file)
         });
-        let thread = from_ns
+        // This process keeps no descriptor of the FUSE device: the connection ends with the
+        // server.
+        let served = from_ns
             .recv()
             .unwrap_or_else(|_| Err(io::Error::other("the mount thread ended")))
-            .and_then(|fuse| {
-                let mut config = fuser::Config::default();
-                // The loop device has several requests in flight (64 MiB written with
-                // fsync: 210 MB/s with one thread, 470 with four, on 2 cores).
-                config.n_threads = Some(4);
-                let session = fuser::Session::from_fd(
-                    volatile::ImageFs::new(cache.clone(), name),
-                    fuse,
-                    fuser::SessionACL::Owner,
-                    config,
-                )?;
-                session.spawn()
-            });
-        let _ = to_ns.send(thread.is_ok());
+            .and_then(|fuse| spawn_server(image, name, agent, procs, fuse));
+        let _ = to_ns.send(served.is_ok());
         let file = ns_thread.join().expect("the mount thread does not panic");
-        let thread = thread?;
-        Ok((
-            file?,
-            Served {
-                cache: cache.clone(),
-                thread,
-            },
-        ))
+        let served = served?;
+        Ok((file?, served))
     })
 }
 
-impl Served {
-    /// Power loss: the writes not flushed are forgotten and later ones ignored.
-    pub fn cut(&self) {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).cut();
+/// Starts the server of `image` on FUSE device `fuse` and waits until it serves.
+fn spawn_server(
+    image: &Path,
+    name: &str,
+    agent: &super::AgentCommand,
+    procs: &Path,
+    fuse: OwnedFd,
+) -> io::Result<Served> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let procs = open(procs, libc::O_WRONLY)?;
+    // Copies numbered 10 or more, so that the child's dup2 to 3 and 4 overwrite neither.
+    let high = |fd: &OwnedFd| -> io::Result<OwnedFd> {
+        // SAFETY: fcntl on a descriptor we keep open; the new one is owned below.
+        let n = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) })?;
+        // SAFETY: a fresh descriptor nobody else owns.
+        Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) })
+    };
+    let (fuse, theirs) = (high(&fuse)?, high(&OwnedFd::from(theirs))?);
+    let (fuse_fd, control_fd, procs_fd) = (fuse.as_raw_fd(), theirs.as_raw_fd(), procs.as_raw_fd());
+    let mut cmd = Command::new(&agent.program);
+    cmd.args(&agent.args)
+        .arg(volatile::SERVE_FLAG)
+        .arg(image)
+        .arg(name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    // SAFETY: between fork and exec the child only makes async-signal-safe syscalls (write,
+    // setpgid, dup2) on descriptors this function keeps open until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Found with the run's other processes by the guardian and the sweep; in a
+            // process group of its own, so a Ctrl-C at the terminal leaves it to the clean-up.
+            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) < 0
+                || libc::setpgid(0, 0) < 0
+                || libc::dup2(fuse_fd, volatile::FUSE_FD) < 0
+                || libc::dup2(control_fd, volatile::CONTROL_FD) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
+    let child = cmd.spawn()?;
+    drop((fuse, theirs, procs));
+    ours.set_read_timeout(Some(SERVER_START))?;
+    let mut served = Served {
+        control: BufReader::new(ours),
+        child,
+    };
+    let mut line = String::new();
+    served.control.read_line(&mut line)?;
+    if line.trim_end() != "ready" {
+        return Err(io::Error::other(format!(
+            "the disk server did not start within {SERVER_START:?}"
+        )));
+    }
+    served
+        .control
+        .get_ref()
+        .set_read_timeout(Some(SERVER_ANSWER))?;
+    Ok(served)
 }
+
+/// How long a disk server may take to serve, and to answer a cut.
+const SERVER_START: Duration = Duration::from_secs(10);
+const SERVER_ANSWER: Duration = Duration::from_secs(5);
 
 /// Whether loop device `device` is (still) attached to `image`. A detached device may at once
 /// be taken by another network's disk, so the backing file is what tells.

@@ -280,7 +280,20 @@ impl NetShared {
         if m.spec.lose_unsynced {
             let fuse = self.net.dir.join(format!("m{}.fuse", m.index));
             let name = disk::volatile_name(&self.net.run.run, &self.net.name, m.index);
-            Disk::mount_volatile(&image, fs, &m.data, &fuse, &name)
+            let run = &self.net.run;
+            let procs = run
+                .cgroups
+                .ensure_group(&run.run, "disks")?
+                .join("cgroup.procs");
+            Disk::mount_volatile(
+                &image,
+                fs,
+                &m.data,
+                &fuse,
+                &name,
+                &self.config.agent,
+                &procs,
+            )
         } else {
             Disk::mount(&image, fs, &m.data)
         }
@@ -691,11 +704,14 @@ impl Switched for NetShared {
             source,
         };
         let mut slot = m.own.disk.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(old) = slot.take() else {
+        let Some(mut old) = slot.take() else {
             return Err(err(io::Error::other("it has no disk")));
         };
-        old.cut();
+        // Should the server not answer, it is killed below: then nothing unflushed survives
+        // either, but the machine keeps no disk (its boots fail).
+        let cut = old.cut();
         let (attached, served) = old.close_served();
+        cut.map_err(err)?;
         if let Some((device, _)) = disk::wait_detached(&[attached], DISK_RELEASE).pop() {
             return Err(err(io::Error::other(format!(
                 "loop device {} still attached after {DISK_RELEASE:?}",

@@ -253,7 +253,12 @@ impl NetShared {
     fn open_volatile(&self, m: &Machine) -> io::Result<(OwnedFd, Served)> {
         let fuse = self.net.dir.join(format!("m{}.fuse", m.index));
         let name = disk::volatile_name(&self.net.run.run, &self.net.name, m.index);
-        disk::open_volatile(&m.own.paths.image, &fuse, &name)
+        let run = &self.net.run;
+        let procs = run
+            .cgroups
+            .ensure_group(&run.run, "disks")?
+            .join("cgroup.procs");
+        disk::open_volatile(&m.own.paths.image, &fuse, &name, &self.config.agent, &procs)
     }
 
     /// What the agent of `m` becomes on Init.
@@ -589,11 +594,12 @@ impl Switched for NetShared {
             source,
         };
         let mut slot = m.own.volatile.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((file, served)) = slot.take() else {
+        let Some((file, mut served)) = slot.take() else {
             return Err(err(io::Error::other("it has no disk")));
         };
-        served.cut();
+        let cut = served.cut();
         drop(file);
+        cut.map_err(err)?;
         if !served.wait_ended(SERVER_END) {
             return Err(err(io::Error::other(format!(
                 "its FUSE server still ran after {SERVER_END:?}"

@@ -238,8 +238,11 @@ fn power_cut_disks_leave_nothing_after_teardown() {
         "a disk each again"
     );
     boot(net.as_ref(), &["m1"]);
+    let servers = disk_servers(backend.run_id());
+    assert_eq!(servers.len(), 2, "one server per disk");
     net.teardown().unwrap();
     assert_eq!(volatile_loops(backend.run_id()), Vec::<PathBuf>::new());
+    assert_eq!(disk_servers(backend.run_id()), Vec::<i32>::new());
     let dir = Path::new(RUN_ROOT).join(backend.run_id());
     assert!(
         std::fs::read_dir(&dir).unwrap().next().is_none() || !dir.join("n0").exists(),
@@ -247,20 +250,20 @@ fn power_cut_disks_leave_nothing_after_teardown() {
     );
 }
 
-/// The child of the kill tests: two volatile machines with unsynced writes.
+/// The child of the kill tests: three volatile machines, one running with unsynced writes,
+/// one off after a power cut, one never booted.
 #[test]
 fn child_for_power_kill_test() {
     if std::env::var("FLEETCHECK_TEST_CHILD").as_deref() != Ok("power-kill") {
         return;
     }
     let backend = backend();
-    let net = backend.create_netns(&machines(2, 2)).unwrap();
+    let net = backend.create_netns(&machines(3, 3)).unwrap();
     boot(&net, &["m1", "m2"]);
     sh(&net, "m1", "printf x > u");
-    let pids: Vec<String> = ["m1", "m2"]
-        .iter()
-        .map(|id| net.agent_pid(id).unwrap().to_string())
-        .collect();
+    // m2 and m3 are off: only this process holds their file systems.
+    net.power_cut(&["m2"]).unwrap();
+    let pids = [net.agent_pid("m1").unwrap().to_string()];
     println!("RUN {} {}", backend.run_id(), pids.join(" "));
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
@@ -275,7 +278,8 @@ fn power_cut_disks_leave_nothing_after_kill_9() {
     }
     let child = spawn_child_run("power::child_for_power_kill_test", "power-kill");
     let run = child.run.clone();
-    assert_eq!(volatile_loops(&run).len(), 2);
+    assert_eq!(volatile_loops(&run).len(), 3);
+    assert_eq!(disk_servers(&run).len(), 3);
     let guardian = child.kill_run_only();
     assert!(wait_gone(guardian, Duration::from_secs(10)));
     let left = disk::wait_detached(
@@ -289,6 +293,7 @@ fn power_cut_disks_leave_nothing_after_kill_9() {
         Duration::from_secs(5),
     );
     assert_eq!(left, Vec::new(), "loop devices of run {run} remain");
+    assert_eq!(disk_servers(&run), Vec::<i32>::new());
     assert!(!Path::new(RUN_ROOT).join(&run).exists());
 }
 
@@ -300,7 +305,8 @@ fn power_cut_disks_sweep_after_the_run_and_its_guardian_die() {
     }
     let child = spawn_child_run("power::child_for_power_kill_test", "power-kill");
     let run = child.run.clone();
-    assert_eq!(volatile_loops(&run).len(), 2);
+    assert_eq!(volatile_loops(&run).len(), 3);
+    assert_eq!(disk_servers(&run).len(), 3);
     child.kill();
     let report = sweep().unwrap();
     let left = disk::wait_detached(
@@ -314,6 +320,7 @@ fn power_cut_disks_sweep_after_the_run_and_its_guardian_die() {
         Duration::from_secs(5),
     );
     assert_eq!(left, Vec::new(), "{report:?}");
+    assert_eq!(disk_servers(&run), Vec::<i32>::new());
     assert!(!Path::new(RUN_ROOT).join(&run).exists());
 }
 
@@ -413,15 +420,21 @@ fn power_cut_keeps_what_etcd_acknowledged() {
     owned.teardown().unwrap();
 }
 
-/// Threads of this process serving a FUSE file system (`fuser-<i>`).
-fn fuse_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
+/// Live disk servers (`--serve-disk`) of run `run`: their command lines name its images.
+fn disk_servers(run: &str) -> Vec<i32> {
+    let image_dir = format!("{RUN_ROOT}/{run}/");
+    std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("fuser"))
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.iter().any(|a| *a == b"--serve-disk")
+                && args.iter().any(|a| a.starts_with(image_dir.as_bytes()))
+                && crate::support::alive(pid)
         })
-        .count()
+        .collect()
 }
 
 /// The child of the signal test: what a SIGINT handler runs, with volatile disks live.
@@ -434,15 +447,15 @@ fn child_for_power_signal_test() {
     let net = backend.create(&machines(2, 2)).unwrap();
     boot(net.as_ref(), &["m1", "m2"]);
     net.power_cut(&["m2"]).unwrap();
-    assert!(fuse_threads() > 0, "the disks are served by this process");
+    assert_eq!(
+        disk_servers(backend.run_id()).len(),
+        2,
+        "one server per disk"
+    );
     println!("RUN {}", backend.run_id());
     fleetcheck_fabric::host::cleanup_process_resources();
     assert_eq!(volatile_loops(backend.run_id()), Vec::<PathBuf>::new());
-    assert_eq!(
-        fuse_threads(),
-        0,
-        "a FUSE server thread outlived the cleanup"
-    );
+    assert_eq!(disk_servers(backend.run_id()), Vec::<i32>::new());
     std::mem::forget(net);
     std::mem::forget(backend);
 }
@@ -475,5 +488,6 @@ fn power_cut_disks_leave_nothing_after_a_signal_cleanup() {
         .find_map(|l| l.split_once("RUN ").map(|(_, r)| r.trim().to_string()))
         .expect("child reports its run");
     assert_eq!(volatile_loops(&run), Vec::<PathBuf>::new());
+    assert_eq!(disk_servers(&run), Vec::<i32>::new());
     assert!(!Path::new(RUN_ROOT).join(&run).exists());
 }

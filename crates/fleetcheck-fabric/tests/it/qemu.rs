@@ -268,8 +268,11 @@ fn qemu_child_for_ctrl_c() {
     }
     let backend = backend(true);
     let k = backend.installed_kernels()[0].release.clone();
+    // m1's disk is served by this process (a volatile disk): it must not outlive it either.
+    let mut m1 = machine(1, &k, 128);
+    m1.lose_unsynced = true;
     let net = backend
-        .create_qemu(&net_of(vec![machine(1, &k, 128), machine(2, &k, 128)]))
+        .create_qemu(&net_of(vec![m1, machine(2, &k, 128)]))
         .unwrap();
     for r in net.boot(&["m1", "m2"]) {
         r.unwrap();
@@ -289,8 +292,11 @@ fn qemu_child_for_kill_test() {
     }
     let backend = backend(true);
     let k = backend.installed_kernels()[0].release.clone();
+    // m1's disk is served by this process (a volatile disk): it must not outlive it either.
+    let mut m1 = machine(1, &k, 128);
+    m1.lose_unsynced = true;
     let net = backend
-        .create_qemu(&net_of(vec![machine(1, &k, 128), machine(2, &k, 128)]))
+        .create_qemu(&net_of(vec![m1, machine(2, &k, 128)]))
         .unwrap();
     for r in net.boot(&["m1", "m2"]) {
         r.unwrap();
