@@ -1,6 +1,8 @@
 //! A machine's own file system ([`crate::MachineSpec::filesystem`]): the image both backends
 //! make ([`make_image`]; QEMU attaches it as a virtio-blk disk), and on `netns` its loop device
-//! and disk namespace ([`Disk`]), which the sweep also cleans up.
+//! and disk namespace ([`Disk`]), which the sweep also cleans up. For a machine that loses
+//! unsynced writes, the image is served through a volatile write cache ([`open_volatile`],
+//! [`super::volatile`]) and the loop device (or QEMU) uses that FUSE file instead.
 //!
 //! When the network is created, each such machine gets a sparse image file
 //! `<network dir>/m<i>.img`, formatted by `mkfs.<fs>` on the host. On `netns` it is attached to a loop device with
