@@ -19,8 +19,8 @@
 //! `fsync`/`fdatasync` of a file, `fsync` of a directory, `sync`, and whatever the file system
 //! commits on its own account (its journal commit also carries earlier metadata of other files;
 //! ext4 is mounted with a long commit interval so that happens only when something asks for it
-//! or its journal fills). `sync(2)` flushes every file system of the host, whichever mount
-//! namespace it is called in: a plain `sync` in one machine (or on the host) makes every
+//! or its journal fills). On netns `sync(2)` flushes every file system of the host, whichever
+//! mount namespace it is called in: a plain `sync` in one machine (or on the host) makes every
 //! machine's writes so far durable.
 //!
 //! The FUSE file system is mounted nowhere once its file is open; the server ends when the
