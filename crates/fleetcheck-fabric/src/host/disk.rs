@@ -561,7 +561,12 @@ fn mount_fs(device: &Path, fstype: &str, target: &Path, volatile: bool) -> io::R
 
 /// Mounts a FUSE file system at `dir` (in this thread's namespace); returns its `/dev/fuse`.
 fn mount_fuse(dir: &Path) -> io::Result<OwnedFd> {
-    let fuse = open(Path::new("/dev/fuse"), libc::O_RDWR)?;
+    let fuse = open(Path::new("/dev/fuse"), libc::O_RDWR).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot open /dev/fuse (a machine that loses unsynced writes needs FUSE): {e}"),
+        )
+    })?;
     let c = |s: &str| CString::new(s).expect("no NUL");
     let (src, dst, ty) = (c("fleetcheck-disk"), cpath(dir)?, c("fuse"));
     let options = c(&format!(
