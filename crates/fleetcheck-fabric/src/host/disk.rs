@@ -124,7 +124,7 @@ pub struct Disk {
     ns: OwnedFd,
     /// The root of the mounted file system (`O_PATH`).
     root: OwnedFd,
-    /// For a disk that loses unsynced writes: its write cache and the thread serving it.
+    /// For a disk that loses unsynced writes: the process serving its write cache.
     volatile: Option<Served>,
 }
 
@@ -165,11 +165,6 @@ impl Served {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(10));
         }
-    }
-
-    /// The server's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 }
 

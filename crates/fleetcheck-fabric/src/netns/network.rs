@@ -707,8 +707,8 @@ impl Switched for NetShared {
         let Some(mut old) = slot.take() else {
             return Err(err(io::Error::other("it has no disk")));
         };
-        // Should the server not answer, it is killed below: then nothing unflushed survives
-        // either, but the machine keeps no disk (its boots fail).
+        // Should the server not answer, returning drops it, which kills it: then nothing
+        // unflushed survives either, but the machine keeps no disk (its boots fail).
         let cut = old.cut();
         let (attached, served) = old.close_served();
         cut.map_err(err)?;
