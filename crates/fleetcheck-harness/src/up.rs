@@ -185,6 +185,7 @@ fn plan_machines(
                     .iter()
                     .map(|(name, versions)| (name.clone(), versions[0].clone()))
                     .collect(),
+                lose_unsynced: false,
             };
             (domain.role.clone(), machine)
         })

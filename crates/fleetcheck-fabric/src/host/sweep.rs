@@ -201,12 +201,11 @@ fn known_runs() -> Vec<String> {
     }
     // A disk image's loop device can outlive the run directory (its file deleted).
     for device in super::disk::loops_under(Path::new(RUN_ROOT)) {
-        if let Some(file) = super::disk::backing_file(&device) {
-            if let Ok(rest) = file.strip_prefix(RUN_ROOT) {
-                if let Some(run) = rest.iter().next().and_then(|r| r.to_str()) {
-                    runs.insert(run.to_string());
-                }
-            }
+        if let Some(run) = super::disk::backing_file(&device)
+            .as_deref()
+            .and_then(super::disk::run_of_backing)
+        {
+            runs.insert(run);
         }
     }
     for h in hierarchies() {

@@ -161,6 +161,7 @@ impl Machine {
             setup,
             filesystem: self.filesystem,
             services,
+            lose_unsynced: false,
         })
     }
 }
