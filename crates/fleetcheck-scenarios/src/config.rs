@@ -171,6 +171,10 @@ pub struct MachineConfig {
     /// preferred; an empty list: the service is not installed. Services not named: every
     /// version, in the order `[services]` lists them.
     pub versions: BTreeMap<String, OneOrMany<String>>,
+    /// Every machine's data directory loses what was not fsynced when its power is cut (the
+    /// `power-cut` fault; on netns and qemu, ext4 unless `filesystem` says otherwise).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub lose_unsynced: bool,
 }
 
 /// `[services.<name>]`: a service, its installations and (in a scenario file) how it runs.
@@ -244,6 +248,8 @@ pub struct MachineDomain {
     pub filesystem: Vec<FileSystem>,
     /// For each installed service, its allowed versions, the first preferred (never empty).
     pub versions: BTreeMap<String, Vec<ServiceVersion>>,
+    /// Whether its machines lose unsynced writes on a power cut.
+    pub lose_unsynced: bool,
 }
 
 /// `[ping]`.
@@ -315,6 +321,7 @@ impl Default for MachineConfig {
             setup: Vec::new(),
             filesystem: Vec::new(),
             versions: BTreeMap::new(),
+            lose_unsynced: false,
         }
     }
 }
@@ -516,6 +523,7 @@ impl ScenarioConfig {
             setup: self.machine.setup.clone(),
             filesystem: self.machine.filesystem.clone(),
             versions: versions_of(&BTreeMap::new()),
+            lose_unsynced: self.machine.lose_unsynced,
         };
         if self.roles.is_empty() {
             return vec![base];
@@ -533,6 +541,7 @@ impl ScenarioConfig {
                     .clone()
                     .map_or(base.filesystem.clone(), |f| f.0),
                 versions: versions_of(&r.versions),
+                lose_unsynced: base.lose_unsynced,
             })
             .collect()
     }

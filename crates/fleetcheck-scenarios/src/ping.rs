@@ -183,6 +183,7 @@ impl Model for PingModel {
                 .expect("validated: at least one kernel")
                 .clone();
             m.role = domain.role.clone();
+            m.lose_unsynced = domain.lose_unsynced;
             // Drawn only when configured, so older configurations give the same cases.
             m.filesystem = g.choose(&domain.filesystem).copied();
             for (service, versions) in &domain.versions {

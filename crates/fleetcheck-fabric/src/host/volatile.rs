@@ -108,7 +108,11 @@ fn serve(args: &[String]) -> io::Result<()> {
             }
         }
     });
-    served.join()
+    match served.join() {
+        // The fabric aborts the connection when it removes the disk: the usual way to end.
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
+        ended => ended,
+    }
 }
 
 /// Unit of the cache: writes at other sizes or offsets are merged into whole blocks.

@@ -190,6 +190,11 @@ impl ClusterState {
             ClusterCmd::Loss { machine, percent } => {
                 next.loss.insert(machine.clone(), *percent);
             }
+            ClusterCmd::PowerCut { machines } => {
+                for id in machines {
+                    set(id, Power::Off);
+                }
+            }
             ClusterCmd::Heal => {
                 next.cuts.clear();
                 next.partitioned = false;

@@ -367,6 +367,8 @@ pub struct KvModel {
     /// The file systems of the nodes' data directories, the first preferred (`[machine]
     /// filesystem`, or the older `[kv] filesystem`); empty: a directory of the host's.
     pub filesystems: Vec<fleetcheck_fabric::FileSystem>,
+    /// Whether nodes lose unsynced writes on a power cut (`[machine] lose_unsynced`).
+    pub lose_unsynced: bool,
 }
 
 impl KvModel {
@@ -388,6 +390,7 @@ impl KvModel {
             config: config.kv.clone(),
             service: service.and_then(|name| KvService::named(config, name)),
             filesystems,
+            lose_unsynced: config.machine.lose_unsynced,
         }
     }
 
@@ -418,6 +421,7 @@ impl KvModel {
             kernels: Vec::new(),
             setup: Vec::new(),
             filesystem: self.filesystems.clone(),
+            lose_unsynced: self.lose_unsynced,
             versions: self
                 .service
                 .iter()
@@ -475,6 +479,7 @@ impl Model for KvModel {
                 ip,
             );
             node.running = true;
+            node.lose_unsynced = self.lose_unsynced;
             // Drawn only when configured, so other configurations give the same cases.
             node.filesystem = g.choose(&self.filesystems).copied();
             if let Some(v) = g.choose(self.versions()) {
@@ -773,6 +778,7 @@ pub fn network_spec(
         setup: Vec::new(),
         filesystem: Vec::new(),
         versions: BTreeMap::new(),
+        lose_unsynced: false,
     };
     state.network_spec(&[domain], &KvService::services(service))
 }

@@ -202,3 +202,38 @@ fn new_writes_a_skeleton_that_runs() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("letters, digits and `-`"), "{err}");
 }
+
+/// Power loss as a generated fault: a store that answers before its write is on disk loses an
+/// acknowledged write on a power cut, shrunk to the write, the cut, the restart and the read;
+/// the same store fsyncing before it answers passes.
+#[test]
+fn a_store_that_acknowledges_before_fsync_loses_writes_on_power_cuts() {
+    if !require_root() {
+        return;
+    }
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(example("unsynced-files.toml"))
+            .args(["--seed", "1", "--json"]),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let j = last_json(&out);
+    let names: Vec<&str> = j["counterexample"]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["Ops", "PowerCut", "Restart", "Ops"], "{j}");
+    assert!(err.contains("acknowledged write lost"), "{err}");
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(example("fsynced-files.toml"))
+            .args(["--seed", "1", "--tests", "60", "--json"]),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let j = last_json(&out);
+    assert!(j["labels"]["command"]["PowerCut"].as_u64() > Some(5), "{j}");
+}
