@@ -63,6 +63,23 @@ pub trait Network: Send + Sync {
     fn power_cut(&self, ids: &[&str]) -> Result<(), FaultError>;
     /// Runs a command inside a running machine and waits for it.
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError>;
+    /// Starts `sh -c command` inside running machine `id` and leaves it running, its standard
+    /// input and output piped to the caller and its standard error appended to `<name>` in
+    /// the machine's data directory: a long-lived client. It dies with the machine, freezes
+    /// with it. The default (backends that cannot): [`ExecError::Spawn`].
+    fn spawn(
+        &self,
+        id: &str,
+        command: &str,
+        _stderr_log: &str,
+    ) -> Result<std::process::Child, ExecError> {
+        Err(ExecError::Spawn {
+            machine: id.to_string(),
+            program: command.to_string(),
+            message: "this backend cannot keep a process with pipes in a machine (netns can)"
+                .to_string(),
+        })
+    }
     /// Sends ICMP echo requests from inside `from` to `to` until a reply arrives (`true`) or
     /// `timeout` passes (`false`). A machine that is `Off` gets no reply: `Ok(false)`.
     fn ping(&self, from: &str, to: Ipv4Addr, timeout: Duration) -> Result<bool, PingError>;

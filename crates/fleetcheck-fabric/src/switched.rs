@@ -183,6 +183,21 @@ pub(crate) trait Switched: Send + Sync + Sized {
         conn::exec(conn, id, req)
     }
 
+    /// See [`Network::spawn`]: `m` is running. The default: this backend cannot.
+    fn spawn_in(
+        &self,
+        m: &Machine<Self::Own>,
+        command: &str,
+        _stderr_log: &str,
+    ) -> Result<std::process::Child, ExecError> {
+        Err(ExecError::Spawn {
+            machine: m.spec.id.clone(),
+            program: command.to_string(),
+            message: "this backend cannot keep a process with pipes in a machine (netns can)"
+                .to_string(),
+        })
+    }
+
     /// Puts service set `next` in place for machine `m` (which is off).
     fn install(
         &self,
@@ -497,6 +512,29 @@ impl<H: Handle> Network for H {
                 },
             })?;
         self.shared().exec_on(id, &conn, req)
+    }
+
+    fn spawn(
+        &self,
+        id: &str,
+        command: &str,
+        stderr_log: &str,
+    ) -> Result<std::process::Child, ExecError> {
+        let machine = || id.to_string();
+        self.shared()
+            .agent(id, MachineStatus::can_exec)
+            .map_err(|e| match e {
+                Err(()) => ExecError::UnknownMachine { machine: machine() },
+                Ok(status) => ExecError::WrongStatus {
+                    machine: machine(),
+                    status,
+                },
+            })?;
+        let m = self
+            .shared()
+            .machine(id)
+            .ok_or_else(|| ExecError::UnknownMachine { machine: machine() })?;
+        self.shared().spawn_in(m, command, stderr_log)
     }
 
     fn ping(&self, from: &str, to: Ipv4Addr, timeout: Duration) -> Result<bool, PingError> {

@@ -22,6 +22,7 @@
 //! joined to the machine's network namespace and cgroup. A shutdown SIGKILLs it, which kills the
 //! whole pid namespace at once. Nothing is ever added to the host's own network namespace.
 
+mod enter;
 mod network;
 mod spawn;
 

@@ -803,6 +803,32 @@ impl Switched for NetShared {
         install_services(&m.own.bin, next)
     }
 
+    fn spawn_in(
+        &self,
+        m: &Machine,
+        command: &str,
+        stderr_log: &str,
+    ) -> Result<std::process::Child, ExecError> {
+        let id = &m.spec.id;
+        let failed = |message: String| ExecError::Spawn {
+            machine: id.clone(),
+            program: command.to_string(),
+            message,
+        };
+        let agent = m.own.agent_pid.load(Ordering::SeqCst);
+        if agent <= 0 {
+            return Err(failed("its agent is not running".into()));
+        }
+        let mut cgroups = vec![m.own.cgroup.clone()];
+        cgroups.extend(m.own.freezer.as_ref().map(|f| f.path().to_path_buf()));
+        cgroups.extend(m.own.pids.clone());
+        // Its errors in the data directory where the host sees it (an image of its own is
+        // mounted only inside the machine: then they are dropped).
+        let log = self.data_dir_on_host(id).map(|d| d.join(stderr_log));
+        super::enter::spawn_inside(agent, &cgroups, command, log.as_deref())
+            .map_err(|e| failed(e.to_string()))
+    }
+
     /// SIGKILL to the agent, which kills its pid namespace; a frozen machine is thawed to die.
     /// Each machine's mount namespace (its own root, some 30 mounts) is torn down as its PID 1
     /// exits, and those tear-downs overlap.

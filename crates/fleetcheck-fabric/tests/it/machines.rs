@@ -331,3 +331,78 @@ fn data_dir_survives_reboot_and_teardown_removes_it() {
     net.teardown().unwrap();
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
+
+/// A process spawned into a machine: piped both ways, in the machine's namespaces (its
+/// hostname, its pid namespace, its file system view) and cgroups (frozen with it), and dead
+/// with it when it crashes.
+#[test]
+fn spawned_processes_live_inside_their_machine() {
+    if !require_root("spawned_processes_live_inside_their_machine") {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::mpsc;
+    let backend = backend();
+    let net = backend.create_netns(&spec(1, |_| vec![])).unwrap();
+    use fleetcheck_fabric::Network;
+    net.boot(&["m1"]).into_iter().for_each(|r| r.unwrap());
+    let mut child = net
+        .spawn(
+            "m1",
+            r#"while read -r line; do echo "$line $(hostname) $$ $FLEETCHECK_DATA"; done"#,
+            "client.log",
+        )
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let ask = |stdin: &mut std::process::ChildStdin, word: &str| {
+        writeln!(stdin, "{word}").unwrap();
+    };
+    ask(&mut stdin, "one");
+    let answer = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let parts: Vec<&str> = answer.split_whitespace().collect();
+    assert_eq!(parts[..2], ["one", "m1"], "{answer}");
+    let pid: i32 = parts[2].parse().unwrap();
+    assert!(pid < 100, "in the machine's pid namespace: {answer}");
+    assert!(
+        parts.get(3).is_some_and(|d| !d.is_empty()),
+        "its environment: {answer}"
+    );
+    // Frozen with the machine: no answer while paused, the answer after.
+    net.pause("m1").unwrap();
+    ask(&mut stdin, "two");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "answered while paused"
+    );
+    net.resume("m1").unwrap();
+    let answer = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(answer.starts_with("two m1"), "{answer}");
+    // Dead with the machine.
+    net.crash("m1").unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still running after the crash"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(!status.success(), "{status:?}");
+    // A machine that is off takes none.
+    let e = net.spawn("m1", "cat", "client.log").unwrap_err();
+    assert!(matches!(e, ExecError::WrongStatus { .. }), "{e}");
+    Box::new(net).teardown().unwrap();
+}

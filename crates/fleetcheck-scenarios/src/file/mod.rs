@@ -14,6 +14,7 @@
 //! every machine of the case. Each is read, and refused in one sentence naming the key and its
 //! line, when the file is read.
 
+pub mod client;
 pub mod store;
 pub mod template;
 
@@ -53,6 +54,11 @@ pub enum Workload {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
+    /// A long-lived client program instead of a command per operation: started inside the
+    /// node an operation goes to (one per concurrent worker, started again after it stops
+    /// answering), it reads one JSON operation a line and answers one JSON line (see
+    /// [`client`]). Variables: [`PROGRAM_VARIABLES`].
+    pub program: Option<String>,
     /// Writes `{value}` at `{key}`.
     pub put: Option<String>,
     /// Prints the value at `{key}` (`absent` when there is none).
@@ -104,6 +110,10 @@ pub fn versioned_service(config: &ScenarioConfig) -> Option<String> {
         .into_iter()
         .find(|name| !config.services[name].versions.is_empty())
 }
+
+/// The variables of a client `program`: the machine it runs in (`{node}`, `{node_ip}`),
+/// `{timeout_ms}`, `{token}`; plus `{peers|FORMAT|SEP}`.
+pub const PROGRAM_VARIABLES: &[&str] = &["node", "node_ip", "timeout_ms", "token"];
 
 /// The line of `text` (1-based) where `needle` first appears, for messages; `None` if it
 /// does not.
@@ -201,6 +211,16 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
             Template::parse(text, CLIENT_VARIABLES, true)
                 .map_err(|e| ConfigError(format!("client.{key} {e}")))?;
         }
+    }
+    if let Some(program) = &client.program {
+        Template::parse(program, PROGRAM_VARIABLES, true)
+            .map_err(|e| ConfigError(format!("client.program {e}")))?;
+        if let Some((key, _)) = ops.iter().find(|(_, t)| t.is_some()) {
+            return err(format!(
+                "client.program and client.{key} both say how operations run: keep one"
+            ));
+        }
+        return Ok(());
     }
     for kind in &config.kv.ops {
         let given = match kind {

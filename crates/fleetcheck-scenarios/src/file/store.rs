@@ -10,8 +10,9 @@ use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::{Abort, KvOp, KvRet};
 use fleetcheck_fabric::{Backend, ExecError, Network};
 
+use super::client::{Answered, Session};
 use super::template::{Peer, Template, Vars};
-use super::{ClientConfig, CLIENT_VARIABLES, SERVICE_VARIABLES};
+use super::{ClientConfig, CLIENT_VARIABLES, PROGRAM_VARIABLES, SERVICE_VARIABLES};
 use crate::cluster::ClusterCmd;
 use crate::config::ScenarioConfig;
 use crate::kv::service::{self, shell};
@@ -66,6 +67,7 @@ struct Running {
 /// One client operation's command and how to read its answer.
 #[derive(Debug, Clone)]
 struct Client {
+    program: Option<Template>,
     put: Option<Template>,
     get: Option<Template>,
     delete: Option<Template>,
@@ -90,6 +92,10 @@ pub struct FileCluster {
     net: Box<dyn Network>,
     peers: Vec<Peer>,
     token: String,
+    /// Idle client program sessions, by node.
+    sessions: std::sync::Mutex<BTreeMap<String, Vec<Session>>>,
+    /// The first protocol violation of a client program: aborts the case after its batch.
+    broken: std::sync::Mutex<Option<Abort>>,
 }
 
 impl std::fmt::Debug for FileCluster {
@@ -139,6 +145,7 @@ impl FileStore {
         let c = config.client.clone().unwrap_or_default();
         let template = |t: &Option<String>| t.as_deref().map(|t| checked(t, CLIENT_VARIABLES));
         let client = Client {
+            program: c.program.as_deref().map(|t| checked(t, PROGRAM_VARIABLES)),
             put: template(&c.put),
             get: template(&c.get),
             delete: template(&c.delete),
@@ -254,6 +261,79 @@ impl FileStore {
         }
     }
 
+    /// Runs `op` through an idle session of the client `program` on `node`, or a new one; a
+    /// session that had ended before the operation was sent is replaced once.
+    fn op_through(&self, c: &FileCluster, program: &Template, node: &str, op: &Op) -> Outcome<Ret> {
+        let read = matches!(op, KvOp::Get(_));
+        let unsure = if read {
+            Outcome::Fail
+        } else {
+            Outcome::Unknown
+        };
+        for _ in 0..2 {
+            let idle = c
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(node)
+                .and_then(Vec::pop);
+            let mut session = match idle {
+                Some(s) => s,
+                None => match self.open_session(c, program, node) {
+                    Ok(s) => s,
+                    // The machine is off or its program cannot start: nothing was sent.
+                    Err(_) => return Outcome::Fail,
+                },
+            };
+            match session.run(node, op, self.op_timeout) {
+                Ok(Answered::Outcome(outcome)) => {
+                    c.sessions
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(node.to_string())
+                        .or_default()
+                        .push(session);
+                    return outcome;
+                }
+                Ok(Answered::NotSent) => continue,
+                Ok(Answered::Lost) => return unsure,
+                Err(abort) => {
+                    c.broken
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(abort);
+                    return unsure;
+                }
+            }
+        }
+        Outcome::Fail
+    }
+
+    fn open_session(
+        &self,
+        c: &FileCluster,
+        program: &Template,
+        node: &str,
+    ) -> Result<Session, ExecError> {
+        let ip = c
+            .peers
+            .iter()
+            .find(|p| p.id == node)
+            .map(|p| p.ip.clone())
+            .unwrap_or_default();
+        let vars = Vars {
+            values: BTreeMap::from([
+                ("node", node.to_string()),
+                ("node_ip", ip),
+                ("timeout_ms", self.op_timeout.as_millis().to_string()),
+                ("token", c.token.clone()),
+            ]),
+            peers: &c.peers,
+        };
+        let child = c.net.spawn(node, &program.render(&vars), "client.log")?;
+        Ok(Session::new(child))
+    }
+
     /// The command of `op` on `node`, and whether it only reads.
     fn command(&self, c: &FileCluster, node: &str, op: &Op) -> Option<(String, bool)> {
         let cl = &self.client;
@@ -334,6 +414,8 @@ impl Store for FileStore {
             net,
             peers,
             token: format!("fc-{h:08x}"),
+            sessions: std::sync::Mutex::new(BTreeMap::new()),
+            broken: std::sync::Mutex::new(None),
         };
         let ids: Vec<&str> = state.machines.iter().map(|m| m.id.as_str()).collect();
         for s in &self.services {
@@ -351,6 +433,9 @@ impl Store for FileStore {
     }
 
     fn op(&self, c: &FileCluster, node: &str, op: &Op) -> Outcome<Ret> {
+        if let Some(program) = &self.client.program {
+            return self.op_through(c, program, node, op);
+        }
         let Some((cmd, read)) = self.command(c, node, op) else {
             // Validated: the file gives every operation `[kv] ops` generates.
             return Outcome::Fail;
@@ -404,7 +489,20 @@ impl Store for FileStore {
         }
     }
 
+    fn after_batch(&self, c: &FileCluster) -> Result<(), Abort> {
+        match c.broken.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(abort) => Err(abort),
+            None => Ok(()),
+        }
+    }
+
     fn fault(&self, c: &FileCluster, state: &KvState, command: &ClusterCmd) -> Result<(), Abort> {
+        // The client programs of a machine that goes down go with it.
+        let next = state.next_state(command);
+        c.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|node, _| next.machine(node).is_some_and(|m| m.running));
         crate::kv::apply_fault(c.net.as_ref(), state, self.service.as_ref(), command)?;
         // A restarted or upgraded node starts its services again on its kept data.
         if let Some(node) = crate::kv::restarts_service(state, command) {

@@ -842,6 +842,11 @@ pub trait Store: Send + Sync {
     fn op(&self, cluster: &Self::Cluster, node: &str, op: &Op) -> Outcome<Ret>;
     /// Called before each batch of operations.
     fn before_batch(&self, _cluster: &Self::Cluster) {}
+    /// Called after each batch: whether the store's own machinery still works (e.g. a client
+    /// program that answered outside its protocol); `Err` aborts the case.
+    fn after_batch(&self, _cluster: &Self::Cluster) -> Result<(), Abort> {
+        Ok(())
+    }
     /// Applies an infrastructure command.
     fn fault(
         &self,
@@ -999,6 +1004,7 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
                 .collect()
         });
         results.sort_by_key(|(i, _)| *i);
+        self.store.after_batch(&inst.cluster)?;
         Ok(KvOutput::Ops(results.into_iter().map(|(_, r)| r).collect()))
     }
 

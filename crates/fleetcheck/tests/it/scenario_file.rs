@@ -237,3 +237,49 @@ fn a_store_that_acknowledges_before_fsync_loses_writes_on_power_cuts() {
     let j = last_json(&out);
     assert!(j["labels"]["command"]["PowerCut"].as_u64() > Some(5), "{j}");
 }
+
+/// A long-lived client program speaking the JSON-lines protocol: the planted bug found
+/// through it, one node passing; a program that answers outside the protocol aborts the case
+/// in one sentence naming what it said.
+#[test]
+fn a_client_program_speaks_json_lines() {
+    if !require_root() {
+        return;
+    }
+    let file = example("local-files-client.toml");
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(&file)
+            .args(["--seed", "1", "--json"]),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("acknowledged write lost"), "{err}");
+    let (code, out, err) = run_clean(fleetcheck().arg("run").arg(&file).args([
+        "--seed",
+        "1",
+        "--tests",
+        "40",
+        "--set",
+        "kv.nodes=[1,1]",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let dir = temp_dir("file-client");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let start = text.find("program = '''").unwrap();
+    let garbled = format!(
+        "{}program = \"while read -r line; do echo OK; done\"\n",
+        &text[..start]
+    );
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(write_config(&dir, &garbled))
+            .args(["--seed", "1", "--tests", "5"]),
+    );
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("the client program answered `OK` to operation 1, which is not a JSON object"),
+        "{out}{err}"
+    );
+}
