@@ -19,7 +19,7 @@ mod anomaly;
 pub mod etcd;
 pub mod memory;
 pub mod redis;
-mod service;
+pub(crate) mod service;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

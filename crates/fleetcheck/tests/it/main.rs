@@ -12,6 +12,7 @@ mod netns;
 mod qemu;
 mod report;
 mod signals;
+mod sql;
 mod up;
 
 use std::path::{Path, PathBuf};
