@@ -11,8 +11,9 @@
 //! uncommitted would hold for them). After a `Restart` the node's server starts again on its
 //! data directory (crash recovery); the sessions of a crashed primary are closed.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use fleetcheck_engine::history::Outcome;
@@ -82,6 +83,7 @@ impl std::fmt::Debug for SqlOutput {
 pub struct SqlSystem {
     backend: Arc<dyn Backend>,
     config: SqlConfig,
+    template: Arc<Template>,
     /// The model checked against.
     pub claim: Isolation,
 }
@@ -92,6 +94,7 @@ impl SqlSystem {
         Self {
             backend,
             config: config.clone(),
+            template: Arc::new(Template::default()),
             claim: config.claimed(),
         }
     }
@@ -156,6 +159,88 @@ impl SqlInstance {
     }
 }
 
+/// The cluster every primary starts from: made once per run by `initdb` on the host (as
+/// `postgres`, in a directory of the host's temporary directory, removed when the system is
+/// dropped; one a killed run left is removed by the next run), then copied into each case's
+/// primary. `initdb` costs one to two seconds here, a copy tens of milliseconds.
+#[derive(Debug, Default)]
+pub struct Template {
+    made: OnceLock<Result<PathBuf, String>>,
+}
+
+/// The template directories' name, before the pid of the process that made them.
+const TEMPLATE_PREFIX: &str = "fleetcheck-sql-template-";
+
+impl Template {
+    /// The template's directory (its cluster in `data`), made on first use.
+    pub fn get(&self) -> Result<&Path, Abort> {
+        self.made
+            .get_or_init(make_template)
+            .as_deref()
+            .map_err(|e| Abort::new(e.clone()))
+    }
+}
+
+impl Drop for Template {
+    fn drop(&mut self) {
+        if let Some(Ok(dir)) = self.made.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn make_template() -> Result<PathBuf, String> {
+    let tmp = std::env::temp_dir();
+    // Those of processes that are gone.
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix(TEMPLATE_PREFIX) {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+    let dir = tmp.join(format!("{TEMPLATE_PREFIX}{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let fail = |e: Abort| format!("cannot make PostgreSQL's template cluster: {e}");
+    host_command(
+        Command::new("install")
+            .args(["-d", "-o", "postgres", "-g", "postgres", "-m", "700"])
+            .arg(&dir),
+    )
+    .map_err(fail)?;
+    host_command(
+        Command::new("setpriv")
+            .args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
+            .arg(format!("{BIN}/initdb"))
+            .args(["-N", "-A", "trust", "-U", "postgres", "--no-locale", "-E", "UTF8", "-D"])
+            .arg(dir.join("data")),
+    )
+    .map_err(fail)?;
+    let hba = dir.join("data/pg_hba.conf");
+    let mut text = std::fs::read_to_string(&hba).map_err(|e| e.to_string())?;
+    text.push_str("host all all 0.0.0.0/0 trust\nhost replication all 0.0.0.0/0 trust\n");
+    std::fs::write(&hba, text).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+/// Runs a command on the host; `Err` with its stderr if it fails.
+fn host_command(cmd: &mut Command) -> Result<(), Abort> {
+    let out = cmd
+        .output()
+        .map_err(|e| Abort::new(format!("cannot run {cmd:?}: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Abort::new(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
 /// `setpriv` to the `postgres` user, then `cmd`.
 fn as_postgres(cmd: &str) -> String {
     format!("setpriv --reuid=postgres --regid=postgres --init-groups {cmd}")
@@ -167,28 +252,45 @@ impl SqlSystem {
         Ok(d.display().to_string())
     }
 
-    /// Makes the node's cluster: `initdb` on the primary, a base backup of `primary` on a
-    /// replica.
-    fn init(&self, net: &dyn Network, node: &str, primary: Option<&str>) -> Result<(), Abort> {
+    /// Makes the primary's cluster: a copy of the run's [`Template`] into its disk, by the
+    /// host (`cp -a`, owner and modes kept).
+    fn init_primary(&self, net: &dyn Network, node: &str) -> Result<(), Abort> {
+        let template = self.template.get()?;
+        let disk = net.data_dir_on_host(node).ok_or_else(|| {
+            Abort::new(format!(
+                "the {} backend does not show the host {node}'s disk; the sql scenario needs the netns backend",
+                self.backend.name()
+            ))
+        })?;
+        let pg = disk.join("pg");
+        host_command(
+            Command::new("install")
+                .args(["-d", "-o", "postgres", "-g", "postgres", "-m", "700"])
+                .arg(&pg),
+        )?;
+        host_command(
+            Command::new("cp")
+                .arg("-a")
+                .arg(template.join("data"))
+                .arg(pg.join("data")),
+        )
+    }
+
+    /// Makes a replica's cluster: a base backup of the primary at `primary`, inside the node.
+    fn init_replica(&self, net: &dyn Network, node: &str, primary: &str) -> Result<(), Abort> {
         let d = self.disk(net, node)?;
-        let make = match primary {
-            None => as_postgres(&format!(
-                "{BIN}/initdb -N -A trust -U postgres --no-locale -E UTF8 -D {d}/pg/data"
-            )),
-            Some(ip) => as_postgres(&format!(
-                "{BIN}/pg_basebackup -h {ip} -p 5432 -U postgres -D {d}/pg/data -R -X stream"
-            )),
-        };
-        let hba = "host all all 0.0.0.0/0 trust\nhost replication all 0.0.0.0/0 trust";
+        let make = as_postgres(&format!(
+            "{BIN}/pg_basebackup -h {primary} -p 5432 -U postgres -D {d}/pg/data -R -X stream"
+        ));
         let cmd = format!(
             "mkdir -p {d}/pg && chown postgres:postgres {d}/pg && chmod 700 {d}/pg && \
-             {make} >>{d}/init.log 2>&1 && printf '{hba}\\n' >>{d}/pg/data/pg_hba.conf"
+             {make} >>{d}/init.log 2>&1"
         );
         let out = net.exec(node, &shell(cmd, READY))?;
         if !out.success() {
             let log = service::last_lines(net, node, "init.log", 3);
             return Err(Abort::new(format!(
-                "cannot make the PostgreSQL cluster on {node}: {} {}",
+                "cannot make the replica on {node}: {} {}",
                 out.stderr_str().trim(),
                 log.join(" | ")
             )));
@@ -267,10 +369,10 @@ impl System<super::SqlModel> for SqlSystem {
             .machines
             .first()
             .ok_or_else(|| Abort::new("a sql cluster has at least one node"))?;
-        self.init(net.as_ref(), &primary.id, None)?;
+        self.init_primary(net.as_ref(), &primary.id)?;
         self.launch(net.as_ref(), &primary.id)?;
         for replica in &cluster.machines[1..] {
-            self.init(net.as_ref(), &replica.id, Some(&primary.ip.to_string()))?;
+            self.init_replica(net.as_ref(), &replica.id, &primary.ip.to_string())?;
             self.launch(net.as_ref(), &replica.id)?;
         }
         let inst = SqlInstance {
