@@ -219,13 +219,21 @@ impl Scenario for Sql {
             })
             .collect()
     }
-    /// The nodes must meet the backend's memory floor, and fit the host on qemu.
+    /// Only netns: the host's psql sessions reach each server through the Unix socket on
+    /// its node's disk, which the host sees only there. The nodes must meet the backend's
+    /// memory floor.
     fn check_fits(
         &self,
         config: &ScenarioConfig,
         backend: &dyn Backend,
         _system: Option<&str>,
     ) -> Result<(), Fail> {
+        if backend.name() != "netns" {
+            return Err(Fail::usage(anyhow::anyhow!(
+                "the sql scenario runs on the netns backend only (its clients reach PostgreSQL through the socket on a node's disk), not on {}",
+                backend.name()
+            )));
+        }
         let floor = backend.min_memory_mb();
         if config.sql.memory_mb < floor {
             return Err(Fail::usage(anyhow::anyhow!(

@@ -47,17 +47,36 @@ fn sql_serializable_passes_with_faults() {
         "[sql]\nisolation = \"serializable\"\nnodes = 2\nfaults = [\"crash\", \"pause\", \"partition\", \"block\"]\n",
     );
     let (code, out, err) = run(fleetcheck()
-        .args(["run", "sql", "--tests", "12", "--seed", "1", "--max-size", "10"])
+        .args(["run", "sql", "--tests", "30", "--seed", "1", "--max-size", "10"])
         .args(["--workers", "4", "--json", "--config"])
         .arg(&config));
     assert_eq!(code, 0, "{err}");
     let j = last_json(&out);
-    assert_eq!(j["passed"], 12, "{j}");
+    assert_eq!(j["passed"], 30, "{j}");
     let commands = &j["labels"]["command"];
-    assert!(commands["Txns"].as_u64() > Some(20), "{j}");
-    assert!(commands["Crash"].as_u64() > Some(0), "{j}");
-    assert!(commands["Restart"].as_u64() > Some(0), "{j}");
+    assert!(commands["Txns"].as_u64() >= Some(30), "{j}");
+    for fault in ["Crash", "Restart", "Pause", "Block"] {
+        assert!(commands[fault].as_u64() > Some(0), "{fault}: {j}");
+    }
     assert!(err.contains("serializable"), "{err}");
+}
+
+#[test]
+fn sql_refuses_other_backends_and_bad_sections() {
+    let (code, _, err) = run(fleetcheck().args(["run", "sql", "--backend", "fake"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("netns backend only"), "{err}");
+    let dir = temp_dir("sql-bad");
+    for (text, needle) in [
+        ("[sql]\nnodes = 3\n", "sql.nodes is 3"),
+        ("[sql]\nisolation = [\"snapshot\"]\n", "sql.isolation names `snapshot`"),
+        ("[sql]\nclaim = \"linearizable\"\n", "sql.claim is `linearizable`"),
+    ] {
+        let config = write_config(&dir, text);
+        let (code, _, err) = run(fleetcheck().args(["run", "sql", "--config"]).arg(&config));
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(needle), "{text}: {err}");
+    }
 }
 
 /// Runs `sql` with `config` until it fails; the JSON, after checking the replay file fails
