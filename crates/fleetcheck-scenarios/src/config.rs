@@ -943,8 +943,14 @@ filesystem = ["ext4"]
             ("[kv]\nmemory_mb = 1", "kv.memory_mb is 1 MiB"),
             ("[sql]\nnodes = 3", "sql.nodes is 3 but must be 1"),
             ("[sql]\nisolation = []", "sql.isolation must name"),
-            ("[sql]\nisolation = \"snapshot\"", "sql.isolation names `snapshot`"),
-            ("[sql]\nclaim = \"linearizable\"", "sql.claim is `linearizable`"),
+            (
+                "[sql]\nisolation = \"snapshot\"",
+                "sql.isolation names `snapshot`",
+            ),
+            (
+                "[sql]\nclaim = \"linearizable\"",
+                "sql.claim is `linearizable`",
+            ),
             ("[sql]\nworkers = 0", "sql.workers is 0"),
             ("[sql]\ntxn_timeout_ms = 0", "sql.txn_timeout_ms is 0"),
             (

@@ -247,7 +247,12 @@ impl Model for SqlModel {
     /// paused; no fault in force.
     fn check_initial(&self, s: &SqlState) -> Check {
         let c = &s.cluster;
-        crate::rules::check_members("node", c.subnet, c.machines.iter().map(|n| (n.id.as_str(), n.ip)), 253)?;
+        crate::rules::check_members(
+            "node",
+            c.subnet,
+            c.machines.iter().map(|n| (n.id.as_str(), n.ip)),
+            253,
+        )?;
         if c.machines.len() != self.config.nodes as usize {
             return Err(format!(
                 "has {} node(s), but [sql] nodes is {}",
@@ -335,26 +340,31 @@ impl Model for SqlModel {
     fn shrink_command(&self, c: &SqlCmd) -> Vec<SqlCmd> {
         match c {
             SqlCmd::Txns { isolation, txns } => {
-                let mut out: Vec<SqlCmd> = cluster::earlier(&self.config.isolation, |l| l == isolation)
-                    .iter()
-                    .map(|&level| SqlCmd::Txns {
-                        isolation: level,
-                        txns: txns
-                            .iter()
-                            .map(|p| PlannedTxn {
-                                worker: p.worker,
-                                txn: fit_level(level, p.txn.clone()),
-                            })
-                            .collect(),
-                    })
-                    .collect();
+                let mut out: Vec<SqlCmd> =
+                    cluster::earlier(&self.config.isolation, |l| l == isolation)
+                        .iter()
+                        .map(|&level| SqlCmd::Txns {
+                            isolation: level,
+                            txns: txns
+                                .iter()
+                                .map(|p| PlannedTxn {
+                                    worker: p.worker,
+                                    txn: fit_level(level, p.txn.clone()),
+                                })
+                                .collect(),
+                        })
+                        .collect();
                 out.extend(shrink_batch(txns).into_iter().map(|txns| SqlCmd::Txns {
                     isolation: *isolation,
                     txns,
                 }));
                 out
             }
-            SqlCmd::Cluster(c) => c.shrink(&self.plan()).into_iter().map(SqlCmd::from).collect(),
+            SqlCmd::Cluster(c) => c
+                .shrink(&self.plan())
+                .into_iter()
+                .map(SqlCmd::from)
+                .collect(),
         }
     }
 
@@ -523,7 +533,11 @@ mod tests {
 
     #[test]
     fn read_committed_reads_a_key_once() {
-        let t = Txn::new(vec![Mop::read(1, &[]), Mop::append(1, 2), Mop::read(1, &[])]);
+        let t = Txn::new(vec![
+            Mop::read(1, &[]),
+            Mop::append(1, 2),
+            Mop::read(1, &[]),
+        ]);
         assert_eq!(fit_level(SqlLevel::ReadCommitted, t.clone()).0.len(), 2);
         assert_eq!(fit_level(SqlLevel::Serializable, t).0.len(), 3);
     }

@@ -215,7 +215,17 @@ fn make_template() -> Result<PathBuf, String> {
         Command::new("setpriv")
             .args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
             .arg(format!("{BIN}/initdb"))
-            .args(["-N", "-A", "trust", "-U", "postgres", "--no-locale", "-E", "UTF8", "-D"])
+            .args([
+                "-N",
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-locale",
+                "-E",
+                "UTF8",
+                "-D",
+            ])
             .arg(dir.join("data")),
     )
     .map_err(fail)?;
@@ -364,7 +374,8 @@ impl System<super::SqlModel> for SqlSystem {
 
     fn setup(&self, initial: &SqlState) -> Result<SqlInstance, Abort> {
         let cluster = &initial.cluster;
-        let net = crate::kv::boot_cluster(self.backend.as_ref(), cluster, self.config.memory_mb, None)?;
+        let net =
+            crate::kv::boot_cluster(self.backend.as_ref(), cluster, self.config.memory_mb, None)?;
         let primary = cluster
             .machines
             .first()
@@ -388,8 +399,11 @@ impl System<super::SqlModel> for SqlSystem {
         };
         let dir = inst.socket_dir(&inst.primary)?;
         let mut s = Session::open(&dir, READY).map_err(Abort::new)?;
-        s.exec("CREATE TABLE lists (k bigint PRIMARY KEY, v text NOT NULL);", READY)
-            .map_err(|e| Abort::new(format!("cannot create the table: {e}")))?;
+        s.exec(
+            "CREATE TABLE lists (k bigint PRIMARY KEY, v text NOT NULL);",
+            READY,
+        )
+        .map_err(|e| Abort::new(format!("cannot create the table: {e}")))?;
         *inst.sessions[0].lock().expect("no panics while locked") = Some(s);
         Ok(SqlInstance {
             origin: Instant::now(),
@@ -439,7 +453,10 @@ impl System<super::SqlModel> for SqlSystem {
                     scope.spawn(move || {
                         // Sessions are opened first, so the workers' transactions begin
                         // together (a connection takes tens of milliseconds).
-                        let _ = self.open(inst, &mut inst.sessions[w].lock().expect("no panics while locked"));
+                        let _ = self.open(
+                            inst,
+                            &mut inst.sessions[w].lock().expect("no panics while locked"),
+                        );
                         start.wait();
                         let mut done = Vec::new();
                         for (i, p) in txns.iter().enumerate().filter(|(_, p)| p.worker == w) {
@@ -470,7 +487,9 @@ impl System<super::SqlModel> for SqlSystem {
                 .collect()
         });
         results.sort_by_key(|(i, _)| *i);
-        Ok(SqlOutput::Txns(results.into_iter().map(|(_, r)| r).collect()))
+        Ok(SqlOutput::Txns(
+            results.into_iter().map(|(_, r)| r).collect(),
+        ))
     }
 
     fn invariant(&self, inst: &mut SqlInstance, _: &SqlState) -> Result<Check, Abort> {
@@ -505,7 +524,8 @@ impl System<super::SqlModel> for SqlSystem {
             state = state.next_state(&c);
         }
         let removed = inst.net.teardown();
-        healed.map_err(|e| Abort::new(format!("healing the faults before teardown failed: {e}")))?;
+        healed
+            .map_err(|e| Abort::new(format!("healing the faults before teardown failed: {e}")))?;
         Ok(removed?)
     }
 }

@@ -259,6 +259,7 @@ mod tests {
             judge(&txn, Answer::Cut(cut, "timed out")),
             Ended::Unknown(_)
         ));
-        assert!(script(SqlLevel::RepeatableRead, &txn).starts_with("BEGIN ISOLATION LEVEL REPEATABLE READ;"));
+        assert!(script(SqlLevel::RepeatableRead, &txn)
+            .starts_with("BEGIN ISOLATION LEVEL REPEATABLE READ;"));
     }
 }

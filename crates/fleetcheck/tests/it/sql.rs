@@ -47,7 +47,16 @@ fn sql_serializable_passes_with_faults() {
         "[sql]\nisolation = \"serializable\"\nnodes = 2\nfaults = [\"crash\", \"pause\", \"partition\", \"block\"]\n",
     );
     let (code, out, err) = run(fleetcheck()
-        .args(["run", "sql", "--tests", "30", "--seed", "1", "--max-size", "10"])
+        .args([
+            "run",
+            "sql",
+            "--tests",
+            "30",
+            "--seed",
+            "1",
+            "--max-size",
+            "10",
+        ])
         .args(["--workers", "4", "--json", "--config"])
         .arg(&config));
     assert_eq!(code, 0, "{err}");
@@ -69,8 +78,14 @@ fn sql_refuses_other_backends_and_bad_sections() {
     let dir = temp_dir("sql-bad");
     for (text, needle) in [
         ("[sql]\nnodes = 3\n", "sql.nodes is 3"),
-        ("[sql]\nisolation = [\"snapshot\"]\n", "sql.isolation names `snapshot`"),
-        ("[sql]\nclaim = \"linearizable\"\n", "sql.claim is `linearizable`"),
+        (
+            "[sql]\nisolation = [\"snapshot\"]\n",
+            "sql.isolation names `snapshot`",
+        ),
+        (
+            "[sql]\nclaim = \"linearizable\"\n",
+            "sql.claim is `linearizable`",
+        ),
     ] {
         let config = write_config(&dir, text);
         let (code, _, err) = run(fleetcheck().args(["run", "sql", "--config"]).arg(&config));
@@ -86,17 +101,23 @@ fn find_and_replay(name: &str, config: &str, seed: &str) -> serde_json::Value {
     let config = write_config(&dir, config);
     let replay = dir.join("case.json");
     let (code, out, err) = run(fleetcheck()
-        .args(["run", "sql", "--tests", "40", "--seed", seed, "--max-size", "6"])
+        .args([
+            "run",
+            "sql",
+            "--tests",
+            "40",
+            "--seed",
+            seed,
+            "--max-size",
+            "6",
+        ])
         .args(["--workers", "4", "--json", "--config"])
         .arg(&config)
         .arg("--replay-file")
         .arg(&replay));
     assert_eq!(code, 1, "{err}");
     let j = last_json(&out);
-    eprintln!(
-        "{name}: shrunk in {} runs; {}",
-        j["shrink"], j["reason"]
-    );
+    eprintln!("{name}: shrunk in {} runs; {}", j["shrink"], j["reason"]);
     let failed_again = (0..3).any(|_| {
         let (code, _, _) = run(fleetcheck().arg("replay").arg(&replay));
         code == 1
@@ -117,7 +138,10 @@ fn sql_repeatable_read_claimed_serializable_is_write_skew_of_two_transactions() 
     );
     let reason = j["reason"].as_str().unwrap();
     assert!(reason.contains("G2-item"), "{j}");
-    assert!(reason.contains("strongest model satisfied: snapshot-isolation"), "{j}");
+    assert!(
+        reason.contains("strongest model satisfied: snapshot-isolation"),
+        "{j}"
+    );
     assert_eq!(txns(&j["counterexample"]).len(), 2, "{j}");
 }
 
@@ -133,7 +157,9 @@ fn sql_read_committed_claimed_snapshot_isolation_is_caught() {
     );
     let reason = j["reason"].as_str().unwrap();
     assert!(
-        ["G-single", "lost-update"].iter().any(|k| reason.contains(k)),
+        ["G-single", "lost-update"]
+            .iter()
+            .any(|k| reason.contains(k)),
         "an anomaly snapshot isolation forbids: {j}"
     );
     assert!(txns(&j["counterexample"]).len() <= 3, "{j}");
