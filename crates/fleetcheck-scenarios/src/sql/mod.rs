@@ -372,7 +372,9 @@ impl Model for SqlModel {
         match c {
             SqlCmd::Txns { txns, .. } => {
                 !txns.is_empty()
-                    && txns.iter().all(|p| !p.txn.0.is_empty())
+                    && txns
+                        .iter()
+                        .all(|p| !p.txn.0.is_empty() && p.worker < self.config.workers)
                     && s.primary().is_some_and(Machine::awake)
             }
             SqlCmd::Cluster(c) => c.precondition(&s.cluster, &self.plan()),
@@ -458,7 +460,8 @@ impl Model for SqlModel {
     }
 
     fn state_size(&self, s: &SqlState) -> Option<String> {
-        Some(format!("{} nodes", s.cluster.machines.len()))
+        let n = s.cluster.machines.len();
+        Some(format!("{n} node{}", if n == 1 { "" } else { "s" }))
     }
 
     fn summarize_state(&self, s: &SqlState) -> String {
