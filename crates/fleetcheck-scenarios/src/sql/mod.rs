@@ -546,6 +546,52 @@ mod tests {
     }
 
     #[test]
+    fn batches_shrink_to_preferred_levels_and_fewer_transactions() {
+        let config = ScenarioConfig::from_toml(
+            "[sql]\nisolation = [\"read committed\", \"serializable\"]\n",
+        )
+        .unwrap();
+        let model = SqlModel::new(&config);
+        let txn = |worker, mops| PlannedTxn {
+            worker,
+            txn: Txn::new(mops),
+        };
+        let batch = SqlCmd::Txns {
+            isolation: SqlLevel::Serializable,
+            txns: vec![
+                txn(
+                    0,
+                    vec![Mop::read(0, &[]), Mop::read(0, &[]), Mop::append(1, 1)],
+                ),
+                txn(1, vec![Mop::append(0, 1)]),
+            ],
+        };
+        let out = model.shrink_command(&batch);
+        // First the preferred level, its transactions fitted to it (one read of key 0).
+        let SqlCmd::Txns { isolation, txns } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(*isolation, SqlLevel::ReadCommitted);
+        assert_eq!(txns[0].txn.0.len(), 2);
+        // Then one transaction fewer, workers merged, micro-operations dropped.
+        let sizes: Vec<usize> = out[1..]
+            .iter()
+            .map(|c| match c {
+                SqlCmd::Txns { txns, .. } => txns.len(),
+                SqlCmd::Cluster(_) => 0,
+            })
+            .collect();
+        assert_eq!(&sizes[..2], [1, 1]);
+        assert!(out
+            .iter()
+            .all(|c| model.precondition(&model.initial_state(&mut Gen::new(1, 10)), c)));
+        assert_eq!(
+            model.config.claimed(),
+            fleetcheck_engine::txn::Isolation::ReadCommitted
+        );
+    }
+
+    #[test]
     fn key_renames_span_the_case() {
         let model = SqlModel::default();
         let batch = |key, value| SqlCmd::Txns {
