@@ -117,7 +117,16 @@ fn find_and_replay(name: &str, config: &str, seed: &str) -> serde_json::Value {
         .arg(&replay));
     assert_eq!(code, 1, "{err}");
     let j = last_json(&out);
-    eprintln!("{name}: shrunk in {} runs; {}", j["shrink"], j["reason"]);
+    let shown: Vec<String> = txns(&j["counterexample"])
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    eprintln!(
+        "{name}: shrunk to {} in {}; {}",
+        shown.join(", "),
+        j["shrink"],
+        j["reason"]
+    );
     let failed_again = (0..3).any(|_| {
         let (code, _, _) = run(fleetcheck().arg("replay").arg(&replay));
         code == 1
