@@ -208,11 +208,31 @@ impl SqlModel {
     }
 }
 
+/// Each variant of `txns` with a transaction joined to its worker's next one (one transaction
+/// instead of two, the same micro-operations in the same order): a cycle through both of them
+/// and another worker's transaction may then close with two transactions.
+pub fn join_transactions(level: SqlLevel, txns: &[PlannedTxn]) -> Vec<Vec<PlannedTxn>> {
+    let mut out = Vec::new();
+    for (i, p) in txns.iter().enumerate() {
+        let Some(j) = (i + 1..txns.len()).find(|&j| txns[j].worker == p.worker) else {
+            continue;
+        };
+        let mut v = txns.to_vec();
+        let mut mops = p.txn.0.clone();
+        mops.extend(txns[j].txn.0.iter().cloned());
+        v[i].txn = fit_level(level, Txn::new(mops));
+        v.remove(j);
+        out.push(v);
+    }
+    out
+}
+
 /// Each variant of the transactions of a batch that the engine's helpers offer, but for key
 /// renames (which must see the whole case to keep values unique: see
 /// [`Model::shrink_commands`]).
-fn shrink_batch(txns: &[PlannedTxn]) -> Vec<Vec<PlannedTxn>> {
+fn shrink_batch(level: SqlLevel, txns: &[PlannedTxn]) -> Vec<Vec<PlannedTxn>> {
     let mut out = drop_transactions(txns);
+    out.extend(join_transactions(level, txns));
     out.extend(merge_workers(txns));
     out.extend(drop_micro_ops(txns));
     out.extend(renumber_workers(txns));
@@ -323,9 +343,17 @@ impl Model for SqlModel {
                 commands
                     .iter()
                     .map(|c| match c {
+                        // A rename may give a transaction two reads of one key.
                         SqlCmd::Txns { isolation, txns } => SqlCmd::Txns {
                             isolation: *isolation,
-                            txns: rest.by_ref().take(txns.len()).collect(),
+                            txns: rest
+                                .by_ref()
+                                .take(txns.len())
+                                .map(|p| PlannedTxn {
+                                    worker: p.worker,
+                                    txn: fit_level(*isolation, p.txn),
+                                })
+                                .collect(),
                         },
                         other => other.clone(),
                     })
@@ -354,10 +382,14 @@ impl Model for SqlModel {
                                 .collect(),
                         })
                         .collect();
-                out.extend(shrink_batch(txns).into_iter().map(|txns| SqlCmd::Txns {
-                    isolation: *isolation,
-                    txns,
-                }));
+                out.extend(
+                    shrink_batch(*isolation, txns)
+                        .into_iter()
+                        .map(|txns| SqlCmd::Txns {
+                            isolation: *isolation,
+                            txns,
+                        }),
+                );
                 out
             }
             SqlCmd::Cluster(c) => c
@@ -582,6 +614,20 @@ mod tests {
             })
             .collect();
         assert_eq!(&sizes[..2], [1, 1]);
+        let joined = join_transactions(
+            SqlLevel::ReadCommitted,
+            &[
+                txn(0, vec![Mop::read(0, &[])]),
+                txn(1, vec![Mop::append(0, 1)]),
+                txn(0, vec![Mop::read(0, &[]), Mop::append(1, 1)]),
+            ],
+        );
+        assert_eq!(joined.len(), 1);
+        assert_eq!(
+            joined[0][0].txn,
+            Txn::new(vec![Mop::read(0, &[]), Mop::append(1, 1)])
+        );
+        assert_eq!(joined[0].len(), 2);
         assert!(out
             .iter()
             .all(|c| model.precondition(&model.initial_state(&mut Gen::new(1, 10)), c)));
@@ -605,5 +651,18 @@ mod tests {
         let out = model.shrink_commands(&s, &[batch(0, 1), batch(1, 1)]);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0][1], batch(0, 2));
+        // Under read committed a rename leaves one read of the key.
+        let reads = SqlCmd::Txns {
+            isolation: SqlLevel::ReadCommitted,
+            txns: vec![PlannedTxn {
+                worker: 0,
+                txn: Txn::new(vec![Mop::read(0, &[]), Mop::read(1, &[])]),
+            }],
+        };
+        let out = model.shrink_commands(&s, &[reads]);
+        let SqlCmd::Txns { txns, .. } = &out[0][0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(txns[0].txn, Txn::new(vec![Mop::read(0, &[])]));
     }
 }
