@@ -52,8 +52,15 @@ pub trait Network: Send + Sync {
     fn boot(&self, ids: &[&str]) -> Vec<Result<(), BootError>>;
     /// Power cut: every process of the machine dies at once, its link goes down.
     fn shutdown(&self, id: &str) -> Result<(), ShutdownError>;
-    /// A crash; on `netns` the same as [`Network::shutdown`].
+    /// A crash; on `netns` the same as [`Network::shutdown`]: every write the machine's
+    /// programs made is kept (on `netns` the host's page cache has it).
     fn crash(&self, id: &str) -> Result<(), ShutdownError>;
+    /// Power loss of machines `ids` at once (a coordinated power cut when several): each must
+    /// be known, lose unsynced writes ([`crate::MachineSpec::lose_unsynced`]) and be running
+    /// or paused (checked in that order over all of them), else nothing changes. Every process dies as in [`Network::crash`], and each disk keeps
+    /// only what its file system had flushed, which is all the next boot sees. An id named
+    /// twice counts once. On `qemu` the disk keeps what the guest flushed.
+    fn power_cut(&self, ids: &[&str]) -> Result<(), FaultError>;
     /// Runs a command inside a running machine and waits for it.
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError>;
     /// Sends ICMP echo requests from inside `from` to `to` until a reply arrives (`true`) or

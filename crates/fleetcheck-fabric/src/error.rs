@@ -312,6 +312,22 @@ pub enum FaultError {
         #[source]
         source: io::Error,
     },
+    #[error("machine {machine} keeps no record of what it made durable: a power cut needs `lose_unsynced` in its spec")]
+    NotVolatile { machine: String },
+    #[error("failed to power machine {machine} off")]
+    PowerOff {
+        machine: String,
+        #[source]
+        source: ShutdownError,
+    },
+    #[error(
+        "failed to bring back the durable state of machine {machine}'s disk after the power cut"
+    )]
+    Disk {
+        machine: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// A machine's service version could not be replaced.

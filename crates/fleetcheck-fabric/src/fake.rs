@@ -17,6 +17,9 @@
 //!   timeout (at least one), each crossing the switch twice; every crossing drops with the
 //!   loss percentage of the sending machine and then of the receiving one. 100% always drops,
 //!   0% never does;
+//! - `power_cut` follows the netns backend's checks (every machine known, then each with
+//!   `lose_unsynced`, then each running or paused; else nothing changes) and turns them all off at once; the fake has
+//!   no files, so there is nothing to lose;
 //! - every operation is counted ([`FakeBackend::stats`]) over all networks of the backend.
 
 use std::collections::BTreeMap;
@@ -62,6 +65,7 @@ struct Counters {
     boots: AtomicU64,
     shutdowns: AtomicU64,
     crashes: AtomicU64,
+    power_cuts: AtomicU64,
     execs: AtomicU64,
     pings: AtomicU64,
     teardowns: AtomicU64,
@@ -75,6 +79,8 @@ pub struct FakeStats {
     pub boots: u64,
     pub shutdowns: u64,
     pub crashes: u64,
+    /// Calls of `power_cut` (one for a coordinated cut of several machines).
+    pub power_cuts: u64,
     pub execs: u64,
     pub pings: u64,
     pub teardowns: u64,
@@ -110,6 +116,7 @@ impl FakeBackend {
             boots: l(&c.boots),
             shutdowns: l(&c.shutdowns),
             crashes: l(&c.crashes),
+            power_cuts: l(&c.power_cuts),
             execs: l(&c.execs),
             pings: l(&c.pings),
             teardowns: l(&c.teardowns),
@@ -371,6 +378,40 @@ impl Network for FakeNetwork {
         self.power_off(id)
     }
 
+    fn power_cut(&self, ids: &[&str]) -> Result<(), FaultError> {
+        self.counters.power_cuts.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.lock();
+        for id in ids {
+            if !state.status.contains_key(*id) {
+                return Err(FaultError::UnknownMachine {
+                    machine: (*id).into(),
+                });
+            }
+        }
+        for id in ids {
+            if !self.spec.machine(id).is_some_and(|m| m.lose_unsynced) {
+                return Err(FaultError::NotVolatile {
+                    machine: (*id).into(),
+                });
+            }
+        }
+        for id in ids {
+            let status = state.status[*id];
+            if !status.can_shutdown() {
+                return Err(FaultError::WrongStatus {
+                    machine: (*id).into(),
+                    status,
+                    operation: "lose power",
+                });
+            }
+        }
+        for id in ids {
+            state.status.insert((*id).into(), MachineStatus::Off);
+        }
+        self.changed.notify_all();
+        Ok(())
+    }
+
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError> {
         self.counters.execs.fetch_add(1, Ordering::Relaxed);
         let status = self
@@ -621,6 +662,37 @@ mod tests {
         assert!(!net.ping("a", b, T).unwrap());
         net.shutdown("a").unwrap();
         assert!(net.ping("b", b, T).unwrap());
+    }
+
+    #[test]
+    fn power_cut_checks_every_machine_first_then_turns_them_off() {
+        let mut spec = spec();
+        spec.machines[0].lose_unsynced = true;
+        spec.machines[1].lose_unsynced = true;
+        let backend = FakeBackend::new();
+        let net = backend.create(&spec).unwrap();
+        net.boot(&["a", "b"]);
+        assert!(matches!(
+            net.power_cut(&["a", "c"]),
+            Err(FaultError::NotVolatile { machine }) if machine == "c"
+        ));
+        assert!(matches!(
+            net.power_cut(&["a", "x"]),
+            Err(FaultError::UnknownMachine { .. })
+        ));
+        assert_eq!(net.status("a"), Some(MachineStatus::Running));
+        net.pause("b").unwrap();
+        net.power_cut(&["a", "b"]).unwrap();
+        assert_eq!(net.status("a"), Some(MachineStatus::Off));
+        assert_eq!(net.status("b"), Some(MachineStatus::Off));
+        assert!(matches!(
+            net.power_cut(&["a"]),
+            Err(FaultError::WrongStatus {
+                operation: "lose power",
+                ..
+            })
+        ));
+        assert_eq!(backend.stats().power_cuts, 4);
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub struct GuestDisk {
     /// block driver and the file system. Loaded after Init, so a snapshot taken before it
     /// never read another machine's disk.
     pub modules: Vec<String>,
+    /// The disk loses unsynced writes on a power cut (`MachineSpec::lose_unsynced`): mounted
+    /// as on netns ([`crate::host::disk::mount_options`]).
+    #[serde(default)]
+    pub volatile: bool,
 }
 
 /// Serial number of a VM's own disk (its virtio-blk device).

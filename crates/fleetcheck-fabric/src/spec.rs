@@ -212,6 +212,14 @@ pub struct MachineSpec {
     /// [`crate::Network::set_service`] while the machine is off.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub services: BTreeMap<String, ServiceVersion>,
+    /// Whether [`crate::Network::power_cut`] loses the writes not yet made durable: the data
+    /// directory is on a disk with a volatile write cache (on `netns` a FUSE-served image, see
+    /// `host::volatile`), so after a power cut the machine boots with what its file system had
+    /// flushed (`fsync`, `fdatasync`, `fsync` of a directory, `sync`). Implies a file system of
+    /// its own: [`MachineSpec::filesystem`], or ext4 if that is `None`. `false` (the default):
+    /// power cuts are refused, and crashes keep every write, as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lose_unsynced: bool,
 }
 
 impl MachineSpec {
@@ -230,6 +238,13 @@ impl MachineSpec {
             ..Default::default()
         }
     }
+
+    /// The file system of its own disk, if it has one: [`MachineSpec::filesystem`], or ext4
+    /// for a machine that loses unsynced writes.
+    pub fn disk_filesystem(&self) -> Option<FileSystem> {
+        self.filesystem
+            .or(self.lose_unsynced.then_some(FileSystem::Ext4))
+    }
 }
 
 impl Default for MachineSpec {
@@ -242,6 +257,7 @@ impl Default for MachineSpec {
             setup: Vec::new(),
             filesystem: None,
             services: BTreeMap::new(),
+            lose_unsynced: false,
         }
     }
 }
@@ -508,6 +524,31 @@ mod tests {
             spec.validate(),
             Err(SpecError::IpOutsideSubnet { .. })
         ));
+    }
+
+    #[test]
+    fn lose_unsynced_defaults_off_and_implies_ext4() {
+        let old: MachineSpec = serde_json::from_str(
+            r#"{"id":"a","ip":"10.0.0.1","memory_mb":64,"kernel":"","setup":[]}"#,
+        )
+        .unwrap();
+        assert!(!old.lose_unsynced);
+        assert_eq!(old.disk_filesystem(), None);
+        assert!(!serde_json::to_string(&old)
+            .unwrap()
+            .contains("lose_unsynced"));
+        let m = MachineSpec {
+            lose_unsynced: true,
+            ..old.clone()
+        };
+        assert_eq!(m.disk_filesystem(), Some(FileSystem::Ext4));
+        let back: MachineSpec = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+        let xfs = MachineSpec {
+            filesystem: Some(FileSystem::Xfs),
+            ..m
+        };
+        assert_eq!(xfs.disk_filesystem(), Some(FileSystem::Xfs));
     }
 
     #[test]

@@ -154,6 +154,21 @@ pub(crate) trait Switched: Send + Sync + Sized {
         Ok(())
     }
 
+    /// Whether machine `m` can lose power with its unsynced writes (before anything changes).
+    fn check_power_cut(&self, m: &Machine<Self::Own>) -> Result<(), FaultError> {
+        if m.spec.lose_unsynced {
+            Ok(())
+        } else {
+            Err(FaultError::NotVolatile {
+                machine: m.spec.id.clone(),
+            })
+        }
+    }
+
+    /// After a power cut stopped machine `m`: its disk forgets what was not flushed, and the
+    /// durable rest is what its next boot finds.
+    fn lose_unsynced(&self, m: &Machine<Self::Own>) -> Result<(), FaultError>;
+
     /// Stops (`frozen`) or continues everything machine `m` runs; a failed stop leaves it
     /// running.
     fn hold(&self, m: &Machine<Self::Own>, frozen: bool) -> Result<(), FaultError>;
@@ -292,6 +307,51 @@ pub(crate) trait Switched: Send + Sync + Sized {
         })
     }
 
+    /// [`Network::power_cut`]: checks every machine first (known, then with the layer, then
+    /// running or paused), kills them all, then powers each off and lets each disk lose what
+    /// it had not flushed.
+    fn power_cut(&self, ids: &[&str]) -> Result<(), FaultError> {
+        let mut cut: Vec<&Machine<Self::Own>> = Vec::new();
+        for id in ids {
+            let m = self.machine(id).ok_or_else(|| FaultError::UnknownMachine {
+                machine: (*id).into(),
+            })?;
+            if !cut.iter().any(|c| c.index == m.index) {
+                cut.push(m);
+            }
+        }
+        for m in &cut {
+            self.check_power_cut(m)?;
+        }
+        for m in &cut {
+            let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
+            if !st.status.can_shutdown() || st.booting {
+                return Err(FaultError::WrongStatus {
+                    machine: m.spec.id.clone(),
+                    status: st.status,
+                    operation: "lose power",
+                });
+            }
+        }
+        // All lose power at once: none runs on while another is stopped.
+        for m in &cut {
+            self.kill(m);
+        }
+        let mut result = Ok(());
+        for m in &cut {
+            if let Err(source) = self.power_off(&m.spec.id) {
+                result = result.and(Err(FaultError::PowerOff {
+                    machine: m.spec.id.clone(),
+                    source,
+                }));
+            }
+        }
+        for m in &cut {
+            result = result.and(self.lose_unsynced(m));
+        }
+        result
+    }
+
     /// Pause (`frozen`) or resume machine `id`. A paused machine's port also drops every frame
     /// (see `host::nft`): its stopped processes cannot answer, but a network stack could.
     fn freeze(&self, id: &str, frozen: bool) -> Result<(), FaultError> {
@@ -415,6 +475,10 @@ impl<H: Handle> Network for H {
 
     fn crash(&self, id: &str) -> Result<(), ShutdownError> {
         self.shared().power_off(id)
+    }
+
+    fn power_cut(&self, ids: &[&str]) -> Result<(), FaultError> {
+        self.shared().power_cut(ids)
     }
 
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError> {

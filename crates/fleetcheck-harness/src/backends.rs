@@ -162,16 +162,24 @@ pub fn check_these_filesystems(
     Ok(())
 }
 
-/// Builds the backend `name`.
+/// Builds the backend `name`, its machines' agent this very binary (`fleetcheck agent`).
 pub fn make(name: BackendName) -> Result<Arc<dyn Backend>, Fail> {
+    make_with(name, agent_command)
+}
+
+/// Builds the backend `name` with the agent `agent` gives (called only for netns and qemu).
+pub fn make_with(
+    name: BackendName,
+    agent: impl FnOnce() -> Result<AgentCommand, Fail>,
+) -> Result<Arc<dyn Backend>, Fail> {
     match name {
         BackendName::Netns => {
-            let config = NetnsConfig::new(agent_command()?);
+            let config = NetnsConfig::new(agent()?);
             let backend = NetnsBackend::new(config).map_err(Fail::host)?;
             Ok(Arc::new(backend))
         }
         BackendName::Qemu => {
-            let config = QemuConfig::new(agent_command()?);
+            let config = QemuConfig::new(agent()?);
             let backend = QemuBackend::new(config).map_err(Fail::host)?;
             Ok(Arc::new(backend))
         }

@@ -31,6 +31,11 @@ pub enum Command {
     Sweep,
     /// List the built-in scenarios and backends.
     List,
+    /// Write NAME.toml, a scenario file for your own system that runs as it is.
+    New {
+        /// The scenario's name (letters, digits, `-`).
+        name: String,
+    },
     /// The in-machine agent (started by the netns backend as PID 1 of a machine).
     #[command(hide = true)]
     Agent {
@@ -60,8 +65,12 @@ fn defaults() -> fleetcheck_engine::Config {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The scenario to run (see `fleetcheck list`).
+    /// The scenario to run (see `fleetcheck list`), or a scenario file (`FILE.toml`).
     pub scenario: String,
+    /// Sets KEY (dotted, e.g. `network.machines.max`) of the configuration or scenario file
+    /// to VALUE (TOML: `5`, `[3, 3]`, `"xfs"`; anything else is a string); repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// The system under test, for scenarios that have a choice (kv: etcd, redis,
     /// memory, memory-lossy) [default: etcd].
     #[arg(long, value_name = "NAME")]

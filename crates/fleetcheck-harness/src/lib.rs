@@ -8,12 +8,14 @@ pub mod cli;
 pub mod doctor;
 pub mod exit;
 pub mod export;
+pub mod file;
 pub mod interrupt;
 pub mod programs;
 pub mod progress;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod testing;
 pub mod up;
 
 use std::process::ExitCode;
@@ -127,6 +129,15 @@ fn dispatch(cli: &Cli, registry: &[Box<dyn Registered>]) -> Result<u8, Fail> {
             );
             Ok(exit::PASSED)
         }
+        Command::New { name } => {
+            let path = file::write_skeleton(name)?;
+            println!(
+                "wrote {}: edit its services and client, then `fleetcheck run {}`",
+                path.display(),
+                path.display()
+            );
+            Ok(exit::PASSED)
+        }
         Command::List => {
             println!("scenarios:");
             for s in registry {
@@ -135,6 +146,9 @@ fn dispatch(cli: &Cli, registry: &[Box<dyn Registered>]) -> Result<u8, Fail> {
                     println!("         --system {}", s.systems().join(", "));
                 }
             }
+            println!(
+                "  FILE.toml  a scenario file: your own system (`fleetcheck new NAME` writes one)"
+            );
             println!("backends:");
             for b in backends::BackendName::ALL {
                 println!("  {:<6} {}", b.as_str(), b.about());

@@ -30,11 +30,18 @@ fn emit(json: bool, text: &str) {
     }
 }
 
-fn load_config(path: Option<&Path>) -> Result<ScenarioConfig, Fail> {
-    match path {
-        Some(p) => ScenarioConfig::from_file(p).map_err(Fail::usage),
-        None => Ok(ScenarioConfig::default()),
+fn load_config(path: Option<&Path>, sets: &[String]) -> Result<ScenarioConfig, Fail> {
+    let config = match path {
+        Some(p) => ScenarioConfig::from_file_with(p, sets).map_err(Fail::usage)?,
+        None => ScenarioConfig::default_with(sets).map_err(Fail::usage)?,
+    };
+    if let Some(s) = &config.scenario {
+        return Err(Fail::usage(anyhow!(
+            "the configuration is the scenario file of `{}`: run it as `fleetcheck run FILE`",
+            s.name
+        )));
     }
+    Ok(config)
 }
 
 fn check_run_args(args: &RunArgs) -> Result<(), Fail> {
@@ -108,17 +115,27 @@ impl ReplayContext {
     }
 }
 
-/// Cases to run at once by default: four per CPU (a case spends most of its time waiting on
-/// machines, not computing).
-pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get() * 4)
+/// `n` per CPU (2 CPUs assumed where the count is unknown): scenarios' default worker counts.
+pub fn per_cpu(n: usize) -> usize {
+    std::thread::available_parallelism().map_or(2, |cpus| cpus.get()) * n
 }
 
 /// `fleetcheck run SCENARIO`.
 pub fn run_command(args: &RunArgs, registry: &[Box<dyn Registered>]) -> Result<u8, Fail> {
-    let entry = scenario::find(registry, &args.scenario)?;
-    check_run_args(args)?;
-    let mut scenario_config = load_config(args.config.as_deref())?;
+    let (entry, mut scenario_config) = if crate::file::is_file(&args.scenario) {
+        if args.config.is_some() {
+            return Err(Fail::usage(anyhow!(
+                "a scenario file is its own configuration: drop --config (change a key with \
+                 --set KEY=VALUE)"
+            )));
+        }
+        check_run_args(args)?;
+        crate::file::load(Path::new(&args.scenario), &args.set)?
+    } else {
+        let entry = scenario::find(registry, &args.scenario)?;
+        check_run_args(args)?;
+        (entry, load_config(args.config.as_deref(), &args.set)?)
+    };
     let system_name = system_of(entry, args.system.as_deref())?;
     check_outputs(
         args.report.as_deref(),
@@ -140,7 +157,7 @@ pub fn run_command(args: &RunArgs, registry: &[Box<dyn Registered>]) -> Result<u
         workers: args
             .workers
             .or(backend.default_workers())
-            .unwrap_or_else(default_workers),
+            .unwrap_or_else(|| entry.default_workers(system_name.as_deref())),
         shrink: ShrinkConfig {
             max_runs: args.shrink_runs,
             max_time: Duration::from_secs(args.shrink_time),
@@ -349,6 +366,9 @@ fn rerun_line(args: &RunArgs, seed: u64) -> String {
     if let Some(c) = &args.config {
         let _ = write!(line, " --config {}", c.display());
     }
+    for set in &args.set {
+        let _ = write!(line, " --set '{set}'");
+    }
     line
 }
 
@@ -374,9 +394,11 @@ fn finish_run<T: Scenario>(
     let mut extra = json!({});
     let secs = report.elapsed.as_secs_f64();
     let system_name = context.system.clone();
+    // The scenario's own name (a scenario file's `[scenario] name`, not its path).
+    let name = Scenario::name(scenario);
     let mut summary = Summary {
         status: report.outcome.status().to_string(),
-        scenario: args.scenario.clone(),
+        scenario: name.to_string(),
         system: system_name.clone(),
         backend: on.to_string(),
         seed: report.seed,
@@ -406,13 +428,13 @@ fn finish_run<T: Scenario>(
             let dir = args
                 .report
                 .clone()
-                .unwrap_or_else(|| report::default_dir(&args.scenario, report.seed));
+                .unwrap_or_else(|| report::default_dir(name, report.seed));
             let path = args
                 .replay_file
                 .clone()
                 .unwrap_or_else(|| dir.join("replay.json"));
             let file = ReplayFile::<T::Model>::new(
-                &args.scenario,
+                name,
                 report.seed,
                 f.minimal.clone(),
                 f.reason.clone(),
@@ -636,7 +658,7 @@ fn finish_run<T: Scenario>(
             let _ = writeln!(stdout, "replay: {r}");
         }
         let case = junit::TestCase {
-            name: property_name(&args.scenario, system_name.as_deref()),
+            name: property_name(name, system_name.as_deref()),
             classname: format!("fleetcheck.{on}"),
             time: report.elapsed,
             result: junit_result,
@@ -648,7 +670,7 @@ fn finish_run<T: Scenario>(
     if json {
         let mut out = json!({
             "status": report.outcome.status(),
-            "scenario": args.scenario,
+            "scenario": name,
             "backend": args.common.backend,
             "tests": report.cases_run,
             "passed": report.passed,
@@ -747,7 +769,6 @@ pub fn open_replay<'r>(
     // The name is read before any model is chosen; any model type reads it.
     let scenario = ReplayFile::<fleetcheck_scenarios::ping::PingModel>::scenario_of(&text)
         .map_err(|e| bad(&e))?;
-    let entry = scenario::find(registry, &scenario)?;
     let context: Value = serde_json::from_str::<Value>(&text)
         .map_err(|e| bad(&e))?
         .get("context")
@@ -763,6 +784,11 @@ pub fn open_replay<'r>(
         config,
     } = context;
     config.validate().map_err(|e| bad(&e))?;
+    // A scenario file's case carries the whole file in its configuration.
+    let entry = match crate::file::scenario_of(&config) {
+        Some(file) if file.name() == scenario => file,
+        _ => scenario::find(registry, &scenario)?,
+    };
     let backend_name = backend.unwrap_or(found_on);
     backends::check_filesystems(backend_name, &config)?;
     let system = entry

@@ -79,6 +79,11 @@ pub trait Scenario: Send + Sync + 'static {
     fn programs(&self, _system: Option<&str>, _config: &ScenarioConfig) -> Vec<NeededProgram> {
         Vec::new()
     }
+    /// Cases of `system` to run at once when `--workers` is not given (and the backend sets
+    /// no limit of its own). The default: one per CPU.
+    fn default_workers(&self, _system: Option<&str>) -> usize {
+        crate::run::per_cpu(1)
+    }
     /// Refuses, before anything is built, a case that cannot fit `backend` (memory floors,
     /// the host's memory on qemu). The default checks the configuration's machine domains.
     fn check_fits(
@@ -109,6 +114,8 @@ pub trait Registered: Send + Sync {
     fn on_machines(&self, system: Option<&str>) -> bool;
     /// See [`Scenario::programs`].
     fn programs(&self, system: Option<&str>, config: &ScenarioConfig) -> Vec<NeededProgram>;
+    /// See [`Scenario::default_workers`].
+    fn default_workers(&self, system: Option<&str>) -> usize;
     /// See [`Scenario::check_fits`].
     fn check_fits(
         &self,
@@ -168,6 +175,9 @@ impl<T: Scenario> Registered for T {
     }
     fn programs(&self, system: Option<&str>, config: &ScenarioConfig) -> Vec<NeededProgram> {
         Scenario::programs(self, system, config)
+    }
+    fn default_workers(&self, system: Option<&str>) -> usize {
+        Scenario::default_workers(self, system)
     }
     fn check_fits(
         &self,

@@ -27,6 +27,7 @@ commands (one per line; machines by id):
   shutdown MACHINE        cut its power
   crash MACHINE           the same, as a crash
   restart MACHINE         boot a crashed machine again (its disk kept)
+  power-cut MACHINE...    cut the power of machines at once (lose_unsynced: unsynced writes lost)
   pause MACHINE           freeze every process of it
   resume MACHINE          thaw it
   partition A,B | C       cut the network between groups (unnamed machines: one more group)
@@ -185,6 +186,7 @@ fn plan_machines(
                     .iter()
                     .map(|(name, versions)| (name.clone(), versions[0].clone()))
                     .collect(),
+                lose_unsynced: false,
             };
             (domain.role.clone(), machine)
         })
@@ -356,6 +358,12 @@ fn execute(net: &dyn Network, line: &str, faults: &mut Faults) -> Result<Flow, S
             }
             ClusterCmd::Shutdown { machine } => format!("{machine} is off"),
             ClusterCmd::Crash { machine } => format!("{machine} crashed"),
+            ClusterCmd::PowerCut { machines } => {
+                format!(
+                    "{} lost power (what was not fsynced is gone)",
+                    machines.join(" ")
+                )
+            }
             ClusterCmd::Pause { machine } => format!("{machine} is paused"),
             ClusterCmd::Resume { machine } => format!("{machine} runs again"),
             ClusterCmd::Upgrade { .. } => unreachable!("refused above"),

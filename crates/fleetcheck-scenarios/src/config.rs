@@ -171,14 +171,38 @@ pub struct MachineConfig {
     /// preferred; an empty list: the service is not installed. Services not named: every
     /// version, in the order `[services]` lists them.
     pub versions: BTreeMap<String, OneOrMany<String>>,
+    /// Every machine's data directory loses what was not fsynced when its power is cut (the
+    /// `power-cut` fault; on netns and qemu, ext4 unless `filesystem` says otherwise).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub lose_unsynced: bool,
 }
 
-/// `[services.<name>]`: a service and its installations.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `[services.<name>]`: a service, its installations and (in a scenario file) how it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
-    /// Its versions, the first preferred when shrinking.
+    /// Its versions, the first preferred when shrinking (none: the host's program).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<ServiceVersion>,
+    /// In a scenario file ([`crate::file`]): the command that runs it in the foreground on
+    /// each machine (fleetcheck runs it in the background, its output in `<name>.log` of the
+    /// machine's data directory), at boot and after every restart and upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// A command that succeeds once the service is ready on its machine, retried until
+    /// `ready_timeout_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+    /// A command that succeeds once the whole cluster serves, retried on the first machine
+    /// after the service started everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<String>,
+    /// How long `ready` and `serving` may take, in milliseconds (default 20000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_timeout_ms: Option<u64>,
+    /// Services that must be ready before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
 }
 
 /// Every service by name (`[services]`): what machines' versions name.
@@ -224,6 +248,8 @@ pub struct MachineDomain {
     pub filesystem: Vec<FileSystem>,
     /// For each installed service, its allowed versions, the first preferred (never empty).
     pub versions: BTreeMap<String, Vec<ServiceVersion>>,
+    /// Whether its machines lose unsynced writes on a power cut.
+    pub lose_unsynced: bool,
 }
 
 /// `[ping]`.
@@ -269,6 +295,12 @@ pub struct ScenarioConfig {
     pub services: Services,
     /// `[roles.<name>]`: machines by role (optional).
     pub roles: BTreeMap<String, RoleConfig>,
+    /// `[scenario]`: this file is a scenario file (see [`crate::file`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<crate::file::ScenarioSection>,
+    /// `[client]`: how a scenario file's client operations run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<crate::file::ClientConfig>,
 }
 
 impl Default for NetworkConfig {
@@ -291,6 +323,7 @@ impl Default for MachineConfig {
             setup: Vec::new(),
             filesystem: Vec::new(),
             versions: BTreeMap::new(),
+            lose_unsynced: false,
         }
     }
 }
@@ -350,6 +383,87 @@ impl ScenarioConfig {
         })
     }
 
+    /// Reads a configuration (or scenario) file with `sets` (`KEY=VALUE`, as `--set` gives
+    /// them) in place of what the file says, and validates it.
+    pub fn from_file_with(path: &Path, sets: &[String]) -> Result<Self, ConfigError> {
+        if sets.is_empty() {
+            return Self::from_file(path);
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        let in_file = |e: ConfigError| ConfigError(format!("{}: {e}", path.display()));
+        let mut table: toml::Table = toml::from_str(&text)
+            .map_err(|e| in_file(ConfigError(e.message().trim().to_string())))?;
+        Self::set_all(&mut table, sets)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut config: Self =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    ConfigError(format!(
+                        "{} with --set {}: {}",
+                        path.display(),
+                        sets.join(" --set "),
+                        e.message().trim().trim_end_matches('.')
+                    ))
+                })?;
+        config.resolve_paths(base);
+        config.validate().map_err(in_file)?;
+        Ok(config)
+    }
+
+    /// The default configuration with `sets` (`KEY=VALUE`) in place, validated.
+    pub fn default_with(sets: &[String]) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::new();
+        Self::set_all(&mut table, sets)?;
+        let config: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                ConfigError(format!(
+                    "--set {}: {}",
+                    sets.join(" --set "),
+                    e.message().trim().trim_end_matches('.')
+                ))
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Puts each `KEY=VALUE` of `sets` into `table`: `KEY` a dotted path (`network.machines.max`),
+    /// `VALUE` a TOML value (`5`, `[3, 3]`, `"xfs"`) or else a string.
+    fn set_all(table: &mut toml::Table, sets: &[String]) -> Result<(), ConfigError> {
+        for set in sets {
+            let Some((key, value)) = set.split_once('=') else {
+                return Err(ConfigError(format!(
+                    "--set {set} needs KEY=VALUE, e.g. --set network.machines.max=5"
+                )));
+            };
+            let path: Vec<&str> = key.trim().split('.').collect();
+            if path.iter().any(|p| p.is_empty()) {
+                return Err(ConfigError(format!(
+                    "--set {set}: `{key}` is not a dotted key"
+                )));
+            }
+            let value = value.trim();
+            let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.to_string()));
+            let (last, parents) = path.split_last().expect("a key has a part");
+            let mut at = &mut *table;
+            for p in parents {
+                let entry = at
+                    .entry(p.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                at = entry
+                    .as_table_mut()
+                    .ok_or_else(|| ConfigError(format!("--set {set}: `{p}` is not a table")))?;
+            }
+            at.insert(last.to_string(), value);
+        }
+        Ok(())
+    }
+
     /// Reads and validates a configuration file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
@@ -362,7 +476,10 @@ impl ScenarioConfig {
     pub fn from_toml_in(text: &str, base: &Path) -> Result<Self, ConfigError> {
         let mut config = Self::parse(text)?;
         config.resolve_paths(base);
-        config.validate()?;
+        // A key's message gets the line where the file sets it.
+        config
+            .validate()
+            .map_err(|e| ConfigError(crate::file::with_line(text, e.0)))?;
         Ok(config)
     }
 
@@ -408,6 +525,7 @@ impl ScenarioConfig {
             setup: self.machine.setup.clone(),
             filesystem: self.machine.filesystem.clone(),
             versions: versions_of(&BTreeMap::new()),
+            lose_unsynced: self.machine.lose_unsynced,
         };
         if self.roles.is_empty() {
             return vec![base];
@@ -425,6 +543,7 @@ impl ScenarioConfig {
                     .clone()
                     .map_or(base.filesystem.clone(), |f| f.0),
                 versions: versions_of(&r.versions),
+                lose_unsynced: base.lose_unsynced,
             })
             .collect()
     }
@@ -509,6 +628,7 @@ impl ScenarioConfig {
         self.validate_setup()?;
         self.validate_kv()?;
         self.sql.validate().map_err(ConfigError)?;
+        crate::file::validate(self)?;
         if self.ping.timeout_ms == 0 || self.ping.timeout_ms > MAX_PING_TIMEOUT_MS {
             return err(format!(
                 "ping.timeout_ms is {} but must be between 1 and {MAX_PING_TIMEOUT_MS}",
@@ -624,7 +744,7 @@ impl ScenarioConfig {
                     "services.{name} needs a plain name (letters, digits, `-`, `_`, `.`)"
                 ));
             }
-            if service.versions.is_empty() {
+            if service.versions.is_empty() && service.start.is_none() {
                 return err(format!("services.{name} must list at least one version"));
             }
             for (i, v) in service.versions.iter().enumerate() {
@@ -796,7 +916,7 @@ versions = [{ version = "1.0", path = "/bin/true" }]
 count = 2
 filesystem = "btrfs"
 [kv]
-filesystem = ["ext4"]
+ops = ["get", "put"]
 "#,
         )
         .unwrap();

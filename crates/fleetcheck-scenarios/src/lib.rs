@@ -23,6 +23,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod file;
 pub mod kv;
 pub mod ping;
 pub mod rules;

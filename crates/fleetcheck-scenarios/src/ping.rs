@@ -183,6 +183,7 @@ impl Model for PingModel {
                 .expect("validated: at least one kernel")
                 .clone();
             m.role = domain.role.clone();
+            m.lose_unsynced = domain.lose_unsynced;
             // Drawn only when configured, so older configurations give the same cases.
             m.filesystem = g.choose(&domain.filesystem).copied();
             for (service, versions) in &domain.versions {
@@ -463,24 +464,7 @@ impl Model for PingModel {
     }
 
     fn summarize_state(&self, s: &PingState) -> String {
-        let list = |running: bool| {
-            let ids = s.ids(|m| m.running == running);
-            if ids.is_empty() {
-                "-".to_string()
-            } else {
-                ids.join(" ")
-            }
-        };
-        let mut out = format!("up: {}; off: {}", list(true), list(false));
-        let paused = s.paused();
-        if !paused.is_empty() {
-            let _ = write!(out, "; paused: {}", paused.join(" "));
-        }
-        if !s.cuts.is_empty() {
-            let cuts: Vec<String> = s.cuts.iter().map(|(a, b)| format!("{a}-/->{b}")).collect();
-            let _ = write!(out, "; cut: {}", cuts.join(" "));
-        }
-        out
+        s.summary()
     }
 
     fn command_name(&self, c: &PingCmd) -> String {

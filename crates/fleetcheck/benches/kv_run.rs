@@ -1,6 +1,7 @@
 //! Throughput of the kv scenario: etcd clusters under faults on netns (cases per minute, and
 //! operations and faults per case), next to the in-memory store in the same run; and the cost
-//! of finding and shrinking the planted lost write of the lossy in-memory store.
+//! of finding and shrinking the planted lost write of the lossy in-memory store; etcd from the
+//! scenario file `examples/scenarios/etcd.toml` beside the Rust store (parity).
 //!
 //! `cargo bench -p fleetcheck --bench kv_run` (as root, with etcd-server and etcd-client).
 
@@ -11,6 +12,7 @@ use fleetcheck_engine::{run, Config, Model, Outcome, Report};
 use fleetcheck_fabric::host::AgentCommand;
 use fleetcheck_fabric::netns::{NetnsBackend, NetnsConfig};
 use fleetcheck_fabric::Backend;
+use fleetcheck_scenarios::file::store::FileStore;
 use fleetcheck_scenarios::kv::etcd::EtcdStore;
 use fleetcheck_scenarios::kv::memory::MemoryStore;
 use fleetcheck_scenarios::kv::redis::RedisStore;
@@ -90,6 +92,26 @@ fn main() {
     let wall = start.elapsed();
     row(
         "etcd 3.4 on netns",
+        &report,
+        wall,
+        per_case(&report, "operation"),
+        faults_per_case(&report),
+    );
+    if let Outcome::Aborted { message, .. } = &report.outcome {
+        println!("aborted: {message}");
+    }
+    // The same etcd from a scenario file (examples/scenarios/etcd.toml): the same cases (its
+    // [kv] is the default), its services and operations from templates.
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/scenarios/etcd.toml");
+    let file = fleetcheck_scenarios::config::ScenarioConfig::from_file(&path).unwrap();
+    let file_model = KvModel::for_service(&file, None);
+    let from_file = KvSystem::new(FileStore::new(netns.clone(), &file, None));
+    let start = Instant::now();
+    let report = run(&file_model, &from_file, &config, &());
+    let wall = start.elapsed();
+    row(
+        "etcd.toml on netns",
         &report,
         wall,
         per_case(&report, "operation"),

@@ -203,6 +203,7 @@ impl System<EchoModel> for EchoSystem {
                         m.version
                     )],
                     filesystem: None,
+                    lose_unsynced: false,
                     // This binary is the service: installed as one, it is on the machine's
                     // PATH wherever it lives on the host (a machine does not see the host's
                     // /tmp or /home, where a checkout may be).

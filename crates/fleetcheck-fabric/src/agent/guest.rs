@@ -182,8 +182,12 @@ fn mount_disk(disk: &GuestDisk, dir: &str) -> io::Result<()> {
     let device = wait_for_device(find_disk, Instant::now() + DISK_WAIT, || {
         format!("no disk with serial {DISK_SERIAL} after {DISK_WAIT:?}")
     })?;
-    // As on netns: ext4's inode tables stay lazily initialised, without a zeroing thread.
-    let options = (disk.fstype == "ext4").then_some("noinit_itable");
+    // As on netns.
+    let options = Some(crate::host::disk::mount_options(
+        &disk.fstype,
+        disk.volatile,
+    ))
+    .filter(|o| !o.is_empty());
     mount_with(
         &device.to_string_lossy(),
         dir,

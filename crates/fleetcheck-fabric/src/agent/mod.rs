@@ -130,6 +130,12 @@ pub fn main(args: Vec<String>) -> ExitCode {
     }
     if let Some(pos) = args
         .iter()
+        .position(|a| a == crate::host::volatile::SERVE_FLAG)
+    {
+        return crate::host::volatile::serve_main(&args[pos + 1..]);
+    }
+    if let Some(pos) = args
+        .iter()
         .position(|a| a == crate::host::guard::GUARD_FLAG)
     {
         return crate::host::guard::main(args.get(pos + 1).map_or("", String::as_str));

@@ -1,6 +1,8 @@
 //! A machine's own file system ([`crate::MachineSpec::filesystem`]): the image both backends
 //! make ([`make_image`]; QEMU attaches it as a virtio-blk disk), and on `netns` its loop device
-//! and disk namespace ([`Disk`]), which the sweep also cleans up.
+//! and disk namespace ([`Disk`]), which the sweep also cleans up. For a machine that loses
+//! unsynced writes, the image is served through a volatile write cache ([`open_volatile`],
+//! [`super::volatile`]) and the loop device (or QEMU) uses that FUSE file instead.
 //!
 //! When the network is created, each such machine gets a sparse image file
 //! `<network dir>/m<i>.img`, formatted by `mkfs.<fs>` on the host. On `netns` it is attached to a loop device with
@@ -24,7 +26,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+
 use super::sys::{check, cpath, open};
+use super::volatile;
 use crate::spec::FileSystem;
 
 /// Size of every image. Sparse: only what the file system writes takes space (about 4 MiB
@@ -108,12 +117,64 @@ pub fn make_image(image: &Path, fs: FileSystem) -> io::Result<()> {
 pub struct Disk {
     /// The loop device, e.g. `/dev/loop3`.
     pub device: PathBuf,
-    /// The image file attached to it.
+    /// The file attached to it: the image, or for a volatile disk the FUSE file over it (as
+    /// the loop device names it).
     pub image: PathBuf,
     /// The disk namespace.
     ns: OwnedFd,
     /// The root of the mounted file system (`O_PATH`).
     root: OwnedFd,
+    /// For a disk that loses unsynced writes: the process serving its write cache.
+    volatile: Option<Served>,
+}
+
+/// The server process of a volatile disk ([`super::volatile`]): its control socket and child.
+/// Dropped while it runs, it is killed (its file system's users then get errors).
+#[derive(Debug)]
+pub struct Served {
+    control: BufReader<UnixStream>,
+    child: Child,
+}
+
+impl Served {
+    /// Power loss: the server forgets the writes not flushed and ignores later ones; returns
+    /// once it has.
+    pub fn cut(&mut self) -> io::Result<()> {
+        self.control.get_mut().write_all(b"cut\n")?;
+        let mut line = String::new();
+        self.control.read_line(&mut line)?;
+        if line.trim_end() == "cut" {
+            Ok(())
+        } else {
+            Err(io::Error::other("the disk server did not confirm the cut"))
+        }
+    }
+
+    /// Waits (up to `within`) until the server has exited (its file system is gone) and reaps
+    /// it; whether it had. One still running then is killed.
+    pub fn wait_ended(mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut pause = Duration::from_micros(200);
+        loop {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Disk {
@@ -138,6 +199,7 @@ impl Disk {
                     image: image.to_path_buf(),
                     ns,
                     root,
+                    volatile: None,
                 })
             }
             Err(e) => {
@@ -145,6 +207,59 @@ impl Disk {
                 unsafe { libc::ioctl(dev_fd.as_raw_fd(), LOOP_CLR_FD) };
                 Err(e)
             }
+        }
+    }
+
+    /// Makes a disk that loses unsynced writes ([`super::volatile`]): the FUSE file over
+    /// `image` ([`open_volatile`]) on a loop device, and the file system (type `fs`) on that
+    /// device mounted at `target` inside a new private mount namespace.
+    pub fn mount_volatile(
+        image: &Path,
+        fs: FileSystem,
+        target: &Path,
+        fuse_dir: &Path,
+        name: &str,
+        agent: &super::AgentCommand,
+        procs: &Path,
+    ) -> io::Result<Disk> {
+        let (file, served) = open_volatile(image, fuse_dir, name, agent, procs)?;
+        let fstype = fs.name();
+        let target = target.to_path_buf();
+        let mounted = std::thread::scope(|s| {
+            s.spawn(|| -> io::Result<_> {
+                let (device, dev_fd) = attach_fd(&file, &fuse_dir.join(name))?;
+                let backing = backing_file(&device).unwrap_or_default();
+                enter_private_ns()
+                    .and_then(|()| mount_fs(&device, fstype, &target, true))
+                    .and_then(|()| own_ns_and_root(&target))
+                    .map(|(ns, root)| (device, backing, ns, root))
+                    .inspect_err(|_| {
+                        // SAFETY: ioctl without argument on our own loop descriptor.
+                        unsafe { libc::ioctl(dev_fd.as_raw_fd(), LOOP_CLR_FD) };
+                    })
+            })
+            .join()
+            .expect("the mount thread does not panic")
+        });
+        // The loop device holds the FUSE file now.
+        drop(file);
+        let (device, image, ns, root) = mounted?;
+        Ok(Disk {
+            device,
+            image,
+            ns,
+            root,
+            volatile: Some(served),
+        })
+    }
+
+    /// Power loss on a volatile disk: the writes not flushed are forgotten and later ones
+    /// ignored (the file system is to be let go of next: [`Disk::close`]). Whether the disk
+    /// is volatile.
+    pub fn cut(&mut self) -> io::Result<bool> {
+        match &mut self.volatile {
+            Some(v) => v.cut().map(|()| true),
+            None => Ok(false),
         }
     }
 
@@ -166,17 +281,131 @@ impl Disk {
     /// system is unmounted once no machine runs from the namespace any more, and the loop
     /// device detaches itself. Returns `(device, image)`, for [`wait_detached`].
     pub fn close(self) -> (PathBuf, PathBuf) {
+        self.close_served().0
+    }
+
+    /// [`Disk::close`], also handing over a volatile disk's server (to wait until it ended).
+    pub fn close_served(self) -> ((PathBuf, PathBuf), Option<Served>) {
         let Disk {
             device,
             image,
             ns,
             root,
+            volatile,
         } = self;
         drop(root);
         drop(ns);
-        (device, image)
+        ((device, image), volatile)
     }
 }
+
+/// Serves `image` as the one file (`name`) of a FUSE file system with a volatile write cache
+/// ([`super::volatile`]) from a server process (`agent` with [`volatile::SERVE_FLAG`], in the
+/// cgroup whose `cgroup.procs` is `procs`); returns that file, open read-write, and the server.
+/// The file system is mounted only for the open, at `fuse_dir` in a mount namespace of its
+/// own that ends at once: the file holds it, and nothing else sees it. It and its server end
+/// when the last user of the file (a loop device, QEMU) lets go.
+pub fn open_volatile(
+    image: &Path,
+    fuse_dir: &Path,
+    name: &str,
+    agent: &super::AgentCommand,
+    procs: &Path,
+) -> io::Result<(OwnedFd, Served)> {
+    let (to_main, from_ns) = mpsc::channel::<io::Result<OwnedFd>>();
+    let (to_ns, from_main) = mpsc::channel::<bool>();
+    let fuse_dir = fuse_dir.to_path_buf();
+    std::thread::scope(|s| {
+        let ns_thread = s.spawn(move || -> io::Result<OwnedFd> {
+            enter_private_ns()?;
+            fs::create_dir_all(&fuse_dir)?;
+            let _ = to_main.send(mount_fuse(&fuse_dir));
+            if !from_main.recv().unwrap_or(false) {
+                return Err(io::Error::other("the disk server did not start"));
+            }
+            let file = open(&fuse_dir.join(name), libc::O_RDWR)?;
+            super::sys::umount_detach(&fuse_dir)?;
+            Ok(file)
+        });
+        // This process keeps no descriptor of the FUSE device: the connection ends with the
+        // server.
+        let served = from_ns
+            .recv()
+            .unwrap_or_else(|_| Err(io::Error::other("the mount thread ended")))
+            .and_then(|fuse| spawn_server(image, name, agent, procs, fuse));
+        let _ = to_ns.send(served.is_ok());
+        let file = ns_thread.join().expect("the mount thread does not panic");
+        let served = served?;
+        Ok((file?, served))
+    })
+}
+
+/// Starts the server of `image` on FUSE device `fuse` and waits until it serves.
+fn spawn_server(
+    image: &Path,
+    name: &str,
+    agent: &super::AgentCommand,
+    procs: &Path,
+    fuse: OwnedFd,
+) -> io::Result<Served> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let procs = open(procs, libc::O_WRONLY)?;
+    // Copies numbered 10 or more, so that the child's dup2 to 3 and 4 overwrite neither.
+    let high = |fd: &OwnedFd| -> io::Result<OwnedFd> {
+        // SAFETY: fcntl on a descriptor we keep open; the new one is owned below.
+        let n = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) })?;
+        // SAFETY: a fresh descriptor nobody else owns.
+        Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) })
+    };
+    let (fuse, theirs) = (high(&fuse)?, high(&OwnedFd::from(theirs))?);
+    let (fuse_fd, control_fd, procs_fd) = (fuse.as_raw_fd(), theirs.as_raw_fd(), procs.as_raw_fd());
+    let mut cmd = Command::new(&agent.program);
+    cmd.args(&agent.args)
+        .arg(volatile::SERVE_FLAG)
+        .arg(image)
+        .arg(name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    // SAFETY: between fork and exec the child only makes async-signal-safe syscalls (write,
+    // setpgid, dup2) on descriptors this function keeps open until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Found with the run's other processes by the guardian and the sweep; in a
+            // process group of its own, so a Ctrl-C at the terminal leaves it to the clean-up.
+            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) < 0
+                || libc::setpgid(0, 0) < 0
+                || libc::dup2(fuse_fd, volatile::FUSE_FD) < 0
+                || libc::dup2(control_fd, volatile::CONTROL_FD) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop((fuse, theirs, procs));
+    ours.set_read_timeout(Some(SERVER_START))?;
+    let mut served = Served {
+        control: BufReader::new(ours),
+        child,
+    };
+    let mut line = String::new();
+    served.control.read_line(&mut line)?;
+    if line.trim_end() != "ready" {
+        return Err(io::Error::other(format!(
+            "the disk server did not start within {SERVER_START:?}"
+        )));
+    }
+    served
+        .control
+        .get_ref()
+        .set_read_timeout(Some(SERVER_ANSWER))?;
+    Ok(served)
+}
+
+/// How long a disk server may take to serve, and to answer a cut.
+const SERVER_START: Duration = Duration::from_secs(10);
+const SERVER_ANSWER: Duration = Duration::from_secs(5);
 
 /// Whether loop device `device` is (still) attached to `image`. A detached device may at once
 /// be taken by another network's disk, so the backing file is what tells.
@@ -209,6 +438,12 @@ pub fn wait_detached(disks: &[(PathBuf, PathBuf)], within: Duration) -> Vec<(Pat
 /// Attaches `image` to a free loop device with autoclear; returns its path and descriptor.
 fn attach(image: &Path) -> io::Result<(PathBuf, OwnedFd)> {
     let file = open(image, libc::O_RDWR)?;
+    attach_fd(&file, image)
+}
+
+/// Attaches open file `file` (named `image` in messages and the loop device's record) to a
+/// free loop device with autoclear.
+fn attach_fd(file: &OwnedFd, image: &Path) -> io::Result<(PathBuf, OwnedFd)> {
     let control = open(Path::new("/dev/loop-control"), libc::O_RDWR)?;
     for _ in 0..32 {
         // SAFETY: ioctl without argument on /dev/loop-control.
@@ -244,6 +479,15 @@ fn attach(image: &Path) -> io::Result<(PathBuf, OwnedFd)> {
 }
 
 fn mount_in_new_ns(device: &Path, fstype: &str, target: &Path) -> io::Result<(OwnedFd, OwnedFd)> {
+    enter_private_ns()?;
+    fs::create_dir_all(target)?;
+    mount_fs(device, fstype, target, false)?;
+    own_ns_and_root(target)
+}
+
+/// Moves this thread into a new mount namespace whose mounts are all private and which has no
+/// namespace bind mounts.
+fn enter_private_ns() -> io::Result<()> {
     // SAFETY: unshare on this thread only (it implies CLONE_FS: the thread gets its own root
     // and working directory, and ends right after).
     check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
@@ -262,13 +506,30 @@ fn mount_in_new_ns(device: &Path, fstype: &str, target: &Path) -> io::Result<(Ow
     })?;
     // Copies of namespace bind mounts would pin every namespace that exists now.
     crate::agent::root::detach_nsfs_mounts();
+    Ok(())
+}
+
+/// The options a machine's file system `fstype` is mounted with, on netns and in a VM alike:
+/// ext4's inode tables stay lazily initialised, without a zeroing thread; on a `volatile` disk
+/// ext4 commits its journal only when asked (or when it fills) instead of every 5 s, btrfs
+/// every 5 minutes instead of 30 s (xfs writes its log every 30 s whatever the mount says),
+/// so that what a power cut keeps is what programs made durable.
+pub fn mount_options(fstype: &str, volatile: bool) -> &'static str {
+    match (fstype, volatile) {
+        ("ext4", false) => "noinit_itable",
+        ("ext4", true) => "noinit_itable,commit=86400",
+        // More than 300 s draws a kernel warning.
+        ("btrfs", true) => "commit=300",
+        _ => "",
+    }
+}
+
+/// Mounts file system `fstype` of `device` at `target` (in this thread's namespace).
+fn mount_fs(device: &Path, fstype: &str, target: &Path, volatile: bool) -> io::Result<()> {
+    let c = |s: &str| CString::new(s).expect("no NUL");
     fs::create_dir_all(target)?;
     let (src, dst, ty) = (cpath(device)?, cpath(target)?, c(fstype));
-    let options = c(if fstype == "ext4" {
-        "noinit_itable"
-    } else {
-        ""
-    });
+    let options = c(mount_options(fstype, volatile));
     // SAFETY: valid C strings that live across the call.
     let rc = unsafe {
         libc::mount(
@@ -290,6 +551,48 @@ fn mount_in_new_ns(device: &Path, fstype: &str, target: &Path) -> io::Result<(Ow
             ),
         ));
     }
+    Ok(())
+}
+
+/// Mounts a FUSE file system at `dir` (in this thread's namespace); returns its `/dev/fuse`.
+fn mount_fuse(dir: &Path) -> io::Result<OwnedFd> {
+    let fuse = open(Path::new("/dev/fuse"), libc::O_RDWR).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot open /dev/fuse (a machine that loses unsynced writes needs FUSE): {e}"),
+        )
+    })?;
+    let c = |s: &str| CString::new(s).expect("no NUL");
+    let (src, dst, ty) = (c("fleetcheck-disk"), cpath(dir)?, c("fuse"));
+    let options = c(&format!(
+        "fd={},rootmode=40000,user_id=0,group_id=0",
+        fuse.as_raw_fd()
+    ));
+    // SAFETY: valid C strings that live across the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            ty.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME,
+            options.as_ptr().cast(),
+        )
+    };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!(
+                "cannot mount a FUSE file system at {}: {err}",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(fuse)
+}
+
+/// This thread's mount namespace and the root of the file system mounted at `target`.
+fn own_ns_and_root(target: &Path) -> io::Result<(OwnedFd, OwnedFd)> {
     let root = open(target, libc::O_PATH | libc::O_DIRECTORY)?;
     let ns = open(Path::new("/proc/thread-self/ns/mnt"), libc::O_RDONLY)?;
     Ok((ns, root))
@@ -302,8 +605,39 @@ pub fn backing_file(device: &Path) -> Option<PathBuf> {
     Some(PathBuf::from(text.trim_end_matches('\n')))
 }
 
-/// Loop devices attached to a file under `dir` (`/dev/loopN`, sorted).
+/// The name of the FUSE file of a volatile disk of machine `index` of network `net` of run
+/// `run`. Its FUSE file system is mounted nowhere once its loop device holds it, so the loop
+/// device shows it as `/<name>`, and [`run_of_backing`] tells whose it is.
+pub fn volatile_name(run: &str, net: &str, index: usize) -> String {
+    format!("{VOLATILE_PREFIX}{run}-{net}-m{index}.img")
+}
+
+const VOLATILE_PREFIX: &str = "fleetcheck-volatile-";
+
+/// The run a loop device's backing file belongs to: an image under `<RUN_ROOT>/<run>/`, or a
+/// volatile disk's FUSE file ([`volatile_name`]).
+pub fn run_of_backing(file: &Path) -> Option<String> {
+    let text = file.to_string_lossy();
+    let file = Path::new(text.trim_end_matches(" (deleted)"));
+    if let Ok(rest) = file.strip_prefix(super::RUN_ROOT) {
+        return rest.iter().next()?.to_str().map(str::to_string);
+    }
+    let name = file
+        .to_str()?
+        .strip_prefix('/')?
+        .strip_prefix(VOLATILE_PREFIX)?;
+    (!name.contains('/')).then(|| name.split_once('-').map(|(run, _)| run.to_string()))?
+}
+
+/// Loop devices attached to a file under `dir` (`/dev/loopN`, sorted); for `dir` the run root
+/// or a run's directory, also those of its volatile disks ([`run_of_backing`]).
 pub fn loops_under(dir: &Path) -> Vec<PathBuf> {
+    let root = Path::new(super::RUN_ROOT);
+    let run = dir
+        .strip_prefix(root)
+        .ok()
+        .filter(|r| r.iter().count() <= 1)
+        .map(|r| r.to_string_lossy().into_owned());
     let mut found: Vec<PathBuf> = fs::read_dir("/sys/block")
         .map(|rd| {
             rd.flatten()
@@ -312,9 +646,14 @@ pub fn loops_under(dir: &Path) -> Vec<PathBuf> {
                 .map(|n| PathBuf::from(format!("/dev/{n}")))
                 .filter(|d| {
                     backing_file(d).is_some_and(|f| {
+                        let of_run = run_of_backing(&f);
                         let f = f.to_string_lossy();
                         let f = f.trim_end_matches(" (deleted)");
                         Path::new(f).starts_with(dir)
+                            || match (&run, of_run) {
+                                (Some(run), Some(of)) => run.is_empty() || *run == of,
+                                _ => false,
+                            }
                     })
                 })
                 .collect()
@@ -350,4 +689,24 @@ pub fn mkfs_path(fs: FileSystem) -> Option<PathBuf> {
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|d| d.join(fs.mkfs()))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backing_files_name_their_run() {
+        let name = volatile_name("ab12cd34", "n3", 2);
+        assert_eq!(
+            run_of_backing(Path::new(&format!("/{name}"))).as_deref(),
+            Some("ab12cd34")
+        );
+        assert_eq!(
+            run_of_backing(Path::new("/run/fleetcheck/ab12cd34/n0/m0.img (deleted)")).as_deref(),
+            Some("ab12cd34")
+        );
+        assert_eq!(run_of_backing(Path::new("/home/x/disk.img")), None);
+        assert_eq!(run_of_backing(Path::new(&format!("/tmp/{name}"))), None);
+    }
 }

@@ -10,7 +10,8 @@
 //! - `conn`: the host end of an agent's channel (exec, ping);
 //! - `switch`: a network's switch namespace with its bridge and fault table; `nft` renders and
 //!   applies that table;
-//! - [`disk`]: machine file system images, loop devices, disk namespaces;
+//! - [`disk`]: machine file system images, loop devices, disk namespaces; [`volatile`]: the
+//!   FUSE disk with a volatile write cache under machines that lose unsynced writes;
 //! - `gate`, `live`: the creation gate and the live networks and runs of this process, which
 //!   [`cleanup_process_resources`] removes on a signal;
 //! - `sys`: syscall wrappers.
@@ -27,6 +28,7 @@ pub(crate) mod ns;
 pub(crate) mod sweep;
 pub(crate) mod switch;
 pub(crate) mod sys;
+pub mod volatile;
 
 use std::path::PathBuf;
 

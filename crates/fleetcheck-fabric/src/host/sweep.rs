@@ -201,12 +201,11 @@ fn known_runs() -> Vec<String> {
     }
     // A disk image's loop device can outlive the run directory (its file deleted).
     for device in super::disk::loops_under(Path::new(RUN_ROOT)) {
-        if let Some(file) = super::disk::backing_file(&device) {
-            if let Ok(rest) = file.strip_prefix(RUN_ROOT) {
-                if let Some(run) = rest.iter().next().and_then(|r| r.to_str()) {
-                    runs.insert(run.to_string());
-                }
-            }
+        if let Some(run) = super::disk::backing_file(&device)
+            .as_deref()
+            .and_then(super::disk::run_of_backing)
+        {
+            runs.insert(run);
         }
     }
     for h in hierarchies() {
@@ -354,7 +353,8 @@ pub(crate) fn remove_run(run: &str, report: &mut SweepReport) -> Result<(), Swee
     Ok(())
 }
 
-/// Removes every resource of every run whose owner process is dead. Never touches live runs
+/// Removes every resource of every run whose owner process is dead and whose guardian is gone
+/// too (a live guardian is removing its run). Never touches live runs
 /// or anything not named `fleetcheck-<run>`.
 pub fn sweep() -> Result<SweepReport, SweepError> {
     let mut report = SweepReport::default();
@@ -365,6 +365,11 @@ pub fn sweep() -> Result<SweepReport, SweepError> {
         }
         let root = Path::new(RUN_ROOT);
         if owner_alive(&root.join(&run)) || owner_alive(&root.join(format!(".{run}.tmp"))) {
+            continue;
+        }
+        // A killed run whose guardian lives is being removed by it (its VMs may take a moment
+        // to die): two removers would only trip over each other.
+        if super::guard::find(&run).is_some() {
             continue;
         }
         report.runs.push(run.clone());

@@ -25,7 +25,7 @@ use crate::host::sweep::RunDir;
 use crate::host::switch::{self, mac_of, Switch};
 use crate::host::sys;
 use crate::protocol::{AgentMsg, HostMsg};
-use crate::spec::{ExecOutput, ExecRequest, NetworkSpec, ServiceVersion};
+use crate::spec::{ExecOutput, ExecRequest, FileSystem, NetworkSpec, ServiceVersion};
 use crate::switched::{self, BootFailure, Handle, Net, Switched};
 
 static NEXT_NET: AtomicU64 = AtomicU64::new(0);
@@ -242,22 +242,21 @@ impl NetShared {
                 .net
                 .machines
                 .iter()
-                .filter_map(|m| m.spec.filesystem.map(|fs| (m, fs)))
+                .filter_map(|m| m.spec.disk_filesystem().map(|fs| (m, fs)))
                 .map(|(m, fs)| {
                     s.spawn(move || -> Result<(), CreateError> {
-                        let image = self.net.dir.join(format!("m{}.img", m.index));
                         let err = |source| CreateError::Disk {
                             machine: m.spec.id.clone(),
                             source,
                         };
-                        disk::make_image(&image, fs).map_err(err)?;
+                        disk::make_image(&self.image_of(m), fs).map_err(err)?;
                         // Checked under the disk lock, which teardown takes after setting the
                         // flag: no disk is mounted after teardown released the others.
                         let mut slot = m.own.disk.lock().unwrap_or_else(|e| e.into_inner());
                         if self.net.torn_down.load(Ordering::SeqCst) {
                             return Err(err(io::Error::other("network was torn down")));
                         }
-                        *slot = Some(Disk::mount(&image, fs, &m.data).map_err(err)?);
+                        *slot = Some(self.mount_disk(m, fs).map_err(err)?);
                         Ok(())
                     })
                 })
@@ -267,6 +266,37 @@ impl NetShared {
                 .collect::<Result<Vec<()>, _>>()
         })?;
         Ok(())
+    }
+
+    /// `m<i>.img`: machine `m`'s disk image.
+    fn image_of(&self, m: &Machine) -> PathBuf {
+        self.net.dir.join(format!("m{}.img", m.index))
+    }
+
+    /// Mounts machine `m`'s image (file system `fs`) in a new disk namespace: through the
+    /// volatile write cache if the machine loses unsynced writes.
+    fn mount_disk(&self, m: &Machine, fs: FileSystem) -> io::Result<Disk> {
+        let image = self.image_of(m);
+        if m.spec.lose_unsynced {
+            let fuse = self.net.dir.join(format!("m{}.fuse", m.index));
+            let name = disk::volatile_name(&self.net.run.run, &self.net.name, m.index);
+            let run = &self.net.run;
+            let procs = run
+                .cgroups
+                .ensure_group(&run.run, "disks")?
+                .join("cgroup.procs");
+            Disk::mount_volatile(
+                &image,
+                fs,
+                &m.data,
+                &fuse,
+                &name,
+                &self.config.agent,
+                &procs,
+            )
+        } else {
+            Disk::mount(&image, fs, &m.data)
+        }
     }
 
     /// The agent's whole environment (nothing of the host's): `PATH` with the machine's
@@ -552,6 +582,12 @@ impl Switched for NetShared {
         }
         let env = self.agent_env(m);
         let disk = m.own.disk.lock().unwrap_or_else(|e| e.into_inner());
+        if disk.is_none() && m.spec.disk_filesystem().is_some() {
+            // Lost in a power cut that could not bring it back: never boot on the host's.
+            return Err(spawn_err(io::Error::other(
+                "its disk was not brought back after a power cut",
+            )));
+        }
         let pid = spawn_agent(
             &self.config.agent,
             &self.agent_args(m),
@@ -658,6 +694,44 @@ impl Switched for NetShared {
     /// Its port goes down: an off machine is unplugged.
     fn unplug(&self, m: &Machine) -> io::Result<()> {
         self.set_port(m, false)
+    }
+
+    /// The disk forgets its unflushed writes; once its file system, loop device and FUSE
+    /// server are gone, the image (the durable state) is mounted afresh for the next boot.
+    fn lose_unsynced(&self, m: &Machine) -> Result<(), FaultError> {
+        let err = |source| FaultError::Disk {
+            machine: m.spec.id.clone(),
+            source,
+        };
+        let mut slot = m.own.disk.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut old) = slot.take() else {
+            return Err(err(io::Error::other("it has no disk")));
+        };
+        // Should the server not answer, returning drops it, which kills it: then nothing
+        // unflushed survives either, but the machine keeps no disk (its boots fail).
+        let cut = old.cut();
+        let (attached, served) = old.close_served();
+        cut.map_err(err)?;
+        if let Some((device, _)) = disk::wait_detached(&[attached], DISK_RELEASE).pop() {
+            return Err(err(io::Error::other(format!(
+                "loop device {} still attached after {DISK_RELEASE:?}",
+                device.display()
+            ))));
+        }
+        if !served.is_none_or(|s| s.wait_ended(DISK_RELEASE)) {
+            return Err(err(io::Error::other(format!(
+                "its FUSE server still ran after {DISK_RELEASE:?}"
+            ))));
+        }
+        if self.net.torn_down.load(Ordering::SeqCst) {
+            return Err(FaultError::TornDown);
+        }
+        let fs = m
+            .spec
+            .disk_filesystem()
+            .expect("a volatile disk has a file system");
+        *slot = Some(self.mount_disk(m, fs).map_err(err)?);
+        Ok(())
     }
 
     fn check_pausable(&self, m: &Machine) -> Result<(), FaultError> {
@@ -776,12 +850,17 @@ impl Switched for NetShared {
         }
         // No agent runs from a disk namespace any more: let go of every file system, then wait
         // for all their loop devices at once.
+        let mut servers = Vec::new();
         let disks: Vec<(PathBuf, PathBuf)> = self
             .net
             .machines
             .iter()
             .filter_map(|m| m.own.disk.lock().unwrap_or_else(|e| e.into_inner()).take())
-            .map(Disk::close)
+            .map(|d| {
+                let (attached, served) = d.close_served();
+                servers.extend(served);
+                attached
+            })
             .collect();
         for (device, image) in disk::wait_detached(&disks, DISK_RELEASE) {
             let _ = disk::detach(&device, &image);
@@ -789,6 +868,15 @@ impl Switched for NetShared {
                 format!("loop device {}", device.display()),
                 io::Error::other(format!("still attached after {DISK_RELEASE:?}")),
             ));
+        }
+        // A volatile disk's server ends once its loop device let go of the FUSE file.
+        for served in servers {
+            if !served.wait_ended(DISK_RELEASE) {
+                failures.push((
+                    "FUSE server of a disk".into(),
+                    io::Error::other(format!("still running after {DISK_RELEASE:?}")),
+                ));
+            }
         }
     }
 

@@ -270,6 +270,7 @@ impl QemuBackend {
             .collect();
         let modules = initramfs::unpacked_modules(&self.config.cache_dir, kernel, &wanted)?;
         let disk = GuestDisk {
+            volatile: false,
             fstype: fs.name().into(),
             modules: modules
                 .iter()
@@ -327,9 +328,9 @@ impl QemuBackend {
                 modules: kernel.modules.clone(),
                 share: self.share.path(),
                 nice: self.config.nice,
-                disk: m.filesystem.is_some(),
+                disk: m.disk_filesystem().is_some(),
             });
-            disks.push(match m.filesystem {
+            disks.push(match m.disk_filesystem() {
                 None => None,
                 Some(fs) => {
                     Some(

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -18,7 +18,7 @@ use super::vm::{self, Hardware, Qmp, Start, Vm, VmPaths, SHARE_TAG};
 use super::QemuConfig;
 use crate::error::{BootError, CreateError, FaultError};
 use crate::host::conn::AgentConn;
-use crate::host::disk;
+use crate::host::disk::{self, Served};
 use crate::host::netlink::Req;
 use crate::host::ns;
 use crate::host::sweep::RunDir;
@@ -77,6 +77,9 @@ fn wait_running(qmp: &std::path::Path, until: Instant) -> io::Result<()> {
     }
 }
 
+/// How long a volatile disk's FUSE server may take to end once QEMU and this process let go.
+const SERVER_END: Duration = Duration::from_secs(5);
+
 /// How long a snapshot may take to write.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -88,6 +91,9 @@ pub(crate) struct Own {
     paths: VmPaths,
     /// The running QEMU; its pid is also in `pid` for teardown without the lock.
     vm: Mutex<Option<Vm>>,
+    /// For a machine that loses unsynced writes: the FUSE file over its image that QEMU uses
+    /// as the disk (`host::volatile`), and its server; replaced after each power cut.
+    volatile: Mutex<Option<(OwnedFd, Served)>>,
     pid: AtomicI32,
     /// Boots started so far (names the tap: `p<i>`, then `p<i>r<n>`).
     boots: AtomicU64,
@@ -187,6 +193,7 @@ pub fn create(
                         cgroup: vms.clone(),
                     },
                     vm: Mutex::new(None),
+                    volatile: Mutex::new(None),
                     pid: AtomicI32::new(0),
                     boots: AtomicU64::new(0),
                 },
@@ -216,15 +223,22 @@ impl NetShared {
                 .net
                 .machines
                 .iter()
-                .filter_map(|m| m.spec.filesystem.map(|fs| (m, fs)))
+                .filter_map(|m| m.spec.disk_filesystem().map(|fs| (m, fs)))
                 .map(|(m, fs)| {
                     s.spawn(move || {
-                        disk::make_image(&m.own.paths.image, fs).map_err(|source| {
-                            CreateError::Disk {
-                                machine: m.spec.id.clone(),
-                                source,
+                        let err = |source| CreateError::Disk {
+                            machine: m.spec.id.clone(),
+                            source,
+                        };
+                        disk::make_image(&m.own.paths.image, fs).map_err(err)?;
+                        if m.spec.lose_unsynced {
+                            let mut slot = m.own.volatile.lock().unwrap_or_else(|e| e.into_inner());
+                            if self.net.torn_down.load(Ordering::SeqCst) {
+                                return Err(err(io::Error::other("network was torn down")));
                             }
-                        })
+                            *slot = Some(self.open_volatile(m).map_err(err)?);
+                        }
+                        Ok(())
                     })
                 })
                 .collect();
@@ -233,6 +247,18 @@ impl NetShared {
                 .collect::<Result<Vec<()>, _>>()
         })?;
         Ok(())
+    }
+
+    /// Machine `m`'s image behind a volatile write cache: the FUSE file QEMU gets as its disk.
+    fn open_volatile(&self, m: &Machine) -> io::Result<(OwnedFd, Served)> {
+        let fuse = self.net.dir.join(format!("m{}.fuse", m.index));
+        let name = disk::volatile_name(&self.net.run.run, &self.net.name, m.index);
+        let run = &self.net.run;
+        let procs = run
+            .cgroups
+            .ensure_group(&run.run, "disks")?
+            .join("cgroup.procs");
+        disk::open_volatile(&m.own.paths.image, &fuse, &name, &self.config.agent, &procs)
     }
 
     /// What the agent of `m` becomes on Init.
@@ -250,7 +276,10 @@ impl NetShared {
                 .unwrap_or(0),
             entropy: sys::random_hex(32),
             data_dir: Some(m.data.to_string_lossy().into_owned()),
-            disk: m.own.disk.clone(),
+            disk: m.own.disk.clone().map(|d| GuestDisk {
+                volatile: m.spec.lose_unsynced,
+                ..d
+            }),
             // The guest sees the host's root at /host: resolve links here, where they point.
             services: services
                 .iter()
@@ -327,6 +356,12 @@ impl NetShared {
             if self.net.torn_down.load(Ordering::SeqCst) {
                 return Err(qemu_err(io::Error::other("network was torn down")));
             }
+            let volatile = m.own.volatile.lock().unwrap_or_else(|e| e.into_inner());
+            if m.spec.lose_unsynced && volatile.is_none() {
+                return Err(qemu_err(io::Error::other(
+                    "its disk was not brought back after a power cut",
+                )));
+            }
             let (vm, listener) = self
                 .net
                 .switch
@@ -337,10 +372,12 @@ impl NetShared {
                         &m.own.paths,
                         switch.fd.as_raw_fd(),
                         tap,
+                        volatile.as_ref().map(|(file, _)| file),
                         start,
                     )
                 })
                 .map_err(qemu_err)?;
+            drop(volatile);
             m.own.pid.store(vm.pid(), Ordering::SeqCst);
             *slot = Some(vm);
             listener
@@ -547,6 +584,57 @@ impl Switched for NetShared {
             conn.join();
         }
         result
+    }
+
+    /// QEMU is gone: the disk forgets what the guest had not flushed, and once the FUSE
+    /// server has ended, a fresh one serves the image (the durable state) to the next boot.
+    fn lose_unsynced(&self, m: &Machine) -> Result<(), FaultError> {
+        let err = |source| FaultError::Disk {
+            machine: m.spec.id.clone(),
+            source,
+        };
+        let mut slot = m.own.volatile.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((file, mut served)) = slot.take() else {
+            return Err(err(io::Error::other("it has no disk")));
+        };
+        let cut = served.cut();
+        drop(file);
+        cut.map_err(err)?;
+        if !served.wait_ended(SERVER_END) {
+            return Err(err(io::Error::other(format!(
+                "its FUSE server still ran after {SERVER_END:?}"
+            ))));
+        }
+        if self.net.torn_down.load(Ordering::SeqCst) {
+            return Err(FaultError::TornDown);
+        }
+        *slot = Some(self.open_volatile(m).map_err(err)?);
+        Ok(())
+    }
+
+    /// Every volatile disk's FUSE file and server (QEMU is gone).
+    fn remove_rest(&self, failures: &mut Vec<(String, io::Error)>) {
+        let served: Vec<Served> = self
+            .net
+            .machines
+            .iter()
+            .filter_map(|m| {
+                m.own
+                    .volatile
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+            })
+            .map(|(_file, served)| served)
+            .collect();
+        for s in served {
+            if !s.wait_ended(SERVER_END) {
+                failures.push((
+                    "FUSE server of a disk".into(),
+                    io::Error::other(format!("still running after {SERVER_END:?}")),
+                ));
+            }
+        }
     }
 
     /// Nothing to do: the tap is QEMU's alone and vanished with it.

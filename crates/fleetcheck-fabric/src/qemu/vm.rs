@@ -25,6 +25,9 @@ use crate::protocol::DISK_SERIAL;
 /// The fd number QEMU finds its tap on.
 const TAP_FD: RawFd = 3;
 
+/// The fd number QEMU finds a volatile disk on (`host::volatile`).
+const DISK_FD: RawFd = 4;
+
 /// Kernel command line of every VM. `tsc_early_khz` and `tsc=reliable`: without them guests
 /// hang when 4 or more boot at once under TCG (the TSC calibration races). The frequency must
 /// be the host's: under TCG and KVM alike the guest reads the host's TSC, and a wrong value
@@ -236,13 +239,14 @@ pub enum Start {
 }
 
 /// Starts QEMU: listens on the agent socket, spawns QEMU in the switch namespace with the tap
-/// as fd 3, and returns it with the listener (QEMU connects to it at start).
+/// as fd 3 (and a volatile disk's file as fd 4), and returns it with the listener (QEMU connects to it at start).
 pub fn spawn(
     hw: &Hardware,
     mac: [u8; 6],
     paths: &VmPaths,
     switch: RawFd,
     tap: OwnedFd,
+    volatile: Option<&OwnedFd>,
     start: &Start,
 ) -> io::Result<(Vm, UnixListener)> {
     let _ = fs::remove_file(&paths.agent);
@@ -284,7 +288,17 @@ pub fn spawn(
         ))
         .arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", paths.qmp.display()));
-    if hw.disk {
+    if hw.disk && volatile.is_some() {
+        // The FUSE file over the image: QEMU's writes stay in its cache until the guest
+        // flushes (cache=writeback: a guest flush is an fdatasync of the file), so a power cut
+        // loses what the guest had not flushed.
+        cmd.arg("-drive")
+            .arg(format!(
+                "file=/proc/self/fd/{DISK_FD},if=none,id=disk,format=raw,cache=writeback"
+            ))
+            .arg("-device")
+            .arg(format!("virtio-blk-device,drive=disk,serial={DISK_SERIAL}"));
+    } else if hw.disk {
         // cache=unsafe: the guest's flushes are no-ops, but every write reaches the image file
         // (the host's page cache) at once, so a power cut (SIGKILL of QEMU) loses only what the
         // guest had not written yet — as a crash would.
@@ -304,6 +318,18 @@ pub fn spawn(
         .stdout(log.try_clone()?)
         .stderr(log);
     let tap_fd = tap.as_raw_fd();
+    // A copy numbered 10 or more, so that the child's dup2 of the tap to 3 cannot overwrite it.
+    let disk_copy = volatile
+        .map(|f| {
+            // SAFETY: fcntl on a descriptor the caller keeps open; the new one is owned below.
+            crate::host::sys::check(unsafe {
+                libc::fcntl(f.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10)
+            })
+            // SAFETY: a fresh descriptor nobody else owns.
+            .map(|fd| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+        })
+        .transpose()?;
+    let disk_fd = disk_copy.as_ref().map_or(-1, |f| f.as_raw_fd());
     let procs = crate::host::sys::open(&paths.cgroup.join("cgroup.procs"), libc::O_WRONLY)?;
     let procs_fd = procs.as_raw_fd();
     let nice = hw.nice;
@@ -328,10 +354,15 @@ pub fn spawn(
             } else if libc::dup2(tap_fd, TAP_FD) < 0 {
                 return Err(io::Error::last_os_error());
             }
+            // Above 10 (see below): neither the tap's dup2 nor this one overwrites the other.
+            if disk_fd >= 0 && libc::dup2(disk_fd, DISK_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
             Ok(())
         });
     }
     let child = cmd.spawn()?;
+    drop(disk_copy);
     drop(tap);
     drop(procs);
     let pid = child.id() as i32;

@@ -13,7 +13,7 @@ use fleetcheck_fabric::{
 use crate::support::{backend, require_root, spawn_child_run, spec};
 
 /// Whether `mkfs.<fs>` exists for every file system; without, skips (or fails under CI).
-fn require_mkfs(test: &str) -> bool {
+pub fn require_mkfs(test: &str) -> bool {
     let missing: Vec<&str> = FileSystem::ALL
         .into_iter()
         .filter(|fs| disk::mkfs_path(*fs).is_none() || !disk::kernel_supports(*fs))

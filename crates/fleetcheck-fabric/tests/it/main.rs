@@ -8,5 +8,6 @@ mod host;
 mod isolation;
 mod limits;
 mod machines;
+mod power;
 mod qemu;
 mod support;

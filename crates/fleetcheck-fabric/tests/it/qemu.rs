@@ -268,8 +268,11 @@ fn qemu_child_for_ctrl_c() {
     }
     let backend = backend(true);
     let k = backend.installed_kernels()[0].release.clone();
+    // m1's disk is served by this process (a volatile disk): it must not outlive it either.
+    let mut m1 = machine(1, &k, 128);
+    m1.lose_unsynced = true;
     let net = backend
-        .create_qemu(&net_of(vec![machine(1, &k, 128), machine(2, &k, 128)]))
+        .create_qemu(&net_of(vec![m1, machine(2, &k, 128)]))
         .unwrap();
     for r in net.boot(&["m1", "m2"]) {
         r.unwrap();
@@ -289,8 +292,11 @@ fn qemu_child_for_kill_test() {
     }
     let backend = backend(true);
     let k = backend.installed_kernels()[0].release.clone();
+    // m1's disk is served by this process (a volatile disk): it must not outlive it either.
+    let mut m1 = machine(1, &k, 128);
+    m1.lose_unsynced = true;
     let net = backend
-        .create_qemu(&net_of(vec![machine(1, &k, 128), machine(2, &k, 128)]))
+        .create_qemu(&net_of(vec![m1, machine(2, &k, 128)]))
         .unwrap();
     for r in net.boot(&["m1", "m2"]) {
         r.unwrap();
@@ -536,5 +542,45 @@ fn qemu_guest_cannot_read_host_secrets() {
                  if [ -e $d ]; then echo shown $d; fi; done; \
                  test -f /etc/passwd && test -d /lib/modules/$(uname -r)/kernel && echo ok";
     assert_eq!(sh(&net, "m1", probe), "ok");
+    Box::new(net).teardown().unwrap();
+}
+
+/// A power cut of a VM whose disk loses unsynced writes: the guest's fsynced file survives,
+/// its unsynced one and a rename without fsync of the directory do not; a machine without
+/// the layer is refused.
+#[test]
+fn qemu_power_cut_keeps_only_what_the_guest_flushed() {
+    if !require_qemu("qemu_power_cut_keeps_only_what_the_guest_flushed") {
+        return;
+    }
+    let backend = backend(false);
+    let kernel = backend.installed_kernels()[0].release.clone();
+    let mut m1 = machine(1, &kernel, 128);
+    m1.lose_unsynced = true;
+    let net = backend
+        .create_qemu(&net_of(vec![m1, machine(2, &kernel, 128)]))
+        .unwrap();
+    let err = net.power_cut(&["m1", "m2"]).unwrap_err();
+    assert!(
+        matches!(&err, fleetcheck_fabric::FaultError::NotVolatile { machine } if machine == "m2"),
+        "{err}"
+    );
+    net.boot(&["m1"]).pop().unwrap().unwrap();
+    let files = "cd \"$FLEETCHECK_DATA\" && for f in $(ls | grep -v lost+found); do \
+                 printf '%s: %s\\n' \"$f\" \"$(cat $f)\"; done";
+    sh(
+        &net,
+        "m1",
+        "cd \"$FLEETCHECK_DATA\" && printf durable > d && printf v1 > f && sync d f . && \
+         printf v2 > t && sync t && mv t f && printf lost > l",
+    );
+    assert_eq!(sh(&net, "m1", files), "d: durable\nf: v2\nl: lost");
+    net.power_cut(&["m1"]).unwrap();
+    assert_eq!(
+        net.status("m1"),
+        Some(fleetcheck_fabric::MachineStatus::Off)
+    );
+    net.boot(&["m1"]).pop().unwrap().unwrap();
+    assert_eq!(sh(&net, "m1", files), "d: durable\nf: v1\nt: v2");
     Box::new(net).teardown().unwrap();
 }

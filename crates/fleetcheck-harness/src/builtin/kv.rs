@@ -17,9 +17,12 @@ use fleetcheck_engine::history::Outcome as OpOutcome;
 use fleetcheck_engine::linearizability::{check_with, Limits};
 use fleetcheck_engine::{KvRet, KvSpec, Linearizability};
 use fleetcheck_fabric::Network;
-use fleetcheck_scenarios::kv::{AnyStore, KvCmd, KvModel, KvSystem};
+use fleetcheck_scenarios::kv::{AnyStore, KvCmd, KvModel, KvSystem, Store};
 
 use crate::report::capture::{ClientOp, Inspect};
+
+/// Cases of etcd or Redis per CPU by default (see [`Scenario::default_workers`]).
+const WORKERS_ON_MACHINES: usize = 2;
 
 impl Draw for KvModel {
     fn timeline(
@@ -119,9 +122,13 @@ impl Draw for KvModel {
     }
 }
 
-impl Inspect<KvModel> for KvSystem<AnyStore> {
+/// Any kv store's system: the built-in stores and scenario files' alike.
+impl<S: Store + std::fmt::Debug + Clone + 'static> Inspect<KvModel> for KvSystem<S>
+where
+    S::Cluster: std::fmt::Debug + 'static,
+{
     fn network<'a>(&self, instance: &'a Self::Instance) -> Option<&'a dyn Network> {
-        instance.cluster().network()
+        self.store().network(instance.cluster())
     }
 
     fn history(&self, instance: &Self::Instance) -> Option<RecordedHistory> {
@@ -213,6 +220,15 @@ impl Scenario for Kv {
     fn on_machines(&self, system: Option<&str>) -> bool {
         !system.unwrap_or(SYSTEMS[0]).starts_with("memory")
     }
+    /// The in-memory stores compute and wait for nothing: four cases per CPU. A case of etcd
+    /// or Redis runs a server per node and waits on it: WORKERS_ON_MACHINES per CPU.
+    fn default_workers(&self, system: Option<&str>) -> usize {
+        if self.on_machines(system) {
+            crate::run::per_cpu(WORKERS_ON_MACHINES)
+        } else {
+            crate::run::per_cpu(4)
+        }
+    }
     /// All of [`kv::programs`]; the server's is not needed when `[services.<name>]` lists
     /// versions of it.
     fn programs(&self, system: Option<&str>, config: &ScenarioConfig) -> Vec<NeededProgram> {
@@ -226,27 +242,13 @@ impl Scenario for Kv {
             })
             .collect()
     }
-    /// The nodes must meet the backend's memory floor, and fit the host on qemu.
     fn check_fits(
         &self,
         config: &ScenarioConfig,
         backend: &dyn Backend,
         _system: Option<&str>,
     ) -> Result<(), Fail> {
-        let floor = backend.min_memory_mb();
-        if config.kv.memory_mb < floor {
-            return Err(Fail::usage(anyhow::anyhow!(
-                "kv.memory_mb is {} MiB but the {} backend needs at least {floor} MiB",
-                config.kv.memory_mb,
-                backend.name()
-            )));
-        }
-        crate::run::check_vms_fit(
-            backend,
-            config.kv.nodes.1,
-            config.kv.memory_mb,
-            "kv.memory_mb",
-        )
+        check_nodes_fit(config, backend)
     }
     fn machines(&self, state: &KvState) -> Value {
         serde_json::to_value(&state.machines).unwrap_or(Value::Null)
@@ -263,4 +265,23 @@ impl Scenario for Kv {
             ),
         })
     }
+}
+
+/// The nodes (`[kv] nodes` of `[kv] memory_mb`) must meet the backend's memory floor, and fit
+/// the host on qemu: for kv and scenario files of its workload.
+pub fn check_nodes_fit(config: &ScenarioConfig, backend: &dyn Backend) -> Result<(), Fail> {
+    let floor = backend.min_memory_mb();
+    if config.kv.memory_mb < floor {
+        return Err(Fail::usage(anyhow::anyhow!(
+            "kv.memory_mb is {} MiB but the {} backend needs at least {floor} MiB",
+            config.kv.memory_mb,
+            backend.name()
+        )));
+    }
+    crate::run::check_vms_fit(
+        backend,
+        config.kv.nodes.1,
+        config.kv.memory_mb,
+        "kv.memory_mb",
+    )
 }

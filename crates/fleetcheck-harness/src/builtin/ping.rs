@@ -83,6 +83,9 @@ impl Scenario for Ping {
     ) -> PingSystem {
         PingSystem::new(backend, config)
     }
+    fn default_workers(&self, _system: Option<&str>) -> usize {
+        PingSystem::default_workers()
+    }
     fn machines(&self, state: &PingState) -> Value {
         serde_json::to_value(&state.machines).unwrap_or(Value::Null)
     }

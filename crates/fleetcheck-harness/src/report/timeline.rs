@@ -295,6 +295,12 @@ pub fn cluster_timeline<M: Model>(
                 states.set(&machine, "down", to);
                 bands.close(|k| k != format!("pause {machine}"), to);
             }
+            Effect::PowerCut { machines } => {
+                for machine in machines {
+                    states.set(&machine, "down", to);
+                    bands.close(|k| k != format!("pause {machine}"), to);
+                }
+            }
             Effect::Pause { machine } => bands.open(
                 format!("pause {machine}"),
                 band(vec![machine], "pause", "paused".into()),

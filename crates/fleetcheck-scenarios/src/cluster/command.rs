@@ -76,6 +76,12 @@ pub enum ClusterCmd {
     },
     /// Remove every partition, block and loss.
     Heal,
+    /// Power loss of these machines at once (running or paused): they are off afterwards, and
+    /// their disks keep only what was fsynced.
+    PowerCut {
+        /// The machines.
+        machines: Vec<String>,
+    },
     /// A rolling upgrade: the machine gets `version` of `service` (shut down first if
     /// running, booted again afterwards, its data kept; a machine that is off only gets it).
     Upgrade {
@@ -152,6 +158,11 @@ pub enum Effect {
     },
     /// The network faults end when the bar begins.
     Heal,
+    /// The machines are down after the bar, their unsynced writes lost.
+    PowerCut {
+        /// The machines.
+        machines: Vec<String>,
+    },
 }
 
 impl ClusterCmd {
@@ -224,6 +235,13 @@ impl ClusterCmd {
                 ClusterCmd::Loss { machine, percent }
             }
             "heal" => ClusterCmd::Heal,
+            "power-cut" => {
+                let machines: Vec<String> = words[1..].iter().map(|w| w.to_string()).collect();
+                if machines.is_empty() {
+                    return Err("`power-cut` needs one or more machines".into());
+                }
+                ClusterCmd::PowerCut { machines }
+            }
             "upgrade" => {
                 let what = "a machine, a service and a version";
                 ClusterCmd::Upgrade {
@@ -247,7 +265,10 @@ impl ClusterCmd {
             | ClusterCmd::Resume { machine }
             | ClusterCmd::Loss { machine, .. }
             | ClusterCmd::Upgrade { machine, .. } => Some(machine),
-            ClusterCmd::Partition { .. } | ClusterCmd::Block { .. } | ClusterCmd::Heal => None,
+            ClusterCmd::Partition { .. }
+            | ClusterCmd::Block { .. }
+            | ClusterCmd::Heal
+            | ClusterCmd::PowerCut { .. } => None,
         }
     }
 
@@ -264,6 +285,7 @@ impl ClusterCmd {
             ClusterCmd::Block { .. } => "Block",
             ClusterCmd::Loss { .. } => "Loss",
             ClusterCmd::Heal => "Heal",
+            ClusterCmd::PowerCut { .. } => "PowerCut",
             ClusterCmd::Upgrade { .. } => "Upgrade",
         }
     }
@@ -285,6 +307,7 @@ impl ClusterCmd {
             ClusterCmd::Block { from, to } => format!("Block({from} -/-> {to})"),
             ClusterCmd::Loss { machine, percent } => format!("Loss({machine}, {percent}%)"),
             ClusterCmd::Heal => "Heal".to_string(),
+            ClusterCmd::PowerCut { machines } => format!("PowerCut({})", machines.join(" ")),
             ClusterCmd::Upgrade {
                 machine,
                 service,
@@ -320,6 +343,14 @@ impl ClusterCmd {
             ClusterCmd::Block { from, to } => from != to && exists(from) && exists(to),
             ClusterCmd::Loss { machine, percent } => *percent <= 100 && exists(machine),
             ClusterCmd::Heal => s.network_faulty(),
+            ClusterCmd::PowerCut { machines } => {
+                let distinct: std::collections::BTreeSet<&String> = machines.iter().collect();
+                !machines.is_empty()
+                    && distinct.len() == machines.len()
+                    && machines
+                        .iter()
+                        .all(|id| machine(id).is_some_and(|m| m.running && m.lose_unsynced))
+            }
             ClusterCmd::Upgrade {
                 machine: id,
                 service,
@@ -332,10 +363,18 @@ impl ClusterCmd {
         }
     }
 
-    /// Simpler commands to try in its place while shrinking: lighter loss, earlier (preferred)
-    /// versions (of any role's list; the precondition keeps those the machine's allows).
+    /// Simpler commands to try in its place while shrinking: lighter loss, a power cut of
+    /// fewer machines, earlier (preferred) versions (of any role's list; the precondition keeps
+    /// those the machine's allows).
     pub fn shrink(&self, plan: &Plan) -> Vec<ClusterCmd> {
         match self {
+            ClusterCmd::PowerCut { machines } if machines.len() > 1 => (0..machines.len())
+                .map(|i| {
+                    let mut fewer = machines.clone();
+                    fewer.remove(i);
+                    ClusterCmd::PowerCut { machines: fewer }
+                })
+                .collect(),
             ClusterCmd::Loss { machine, percent } if *percent > 20 => vec![ClusterCmd::Loss {
                 machine: machine.clone(),
                 percent: 20,
@@ -370,7 +409,7 @@ impl ClusterCmd {
     pub fn cost(&self) -> u32 {
         match self {
             ClusterCmd::Boot { .. } => 3,
-            ClusterCmd::Restart { .. } => 5,
+            ClusterCmd::Restart { .. } | ClusterCmd::PowerCut { .. } => 5,
             // A shutdown and a boot.
             ClusterCmd::Upgrade { .. } => 4,
             ClusterCmd::Shutdown { .. } | ClusterCmd::Heal => 1,
@@ -404,6 +443,10 @@ impl ClusterCmd {
             ClusterCmd::Block { from, to } => net.block(from, to)?,
             ClusterCmd::Loss { machine, percent } => net.loss(machine, *percent)?,
             ClusterCmd::Heal => net.heal()?,
+            ClusterCmd::PowerCut { machines } => {
+                let ids: Vec<&str> = machines.iter().map(String::as_str).collect();
+                net.power_cut(&ids)?
+            }
             ClusterCmd::Upgrade {
                 machine,
                 service,
@@ -459,6 +502,9 @@ impl ClusterCmd {
                 percent: *percent,
             },
             ClusterCmd::Heal => Effect::Heal,
+            ClusterCmd::PowerCut { machines } => Effect::PowerCut {
+                machines: machines.clone(),
+            },
             // A running machine goes down and boots again within the bar.
             ClusterCmd::Upgrade { machine, .. } => {
                 if s.machine(machine).is_some_and(|x| x.running) {

@@ -19,17 +19,22 @@ pub enum Fault {
     Loss,
     /// A rolling upgrade: another version of a machine's service (`"upgrade"`).
     Upgrade,
+    /// Power loss of one or more machines at once: the writes they had not fsynced are lost
+    /// (`"power-cut"`; machines need `[machine] lose_unsynced = true`).
+    #[serde(rename = "power-cut")]
+    PowerCut,
 }
 
 impl Fault {
     /// Every kind, in the order they are listed.
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 7] = [
         Fault::Crash,
         Fault::Pause,
         Fault::Partition,
         Fault::Block,
         Fault::Loss,
         Fault::Upgrade,
+        Fault::PowerCut,
     ];
 
     /// Its name in a configuration file.
@@ -41,6 +46,7 @@ impl Fault {
             Fault::Block => "block",
             Fault::Loss => "loss",
             Fault::Upgrade => "upgrade",
+            Fault::PowerCut => "power-cut",
         }
     }
 

@@ -56,13 +56,16 @@ pub enum Kind {
     Heal,
     /// A machine gets another version of a service.
     Upgrade,
+    /// Power loss of one or more machines at once.
+    PowerCut,
 }
 
 /// The weight of each generated fault kind (against, e.g., kv's client batches at 6 and
 /// ping's online pings at 4): faults are rarer than the work they disturb, and undoing one
 /// (restart, resume, heal) twice as likely as causing it, so cases spend time both in and
 /// out of faults.
-const WEIGHTS: [(Kind, u32); 9] = [
+/// New kinds go at the end, so every seed of a configuration without them keeps its case.
+const WEIGHTS: [(Kind, u32); 10] = [
     (Kind::Crash, 1),
     (Kind::Restart, 2),
     (Kind::Pause, 1),
@@ -72,6 +75,7 @@ const WEIGHTS: [(Kind, u32); 9] = [
     (Kind::Loss, 1),
     (Kind::Heal, 2),
     (Kind::Upgrade, 1),
+    (Kind::PowerCut, 1),
 ];
 
 impl Plan {
@@ -124,7 +128,10 @@ impl ClusterState {
             .into_iter()
             .filter(|(kind, _)| match kind {
                 Kind::Crash => plan.has(Fault::Crash) && self.machines.iter().any(|m| m.running),
-                Kind::Restart => plan.has(Fault::Crash) && self.machines.iter().any(|m| !m.running),
+                Kind::Restart => {
+                    (plan.has(Fault::Crash) || plan.has(Fault::PowerCut))
+                        && self.machines.iter().any(|m| !m.running)
+                }
                 Kind::Pause => plan.has(Fault::Pause) && self.machines.iter().any(Machine::awake),
                 Kind::Resume => plan.has(Fault::Pause) && self.machines.iter().any(|m| m.paused),
                 Kind::Partition => {
@@ -137,6 +144,10 @@ impl ClusterState {
                 Kind::Loss => plan.has(Fault::Loss) && some_up,
                 Kind::Heal => some_up && self.network_faulty(),
                 Kind::Upgrade => !self.upgrades(plan).is_empty(),
+                Kind::PowerCut => {
+                    plan.has(Fault::PowerCut)
+                        && self.machines.iter().any(|m| m.running && m.lose_unsynced)
+                }
                 Kind::Boot | Kind::Shutdown => false,
             })
             .map(|(kind, weight)| (weight, kind))
@@ -178,6 +189,17 @@ impl ClusterState {
             },
             Kind::Heal => ClusterCmd::Heal,
             Kind::Upgrade => g.choose(&self.upgrades(plan))?.clone(),
+            // One machine, or (a third of the time) every one that can be cut: a coordinated
+            // power loss, the shape that loses data replication was meant to keep.
+            Kind::PowerCut => {
+                let can = self.ids(|m| m.running && m.lose_unsynced);
+                let machines = if g.bool(1.0 / 3.0) {
+                    can
+                } else {
+                    vec![g.choose(&can)?.clone()]
+                };
+                ClusterCmd::PowerCut { machines }
+            }
         })
     }
 }

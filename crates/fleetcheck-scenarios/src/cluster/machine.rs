@@ -45,6 +45,10 @@ pub struct Machine {
     /// The version of each service it runs (labels of `[services.<name>]`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub versions: BTreeMap<String, String>,
+    /// Whether its data directory loses what was not fsynced on a power cut (`[machine]
+    /// lose_unsynced`): then `PowerCut` may cut it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lose_unsynced: bool,
     /// A kv node's `version` of replay files before the cluster layer, which named no
     /// service: refused on reading, in one sentence.
     #[serde(
@@ -93,6 +97,7 @@ impl Machine {
             role: String::new(),
             filesystem: None,
             versions: BTreeMap::new(),
+            lose_unsynced: false,
             unnamed_version: (),
         }
     }
@@ -161,6 +166,7 @@ impl Machine {
             setup,
             filesystem: self.filesystem,
             services,
+            lose_unsynced: self.lose_unsynced,
         })
     }
 }

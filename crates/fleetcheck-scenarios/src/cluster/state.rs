@@ -123,6 +123,40 @@ impl ClusterState {
         self.partitioned || !self.cuts.is_empty() || !self.loss.is_empty()
     }
 
+    /// `up: a b; off: c; paused: b; partitioned; cut: a-/->c; loss: a 20%`: the machines'
+    /// power and the faults in force, one line, as steps and timelines show it.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let list = |ids: Vec<String>| {
+            if ids.is_empty() {
+                "-".to_string()
+            } else {
+                ids.join(" ")
+            }
+        };
+        let mut out = format!("up: {}; off: {}", list(self.up()), list(self.down()));
+        let paused = self.paused();
+        if !paused.is_empty() {
+            let _ = write!(out, "; paused: {}", paused.join(" "));
+        }
+        if self.partitioned {
+            out.push_str("; partitioned");
+        }
+        if !self.cuts.is_empty() {
+            let cuts: Vec<String> = self
+                .cuts
+                .iter()
+                .map(|(a, b)| format!("{a}-/->{b}"))
+                .collect();
+            let _ = write!(out, "; cut: {}", cuts.join(" "));
+        }
+        if !self.loss.is_empty() {
+            let loss: Vec<String> = self.loss.iter().map(|(m, p)| format!("{m} {p}%")).collect();
+            let _ = write!(out, "; loss: {}", loss.join(" "));
+        }
+        out
+    }
+
     /// The state after infrastructure command `c`.
     pub fn next_state(&self, c: &ClusterCmd) -> ClusterState {
         let mut next = self.clone();
@@ -155,6 +189,11 @@ impl ClusterState {
             }
             ClusterCmd::Loss { machine, percent } => {
                 next.loss.insert(machine.clone(), *percent);
+            }
+            ClusterCmd::PowerCut { machines } => {
+                for id in machines {
+                    set(id, Power::Off);
+                }
             }
             ClusterCmd::Heal => {
                 next.cuts.clear();

@@ -19,7 +19,7 @@ mod anomaly;
 pub mod etcd;
 pub mod memory;
 pub mod redis;
-pub(crate) mod service;
+pub mod service;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -68,6 +68,10 @@ pub struct KvConfig {
     /// two or more versions, and not in the default list).
     #[serde(deserialize_with = "kv_faults")]
     pub faults: Vec<Fault>,
+    /// The operations clients issue (default all: put, get, delete, cas), each with its fixed
+    /// weight (3, 3, 1, 1).
+    #[serde(deserialize_with = "op_kinds")]
+    pub ops: Vec<OpKind>,
     /// The older name of `[machine] filesystem` for kv's nodes (still read; not with it).
     #[serde(deserialize_with = "crate::config::one_or_many")]
     pub filesystem: Vec<fleetcheck_fabric::FileSystem>,
@@ -89,9 +93,73 @@ impl Default for KvConfig {
                 Fault::Block,
                 Fault::Loss,
             ],
+            ops: OpKind::ALL.to_vec(),
             filesystem: Vec::new(),
         }
     }
+}
+
+/// A kind of client operation (`[kv] ops`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    /// `put`.
+    Put,
+    /// `get`.
+    Get,
+    /// `delete`.
+    Delete,
+    /// `cas` (compare-and-set).
+    Cas,
+}
+
+impl OpKind {
+    /// Every kind, in the order of their weights.
+    pub const ALL: [OpKind; 4] = [OpKind::Put, OpKind::Get, OpKind::Delete, OpKind::Cas];
+
+    /// Its name in `[kv] ops` and `[client]`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Put => "put",
+            OpKind::Get => "get",
+            OpKind::Delete => "delete",
+            OpKind::Cas => "cas",
+        }
+    }
+
+    /// How often it is drawn against the others.
+    fn weight(self) -> u32 {
+        match self {
+            OpKind::Put | OpKind::Get => 3,
+            OpKind::Delete | OpKind::Cas => 1,
+        }
+    }
+}
+
+fn op_kinds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<OpKind>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    let mut kinds = Vec::new();
+    for name in &names {
+        let kind = OpKind::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "kv.ops names `{name}`, which is not one of put, get, delete, cas"
+                ))
+            })?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    if kinds.is_empty() {
+        return Err(serde::de::Error::custom(
+            "kv.ops must name at least one operation",
+        ));
+    }
+    // Drawn in the fixed order, whatever the order listed.
+    kinds.sort();
+    Ok(kinds)
 }
 
 /// The subnet of every kv cluster.
@@ -177,7 +245,11 @@ pub struct KvService {
 impl KvService {
     /// The versions of store `system`'s service that `config` lists, if it lists any.
     pub fn for_system(config: &ScenarioConfig, system: &str) -> Option<Self> {
-        let name = service_of(system)?;
+        Self::named(config, service_of(system)?)
+    }
+
+    /// The versions of service `name` that `config` lists, if it lists any.
+    pub fn named(config: &ScenarioConfig, name: &str) -> Option<Self> {
         let versions = config.services.get(name)?.versions.clone();
         (!versions.is_empty()).then(|| KvService {
             name: name.to_string(),
@@ -195,7 +267,11 @@ impl KvService {
         service
             .map(|s| {
                 let versions = s.versions.clone();
-                (s.name.clone(), ServiceConfig { versions })
+                let config = ServiceConfig {
+                    versions,
+                    ..ServiceConfig::default()
+                };
+                (s.name.clone(), config)
             })
             .into_iter()
             .collect()
@@ -291,12 +367,20 @@ pub struct KvModel {
     /// The file systems of the nodes' data directories, the first preferred (`[machine]
     /// filesystem`, or the older `[kv] filesystem`); empty: a directory of the host's.
     pub filesystems: Vec<fleetcheck_fabric::FileSystem>,
+    /// Whether nodes lose unsynced writes on a power cut (`[machine] lose_unsynced`).
+    pub lose_unsynced: bool,
 }
 
 impl KvModel {
     /// The model for store `system` under `config`: its `[kv]` knobs, the file systems of
     /// `[machine]` and the versions of the store's service (see [`service_of`]).
     pub fn new(config: &ScenarioConfig, system: &str) -> Self {
+        Self::for_service(config, service_of(system))
+    }
+
+    /// The model under `config` whose nodes run versions of `service` (`[services.<name>]`),
+    /// if it lists any: the one constructor of [`KvModel::new`] and scenario files.
+    pub fn for_service(config: &ScenarioConfig, service: Option<&str>) -> Self {
         let filesystems = if config.kv.filesystem.is_empty() {
             config.machine.filesystem.clone()
         } else {
@@ -304,8 +388,9 @@ impl KvModel {
         };
         Self {
             config: config.kv.clone(),
-            service: KvService::for_system(config, system),
+            service: service.and_then(|name| KvService::named(config, name)),
             filesystems,
+            lose_unsynced: config.machine.lose_unsynced,
         }
     }
 
@@ -336,6 +421,7 @@ impl KvModel {
             kernels: Vec::new(),
             setup: Vec::new(),
             filesystem: self.filesystems.clone(),
+            lose_unsynced: self.lose_unsynced,
             versions: self
                 .service
                 .iter()
@@ -393,6 +479,7 @@ impl Model for KvModel {
                 ip,
             );
             node.running = true;
+            node.lose_unsynced = self.lose_unsynced;
             // Drawn only when configured, so other configurations give the same cases.
             node.filesystem = g.choose(&self.filesystems).copied();
             if let Some(v) = g.choose(self.versions()) {
@@ -461,6 +548,8 @@ impl Model for KvModel {
         Some(match g.frequency(&kinds)? {
             Pick::Cluster(kind) => KvCmd::Cluster(s.draw(*kind, &plan, g)?),
             Pick::Ops => {
+                let kinds: Vec<(u32, OpKind)> =
+                    self.config.ops.iter().map(|k| (k.weight(), *k)).collect();
                 let workers = g.range(1..=self.config.workers.max(1));
                 let mut ops = Vec::new();
                 for worker in 0..workers {
@@ -468,11 +557,11 @@ impl Model for KvModel {
                         let node = g.choose(&awake)?.clone();
                         let key = g.range(0..=self.config.keys.max(1) - 1);
                         let value = g.range(0..=99u64);
-                        let op = match g.frequency(&[(3, 0u8), (3, 1), (1, 2), (1, 3)])? {
-                            0 => KvOp::Put(key, value),
-                            1 => KvOp::Get(key),
-                            2 => KvOp::Delete(key),
-                            _ => KvOp::Cas {
+                        let op = match g.frequency(&kinds)? {
+                            OpKind::Put => KvOp::Put(key, value),
+                            OpKind::Get => KvOp::Get(key),
+                            OpKind::Delete => KvOp::Delete(key),
+                            OpKind::Cas => KvOp::Cas {
                                 key,
                                 expected: g.bool(0.7).then(|| g.range(0..=99u64)),
                                 new: value,
@@ -645,30 +734,7 @@ impl Model for KvModel {
     }
 
     fn summarize_state(&self, s: &KvState) -> String {
-        let list = |ids: Vec<String>| {
-            if ids.is_empty() {
-                "-".to_string()
-            } else {
-                ids.join(" ")
-            }
-        };
-        let mut out = format!("up: {}; down: {}", list(s.awake()), list(s.down()));
-        let paused = s.paused();
-        if !paused.is_empty() {
-            let _ = write!(out, "; paused: {}", paused.join(" "));
-        }
-        if s.partitioned {
-            out.push_str("; partitioned");
-        }
-        if !s.partitioned && !s.cuts.is_empty() {
-            let cuts: Vec<String> = s.cuts.iter().map(|(a, b)| format!("{a}-/->{b}")).collect();
-            let _ = write!(out, "; cut: {}", cuts.join(" "));
-        }
-        if !s.loss.is_empty() {
-            let loss: Vec<String> = s.loss.iter().map(|(m, p)| format!("{m} {p}%")).collect();
-            let _ = write!(out, "; loss: {}", loss.join(" "));
-        }
-        out
+        s.summary()
     }
 
     fn command_name(&self, c: &KvCmd) -> String {
@@ -712,6 +778,7 @@ pub fn network_spec(
         setup: Vec::new(),
         filesystem: Vec::new(),
         versions: BTreeMap::new(),
+        lose_unsynced: false,
     };
     state.network_spec(&[domain], &KvService::services(service))
 }
@@ -794,6 +861,14 @@ pub trait Store: Send + Sync {
     }
     /// Stops and removes the cluster.
     fn stop(&self, cluster: Self::Cluster) -> Result<(), Abort>;
+    /// The machines of `cluster`, for reports (their logs and disks); `None` for a store that
+    /// runs on none.
+    fn network<'a>(
+        &self,
+        _cluster: &'a Self::Cluster,
+    ) -> Option<&'a dyn fleetcheck_fabric::Network> {
+        None
+    }
 }
 
 /// One case's live cluster and the history of its client operations.
@@ -836,6 +911,11 @@ pub struct KvSystem<S> {
 }
 
 impl<S> KvSystem<S> {
+    /// Its store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
     /// A system on `store`.
     pub fn new(store: S) -> Self {
         Self {
@@ -1087,6 +1167,10 @@ impl Store for AnyStore {
 
     fn heal(&self, cluster: &AnyCluster, state: &KvState) -> Result<(), Abort> {
         dispatch!(self, cluster, |s, c| s.heal(c, state))
+    }
+
+    fn network<'a>(&self, cluster: &'a AnyCluster) -> Option<&'a dyn fleetcheck_fabric::Network> {
+        cluster.network()
     }
 
     fn stop(&self, cluster: AnyCluster) -> Result<(), Abort> {

@@ -151,6 +151,8 @@ impl SqlModel {
             setup: Vec::new(),
             filesystem: self.filesystems.clone(),
             versions: BTreeMap::new(),
+            // No power cuts yet: see the module docs of `postgres`.
+            lose_unsynced: false,
         }
     }
 

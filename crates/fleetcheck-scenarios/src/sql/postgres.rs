@@ -9,7 +9,10 @@
 //! second is a streaming replica of the first (`pg_basebackup -R`); clients use the primary
 //! only (reads from an asynchronous replica are stale by design, so no claim but read
 //! uncommitted would hold for them). After a `Restart` the node's server starts again on its
-//! data directory (crash recovery); the sessions of a crashed primary are closed.
+//! data directory (crash recovery); the sessions of a crashed primary are closed. Power cuts
+//! (`[machine] lose_unsynced`) are not offered yet: they put a node's disk behind a FUSE write
+//! cache, where the server's Unix socket, through which the host's sessions connect, has not
+//! been tried.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! namespace or cgroup: nothing is built before the input is checked).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
@@ -444,23 +444,6 @@ fn table() -> Vec<Row> {
 }
 
 /// Runs `cmd` and returns its pid, exit code, stdout and stderr.
-fn output(mut cmd: Command) -> (u32, i32, String, String) {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("fleetcheck starts");
-    let pid = child.id();
-    let out = child.wait_with_output().expect("fleetcheck ends");
-    (
-        pid,
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn write_replay(dir: &Path, n: usize, mut case: Value, change: fn(&mut Value)) -> PathBuf {
     change(&mut case);
     let path = dir.join(format!("replay-{n}.json"));
@@ -487,7 +470,7 @@ fn bad_input_is_one_sentence_with_its_exit_code_and_builds_nothing() {
                 cmd.arg(write_replay(&dir, n, kv_case(), change));
             }
         }
-        let (pid, code, stdout, stderr) = output(cmd);
+        let (pid, code, stdout, stderr) = crate::run_with_pid(cmd);
         let lines = stderr.trim_end().lines().count();
         let ok = code == r.code
             && code != 101
@@ -551,7 +534,7 @@ fn a_missing_service_program_exits_3_naming_its_package_before_anything_is_built
                 .arg(env!("CARGO_BIN_EXE_fleetcheck"))
                 .args(args)
                 .current_dir(&dir);
-            let (pid, code, stdout, stderr) = output(cmd);
+            let (pid, code, stdout, stderr) = crate::run_with_pid(cmd);
             if args[0] == "doctor" {
                 // A note, not a failure: only runs of that system need it.
                 let want = format!("note    program of kv --system {system}: {program} ");

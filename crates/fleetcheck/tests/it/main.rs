@@ -11,6 +11,8 @@ mod machine;
 mod netns;
 mod qemu;
 mod report;
+mod rust_example;
+mod scenario_file;
 mod signals;
 mod sql;
 mod up;
@@ -44,6 +46,25 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
         status.code().unwrap_or(-1),
         String::from_utf8_lossy(&stdout).into_owned(),
         String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// Runs it with no input and returns (its pid, exit code, stdout, stderr): the pid names the
+/// runs it owned (`netns::runs_of`).
+pub fn run_with_pid(mut cmd: Command) -> (u32, i32, String, String) {
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("fleetcheck starts");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("fleetcheck ends");
+    (
+        pid,
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 

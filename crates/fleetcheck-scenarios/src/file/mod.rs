@@ -1,0 +1,248 @@
+//! Scenario files: a system of your own under test from one TOML file, without Rust.
+//!
+//! A scenario file is a configuration file (`[network]`, `[machine]`, `[services]`, `[kv]`, …)
+//! with a `[scenario]` section that names it and its workload, services that say how they
+//! run (`start`, `ready`, `serving`, `after` in `[services.<name>]`), and a `[client]` section
+//! that says how one client operation runs. `fleetcheck run FILE.toml` runs it with the
+//! workload's model and checker; everything else (faults, shrinking, replay, reports) is the
+//! framework's. The workload today is `kv`: the kv scenario's model (batches of concurrent
+//! put / get / delete / compare-and-set over a few keys, under the cluster layer's faults) and
+//! its linearizability checker, with the store given by the file ([`store::FileStore`]).
+//!
+//! Templates ([`template`]) are filled in per machine (services) and per operation (client):
+//! see [`SERVICE_VARIABLES`] and [`CLIENT_VARIABLES`]; `{peers|[id]=http://[ip]:2380|,}` lists
+//! every machine of the case. Each is read, and refused in one sentence naming the key and its
+//! line, when the file is read.
+
+pub mod store;
+pub mod template;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, ScenarioConfig};
+use template::Template;
+
+/// `[scenario]` of a scenario file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioSection {
+    /// Its name in reports, replay files and `fleetcheck list`: letters, digits and `-`.
+    pub name: String,
+    /// One line on what it tests.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub about: String,
+    /// Its workload and checker.
+    #[serde(default)]
+    pub workload: Workload,
+}
+
+/// A scenario file's workload: its operations and how a history of them is judged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// Keys and values: put, get, delete and compare-and-set, checked for linearizability
+    /// (the kv scenario's model; its knobs are `[kv]`'s).
+    #[default]
+    Kv,
+}
+
+/// `[client]`: how one client operation runs, as a command in the machine it goes to. The
+/// command's exit status 0 is an answer; any other, or no answer within `[kv] op_timeout_ms`,
+/// is a failure for a read (it changed nothing) and unknown for a write (it may have taken
+/// effect), unless its error output contains one of `refused` (then it surely did not).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Writes `{value}` at `{key}`.
+    pub put: Option<String>,
+    /// Prints the value at `{key}` (`absent` when there is none).
+    pub get: Option<String>,
+    /// Removes `{key}`.
+    pub delete: Option<String>,
+    /// Writes `{new}` at `{key}` if it holds `{expected}`; prints `swapped` or `not_swapped`.
+    pub cas: Option<String>,
+    /// Writes `{new}` at `{key}` if it holds nothing (default: `cas` with an empty
+    /// `{expected}`).
+    pub cas_absent: Option<String>,
+    /// The first line of a `cas` that swapped.
+    pub swapped: Option<String>,
+    /// The first line of a `cas` that did not (anything else: unknown).
+    pub not_swapped: Option<String>,
+    /// What `get` prints for a key that holds nothing (default: nothing).
+    #[serde(default)]
+    pub absent: String,
+    /// Error output that means the operation surely did not happen (e.g. `connection
+    /// refused`).
+    #[serde(default)]
+    pub refused: Vec<String>,
+}
+
+/// The variables of a service's `start`, `ready` and `serving`: the machine's `{id}`, `{ip}`,
+/// `{role}`, its data directory `{data}`, the `{version}` of this service it runs (`host` for
+/// the host's program), a `{token}` unique to the case; plus `{peers|FORMAT|SEP}`.
+pub const SERVICE_VARIABLES: &[&str] = &["id", "ip", "role", "data", "version", "token"];
+
+/// The variables of a client operation: `{key}`, `{value}` (put), `{expected}` and `{new}`
+/// (cas), the machine it goes to (`{node}`, `{node_ip}`), `{timeout_ms}` (`[kv]
+/// op_timeout_ms`), `{token}`; plus `{peers|FORMAT|SEP}`.
+pub const CLIENT_VARIABLES: &[&str] = &[
+    "key",
+    "value",
+    "expected",
+    "new",
+    "node",
+    "node_ip",
+    "timeout_ms",
+    "token",
+];
+
+/// The service whose versions a scenario file's nodes run: the first that starts and lists
+/// versions (in start order).
+pub fn versioned_service(config: &ScenarioConfig) -> Option<String> {
+    store::start_order(config)
+        .ok()?
+        .into_iter()
+        .find(|name| !config.services[name].versions.is_empty())
+}
+
+/// The line of `text` (1-based) where `needle` first appears, for messages; `None` if it
+/// does not.
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.find(needle)
+        .map(|at| text[..at].lines().count().max(1))
+}
+
+/// Checks the scenario-file parts of `config`: they only appear with `[scenario]`; a name;
+/// services that start; every template; the client's operations for the workload's.
+pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
+    let err = |m: String| Err(ConfigError(m));
+    let running: Vec<&String> = config
+        .services
+        .iter()
+        .filter(|(_, s)| s.start.is_some() || s.ready.is_some() || s.serving.is_some())
+        .map(|(name, _)| name)
+        .collect();
+    let Some(scenario) = &config.scenario else {
+        if let Some(name) = running.first() {
+            return err(format!(
+                "services.{name} says how it runs, which only a scenario file does: add a \
+                 [scenario] section with its name"
+            ));
+        }
+        if config.client.is_some() {
+            return err(
+                "[client] belongs to scenario files: add a [scenario] section with its name".into(),
+            );
+        }
+        return Ok(());
+    };
+    let plain = |s: &str| {
+        !s.is_empty() && s.len() <= 40 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if !plain(&scenario.name) {
+        return err(format!(
+            "scenario.name `{}` must be 1 to 40 letters, digits and `-`",
+            scenario.name
+        ));
+    }
+    if running.is_empty() {
+        return err(
+            "a scenario file needs a service that runs: give one a `start` in [services.<name>]"
+                .into(),
+        );
+    }
+    if !config.roles.is_empty() {
+        return err("workload kv runs on [kv] nodes, which have no roles: drop [roles]".into());
+    }
+    for (name, s) in &config.services {
+        if s.start.is_none() && (s.ready.is_some() || s.serving.is_some()) {
+            return err(format!(
+                "services.{name} has `ready` or `serving` but no `start`"
+            ));
+        }
+        for (key, text) in [
+            ("start", &s.start),
+            ("ready", &s.ready),
+            ("serving", &s.serving),
+        ] {
+            if let Some(text) = text {
+                Template::parse(text, SERVICE_VARIABLES, true)
+                    .map_err(|e| ConfigError(format!("services.{name}.{key} {e}")))?;
+            }
+        }
+        if s.ready_timeout_ms == Some(0) || s.ready_timeout_ms > Some(600_000) {
+            return err(format!(
+                "services.{name}.ready_timeout_ms must be between 1 and 600000"
+            ));
+        }
+        for after in &s.after {
+            match config.services.get(after) {
+                Some(other) if other.start.is_some() && after != name => {}
+                _ => {
+                    return err(format!(
+                        "services.{name}.after names `{after}`, which is not another service \
+                         that starts"
+                    ))
+                }
+            }
+        }
+    }
+    store::start_order(config).map_err(ConfigError)?;
+    let client = config.client.clone().unwrap_or_default();
+    let ops = [
+        ("put", &client.put),
+        ("get", &client.get),
+        ("delete", &client.delete),
+        ("cas", &client.cas),
+        ("cas_absent", &client.cas_absent),
+    ];
+    for (key, text) in ops {
+        if let Some(text) = text {
+            Template::parse(text, CLIENT_VARIABLES, true)
+                .map_err(|e| ConfigError(format!("client.{key} {e}")))?;
+        }
+    }
+    for kind in &config.kv.ops {
+        let given = match kind {
+            crate::kv::OpKind::Put => client.put.is_some(),
+            crate::kv::OpKind::Get => client.get.is_some(),
+            crate::kv::OpKind::Delete => client.delete.is_some(),
+            crate::kv::OpKind::Cas => client.cas.is_some(),
+        };
+        if !given {
+            let name = kind.name();
+            return err(format!(
+                "client.{name} is missing: give the command of a {name}, or leave `{name}` out \
+                 of kv.ops"
+            ));
+        }
+    }
+    if client.cas.is_some() && client.swapped.is_none() {
+        return err("client.cas needs `swapped`: the first line a cas that swapped prints".into());
+    }
+    Ok(())
+}
+
+/// Adds the line of the key a message names (`services.etcd.start …`) when `text`, the file
+/// it came from, shows where: `line 12: services.etcd.start uses …`.
+pub fn with_line(text: &str, message: String) -> String {
+    let Some(key) = message.split_whitespace().next() else {
+        return message;
+    };
+    // `services.etcd.start` is on the line `start = …` after `[services.etcd]`.
+    let (table, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+    let header = format!("[{table}]");
+    let line = match line_of(text, &header) {
+        Some(from) => text
+            .lines()
+            .enumerate()
+            .skip(from)
+            .find(|(_, l)| l.trim_start().starts_with(leaf))
+            .map(|(i, _)| i + 1),
+        None => None,
+    };
+    match line {
+        Some(n) => format!("line {n}: {message}"),
+        None => message,
+    }
+}

@@ -1,0 +1,423 @@
+//! The store of a scenario file: its services started on the kv workload's nodes in their
+//! order, waited for, started again after a restart or upgrade, and client operations run
+//! from the `[client]` templates — the kv scenario's [`Store`] built from a file.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetcheck_engine::history::Outcome;
+use fleetcheck_engine::{Abort, KvOp, KvRet};
+use fleetcheck_fabric::{Backend, ExecError, Network};
+
+use super::template::{Peer, Template, Vars};
+use super::{ClientConfig, CLIENT_VARIABLES, SERVICE_VARIABLES};
+use crate::cluster::ClusterCmd;
+use crate::config::ScenarioConfig;
+use crate::kv::service::{self, shell};
+use crate::kv::{KvService, KvState, Op, Ret, Store};
+
+/// How long `ready` and `serving` may take unless a service says.
+pub const READY: Duration = Duration::from_secs(20);
+
+/// The services that start, in the order they start: each after those its `after` names,
+/// otherwise in name order; or why there is no such order.
+pub fn start_order(config: &ScenarioConfig) -> Result<Vec<String>, String> {
+    let starting: Vec<&String> = config
+        .services
+        .iter()
+        .filter(|(_, s)| s.start.is_some())
+        .map(|(n, _)| n)
+        .collect();
+    let mut order: Vec<String> = Vec::new();
+    while order.len() < starting.len() {
+        let next = starting.iter().find(|n| {
+            !order.contains(n)
+                && config.services[n.as_str()]
+                    .after
+                    .iter()
+                    .all(|a| order.contains(a))
+        });
+        match next {
+            Some(n) => order.push(n.to_string()),
+            None => {
+                let waiting: Vec<String> = starting
+                    .iter()
+                    .filter(|n| !order.contains(n))
+                    .map(|n| format!("services.{n}.after"))
+                    .collect();
+                return Err(format!("{} wait for each other", waiting.join(" and ")));
+            }
+        }
+    }
+    Ok(order)
+}
+
+/// One service as the store runs it.
+#[derive(Debug, Clone)]
+struct Running {
+    name: String,
+    start: Template,
+    ready: Option<Template>,
+    serving: Option<Template>,
+    within: Duration,
+}
+
+/// One client operation's command and how to read its answer.
+#[derive(Debug, Clone)]
+struct Client {
+    put: Option<Template>,
+    get: Option<Template>,
+    delete: Option<Template>,
+    cas: Option<Template>,
+    cas_absent: Option<Template>,
+    config: ClientConfig,
+}
+
+/// A scenario file's store on a backend with disks.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    backend: Arc<dyn Backend>,
+    memory_mb: u32,
+    op_timeout: Duration,
+    service: Option<KvService>,
+    services: Vec<Running>,
+    client: Arc<Client>,
+}
+
+/// A live cluster of a scenario file.
+pub struct FileCluster {
+    net: Box<dyn Network>,
+    peers: Vec<Peer>,
+    token: String,
+}
+
+impl std::fmt::Debug for FileCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileCluster")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileCluster {
+    /// The machines of the cluster (for reports: their logs and disks).
+    pub fn network(&self) -> &dyn Network {
+        self.net.as_ref()
+    }
+}
+
+/// A template already checked when the file was read.
+fn checked(text: &str, known: &[&str]) -> Template {
+    Template::parse(text, known, true).expect("validated when the file was read")
+}
+
+impl FileStore {
+    /// The store of the scenario file `config` (validated) on `backend`; `service` is the
+    /// service whose versions the nodes run, if the file lists any.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        config: &ScenarioConfig,
+        service: Option<KvService>,
+    ) -> Self {
+        let services = start_order(config)
+            .expect("validated when the file was read")
+            .into_iter()
+            .map(|name| {
+                let s = &config.services[&name];
+                let template =
+                    |t: &Option<String>| t.as_deref().map(|t| checked(t, SERVICE_VARIABLES));
+                Running {
+                    start: template(&s.start).expect("a starting service has a start"),
+                    ready: template(&s.ready),
+                    serving: template(&s.serving),
+                    within: s.ready_timeout_ms.map_or(READY, Duration::from_millis),
+                    name,
+                }
+            })
+            .collect();
+        let c = config.client.clone().unwrap_or_default();
+        let template = |t: &Option<String>| t.as_deref().map(|t| checked(t, CLIENT_VARIABLES));
+        let client = Client {
+            put: template(&c.put),
+            get: template(&c.get),
+            delete: template(&c.delete),
+            cas: template(&c.cas),
+            cas_absent: template(&c.cas_absent),
+            config: c,
+        };
+        Self {
+            backend,
+            memory_mb: config.kv.memory_mb,
+            op_timeout: Duration::from_millis(config.kv.op_timeout_ms),
+            service,
+            services,
+            client: Arc::new(client),
+        }
+    }
+
+    /// The values of a service's templates on `node`.
+    fn service_vars<'a>(
+        &self,
+        c: &'a FileCluster,
+        state: &KvState,
+        node: &str,
+        service: &str,
+    ) -> Result<Vars<'a>, Abort> {
+        let m = state
+            .machine(node)
+            .ok_or_else(|| Abort::new(format!("no node {node}")))?;
+        let disk = service::disk(c.net.as_ref(), self.backend.name(), node, service)?;
+        let version = m
+            .versions
+            .get(service)
+            .cloned()
+            .unwrap_or_else(|| "host".into());
+        Ok(Vars {
+            values: BTreeMap::from([
+                ("id", m.id.clone()),
+                ("ip", m.ip.to_string()),
+                ("role", m.role.clone()),
+                ("data", disk.display().to_string()),
+                ("version", version),
+                ("token", c.token.clone()),
+            ]),
+            peers: &c.peers,
+        })
+    }
+
+    /// Starts every service on `node` in order, each ready before the next starts.
+    fn launch(&self, c: &FileCluster, state: &KvState, node: &str) -> Result<(), Abort> {
+        for s in &self.services {
+            self.start_one(c, state, node, s)?;
+            self.ready(c, state, node, s)?;
+        }
+        Ok(())
+    }
+
+    fn start_one(
+        &self,
+        c: &FileCluster,
+        state: &KvState,
+        node: &str,
+        s: &Running,
+    ) -> Result<(), Abort> {
+        let vars = self.service_vars(c, state, node, &s.name)?;
+        let cmd = format!(
+            "( {} ) >>\"{}/{}.log\" 2>&1 &",
+            s.start.render(&vars),
+            vars.values["data"],
+            s.name
+        );
+        service::start(c.net.as_ref(), node, &s.name, cmd)
+    }
+
+    /// Waits until `probe` (the service's `ready` or `serving`) holds on `node`.
+    fn wait(
+        &self,
+        c: &FileCluster,
+        state: &KvState,
+        node: &str,
+        s: &Running,
+        probe: &Template,
+        what: &str,
+    ) -> Result<(), Abort> {
+        let vars = self.service_vars(c, state, node, &s.name)?;
+        let condition = probe.render(&vars);
+        if service::probe(c.net.as_ref(), node, &condition, s.within) {
+            return Ok(());
+        }
+        let file = format!("{}.log", s.name);
+        let mut log = service::last_lines(c.net.as_ref(), node, &file, 3);
+        log.reverse();
+        let log = if log.is_empty() {
+            format!("its {file} is empty")
+        } else {
+            format!("its {file} ends: {}", log.join(" | "))
+        };
+        Err(Abort::new(format!(
+            "{} on {node} did not get {what} ({condition}) within {:?}; {log}",
+            s.name, s.within
+        )))
+    }
+
+    fn ready(
+        &self,
+        c: &FileCluster,
+        state: &KvState,
+        node: &str,
+        s: &Running,
+    ) -> Result<(), Abort> {
+        match &s.ready {
+            Some(probe) => self.wait(c, state, node, s, probe, "ready"),
+            None => Ok(()),
+        }
+    }
+
+    /// The command of `op` on `node`, and whether it only reads.
+    fn command(&self, c: &FileCluster, node: &str, op: &Op) -> Option<(String, bool)> {
+        let cl = &self.client;
+        let ip = c
+            .peers
+            .iter()
+            .find(|p| p.id == node)
+            .map(|p| p.ip.clone())
+            .unwrap_or_default();
+        let mut values = BTreeMap::from([
+            ("node", node.to_string()),
+            ("node_ip", ip),
+            ("timeout_ms", self.op_timeout.as_millis().to_string()),
+            ("token", c.token.clone()),
+        ]);
+        let (template, read) = match op {
+            KvOp::Put(k, v) => {
+                values.insert("key", k.to_string());
+                values.insert("value", v.to_string());
+                (cl.put.as_ref(), false)
+            }
+            KvOp::Get(k) => {
+                values.insert("key", k.to_string());
+                (cl.get.as_ref(), true)
+            }
+            KvOp::Delete(k) => {
+                values.insert("key", k.to_string());
+                (cl.delete.as_ref(), false)
+            }
+            KvOp::Cas { key, expected, new } => {
+                values.insert("key", key.to_string());
+                values.insert("new", new.to_string());
+                match expected {
+                    Some(e) => {
+                        values.insert("expected", e.to_string());
+                        (cl.cas.as_ref(), false)
+                    }
+                    None => {
+                        values.insert("expected", String::new());
+                        (cl.cas_absent.as_ref().or(cl.cas.as_ref()), false)
+                    }
+                }
+            }
+        };
+        let vars = Vars {
+            values,
+            peers: &c.peers,
+        };
+        Some((template?.render(&vars), read))
+    }
+}
+
+impl Store for FileStore {
+    type Cluster = FileCluster;
+
+    fn start(&self, state: &KvState) -> Result<FileCluster, Abort> {
+        let net = crate::kv::boot_cluster(
+            self.backend.as_ref(),
+            state,
+            self.memory_mb,
+            self.service.as_ref(),
+        )?;
+        let peers = state
+            .machines
+            .iter()
+            .map(|m| Peer {
+                id: m.id.clone(),
+                ip: m.ip.to_string(),
+                role: m.role.clone(),
+            })
+            .collect();
+        // Unique to the case: its machines' ids (fresh per case) in a short hash.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in state.machines.iter().flat_map(|m| m.id.bytes()) {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        let c = FileCluster {
+            net,
+            peers,
+            token: format!("fc-{h:08x}"),
+        };
+        let ids: Vec<&str> = state.machines.iter().map(|m| m.id.as_str()).collect();
+        for s in &self.services {
+            for id in &ids {
+                self.start_one(&c, state, id, s)?;
+            }
+            for id in &ids {
+                self.ready(&c, state, id, s)?;
+            }
+            if let (Some(probe), Some(first)) = (&s.serving, ids.first()) {
+                self.wait(&c, state, first, s, probe, "serving")?;
+            }
+        }
+        Ok(c)
+    }
+
+    fn op(&self, c: &FileCluster, node: &str, op: &Op) -> Outcome<Ret> {
+        let Some((cmd, read)) = self.command(c, node, op) else {
+            // Validated: the file gives every operation `[kv] ops` generates.
+            return Outcome::Fail;
+        };
+        // Not knowing is the safe answer for a write; a read that failed changed nothing.
+        let unsure = if read {
+            Outcome::Fail
+        } else {
+            Outcome::Unknown
+        };
+        let req = shell(cmd, self.op_timeout + Duration::from_secs(2));
+        let out = match c.net.exec(node, &req) {
+            Ok(out) => out,
+            Err(ExecError::WrongStatus { .. } | ExecError::UnknownMachine { .. }) => {
+                return Outcome::Fail
+            }
+            Err(_) => return unsure,
+        };
+        if out.timed_out {
+            return unsure;
+        }
+        let cl = &self.client.config;
+        if !out.success() {
+            let stderr = out.stderr_str();
+            return if cl.refused.iter().any(|r| stderr.contains(r.as_str())) {
+                Outcome::Fail
+            } else {
+                unsure
+            };
+        }
+        let stdout = out.stdout_str();
+        match op {
+            KvOp::Put(..) | KvOp::Delete(..) => Outcome::Ok(KvRet::Done),
+            KvOp::Get(_) => match stdout.trim() {
+                v if v == cl.absent.trim() => Outcome::Ok(KvRet::Value(None)),
+                v => v
+                    .parse()
+                    .map(|v| Outcome::Ok(KvRet::Value(Some(v))))
+                    .unwrap_or(Outcome::Fail),
+            },
+            KvOp::Cas { .. } => {
+                let first = stdout.lines().next().map(str::trim);
+                if first.is_some() && first == cl.swapped.as_deref() {
+                    Outcome::Ok(KvRet::Swapped(true))
+                } else if first.is_some() && first == cl.not_swapped.as_deref() {
+                    Outcome::Ok(KvRet::Swapped(false))
+                } else {
+                    unsure
+                }
+            }
+        }
+    }
+
+    fn fault(&self, c: &FileCluster, state: &KvState, command: &ClusterCmd) -> Result<(), Abort> {
+        crate::kv::apply_fault(c.net.as_ref(), state, self.service.as_ref(), command)?;
+        // A restarted or upgraded node starts its services again on its kept data.
+        if let Some(node) = crate::kv::restarts_service(state, command) {
+            self.launch(c, &state.next_state(command), node)?;
+        }
+        Ok(())
+    }
+
+    fn network<'a>(&self, c: &'a FileCluster) -> Option<&'a dyn Network> {
+        Some(c.net.as_ref())
+    }
+
+    fn stop(&self, c: FileCluster) -> Result<(), Abort> {
+        Ok(c.net.teardown()?)
+    }
+}

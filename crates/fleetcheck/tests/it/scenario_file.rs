@@ -1,0 +1,239 @@
+//! Scenario files (`fleetcheck run FILE.toml`): a planted bug found, shrunk, replayed and
+//! passed once `--set` removes it; etcd from a file passing; bad files refused in one
+//! sentence with their line; nothing left behind.
+
+use std::path::{Path, PathBuf};
+
+use crate::{fleetcheck, last_json, require_root, temp_dir, write_config};
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/scenarios")
+        .join(name)
+}
+
+/// Runs `cmd` and checks it left no run behind: (exit code, stdout, stderr).
+fn run_clean(cmd: &mut std::process::Command) -> (i32, String, String) {
+    let cmd = std::mem::replace(cmd, std::process::Command::new("true"));
+    let (pid, code, out, err) = crate::run_with_pid(cmd);
+    let left = crate::netns::runs_of(pid);
+    assert!(left.is_empty(), "left runs {left:?}: {out}{err}");
+    (code, out, err)
+}
+
+#[test]
+fn a_planted_bug_in_a_scenario_file_is_found_shrunk_replayed_and_fixed_by_set() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir("file-planted");
+    let file = example("local-files.toml");
+    let report = dir.join("report");
+    let junit = dir.join("junit.xml");
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(&file)
+            .args(["--seed", "1", "--json", "--report"])
+            .arg(&report)
+            .arg("--junit")
+            .arg(&junit),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let j = last_json(&out);
+    assert_eq!(j["status"], "failed", "{j}");
+    assert_eq!(j["scenario"], "local-files", "{j}");
+    // Shrunk to the bug's core: one batch of a write and a read, on two nodes.
+    let cx = &j["counterexample"];
+    assert_eq!(cx["machines"].as_array().unwrap().len(), 2, "{cx}");
+    let steps = cx["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{cx}");
+    assert!(err.contains("acknowledged write lost"), "{err}");
+    for f in ["replay.json", "timeline.html", "history.txt", "steps.txt"] {
+        assert!(report.join(f).is_file(), "{f} missing");
+    }
+    let junit_text = std::fs::read_to_string(&junit).unwrap();
+    assert!(junit_text.contains("local-files"), "{junit_text}");
+
+    // The replay file holds the whole scenario file: it replays from anywhere.
+    let replay = report.join("replay.json");
+    let (code, out, err) = run_clean(fleetcheck().arg("replay").arg(&replay).arg("--json"));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(format!("{out}{err}").contains("FAILED again"), "{out}{err}");
+
+    // One node cannot disagree with itself: the same file with --set passes.
+    let (code, out, err) = run_clean(fleetcheck().arg("run").arg(&file).args([
+        "--seed",
+        "1",
+        "--tests",
+        "30",
+        "--set",
+        "kv.nodes=[1, 1]",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("OK: 30 cases passed"), "{out}");
+}
+
+#[test]
+fn etcd_as_a_scenario_file_passes() {
+    if !require_root() {
+        return;
+    }
+    if !Path::new("/usr/bin/etcd").is_file() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("this test needs etcd (scripts/install-deps installs it), and CI=true forbids skipping it");
+        }
+        eprintln!("skipped: needs etcd");
+        return;
+    }
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(example("etcd.toml"))
+            .args(["--seed", "3", "--tests", "12", "--json"]),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let j = last_json(&out);
+    assert_eq!(j["status"], "passed", "{j}");
+    let commands = &j["labels"]["command"];
+    for kind in ["Ops", "Crash", "Restart"] {
+        assert!(commands[kind].as_u64() > Some(0), "{kind}: {commands}");
+    }
+}
+
+/// Each bad scenario file or option: exit 2 (usage) or 4 (aborted: a service that never gets
+/// ready), one sentence, the file's line where it has one, nothing left.
+#[test]
+fn bad_scenario_files_are_one_sentence_with_their_line() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir("file-bad");
+    let good = std::fs::read_to_string(example("local-files.toml")).unwrap();
+    let cases: Vec<(String, Vec<&str>, i32, &str)> = vec![
+        (
+            good.replace("[kv]\n", "[kv]\nnodez = 3\n"),
+            vec![],
+            2,
+            "unknown field `nodez`",
+        ),
+        (
+            good.replace("test -d {data}", "test -d {datadir}"),
+            vec![],
+            2,
+            "line 22: services.files.ready uses `{datadir}`, which is not a variable here",
+        ),
+        (
+            good.replace("get = '", "#get = '"),
+            vec![],
+            2,
+            "client.get is missing",
+        ),
+        (
+            good.replace("[scenario]\n", "[scenario]\nnamez = 1\n"),
+            vec![],
+            2,
+            "unknown field `namez`",
+        ),
+        (
+            good.clone(),
+            vec!["--set", "kv.nodes"],
+            2,
+            "needs KEY=VALUE",
+        ),
+        (
+            good.clone(),
+            vec!["--config", "/dev/null"],
+            2,
+            "a scenario file is its own configuration",
+        ),
+        (
+            good.replace("test -d {data}", "echo not yet >&2; false"),
+            vec!["--set", "services.files.ready_timeout_ms=300"],
+            4,
+            "files on",
+        ),
+    ];
+    for (text, args, want, needle) in cases {
+        let file = write_config(&dir, &text);
+        let (code, out, err) = run_clean(
+            fleetcheck()
+                .arg("run")
+                .arg(&file)
+                .args(["--tests", "3"])
+                .args(&args),
+        );
+        assert_eq!(code, want, "{needle}: {out}{err}");
+        let last = err.trim().lines().last().unwrap_or_default();
+        assert!(last.starts_with("fleetcheck: ") || code == 4, "{err}");
+        let all = format!("{out}{err}");
+        assert!(all.contains(needle), "{needle}: {all}");
+        if code == 2 {
+            assert_eq!(err.trim().lines().count(), 1, "{err}");
+        }
+    }
+}
+
+/// `fleetcheck new NAME` writes a scenario file that runs as it is, and never overwrites one.
+#[test]
+fn new_writes_a_skeleton_that_runs() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir("file-new");
+    let (code, out, err) = run_clean(fleetcheck().current_dir(&dir).args(["new", "mine"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("wrote mine.toml"), "{out}");
+    let (code, out, err) = run_clean(fleetcheck().current_dir(&dir).args([
+        "run",
+        "mine.toml",
+        "--tests",
+        "20",
+        "--seed",
+        "2",
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(last_json(&out)["scenario"], "mine");
+    let (code, _, err) = run_clean(fleetcheck().current_dir(&dir).args(["new", "mine"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot write mine.toml: File exists"), "{err}");
+    let (code, _, err) = run_clean(fleetcheck().current_dir(&dir).args(["new", "a/b"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("letters, digits and `-`"), "{err}");
+}
+
+/// Power loss as a generated fault: a store that answers before its write is on disk loses an
+/// acknowledged write on a power cut, shrunk to the write, the cut, the restart and the read;
+/// the same store fsyncing before it answers passes.
+#[test]
+fn a_store_that_acknowledges_before_fsync_loses_writes_on_power_cuts() {
+    if !require_root() {
+        return;
+    }
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(example("unsynced-files.toml"))
+            .args(["--seed", "1", "--json"]),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let j = last_json(&out);
+    let names: Vec<&str> = j["counterexample"]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["Ops", "PowerCut", "Restart", "Ops"], "{j}");
+    assert!(err.contains("acknowledged write lost"), "{err}");
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(example("fsynced-files.toml"))
+            .args(["--seed", "1", "--tests", "60", "--json"]),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let j = last_json(&out);
+    assert!(j["labels"]["command"]["PowerCut"].as_u64() > Some(5), "{j}");
+}
