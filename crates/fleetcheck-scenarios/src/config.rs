@@ -289,6 +289,8 @@ pub struct ScenarioConfig {
     pub ping: PingConfig,
     /// `[kv]`: the kv scenario's knobs.
     pub kv: crate::kv::KvConfig,
+    /// `[sql]`: the sql scenario's knobs.
+    pub sql: crate::sql::SqlConfig,
     /// `[services.<name>]`: services and their versions.
     pub services: Services,
     /// `[roles.<name>]`: machines by role (optional).
@@ -625,6 +627,7 @@ impl ScenarioConfig {
         self.validate_parameters()?;
         self.validate_setup()?;
         self.validate_kv()?;
+        self.sql.validate().map_err(ConfigError)?;
         crate::file::validate(self)?;
         if self.ping.timeout_ms == 0 || self.ping.timeout_ms > MAX_PING_TIMEOUT_MS {
             return err(format!(
@@ -1058,6 +1061,18 @@ ops = ["get", "put"]
             ("[kv]\nworkers = 100000", "between 1 and 64"),
             ("[kv]\nop_timeout_ms = 0", "kv.op_timeout_ms is 0"),
             ("[kv]\nmemory_mb = 1", "kv.memory_mb is 1 MiB"),
+            ("[sql]\nnodes = 3", "sql.nodes is 3 but must be 1"),
+            ("[sql]\nisolation = []", "sql.isolation must name"),
+            (
+                "[sql]\nisolation = \"snapshot\"",
+                "sql.isolation names `snapshot`",
+            ),
+            (
+                "[sql]\nclaim = \"linearizable\"",
+                "sql.claim is `linearizable`",
+            ),
+            ("[sql]\nworkers = 0", "sql.workers is 0"),
+            ("[sql]\ntxn_timeout_ms = 0", "sql.txn_timeout_ms is 0"),
             (
                 "[machine]\nsetup = [\"a\\u0000b\"]",
                 "machine.setup[0] contains a NUL",

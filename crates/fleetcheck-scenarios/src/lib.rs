@@ -4,6 +4,8 @@
 //! - [`ping`]: the seed's test — [`ping::PingModel`] and [`ping::PingSystem`].
 //! - [`kv`]: a replicated key-value store (etcd, or in-memory stores) under faults, with
 //!   concurrent clients whose history must be linearizable.
+//! - [`sql`]: PostgreSQL 15 under faults, with concurrent transactions whose history must
+//!   satisfy the claimed isolation level.
 //! - [`cluster`]: what both share: the fault vocabulary and the infrastructure logic.
 //! - [`config::ScenarioConfig`]: the TOML configuration file.
 //!
@@ -25,6 +27,7 @@ pub mod file;
 pub mod kv;
 pub mod ping;
 pub mod rules;
+pub mod sql;
 
 /// The names of the built-in scenarios.
-pub const SCENARIOS: &[&str] = &["ping", "kv"];
+pub const SCENARIOS: &[&str] = &["ping", "kv", "sql"];

@@ -53,7 +53,8 @@ pub struct RecordedHistory {
     /// The operation the linearizability checker could not place, if it found none to be
     /// linearizable, and the prefix it had placed before it.
     pub culprit: Option<usize>,
-    /// The prefix placed before the culprit.
+    /// The prefix placed before the culprit (kv); the transactions of the anomalies the
+    /// claimed model forbids (sql).
     pub placed: Vec<usize>,
 }
 

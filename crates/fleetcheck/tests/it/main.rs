@@ -14,6 +14,7 @@ mod report;
 mod rust_example;
 mod scenario_file;
 mod signals;
+mod sql;
 mod up;
 
 use std::path::{Path, PathBuf};
