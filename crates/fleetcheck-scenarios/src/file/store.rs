@@ -15,7 +15,7 @@ use super::template::{Peer, Template, Vars};
 use super::{ClientConfig, CLIENT_VARIABLES, PROGRAM_VARIABLES, SERVICE_VARIABLES};
 use crate::cluster::ClusterCmd;
 use crate::config::ScenarioConfig;
-use crate::kv::service::{self, shell};
+use crate::kv::service;
 use crate::kv::{KvService, KvState, Op, Ret, Store};
 
 /// How long `ready` and `serving` may take unless a service says.
@@ -264,12 +264,7 @@ impl FileStore {
     /// Runs `op` through an idle session of the client `program` on `node`, or a new one; a
     /// session that had ended before the operation was sent is replaced once.
     fn op_through(&self, c: &FileCluster, program: &Template, node: &str, op: &Op) -> Outcome<Ret> {
-        let read = matches!(op, KvOp::Get(_));
-        let unsure = if read {
-            Outcome::Fail
-        } else {
-            Outcome::Unknown
-        };
+        let unsure = service::unsure(matches!(op, KvOp::Get(_)));
         for _ in 0..2 {
             let idle = c
                 .sessions
@@ -309,25 +304,30 @@ impl FileStore {
         Outcome::Fail
     }
 
-    fn open_session(
-        &self,
-        c: &FileCluster,
-        program: &Template,
-        node: &str,
-    ) -> Result<Session, ExecError> {
+    /// The variables every client command and program has: the node's, the timeout, the token.
+    fn client_values(&self, c: &FileCluster, node: &str) -> BTreeMap<&'static str, String> {
         let ip = c
             .peers
             .iter()
             .find(|p| p.id == node)
             .map(|p| p.ip.clone())
             .unwrap_or_default();
+        BTreeMap::from([
+            ("node", node.to_string()),
+            ("node_ip", ip),
+            ("timeout_ms", self.op_timeout.as_millis().to_string()),
+            ("token", c.token.clone()),
+        ])
+    }
+
+    fn open_session(
+        &self,
+        c: &FileCluster,
+        program: &Template,
+        node: &str,
+    ) -> Result<Session, ExecError> {
         let vars = Vars {
-            values: BTreeMap::from([
-                ("node", node.to_string()),
-                ("node_ip", ip),
-                ("timeout_ms", self.op_timeout.as_millis().to_string()),
-                ("token", c.token.clone()),
-            ]),
+            values: self.client_values(c, node),
             peers: &c.peers,
         };
         let child = c.net.spawn(node, &program.render(&vars), "client.log")?;
@@ -337,18 +337,7 @@ impl FileStore {
     /// The command of `op` on `node`, and whether it only reads.
     fn command(&self, c: &FileCluster, node: &str, op: &Op) -> Option<(String, bool)> {
         let cl = &self.client;
-        let ip = c
-            .peers
-            .iter()
-            .find(|p| p.id == node)
-            .map(|p| p.ip.clone())
-            .unwrap_or_default();
-        let mut values = BTreeMap::from([
-            ("node", node.to_string()),
-            ("node_ip", ip),
-            ("timeout_ms", self.op_timeout.as_millis().to_string()),
-            ("token", c.token.clone()),
-        ]);
+        let mut values = self.client_values(c, node);
         let (template, read) = match op {
             KvOp::Put(k, v) => {
                 values.insert("key", k.to_string());
@@ -440,23 +429,12 @@ impl Store for FileStore {
             // Validated: the file gives every operation `[kv] ops` generates.
             return Outcome::Fail;
         };
-        // Not knowing is the safe answer for a write; a read that failed changed nothing.
-        let unsure = if read {
-            Outcome::Fail
-        } else {
-            Outcome::Unknown
-        };
-        let req = shell(cmd, self.op_timeout + Duration::from_secs(2));
-        let out = match c.net.exec(node, &req) {
+        let unsure = service::unsure(read);
+        let deadline = self.op_timeout + Duration::from_secs(2);
+        let out = match service::client_command(c.net.as_ref(), node, cmd, deadline, read) {
             Ok(out) => out,
-            Err(ExecError::WrongStatus { .. } | ExecError::UnknownMachine { .. }) => {
-                return Outcome::Fail
-            }
-            Err(_) => return unsure,
+            Err(outcome) => return outcome,
         };
-        if out.timed_out {
-            return unsure;
-        }
         let cl = &self.client.config;
         if !out.success() {
             let stderr = out.stderr_str();

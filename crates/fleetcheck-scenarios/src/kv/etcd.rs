@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::{Abort, KvOp, KvRet};
-use fleetcheck_fabric::{Backend, ExecError, Network};
+use fleetcheck_fabric::{Backend, Network};
 
-use super::service::{self, shell};
+use super::service;
 use super::{ClusterCmd, KvService, KvState, Op, Ret, Store};
 
 /// How long a cluster may take to take its first write.
@@ -165,23 +165,12 @@ impl Store for EtcdStore {
                 )
             }
         };
-        // Not knowing is the safe answer for a write; a read that failed changed nothing.
-        let unsure = if read {
-            Outcome::Fail
-        } else {
-            Outcome::Unknown
-        };
-        let req = shell(cmd, self.op_timeout + Duration::from_secs(2));
-        let out = match c.net.exec(node, &req) {
+        let unsure = service::unsure(read);
+        let deadline = self.op_timeout + Duration::from_secs(2);
+        let out = match service::client_command(c.net.as_ref(), node, cmd, deadline, read) {
             Ok(out) => out,
-            Err(ExecError::WrongStatus { .. } | ExecError::UnknownMachine { .. }) => {
-                return Outcome::Fail
-            }
-            Err(_) => return unsure,
+            Err(outcome) => return outcome,
         };
-        if out.timed_out {
-            return unsure;
-        }
         let stdout = out.stdout_str();
         if !out.success() {
             return if out.stderr_str().contains("connection refused") {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::{Abort, KvOp, KvRet};
-use fleetcheck_fabric::{Backend, ExecError, Network};
+use fleetcheck_fabric::{Backend, Network};
 
 use super::service::{self, shell};
 use super::{ClusterCmd, KvService, KvState, Op, Ret, Store};
@@ -226,24 +226,12 @@ impl Store for RedisStore {
              [ -n \"$M\" ] || {{ echo 'NOPRIMARY'; exit 3; }}; timeout {secs} redis-cli -h \"$M\" --raw {args}"
         );
         let read = matches!(op, KvOp::Get(_));
-        let unsure = if read {
-            Outcome::Fail
-        } else {
-            Outcome::Unknown
-        };
-        let out = match c.net.exec(
-            node,
-            &shell(cmd, self.op_timeout * 3 + Duration::from_secs(2)),
-        ) {
+        let unsure = service::unsure(read);
+        let deadline = self.op_timeout * 3 + Duration::from_secs(2);
+        let out = match service::client_command(c.net.as_ref(), node, cmd, deadline, read) {
             Ok(out) => out,
-            Err(ExecError::WrongStatus { .. } | ExecError::UnknownMachine { .. }) => {
-                return Outcome::Fail
-            }
-            Err(_) => return unsure,
+            Err(outcome) => return outcome,
         };
-        if out.timed_out {
-            return unsure;
-        }
         let text = out.stdout_str();
         let all = format!("{text}{}", out.stderr_str());
         if all.contains("READONLY") || all.contains("NOPRIMARY") || all.contains("refused") {

@@ -4,8 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::Abort;
-use fleetcheck_fabric::{ExecRequest, Network};
+use fleetcheck_fabric::{ExecError, ExecOutput, ExecRequest, Network};
+
+use super::Ret;
 
 /// `sh -c cmd` with a deadline.
 pub fn shell(cmd: String, timeout: Duration) -> ExecRequest {
@@ -65,4 +68,32 @@ pub fn last_lines(net: &dyn Network, node: &str, file: &str, n: usize) -> Vec<St
             .unwrap_or_default(),
     };
     text.lines().rev().take(n).map(String::from).collect()
+}
+
+/// The outcome of a client operation that got no answer: a read that failed changed nothing
+/// (a failure); a write may have taken effect (unknown).
+pub fn unsure(read: bool) -> Outcome<Ret> {
+    if read {
+        Outcome::Fail
+    } else {
+        Outcome::Unknown
+    }
+}
+
+/// Runs a client operation's shell command `cmd` on `node` within `deadline`: its output when
+/// it ran to the end, else the operation's outcome — a failure when it could not start (the
+/// machine is off), [`unsure`] when it did not finish.
+pub fn client_command(
+    net: &dyn Network,
+    node: &str,
+    cmd: String,
+    deadline: Duration,
+    read: bool,
+) -> Result<ExecOutput, Outcome<Ret>> {
+    match net.exec(node, &shell(cmd, deadline)) {
+        Ok(out) if out.timed_out => Err(unsure(read)),
+        Ok(out) => Ok(out),
+        Err(ExecError::WrongStatus { .. } | ExecError::UnknownMachine { .. }) => Err(Outcome::Fail),
+        Err(_) => Err(unsure(read)),
+    }
 }
