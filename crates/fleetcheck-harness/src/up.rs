@@ -348,7 +348,11 @@ fn execute(net: &dyn Network, line: &str, faults: &mut Faults) -> Result<Flow, S
                 faults.clear();
                 "healed: no partition, block or loss".into()
             }
-            ClusterCmd::Partition { .. } | ClusterCmd::Block { .. } | ClusterCmd::Loss { .. } => {
+            ClusterCmd::Partition { .. }
+            | ClusterCmd::Block { .. }
+            | ClusterCmd::Loss { .. }
+            | ClusterCmd::Ring { .. }
+            | ClusterCmd::Bridge { .. } => {
                 let what = applied(&c);
                 faults.push(c);
                 what

@@ -271,7 +271,13 @@ pub struct PingConfig {
 pub use crate::cluster::Fault;
 
 /// The fault kinds `[ping] faults` accepts.
-pub const PING_FAULTS: &[Fault] = &[Fault::Pause, Fault::Partition, Fault::Block];
+pub const PING_FAULTS: &[Fault] = &[
+    Fault::Pause,
+    Fault::Partition,
+    Fault::Block,
+    Fault::Ring,
+    Fault::Bridge,
+];
 
 fn ping_faults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Fault>, D::Error> {
     crate::cluster::fault::parse_list(d, "ping.faults", PING_FAULTS)

@@ -295,6 +295,11 @@ pub fn cluster_timeline<M: Model>(
                 states.set(&machine, "down", to);
                 bands.close(|k| k != format!("pause {machine}"), to);
             }
+            Effect::Cuts {
+                shape,
+                machines,
+                label,
+            } => bands.open("cut".into(), band(machines, shape, label)),
             Effect::PowerCut { machines } => {
                 for machine in machines {
                     states.set(&machine, "down", to);

@@ -76,6 +76,21 @@ pub enum ClusterCmd {
     },
     /// Remove every partition, block and loss.
     Heal,
+    /// A majorities ring over `order`: each machine reaches the machines within
+    /// [`ring_reach`] places of it around the ring (a majority, itself included), no other.
+    Ring {
+        /// The machines around the ring.
+        order: Vec<String>,
+    },
+    /// `left` and `right` cannot reach each other; `bridge` reaches both.
+    Bridge {
+        /// One half.
+        left: Vec<String>,
+        /// The machine in both.
+        bridge: String,
+        /// The other half.
+        right: Vec<String>,
+    },
     /// Power loss of these machines at once (running or paused): they are off afterwards, and
     /// their disks keep only what was fsynced.
     PowerCut {
@@ -163,6 +178,58 @@ pub enum Effect {
         /// The machines.
         machines: Vec<String>,
     },
+    /// Directed cuts between machines that no partition into groups describes (a ring, a
+    /// bridge), from the bar until a heal.
+    Cuts {
+        /// `ring`, `bridge`.
+        shape: &'static str,
+        /// The machines the cuts concern.
+        machines: Vec<String>,
+        /// Its label.
+        label: String,
+    },
+}
+
+/// How far around a majorities ring of `n` machines each one reaches (each side): the least
+/// that makes what it reaches, itself included, a majority.
+pub fn ring_reach(n: usize) -> usize {
+    let majority = n / 2 + 1;
+    (majority - 1).div_ceil(2)
+}
+
+impl ClusterCmd {
+    /// The directed cuts `(from, to)` it makes, for the commands that cut the network into a
+    /// shape of their own (ring, bridge); none for the others.
+    pub fn shape_cuts(&self) -> Vec<(String, String)> {
+        let mut cuts = Vec::new();
+        let mut both = |a: &String, b: &String| {
+            cuts.push((a.clone(), b.clone()));
+            cuts.push((b.clone(), a.clone()));
+        };
+        match self {
+            ClusterCmd::Ring { order } => {
+                let n = order.len();
+                let reach = ring_reach(n);
+                for i in 0..n {
+                    for j in i + 1..n {
+                        let distance = (j - i).min(n - (j - i));
+                        if distance > reach {
+                            both(&order[i], &order[j]);
+                        }
+                    }
+                }
+            }
+            ClusterCmd::Bridge { left, right, .. } => {
+                for a in left {
+                    for b in right {
+                        both(a, b);
+                    }
+                }
+            }
+            _ => {}
+        }
+        cuts
+    }
 }
 
 impl ClusterCmd {
@@ -235,6 +302,35 @@ impl ClusterCmd {
                 ClusterCmd::Loss { machine, percent }
             }
             "heal" => ClusterCmd::Heal,
+            "ring" => {
+                let order: Vec<String> = words[1..].iter().map(|w| w.to_string()).collect();
+                if order.len() < 4 {
+                    return Err("`ring` needs four machines or more, in ring order".into());
+                }
+                ClusterCmd::Ring { order }
+            }
+            "bridge" => {
+                let rest = line.trim_start()["bridge".len()..].trim();
+                let parts: Vec<Vec<String>> = rest
+                    .split('|')
+                    .map(|g| g.split_whitespace().map(String::from).collect())
+                    .collect();
+                match <[Vec<String>; 3]>::try_from(parts) {
+                    Ok([left, mut bridge, right])
+                        if bridge.len() == 1 && !left.is_empty() && !right.is_empty() =>
+                    {
+                        ClusterCmd::Bridge {
+                            left,
+                            bridge: bridge.remove(0),
+                            right,
+                        }
+                    }
+                    _ => return Err(
+                        "`bridge` needs `bridge A B | C | D E`: two halves and the machine in both"
+                            .into(),
+                    ),
+                }
+            }
             "power-cut" => {
                 let machines: Vec<String> = words[1..].iter().map(|w| w.to_string()).collect();
                 if machines.is_empty() {
@@ -268,7 +364,9 @@ impl ClusterCmd {
             ClusterCmd::Partition { .. }
             | ClusterCmd::Block { .. }
             | ClusterCmd::Heal
-            | ClusterCmd::PowerCut { .. } => None,
+            | ClusterCmd::PowerCut { .. }
+            | ClusterCmd::Ring { .. }
+            | ClusterCmd::Bridge { .. } => None,
         }
     }
 
@@ -286,6 +384,8 @@ impl ClusterCmd {
             ClusterCmd::Loss { .. } => "Loss",
             ClusterCmd::Heal => "Heal",
             ClusterCmd::PowerCut { .. } => "PowerCut",
+            ClusterCmd::Ring { .. } => "Ring",
+            ClusterCmd::Bridge { .. } => "Bridge",
             ClusterCmd::Upgrade { .. } => "Upgrade",
         }
     }
@@ -308,6 +408,16 @@ impl ClusterCmd {
             ClusterCmd::Loss { machine, percent } => format!("Loss({machine}, {percent}%)"),
             ClusterCmd::Heal => "Heal".to_string(),
             ClusterCmd::PowerCut { machines } => format!("PowerCut({})", machines.join(" ")),
+            ClusterCmd::Ring { order } => format!("Ring({})", order.join(" ")),
+            ClusterCmd::Bridge {
+                left,
+                bridge,
+                right,
+            } => format!(
+                "Bridge({} | {bridge} | {})",
+                left.join(" "),
+                right.join(" ")
+            ),
             ClusterCmd::Upgrade {
                 machine,
                 service,
@@ -343,6 +453,28 @@ impl ClusterCmd {
             ClusterCmd::Block { from, to } => from != to && exists(from) && exists(to),
             ClusterCmd::Loss { machine, percent } => *percent <= 100 && exists(machine),
             ClusterCmd::Heal => s.network_faulty(),
+            ClusterCmd::Ring { order } => {
+                let distinct: std::collections::BTreeSet<&String> = order.iter().collect();
+                (plan.partitions_stack || !s.partitioned)
+                    && order.len() >= 4
+                    && order.len() == s.machines.len()
+                    && distinct.len() == order.len()
+                    && order.iter().all(|id| exists(id))
+            }
+            ClusterCmd::Bridge {
+                left,
+                bridge,
+                right,
+            } => {
+                let all: Vec<&String> = left.iter().chain(right).chain([bridge]).collect();
+                let distinct: std::collections::BTreeSet<&String> = all.iter().copied().collect();
+                (plan.partitions_stack || !s.partitioned)
+                    && !left.is_empty()
+                    && !right.is_empty()
+                    && distinct.len() == all.len()
+                    && all.len() == s.machines.len()
+                    && all.iter().all(|id| exists(id))
+            }
             ClusterCmd::PowerCut { machines } => {
                 let distinct: std::collections::BTreeSet<&String> = machines.iter().collect();
                 !machines.is_empty()
@@ -447,6 +579,11 @@ impl ClusterCmd {
                 let ids: Vec<&str> = machines.iter().map(String::as_str).collect();
                 net.power_cut(&ids)?
             }
+            ClusterCmd::Ring { .. } | ClusterCmd::Bridge { .. } => {
+                for (from, to) in self.shape_cuts() {
+                    net.block(&from, &to)?;
+                }
+            }
             ClusterCmd::Upgrade {
                 machine,
                 service,
@@ -504,6 +641,20 @@ impl ClusterCmd {
             ClusterCmd::Heal => Effect::Heal,
             ClusterCmd::PowerCut { machines } => Effect::PowerCut {
                 machines: machines.clone(),
+            },
+            ClusterCmd::Ring { order } => Effect::Cuts {
+                shape: "ring",
+                machines: order.clone(),
+                label: self.describe().to_lowercase(),
+            },
+            ClusterCmd::Bridge {
+                left,
+                bridge,
+                right,
+            } => Effect::Cuts {
+                shape: "bridge",
+                machines: left.iter().chain(right).chain([bridge]).cloned().collect(),
+                label: self.describe().to_lowercase(),
             },
             // A running machine goes down and boots again within the bar.
             ClusterCmd::Upgrade { machine, .. } => {

@@ -23,11 +23,17 @@ pub enum Fault {
     /// (`"power-cut"`; machines need `[machine] lose_unsynced = true`).
     #[serde(rename = "power-cut")]
     PowerCut,
+    /// A majorities ring: every machine sees a majority, no two the same one (`"ring"`;
+    /// four machines or more), and heal.
+    Ring,
+    /// Two halves that meet in one machine, which sees both (`"bridge"`; three machines or
+    /// more), and heal.
+    Bridge,
 }
 
 impl Fault {
     /// Every kind, in the order they are listed.
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 9] = [
         Fault::Crash,
         Fault::Pause,
         Fault::Partition,
@@ -35,6 +41,8 @@ impl Fault {
         Fault::Loss,
         Fault::Upgrade,
         Fault::PowerCut,
+        Fault::Ring,
+        Fault::Bridge,
     ];
 
     /// Its name in a configuration file.
@@ -47,6 +55,8 @@ impl Fault {
             Fault::Loss => "loss",
             Fault::Upgrade => "upgrade",
             Fault::PowerCut => "power-cut",
+            Fault::Ring => "ring",
+            Fault::Bridge => "bridge",
         }
     }
 

@@ -58,6 +58,10 @@ pub enum Kind {
     Upgrade,
     /// Power loss of one or more machines at once.
     PowerCut,
+    /// A majorities ring.
+    Ring,
+    /// Two halves and a bridge.
+    Bridge,
 }
 
 /// The weight of each generated fault kind (against, e.g., kv's client batches at 6 and
@@ -65,7 +69,7 @@ pub enum Kind {
 /// (restart, resume, heal) twice as likely as causing it, so cases spend time both in and
 /// out of faults.
 /// New kinds go at the end, so every seed of a configuration without them keeps its case.
-const WEIGHTS: [(Kind, u32); 10] = [
+const WEIGHTS: [(Kind, u32); 12] = [
     (Kind::Crash, 1),
     (Kind::Restart, 2),
     (Kind::Pause, 1),
@@ -76,6 +80,8 @@ const WEIGHTS: [(Kind, u32); 10] = [
     (Kind::Heal, 2),
     (Kind::Upgrade, 1),
     (Kind::PowerCut, 1),
+    (Kind::Ring, 1),
+    (Kind::Bridge, 1),
 ];
 
 impl Plan {
@@ -148,6 +154,18 @@ impl ClusterState {
                     plan.has(Fault::PowerCut)
                         && self.machines.iter().any(|m| m.running && m.lose_unsynced)
                 }
+                Kind::Ring => {
+                    plan.has(Fault::Ring)
+                        && some_up
+                        && self.machines.len() >= 4
+                        && (plan.partitions_stack || !self.partitioned)
+                }
+                Kind::Bridge => {
+                    plan.has(Fault::Bridge)
+                        && some_up
+                        && self.machines.len() >= 3
+                        && (plan.partitions_stack || !self.partitioned)
+                }
                 Kind::Boot | Kind::Shutdown => false,
             })
             .map(|(kind, weight)| (weight, kind))
@@ -191,6 +209,19 @@ impl ClusterState {
             Kind::Upgrade => g.choose(&self.upgrades(plan))?.clone(),
             // One machine, or (a third of the time) every one that can be cut: a coordinated
             // power loss, the shape that loses data replication was meant to keep.
+            Kind::Ring => ClusterCmd::Ring {
+                order: shuffled(g, self.all()),
+            },
+            Kind::Bridge => {
+                let mut order = shuffled(g, self.all());
+                let right = order.split_off(order.len() / 2 + 1);
+                let bridge = order.pop()?;
+                ClusterCmd::Bridge {
+                    left: order,
+                    bridge,
+                    right,
+                }
+            }
             Kind::PowerCut => {
                 let can = self.ids(|m| m.running && m.lose_unsynced);
                 let machines = if g.bool(1.0 / 3.0) {
@@ -202,6 +233,15 @@ impl ClusterState {
             }
         })
     }
+}
+
+/// `items` in a random order (Fisher–Yates).
+fn shuffled(g: &mut Gen, mut items: Vec<String>) -> Vec<String> {
+    for i in (1..items.len()).rev() {
+        let j = g.range(0..=i);
+        items.swap(i, j);
+    }
+    items
 }
 
 /// `count` distinct host addresses of `subnet`, from its second address up.

@@ -18,7 +18,7 @@ mod generate;
 mod machine;
 mod state;
 
-pub use command::{ClusterCmd, Effect};
+pub use command::{ring_reach, ClusterCmd, Effect};
 pub use fault::Fault;
 pub use generate::{distinct_hosts, fresh_id, Kind, Plan};
 pub use machine::{service_version, Machine, Power};
@@ -117,5 +117,42 @@ mod tests {
         assert!(ClusterCmd::parse("partition |")
             .unwrap_err()
             .contains("needs groups"));
+    }
+
+    #[test]
+    fn a_majorities_ring_gives_every_machine_a_majority_of_its_own() {
+        for n in 4..=9 {
+            let order: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+            let ring = ClusterCmd::Ring {
+                order: order.clone(),
+            };
+            let cuts = ring.shape_cuts();
+            let mut seen = std::collections::BTreeSet::new();
+            for a in &order {
+                let sees: Vec<&String> = order
+                    .iter()
+                    .filter(|b| !cuts.contains(&((*a).clone(), (*b).clone())))
+                    .collect();
+                assert!(sees.len() > n / 2, "{a} of {n} sees {sees:?}");
+                assert!(sees.len() < n, "{a} of {n} sees everyone");
+                assert!(
+                    seen.insert(sees),
+                    "two machines of {n} see the same majority"
+                );
+            }
+        }
+        let bridge = ClusterCmd::parse("bridge a b | c | d e").unwrap().unwrap();
+        let cuts = bridge.shape_cuts();
+        assert_eq!(cuts.len(), 8, "a,b against d,e, both ways: {cuts:?}");
+        assert!(
+            cuts.iter().all(|(x, y)| x != "c" && y != "c"),
+            "the bridge sees all"
+        );
+        assert!(ClusterCmd::parse("bridge a | b c | d")
+            .unwrap_err()
+            .contains("two halves"));
+        assert!(ClusterCmd::parse("ring a b c")
+            .unwrap_err()
+            .contains("four machines"));
     }
 }

@@ -195,6 +195,10 @@ impl ClusterState {
                     set(id, Power::Off);
                 }
             }
+            ClusterCmd::Ring { .. } | ClusterCmd::Bridge { .. } => {
+                next.cuts.extend(c.shape_cuts());
+                next.partitioned = true;
+            }
             ClusterCmd::Heal => {
                 next.cuts.clear();
                 next.partitioned = false;

@@ -212,6 +212,29 @@ fn faults_follow_the_model_on_the_fake_network() {
     );
 }
 
+/// Majorities rings and bridges: cuts no partition into groups describes, whose effect on
+/// pings the model predicts from its cuts.
+#[test]
+fn rings_and_bridges_follow_the_model_on_the_fake_network() {
+    let cfg = ScenarioConfig::from_toml(
+        "[network]\nmachines = { min = 3, max = 6 }\n[ping]\nfaults = [\"ring\", \"bridge\"]",
+    )
+    .unwrap();
+    let system = PingSystem::new(Arc::new(FakeBackend::new()), &cfg);
+    let report = run(&PingModel::new(cfg), &system, &config(8), &());
+    assert!(
+        matches!(report.outcome, Outcome::Passed),
+        "{}",
+        report.outcome.status()
+    );
+    let commands = report.stats.group("command").unwrap();
+    for name in ["Ring", "Bridge", "Heal"] {
+        assert!(commands[name] > 5, "{name} generated: {commands:?}");
+    }
+    let targets = report.stats.group("ping target").unwrap();
+    assert!(targets.contains_key("cut off"), "{targets:?}");
+}
+
 #[test]
 fn without_faults_the_generator_is_the_seeds() {
     let model = PingModel::default();

@@ -116,6 +116,36 @@ fn ping_passes_on_namespaces_and_leaves_host_untouched() {
     assert!(runs_of(pid).is_empty(), "run directory left behind");
 }
 
+/// Majorities rings and bridges on real namespaces: every ping the model predicts from the
+/// shape's cuts comes out so (nftables blocks, both ways, on the switch).
+#[test]
+fn rings_and_bridges_cut_what_the_model_says() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir("rings");
+    let config = write_config(
+        &dir,
+        "[network]\nmachines = { min = 4, max = 6 }\n[ping]\nfaults = [\"ring\", \"bridge\"]\n",
+    );
+    let (code, out, err) = run(fleetcheck()
+        .args([
+            "run", "ping", "--tests", "40", "--seed", "1", "--json", "--config",
+        ])
+        .arg(&config));
+    assert_eq!(code, 0, "{out}{err}");
+    let j = last_json(&out);
+    let commands = &j["labels"]["command"];
+    for name in ["Ring", "Bridge"] {
+        assert!(commands[name].as_u64() > Some(3), "{name}: {commands}");
+    }
+    // Deterministic for the seed: generation does not depend on timing.
+    assert!(
+        j["labels"]["ping target"]["cut off"].as_u64() >= Some(3),
+        "{j}"
+    );
+}
+
 #[test]
 fn icmp_dropping_setup_fails_and_shrinks_then_replays() {
     if !require_root() {
