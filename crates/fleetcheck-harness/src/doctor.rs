@@ -377,7 +377,8 @@ fn qemu_backend(
     checks: &mut Vec<Check>,
 ) -> Result<std::sync::Arc<dyn fleetcheck_fabric::Backend>, anyhow::Error> {
     use fleetcheck_fabric::qemu::{Accel, QemuBackend, QemuConfig};
-    let config = QemuConfig::new(backends::agent_command().map_err(|f| f.error)?);
+    let agent = backends::vm_agent(backends::agent_command).map_err(|f| f.error)?;
+    let config = QemuConfig::new(agent);
     let backend = QemuBackend::new(config)?;
     let accel = backend.accel();
     checks.push(Check {
