@@ -219,10 +219,12 @@ fn build_agent() -> Result<AgentCommand, String> {
         .nth(3)
         .ok_or("cannot tell the target directory")?
         .join("fleetcheck-agent");
+    // Offline: the build that made this test fetched every dependency already.
     let out = Command::new(cargo)
         .args([
             "build",
             "--quiet",
+            "--offline",
             "-p",
             "fleetcheck-fabric",
             "--bin",
