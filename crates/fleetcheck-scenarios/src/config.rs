@@ -307,6 +307,12 @@ pub struct ScenarioConfig {
     /// `[client]`: how a scenario file's client operations run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<crate::file::ClientConfig>,
+    /// `[commands.<name>]`: a scenario file's commands of its own.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub commands: BTreeMap<String, crate::file::FileCommand>,
+    /// `[invariants.<name>]`: a scenario file's checks after every step.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub invariants: BTreeMap<String, crate::file::FileInvariant>,
 }
 
 impl Default for NetworkConfig {

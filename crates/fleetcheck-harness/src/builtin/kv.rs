@@ -52,6 +52,9 @@ impl Draw for KvModel {
                     }
                     (Effect::Nothing, None)
                 }
+                KvCmd::Run { name, node } => {
+                    (Effect::Nothing, Some((node.clone(), format!("run {name}"))))
+                }
                 KvCmd::Cluster(c) => {
                     cluster_drawn(c, &step.state_after, step.output.as_deref() == Some("ok"))
                 }

@@ -83,6 +83,39 @@ pub struct ClientConfig {
     pub refused: Vec<String>,
 }
 
+/// `[commands.<name>]` of a scenario file: a command of its own, composer-style, generated
+/// among the workload's and the faults: run inside a node that is up, its exit status the
+/// postcondition (0 passes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCommand {
+    /// The command (variables: [`SERVICE_VARIABLES`], of the node it runs in).
+    pub run: String,
+    /// How often it is generated, against the kv workload's batches at 6 and faults at 1–2.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Its cost for the shrinker (which drops costly commands first).
+    #[serde(default = "two")]
+    pub cost: u32,
+}
+
+/// `[invariants.<name>]` of a scenario file: a command run on every node that is up after
+/// every step; a non-zero exit fails the case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileInvariant {
+    /// The command (variables: [`SERVICE_VARIABLES`]).
+    pub run: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn two() -> u32 {
+    2
+}
+
 /// The variables of a service's `start`, `ready` and `serving`: the machine's `{id}`, `{ip}`,
 /// `{role}`, its data directory `{data}`, the `{version}` of this service it runs (`host` for
 /// the host's program), a `{token}` unique to the case; plus `{peers|FORMAT|SEP}`.
@@ -133,6 +166,16 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
         .map(|(name, _)| name)
         .collect();
     let Some(scenario) = &config.scenario else {
+        if let Some(name) = config.commands.keys().next() {
+            return err(format!(
+                "commands.{name} belongs to scenario files: add a [scenario] section with its name"
+            ));
+        }
+        if let Some(name) = config.invariants.keys().next() {
+            return err(format!(
+                "invariants.{name} belongs to scenario files: add a [scenario] section with its name"
+            ));
+        }
         if let Some(name) = running.first() {
             return err(format!(
                 "services.{name} says how it runs, which only a scenario file does: add a \
@@ -198,6 +241,24 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
         }
     }
     store::start_order(config).map_err(ConfigError)?;
+    for (name, c) in &config.commands {
+        if !plain(name) {
+            return err(format!(
+                "commands.{name} needs a plain name (letters, digits, `-`)"
+            ));
+        }
+        if c.weight == 0 || c.weight > 100 || c.cost > 1000 {
+            return err(format!(
+                "commands.{name}: weight must be between 1 and 100 and cost at most 1000"
+            ));
+        }
+        Template::parse(&c.run, SERVICE_VARIABLES, true)
+            .map_err(|e| ConfigError(format!("commands.{name}.run {e}")))?;
+    }
+    for (name, i) in &config.invariants {
+        Template::parse(&i.run, SERVICE_VARIABLES, true)
+            .map_err(|e| ConfigError(format!("invariants.{name}.run {e}")))?;
+    }
     let client = config.client.clone().unwrap_or_default();
     let ops = [
         ("put", &client.put),

@@ -85,6 +85,9 @@ pub struct FileStore {
     service: Option<KvService>,
     services: Vec<Running>,
     client: Arc<Client>,
+    /// Its own commands and invariants, by name.
+    commands: BTreeMap<String, Template>,
+    invariants: BTreeMap<String, Template>,
 }
 
 /// A live cluster of a scenario file.
@@ -160,6 +163,16 @@ impl FileStore {
             service,
             services,
             client: Arc::new(client),
+            commands: config
+                .commands
+                .iter()
+                .map(|(n, c)| (n.clone(), checked(&c.run, SERVICE_VARIABLES)))
+                .collect(),
+            invariants: config
+                .invariants
+                .iter()
+                .map(|(n, i)| (n.clone(), checked(&i.run, SERVICE_VARIABLES)))
+                .collect(),
         }
     }
 
@@ -302,6 +315,26 @@ impl FileStore {
             }
         }
         Outcome::Fail
+    }
+
+    /// Runs a command of the file's own (`[commands]`, `[invariants]`) inside `node`, with
+    /// the service variables of that node: `Ok(Err(why))` if it exits non-zero or does not
+    /// finish within a minute.
+    fn run_own(
+        &self,
+        c: &FileCluster,
+        state: &KvState,
+        node: &str,
+        template: &Template,
+    ) -> Result<Result<(), String>, Abort> {
+        let vars = self.service_vars(c, state, node, "")?;
+        let req = service::shell(template.render(&vars), Duration::from_secs(60));
+        let out = c.net.exec(node, &req)?;
+        if out.success() {
+            return Ok(Ok(()));
+        }
+        let said = format!("{}{}", out.stdout_str(), out.stderr_str());
+        Ok(Err(format!("{}: {}", out.describe_status(), said.trim())))
     }
 
     /// The variables every client command and program has: the node's, the timeout, the token.
@@ -465,6 +498,35 @@ impl Store for FileStore {
                 }
             }
         }
+    }
+
+    fn run(
+        &self,
+        c: &FileCluster,
+        state: &KvState,
+        name: &str,
+        node: &str,
+    ) -> Result<Result<(), String>, Abort> {
+        let template = self
+            .commands
+            .get(name)
+            .ok_or_else(|| Abort::new(format!("the scenario file has no command {name}")))?;
+        self.run_own(c, state, node, template)
+    }
+
+    fn invariants(
+        &self,
+        c: &FileCluster,
+        state: &KvState,
+    ) -> Result<fleetcheck_engine::Check, Abort> {
+        for (name, template) in &self.invariants {
+            for node in state.awake() {
+                if let Err(why) = self.run_own(c, state, &node, template)? {
+                    return Ok(Err(format!("invariant {name} on {node} failed: {why}")));
+                }
+            }
+        }
+        Ok(Ok(()))
     }
 
     fn after_batch(&self, c: &FileCluster) -> Result<(), Abort> {

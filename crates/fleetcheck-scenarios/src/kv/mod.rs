@@ -316,6 +316,13 @@ pub enum KvCmd {
         /// The operations.
         ops: Vec<ClientOp>,
     },
+    /// A command of a scenario file's own (`[commands.<name>]`), run inside `node`.
+    Run {
+        /// Its name.
+        name: String,
+        /// The node it runs in (up, not paused).
+        node: String,
+    },
     /// An infrastructure command. A `Restart` (and an `Upgrade` of a running node) starts the
     /// store's service again.
     #[serde(untagged)]
@@ -335,12 +342,15 @@ pub enum KvOutput {
     Ops(Vec<Recorded>),
     /// A fault was applied.
     Done,
+    /// A command of the scenario's own ran: `Err` its failure (exit status and output).
+    Ran(Result<(), String>),
 }
 
 impl std::fmt::Debug for KvOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            KvOutput::Done => f.write_str("ok"),
+            KvOutput::Done | KvOutput::Ran(Ok(())) => f.write_str("ok"),
+            KvOutput::Ran(Err(e)) => write!(f, "failed: {e}"),
             KvOutput::Ops(ops) => {
                 let parts: Vec<String> = ops
                     .iter()
@@ -369,6 +379,8 @@ pub struct KvModel {
     pub filesystems: Vec<fleetcheck_fabric::FileSystem>,
     /// Whether nodes lose unsynced writes on a power cut (`[machine] lose_unsynced`).
     pub lose_unsynced: bool,
+    /// A scenario file's own commands: `(name, weight, cost)`, in name order.
+    pub commands: Vec<(String, u32, u32)>,
 }
 
 impl KvModel {
@@ -391,6 +403,11 @@ impl KvModel {
             service: service.and_then(|name| KvService::named(config, name)),
             filesystems,
             lose_unsynced: config.machine.lose_unsynced,
+            commands: config
+                .commands
+                .iter()
+                .map(|(name, c)| (name.clone(), c.weight, c.cost))
+                .collect(),
         }
     }
 
@@ -533,6 +550,7 @@ impl Model for KvModel {
         enum Pick {
             Ops,
             Cluster(Kind),
+            Run(usize),
         }
         let awake = s.awake();
         let mut kinds: Vec<(u32, Pick)> = Vec::new();
@@ -545,8 +563,21 @@ impl Model for KvModel {
                 .into_iter()
                 .map(|(w, k)| (w, Pick::Cluster(k))),
         );
+        // Only with commands of its own: otherwise the draws are as before.
+        if !awake.is_empty() {
+            kinds.extend(
+                self.commands
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, weight, _))| (*weight, Pick::Run(i))),
+            );
+        }
         Some(match g.frequency(&kinds)? {
             Pick::Cluster(kind) => KvCmd::Cluster(s.draw(*kind, &plan, g)?),
+            Pick::Run(i) => KvCmd::Run {
+                name: self.commands[*i].0.clone(),
+                node: g.choose(&awake)?.clone(),
+            },
             Pick::Ops => {
                 let kinds: Vec<(u32, OpKind)> =
                     self.config.ops.iter().map(|k| (k.weight(), *k)).collect();
@@ -645,6 +676,7 @@ impl Model for KvModel {
                 }
                 out
             }
+            KvCmd::Run { .. } => Vec::new(),
             KvCmd::Cluster(c) => c
                 .shrink(&self.plan())
                 .into_iter()
@@ -655,6 +687,10 @@ impl Model for KvModel {
 
     fn precondition(&self, s: &KvState, c: &KvCmd) -> bool {
         match c {
+            KvCmd::Run { name, node } => {
+                self.commands.iter().any(|(n, _, _)| n == name)
+                    && s.machine(node).is_some_and(Machine::awake)
+            }
             KvCmd::Ops { ops } => {
                 !ops.is_empty()
                     && ops
@@ -667,19 +703,30 @@ impl Model for KvModel {
 
     fn next_state(&self, s: &KvState, c: &KvCmd) -> KvState {
         match c {
-            KvCmd::Ops { .. } => s.clone(),
+            KvCmd::Ops { .. } | KvCmd::Run { .. } => s.clone(),
             KvCmd::Cluster(c) => s.next_state(c),
         }
     }
 
-    /// Operations are judged together, by the linearizability invariant.
-    fn postcondition(&self, _: &KvState, _: &KvCmd, _: &KvOutput) -> Check {
-        Ok(())
+    /// Operations are judged together, by the linearizability invariant; a command of the
+    /// scenario's own by its exit status.
+    fn postcondition(&self, _: &KvState, c: &KvCmd, out: &KvOutput) -> Check {
+        match (c, out) {
+            (KvCmd::Run { name, node }, KvOutput::Ran(Err(e))) => {
+                Err(format!("command {name} on {node} failed: {e}"))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn cost(&self, c: &KvCmd) -> u32 {
         match c {
             KvCmd::Ops { ops } => ops.len() as u32,
+            KvCmd::Run { name, .. } => self
+                .commands
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map_or(2, |(_, _, cost)| *cost),
             // A shutdown, a boot and a restart of the service.
             KvCmd::Cluster(ClusterCmd::Upgrade { .. }) => 6,
             KvCmd::Cluster(c) => c.cost(),
@@ -740,12 +787,14 @@ impl Model for KvModel {
     fn command_name(&self, c: &KvCmd) -> String {
         match c {
             KvCmd::Ops { .. } => "Ops".into(),
+            KvCmd::Run { name, .. } => name.clone(),
             KvCmd::Cluster(c) => c.name().into(),
         }
     }
 
     fn describe_command(&self, c: &KvCmd) -> String {
         match c {
+            KvCmd::Run { name, node } => format!("Run({name} @{node})"),
             KvCmd::Ops { ops } => {
                 let parts: Vec<String> = ops
                     .iter()
@@ -842,6 +891,22 @@ pub trait Store: Send + Sync {
     fn op(&self, cluster: &Self::Cluster, node: &str, op: &Op) -> Outcome<Ret>;
     /// Called before each batch of operations.
     fn before_batch(&self, _cluster: &Self::Cluster) {}
+    /// Runs the scenario's own command `name` inside `node`: `Ok(Err(why))` when it failed
+    /// (the system's behaviour, for the postcondition). The default: stores have none.
+    fn run(
+        &self,
+        _cluster: &Self::Cluster,
+        _state: &KvState,
+        name: &str,
+        _node: &str,
+    ) -> Result<Result<(), String>, Abort> {
+        Err(Abort::new(format!("this store has no command {name}")))
+    }
+    /// The store's own checks after every step (a scenario file's invariants); the default
+    /// has none.
+    fn invariants(&self, _cluster: &Self::Cluster, _state: &KvState) -> Result<Check, Abort> {
+        Ok(Ok(()))
+    }
     /// Called after each batch: whether the store's own machinery still works (e.g. a client
     /// program that answered outside its protocol); `Err` aborts the case.
     fn after_batch(&self, _cluster: &Self::Cluster) -> Result<(), Abort> {
@@ -953,6 +1018,14 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
     ) -> Result<KvOutput, Abort> {
         let ops = match command {
             KvCmd::Ops { ops } => ops,
+            KvCmd::Run { name, node } => {
+                return Ok(KvOutput::Ran(self.store.run(
+                    &inst.cluster,
+                    state,
+                    name,
+                    node,
+                )?));
+            }
             KvCmd::Cluster(c) => {
                 self.store.fault(&inst.cluster, state, c)?;
                 inst.state = state.next_state(c);
@@ -1008,7 +1081,12 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
         Ok(KvOutput::Ops(results.into_iter().map(|(_, r)| r).collect()))
     }
 
-    fn invariant(&self, inst: &mut Self::Instance, _: &KvState) -> Result<Check, Abort> {
+    /// The store's own checks (a scenario file's invariants), then the history so far must
+    /// be linearizable.
+    fn invariant(&self, inst: &mut Self::Instance, state: &KvState) -> Result<Check, Abort> {
+        if let Err(failed) = self.store.invariants(&inst.cluster, state)? {
+            return Ok(Err(failed));
+        }
         let history: History<Op, Ret> = inst.recorder.history();
         if history.is_empty() {
             return Ok(Ok(()));

@@ -283,3 +283,48 @@ fn a_client_program_speaks_json_lines() {
         "{out}{err}"
     );
 }
+
+/// A scenario file's own commands and invariants: a maintenance command that loses a key is
+/// found and shrunk to the write, the command and the read; an invariant that stops holding
+/// fails the case naming it.
+#[test]
+fn commands_and_invariants_of_a_file_s_own() {
+    if !require_root() {
+        return;
+    }
+    let file = example("compaction.toml");
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(&file)
+            .args(["--seed", "1", "--json"]),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let j = last_json(&out);
+    let names: Vec<&str> = j["counterexample"]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["Ops", "Run", "Ops"], "{j}");
+    assert!(j["labels"]["command"]["compact"].as_u64() > Some(0), "{j}");
+    // An invariant that key 1 is never written fails as soon as a put writes it.
+    let dir = temp_dir("file-invariant");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("rm -f {data}/k*.tmp {data}/k0", "true")
+        + "\n[invariants.no-key-1]\nrun = '! test -e {data}/k1'\n";
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(write_config(&dir, &text))
+            .args(["--seed", "1", "--json"]),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let reason = last_json(&out)["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("invariant no-key-1 on"), "{reason}");
+}
