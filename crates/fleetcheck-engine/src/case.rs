@@ -215,7 +215,8 @@ pub struct Trace<M: Model> {
 }
 
 /// Runs `case` once against a fresh instance of `system`: setup, each command with its
-/// postcondition and invariant, then teardown (always, whatever happened).
+/// postcondition and invariant, [`System::finish`] if every step passed, then teardown
+/// (always, whatever happened).
 pub fn execute<M: Model, S: System<M>>(model: &M, system: &S, case: &Case<M>) -> Trace<M> {
     let start = Instant::now();
     let mut steps = Vec::with_capacity(case.commands.len());
@@ -300,6 +301,25 @@ pub fn execute<M: Model, S: System<M>>(model: &M, system: &S, case: &Case<M>) ->
         if let Some(v) = step_verdict {
             verdict = v;
             break;
+        }
+    }
+    if matches!(verdict, Verdict::Passed) && !steps.is_empty() {
+        let last = steps.len() - 1;
+        match system.finish(&mut instance, &state) {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => {
+                verdict = Verdict::Failed {
+                    step: last,
+                    reason: format!("at the end: {reason}"),
+                }
+            }
+            Err(abort) => {
+                verdict = Verdict::Aborted {
+                    step: None,
+                    message: format!("at the end: {abort}"),
+                    overloaded: abort.overloaded,
+                }
+            }
         }
     }
     let teardown_began = Instant::now();

@@ -225,6 +225,19 @@ pub trait System<M: Model>: Sync {
         Ok(Ok(()))
     }
 
+    /// A check after the last step of a case whose every step passed, against the state
+    /// after it (e.g. once every fault is healed: the cluster recovers); a failure fails the
+    /// case at its last step. Default: none.
+    fn finish(&self, _instance: &mut Self::Instance, _state: &M::State) -> Result<Check, Abort> {
+        Ok(Ok(()))
+    }
+
+    /// Whether [`System::finish`] checks anything: then a prefix of a failing case may fail
+    /// at its own end, and the shrinker runs prefixes too.
+    fn finishes(&self) -> bool {
+        false
+    }
+
     /// Removes the instance. Called after every case, whatever its verdict; an error aborts.
     fn teardown(&self, instance: Self::Instance) -> Result<(), Abort>;
 }

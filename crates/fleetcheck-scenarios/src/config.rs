@@ -313,6 +313,9 @@ pub struct ScenarioConfig {
     /// `[invariants.<name>]`: a scenario file's checks after every step.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub invariants: BTreeMap<String, crate::file::FileInvariant>,
+    /// `[eventually.<name>]`: a scenario file's checks at the end, once faults are healed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub eventually: BTreeMap<String, crate::file::FileEventually>,
 }
 
 impl Default for NetworkConfig {

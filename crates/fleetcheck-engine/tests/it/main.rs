@@ -7,6 +7,7 @@ mod histories;
 #[path = "../common/planted.rs"]
 mod planted;
 
+mod finish;
 mod linearizability;
 mod outcomes;
 mod planted_bugs;

@@ -108,6 +108,23 @@ pub struct FileInvariant {
     pub run: String,
 }
 
+/// `[eventually.<name>]` of a scenario file: a check at the end of a case whose every step
+/// passed, once every fault is healed and every node that was down is up again, retried until
+/// it holds or `within_ms` passes (then the case fails): the cluster recovers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEventually {
+    /// The command, run on the first node (variables: [`SERVICE_VARIABLES`]).
+    pub run: String,
+    /// How long it may take to hold, in milliseconds (default 20000).
+    #[serde(default = "twenty_seconds")]
+    pub within_ms: u64,
+}
+
+fn twenty_seconds() -> u64 {
+    20_000
+}
+
 fn one() -> u32 {
     1
 }
@@ -169,6 +186,11 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
         if let Some(name) = config.commands.keys().next() {
             return err(format!(
                 "commands.{name} belongs to scenario files: add a [scenario] section with its name"
+            ));
+        }
+        if let Some(name) = config.eventually.keys().next() {
+            return err(format!(
+                "eventually.{name} belongs to scenario files: add a [scenario] section with its name"
             ));
         }
         if let Some(name) = config.invariants.keys().next() {
@@ -254,6 +276,15 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
         }
         Template::parse(&c.run, SERVICE_VARIABLES, true)
             .map_err(|e| ConfigError(format!("commands.{name}.run {e}")))?;
+    }
+    for (name, e) in &config.eventually {
+        if e.within_ms == 0 || e.within_ms > 600_000 {
+            return err(format!(
+                "eventually.{name}.within_ms must be between 1 and 600000"
+            ));
+        }
+        Template::parse(&e.run, SERVICE_VARIABLES, true)
+            .map_err(|e| ConfigError(format!("eventually.{name}.run {e}")))?;
     }
     for (name, i) in &config.invariants {
         Template::parse(&i.run, SERVICE_VARIABLES, true)

@@ -88,6 +88,8 @@ pub struct FileStore {
     /// Its own commands and invariants, by name.
     commands: BTreeMap<String, Template>,
     invariants: BTreeMap<String, Template>,
+    /// Its eventually-checks, by name, with how long each may take.
+    eventually: BTreeMap<String, (Template, Duration)>,
 }
 
 /// A live cluster of a scenario file.
@@ -172,6 +174,14 @@ impl FileStore {
                 .invariants
                 .iter()
                 .map(|(n, i)| (n.clone(), checked(&i.run, SERVICE_VARIABLES)))
+                .collect(),
+            eventually: config
+                .eventually
+                .iter()
+                .map(|(n, e)| {
+                    let within = Duration::from_millis(e.within_ms);
+                    (n.clone(), (checked(&e.run, SERVICE_VARIABLES), within))
+                })
                 .collect(),
         }
     }
@@ -527,6 +537,49 @@ impl Store for FileStore {
             }
         }
         Ok(Ok(()))
+    }
+
+    fn finishes(&self) -> bool {
+        !self.eventually.is_empty()
+    }
+
+    /// Heals every fault, boots every node that is down (its services started again), then
+    /// waits for each eventually-check to hold on the first node.
+    fn finish(
+        &self,
+        c: &FileCluster,
+        state: &KvState,
+    ) -> Result<(fleetcheck_engine::Check, KvState), Abort> {
+        if self.eventually.is_empty() {
+            return Ok((Ok(()), state.clone()));
+        }
+        let mut now = state.clone();
+        let heal = now.heal_commands();
+        let restart = now
+            .down()
+            .into_iter()
+            .map(|machine| ClusterCmd::Restart { machine });
+        for command in heal.into_iter().chain(restart).collect::<Vec<_>>() {
+            self.fault(c, &now, &command)?;
+            now = now.next_state(&command);
+        }
+        let first = now
+            .machines
+            .first()
+            .map(|m| m.id.clone())
+            .ok_or_else(|| Abort::new("a cluster of no nodes"))?;
+        for (name, (template, within)) in &self.eventually {
+            let vars = self.service_vars(c, &now, &first, "")?;
+            let condition = template.render(&vars);
+            if !service::probe(c.net.as_ref(), &first, &condition, *within) {
+                let why = format!(
+                    "eventually {name} did not hold on {first} within {within:?} once every \
+                     fault was healed ({condition})"
+                );
+                return Ok((Err(why), now));
+            }
+        }
+        Ok((Ok(()), now))
     }
 
     fn after_batch(&self, c: &FileCluster) -> Result<(), Abort> {

@@ -902,6 +902,16 @@ pub trait Store: Send + Sync {
     ) -> Result<Result<(), String>, Abort> {
         Err(Abort::new(format!("this store has no command {name}")))
     }
+    /// Whether the store checks the end of a case ([`Store::finish`] does something).
+    fn finishes(&self) -> bool {
+        false
+    }
+    /// The store's checks at the end of a case that passed every step (a scenario file's
+    /// eventually-checks, once every fault is healed), and the state it leaves (for the heal
+    /// before teardown). The default checks nothing.
+    fn finish(&self, _cluster: &Self::Cluster, state: &KvState) -> Result<(Check, KvState), Abort> {
+        Ok((Ok(()), state.clone()))
+    }
     /// The store's own checks after every step (a scenario file's invariants); the default
     /// has none.
     fn invariants(&self, _cluster: &Self::Cluster, _state: &KvState) -> Result<Check, Abort> {
@@ -1117,6 +1127,16 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
             // An exhausted budget is not evidence of a bug.
             Linearizability::Linearizable | Linearizability::Unknown { .. } => Ok(()),
         })
+    }
+
+    fn finish(&self, inst: &mut Self::Instance, _: &KvState) -> Result<Check, Abort> {
+        let (check, after) = self.store.finish(&inst.cluster, &inst.state)?;
+        inst.state = after;
+        Ok(check)
+    }
+
+    fn finishes(&self) -> bool {
+        self.store.finishes()
     }
 
     /// Heals every fault first; a heal that fails aborts the case (it is the infrastructure's

@@ -328,3 +328,48 @@ fn commands_and_invariants_of_a_file_s_own() {
         .to_string();
     assert!(reason.contains("invariant no-key-1 on"), "{reason}");
 }
+
+/// Eventually-checks: once every fault is healed and every node is up again, a node that
+/// crashed must become healthy; the planted service that never does is found and shrunk to
+/// the crash alone; one that recovers passes.
+#[test]
+fn eventually_checks_run_once_every_fault_is_healed() {
+    if !require_root() {
+        return;
+    }
+    let file = example("recovery.toml");
+    let (code, out, err) = run_clean(fleetcheck().arg("run").arg(&file).args([
+        "--seed",
+        "1",
+        "--json",
+        "--set",
+        "kv.nodes=[1,1]",
+    ]));
+    assert_eq!(code, 1, "{out}{err}");
+    let j = last_json(&out);
+    let names: Vec<&str> = j["counterexample"]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["Crash"], "{j}");
+    assert!(
+        j["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("at the end: eventually healthy did not hold"),
+        "{j}"
+    );
+    let dir = temp_dir("file-eventually");
+    let fixed = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("rm -f {data}/healthy", "touch {data}/healthy");
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(write_config(&dir, &fixed))
+            .args(["--seed", "1", "--tests", "30"]),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+}
