@@ -188,6 +188,14 @@ impl<M: Model, S: Inspect<M>> System<M> for Capturing<'_, S> {
         self.inner.invariant(instance, state)
     }
 
+    fn finish(&self, instance: &mut S::Instance, state: &M::State) -> Result<Check, Abort> {
+        self.inner.finish(instance, state)
+    }
+
+    fn finishes(&self) -> bool {
+        self.inner.finishes()
+    }
+
     fn teardown(&self, instance: S::Instance) -> Result<(), Abort> {
         let capture = Capture {
             machines: self
