@@ -100,16 +100,27 @@ fn icmp_drop_rule(view: &FakeView<'_>, from: &str, to: std::net::Ipv4Addr) -> Op
     (drops && view.is_running(from) && view.is_running(&target.id)).then_some(false)
 }
 
-/// Whether backend `name` can make every file system `config` asks for: exit code 3 with one
-/// sentence if not, before anything is built.
+/// Whether backend `name` can make every file system `config` asks for (and, for machines
+/// that lose unsynced writes, their write cache: FUSE, and ext4 unless they name another):
+/// exit code 3 with one sentence if not, before anything is built.
 pub fn check_filesystems(
     name: BackendName,
     config: &fleetcheck_scenarios::config::ScenarioConfig,
 ) -> Result<(), Fail> {
+    let volatile = config.machine.lose_unsynced;
+    if volatile && name.real() && !std::path::Path::new("/dev/fuse").exists() {
+        return Err(Fail::host(anyhow!(
+            "machine.lose_unsynced needs FUSE for the machines' write cache and this host has \
+             no /dev/fuse (modprobe fuse)"
+        )));
+    }
+    let ext4 = (volatile && config.machine.filesystem.is_empty())
+        .then_some(fleetcheck_fabric::FileSystem::Ext4);
     let wanted = config
         .domains()
         .into_iter()
         .flat_map(|d| d.filesystem)
+        .chain(ext4)
         .chain(config.kv.filesystem.iter().copied());
     check_these_filesystems(name, wanted)
 }
