@@ -229,6 +229,10 @@ pub struct RoleConfig {
     /// Versions per service (replacing `[machine]`'s choice for the services named).
     #[serde(default)]
     pub versions: BTreeMap<String, OneOrMany<String>>,
+    /// In a scenario file: roles whose machines are ready before these start their services
+    /// at a case's first boot (e.g. replicas after the primary).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
 }
 
 /// What the machines of one role are generated from, with every default filled in.
@@ -316,6 +320,10 @@ pub struct ScenarioConfig {
     /// `[eventually.<name>]`: a scenario file's checks at the end, once faults are healed.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub eventually: BTreeMap<String, crate::file::FileEventually>,
+    /// `[vars]`: a scenario file's own template variables (`{name}` in every template), the
+    /// knobs `--set vars.<name>=…` turns.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
 }
 
 impl Default for NetworkConfig {

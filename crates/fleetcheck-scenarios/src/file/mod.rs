@@ -81,6 +81,10 @@ pub struct ClientConfig {
     /// refused`).
     #[serde(default)]
     pub refused: Vec<String>,
+    /// The role operations go to (e.g. `primary`): only machines of this role that are up
+    /// (in the model, so after a `becomes`, the new one). Default: any node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
 }
 
 /// `[commands.<name>]` of a scenario file: a command of its own, composer-style, generated
@@ -97,6 +101,19 @@ pub struct FileCommand {
     /// Its cost for the shrinker (which drops costly commands first).
     #[serde(default = "two")]
     pub cost: u32,
+    /// The role of the machines it runs on (default: any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<String>,
+    /// Roles every machine of which must be down or paused for it to run (e.g. a replica is
+    /// promoted only while the primary is down).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when_down: Vec<String>,
+    /// Its effect on the model: the machine it ran on takes this role...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub becomes: Option<String>,
+    /// ...and the machines that had that role take this one (e.g. `replica`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub others: Option<String>,
 }
 
 /// `[invariants.<name>]` of a scenario file: a command run on every node that is up after
@@ -165,6 +182,79 @@ pub fn versioned_service(config: &ScenarioConfig) -> Option<String> {
 /// `{timeout_ms}`, `{token}`; plus `{peers|FORMAT|SEP}`.
 pub const PROGRAM_VARIABLES: &[&str] = &["node", "node_ip", "timeout_ms", "token"];
 
+/// `[roles]` of a scenario file: only `count` and `after` (its machines take `[kv]`'s and
+/// `[machine]`'s settings), `after` naming other roles in an order that ends; the roles that
+/// `[client] route` and `[commands.*]` name exist.
+fn validate_roles(config: &ScenarioConfig) -> Result<(), ConfigError> {
+    let err = |m: String| Err(ConfigError(m));
+    for (name, r) in &config.roles {
+        if r.memory_mb.is_some()
+            || r.kernels.is_some()
+            || r.setup.is_some()
+            || r.filesystem.is_some()
+            || !r.versions.is_empty()
+        {
+            return err(format!(
+                "roles.{name} takes only `count` and `after` in a scenario file (its machines \
+                 take [kv] memory_mb and [machine]'s file system and versions)"
+            ));
+        }
+        for after in &r.after {
+            if !config.roles.contains_key(after) || after == name {
+                return err(format!(
+                    "roles.{name}.after names `{after}`, which is not another role"
+                ));
+            }
+        }
+    }
+    store::role_ranks(config).map_err(ConfigError)?;
+    let role = |key: String, role: &str| {
+        if config.roles.contains_key(role) {
+            Ok(())
+        } else if config.roles.is_empty() {
+            err(format!(
+                "{key} names role `{role}`, but the file has no [roles]"
+            ))
+        } else {
+            let known: Vec<&str> = config.roles.keys().map(String::as_str).collect();
+            err(format!(
+                "{key} names role `{role}`, which is not one of [roles] ({})",
+                known.join(", ")
+            ))
+        }
+    };
+    if let Some(route) = config.client.as_ref().and_then(|c| c.route.as_ref()) {
+        role("client.route".into(), route)?;
+    }
+    for (name, c) in &config.commands {
+        let named = c.on.iter().chain(&c.when_down).chain(&c.becomes).chain(&c.others);
+        for r in named {
+            role(format!("commands.{name}"), r)?;
+        }
+        if c.others.is_some() && c.becomes.is_none() {
+            return err(format!(
+                "commands.{name} has `others` but no `becomes`"
+            ));
+        }
+    }
+    for name in config.vars.keys() {
+        let known = SERVICE_VARIABLES.iter().chain(CLIENT_VARIABLES);
+        if !plain_var(name) || known.clone().any(|k| k == name) || name.starts_with("peers") {
+            return err(format!(
+                "vars.{name} needs a name of letters, digits and `_` that is not a variable of \
+                 fleetcheck's own"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn plain_var(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// The line of `text` (1-based) where `needle` first appears, for messages; `None` if it
 /// does not.
 fn line_of(text: &str, needle: &str) -> Option<usize> {
@@ -209,6 +299,16 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
                 "[client] belongs to scenario files: add a [scenario] section with its name".into(),
             );
         }
+        if let Some(name) = config.vars.keys().next() {
+            return err(format!(
+                "vars.{name} belongs to scenario files: add a [scenario] section with its name"
+            ));
+        }
+        if let Some((name, _)) = config.roles.iter().find(|(_, r)| !r.after.is_empty()) {
+            return err(format!(
+                "roles.{name}.after belongs to scenario files: add a [scenario] section with its name"
+            ));
+        }
         return Ok(());
     };
     let plain = |s: &str| {
@@ -226,9 +326,7 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
                 .into(),
         );
     }
-    if !config.roles.is_empty() {
-        return err("workload kv runs on [kv] nodes, which have no roles: drop [roles]".into());
-    }
+    validate_roles(config)?;
     for (name, s) in &config.services {
         if s.start.is_none() && (s.ready.is_some() || s.serving.is_some()) {
             return err(format!(
@@ -241,7 +339,7 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
             ("serving", &s.serving),
         ] {
             if let Some(text) = text {
-                Template::parse(text, SERVICE_VARIABLES, true)
+                Template::parse_with(text, SERVICE_VARIABLES, true, &config.vars)
                     .map_err(|e| ConfigError(format!("services.{name}.{key} {e}")))?;
             }
         }
@@ -274,7 +372,7 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
                 "commands.{name}: weight must be between 1 and 100 and cost at most 1000"
             ));
         }
-        Template::parse(&c.run, SERVICE_VARIABLES, true)
+        Template::parse_with(&c.run, SERVICE_VARIABLES, true, &config.vars)
             .map_err(|e| ConfigError(format!("commands.{name}.run {e}")))?;
     }
     for (name, e) in &config.eventually {
@@ -283,11 +381,11 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
                 "eventually.{name}.within_ms must be between 1 and 600000"
             ));
         }
-        Template::parse(&e.run, SERVICE_VARIABLES, true)
+        Template::parse_with(&e.run, SERVICE_VARIABLES, true, &config.vars)
             .map_err(|e| ConfigError(format!("eventually.{name}.run {e}")))?;
     }
     for (name, i) in &config.invariants {
-        Template::parse(&i.run, SERVICE_VARIABLES, true)
+        Template::parse_with(&i.run, SERVICE_VARIABLES, true, &config.vars)
             .map_err(|e| ConfigError(format!("invariants.{name}.run {e}")))?;
     }
     let client = config.client.clone().unwrap_or_default();
@@ -300,12 +398,12 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
     ];
     for (key, text) in ops {
         if let Some(text) = text {
-            Template::parse(text, CLIENT_VARIABLES, true)
+            Template::parse_with(text, CLIENT_VARIABLES, true, &config.vars)
                 .map_err(|e| ConfigError(format!("client.{key} {e}")))?;
         }
     }
     if let Some(program) = &client.program {
-        Template::parse(program, PROGRAM_VARIABLES, true)
+        Template::parse_with(program, PROGRAM_VARIABLES, true, &config.vars)
             .map_err(|e| ConfigError(format!("client.program {e}")))?;
         if let Some((key, _)) = ops.iter().find(|(_, t)| t.is_some()) {
             return err(format!(

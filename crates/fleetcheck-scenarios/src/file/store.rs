@@ -54,6 +54,37 @@ pub fn start_order(config: &ScenarioConfig) -> Result<Vec<String>, String> {
     Ok(order)
 }
 
+/// The rank of each role at a case's first boot: 0 for a role after none, else one more than
+/// the highest of the roles its `after` names; or why there is no such order.
+pub fn role_ranks(config: &ScenarioConfig) -> Result<BTreeMap<String, usize>, String> {
+    let mut ranks: BTreeMap<String, usize> = BTreeMap::new();
+    while ranks.len() < config.roles.len() {
+        let next = config.roles.iter().find_map(|(name, r)| {
+            let rank = r
+                .after
+                .iter()
+                .map(|a| ranks.get(a).map(|k| k + 1))
+                .try_fold(0, |most, k| k.map(|k| most.max(k)))?;
+            (!ranks.contains_key(name)).then(|| (name.clone(), rank))
+        });
+        match next {
+            Some((name, rank)) => {
+                ranks.insert(name, rank);
+            }
+            None => {
+                let waiting: Vec<String> = config
+                    .roles
+                    .keys()
+                    .filter(|n| !ranks.contains_key(*n))
+                    .map(|n| format!("roles.{n}.after"))
+                    .collect();
+                return Err(format!("{} wait for each other", waiting.join(" and ")));
+            }
+        }
+    }
+    Ok(ranks)
+}
+
 /// One service as the store runs it.
 #[derive(Debug, Clone)]
 struct Running {
@@ -84,6 +115,8 @@ pub struct FileStore {
     op_timeout: Duration,
     service: Option<KvService>,
     services: Vec<Running>,
+    /// Each role's wave at a case's first boot (see [`role_ranks`]).
+    role_ranks: BTreeMap<String, usize>,
     client: Arc<Client>,
     /// Its own commands and invariants, by name.
     commands: BTreeMap<String, Template>,
@@ -118,9 +151,22 @@ impl FileCluster {
     }
 }
 
-/// A template already checked when the file was read.
-fn checked(text: &str, known: &[&str]) -> Template {
-    Template::parse(text, known, true).expect("validated when the file was read")
+/// A template of `config` already checked when the file was read.
+fn checked(config: &ScenarioConfig, text: &str, known: &[&str]) -> Template {
+    Template::parse_with(text, known, true, &config.vars).expect("validated when the file was read")
+}
+
+/// Every machine of `state` as `{peers|…}` lists it, with its role in `state`.
+fn peers_of(state: &KvState) -> Vec<Peer> {
+    state
+        .machines
+        .iter()
+        .map(|m| Peer {
+            id: m.id.clone(),
+            ip: m.ip.to_string(),
+            role: m.role.clone(),
+        })
+        .collect()
 }
 
 impl FileStore {
@@ -137,7 +183,7 @@ impl FileStore {
             .map(|name| {
                 let s = &config.services[&name];
                 let template =
-                    |t: &Option<String>| t.as_deref().map(|t| checked(t, SERVICE_VARIABLES));
+                    |t: &Option<String>| t.as_deref().map(|t| checked(config, t, SERVICE_VARIABLES));
                 Running {
                     start: template(&s.start).expect("a starting service has a start"),
                     ready: template(&s.ready),
@@ -148,9 +194,9 @@ impl FileStore {
             })
             .collect();
         let c = config.client.clone().unwrap_or_default();
-        let template = |t: &Option<String>| t.as_deref().map(|t| checked(t, CLIENT_VARIABLES));
+        let template = |t: &Option<String>| t.as_deref().map(|t| checked(config, t, CLIENT_VARIABLES));
         let client = Client {
-            program: c.program.as_deref().map(|t| checked(t, PROGRAM_VARIABLES)),
+            program: c.program.as_deref().map(|t| checked(config, t, PROGRAM_VARIABLES)),
             put: template(&c.put),
             get: template(&c.get),
             delete: template(&c.delete),
@@ -164,23 +210,24 @@ impl FileStore {
             op_timeout: Duration::from_millis(config.kv.op_timeout_ms),
             service,
             services,
+            role_ranks: role_ranks(config).expect("validated when the file was read"),
             client: Arc::new(client),
             commands: config
                 .commands
                 .iter()
-                .map(|(n, c)| (n.clone(), checked(&c.run, SERVICE_VARIABLES)))
+                .map(|(n, c)| (n.clone(), checked(config, &c.run, SERVICE_VARIABLES)))
                 .collect(),
             invariants: config
                 .invariants
                 .iter()
-                .map(|(n, i)| (n.clone(), checked(&i.run, SERVICE_VARIABLES)))
+                .map(|(n, i)| (n.clone(), checked(config, &i.run, SERVICE_VARIABLES)))
                 .collect(),
             eventually: config
                 .eventually
                 .iter()
                 .map(|(n, e)| {
                     let within = Duration::from_millis(e.within_ms);
-                    (n.clone(), (checked(&e.run, SERVICE_VARIABLES), within))
+                    (n.clone(), (checked(config, &e.run, SERVICE_VARIABLES), within))
                 })
                 .collect(),
         }
@@ -212,7 +259,7 @@ impl FileStore {
                 ("version", version),
                 ("token", c.token.clone()),
             ]),
-            peers: &c.peers,
+            peers: peers_of(state).into(),
         })
     }
 
@@ -371,7 +418,7 @@ impl FileStore {
     ) -> Result<Session, ExecError> {
         let vars = Vars {
             values: self.client_values(c, node),
-            peers: &c.peers,
+            peers: c.peers[..].into(),
         };
         let child = c.net.spawn(node, &program.render(&vars), "client.log")?;
         Ok(Session::new(child))
@@ -412,7 +459,7 @@ impl FileStore {
         };
         let vars = Vars {
             values,
-            peers: &c.peers,
+            peers: c.peers[..].into(),
         };
         Some((template?.render(&vars), read))
     }
@@ -428,15 +475,7 @@ impl Store for FileStore {
             self.memory_mb,
             self.service.as_ref(),
         )?;
-        let peers = state
-            .machines
-            .iter()
-            .map(|m| Peer {
-                id: m.id.clone(),
-                ip: m.ip.to_string(),
-                role: m.role.clone(),
-            })
-            .collect();
+        let peers = peers_of(state);
         // Unique to the case: its machines' ids (fresh per case) in a short hash.
         let mut h: u32 = 0x811c_9dc5;
         for b in state.machines.iter().flat_map(|m| m.id.bytes()) {
@@ -450,12 +489,20 @@ impl Store for FileStore {
             broken: std::sync::Mutex::new(None),
         };
         let ids: Vec<&str> = state.machines.iter().map(|m| m.id.as_str()).collect();
+        // Machines in waves by role (`[roles.<name>] after`), each wave ready before the next.
+        let rank = |m: &crate::cluster::Machine| self.role_ranks.get(&m.role).copied();
+        let mut waves: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+        for m in &state.machines {
+            waves.entry(rank(m).unwrap_or(0)).or_default().push(&m.id);
+        }
         for s in &self.services {
-            for id in &ids {
-                self.start_one(&c, state, id, s)?;
-            }
-            for id in &ids {
-                self.ready(&c, state, id, s)?;
+            for wave in waves.values() {
+                for id in wave {
+                    self.start_one(&c, state, id, s)?;
+                }
+                for id in wave {
+                    self.ready(&c, state, id, s)?;
+                }
             }
             if let (Some(probe), Some(first)) = (&s.serving, ids.first()) {
                 self.wait(&c, state, first, s, probe, "serving")?;

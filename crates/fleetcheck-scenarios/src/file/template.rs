@@ -1,7 +1,8 @@
 //! The command templates of a scenario file: text with `{variable}`s that fleetcheck fills in
 //! for each machine and operation, and `{peers|FORMAT|SEPARATOR}`, every machine of the case
-//! (itself too) formatted with `[id]`, `[ip]`, `[role]` and joined. `{{` and `}}` are a
-//! literal brace (as in `awk '{{ print $1 }}'`).
+//! (itself too) formatted with `[id]`, `[ip]`, `[role]` and joined (`{peers:ROLE|…}`: those of
+//! role `ROLE` only). The file's own `[vars]` are filled in when the template is read. `{{`
+//! and `}}` are a literal brace (as in `awk '{{ print $1 }}'`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,8 +17,9 @@ pub struct Template {
 enum Part {
     Text(String),
     Var(String),
-    /// `{peers|FORMAT|SEP}`: FORMAT's own parts (text and `[field]`s) and the separator.
-    Peers(Vec<PeerPart>, String),
+    /// `{peers|FORMAT|SEP}`: FORMAT's own parts (text and `[field]`s), the separator and the
+    /// role of `{peers:ROLE|…}`.
+    Peers(Vec<PeerPart>, String, Option<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +52,7 @@ pub struct Vars<'a> {
     /// `{name}` → value.
     pub values: BTreeMap<&'static str, String>,
     /// Every machine of the case, for `{peers|…}`.
-    pub peers: &'a [Peer],
+    pub peers: std::borrow::Cow<'a, [Peer]>,
 }
 
 /// Why a template cannot be read: one sentence.
@@ -66,6 +68,16 @@ impl fmt::Display for TemplateError {
 impl Template {
     /// Reads `text`, whose variables must be among `known` (and `{peers|…}` if `peers`).
     pub fn parse(text: &str, known: &[&str], peers: bool) -> Result<Template, TemplateError> {
+        Self::parse_with(text, known, peers, &BTreeMap::new())
+    }
+
+    /// [`Template::parse`], with the file's own variables `vars` (`[vars]`) filled in now.
+    pub fn parse_with(
+        text: &str,
+        known: &[&str],
+        peers: bool,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut rest = text;
@@ -88,11 +100,15 @@ impl Template {
                 )
             })?;
             let inner = &at[1..end];
+            rest = &at[end + 1..];
+            if let Some(value) = vars.get(inner).filter(|_| !known.contains(&inner)) {
+                literal.push_str(value);
+                continue;
+            }
             if !literal.is_empty() {
                 parts.push(Part::Text(std::mem::take(&mut literal)));
             }
-            parts.push(Self::variable(inner, known, peers)?);
-            rest = &at[end + 1..];
+            parts.push(Self::variable(inner, known, peers, vars)?);
         }
         literal.push_str(rest);
         if !literal.is_empty() {
@@ -101,8 +117,26 @@ impl Template {
         Ok(Template { parts })
     }
 
-    fn variable(inner: &str, known: &[&str], peers: bool) -> Result<Part, TemplateError> {
-        if let Some(spec) = inner.strip_prefix("peers|") {
+    fn variable(
+        inner: &str,
+        known: &[&str],
+        peers: bool,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<Part, TemplateError> {
+        let (role, spec) = if let Some(filtered) = inner.strip_prefix("peers:") {
+            match filtered.split_once('|') {
+                Some((role, spec)) if !role.is_empty() => (Some(role.to_string()), Some(spec)),
+                _ => {
+                    return Err(TemplateError(format!(
+                        "`{{{inner}}}` needs a role, a format and a separator: \
+                         `{{peers:primary|[ip]|,}}`"
+                    )))
+                }
+            }
+        } else {
+            (None, inner.strip_prefix("peers|"))
+        };
+        if let Some(spec) = spec {
             if !peers {
                 return Err(TemplateError(format!(
                     "uses `{{{inner}}}`, but the machines' list has no meaning here"
@@ -113,12 +147,17 @@ impl Template {
                     "`{{{inner}}}` needs a format and a separator: `{{peers|[id]=[ip]|,}}`"
                 ))
             })?;
-            return Ok(Part::Peers(Self::peer_format(format)?, sep.to_string()));
+            return Ok(Part::Peers(
+                Self::peer_format(format)?,
+                sep.to_string(),
+                role,
+            ));
         }
         if known.contains(&inner) {
             return Ok(Part::Var(inner.to_string()));
         }
         let mut all: Vec<String> = known.iter().map(|k| format!("{{{k}}}")).collect();
+        all.extend(vars.keys().map(|k| format!("{{{k}}}")));
         if peers {
             all.push("{peers|FORMAT|SEP}".into());
         }
@@ -168,10 +207,11 @@ impl Template {
                 Part::Var(name) => {
                     out.push_str(vars.values.get(name.as_str()).map_or("", String::as_str))
                 }
-                Part::Peers(format, sep) => {
+                Part::Peers(format, sep, role) => {
                     let each: Vec<String> = vars
                         .peers
                         .iter()
+                        .filter(|p| role.as_ref().is_none_or(|r| *r == p.role))
                         .map(|p| {
                             format
                                 .iter()
@@ -218,12 +258,42 @@ mod tests {
         ];
         let vars = Vars {
             values: BTreeMap::from([("id", "a".to_string())]),
-            peers: &peers,
+            peers: peers[..].into(),
         };
         assert_eq!(
             t.render(&vars),
             "etcd --name a --initial-cluster a=http://10.0.0.2:2380,b=http://10.0.0.3:2380 | awk '{ print $1 }'"
         );
+    }
+
+    #[test]
+    fn peers_of_a_role_and_the_files_own_variables() {
+        let own = BTreeMap::from([("mode".to_string(), "sync".to_string())]);
+        let t = Template::parse_with(
+            "primary={peers:primary|[ip]|,} all={peers|[id]:[role]| } {mode} {id}",
+            &["id"],
+            true,
+            &own,
+        )
+        .unwrap();
+        let peer = |id: &str, role: &str| Peer {
+            id: id.into(),
+            ip: format!("10.0.0.{}", id.len()),
+            role: role.into(),
+        };
+        let peers = [peer("a", "primary"), peer("bb", "replica")];
+        let vars = Vars {
+            values: BTreeMap::from([("id", "bb".to_string())]),
+            peers: peers[..].into(),
+        };
+        assert_eq!(
+            t.render(&vars),
+            "primary=10.0.0.1 all=a:primary bb:replica sync bb"
+        );
+        let e = Template::parse_with("{nope}", &["id"], false, &own).unwrap_err().0;
+        assert!(e.contains("(these are: {id} {mode})"), "{e}");
+        let e = Template::parse("{peers:|[ip]|,}", &[], true).unwrap_err().0;
+        assert!(e.contains("needs a role"), "{e}");
     }
 
     #[test]

@@ -282,9 +282,12 @@ impl KvService {
 /// [`Machine`]).
 pub type KvState = ClusterState;
 
-/// `data on ext4, etcd 3.4`: a node's parameters for people (empty if none).
+/// `replica, data on ext4, etcd 3.4`: a node's role and parameters for people (empty if none).
 pub fn parameters(m: &Machine) -> String {
     let mut parts: Vec<String> = Vec::new();
+    if !m.role.is_empty() {
+        parts.push(m.role.clone());
+    }
     if let Some(fs) = m.filesystem {
         parts.push(format!("data on {fs}"));
     }
@@ -379,8 +382,13 @@ pub struct KvModel {
     pub filesystems: Vec<fleetcheck_fabric::FileSystem>,
     /// Whether nodes lose unsynced writes on a power cut (`[machine] lose_unsynced`).
     pub lose_unsynced: bool,
-    /// A scenario file's own commands: `(name, weight, cost)`, in name order.
-    pub commands: Vec<(String, u32, u32)>,
+    /// A scenario file's own commands (`[commands.<name>]`), in name order.
+    pub commands: Vec<(String, crate::file::FileCommand)>,
+    /// The machines' roles and how many of each (`[roles.<name>] count`), in name order;
+    /// empty: `[kv] nodes` machines without a role.
+    pub roles: Vec<(String, Range<u32>)>,
+    /// The role client operations go to (`[client] route`); `None`: any node.
+    pub route: Option<String>,
 }
 
 impl KvModel {
@@ -406,9 +414,38 @@ impl KvModel {
             commands: config
                 .commands
                 .iter()
-                .map(|(name, c)| (name.clone(), c.weight, c.cost))
+                .map(|(name, c)| (name.clone(), c.clone()))
                 .collect(),
+            roles: config
+                .roles
+                .iter()
+                .map(|(name, r)| (name.clone(), r.count.clone()))
+                .collect(),
+            route: config.client.as_ref().and_then(|c| c.route.clone()),
         }
+    }
+
+    /// The machines client operations may go to in `s`: those awake, of the route's role.
+    fn targets(&self, s: &KvState) -> Vec<String> {
+        s.machines
+            .iter()
+            .filter(|m| m.awake() && self.route.as_ref().is_none_or(|r| *r == m.role))
+            .map(|m| m.id.clone())
+            .collect()
+    }
+
+    /// Whether command `name` of the file's own may run on `node` in `s`: the node awake, of
+    /// the command's role, and every machine of its `when_down` roles down or paused.
+    fn may_run(&self, s: &KvState, name: &str, node: &str) -> bool {
+        let Some((_, c)) = self.commands.iter().find(|(n, _)| n == name) else {
+            return false;
+        };
+        s.machine(node)
+            .is_some_and(|m| m.awake() && c.on.as_ref().is_none_or(|r| *r == m.role))
+            && s.machines
+                .iter()
+                .filter(|m| c.when_down.contains(&m.role))
+                .all(|m| !m.awake())
     }
 
     fn versions(&self) -> &[ServiceVersion] {
@@ -424,13 +461,31 @@ impl KvModel {
     /// the host's kernel, with the file systems and the versions of the store's service.
     pub fn domain(&self) -> MachineDomain {
         let (least, most) = self.config.nodes;
-        let memory = self.config.memory_mb;
-        MachineDomain {
-            role: String::new(),
-            count: Range {
+        self.domain_of(
+            String::new(),
+            Range {
                 min: least,
                 max: most,
             },
+        )
+    }
+
+    /// The domain of each role (`[roles]`), or the one of [`KvModel::domain`] without roles.
+    pub fn domains(&self) -> Vec<MachineDomain> {
+        if self.roles.is_empty() {
+            return vec![self.domain()];
+        }
+        self.roles
+            .iter()
+            .map(|(role, count)| self.domain_of(role.clone(), count.clone()))
+            .collect()
+    }
+
+    fn domain_of(&self, role: String, count: Range<u32>) -> MachineDomain {
+        let memory = self.config.memory_mb;
+        MachineDomain {
+            role,
+            count,
             memory_mb: Range {
                 min: memory,
                 max: memory,
@@ -488,13 +543,29 @@ impl Model for KvModel {
 
     fn initial_state(&self, g: &mut Gen) -> KvState {
         let subnet = SUBNET;
-        let count = g.range(self.config.nodes.0..=self.config.nodes.1) as usize;
+        // Without roles one draw of `[kv] nodes` (as before roles existed); with them, a count
+        // per role, machines in role order.
+        let roles: Vec<String> = if self.roles.is_empty() {
+            let count = g.range(self.config.nodes.0..=self.config.nodes.1) as usize;
+            vec![String::new(); count]
+        } else {
+            let mut roles = Vec::new();
+            for (role, count) in &self.roles {
+                let n = g.range(count.min..=count.max) as usize;
+                roles.extend(std::iter::repeat_n(role.clone(), n));
+            }
+            roles
+        };
         let mut nodes: Vec<Machine> = Vec::new();
-        for ip in cluster::distinct_hosts(g, subnet, count) {
+        for (ip, role) in cluster::distinct_hosts(g, subnet, roles.len())
+            .into_iter()
+            .zip(roles)
+        {
             let mut node = Machine::new(
                 cluster::fresh_id(g, |id| nodes.iter().any(|n| n.id == id)),
                 ip,
             );
+            node.role = role;
             node.running = true;
             node.lose_unsynced = self.lose_unsynced;
             // Drawn only when configured, so other configurations give the same cases.
@@ -543,7 +614,7 @@ impl Model for KvModel {
     /// Fewer nodes (never fewer than `[kv] nodes` allows), then per node the preferred file
     /// system and version.
     fn shrink_state(&self, s: &KvState) -> Vec<KvState> {
-        s.shrink(&[self.domain()])
+        s.shrink(&self.domains())
     }
 
     fn command(&self, s: &KvState, g: &mut Gen) -> Option<KvCmd> {
@@ -553,8 +624,9 @@ impl Model for KvModel {
             Run(usize),
         }
         let awake = s.awake();
+        let targets = self.targets(s);
         let mut kinds: Vec<(u32, Pick)> = Vec::new();
-        if !awake.is_empty() {
+        if !targets.is_empty() {
             kinds.push((6, Pick::Ops));
         }
         let plan = self.plan();
@@ -564,20 +636,31 @@ impl Model for KvModel {
                 .map(|(w, k)| (w, Pick::Cluster(k))),
         );
         // Only with commands of its own: otherwise the draws are as before.
-        if !awake.is_empty() {
-            kinds.extend(
-                self.commands
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, weight, _))| (*weight, Pick::Run(i))),
-            );
-        }
+        let runnable: Vec<(usize, Vec<String>)> = self
+            .commands
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                let nodes = awake.iter().filter(|n| self.may_run(s, name, n));
+                (i, nodes.cloned().collect::<Vec<_>>())
+            })
+            .filter(|(_, nodes)| !nodes.is_empty())
+            .collect();
+        kinds.extend(
+            runnable
+                .iter()
+                .enumerate()
+                .map(|(at, (i, _))| (self.commands[*i].1.weight, Pick::Run(at))),
+        );
         Some(match g.frequency(&kinds)? {
             Pick::Cluster(kind) => KvCmd::Cluster(s.draw(*kind, &plan, g)?),
-            Pick::Run(i) => KvCmd::Run {
-                name: self.commands[*i].0.clone(),
-                node: g.choose(&awake)?.clone(),
-            },
+            Pick::Run(at) => {
+                let (i, nodes) = &runnable[*at];
+                KvCmd::Run {
+                    name: self.commands[*i].0.clone(),
+                    node: g.choose(nodes)?.clone(),
+                }
+            }
             Pick::Ops => {
                 let kinds: Vec<(u32, OpKind)> =
                     self.config.ops.iter().map(|k| (k.weight(), *k)).collect();
@@ -585,7 +668,7 @@ impl Model for KvModel {
                 let mut ops = Vec::new();
                 for worker in 0..workers {
                     for _ in 0..g.range(1..=self.config.ops_per_worker.max(1)) {
-                        let node = g.choose(&awake)?.clone();
+                        let node = g.choose(&targets)?.clone();
                         let key = g.range(0..=self.config.keys.max(1) - 1);
                         let value = g.range(0..=99u64);
                         let op = match g.frequency(&kinds)? {
@@ -687,23 +770,35 @@ impl Model for KvModel {
 
     fn precondition(&self, s: &KvState, c: &KvCmd) -> bool {
         match c {
-            KvCmd::Run { name, node } => {
-                self.commands.iter().any(|(n, _, _)| n == name)
-                    && s.machine(node).is_some_and(Machine::awake)
-            }
+            KvCmd::Run { name, node } => self.may_run(s, name, node),
             KvCmd::Ops { ops } => {
-                !ops.is_empty()
-                    && ops
-                        .iter()
-                        .all(|o| s.machine(&o.node).is_some_and(Machine::awake))
+                let targets = self.targets(s);
+                !ops.is_empty() && ops.iter().all(|o| targets.contains(&o.node))
             }
             KvCmd::Cluster(c) => c.precondition(s, &self.plan()),
         }
     }
 
+    /// A command of the file's own with `becomes` gives its node that role (and the machines
+    /// that had it the role `others`, if given): e.g. a promoted replica is the primary.
     fn next_state(&self, s: &KvState, c: &KvCmd) -> KvState {
         match c {
-            KvCmd::Ops { .. } | KvCmd::Run { .. } => s.clone(),
+            KvCmd::Ops { .. } => s.clone(),
+            KvCmd::Run { name, node } => {
+                let mut next = s.clone();
+                let own = self.commands.iter().find(|(n, _)| n == name);
+                if let Some(role) = own.and_then(|(_, c)| c.becomes.as_ref()) {
+                    let others = own.and_then(|(_, c)| c.others.as_ref());
+                    for m in &mut next.machines {
+                        if m.id == *node {
+                            m.role = role.clone();
+                        } else if let Some(other) = others.filter(|_| m.role == *role) {
+                            m.role = other.clone();
+                        }
+                    }
+                }
+                next
+            }
             KvCmd::Cluster(c) => s.next_state(c),
         }
     }
@@ -725,8 +820,8 @@ impl Model for KvModel {
             KvCmd::Run { name, .. } => self
                 .commands
                 .iter()
-                .find(|(n, _, _)| n == name)
-                .map_or(2, |(_, _, cost)| *cost),
+                .find(|(n, _)| n == name)
+                .map_or(2, |(_, c)| c.cost),
             // A shutdown, a boot and a restart of the service.
             KvCmd::Cluster(ClusterCmd::Upgrade { .. }) => 6,
             KvCmd::Cluster(c) => c.cost(),
@@ -780,8 +875,20 @@ impl Model for KvModel {
         Some(format!("{} nodes", s.machines.len()))
     }
 
+    /// The cluster layer's summary, and with roles each role's machines (a command of the
+    /// file's own may move them).
     fn summarize_state(&self, s: &KvState) -> String {
-        s.summary()
+        let mut out = s.summary();
+        for (role, _) in &self.roles {
+            let of: Vec<&str> = s
+                .machines
+                .iter()
+                .filter(|m| m.role == *role)
+                .map(|m| m.id.as_str())
+                .collect();
+            let _ = write!(out, "; {role}: {}", of.join(" "));
+        }
+        out
     }
 
     fn command_name(&self, c: &KvCmd) -> String {

@@ -281,6 +281,7 @@ fn leaky_partition_is_found_and_shrunk() {
 mod fingerprint;
 mod kv_versions;
 mod parameters;
+mod roles;
 
 mod kv {
     use fleetcheck_engine::{run, Config, Outcome};
