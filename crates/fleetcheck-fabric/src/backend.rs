@@ -33,6 +33,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn default_workers(&self) -> Option<usize> {
         None
     }
+    /// A directory of the run's own on the host that every machine of every network of this
+    /// backend sees at the same path (for what a run prepares once and its cases share, such
+    /// as a database's initial files), created on first use and removed with the run on every
+    /// exit; `None` where machines do not see the host's files (the fake, VMs).
+    fn scratch_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
     /// Builds the network with every machine `Off`.
     fn create(&self, spec: &NetworkSpec) -> Result<Box<dyn Network>, CreateError>;
 }

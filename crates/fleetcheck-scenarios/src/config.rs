@@ -203,6 +203,12 @@ pub struct ServiceConfig {
     /// Services that must be ready before this one starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
+    /// In a scenario file: a command run once per run, inside the first machine that is about
+    /// to start the service, before its start: it leaves in `{prepared}` (a directory of the
+    /// run's own that every machine sees, removed with the run) what every start may copy,
+    /// such as a database's initial files made once instead of once per case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare: Option<String>,
 }
 
 /// Every service by name (`[services]`): what machines' versions name.

@@ -17,7 +17,8 @@
 //! - `/proc`: the machine's own (its pid namespace), with `/proc/sys`, `/proc/sysrq-trigger` and
 //!   a few more bound read-only; `/sys`: a fresh read-only sysfs of the machine's network
 //!   namespace (its own interfaces; no cgroup file system);
-//! - the data directory (`--data`, read-write) and the services directory (`--bin`, read-only,
+//! - the data directory (`--data`, read-write), the run's scratch directory (`--scratch`,
+//!   read-write, shared by the run's machines) and the services directory (`--bin`, read-only,
 //!   with each program's directory where the read-only view lacks it) at their host paths.
 //!
 //! Then the agent drops the capabilities that reach past these namespaces (mounting, modules,
@@ -39,6 +40,7 @@ pub struct Plan {
     pub root: PathBuf,
     pub data: Option<PathBuf>,
     pub bin: Option<PathBuf>,
+    pub scratch: Option<PathBuf>,
 }
 
 impl Plan {
@@ -53,6 +55,7 @@ impl Plan {
             root: value("--root")?,
             data: value("--data"),
             bin: value("--bin"),
+            scratch: value("--scratch"),
         })
     }
 }
@@ -286,7 +289,7 @@ pub fn enter(plan: &Plan, before_read_only: impl FnOnce(&Path)) -> io::Result<()
             Some("mode=755"),
         )?;
     }
-    if let Some(data) = &plan.data {
+    for data in plan.data.iter().chain(&plan.scratch) {
         let target = under(&new, data);
         fs::create_dir_all(data).map_err(context(format!("create {}", data.display())))?;
         fs::create_dir_all(&target).map_err(context(format!("create {}", target.display())))?;
@@ -506,6 +509,7 @@ mod tests {
                 root: "/r".into(),
                 data: Some("/d".into()),
                 bin: None,
+                scratch: None,
             })
         );
         assert_eq!(Plan::from_args(&["--data".into(), "/d".into()]), None);

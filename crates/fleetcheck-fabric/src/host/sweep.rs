@@ -112,6 +112,15 @@ impl RunDir {
         }
     }
 
+    /// `scratch`: the run's directory for what its cases share (see
+    /// [`crate::Backend::scratch_dir`]), made here (root's only) on first use.
+    pub fn scratch(&self) -> io::Result<PathBuf> {
+        let dir = self.path.join("scratch");
+        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&dir)?;
+        Ok(dir)
+    }
+
     /// The pid of the run's guardian process.
     pub fn guardian_pid(&self) -> Option<u32> {
         self.guardian.as_ref().map(Guardian::pid)

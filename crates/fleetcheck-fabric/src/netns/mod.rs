@@ -122,6 +122,11 @@ impl Backend for NetnsBackend {
         "netns"
     }
 
+    /// `scratch` in the run's directory, which every machine sees at the same path.
+    fn scratch_dir(&self) -> Option<std::path::PathBuf> {
+        self.run.scratch().ok()
+    }
+
     fn create(&self, spec: &NetworkSpec) -> Result<Box<dyn Network>, CreateError> {
         Ok(Box::new(self.create_netns(spec)?))
     }

@@ -316,14 +316,17 @@ impl NetShared {
     }
 
     /// The agent's arguments after its command's own: the machine's root layers, data and
-    /// services directories.
+    /// services directories, and the run's scratch directory.
     fn agent_args(&self, m: &Machine) -> Vec<String> {
+        let scratch = self.net.run.scratch().ok();
         [
-            ("--root", &m.own.root),
-            ("--data", &m.data),
-            ("--bin", &m.own.bin),
+            ("--root", Some(&m.own.root)),
+            ("--data", Some(&m.data)),
+            ("--bin", Some(&m.own.bin)),
+            ("--scratch", scratch.as_ref()),
         ]
         .into_iter()
+        .filter_map(|(flag, path)| Some((flag, path?)))
         .flat_map(|(flag, path)| [flag.to_string(), path.to_string_lossy().into_owned()])
         .collect()
     }

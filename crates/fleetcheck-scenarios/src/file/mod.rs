@@ -150,10 +150,13 @@ fn two() -> u32 {
     2
 }
 
-/// The variables of a service's `start`, `ready` and `serving`: the machine's `{id}`, `{ip}`,
-/// `{role}`, its data directory `{data}`, the `{version}` of this service it runs (`host` for
-/// the host's program), a `{token}` unique to the case; plus `{peers|FORMAT|SEP}`.
-pub const SERVICE_VARIABLES: &[&str] = &["id", "ip", "role", "data", "version", "token"];
+/// The variables of a service's `start`, `ready`, `serving` and `prepare`: the machine's
+/// `{id}`, `{ip}`, `{role}`, its data directory `{data}`, the `{version}` of this service it
+/// runs (`host` for the host's program), a `{token}` unique to the case, the directory
+/// `{prepared}` of the service's `prepare`; plus `{peers|FORMAT|SEP}`.
+pub const SERVICE_VARIABLES: &[&str] = &[
+    "id", "ip", "role", "data", "version", "token", "prepared",
+];
 
 /// The variables of a client operation: `{key}`, `{value}` (put), `{expected}` and `{new}`
 /// (cas), the machine it goes to (`{node}`, `{node_ip}`), `{timeout_ms}` (`[kv]
@@ -269,7 +272,7 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
     let running: Vec<&String> = config
         .services
         .iter()
-        .filter(|(_, s)| s.start.is_some() || s.ready.is_some() || s.serving.is_some())
+        .filter(|(_, s)| s.start.is_some() || s.ready.is_some() || s.serving.is_some() || s.prepare.is_some())
         .map(|(name, _)| name)
         .collect();
     let Some(scenario) = &config.scenario else {
@@ -328,15 +331,17 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
     }
     validate_roles(config)?;
     for (name, s) in &config.services {
-        if s.start.is_none() && (s.ready.is_some() || s.serving.is_some()) {
+        if s.start.is_none() && (s.ready.is_some() || s.serving.is_some() || s.prepare.is_some())
+        {
             return err(format!(
-                "services.{name} has `ready` or `serving` but no `start`"
+                "services.{name} has `ready`, `serving` or `prepare` but no `start`"
             ));
         }
         for (key, text) in [
             ("start", &s.start),
             ("ready", &s.ready),
             ("serving", &s.serving),
+            ("prepare", &s.prepare),
         ] {
             if let Some(text) = text {
                 Template::parse_with(text, SERVICE_VARIABLES, true, &config.vars)

@@ -89,6 +89,7 @@ pub fn role_ranks(config: &ScenarioConfig) -> Result<BTreeMap<String, usize>, St
 #[derive(Debug, Clone)]
 struct Running {
     name: String,
+    prepare: Option<Template>,
     start: Template,
     ready: Option<Template>,
     serving: Option<Template>,
@@ -117,6 +118,8 @@ pub struct FileStore {
     services: Vec<Running>,
     /// Each role's wave at a case's first boot (see [`role_ranks`]).
     role_ranks: BTreeMap<String, usize>,
+    /// The services whose `prepare` has run in this run.
+    prepared: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     client: Arc<Client>,
     /// Its own commands and invariants, by name.
     commands: BTreeMap<String, Template>,
@@ -185,6 +188,7 @@ impl FileStore {
                 let template =
                     |t: &Option<String>| t.as_deref().map(|t| checked(config, t, SERVICE_VARIABLES));
                 Running {
+                    prepare: template(&s.prepare),
                     start: template(&s.start).expect("a starting service has a start"),
                     ready: template(&s.ready),
                     serving: template(&s.serving),
@@ -211,6 +215,7 @@ impl FileStore {
             service,
             services,
             role_ranks: role_ranks(config).expect("validated when the file was read"),
+            prepared: Default::default(),
             client: Arc::new(client),
             commands: config
                 .commands
@@ -258,6 +263,7 @@ impl FileStore {
                 ("data", disk.display().to_string()),
                 ("version", version),
                 ("token", c.token.clone()),
+                ("prepared", self.prepared_dir(service).unwrap_or_default()),
             ]),
             peers: peers_of(state).into(),
         })
@@ -280,6 +286,9 @@ impl FileStore {
         s: &Running,
     ) -> Result<(), Abort> {
         let vars = self.service_vars(c, state, node, &s.name)?;
+        if let Some(prepare) = &s.prepare {
+            self.prepare(c, node, s, &prepare.render(&vars))?;
+        }
         let cmd = format!(
             "( {} ) >>\"{}/{}.log\" 2>&1 &",
             s.start.render(&vars),
@@ -287,6 +296,45 @@ impl FileStore {
             s.name
         );
         service::start(c.net.as_ref(), node, &s.name, cmd)
+    }
+
+    /// Where `service`'s `prepare` leaves its work: in the backend's scratch directory.
+    fn prepared_dir(&self, service: &str) -> Option<String> {
+        let dir = self.backend.scratch_dir()?.join(service);
+        Some(dir.display().to_string())
+    }
+
+    /// Runs `cmd`, service `s`'s `prepare`, on `node` unless it ran in this run already (other
+    /// cases wait for the one that runs it).
+    fn prepare(&self, c: &FileCluster, node: &str, s: &Running, cmd: &str) -> Result<(), Abort> {
+        let mut done = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        if done.contains(&s.name) {
+            return Ok(());
+        }
+        let dir = self.prepared_dir(&s.name).ok_or_else(|| {
+            Abort::new(format!(
+                "services.{}.prepare needs machines that see the host's files, which the {} \
+                 backend's do not (use netns)",
+                s.name,
+                self.backend.name()
+            ))
+        })?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Abort::new(format!("cannot make {dir}: {e}")))?;
+        let out = c.net.exec(node, &service::shell(cmd.to_string(), s.within))?;
+        if !out.success() {
+            let said = format!("{}{}", out.stdout_str(), out.stderr_str());
+            let last: Vec<&str> = said.lines().rev().take(3).collect();
+            return Err(Abort::new(format!(
+                "services.{}.prepare failed on {node}{}: {}",
+                s.name,
+                if out.timed_out { " (out of time)" } else { "" },
+                last.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )));
+        }
+        done.insert(s.name.clone());
+        Ok(())
     }
 
     /// Waits until `probe` (the service's `ready` or `serving`) holds on `node`.
