@@ -116,6 +116,24 @@ pub struct FileCommand {
     pub others: Option<String>,
 }
 
+impl FileCommand {
+    /// The model after this command ran on `node` in `state`: with `becomes`, the node has
+    /// that role and the machines that had it `others` (if given); otherwise `state`.
+    pub fn effect(&self, state: &crate::kv::KvState, node: &str) -> crate::kv::KvState {
+        let mut next = state.clone();
+        if let Some(role) = &self.becomes {
+            for m in &mut next.machines {
+                if m.id == node {
+                    m.role = role.clone();
+                } else if let Some(other) = self.others.as_ref().filter(|_| m.role == *role) {
+                    m.role = other.clone();
+                }
+            }
+        }
+        next
+    }
+}
+
 /// `[invariants.<name>]` of a scenario file: a command run on every node that is up after
 /// every step; a non-zero exit fails the case.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

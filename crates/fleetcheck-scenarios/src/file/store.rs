@@ -121,8 +121,8 @@ pub struct FileStore {
     /// The services whose `prepare` has run in this run.
     prepared: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     client: Arc<Client>,
-    /// Its own commands and invariants, by name.
-    commands: BTreeMap<String, Template>,
+    /// Its own commands (with what they do to the model) and invariants, by name.
+    commands: BTreeMap<String, (Template, crate::file::FileCommand)>,
     invariants: BTreeMap<String, Template>,
     /// Its eventually-checks, by name, with how long each may take.
     eventually: BTreeMap<String, (Template, Duration)>,
@@ -131,7 +131,8 @@ pub struct FileStore {
 /// A live cluster of a scenario file.
 pub struct FileCluster {
     net: Box<dyn Network>,
-    peers: Vec<Peer>,
+    /// The machines as client templates list them (roles as the model has them).
+    peers: std::sync::Mutex<Vec<Peer>>,
     token: String,
     /// Idle client program sessions, by node.
     sessions: std::sync::Mutex<BTreeMap<String, Vec<Session>>>,
@@ -220,7 +221,10 @@ impl FileStore {
             commands: config
                 .commands
                 .iter()
-                .map(|(n, c)| (n.clone(), checked(config, &c.run, SERVICE_VARIABLES)))
+                .map(|(n, c)| {
+                    let template = checked(config, &c.run, SERVICE_VARIABLES);
+                    (n.clone(), (template, c.clone()))
+                })
                 .collect(),
             invariants: config
                 .invariants
@@ -446,6 +450,8 @@ impl FileStore {
     fn client_values(&self, c: &FileCluster, node: &str) -> BTreeMap<&'static str, String> {
         let ip = c
             .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .find(|p| p.id == node)
             .map(|p| p.ip.clone())
@@ -466,7 +472,7 @@ impl FileStore {
     ) -> Result<Session, ExecError> {
         let vars = Vars {
             values: self.client_values(c, node),
-            peers: c.peers[..].into(),
+            peers: c.peers.lock().unwrap_or_else(|e| e.into_inner()).clone().into(),
         };
         let child = c.net.spawn(node, &program.render(&vars), "client.log")?;
         Ok(Session::new(child))
@@ -507,7 +513,7 @@ impl FileStore {
         };
         let vars = Vars {
             values,
-            peers: c.peers[..].into(),
+            peers: c.peers.lock().unwrap_or_else(|e| e.into_inner()).clone().into(),
         };
         Some((template?.render(&vars), read))
     }
@@ -531,7 +537,7 @@ impl Store for FileStore {
         }
         let c = FileCluster {
             net,
-            peers,
+            peers: std::sync::Mutex::new(peers),
             token: format!("fc-{h:08x}"),
             sessions: std::sync::Mutex::new(BTreeMap::new()),
             broken: std::sync::Mutex::new(None),
@@ -612,11 +618,14 @@ impl Store for FileStore {
         name: &str,
         node: &str,
     ) -> Result<Result<(), String>, Abort> {
-        let template = self
+        let (template, own) = self
             .commands
             .get(name)
             .ok_or_else(|| Abort::new(format!("the scenario file has no command {name}")))?;
-        self.run_own(c, state, node, template)
+        let ran = self.run_own(c, state, node, template)?;
+        // Client programs started from now on see the machines' roles after it.
+        *c.peers.lock().unwrap_or_else(|e| e.into_inner()) = peers_of(&own.effect(state, node));
+        Ok(ran)
     }
 
     fn invariants(

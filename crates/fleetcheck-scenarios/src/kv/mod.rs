@@ -784,21 +784,10 @@ impl Model for KvModel {
     fn next_state(&self, s: &KvState, c: &KvCmd) -> KvState {
         match c {
             KvCmd::Ops { .. } => s.clone(),
-            KvCmd::Run { name, node } => {
-                let mut next = s.clone();
-                let own = self.commands.iter().find(|(n, _)| n == name);
-                if let Some(role) = own.and_then(|(_, c)| c.becomes.as_ref()) {
-                    let others = own.and_then(|(_, c)| c.others.as_ref());
-                    for m in &mut next.machines {
-                        if m.id == *node {
-                            m.role = role.clone();
-                        } else if let Some(other) = others.filter(|_| m.role == *role) {
-                            m.role = other.clone();
-                        }
-                    }
-                }
-                next
-            }
+            KvCmd::Run { name, node } => match self.commands.iter().find(|(n, _)| n == name) {
+                Some((_, own)) => own.effect(s, node),
+                None => s.clone(),
+            },
             KvCmd::Cluster(c) => s.next_state(c),
         }
     }

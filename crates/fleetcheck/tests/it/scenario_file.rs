@@ -373,3 +373,73 @@ fn eventually_checks_run_once_every_fault_is_healed() {
     );
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// Whether PostgreSQL 15 and Debian's python3 with psycopg2 are here (the postgres-replication
+/// example's server and client program); under CI=true their absence fails the test.
+fn have_postgres_and_psycopg2() -> bool {
+    let have = Path::new("/usr/lib/postgresql/15/bin/postgres").is_file()
+        && std::process::Command::new("/usr/bin/python3")
+            .args(["-c", "import psycopg2"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !have {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("this test needs postgresql-15 and python3-psycopg2 (scripts/install-deps installs them), and CI=true forbids skipping it");
+        }
+        eprintln!("skipped: needs postgresql-15 and python3-psycopg2");
+    }
+    have
+}
+
+/// examples/postgres-replication: a primary and an asynchronous streaming replica, clients
+/// through a long-lived Python program, crashes, partitions and the file's own `promote`.
+/// The search finds an acknowledged write lost after a promotion and shrinks it to the
+/// partition, the write, the primary's crash, the promotion and the read, which replays; with
+/// synchronous replication the same search passes, promotions included.
+#[test]
+fn postgres_replication_loses_a_write_after_promotion_unless_synchronous() {
+    if !require_root() || !have_postgres_and_psycopg2() {
+        return;
+    }
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/postgres-replication/scenario.toml");
+    let search = ["--seed", "2", "--min-size", "10", "--max-size", "30", "--json"];
+    let dir = temp_dir("file-postgres");
+    let report = dir.join("report");
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(&file)
+            .args(search)
+            .args(["--tests", "150", "--report"])
+            .arg(&report),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let j = last_json(&out);
+    let names: Vec<&str> = j["counterexample"]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["Partition", "Ops", "Crash", "Run", "Ops"], "{j}");
+    assert!(err.contains("acknowledged write lost"), "{err}");
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("replay")
+            .arg(report.join("replay.json")),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(format!("{out}{err}").contains("FAILED again"), "{out}{err}");
+
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(&file)
+            .args(search)
+            .args(["--tests", "30", "--set", "vars.standbys=\"*\""]),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let j = last_json(&out);
+    assert!(j["labels"]["command"]["promote"].as_u64() > Some(0), "{j}");
+}
