@@ -73,7 +73,8 @@ pub trait Network: Send + Sync {
     /// Starts `sh -c command` inside running machine `id` and leaves it running, its standard
     /// input and output piped to the caller and its standard error appended to `<name>` in
     /// the machine's data directory: a long-lived client. It dies with the machine, freezes
-    /// with it. The default (backends that cannot): [`ExecError::Spawn`].
+    /// with it. End it early with [`crate::netns::end_spawned`], not `Child::kill`. The
+    /// default (backends that cannot): [`ExecError::Spawn`].
     fn spawn(
         &self,
         id: &str,

@@ -60,6 +60,30 @@ fn environment(agent: i32) -> io::Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// The program the middle process waits for (set in the middle process only).
+static PROGRAM: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The middle process's SIGTERM handler: the program dies (and is reaped by the waiting loop).
+extern "C" fn forward_term(_: libc::c_int) {
+    let pid = PROGRAM.load(std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// Ends a program [`spawn_inside`] started: SIGTERM to the process in between, which kills
+/// the program and reaps it, then waits for that process. (A SIGKILL to it would orphan the
+/// program to the host's init, and the machine's pid namespace could not end until that
+/// init reaped it: a crash of the machine then took seconds.)
+pub fn end(child: &mut Child) -> io::Result<std::process::ExitStatus> {
+    if let Ok(None) = child.try_wait() {
+        // SAFETY: a signal to our own child, not yet reaped (so its pid is not reused).
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+    child.wait()
+}
+
 /// In the forked child: join everything, fork into the pid namespace; only the grandchild
 /// returns (and goes on to `exec`). Async-signal-safe: system calls only.
 fn enter(doors: &Doors) -> io::Result<()> {
@@ -84,12 +108,35 @@ fn enter(doors: &Doors) -> io::Result<()> {
     }
     // SAFETY: as above.
     check(unsafe { libc::setns(doors.pid_ns.as_raw_fd(), libc::CLONE_NEWPID) })?;
+    // SIGTERM stays blocked until the middle process forwards it (below), so none is lost.
+    // SAFETY: sigset operations on a local set; sigprocmask in a single-threaded child.
+    let mut term: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigemptyset(&mut term);
+        libc::sigaddset(&mut term, libc::SIGTERM);
+    }
+    check(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &term, std::ptr::null_mut()) })?;
     // SAFETY: fork in a single-threaded child; the parent side only waits and exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
+    if pid == 0 {
+        // SAFETY: the program starts with SIGTERM deliverable again.
+        check(unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &term, std::ptr::null_mut()) })?;
+    }
     if pid > 0 {
+        // A SIGTERM to the middle process kills the program, which the middle process then
+        // reaps: ended any other way (SIGKILL), it would leave the program to the host's
+        // init, which the machine's end waits for (see [`end`]).
+        PROGRAM.store(pid, std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: installing an async-signal-safe handler, then unblocking its signal.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = forward_term as *const () as usize;
+            libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+            libc::sigprocmask(libc::SIG_UNBLOCK, &term, std::ptr::null_mut());
+        }
         // The middle process keeps no descriptor: not the pipes (their ends are the
         // program's), nor the one through which `spawn` learns that `exec` happened.
         // SAFETY: closing descriptors this process no longer uses.

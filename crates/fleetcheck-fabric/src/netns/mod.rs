@@ -35,6 +35,7 @@ use crate::host::sweep::RunDir;
 use crate::host::{AgentCommand, Cgroups, GATE};
 use crate::spec::NetworkSpec;
 
+pub use enter::end as end_spawned;
 pub use network::NetnsNetwork;
 
 /// Settings of the `netns` backend.

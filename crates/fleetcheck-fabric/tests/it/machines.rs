@@ -406,3 +406,37 @@ fn spawned_processes_live_inside_their_machine() {
     assert!(matches!(e, ExecError::WrongStatus { .. }), "{e}");
     Box::new(net).teardown().unwrap();
 }
+
+/// A spawned program ended early (`end_spawned`) is killed and reaped at once, not left
+/// running as an orphan of the host's init, which the machine's end would wait for.
+#[test]
+fn an_ended_spawned_program_leaves_no_orphan() {
+    if !require_root("an_ended_spawned_program_leaves_no_orphan") {
+        return;
+    }
+    use fleetcheck_fabric::Network;
+    let backend = backend();
+    let net = backend.create_netns(&spec(1, |_| vec![])).unwrap();
+    net.boot(&["m1"]).into_iter().for_each(|r| r.unwrap());
+    let marker = format!("{}", 900_000 + std::process::id() % 90_000);
+    let mut child = net
+        .spawn("m1", &format!("exec sleep {marker}"), "client.log")
+        .unwrap();
+    let running = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &format!("^sleep {marker}$")])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let started = Instant::now();
+    while !running() {
+        assert!(started.elapsed() < Duration::from_secs(5), "never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = fleetcheck_fabric::netns::end_spawned(&mut child).unwrap();
+    assert!(!status.success(), "{status:?}");
+    assert!(!running(), "the program outlived its end");
+    Box::new(net).teardown().unwrap();
+}

@@ -103,8 +103,7 @@ impl Drop for Session {
     fn drop(&mut self) {
         // Its stdin closes with it (the program's end of input); the process that holds it
         // in the machine is reaped here, the program by the machine's teardown at the latest.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = fleetcheck_fabric::netns::end_spawned(&mut self.child);
     }
 }
 

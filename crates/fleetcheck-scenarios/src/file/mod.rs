@@ -172,9 +172,8 @@ fn two() -> u32 {
 /// `{id}`, `{ip}`, `{role}`, its data directory `{data}`, the `{version}` of this service it
 /// runs (`host` for the host's program), a `{token}` unique to the case, the directory
 /// `{prepared}` of the service's `prepare`; plus `{peers|FORMAT|SEP}`.
-pub const SERVICE_VARIABLES: &[&str] = &[
-    "id", "ip", "role", "data", "version", "token", "prepared",
-];
+pub const SERVICE_VARIABLES: &[&str] =
+    &["id", "ip", "role", "data", "version", "token", "prepared"];
 
 /// The variables of a client operation: `{key}`, `{value}` (put), `{expected}` and `{new}`
 /// (cas), the machine it goes to (`{node}`, `{node_ip}`), `{timeout_ms}` (`[kv]
@@ -248,14 +247,16 @@ fn validate_roles(config: &ScenarioConfig) -> Result<(), ConfigError> {
         role("client.route".into(), route)?;
     }
     for (name, c) in &config.commands {
-        let named = c.on.iter().chain(&c.when_down).chain(&c.becomes).chain(&c.others);
+        let named =
+            c.on.iter()
+                .chain(&c.when_down)
+                .chain(&c.becomes)
+                .chain(&c.others);
         for r in named {
             role(format!("commands.{name}"), r)?;
         }
         if c.others.is_some() && c.becomes.is_none() {
-            return err(format!(
-                "commands.{name} has `others` but no `becomes`"
-            ));
+            return err(format!("commands.{name} has `others` but no `becomes`"));
         }
     }
     for name in config.vars.keys() {
@@ -290,7 +291,9 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
     let running: Vec<&String> = config
         .services
         .iter()
-        .filter(|(_, s)| s.start.is_some() || s.ready.is_some() || s.serving.is_some() || s.prepare.is_some())
+        .filter(|(_, s)| {
+            s.start.is_some() || s.ready.is_some() || s.serving.is_some() || s.prepare.is_some()
+        })
         .map(|(name, _)| name)
         .collect();
     let Some(scenario) = &config.scenario else {
@@ -349,8 +352,7 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
     }
     validate_roles(config)?;
     for (name, s) in &config.services {
-        if s.start.is_none() && (s.ready.is_some() || s.serving.is_some() || s.prepare.is_some())
-        {
+        if s.start.is_none() && (s.ready.is_some() || s.serving.is_some() || s.prepare.is_some()) {
             return err(format!(
                 "services.{name} has `ready`, `serving` or `prepare` but no `start`"
             ));

@@ -186,8 +186,9 @@ impl FileStore {
             .into_iter()
             .map(|name| {
                 let s = &config.services[&name];
-                let template =
-                    |t: &Option<String>| t.as_deref().map(|t| checked(config, t, SERVICE_VARIABLES));
+                let template = |t: &Option<String>| {
+                    t.as_deref().map(|t| checked(config, t, SERVICE_VARIABLES))
+                };
                 Running {
                     prepare: template(&s.prepare),
                     start: template(&s.start).expect("a starting service has a start"),
@@ -199,9 +200,13 @@ impl FileStore {
             })
             .collect();
         let c = config.client.clone().unwrap_or_default();
-        let template = |t: &Option<String>| t.as_deref().map(|t| checked(config, t, CLIENT_VARIABLES));
+        let template =
+            |t: &Option<String>| t.as_deref().map(|t| checked(config, t, CLIENT_VARIABLES));
         let client = Client {
-            program: c.program.as_deref().map(|t| checked(config, t, PROGRAM_VARIABLES)),
+            program: c
+                .program
+                .as_deref()
+                .map(|t| checked(config, t, PROGRAM_VARIABLES)),
             put: template(&c.put),
             get: template(&c.get),
             delete: template(&c.delete),
@@ -236,7 +241,10 @@ impl FileStore {
                 .iter()
                 .map(|(n, e)| {
                     let within = Duration::from_millis(e.within_ms);
-                    (n.clone(), (checked(config, &e.run, SERVICE_VARIABLES), within))
+                    (
+                        n.clone(),
+                        (checked(config, &e.run, SERVICE_VARIABLES), within),
+                    )
                 })
                 .collect(),
         }
@@ -324,9 +332,10 @@ impl FileStore {
             ))
         })?;
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Abort::new(format!("cannot make {dir}: {e}")))?;
-        let out = c.net.exec(node, &service::shell(cmd.to_string(), s.within))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Abort::new(format!("cannot make {dir}: {e}")))?;
+        let out = c
+            .net
+            .exec(node, &service::shell(cmd.to_string(), s.within))?;
         if !out.success() {
             let said = format!("{}{}", out.stdout_str(), out.stderr_str());
             let last: Vec<&str> = said.lines().rev().take(3).collect();
@@ -472,7 +481,12 @@ impl FileStore {
     ) -> Result<Session, ExecError> {
         let vars = Vars {
             values: self.client_values(c, node),
-            peers: c.peers.lock().unwrap_or_else(|e| e.into_inner()).clone().into(),
+            peers: c
+                .peers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .into(),
         };
         let child = c.net.spawn(node, &program.render(&vars), "client.log")?;
         Ok(Session::new(child))
@@ -513,7 +527,12 @@ impl FileStore {
         };
         let vars = Vars {
             values,
-            peers: c.peers.lock().unwrap_or_else(|e| e.into_inner()).clone().into(),
+            peers: c
+                .peers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .into(),
         };
         Some((template?.render(&vars), read))
     }

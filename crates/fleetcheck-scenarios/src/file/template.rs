@@ -290,7 +290,9 @@ mod tests {
             t.render(&vars),
             "primary=10.0.0.1 all=a:primary bb:replica sync bb"
         );
-        let e = Template::parse_with("{nope}", &["id"], false, &own).unwrap_err().0;
+        let e = Template::parse_with("{nope}", &["id"], false, &own)
+            .unwrap_err()
+            .0;
         assert!(e.contains("(these are: {id} {mode})"), "{e}");
         let e = Template::parse("{peers:|[ip]|,}", &[], true).unwrap_err().0;
         assert!(e.contains("needs a role"), "{e}");

@@ -51,7 +51,12 @@ fn roles_routes_and_promotions_follow_the_model() {
     let mut ops_after_a_promotion = 0;
     for seed in 0..200 {
         let case = generate(&model, seed, 5, 30).case;
-        let roles: Vec<&str> = case.initial.machines.iter().map(|m| m.role.as_str()).collect();
+        let roles: Vec<&str> = case
+            .initial
+            .machines
+            .iter()
+            .map(|m| m.role.as_str())
+            .collect();
         assert_eq!(roles[0], "primary", "{roles:?}");
         assert!(roles[1..].iter().all(|r| *r == "replica") && (2..=3).contains(&roles.len()));
         let mut state = case.initial.clone();
@@ -82,7 +87,11 @@ fn roles_routes_and_promotions_follow_the_model() {
                 KvCmd::Cluster(_) => {}
             }
             state = model.next_state(&state, c);
-            let primaries = state.machines.iter().filter(|m| m.role == "primary").count();
+            let primaries = state
+                .machines
+                .iter()
+                .filter(|m| m.role == "primary")
+                .count();
             assert_eq!(primaries, 1, "one primary at a time");
         }
     }
@@ -114,18 +123,26 @@ fn bad_roles_are_one_sentence() {
     };
     let e = bad("route = \"primary\"", "route = \"leader\"");
     assert!(
-        e.contains("client.route names role `leader`, which is not one of [roles] (primary, replica)"),
+        e.contains(
+            "client.route names role `leader`, which is not one of [roles] (primary, replica)"
+        ),
         "{e}"
     );
     let e = bad("after = [\"primary\"]", "after = [\"nobody\"]");
     assert!(e.contains("roles.replica.after names `nobody`"), "{e}");
-    let e = bad(
-        "count = 1\n",
-        "count = 1\nafter = [\"replica\"]\n",
-    );
+    let e = bad("count = 1\n", "count = 1\nafter = [\"replica\"]\n");
     assert!(e.contains("wait for each other"), "{e}");
     let e = bad("becomes = \"primary\"\n", "");
-    assert!(e.contains("commands.promote has `others` but no `becomes`"), "{e}");
-    let e = bad("[roles.primary]\ncount = 1", "[roles.primary]\ncount = 1\nmemory_mb = 64");
-    assert!(e.contains("roles.primary takes only `count` and `after`"), "{e}");
+    assert!(
+        e.contains("commands.promote has `others` but no `becomes`"),
+        "{e}"
+    );
+    let e = bad(
+        "[roles.primary]\ncount = 1",
+        "[roles.primary]\ncount = 1\nmemory_mb = 64",
+    );
+    assert!(
+        e.contains("roles.primary takes only `count` and `after`"),
+        "{e}"
+    );
 }

@@ -403,7 +403,15 @@ fn postgres_replication_loses_a_write_after_promotion_unless_synchronous() {
     }
     let file = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples/postgres-replication/scenario.toml");
-    let search = ["--seed", "2", "--min-size", "10", "--max-size", "30", "--json"];
+    let search = [
+        "--seed",
+        "2",
+        "--min-size",
+        "10",
+        "--max-size",
+        "30",
+        "--json",
+    ];
     let dir = temp_dir("file-postgres");
     let report = dir.join("report");
     let (code, out, err) = run_clean(
@@ -424,21 +432,16 @@ fn postgres_replication_loses_a_write_after_promotion_unless_synchronous() {
         .collect();
     assert_eq!(names, ["Partition", "Ops", "Crash", "Run", "Ops"], "{j}");
     assert!(err.contains("acknowledged write lost"), "{err}");
-    let (code, out, err) = run_clean(
-        fleetcheck()
-            .arg("replay")
-            .arg(report.join("replay.json")),
-    );
+    let (code, out, err) = run_clean(fleetcheck().arg("replay").arg(report.join("replay.json")));
     assert_eq!(code, 1, "{out}{err}");
     assert!(format!("{out}{err}").contains("FAILED again"), "{out}{err}");
 
-    let (code, out, err) = run_clean(
-        fleetcheck()
-            .arg("run")
-            .arg(&file)
-            .args(search)
-            .args(["--tests", "30", "--set", "vars.standbys=\"*\""]),
-    );
+    let (code, out, err) = run_clean(fleetcheck().arg("run").arg(&file).args(search).args([
+        "--tests",
+        "30",
+        "--set",
+        "vars.standbys=\"*\"",
+    ]));
     assert_eq!(code, 0, "{out}{err}");
     let j = last_json(&out);
     assert!(j["labels"]["command"]["promote"].as_u64() > Some(0), "{j}");
