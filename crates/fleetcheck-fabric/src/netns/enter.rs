@@ -109,12 +109,14 @@ fn enter(doors: &Doors) -> io::Result<()> {
     // SAFETY: as above.
     check(unsafe { libc::setns(doors.pid_ns.as_raw_fd(), libc::CLONE_NEWPID) })?;
     // SIGTERM stays blocked until the middle process forwards it (below), so none is lost.
-    // SAFETY: sigset operations on a local set; sigprocmask in a single-threaded child.
+    // SAFETY: an all-zero sigset_t is a valid value, emptied next.
     let mut term: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigset operations on a local set.
     unsafe {
         libc::sigemptyset(&mut term);
         libc::sigaddset(&mut term, libc::SIGTERM);
     }
+    // SAFETY: sigprocmask in a single-threaded child, with a valid set.
     check(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &term, std::ptr::null_mut()) })?;
     // SAFETY: fork in a single-threaded child; the parent side only waits and exits.
     let pid = unsafe { libc::fork() };

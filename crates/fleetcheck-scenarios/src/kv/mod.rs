@@ -419,7 +419,7 @@ impl KvModel {
             roles: config
                 .roles
                 .iter()
-                .map(|(name, r)| (name.clone(), r.count.clone()))
+                .map(|(name, r)| (name.clone(), r.count))
                 .collect(),
             route: config.client.as_ref().and_then(|c| c.route.clone()),
         }
@@ -477,7 +477,7 @@ impl KvModel {
         }
         self.roles
             .iter()
-            .map(|(role, count)| self.domain_of(role.clone(), count.clone()))
+            .map(|(role, count)| self.domain_of(role.clone(), *count))
             .collect()
     }
 
