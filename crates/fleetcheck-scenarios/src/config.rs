@@ -209,6 +209,16 @@ pub struct ServiceConfig {
     /// such as a database's initial files made once instead of once per case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prepare: Option<String>,
+    /// In a scenario file: a command that succeeds once the service has settled after a fault
+    /// (e.g. a failover has completed), tried after every fault but one-way blocks and loss on
+    /// each node that is up in turn until it succeeds on one or `settle_ms` passes; then the
+    /// case goes on regardless (the history says what happened), so faults take effect where
+    /// the command sequence says, not at random later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle: Option<String>,
+    /// How long `settle` may take, in milliseconds (default 8000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_ms: Option<u64>,
 }
 
 /// Every service by name (`[services]`): what machines' versions name.

@@ -1,7 +1,8 @@
 //! Throughput of the kv scenario: etcd clusters under faults on netns (cases per minute, and
 //! operations and faults per case), next to the in-memory store in the same run; and the cost
 //! of finding and shrinking the planted lost write of the lossy in-memory store; etcd from the
-//! scenario file `examples/scenarios/etcd.toml` beside the Rust store (parity).
+//! scenario file `examples/scenarios/etcd.toml` beside the Rust store (parity), and Redis
+//! likewise (`examples/scenarios/redis.toml`).
 //!
 //! `cargo bench -p fleetcheck --bench kv_run` (as root, with etcd-server and etcd-client).
 
@@ -16,7 +17,7 @@ use fleetcheck_scenarios::file::store::FileStore;
 use fleetcheck_scenarios::kv::etcd::EtcdStore;
 use fleetcheck_scenarios::kv::memory::MemoryStore;
 use fleetcheck_scenarios::kv::redis::RedisStore;
-use fleetcheck_scenarios::kv::{KvConfig, KvModel, KvSystem};
+use fleetcheck_scenarios::kv::{KvConfig, KvModel, KvSystem, Store};
 
 fn per_case(report: &Report<KvModel>, group: &str) -> f64 {
     let total: u64 = report.stats.group(group).map_or(0, |g| g.values().sum());
@@ -40,6 +41,50 @@ fn row<M: Model>(name: &str, report: &Report<M>, wall: Duration, ops: f64, fault
         ops,
         faults
     );
+}
+
+/// Runs `system` and prints its row (its throughput until the failure, if it fails); says how
+/// the run ended, with the shrinking of a failure.
+fn row_until_failure<S: Store>(
+    name: &str,
+    model: &KvModel,
+    system: &KvSystem<S>,
+    config: &Config,
+) -> String {
+    let start = Instant::now();
+    let report = run(model, system, config, &());
+    let wall = start.elapsed();
+    let ops = per_case(&report, "operation");
+    let faults = faults_per_case(&report);
+    match &report.outcome {
+        Outcome::Failed(f) => {
+            // Throughput until the failure: the shrinking is reported on its own below.
+            let searching = wall.saturating_sub(f.shrink.elapsed);
+            row(
+                &format!("{name} (until fail)"),
+                &report,
+                searching,
+                ops,
+                faults,
+            );
+            format!(
+                "{name}: failed at case {}; shrunk {} -> {} commands in {} runs, {:.1} s; \
+                 reproduced {}/{}\n  {}",
+                report.cases_run,
+                f.original.commands.len(),
+                f.minimal.commands.len(),
+                f.shrink.runs,
+                f.shrink.elapsed.as_secs_f64(),
+                f.reproduced,
+                f.reproduce_runs,
+                f.reason.lines().next().unwrap_or_default()
+            )
+        }
+        other => {
+            row(name, &report, wall, ops, faults);
+            format!("{name}: {}", other.status())
+        }
+    }
 }
 
 fn main() {
@@ -122,48 +167,22 @@ fn main() {
     }
 
     let redis = KvSystem::new(RedisStore::new(
-        netns,
+        netns.clone(),
         kv.memory_mb,
         Duration::from_millis(kv.op_timeout_ms),
     ));
-    let start = Instant::now();
-    let report = run(&model, &redis, &config, &());
-    let wall = start.elapsed();
-    let redis_outcome = match &report.outcome {
-        Outcome::Failed(f) => {
-            // Throughput until the failure: the shrinking is reported on its own below.
-            let searching = wall.saturating_sub(f.shrink.elapsed);
-            row(
-                "redis 7.0 (until fail)",
-                &report,
-                searching,
-                per_case(&report, "operation"),
-                faults_per_case(&report),
-            );
-            format!(
-                "redis: failed at case {}; shrunk {} -> {} commands in {} runs, {:.1} s; \
-                 reproduced {}/{}\n  {}",
-                report.cases_run,
-                f.original.commands.len(),
-                f.minimal.commands.len(),
-                f.shrink.runs,
-                f.shrink.elapsed.as_secs_f64(),
-                f.reproduced,
-                f.reproduce_runs,
-                f.reason.lines().next().unwrap_or_default()
-            )
-        }
-        other => {
-            row(
-                "redis 7.0",
-                &report,
-                wall,
-                per_case(&report, "operation"),
-                faults_per_case(&report),
-            );
-            format!("redis: {}", other.status())
-        }
-    };
+    let redis_outcome = row_until_failure("redis 7.0", &model, &redis, &config);
+    // The same Redis from a scenario file (examples/scenarios/redis.toml): the same cases.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/scenarios/redis.toml");
+    let file = fleetcheck_scenarios::config::ScenarioConfig::from_file(&path).unwrap();
+    let from_file = KvSystem::new(FileStore::new(netns, &file, None));
+    let redis_file_outcome = row_until_failure(
+        "redis.toml",
+        &KvModel::for_service(&file, None),
+        &from_file,
+        &config,
+    );
 
     let memory = KvSystem::new(MemoryStore::default());
     let start = Instant::now();
@@ -179,6 +198,7 @@ fn main() {
 
     println!();
     println!("{redis_outcome}");
+    println!("{redis_file_outcome}");
     println!();
     println!("Finding and shrinking the lossy store's lost write (seeds 0..20, 100 cases each):");
     let lossy = KvSystem::new(MemoryStore {

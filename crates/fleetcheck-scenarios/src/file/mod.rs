@@ -177,7 +177,8 @@ pub const SERVICE_VARIABLES: &[&str] =
 
 /// The variables of a client operation: `{key}`, `{value}` (put), `{expected}` and `{new}`
 /// (cas), the machine it goes to (`{node}`, `{node_ip}`), `{timeout_ms}` (`[kv]
-/// op_timeout_ms`), `{token}`; plus `{peers|FORMAT|SEP}`.
+/// op_timeout_ms`) and `{timeout_s}` (the same in seconds, as `timeout` takes it), `{token}`;
+/// plus `{peers|FORMAT|SEP}`.
 pub const CLIENT_VARIABLES: &[&str] = &[
     "key",
     "value",
@@ -186,6 +187,7 @@ pub const CLIENT_VARIABLES: &[&str] = &[
     "node",
     "node_ip",
     "timeout_ms",
+    "timeout_s",
     "token",
 ];
 
@@ -199,8 +201,8 @@ pub fn versioned_service(config: &ScenarioConfig) -> Option<String> {
 }
 
 /// The variables of a client `program`: the machine it runs in (`{node}`, `{node_ip}`),
-/// `{timeout_ms}`, `{token}`; plus `{peers|FORMAT|SEP}`.
-pub const PROGRAM_VARIABLES: &[&str] = &["node", "node_ip", "timeout_ms", "token"];
+/// `{timeout_ms}`, `{timeout_s}`, `{token}`; plus `{peers|FORMAT|SEP}`.
+pub const PROGRAM_VARIABLES: &[&str] = &["node", "node_ip", "timeout_ms", "timeout_s", "token"];
 
 /// `[roles]` of a scenario file: only `count` and `after` (its machines take `[kv]`'s and
 /// `[machine]`'s settings), `after` naming other roles in an order that ends; the roles that
@@ -362,11 +364,17 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
             ("ready", &s.ready),
             ("serving", &s.serving),
             ("prepare", &s.prepare),
+            ("settle", &s.settle),
         ] {
             if let Some(text) = text {
                 Template::parse_with(text, SERVICE_VARIABLES, true, &config.vars)
                     .map_err(|e| ConfigError(format!("services.{name}.{key} {e}")))?;
             }
+        }
+        if s.settle_ms == Some(0) || s.settle_ms > Some(600_000) {
+            return err(format!(
+                "services.{name}.settle_ms must be between 1 and 600000"
+            ));
         }
         if s.ready_timeout_ms == Some(0) || s.ready_timeout_ms > Some(600_000) {
             return err(format!(

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::{Abort, KvOp, KvRet};
@@ -17,6 +17,9 @@ use crate::cluster::ClusterCmd;
 use crate::config::ScenarioConfig;
 use crate::kv::service;
 use crate::kv::{KvService, KvState, Op, Ret, Store};
+
+/// How long `settle` may take unless a service says.
+pub const SETTLE: Duration = Duration::from_secs(8);
 
 /// How long `ready` and `serving` may take unless a service says.
 pub const READY: Duration = Duration::from_secs(20);
@@ -94,6 +97,8 @@ struct Running {
     ready: Option<Template>,
     serving: Option<Template>,
     within: Duration,
+    /// `settle` and how long it may take.
+    settle: Option<(Template, Duration)>,
 }
 
 /// One client operation's command and how to read its answer.
@@ -194,6 +199,8 @@ impl FileStore {
                     start: template(&s.start).expect("a starting service has a start"),
                     ready: template(&s.ready),
                     serving: template(&s.serving),
+                    settle: template(&s.settle)
+                        .map(|t| (t, s.settle_ms.map_or(SETTLE, Duration::from_millis))),
                     within: s.ready_timeout_ms.map_or(READY, Duration::from_millis),
                     name,
                 }
@@ -308,6 +315,33 @@ impl FileStore {
             s.name
         );
         service::start(c.net.as_ref(), node, &s.name, cmd)
+    }
+
+    /// Each service's `settle`, tried on every node that is up in turn (backing off from 20 to
+    /// 200 ms between rounds) until it holds on one or its time is up; gives up quietly.
+    fn settle(&self, c: &FileCluster, state: &KvState) {
+        for s in &self.services {
+            let Some((probe, within)) = &s.settle else {
+                continue;
+            };
+            let deadline = Instant::now() + *within;
+            let mut backoff = Duration::from_millis(20);
+            'rounds: while Instant::now() < deadline {
+                for node in state.awake() {
+                    let Ok(vars) = self.service_vars(c, state, &node, &s.name) else {
+                        continue;
+                    };
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let req =
+                        service::shell(probe.render(&vars), left.max(Duration::from_millis(1)));
+                    if c.net.exec(&node, &req).is_ok_and(|o| o.success()) {
+                        break 'rounds;
+                    }
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(200));
+            }
+        }
     }
 
     /// Where `service`'s `prepare` leaves its work: in the backend's scratch directory.
@@ -469,6 +503,7 @@ impl FileStore {
             ("node", node.to_string()),
             ("node_ip", ip),
             ("timeout_ms", self.op_timeout.as_millis().to_string()),
+            ("timeout_s", format!("{:.3}", self.op_timeout.as_secs_f64())),
             ("token", c.token.clone()),
         ])
     }
@@ -723,6 +758,9 @@ impl Store for FileStore {
         // A restarted or upgraded node starts its services again on its kept data.
         if let Some(node) = crate::kv::restarts_service(state, command) {
             self.launch(c, &state.next_state(command), node)?;
+        }
+        if !matches!(command, ClusterCmd::Block { .. } | ClusterCmd::Loss { .. }) {
+            self.settle(c, &next);
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! The command templates of a scenario file: text with `{variable}`s that fleetcheck fills in
 //! for each machine and operation, and `{peers|FORMAT|SEPARATOR}`, every machine of the case
 //! (itself too) formatted with `[id]`, `[ip]`, `[role]` and joined (`{peers:ROLE|…}`: those of
-//! role `ROLE` only). The file's own `[vars]` are filled in when the template is read. `{{`
+//! role `ROLE` only). The file's own `[vars]` are filled in when the template is read (each a
+//! template of fleetcheck's variables itself, `{{` for a literal brace). `{{`
 //! and `}}` are a literal brace (as in `awk '{{ print $1 }}'`).
 
 use std::collections::BTreeMap;
@@ -102,7 +103,20 @@ impl Template {
             let inner = &at[1..end];
             rest = &at[end + 1..];
             if let Some(value) = vars.get(inner).filter(|_| !known.contains(&inner)) {
-                literal.push_str(value);
+                // A variable of the file's own is a template too (of fleetcheck's variables).
+                let own = Template::parse_with(value, known, peers, &BTreeMap::new())
+                    .map_err(|e| TemplateError(format!("(through `{{{inner}}}`) {}", e.0)))?;
+                for part in own.parts {
+                    match part {
+                        Part::Text(t) => literal.push_str(&t),
+                        other => {
+                            if !literal.is_empty() {
+                                parts.push(Part::Text(std::mem::take(&mut literal)));
+                            }
+                            parts.push(other);
+                        }
+                    }
+                }
                 continue;
             }
             if !literal.is_empty() {
@@ -268,9 +282,12 @@ mod tests {
 
     #[test]
     fn peers_of_a_role_and_the_files_own_variables() {
-        let own = BTreeMap::from([("mode".to_string(), "sync".to_string())]);
+        let own = BTreeMap::from([
+            ("mode".to_string(), "sync".to_string()),
+            ("me".to_string(), "[{id}] {{x}}".to_string()),
+        ]);
         let t = Template::parse_with(
-            "primary={peers:primary|[ip]|,} all={peers|[id]:[role]| } {mode} {id}",
+            "primary={peers:primary|[ip]|,} all={peers|[id]:[role]| } {mode} {id} {me}",
             &["id"],
             true,
             &own,
@@ -288,12 +305,12 @@ mod tests {
         };
         assert_eq!(
             t.render(&vars),
-            "primary=10.0.0.1 all=a:primary bb:replica sync bb"
+            "primary=10.0.0.1 all=a:primary bb:replica sync bb [bb] {x}"
         );
         let e = Template::parse_with("{nope}", &["id"], false, &own)
             .unwrap_err()
             .0;
-        assert!(e.contains("(these are: {id} {mode})"), "{e}");
+        assert!(e.contains("(these are: {id} {me} {mode})"), "{e}");
         let e = Template::parse("{peers:|[ip]|,}", &[], true).unwrap_err().0;
         assert!(e.contains("needs a role"), "{e}");
     }
