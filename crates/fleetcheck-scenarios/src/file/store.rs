@@ -154,6 +154,11 @@ impl std::fmt::Debug for FileCluster {
 }
 
 impl FileCluster {
+    /// The machines as client templates list them now.
+    fn peers(&self) -> Vec<Peer> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The machines of the cluster (for reports: their logs and disks).
     pub fn network(&self) -> &dyn Network {
         self.net.as_ref()
@@ -492,10 +497,8 @@ impl FileStore {
     /// The variables every client command and program has: the node's, the timeout, the token.
     fn client_values(&self, c: &FileCluster, node: &str) -> BTreeMap<&'static str, String> {
         let ip = c
-            .peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
+            .peers()
+            .into_iter()
             .find(|p| p.id == node)
             .map(|p| p.ip.clone())
             .unwrap_or_default();
@@ -516,12 +519,7 @@ impl FileStore {
     ) -> Result<Session, ExecError> {
         let vars = Vars {
             values: self.client_values(c, node),
-            peers: c
-                .peers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-                .into(),
+            peers: c.peers().into(),
         };
         let child = c.net.spawn(node, &program.render(&vars), "client.log")?;
         Ok(Session::new(child))
@@ -562,12 +560,7 @@ impl FileStore {
         };
         let vars = Vars {
             values,
-            peers: c
-                .peers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-                .into(),
+            peers: c.peers().into(),
         };
         Some((template?.render(&vars), read))
     }

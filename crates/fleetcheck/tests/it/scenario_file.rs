@@ -12,6 +12,16 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The names of the counterexample's commands in a run's JSON.
+fn command_names(j: &serde_json::Value) -> Vec<&str> {
+    j["counterexample"]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default())
+        .collect()
+}
+
 /// Runs `cmd` and checks it left no run behind: (exit code, stdout, stderr).
 fn run_clean(cmd: &mut std::process::Command) -> (i32, String, String) {
     let cmd = std::mem::replace(cmd, std::process::Command::new("true"));
@@ -219,12 +229,7 @@ fn a_store_that_acknowledges_before_fsync_loses_writes_on_power_cuts() {
     );
     assert_eq!(code, 1, "{out}{err}");
     let j = last_json(&out);
-    let names: Vec<&str> = j["counterexample"]["commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap_or_default())
-        .collect();
+    let names = command_names(&j);
     assert_eq!(names, ["Ops", "PowerCut", "Restart", "Ops"], "{j}");
     assert!(err.contains("acknowledged write lost"), "{err}");
     let (code, out, err) = run_clean(
@@ -301,12 +306,7 @@ fn commands_and_invariants_of_a_file_s_own() {
     );
     assert_eq!(code, 1, "{out}{err}");
     let j = last_json(&out);
-    let names: Vec<&str> = j["counterexample"]["commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap_or_default())
-        .collect();
+    let names = command_names(&j);
     assert_eq!(names, ["Ops", "Run", "Ops"], "{j}");
     assert!(j["labels"]["command"]["compact"].as_u64() > Some(0), "{j}");
     // An invariant that key 1 is never written fails as soon as a put writes it.
@@ -347,12 +347,7 @@ fn eventually_checks_run_once_every_fault_is_healed() {
     ]));
     assert_eq!(code, 1, "{out}{err}");
     let j = last_json(&out);
-    let names: Vec<&str> = j["counterexample"]["commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap_or_default())
-        .collect();
+    let names = command_names(&j);
     assert_eq!(names, ["Crash"], "{j}");
     assert!(
         j["reason"]
@@ -424,12 +419,7 @@ fn postgres_replication_loses_a_write_after_promotion_unless_synchronous() {
     );
     assert_eq!(code, 1, "{out}{err}");
     let j = last_json(&out);
-    let names: Vec<&str> = j["counterexample"]["commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap_or_default())
-        .collect();
+    let names = command_names(&j);
     assert_eq!(names, ["Partition", "Ops", "Crash", "Run", "Ops"], "{j}");
     assert!(err.contains("acknowledged write lost"), "{err}");
     let (code, out, err) = run_clean(fleetcheck().arg("replay").arg(report.join("replay.json")));
