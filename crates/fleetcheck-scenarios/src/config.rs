@@ -721,6 +721,13 @@ impl ScenarioConfig {
                     .into(),
             );
         }
+        if kv.faults.contains(&Fault::Isolate) && kv.leader.is_none() {
+            return err(
+                "kv.faults has \"isolate\", which needs kv.leader: the role it cuts off (a \
+                 scenario file's [roles])"
+                    .into(),
+            );
+        }
         let (least, most) = kv.nodes;
         // The nodes live in their own /24 (see `KvModel::initial_state`), from .2 up.
         let room = crate::kv::SUBNET_ROOM;

@@ -149,6 +149,7 @@ impl PingModel {
             versions,
             network_faults_need_a_machine_up: true,
             partitions_stack: true,
+            leader: None,
         }
     }
 }

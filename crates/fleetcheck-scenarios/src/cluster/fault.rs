@@ -29,11 +29,14 @@ pub enum Fault {
     /// Two halves that meet in one machine, which sees both (`"bridge"`; three machines or
     /// more), and heal.
     Bridge,
+    /// A machine of the role the scenario names as leader (`[kv] leader`, e.g. `primary`)
+    /// cut off from the rest, and heal (`"isolate"`).
+    Isolate,
 }
 
 impl Fault {
     /// Every kind, in the order they are listed.
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 10] = [
         Fault::Crash,
         Fault::Pause,
         Fault::Partition,
@@ -43,6 +46,7 @@ impl Fault {
         Fault::PowerCut,
         Fault::Ring,
         Fault::Bridge,
+        Fault::Isolate,
     ];
 
     /// Its name in a configuration file.
@@ -57,6 +61,7 @@ impl Fault {
             Fault::PowerCut => "power-cut",
             Fault::Ring => "ring",
             Fault::Bridge => "bridge",
+            Fault::Isolate => "isolate",
         }
     }
 

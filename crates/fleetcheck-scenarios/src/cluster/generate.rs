@@ -29,6 +29,8 @@ pub struct Plan {
     /// Whether a partition may follow another before a heal (ping), or only one at a time
     /// (kv, which judges a store by which side of the one partition a client was on).
     pub partitions_stack: bool,
+    /// The role whose machines `isolate` cuts off (the scenario's leader or primary).
+    pub leader: Option<String>,
 }
 
 /// A kind of infrastructure command, before its arguments are drawn.
@@ -62,6 +64,8 @@ pub enum Kind {
     Ring,
     /// Two halves and a bridge.
     Bridge,
+    /// The leader's role cut off.
+    Isolate,
 }
 
 /// The weight of each generated fault kind (against, e.g., kv's client batches at 6 and
@@ -69,7 +73,7 @@ pub enum Kind {
 /// (restart, resume, heal) twice as likely as causing it, so cases spend time both in and
 /// out of faults.
 /// New kinds go at the end, so every seed of a configuration without them keeps its case.
-const WEIGHTS: [(Kind, u32); 12] = [
+const WEIGHTS: [(Kind, u32); 13] = [
     (Kind::Crash, 1),
     (Kind::Restart, 2),
     (Kind::Pause, 1),
@@ -82,6 +86,7 @@ const WEIGHTS: [(Kind, u32); 12] = [
     (Kind::PowerCut, 1),
     (Kind::Ring, 1),
     (Kind::Bridge, 1),
+    (Kind::Isolate, 1),
 ];
 
 impl Plan {
@@ -166,10 +171,24 @@ impl ClusterState {
                         && self.machines.len() >= 3
                         && (plan.partitions_stack || !self.partitioned)
                 }
+                Kind::Isolate => {
+                    plan.has(Fault::Isolate)
+                        && two
+                        && !self.leaders(plan).is_empty()
+                        && (plan.partitions_stack || !self.partitioned)
+                }
                 Kind::Boot | Kind::Shutdown => false,
             })
             .map(|(kind, weight)| (weight, kind))
             .collect()
+    }
+
+    /// The machines `isolate` may cut off: those up of the plan's leader role.
+    fn leaders(&self, plan: &Plan) -> Vec<String> {
+        let Some(role) = &plan.leader else {
+            return Vec::new();
+        };
+        self.ids(|m| m.running && m.role == *role)
     }
 
     /// A command of `kind` with its arguments drawn; `None` if none can run now.
@@ -209,6 +228,10 @@ impl ClusterState {
             Kind::Upgrade => g.choose(&self.upgrades(plan))?.clone(),
             // One machine, or (a third of the time) every one that can be cut: a coordinated
             // power loss, the shape that loses data replication was meant to keep.
+            // The leader alone on one side: a partition like any other from here on.
+            Kind::Isolate => ClusterCmd::Partition {
+                groups: vec![vec![pick(g, self.leaders(plan))?]],
+            },
             Kind::Ring => ClusterCmd::Ring {
                 order: shuffled(g, self.all()),
             },

@@ -245,6 +245,9 @@ fn validate_roles(config: &ScenarioConfig) -> Result<(), ConfigError> {
             ))
         }
     };
+    if let Some(leader) = &config.kv.leader {
+        role("kv.leader".into(), leader)?;
+    }
     if let Some(route) = config.client.as_ref().and_then(|c| c.route.as_ref()) {
         role("client.route".into(), route)?;
     }
@@ -329,6 +332,13 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
             return err(format!(
                 "vars.{name} belongs to scenario files: add a [scenario] section with its name"
             ));
+        }
+        if config.kv.leader.is_some() {
+            return err(
+                "kv.leader names a role, which only a scenario file's machines have: add a \
+                 [scenario] section with its name"
+                    .into(),
+            );
         }
         if let Some((name, _)) = config.roles.iter().find(|(_, r)| !r.after.is_empty()) {
             return err(format!(

@@ -75,6 +75,9 @@ pub struct KvConfig {
     /// The older name of `[machine] filesystem` for kv's nodes (still read; not with it).
     #[serde(deserialize_with = "crate::config::one_or_many")]
     pub filesystem: Vec<fleetcheck_fabric::FileSystem>,
+    /// The role the `isolate` fault cuts off (a scenario file's `[roles]`, e.g. `primary`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
 }
 
 impl Default for KvConfig {
@@ -95,6 +98,7 @@ impl Default for KvConfig {
             ],
             ops: OpKind::ALL.to_vec(),
             filesystem: Vec::new(),
+            leader: None,
         }
     }
 }
@@ -416,9 +420,11 @@ impl KvModel {
                 .iter()
                 .map(|(name, c)| (name.clone(), c.clone()))
                 .collect(),
+            // Roles are a scenario file's (a configuration's `[roles]` are ping's).
             roles: config
                 .roles
                 .iter()
+                .filter(|_| config.scenario.is_some())
                 .map(|(name, r)| (name.clone(), r.count))
                 .collect(),
             route: config.client.as_ref().and_then(|c| c.route.clone()),
@@ -505,7 +511,7 @@ impl KvModel {
     /// What the cluster layer generates for it: the faults of `[kv] faults`, the store's
     /// versions; network faults also while every node is down, one partition at a time.
     pub fn plan(&self) -> Plan {
-        let versions = self
+        let versions: BTreeMap<String, Vec<String>> = self
             .service
             .iter()
             .map(|s| {
@@ -513,11 +519,17 @@ impl KvModel {
                 (s.name.clone(), labels)
             })
             .collect();
+        // Every role's machines run the same service.
+        let roles = self
+            .domains()
+            .into_iter()
+            .map(|d| (d.role, versions.clone()));
         Plan {
             faults: self.config.faults.clone(),
-            versions: BTreeMap::from([(String::new(), versions)]),
+            versions: roles.collect(),
             network_faults_need_a_machine_up: false,
             partitions_stack: false,
+            leader: self.config.leader.clone(),
         }
     }
 }

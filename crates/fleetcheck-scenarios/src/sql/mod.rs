@@ -164,6 +164,7 @@ impl SqlModel {
             versions: BTreeMap::new(),
             network_faults_need_a_machine_up: false,
             partitions_stack: false,
+            leader: None,
         }
     }
 

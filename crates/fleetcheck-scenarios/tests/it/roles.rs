@@ -3,6 +3,7 @@
 //! is the primary), all in the model, so generation and shrinking follow them.
 
 use fleetcheck_engine::{generate, Model};
+use fleetcheck_scenarios::cluster::ClusterCmd;
 use fleetcheck_scenarios::config::ScenarioConfig;
 use fleetcheck_scenarios::kv::{KvCmd, KvModel};
 
@@ -15,7 +16,8 @@ count = 1
 count = [1, 2]
 after = ["primary"]
 [kv]
-faults = ["crash"]
+faults = ["crash", "isolate"]
+leader = "primary"
 [services.db]
 start = "exec sleep 1000"
 [commands.promote]
@@ -49,6 +51,7 @@ fn roles_routes_and_promotions_follow_the_model() {
     let model = model();
     let mut promotions = 0;
     let mut ops_after_a_promotion = 0;
+    let mut isolations = 0;
     for seed in 0..200 {
         let case = generate(&model, seed, 5, 30).case;
         let roles: Vec<&str> = case
@@ -84,6 +87,13 @@ fn roles_routes_and_promotions_follow_the_model() {
                     promotions += 1;
                     promoted = true;
                 }
+                // `isolate`: a partition with the primary alone on one side.
+                KvCmd::Cluster(ClusterCmd::Partition { groups }) => {
+                    assert_eq!(groups.len(), 1, "{c:?}");
+                    assert_eq!(groups[0].len(), 1, "{c:?}");
+                    assert_eq!(role_of(&state, &groups[0][0]), "primary", "{c:?}");
+                    isolations += 1;
+                }
                 KvCmd::Cluster(_) => {}
             }
             state = model.next_state(&state, c);
@@ -96,6 +106,7 @@ fn roles_routes_and_promotions_follow_the_model() {
         }
     }
     assert!(promotions > 20, "{promotions} promotions");
+    assert!(isolations > 20, "{isolations} isolations");
     assert!(ops_after_a_promotion > 20, "{ops_after_a_promotion}");
 }
 
