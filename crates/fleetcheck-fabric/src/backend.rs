@@ -68,6 +68,18 @@ pub trait Network: Send + Sync {
     /// only what its file system had flushed, which is all the next boot sees. An id named
     /// twice counts once. On `qemu` the disk keeps what the guest flushed.
     fn power_cut(&self, ids: &[&str]) -> Result<(), FaultError>;
+    /// Machine `id`'s disk fails from now on as `error` says (EIO on writes, flushes or reads,
+    /// or ENOSPC on writes), until it is called with `None`; the machine must have the disk
+    /// layer of [`crate::MachineSpec::lose_unsynced`]. What the machine's file system makes of
+    /// it (an aborted journal, a read-only remount) lasts until it is mounted again at its
+    /// next boot, as on a real disk. The default (backends that cannot): an error.
+    fn disk_error(
+        &self,
+        _id: &str,
+        _error: Option<crate::host::volatile::DiskError>,
+    ) -> Result<(), FaultError> {
+        Err(FaultError::NoDiskErrors { backend: "this" })
+    }
     /// Runs a command inside a running machine and waits for it.
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError>;
     /// Starts `sh -c command` inside running machine `id` and leaves it running, its standard

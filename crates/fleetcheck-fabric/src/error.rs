@@ -312,8 +312,10 @@ pub enum FaultError {
         #[source]
         source: io::Error,
     },
-    #[error("machine {machine} keeps no record of what it made durable: a power cut needs `lose_unsynced` in its spec")]
+    #[error("machine {machine} has no disk layer of fleetcheck's: power cuts and disk errors need `lose_unsynced` in its spec")]
     NotVolatile { machine: String },
+    #[error("the {backend} backend cannot make disks fail")]
+    NoDiskErrors { backend: &'static str },
     #[error("failed to power machine {machine} off")]
     PowerOff {
         machine: String,
@@ -321,7 +323,7 @@ pub enum FaultError {
         source: ShutdownError,
     },
     #[error(
-        "failed to bring back the durable state of machine {machine}'s disk after the power cut"
+        "failed to bring back the durable state of machine {machine}'s disk, or to make it fail"
     )]
     Disk {
         machine: String,

@@ -412,6 +412,17 @@ impl Network for FakeNetwork {
         Ok(())
     }
 
+    /// As on netns: the machine known and with the disk layer (nothing fails in memory).
+    fn disk_error(&self, id: &str, _error: Option<crate::DiskError>) -> Result<(), FaultError> {
+        if !self.lock().status.contains_key(id) {
+            return Err(FaultError::UnknownMachine { machine: id.into() });
+        }
+        if !self.spec.machine(id).is_some_and(|m| m.lose_unsynced) {
+            return Err(FaultError::NotVolatile { machine: id.into() });
+        }
+        Ok(())
+    }
+
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError> {
         self.counters.execs.fetch_add(1, Ordering::Relaxed);
         let status = self

@@ -68,6 +68,7 @@ pub use error::{
     BootError, CreateError, ExecError, FaultError, HostError, PingError, ServiceError,
     ShutdownError, SweepError, TeardownError,
 };
+pub use host::volatile::DiskError;
 pub use spec::{
     version_variable, ExecOutput, ExecRequest, FileSystem, MachineSpec, MachineStatus, NetworkSpec,
     ParseFileSystemError, ParseSubnetError, ServiceVersion, SpecError, Subnet, MAX_MACHINES,

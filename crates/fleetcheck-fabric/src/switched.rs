@@ -26,6 +26,7 @@ use crate::faults::Faults;
 use crate::host::conn::{self, AgentConn};
 use crate::host::sweep::RunDir;
 use crate::host::switch::Switch;
+use crate::host::volatile::DiskError;
 use crate::host::Live;
 use crate::spec::{
     ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec, ServiceVersion,
@@ -168,6 +169,22 @@ pub(crate) trait Switched: Send + Sync + Sized {
     /// After a power cut stopped machine `m`: its disk forgets what was not flushed, and the
     /// durable rest is what its next boot finds.
     fn lose_unsynced(&self, m: &Machine<Self::Own>) -> Result<(), FaultError>;
+
+    /// Machine `m`'s disk fails with `error` from now on (`None`: works again).
+    fn set_disk_error(
+        &self,
+        m: &Machine<Self::Own>,
+        error: Option<DiskError>,
+    ) -> Result<(), FaultError>;
+
+    /// [`Network::disk_error`]: the machine known and with the layer, then its disk told.
+    fn disk_error(&self, id: &str, error: Option<DiskError>) -> Result<(), FaultError> {
+        let m = self
+            .machine(id)
+            .ok_or_else(|| FaultError::UnknownMachine { machine: id.into() })?;
+        self.check_power_cut(m)?;
+        self.set_disk_error(m, error)
+    }
 
     /// Stops (`frozen`) or continues everything machine `m` runs; a failed stop leaves it
     /// running.
@@ -494,6 +511,10 @@ impl<H: Handle> Network for H {
 
     fn power_cut(&self, ids: &[&str]) -> Result<(), FaultError> {
         self.shared().power_cut(ids)
+    }
+
+    fn disk_error(&self, id: &str, error: Option<DiskError>) -> Result<(), FaultError> {
+        self.shared().disk_error(id, error)
     }
 
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError> {

@@ -150,6 +150,24 @@ impl Served {
         }
     }
 
+    /// From now on the disk fails with `error` (`None`: works again); returns once the server
+    /// has taken it.
+    pub fn set_error(&mut self, error: Option<super::volatile::DiskError>) -> io::Result<()> {
+        let name = error.map_or("none", super::volatile::DiskError::name);
+        self.control
+            .get_mut()
+            .write_all(format!("error {name}\n").as_bytes())?;
+        let mut line = String::new();
+        self.control.read_line(&mut line)?;
+        if line.trim_end() == "error" {
+            Ok(())
+        } else {
+            Err(io::Error::other(
+                "the disk server did not confirm the error",
+            ))
+        }
+    }
+
     /// Waits (up to `within`) until the server has exited (its file system is gone) and reaps
     /// it; whether it had. One still running then is killed.
     pub fn wait_ended(mut self, within: Duration) -> bool {
@@ -259,6 +277,15 @@ impl Disk {
     pub fn cut(&mut self) -> io::Result<bool> {
         match &mut self.volatile {
             Some(v) => v.cut().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// A volatile disk fails with `error` from now on (`None`: works again); `Ok(false)` for a
+    /// disk without the layer.
+    pub fn set_error(&mut self, error: Option<super::volatile::DiskError>) -> io::Result<bool> {
+        match &mut self.volatile {
+            Some(v) => v.set_error(error).map(|()| true),
             None => Ok(false),
         }
     }

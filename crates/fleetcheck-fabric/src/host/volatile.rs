@@ -51,8 +51,9 @@ pub const SERVE_FLAG: &str = "--serve-disk";
 /// Where the server finds the FUSE device.
 pub const FUSE_FD: RawFd = 3;
 
-/// Where the server finds its control socket: it writes `ready` once it serves, and answers
-/// `cut` (a power cut: [`Cache::cut`]) with `cut`.
+/// Where the server finds its control socket: it writes `ready` once it serves, answers `cut`
+/// (a power cut: [`Cache::cut`]) with `cut`, and `error KIND` (a [`DiskError`]'s name, or
+/// `none`: [`Cache::set_error`]) with `error`.
 pub const CONTROL_FD: RawFd = 4;
 
 /// The server process: serves `IMAGE` as the one file `NAME` until the file system goes.
@@ -105,6 +106,17 @@ fn serve(args: &[String]) -> io::Result<()> {
                 if answer.write_all(b"cut\n").is_err() {
                     break;
                 }
+            } else if let Some(kind) = line.strip_prefix("error ") {
+                let error = DiskError::from_name(kind);
+                if error.is_some() || kind == "none" {
+                    cache
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .set_error(error);
+                    if answer.write_all(b"error\n").is_err() {
+                        break;
+                    }
+                }
             }
         }
     });
@@ -112,6 +124,60 @@ fn serve(args: &[String]) -> io::Result<()> {
         // The fabric aborts the connection when it removes the disk: the usual way to end.
         Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
         ended => ended,
+    }
+}
+
+/// A failing disk: what returns an error until the disk recovers.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskError {
+    /// Every write fails with EIO (what was written before stays, unflushed or not).
+    Write,
+    /// Every flush (the file system's `fsync`, journal commit) fails with EIO.
+    Fsync,
+    /// Every read fails with EIO (what the machine's page cache holds is still read).
+    Read,
+    /// Every write fails with ENOSPC: the disk is full.
+    Full,
+}
+
+impl DiskError {
+    /// Every kind.
+    pub const ALL: [DiskError; 4] = [
+        DiskError::Write,
+        DiskError::Fsync,
+        DiskError::Read,
+        DiskError::Full,
+    ];
+
+    /// Its name (`write`, `fsync`, `read`, `full`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskError::Write => "write",
+            DiskError::Fsync => "fsync",
+            DiskError::Read => "read",
+            DiskError::Full => "full",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn from_name(name: &str) -> Option<DiskError> {
+        DiskError::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    fn errno(self) -> io::Error {
+        io::Error::from_raw_os_error(match self {
+            DiskError::Full => libc::ENOSPC,
+            _ => libc::EIO,
+        })
+    }
+}
+
+impl std::fmt::Display for DiskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -129,6 +195,8 @@ pub struct Cache {
     dirty: BTreeMap<u64, Box<[u8]>>,
     /// After a power cut: writes and flushes are ignored.
     cut: bool,
+    /// What fails now, if anything.
+    error: Option<DiskError>,
     /// Flushes that wrote something, and blocks written by them (for tests and the benchmark).
     flushes: u64,
 }
@@ -142,12 +210,16 @@ impl Cache {
             size,
             dirty: BTreeMap::new(),
             cut: false,
+            error: None,
             flushes: 0,
         })
     }
 
     /// Reads `len` bytes at `offset` (cut at the end of the disk): dirty blocks over the image.
     pub fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        if let Some(e) = self.error.filter(|e| *e == DiskError::Read) {
+            return Err(e.errno());
+        }
         let end = (offset + len as u64).min(self.size);
         if offset >= end {
             return Ok(Vec::new());
@@ -170,6 +242,12 @@ impl Cache {
     pub fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<usize> {
         if self.cut {
             return Ok(data.len());
+        }
+        if let Some(e) = self
+            .error
+            .filter(|e| matches!(e, DiskError::Write | DiskError::Full))
+        {
+            return Err(e.errno());
         }
         let end = offset + data.len() as u64;
         if end > self.size {
@@ -198,6 +276,9 @@ impl Cache {
 
     /// Makes every write so far durable (writes it to the image).
     pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(e) = self.error.filter(|e| *e == DiskError::Fsync) {
+            return Err(e.errno());
+        }
         if self.cut || self.dirty.is_empty() {
             return Ok(());
         }
@@ -228,6 +309,11 @@ impl Cache {
     pub fn cut(&mut self) {
         self.cut = true;
         self.dirty.clear();
+    }
+
+    /// From now on `error` fails (`None`: the disk works again).
+    pub fn set_error(&mut self, error: Option<DiskError>) {
+        self.error = error;
     }
 
     /// Blocks written and not flushed.
@@ -445,6 +531,26 @@ mod tests {
         c.write(0, b"late").unwrap();
         c.flush().unwrap();
         assert_eq!(c.read(0, 4).unwrap(), vec![0; 4]);
+    }
+
+    #[test]
+    fn a_failing_disk_fails_what_it_is_told_until_it_recovers() {
+        let (_dir, mut c) = cache(4);
+        c.write(0, &[1; 4096]).unwrap();
+        let code = |r: io::Result<()>| r.unwrap_err().raw_os_error();
+        c.set_error(Some(DiskError::Fsync));
+        assert_eq!(code(c.flush()), Some(libc::EIO));
+        c.write(4096, &[2; 4096]).unwrap();
+        c.set_error(Some(DiskError::Write));
+        assert_eq!(code(c.write(0, &[3; 1]).map(drop)), Some(libc::EIO));
+        c.set_error(Some(DiskError::Full));
+        assert_eq!(code(c.write(0, &[3; 1]).map(drop)), Some(libc::ENOSPC));
+        c.set_error(Some(DiskError::Read));
+        assert_eq!(code(c.read(0, 1).map(drop)), Some(libc::EIO));
+        c.set_error(None);
+        assert_eq!(c.read(4096, 1).unwrap(), [2]);
+        c.flush().unwrap();
+        assert_eq!(c.dirty_blocks(), 0);
     }
 
     #[test]

@@ -699,6 +699,23 @@ impl Switched for NetShared {
         self.set_port(m, false)
     }
 
+    fn set_disk_error(
+        &self,
+        m: &Machine,
+        error: Option<crate::host::volatile::DiskError>,
+    ) -> Result<(), FaultError> {
+        let err = |source| FaultError::Disk {
+            machine: m.spec.id.clone(),
+            source,
+        };
+        let mut slot = m.own.disk.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_mut().map(|d| d.set_error(error)) {
+            Some(Ok(true)) => Ok(()),
+            Some(Ok(false)) | None => Err(err(io::Error::other("it has no disk layer"))),
+            Some(Err(e)) => Err(err(e)),
+        }
+    }
+
     /// The disk forgets its unflushed writes; once its file system, loop device and FUSE
     /// server are gone, the image (the durable state) is mounted afresh for the next boot.
     fn lose_unsynced(&self, m: &Machine) -> Result<(), FaultError> {

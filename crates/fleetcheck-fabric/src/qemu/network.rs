@@ -586,6 +586,24 @@ impl Switched for NetShared {
         result
     }
 
+    fn set_disk_error(
+        &self,
+        m: &Machine,
+        error: Option<crate::host::volatile::DiskError>,
+    ) -> Result<(), FaultError> {
+        let mut slot = m.own.volatile.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((_, served)) = slot.as_mut() else {
+            return Err(FaultError::Disk {
+                machine: m.spec.id.clone(),
+                source: io::Error::other("it has no disk layer"),
+            });
+        };
+        served.set_error(error).map_err(|source| FaultError::Disk {
+            machine: m.spec.id.clone(),
+            source,
+        })
+    }
+
     /// QEMU is gone: the disk forgets what the guest had not flushed, and once the FUSE
     /// server has ended, a fresh one serves the image (the durable state) to the next boot.
     fn lose_unsynced(&self, m: &Machine) -> Result<(), FaultError> {

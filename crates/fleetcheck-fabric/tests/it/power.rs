@@ -491,3 +491,68 @@ fn power_cut_disks_leave_nothing_after_a_signal_cleanup() {
     assert_eq!(disk_servers(&run), Vec::<i32>::new());
     assert!(!Path::new(RUN_ROOT).join(&run).exists());
 }
+
+/// Disk errors, seen from inside the machine: with failing flushes an `fsync` gets EIO, ext4
+/// aborts its journal and goes read-only (the write it wanted durable is lost on a power cut);
+/// a full disk answers ENOSPC to a write that reaches it; after the disk recovers and the
+/// machine boots again, its file system works and holds what was made durable before. A
+/// machine without the layer is refused.
+#[test]
+fn disk_errors_reach_the_programs_of_the_machine() {
+    if !require_root("disk_errors_reach_the_programs_of_the_machine") {
+        return;
+    }
+    use fleetcheck_fabric::DiskError;
+    let backend = backend();
+    let owned = backend.create(&machines(2, 1)).unwrap();
+    let net = owned.as_ref();
+    boot(net, &["m1", "m2"]);
+    sh(net, "m1", "printf durable > d && sync d");
+    net.disk_error("m1", Some(DiskError::Fsync)).unwrap();
+    let try_sh = |cmd: &str| {
+        net.exec(
+            "m1",
+            &ExecRequest::shell(format!("cd \"$FLEETCHECK_DATA\" && {cmd}"))
+                .with_timeout(Duration::from_secs(20)),
+        )
+        .unwrap()
+    };
+    let out = try_sh("printf new > n && sync n");
+    assert!(!out.success(), "fsync on a failing disk succeeded: {out:?}");
+    assert!(
+        out.stderr_str().contains("Input/output error"),
+        "{}",
+        out.stderr_str()
+    );
+    // ext4 aborted its journal on the failed flush: read-only until mounted again.
+    let out = try_sh("printf x > x");
+    assert!(
+        out.stderr_str().contains("Read-only file system"),
+        "{out:?}"
+    );
+    net.disk_error("m1", None).unwrap();
+    net.power_cut(&["m1"]).unwrap();
+    boot(net, &["m1"]);
+    assert_eq!(files(net, "m1"), "d: durable\n");
+    net.disk_error("m1", Some(DiskError::Full)).unwrap();
+    let out = try_sh("head -c 8192 /dev/zero | dd of=f bs=4096 oflag=direct 2>&1");
+    assert!(!out.success(), "a write to a full disk succeeded: {out:?}");
+    assert!(
+        out.stdout_str().contains("No space left on device"),
+        "{}",
+        out.stdout_str()
+    );
+    net.disk_error("m1", None).unwrap();
+    net.power_cut(&["m1"]).unwrap();
+    boot(net, &["m1"]);
+    sh(net, "m1", "printf again > a && sync a");
+    assert!(matches!(
+        net.disk_error("m2", Some(DiskError::Write)),
+        Err(FaultError::NotVolatile { .. })
+    ));
+    assert!(matches!(
+        net.disk_error("nope", None),
+        Err(FaultError::UnknownMachine { .. })
+    ));
+    owned.teardown().unwrap();
+}
