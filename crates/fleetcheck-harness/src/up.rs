@@ -30,6 +30,8 @@ commands (one per line; machines by id):
   power-cut MACHINE...    cut the power of machines at once (lose_unsynced: unsynced writes lost)
   pause MACHINE           freeze every process of it
   resume MACHINE          thaw it
+  disk-fail MACHINE KIND  its disk fails: write, fsync, read (EIO) or full (ENOSPC); lose_unsynced
+  disk-recover MACHINE    its disk works again
   partition A,B | C       cut the network between groups (unnamed machines: one more group)
   block A B               drop packets from A to B, one way
   loss MACHINE PERCENT    drop PERCENT of its packets (0 removes the loss)
@@ -369,6 +371,10 @@ fn execute(net: &dyn Network, line: &str, faults: &mut Faults) -> Result<Flow, S
                 )
             }
             ClusterCmd::Pause { machine } => format!("{machine} is paused"),
+            ClusterCmd::DiskFail { machine, error } => {
+                format!("{machine}'s disk fails ({error}) until `disk-recover {machine}`")
+            }
+            ClusterCmd::DiskRecover { machine } => format!("{machine}'s disk works again"),
             ClusterCmd::Resume { machine } => format!("{machine} runs again"),
             ClusterCmd::Upgrade { .. } => unreachable!("refused above"),
         }));

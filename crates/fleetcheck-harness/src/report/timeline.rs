@@ -304,7 +304,15 @@ pub fn cluster_timeline<M: Model>(
                 for machine in machines {
                     states.set(&machine, "down", to);
                     bands.close(|k| k != format!("pause {machine}"), to);
+                    bands.close(|k| k != format!("disk {machine}"), to);
                 }
+            }
+            Effect::DiskFail { machine, error } => bands.open(
+                format!("disk {machine}"),
+                band(vec![machine], "disk", format!("disk fails: {error}")),
+            ),
+            Effect::DiskRecover { machine } => {
+                bands.close(|k| k != format!("disk {machine}"), from)
             }
             Effect::Pause { machine } => bands.open(
                 format!("pause {machine}"),

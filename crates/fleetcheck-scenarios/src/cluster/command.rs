@@ -97,6 +97,20 @@ pub enum ClusterCmd {
         /// The machines.
         machines: Vec<String>,
     },
+    /// The machine's disk fails as `error` says from now on (it must be running and have the
+    /// disk layer of `lose_unsynced`); what its file system makes of it lasts until its next
+    /// boot.
+    DiskFail {
+        /// The machine.
+        machine: String,
+        /// How its disk fails.
+        error: fleetcheck_fabric::DiskError,
+    },
+    /// The machine's failing disk works again.
+    DiskRecover {
+        /// The machine.
+        machine: String,
+    },
     /// A rolling upgrade: the machine gets `version` of `service` (shut down first if
     /// running, booted again afterwards, its data kept; a machine that is off only gets it).
     Upgrade {
@@ -177,6 +191,18 @@ pub enum Effect {
     PowerCut {
         /// The machines.
         machines: Vec<String>,
+    },
+    /// The machine's disk fails from the bar on.
+    DiskFail {
+        /// The machine.
+        machine: String,
+        /// How.
+        error: fleetcheck_fabric::DiskError,
+    },
+    /// The machine's disk works again when the bar begins.
+    DiskRecover {
+        /// The machine.
+        machine: String,
     },
     /// Directed cuts between machines that no partition into groups describes (a ring, a
     /// bridge), from the bar until a heal.
@@ -338,6 +364,16 @@ impl ClusterCmd {
                 }
                 ClusterCmd::PowerCut { machines }
             }
+            "disk-fail" => {
+                let what = "a machine and how its disk fails (write, fsync, read, full)";
+                let machine = arg(1, what)?;
+                let error = fleetcheck_fabric::DiskError::from_name(&arg(2, what)?)
+                    .ok_or("a disk fails on `write`, `fsync`, `read` or is `full`")?;
+                ClusterCmd::DiskFail { machine, error }
+            }
+            "disk-recover" => ClusterCmd::DiskRecover {
+                machine: machine()?,
+            },
             "upgrade" => {
                 let what = "a machine, a service and a version";
                 ClusterCmd::Upgrade {
@@ -360,6 +396,8 @@ impl ClusterCmd {
             | ClusterCmd::Pause { machine }
             | ClusterCmd::Resume { machine }
             | ClusterCmd::Loss { machine, .. }
+            | ClusterCmd::DiskFail { machine, .. }
+            | ClusterCmd::DiskRecover { machine }
             | ClusterCmd::Upgrade { machine, .. } => Some(machine),
             ClusterCmd::Partition { .. }
             | ClusterCmd::Block { .. }
@@ -387,6 +425,8 @@ impl ClusterCmd {
             ClusterCmd::Ring { .. } => "Ring",
             ClusterCmd::Bridge { .. } => "Bridge",
             ClusterCmd::Upgrade { .. } => "Upgrade",
+            ClusterCmd::DiskFail { .. } => "DiskFail",
+            ClusterCmd::DiskRecover { .. } => "DiskRecover",
         }
     }
 
@@ -423,6 +463,8 @@ impl ClusterCmd {
                 service,
                 version,
             } => format!("Upgrade({machine}: {service} -> {version})"),
+            ClusterCmd::DiskFail { machine, error } => format!("DiskFail({machine}, {error})"),
+            ClusterCmd::DiskRecover { machine } => format!("DiskRecover({machine})"),
         }
     }
 
@@ -431,8 +473,15 @@ impl ClusterCmd {
         let machine = |id: &str| s.machine(id);
         let exists = |id: &str| s.machine(id).is_some();
         match self {
+            // A failing disk recovers before its machine boots (its file system must mount).
             ClusterCmd::Boot { machine: id } | ClusterCmd::Restart { machine: id } => {
-                machine(id).is_some_and(|m| !m.running)
+                machine(id).is_some_and(|m| !m.running && m.disk_error.is_none())
+            }
+            ClusterCmd::DiskFail { machine: id, .. } => {
+                machine(id).is_some_and(|m| m.running && m.lose_unsynced && m.disk_error.is_none())
+            }
+            ClusterCmd::DiskRecover { machine: id } => {
+                machine(id).is_some_and(|m| m.disk_error.is_some())
             }
             ClusterCmd::Shutdown { machine: id } | ClusterCmd::Crash { machine: id } => {
                 machine(id).is_some_and(|m| m.running)
@@ -544,7 +593,7 @@ impl ClusterCmd {
             ClusterCmd::Restart { .. } | ClusterCmd::PowerCut { .. } => 5,
             // A shutdown and a boot.
             ClusterCmd::Upgrade { .. } => 4,
-            ClusterCmd::Shutdown { .. } | ClusterCmd::Heal => 1,
+            ClusterCmd::Shutdown { .. } | ClusterCmd::Heal | ClusterCmd::DiskRecover { .. } => 1,
             _ => 2,
         }
     }
@@ -575,6 +624,8 @@ impl ClusterCmd {
             ClusterCmd::Block { from, to } => net.block(from, to)?,
             ClusterCmd::Loss { machine, percent } => net.loss(machine, *percent)?,
             ClusterCmd::Heal => net.heal()?,
+            ClusterCmd::DiskFail { machine, error } => net.disk_error(machine, Some(*error))?,
+            ClusterCmd::DiskRecover { machine } => net.disk_error(machine, None)?,
             ClusterCmd::PowerCut { machines } => {
                 let ids: Vec<&str> = machines.iter().map(String::as_str).collect();
                 net.power_cut(&ids)?
@@ -639,6 +690,13 @@ impl ClusterCmd {
                 percent: *percent,
             },
             ClusterCmd::Heal => Effect::Heal,
+            ClusterCmd::DiskFail { machine, error } => Effect::DiskFail {
+                machine: m(machine),
+                error: *error,
+            },
+            ClusterCmd::DiskRecover { machine } => Effect::DiskRecover {
+                machine: m(machine),
+            },
             ClusterCmd::PowerCut { machines } => Effect::PowerCut {
                 machines: machines.clone(),
             },

@@ -32,11 +32,14 @@ pub enum Fault {
     /// A machine of the role the scenario names as leader (`[kv] leader`, e.g. `primary`)
     /// cut off from the rest, and heal (`"isolate"`).
     Isolate,
+    /// A machine's disk fails (EIO on writes, flushes or reads, or full), and recovers
+    /// (`"disk"`; machines need `[machine] lose_unsynced = true`).
+    Disk,
 }
 
 impl Fault {
     /// Every kind, in the order they are listed.
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::Crash,
         Fault::Pause,
         Fault::Partition,
@@ -47,6 +50,7 @@ impl Fault {
         Fault::Ring,
         Fault::Bridge,
         Fault::Isolate,
+        Fault::Disk,
     ];
 
     /// Its name in a configuration file.
@@ -62,6 +66,7 @@ impl Fault {
             Fault::Ring => "ring",
             Fault::Bridge => "bridge",
             Fault::Isolate => "isolate",
+            Fault::Disk => "disk",
         }
     }
 

@@ -66,6 +66,10 @@ pub enum Kind {
     Bridge,
     /// The leader's role cut off.
     Isolate,
+    /// A machine's disk fails.
+    DiskFail,
+    /// A failing disk recovers.
+    DiskRecover,
 }
 
 /// The weight of each generated fault kind (against, e.g., kv's client batches at 6 and
@@ -73,7 +77,7 @@ pub enum Kind {
 /// (restart, resume, heal) twice as likely as causing it, so cases spend time both in and
 /// out of faults.
 /// New kinds go at the end, so every seed of a configuration without them keeps its case.
-const WEIGHTS: [(Kind, u32); 13] = [
+const WEIGHTS: [(Kind, u32); 15] = [
     (Kind::Crash, 1),
     (Kind::Restart, 2),
     (Kind::Pause, 1),
@@ -87,6 +91,8 @@ const WEIGHTS: [(Kind, u32); 13] = [
     (Kind::Ring, 1),
     (Kind::Bridge, 1),
     (Kind::Isolate, 1),
+    (Kind::DiskFail, 1),
+    (Kind::DiskRecover, 2),
 ];
 
 impl Plan {
@@ -141,8 +147,13 @@ impl ClusterState {
                 Kind::Crash => plan.has(Fault::Crash) && self.machines.iter().any(|m| m.running),
                 Kind::Restart => {
                     (plan.has(Fault::Crash) || plan.has(Fault::PowerCut))
-                        && self.machines.iter().any(|m| !m.running)
+                        && self
+                            .machines
+                            .iter()
+                            .any(|m| !m.running && m.disk_error.is_none())
                 }
+                Kind::DiskFail => plan.has(Fault::Disk) && !self.disk_failable().is_empty(),
+                Kind::DiskRecover => self.machines.iter().any(|m| m.disk_error.is_some()),
                 Kind::Pause => plan.has(Fault::Pause) && self.machines.iter().any(Machine::awake),
                 Kind::Resume => plan.has(Fault::Pause) && self.machines.iter().any(|m| m.paused),
                 Kind::Partition => {
@@ -183,6 +194,11 @@ impl ClusterState {
             .collect()
     }
 
+    /// The machines whose disk may fail now: running, with the disk layer, not failing.
+    fn disk_failable(&self) -> Vec<String> {
+        self.ids(|m| m.running && m.lose_unsynced && m.disk_error.is_none())
+    }
+
     /// The machines `isolate` may cut off: those up of the plan's leader role.
     fn leaders(&self, plan: &Plan) -> Vec<String> {
         let Some(role) = &plan.leader else {
@@ -205,7 +221,14 @@ impl ClusterState {
                 machine: pick(g, self.up())?,
             },
             Kind::Restart => ClusterCmd::Restart {
-                machine: pick(g, self.down())?,
+                machine: pick(g, self.ids(|m| !m.running && m.disk_error.is_none()))?,
+            },
+            Kind::DiskFail => ClusterCmd::DiskFail {
+                machine: pick(g, self.disk_failable())?,
+                error: *g.choose(&fleetcheck_fabric::DiskError::ALL)?,
+            },
+            Kind::DiskRecover => ClusterCmd::DiskRecover {
+                machine: pick(g, self.ids(|m| m.disk_error.is_some()))?,
             },
             Kind::Pause => ClusterCmd::Pause {
                 machine: pick(g, self.awake())?,

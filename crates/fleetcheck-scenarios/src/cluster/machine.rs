@@ -49,6 +49,9 @@ pub struct Machine {
     /// lose_unsynced`): then `PowerCut` may cut it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lose_unsynced: bool,
+    /// How its disk fails now (the `disk` fault), if it does; a power cut ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_error: Option<fleetcheck_fabric::DiskError>,
     /// A kv node's `version` of replay files before the cluster layer, which named no
     /// service: refused on reading, in one sentence.
     #[serde(
@@ -98,6 +101,7 @@ impl Machine {
             filesystem: None,
             versions: BTreeMap::new(),
             lose_unsynced: false,
+            disk_error: None,
             unnamed_version: (),
         }
     }

@@ -190,9 +190,27 @@ impl ClusterState {
             ClusterCmd::Loss { machine, percent } => {
                 next.loss.insert(machine.clone(), *percent);
             }
+            // The disk is served afresh after a cut: a failure ends with it.
             ClusterCmd::PowerCut { machines } => {
                 for id in machines {
                     set(id, Power::Off);
+                }
+                for m in next
+                    .machines
+                    .iter_mut()
+                    .filter(|m| machines.contains(&m.id))
+                {
+                    m.disk_error = None;
+                }
+            }
+            ClusterCmd::DiskFail { machine, error } => {
+                if let Some(m) = next.machines.iter_mut().find(|m| m.id == *machine) {
+                    m.disk_error = Some(*error);
+                }
+            }
+            ClusterCmd::DiskRecover { machine } => {
+                if let Some(m) = next.machines.iter_mut().find(|m| m.id == *machine) {
+                    m.disk_error = None;
                 }
             }
             ClusterCmd::Ring { .. } | ClusterCmd::Bridge { .. } => {
@@ -226,6 +244,11 @@ impl ClusterState {
             .into_iter()
             .map(|machine| ClusterCmd::Resume { machine })
             .collect();
+        out.extend(
+            self.ids(|m| m.disk_error.is_some())
+                .into_iter()
+                .map(|machine| ClusterCmd::DiskRecover { machine }),
+        );
         if self.network_faulty() {
             out.push(ClusterCmd::Heal);
         }

@@ -243,6 +243,51 @@ fn a_store_that_acknowledges_before_fsync_loses_writes_on_power_cuts() {
     assert!(j["labels"]["command"]["PowerCut"].as_u64() > Some(5), "{j}");
 }
 
+/// Disk faults: a store that ignores a failed fsync acknowledges a write that its disk never
+/// took, found and shrunk to the disk failure, the write and the read; the same store that
+/// checks its fsyncs passes under disk failures and power cuts.
+#[test]
+fn a_store_that_ignores_fsync_errors_loses_writes_when_its_disk_fails() {
+    if !require_root() {
+        return;
+    }
+    let faults = "kv.faults=[\"power-cut\", \"disk\"]";
+    let file = example("fsynced-files.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let ignoring = text
+        .replace(
+            r#"&& sync "$f.$$" &&"#,
+            r#"&& {{ sync "$f.$$"; true; }} &&"#,
+        )
+        .replace(
+            r#"&& sync "$FLEETCHECK_DATA"'"#,
+            r#"; sync "$FLEETCHECK_DATA"; true'"#,
+        );
+    assert_ne!(ignoring, text);
+    let dir = temp_dir("file-disk-errors");
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(write_config(&dir, &ignoring))
+            .args(["--seed", "1", "--tests", "200", "--json", "--set", faults]),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let j = last_json(&out);
+    // The failed fsync aborts ext4's journal (read-only from then on), so the rename fails
+    // too and the ignoring store acknowledges a write that never happened.
+    assert_eq!(command_names(&j), ["DiskFail", "Ops", "Ops"], "{j}");
+    assert!(err.contains("acknowledged write lost"), "{err}");
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(&file)
+            .args(["--seed", "1", "--tests", "60", "--json", "--set", faults]),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let j = last_json(&out);
+    assert!(j["labels"]["command"]["DiskFail"].as_u64() > Some(5), "{j}");
+}
+
 /// A long-lived client program speaking the JSON-lines protocol: the planted bug found
 /// through it, one node passing; a program that answers outside the protocol aborts the case
 /// in one sentence naming what it said.
