@@ -123,7 +123,8 @@ impl ClusterState {
         self.partitioned || !self.cuts.is_empty() || !self.loss.is_empty()
     }
 
-    /// `up: a b; off: c; paused: b; partitioned; cut: a-/->c; loss: a 20%`: the machines'
+    /// `up: a b; off: c; paused: b; partitioned; cut: a-/->c; loss: a 20%; disk failing: a
+    /// fsync`: the machines'
     /// power and the faults in force, one line, as steps and timelines show it.
     pub fn summary(&self) -> String {
         use std::fmt::Write as _;
@@ -153,6 +154,14 @@ impl ClusterState {
         if !self.loss.is_empty() {
             let loss: Vec<String> = self.loss.iter().map(|(m, p)| format!("{m} {p}%")).collect();
             let _ = write!(out, "; loss: {}", loss.join(" "));
+        }
+        let failing: Vec<String> = self
+            .machines
+            .iter()
+            .filter_map(|m| m.disk_error.map(|e| format!("{} {e}", m.id)))
+            .collect();
+        if !failing.is_empty() {
+            let _ = write!(out, "; disk failing: {}", failing.join(" "));
         }
         out
     }
