@@ -43,8 +43,18 @@ fn row<M: Model>(name: &str, report: &Report<M>, wall: Duration, ops: f64, fault
     );
 }
 
-/// Runs `system` and prints its row (its throughput until the failure, if it fails); says how
-/// the run ended, with the shrinking of a failure.
+/// The model and system of `examples/scenarios/<name>` on `backend`.
+fn from_scenario_file(name: &str, backend: &Arc<dyn Backend>) -> (KvModel, KvSystem<FileStore>) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/scenarios")
+        .join(name);
+    let file = fleetcheck_scenarios::config::ScenarioConfig::from_file(&path).unwrap();
+    let system = KvSystem::new(FileStore::new(backend.clone(), &file, None));
+    (KvModel::for_service(&file, None), system)
+}
+
+/// Runs `system` and prints its row (for a failure, flaky or not, its throughput until the
+/// failure: the shrinking is reported on its own); says how the run ended.
 fn row_until_failure<S: Store>(
     name: &str,
     model: &KvModel,
@@ -56,35 +66,38 @@ fn row_until_failure<S: Store>(
     let wall = start.elapsed();
     let ops = per_case(&report, "operation");
     let faults = faults_per_case(&report);
-    match &report.outcome {
-        Outcome::Failed(f) => {
-            // Throughput until the failure: the shrinking is reported on its own below.
-            let searching = wall.saturating_sub(f.shrink.elapsed);
-            row(
-                &format!("{name} (until fail)"),
-                &report,
-                searching,
-                ops,
-                faults,
-            );
-            format!(
-                "{name}: failed at case {}; shrunk {} -> {} commands in {} runs, {:.1} s; \
-                 reproduced {}/{}\n  {}",
-                report.cases_run,
-                f.original.commands.len(),
-                f.minimal.commands.len(),
-                f.shrink.runs,
-                f.shrink.elapsed.as_secs_f64(),
-                f.reproduced,
-                f.reproduce_runs,
-                f.reason.lines().next().unwrap_or_default()
-            )
+    let (f, status) = match &report.outcome {
+        Outcome::Failed(f) => (f, "failed"),
+        Outcome::Flaky(f) => (f, "flaky (did not fail again)"),
+        Outcome::Aborted { message, .. } => {
+            row(name, &report, wall, ops, faults);
+            return format!("{name}: aborted: {message}");
         }
         other => {
             row(name, &report, wall, ops, faults);
-            format!("{name}: {}", other.status())
+            return format!("{name}: {}", other.status());
         }
-    }
+    };
+    let searching = wall.saturating_sub(f.shrink.elapsed);
+    row(
+        &format!("{name} (until fail)"),
+        &report,
+        searching,
+        ops,
+        faults,
+    );
+    format!(
+        "{name}: {status} at case {}; shrunk {} -> {} commands in {} runs, {:.1} s; \
+         reproduced {}/{}\n  {}",
+        report.cases_run,
+        f.original.commands.len(),
+        f.minimal.commands.len(),
+        f.shrink.runs,
+        f.shrink.elapsed.as_secs_f64(),
+        f.reproduced,
+        f.reproduce_runs,
+        f.reason.lines().next().unwrap_or_default()
+    )
 }
 
 fn main() {
@@ -132,39 +145,12 @@ fn main() {
         kv.memory_mb,
         Duration::from_millis(kv.op_timeout_ms),
     ));
-    let start = Instant::now();
-    let report = run(&model, &etcd, &config, &());
-    let wall = start.elapsed();
-    row(
-        "etcd 3.4 on netns",
-        &report,
-        wall,
-        per_case(&report, "operation"),
-        faults_per_case(&report),
-    );
-    if let Outcome::Aborted { message, .. } = &report.outcome {
-        println!("aborted: {message}");
-    }
-    // The same etcd from a scenario file (examples/scenarios/etcd.toml): the same cases (its
-    // [kv] is the default), its services and operations from templates.
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/scenarios/etcd.toml");
-    let file = fleetcheck_scenarios::config::ScenarioConfig::from_file(&path).unwrap();
-    let file_model = KvModel::for_service(&file, None);
-    let from_file = KvSystem::new(FileStore::new(netns.clone(), &file, None));
-    let start = Instant::now();
-    let report = run(&file_model, &from_file, &config, &());
-    let wall = start.elapsed();
-    row(
-        "etcd.toml on netns",
-        &report,
-        wall,
-        per_case(&report, "operation"),
-        faults_per_case(&report),
-    );
-    if let Outcome::Aborted { message, .. } = &report.outcome {
-        println!("aborted: {message}");
-    }
+    let etcd_outcome = row_until_failure("etcd 3.4 on netns", &model, &etcd, &config);
+    // The same etcd from a scenario file: the same cases (its [kv] is the default), its
+    // services and operations from templates.
+    let (file_model, from_file) = from_scenario_file("etcd.toml", &netns);
+    let etcd_file_outcome =
+        row_until_failure("etcd.toml on netns", &file_model, &from_file, &config);
 
     let redis = KvSystem::new(RedisStore::new(
         netns.clone(),
@@ -172,17 +158,9 @@ fn main() {
         Duration::from_millis(kv.op_timeout_ms),
     ));
     let redis_outcome = row_until_failure("redis 7.0", &model, &redis, &config);
-    // The same Redis from a scenario file (examples/scenarios/redis.toml): the same cases.
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/scenarios/redis.toml");
-    let file = fleetcheck_scenarios::config::ScenarioConfig::from_file(&path).unwrap();
-    let from_file = KvSystem::new(FileStore::new(netns, &file, None));
-    let redis_file_outcome = row_until_failure(
-        "redis.toml",
-        &KvModel::for_service(&file, None),
-        &from_file,
-        &config,
-    );
+    // The same Redis from a scenario file: the same cases.
+    let (file_model, from_file) = from_scenario_file("redis.toml", &netns);
+    let redis_file_outcome = row_until_failure("redis.toml", &file_model, &from_file, &config);
 
     let memory = KvSystem::new(MemoryStore::default());
     let start = Instant::now();
@@ -197,8 +175,14 @@ fn main() {
     );
 
     println!();
-    println!("{redis_outcome}");
-    println!("{redis_file_outcome}");
+    for outcome in [
+        etcd_outcome,
+        etcd_file_outcome,
+        redis_outcome,
+        redis_file_outcome,
+    ] {
+        println!("{outcome}");
+    }
     println!();
     println!("Finding and shrinking the lossy store's lost write (seeds 0..20, 100 cases each):");
     let lossy = KvSystem::new(MemoryStore {
