@@ -60,6 +60,7 @@
 //! ```
 
 mod case;
+pub mod collections;
 mod display;
 mod gen;
 pub mod history;

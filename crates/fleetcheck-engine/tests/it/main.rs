@@ -7,6 +7,7 @@ mod histories;
 #[path = "../common/planted.rs"]
 mod planted;
 
+mod collections;
 mod finish;
 mod linearizability;
 mod outcomes;
