@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use fleetcheck_engine::history::Outcome as OpOutcome;
 use fleetcheck_engine::linearizability::{check_with, Limits};
-use fleetcheck_engine::{KvRet, KvSpec, Linearizability};
+use fleetcheck_engine::{KvSpec, Linearizability};
 use fleetcheck_fabric::Network;
-use fleetcheck_scenarios::kv::{AnyStore, KvCmd, KvModel, KvSystem, Store};
+use fleetcheck_scenarios::kv::{workload, AnyStore, Call, KvCmd, KvModel, KvSystem, Store};
 
 use crate::report::capture::{ClientOp, Inspect};
 
@@ -142,7 +142,7 @@ where
             .map(|(index, o)| ClientOp {
                 index,
                 worker: o.worker,
-                op: fleetcheck_scenarios::kv::describe_op(&o.op),
+                op: format!("{:?}", o.op),
                 invoke: o.invoke,
                 complete: o.complete,
                 outcome: match o.outcome {
@@ -150,16 +150,19 @@ where
                     OpOutcome::Fail => "fail",
                     OpOutcome::Unknown => "unknown",
                 },
-                result: o.outcome.ok().map(describe_kv_ret),
+                result: o.outcome.ok().map(workload::describe_answer),
             })
             .collect();
-        let (culprit, placed) = if history.is_empty() {
+        // The kv workload's history is linearizable or shows where it is not.
+        let kv = history.iter().all(|o| matches!(o.op, Call::Kv(_)));
+        let (culprit, placed) = if history.is_empty() || !kv {
             (None, Vec::new())
         } else {
             let limits = Limits {
                 max_steps: Some(self.max_check_steps),
                 ..Limits::default()
             };
+            let history = workload::kv_history(&history);
             match check_with(&KvSpec::<u64>::new(), &history, &limits).result {
                 Linearizability::NotLinearizable { mut ops, .. } => {
                     let culprit = ops.pop();
@@ -178,15 +181,6 @@ where
     }
 }
 
-fn describe_kv_ret(ret: &KvRet<u64>) -> String {
-    match ret {
-        KvRet::Done => "done".into(),
-        KvRet::Value(Some(v)) => v.to_string(),
-        KvRet::Value(None) => "absent".into(),
-        KvRet::Swapped(true) => "swapped".into(),
-        KvRet::Swapped(false) => "not swapped".into(),
-    }
-}
 
 /// The kv scenario: a replicated key-value store under faults, with concurrent clients whose
 /// history must be linearizable.

@@ -9,7 +9,7 @@ use anyhow::anyhow;
 use fleetcheck_fabric::Backend;
 use fleetcheck_scenarios::config::ScenarioConfig;
 use fleetcheck_scenarios::file::store::FileStore;
-use fleetcheck_scenarios::file::{versioned_service, Workload};
+use fleetcheck_scenarios::file::versioned_service;
 use fleetcheck_scenarios::kv::{KvModel, KvState, KvSystem};
 use serde_json::Value;
 
@@ -21,7 +21,6 @@ use crate::scenario::{ExportCode, Registered, Scenario};
 pub struct FileScenario {
     name: &'static str,
     about: &'static str,
-    workload: Workload,
 }
 
 /// The skeleton `fleetcheck new NAME` writes: a scenario file that runs as it is.
@@ -70,7 +69,6 @@ pub fn scenario_of(config: &ScenarioConfig) -> Option<&'static dyn Registered> {
             }
             .into_boxed_str(),
         ),
-        workload: section.workload,
     };
     Some(Box::leak(Box::new(scenario)))
 }
@@ -102,9 +100,7 @@ impl Scenario for FileScenario {
         self.about
     }
     fn model(&self, config: &ScenarioConfig, _system: Option<&str>) -> KvModel {
-        match self.workload {
-            Workload::Kv => KvModel::for_service(config, versioned_service(config).as_deref()),
-        }
+        KvModel::for_service(config, versioned_service(config).as_deref())
     }
     fn system(
         &self,

@@ -37,15 +37,7 @@ pub struct ScenarioSection {
     pub workload: Workload,
 }
 
-/// A scenario file's workload: its operations and how a history of them is judged.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Workload {
-    /// Keys and values: put, get, delete and compare-and-set, checked for linearizability
-    /// (the kv scenario's model; its knobs are `[kv]`'s).
-    #[default]
-    Kv,
-}
+pub use crate::kv::Workload;
 
 /// `[client]`: how one client operation runs, as a command in the machine it goes to. The
 /// command's exit status 0 is an answer; any other, or no answer within `[kv] op_timeout_ms`,
@@ -70,6 +62,19 @@ pub struct ClientConfig {
     /// Writes `{new}` at `{key}` if it holds nothing (default: `cas` with an empty
     /// `{expected}`).
     pub cas_absent: Option<String>,
+    /// set: adds `{value}` to the set at `{key}`.
+    pub add: Option<String>,
+    /// set: prints every value of the set at `{key}` (separated by white space or commas);
+    /// counter: prints the counter at `{key}`.
+    pub read: Option<String>,
+    /// queue: puts `{value}` in.
+    pub enqueue: Option<String>,
+    /// queue: takes one value out and prints it (`absent` when the queue is empty).
+    pub dequeue: Option<String>,
+    /// queue: takes every value out and prints them (the final read).
+    pub drain: Option<String>,
+    /// counter: adds `{value}` to the counter at `{key}`.
+    pub incr: Option<String>,
     /// The first line of a `cas` that swapped.
     pub swapped: Option<String>,
     /// The first line of a `cas` that did not (anything else: unknown).
@@ -85,6 +90,25 @@ pub struct ClientConfig {
     /// (in the model, so after a `becomes`, the new one). Default: any node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+}
+
+impl ClientConfig {
+    /// Each operation's command, by its name in `[client]`.
+    pub fn operations(&self) -> [(&'static str, Option<&String>); 11] {
+        [
+            ("put", self.put.as_ref()),
+            ("get", self.get.as_ref()),
+            ("delete", self.delete.as_ref()),
+            ("cas", self.cas.as_ref()),
+            ("cas_absent", self.cas_absent.as_ref()),
+            ("add", self.add.as_ref()),
+            ("read", self.read.as_ref()),
+            ("enqueue", self.enqueue.as_ref()),
+            ("dequeue", self.dequeue.as_ref()),
+            ("drain", self.drain.as_ref()),
+            ("incr", self.incr.as_ref()),
+        ]
+    }
 }
 
 /// `[commands.<name>]` of a scenario file: a command of its own, composer-style, generated
@@ -432,13 +456,7 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
             .map_err(|e| ConfigError(format!("invariants.{name}.run {e}")))?;
     }
     let client = config.client.clone().unwrap_or_default();
-    let ops = [
-        ("put", &client.put),
-        ("get", &client.get),
-        ("delete", &client.delete),
-        ("cas", &client.cas),
-        ("cas_absent", &client.cas_absent),
-    ];
+    let ops = client.operations();
     for (key, text) in ops {
         if let Some(text) = text {
             Template::parse_with(text, CLIENT_VARIABLES, true, &config.vars)
@@ -455,20 +473,42 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
         }
         return Ok(());
     }
-    for kind in &config.kv.ops {
-        let given = match kind {
-            crate::kv::OpKind::Put => client.put.is_some(),
-            crate::kv::OpKind::Get => client.get.is_some(),
-            crate::kv::OpKind::Delete => client.delete.is_some(),
-            crate::kv::OpKind::Cas => client.cas.is_some(),
-        };
-        if !given {
-            let name = kind.name();
+    let workload = scenario.workload;
+    let kinds: Vec<&'static str> = if config.kv.ops.is_empty() {
+        workload.kinds().iter().map(|k| k.name()).collect()
+    } else {
+        config.kv.ops.iter().map(|k| k.name()).collect()
+    };
+    if let Some(other) = kinds
+        .iter()
+        .find(|k| !workload.kinds().iter().any(|w| w.name() == **k))
+    {
+        let own: Vec<&str> = workload.kinds().iter().map(|k| k.name()).collect();
+        return err(format!(
+            "kv.ops names `{other}`, which is not an operation of the {} workload ({})",
+            workload.name(),
+            own.join(", ")
+        ));
+    }
+    for name in kinds {
+        if !ops.iter().any(|(n, t)| *n == name && t.is_some()) {
             return err(format!(
                 "client.{name} is missing: give the command of a {name}, or leave `{name}` out \
                  of kv.ops"
             ));
         }
+    }
+    // The final read of a collection, whatever `[kv] ops` generates.
+    let last = match workload {
+        Workload::Kv => None,
+        Workload::Set | Workload::Counter => Some("read"),
+        Workload::Queue => Some("drain"),
+    };
+    if let Some(name) = last.filter(|n| !ops.iter().any(|(o, t)| o == n && t.is_some())) {
+        return err(format!(
+            "client.{name} is missing: the {} workload ends every case with a {name}",
+            workload.name()
+        ));
     }
     if client.cas.is_some() && client.swapped.is_none() {
         return err("client.cas needs `swapped`: the first line a cas that swapped prints".into());

@@ -16,7 +16,7 @@ use super::{ClientConfig, CLIENT_VARIABLES, PROGRAM_VARIABLES, SERVICE_VARIABLES
 use crate::cluster::ClusterCmd;
 use crate::config::ScenarioConfig;
 use crate::kv::service;
-use crate::kv::{KvService, KvState, Op, Ret, Store};
+use crate::kv::{Answer, Call, KvService, KvState, Op, Ret, Store, Workload};
 
 /// How long `settle` may take unless a service says.
 pub const SETTLE: Duration = Duration::from_secs(8);
@@ -105,11 +105,8 @@ struct Running {
 #[derive(Debug, Clone)]
 struct Client {
     program: Option<Template>,
-    put: Option<Template>,
-    get: Option<Template>,
-    delete: Option<Template>,
-    cas: Option<Template>,
-    cas_absent: Option<Template>,
+    /// The command of each operation the file gives, by its name (`put`, `cas_absent`, …).
+    commands: BTreeMap<&'static str, Template>,
     config: ClientConfig,
 }
 
@@ -131,6 +128,7 @@ pub struct FileStore {
     invariants: BTreeMap<String, Template>,
     /// Its eventually-checks, by name, with how long each may take.
     eventually: BTreeMap<String, (Template, Duration)>,
+    workload: Workload,
 }
 
 /// A live cluster of a scenario file.
@@ -212,18 +210,16 @@ impl FileStore {
             })
             .collect();
         let c = config.client.clone().unwrap_or_default();
-        let template =
-            |t: &Option<String>| t.as_deref().map(|t| checked(config, t, CLIENT_VARIABLES));
         let client = Client {
             program: c
                 .program
                 .as_deref()
                 .map(|t| checked(config, t, PROGRAM_VARIABLES)),
-            put: template(&c.put),
-            get: template(&c.get),
-            delete: template(&c.delete),
-            cas: template(&c.cas),
-            cas_absent: template(&c.cas_absent),
+            commands: c
+                .operations()
+                .into_iter()
+                .filter_map(|(name, t)| Some((name, checked(config, t?, CLIENT_VARIABLES))))
+                .collect(),
             config: c,
         };
         Self {
@@ -235,6 +231,7 @@ impl FileStore {
             role_ranks: role_ranks(config).expect("validated when the file was read"),
             prepared: Default::default(),
             client: Arc::new(client),
+            workload: config.scenario.as_ref().map_or(Workload::Kv, |s| s.workload),
             commands: config
                 .commands
                 .iter()
@@ -433,8 +430,14 @@ impl FileStore {
 
     /// Runs `op` through an idle session of the client `program` on `node`, or a new one; a
     /// session that had ended before the operation was sent is replaced once.
-    fn op_through(&self, c: &FileCluster, program: &Template, node: &str, op: &Op) -> Outcome<Ret> {
-        let unsure = service::unsure(matches!(op, KvOp::Get(_)));
+    fn op_through(
+        &self,
+        c: &FileCluster,
+        program: &Template,
+        node: &str,
+        call: &Call,
+    ) -> Outcome<Answer> {
+        let unsure = service::unsure(call.reads());
         for _ in 0..2 {
             let idle = c
                 .sessions
@@ -450,7 +453,7 @@ impl FileStore {
                     Err(_) => return Outcome::Fail,
                 },
             };
-            match session.run(node, op, self.op_timeout) {
+            match session.run(node, self.workload, call, self.op_timeout) {
                 Ok(Answered::Outcome(outcome)) => {
                     c.sessions
                         .lock()
@@ -525,44 +528,76 @@ impl FileStore {
         Ok(Session::new(child))
     }
 
-    /// The command of `op` on `node`, and whether it only reads.
-    fn command(&self, c: &FileCluster, node: &str, op: &Op) -> Option<(String, bool)> {
-        let cl = &self.client;
+    /// The command of `call` on `node`.
+    fn command(&self, c: &FileCluster, node: &str, call: &Call) -> Option<String> {
+        let commands = &self.client.commands;
         let mut values = self.client_values(c, node);
-        let (template, read) = match op {
-            KvOp::Put(k, v) => {
+        let mut name = call.name();
+        match call {
+            Call::Kv(KvOp::Put(k, v)) | Call::Add(k, v) | Call::Incr(k, v) => {
                 values.insert("key", k.to_string());
                 values.insert("value", v.to_string());
-                (cl.put.as_ref(), false)
             }
-            KvOp::Get(k) => {
+            Call::Kv(KvOp::Get(k) | KvOp::Delete(k)) | Call::Read(k) => {
                 values.insert("key", k.to_string());
-                (cl.get.as_ref(), true)
             }
-            KvOp::Delete(k) => {
-                values.insert("key", k.to_string());
-                (cl.delete.as_ref(), false)
-            }
-            KvOp::Cas { key, expected, new } => {
+            Call::Kv(KvOp::Cas { key, expected, new }) => {
                 values.insert("key", key.to_string());
                 values.insert("new", new.to_string());
-                match expected {
-                    Some(e) => {
-                        values.insert("expected", e.to_string());
-                        (cl.cas.as_ref(), false)
-                    }
-                    None => {
-                        values.insert("expected", String::new());
-                        (cl.cas_absent.as_ref().or(cl.cas.as_ref()), false)
-                    }
+                let expected = expected.map(|e| e.to_string()).unwrap_or_default();
+                if expected.is_empty() && commands.contains_key("cas_absent") {
+                    name = "cas_absent";
                 }
+                values.insert("expected", expected);
             }
-        };
+            Call::Enqueue(v) => {
+                values.insert("value", v.to_string());
+            }
+            Call::Dequeue | Call::Drain => {}
+        }
         let vars = Vars {
             values,
             peers: c.peers().into(),
         };
-        Some((template?.render(&vars), read))
+        Some(commands.get(name)?.render(&vars))
+    }
+
+    /// What the output of `call`'s command that exited 0 answers; `None`: not an answer.
+    fn answer(&self, call: &Call, stdout: &str) -> Option<Answer> {
+        let cl = &self.client.config;
+        let maybe = |text: &str| match text.trim() {
+            v if v == cl.absent.trim() => Some(None),
+            v => v.parse().ok().map(Some),
+        };
+        // Numbers separated by white space or commas.
+        let values = |text: &str| {
+            text.split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|w| !w.is_empty())
+                .map(|w| w.parse().ok())
+                .collect::<Option<Vec<u64>>>()
+        };
+        Some(match call {
+            Call::Kv(KvOp::Put(..) | KvOp::Delete(..))
+            | Call::Add(..)
+            | Call::Enqueue(_)
+            | Call::Incr(..) => Answer::DONE,
+            Call::Kv(KvOp::Get(_)) => Answer::Kv(KvRet::Value(maybe(stdout)?)),
+            Call::Dequeue => Answer::Item(maybe(stdout)?),
+            Call::Kv(KvOp::Cas { .. }) => {
+                let first = stdout.lines().next().map(str::trim);
+                if first.is_some() && first == cl.swapped.as_deref() {
+                    Answer::Kv(KvRet::Swapped(true))
+                } else if first.is_some() && first == cl.not_swapped.as_deref() {
+                    Answer::Kv(KvRet::Swapped(false))
+                } else {
+                    return None;
+                }
+            }
+            Call::Read(_) if self.workload == Workload::Counter => {
+                Answer::Count(stdout.trim().parse().ok()?)
+            }
+            Call::Read(_) | Call::Drain => Answer::Values(values(stdout)?),
+        })
     }
 }
 
@@ -613,13 +648,36 @@ impl Store for FileStore {
     }
 
     fn op(&self, c: &FileCluster, node: &str, op: &Op) -> Outcome<Ret> {
-        if let Some(program) = &self.client.program {
-            return self.op_through(c, program, node, op);
+        match self.call(c, node, &Call::Kv(op.clone())) {
+            Outcome::Ok(Answer::Kv(ret)) => Outcome::Ok(ret),
+            Outcome::Ok(_) | Outcome::Unknown => Outcome::Unknown,
+            Outcome::Fail => Outcome::Fail,
         }
-        let Some((cmd, read)) = self.command(c, node, op) else {
-            // Validated: the file gives every operation `[kv] ops` generates.
+    }
+
+    fn workload(&self) -> Workload {
+        self.workload
+    }
+
+    /// The first node that is up of the role client operations go to.
+    fn reader(&self, state: &KvState) -> Option<String> {
+        let route = self.client.config.route.as_ref();
+        state
+            .machines
+            .iter()
+            .find(|m| m.awake() && route.is_none_or(|r| *r == m.role))
+            .map(|m| m.id.clone())
+    }
+
+    fn call(&self, c: &FileCluster, node: &str, call: &Call) -> Outcome<Answer> {
+        if let Some(program) = &self.client.program {
+            return self.op_through(c, program, node, call);
+        }
+        let Some(cmd) = self.command(c, node, call) else {
+            // Validated: the file gives every operation its workload runs.
             return Outcome::Fail;
         };
+        let read = call.reads();
         let unsure = service::unsure(read);
         let deadline = self.op_timeout + Duration::from_secs(2);
         let out = match service::client_command(c.net.as_ref(), node, cmd, deadline, read) {
@@ -635,26 +693,10 @@ impl Store for FileStore {
                 unsure
             };
         }
-        let stdout = out.stdout_str();
-        match op {
-            KvOp::Put(..) | KvOp::Delete(..) => Outcome::Ok(KvRet::Done),
-            KvOp::Get(_) => match stdout.trim() {
-                v if v == cl.absent.trim() => Outcome::Ok(KvRet::Value(None)),
-                v => v
-                    .parse()
-                    .map(|v| Outcome::Ok(KvRet::Value(Some(v))))
-                    .unwrap_or(Outcome::Fail),
-            },
-            KvOp::Cas { .. } => {
-                let first = stdout.lines().next().map(str::trim);
-                if first.is_some() && first == cl.swapped.as_deref() {
-                    Outcome::Ok(KvRet::Swapped(true))
-                } else if first.is_some() && first == cl.not_swapped.as_deref() {
-                    Outcome::Ok(KvRet::Swapped(false))
-                } else {
-                    unsure
-                }
-            }
+        match self.answer(call, &out.stdout_str()) {
+            Some(answer) => Outcome::Ok(answer),
+            // Output that is no answer: a read learnt nothing, a write may have happened.
+            None => unsure,
         }
     }
 

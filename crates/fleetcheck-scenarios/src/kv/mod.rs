@@ -20,6 +20,9 @@ pub mod etcd;
 pub mod memory;
 pub mod redis;
 pub mod service;
+pub mod workload;
+
+pub use workload::{Answer, Call, OpKind, Workload};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -40,12 +43,12 @@ pub use crate::cluster::Machine;
 use crate::cluster::{self, ClusterCmd, ClusterState, Fault, Kind, Plan};
 use crate::config::{MachineDomain, Range, ScenarioConfig, ServiceConfig, Services};
 
-/// A client operation of the scenario: keys and values are small numbers.
+/// A client operation of the kv workload: keys and values are small numbers.
 pub type Op = KvOp<u64>;
 /// What an [`Op`] returns.
 pub type Ret = KvRet<u64>;
-/// One recorded operation.
-pub type Recorded = Operation<Op, Ret>;
+/// One recorded operation (of any workload).
+pub type Recorded = Operation<Call, Answer>;
 
 /// The scenario's knobs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,9 +71,12 @@ pub struct KvConfig {
     /// two or more versions, and not in the default list).
     #[serde(deserialize_with = "kv_faults")]
     pub faults: Vec<Fault>,
-    /// The operations clients issue (default all: put, get, delete, cas), each with its fixed
-    /// weight (3, 3, 1, 1).
-    #[serde(deserialize_with = "op_kinds")]
+    /// The operations clients issue, each with its fixed weight (see [`OpKind`]); empty (the
+    /// default): every operation of the workload (kv: put, get, delete, cas).
+    #[serde(
+        deserialize_with = "workload::op_kinds",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub ops: Vec<OpKind>,
     /// The older name of `[machine] filesystem` for kv's nodes (still read; not with it).
     #[serde(deserialize_with = "crate::config::one_or_many")]
@@ -96,74 +102,11 @@ impl Default for KvConfig {
                 Fault::Block,
                 Fault::Loss,
             ],
-            ops: OpKind::ALL.to_vec(),
+            ops: Vec::new(),
             filesystem: Vec::new(),
             leader: None,
         }
     }
-}
-
-/// A kind of client operation (`[kv] ops`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OpKind {
-    /// `put`.
-    Put,
-    /// `get`.
-    Get,
-    /// `delete`.
-    Delete,
-    /// `cas` (compare-and-set).
-    Cas,
-}
-
-impl OpKind {
-    /// Every kind, in the order of their weights.
-    pub const ALL: [OpKind; 4] = [OpKind::Put, OpKind::Get, OpKind::Delete, OpKind::Cas];
-
-    /// Its name in `[kv] ops` and `[client]`.
-    pub fn name(self) -> &'static str {
-        match self {
-            OpKind::Put => "put",
-            OpKind::Get => "get",
-            OpKind::Delete => "delete",
-            OpKind::Cas => "cas",
-        }
-    }
-
-    /// How often it is drawn against the others.
-    fn weight(self) -> u32 {
-        match self {
-            OpKind::Put | OpKind::Get => 3,
-            OpKind::Delete | OpKind::Cas => 1,
-        }
-    }
-}
-
-fn op_kinds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<OpKind>, D::Error> {
-    let names = Vec::<String>::deserialize(d)?;
-    let mut kinds = Vec::new();
-    for name in &names {
-        let kind = OpKind::ALL
-            .into_iter()
-            .find(|k| k.name() == name)
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "kv.ops names `{name}`, which is not one of put, get, delete, cas"
-                ))
-            })?;
-        if !kinds.contains(&kind) {
-            kinds.push(kind);
-        }
-    }
-    if kinds.is_empty() {
-        return Err(serde::de::Error::custom(
-            "kv.ops must name at least one operation",
-        ));
-    }
-    // Drawn in the fixed order, whatever the order listed.
-    kinds.sort();
-    Ok(kinds)
 }
 
 /// The subnet of every kv cluster.
@@ -309,7 +252,7 @@ pub struct ClientOp {
     /// The node it talks to.
     pub node: String,
     /// The operation.
-    pub op: Op,
+    pub op: Call,
 }
 
 /// A command of the kv scenario: a batch of client operations, or an infrastructure command
@@ -393,6 +336,8 @@ pub struct KvModel {
     pub roles: Vec<(String, Range<u32>)>,
     /// The role client operations go to (`[client] route`); `None`: any node.
     pub route: Option<String>,
+    /// What clients do and how it is judged (a scenario file's `[scenario] workload`).
+    pub workload: Workload,
 }
 
 impl KvModel {
@@ -428,6 +373,16 @@ impl KvModel {
                 .map(|(name, r)| (name.clone(), r.count))
                 .collect(),
             route: config.client.as_ref().and_then(|c| c.route.clone()),
+            workload: config.scenario.as_ref().map_or(Workload::Kv, |s| s.workload),
+        }
+    }
+
+    /// The operations clients issue: `[kv] ops`, or every one of the workload's.
+    pub fn op_kinds(&self) -> Vec<OpKind> {
+        if self.config.ops.is_empty() {
+            self.workload.kinds().to_vec()
+        } else {
+            self.config.ops.clone()
         }
     }
 
@@ -675,7 +630,7 @@ impl Model for KvModel {
             }
             Pick::Ops => {
                 let kinds: Vec<(u32, OpKind)> =
-                    self.config.ops.iter().map(|k| (k.weight(), *k)).collect();
+                    self.op_kinds().iter().map(|k| (k.weight(), *k)).collect();
                 let workers = g.range(1..=self.config.workers.max(1));
                 let mut ops = Vec::new();
                 for worker in 0..workers {
@@ -684,14 +639,21 @@ impl Model for KvModel {
                         let key = g.range(0..=self.config.keys.max(1) - 1);
                         let value = g.range(0..=99u64);
                         let op = match g.frequency(&kinds)? {
-                            OpKind::Put => KvOp::Put(key, value),
-                            OpKind::Get => KvOp::Get(key),
-                            OpKind::Delete => KvOp::Delete(key),
-                            OpKind::Cas => KvOp::Cas {
+                            OpKind::Put => Call::Kv(KvOp::Put(key, value)),
+                            OpKind::Get => Call::Kv(KvOp::Get(key)),
+                            OpKind::Delete => Call::Kv(KvOp::Delete(key)),
+                            OpKind::Cas => Call::Kv(KvOp::Cas {
                                 key,
                                 expected: g.bool(0.7).then(|| g.range(0..=99u64)),
                                 new: value,
-                            },
+                            }),
+                            // Collections' values are (almost surely) unique to the case, so
+                            // that a value read names the one write it came from.
+                            OpKind::Add => Call::Add(key, value * 10_000 + g.range(0..=9_999u64)),
+                            OpKind::Enqueue => Call::Enqueue(value * 10_000 + g.range(0..=9_999u64)),
+                            OpKind::Incr => Call::Incr(key, 1 + value % 5),
+                            OpKind::Read => Call::Read(key),
+                            OpKind::Dequeue => Call::Dequeue,
                         };
                         ops.push(ClientOp { worker, node, op });
                     }
@@ -842,13 +804,7 @@ impl Model for KvModel {
                 let workers: BTreeSet<usize> = ops.iter().map(|o| o.worker).collect();
                 labels.add("workers per batch", workers.len());
                 for o in ops {
-                    let kind = match o.op {
-                        KvOp::Put(..) => "put",
-                        KvOp::Get(..) => "get",
-                        KvOp::Delete(..) => "delete",
-                        KvOp::Cas { .. } => "cas",
-                    };
-                    labels.add("operation", kind);
+                    labels.add("operation", o.op.name());
                 }
             }
         }
@@ -906,7 +862,7 @@ impl Model for KvModel {
             KvCmd::Ops { ops } => {
                 let parts: Vec<String> = ops
                     .iter()
-                    .map(|o| format!("w{} {} @{}", o.worker, describe_op(&o.op), o.node))
+                    .map(|o| format!("w{} {:?} @{}", o.worker, o.op, o.node))
                     .collect();
                 format!("Ops[{}]", parts.join("; "))
             }
@@ -987,6 +943,10 @@ pub fn restarts_service<'a>(state: &KvState, command: &'a ClusterCmd) -> Option<
     }
 }
 
+/// How long a final read of a collection workload is retried (after every fault is healed)
+/// before the case fails: the system did not recover.
+pub const FINAL_READ_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// How a store runs on (or beside) a network: the part that differs between etcd, Redis and
 /// the in-memory stores.
 pub trait Store: Send + Sync {
@@ -995,8 +955,28 @@ pub trait Store: Send + Sync {
 
     /// Builds and starts the cluster of `state` (every node up) and waits until it serves.
     fn start(&self, state: &KvState) -> Result<Self::Cluster, Abort>;
-    /// Runs one client operation against `node`.
+    /// Runs one client operation of the kv workload against `node`.
     fn op(&self, cluster: &Self::Cluster, node: &str, op: &Op) -> Outcome<Ret>;
+    /// Runs one client operation of its workload against `node`: the kv workload's through
+    /// [`Store::op`]; a store of another workload says how it runs the others.
+    fn call(&self, cluster: &Self::Cluster, node: &str, call: &Call) -> Outcome<Answer> {
+        match call {
+            Call::Kv(op) => match self.op(cluster, node, op) {
+                Outcome::Ok(ret) => Outcome::Ok(Answer::Kv(ret)),
+                Outcome::Fail => Outcome::Fail,
+                Outcome::Unknown => Outcome::Unknown,
+            },
+            _ => Outcome::Fail,
+        }
+    }
+    /// Its workload (the kv workload, unless a scenario file chose another).
+    fn workload(&self) -> Workload {
+        Workload::Kv
+    }
+    /// The node a final read goes to in `state` (every fault healed): the first that is up.
+    fn reader(&self, state: &KvState) -> Option<String> {
+        state.awake().into_iter().next()
+    }
     /// Called before each batch of operations.
     fn before_batch(&self, _cluster: &Self::Cluster) {}
     /// Runs the scenario's own command `name` inside `node`: `Ok(Err(why))` when it failed
@@ -1065,7 +1045,7 @@ pub struct KvInstance<C> {
     cluster: C,
     /// Time zero of the history's timestamps.
     origin: Instant,
-    recorder: Arc<Recorder<Op, Ret>>,
+    recorder: Arc<Recorder<Call, Answer>>,
     /// The node each recorded operation went through, by history index, and whether that node
     /// was cut off from the majority by a partition then.
     nodes: Mutex<BTreeMap<usize, anomaly::Via>>,
@@ -1085,7 +1065,7 @@ impl<C> KvInstance<C> {
 
     /// The history of client operations so far, and the moment that is time zero of its
     /// timestamps (taken just before the recorder was made; for reports).
-    pub fn history(&self) -> (History<Op, Ret>, Instant) {
+    pub fn history(&self) -> (History<Call, Answer>, Instant) {
         (self.recorder.history(), self.origin)
     }
 }
@@ -1175,7 +1155,7 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
                                     cut_off: cut_off.contains(&o.node),
                                 },
                             );
-                            let outcome = self.store.op(cluster, &o.node, &o.op);
+                            let outcome = self.store.call(cluster, &o.node, &o.op);
                             recorder.complete(ticket, outcome);
                             done.push((i, index));
                         }
@@ -1205,10 +1185,16 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
         if let Err(failed) = self.store.invariants(&inst.cluster, state)? {
             return Ok(Err(failed));
         }
-        let history: History<Op, Ret> = inst.recorder.history();
-        if history.is_empty() {
+        let recorded = inst.recorder.history();
+        if recorded.is_empty() {
             return Ok(Ok(()));
         }
+        let workload = self.store.workload();
+        if workload != Workload::Kv {
+            return Ok(workload.check(&recorded, false));
+        }
+        // Every operation is the kv workload's: indices are the recorded ones.
+        let history: History<Op, Ret> = workload::kv_history(&recorded);
         let started = Instant::now();
         let limits = Limits {
             max_steps: Some(self.max_check_steps),
@@ -1237,14 +1223,52 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
         })
     }
 
+    /// The store's end of a case (healing, eventually-checks); then, for a collection
+    /// workload, its final reads on a node clients may use, each retried until it is answered
+    /// (at most [`FINAL_READ_WITHIN`]), and the whole history judged, losses included.
     fn finish(&self, inst: &mut Self::Instance, _: &KvState) -> Result<Check, Abort> {
         let (check, after) = self.store.finish(&inst.cluster, &inst.state)?;
         inst.state = after;
-        Ok(check)
+        let workload = self.store.workload();
+        if check.is_err() || !workload.reads_at_the_end() {
+            return Ok(check);
+        }
+        let calls = workload.final_calls(&inst.recorder.history());
+        let Some(node) = self.store.reader(&inst.state) else {
+            return Err(Abort::new("no node clients may use is up for the final read"));
+        };
+        for call in calls {
+            let deadline = Instant::now() + FINAL_READ_WITHIN;
+            loop {
+                let ticket = inst.recorder.invoke(0, call.clone());
+                inst.nodes.lock().expect("no panics while locked").insert(
+                    ticket.index(),
+                    anomaly::Via {
+                        node: node.clone(),
+                        cut_off: false,
+                    },
+                );
+                let outcome = self.store.call(&inst.cluster, &node, &call);
+                let answered = matches!(outcome, Outcome::Ok(_));
+                inst.recorder.complete(ticket, outcome);
+                if answered {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Ok(Err(format!(
+                        "the final {call:?} on {node} was not answered within {}s once every \
+                         fault was healed",
+                        FINAL_READ_WITHIN.as_secs()
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+        Ok(workload.check(&inst.recorder.history(), true))
     }
 
     fn finishes(&self) -> bool {
-        self.store.finishes()
+        self.store.finishes() || self.store.workload().reads_at_the_end()
     }
 
     /// Heals every fault first; a heal that fails aborts the case (it is the infrastructure's

@@ -8,7 +8,6 @@ use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::Abort;
 use fleetcheck_fabric::{ExecError, ExecOutput, ExecRequest, Network};
 
-use super::Ret;
 
 /// `sh -c cmd` with a deadline.
 pub fn shell(cmd: String, timeout: Duration) -> ExecRequest {
@@ -72,7 +71,7 @@ pub fn last_lines(net: &dyn Network, node: &str, file: &str, n: usize) -> Vec<St
 
 /// The outcome of a client operation that got no answer: a read that failed changed nothing
 /// (a failure); a write may have taken effect (unknown).
-pub fn unsure(read: bool) -> Outcome<Ret> {
+pub fn unsure<R>(read: bool) -> Outcome<R> {
     if read {
         Outcome::Fail
     } else {
@@ -83,13 +82,13 @@ pub fn unsure(read: bool) -> Outcome<Ret> {
 /// Runs a client operation's shell command `cmd` on `node` within `deadline`: its output when
 /// it ran to the end, else the operation's outcome — a failure when it could not start (the
 /// machine is off), [`unsure`] when it did not finish.
-pub fn client_command(
+pub fn client_command<R>(
     net: &dyn Network,
     node: &str,
     cmd: String,
     deadline: Duration,
     read: bool,
-) -> Result<ExecOutput, Outcome<Ret>> {
+) -> Result<ExecOutput, Outcome<R>> {
     match net.exec(node, &shell(cmd, deadline)) {
         Ok(out) if out.timed_out => Err(unsure(read)),
         Ok(out) => Ok(out),
