@@ -181,7 +181,6 @@ where
     }
 }
 
-
 /// The kv scenario: a replicated key-value store under faults, with concurrent clients whose
 /// history must be linearizable.
 #[derive(Debug, Clone, Copy)]

@@ -147,7 +147,10 @@ fn read_answer(
         Some("ok") => {}
         _ => return Err(bad("has no type ok, fail or unknown")),
     }
-    let number = |n: &Value| n.as_u64().ok_or_else(|| bad("reads a value that is not a number"));
+    let number = |n: &Value| {
+        n.as_u64()
+            .ok_or_else(|| bad("reads a value that is not a number"))
+    };
     let maybe = || match v.get("value") {
         None | Some(Value::Null) => Ok(None),
         Some(n @ Value::Number(_)) => number(n).map(Some),
@@ -235,24 +238,48 @@ mod tests {
     fn collections_answers_read_by_their_workload() {
         let read = |w: Workload, line: &str, call: &Call| read_answer(line, 1, w, call);
         assert_eq!(
-            read(Workload::Set, r#"{"id":1,"type":"ok","values":[3,5]}"#, &Call::Read(0)).unwrap(),
+            read(
+                Workload::Set,
+                r#"{"id":1,"type":"ok","values":[3,5]}"#,
+                &Call::Read(0)
+            )
+            .unwrap(),
             Outcome::Ok(Answer::Values(vec![3, 5]))
         );
         assert_eq!(
-            read(Workload::Counter, r#"{"id":1,"type":"ok","value":12}"#, &Call::Read(0)).unwrap(),
+            read(
+                Workload::Counter,
+                r#"{"id":1,"type":"ok","value":12}"#,
+                &Call::Read(0)
+            )
+            .unwrap(),
             Outcome::Ok(Answer::Count(12))
         );
         assert_eq!(
-            read(Workload::Queue, r#"{"id":1,"type":"ok","value":null}"#, &Call::Dequeue).unwrap(),
+            read(
+                Workload::Queue,
+                r#"{"id":1,"type":"ok","value":null}"#,
+                &Call::Dequeue
+            )
+            .unwrap(),
             Outcome::Ok(Answer::Item(None))
         );
         assert_eq!(
-            read(Workload::Queue, r#"{"id":1,"type":"ok"}"#, &Call::Enqueue(4)).unwrap(),
+            read(
+                Workload::Queue,
+                r#"{"id":1,"type":"ok"}"#,
+                &Call::Enqueue(4)
+            )
+            .unwrap(),
             Outcome::Ok(Answer::DONE)
         );
-        let e = read(Workload::Queue, r#"{"id":1,"type":"ok","value":[1]}"#, &Call::Drain)
-            .unwrap_err()
-            .to_string();
+        let e = read(
+            Workload::Queue,
+            r#"{"id":1,"type":"ok","value":[1]}"#,
+            &Call::Drain,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("has no `values` list"), "{e}");
         let e = read(Workload::Counter, r#"{"id":1,"type":"ok"}"#, &Call::Read(0))
             .unwrap_err()

@@ -373,7 +373,10 @@ impl KvModel {
                 .map(|(name, r)| (name.clone(), r.count))
                 .collect(),
             route: config.client.as_ref().and_then(|c| c.route.clone()),
-            workload: config.scenario.as_ref().map_or(Workload::Kv, |s| s.workload),
+            workload: config
+                .scenario
+                .as_ref()
+                .map_or(Workload::Kv, |s| s.workload),
         }
     }
 
@@ -650,7 +653,9 @@ impl Model for KvModel {
                             // Collections' values are (almost surely) unique to the case, so
                             // that a value read names the one write it came from.
                             OpKind::Add => Call::Add(key, value * 10_000 + g.range(0..=9_999u64)),
-                            OpKind::Enqueue => Call::Enqueue(value * 10_000 + g.range(0..=9_999u64)),
+                            OpKind::Enqueue => {
+                                Call::Enqueue(value * 10_000 + g.range(0..=9_999u64))
+                            }
                             OpKind::Incr => Call::Incr(key, 1 + value % 5),
                             OpKind::Read => Call::Read(key),
                             OpKind::Dequeue => Call::Dequeue,
@@ -1235,7 +1240,9 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
         }
         let calls = workload.final_calls(&inst.recorder.history());
         let Some(node) = self.store.reader(&inst.state) else {
-            return Err(Abort::new("no node clients may use is up for the final read"));
+            return Err(Abort::new(
+                "no node clients may use is up for the final read",
+            ));
         };
         for call in calls {
             let deadline = Instant::now() + FINAL_READ_WITHIN;

@@ -8,7 +8,6 @@ use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::Abort;
 use fleetcheck_fabric::{ExecError, ExecOutput, ExecRequest, Network};
 
-
 /// `sh -c cmd` with a deadline.
 pub fn shell(cmd: String, timeout: Duration) -> ExecRequest {
     ExecRequest::shell(cmd).with_timeout(timeout)
