@@ -80,6 +80,36 @@ pub trait Network: Send + Sync {
     ) -> Result<(), FaultError> {
         Err(FaultError::NoDiskErrors { backend: "this" })
     }
+    /// Corrupts one file of machine `id`'s data directory, which must be off (see
+    /// [`crate::corrupt`]: `how`, the file and the place chosen by `pick`): what was done, or
+    /// `None` when it has no file to corrupt. Backends whose host cannot reach the data
+    /// directory (the fake; qemu with a file system of its own) refuse.
+    fn corrupt(
+        &self,
+        id: &str,
+        how: crate::Corruption,
+        pick: u64,
+    ) -> Result<Option<String>, FaultError> {
+        let machine = || id.to_string();
+        match self.status(id) {
+            None => return Err(FaultError::UnknownMachine { machine: machine() }),
+            Some(MachineStatus::Off) => {}
+            Some(status) => {
+                return Err(FaultError::WrongStatus {
+                    machine: machine(),
+                    status,
+                    operation: "have its data corrupted",
+                })
+            }
+        }
+        let dir = self
+            .data_dir_on_host(id)
+            .ok_or_else(|| FaultError::NoCorruption { machine: machine() })?;
+        crate::corrupt::corrupt_in(&dir, how, pick).map_err(|source| FaultError::Corrupt {
+            machine: machine(),
+            source,
+        })
+    }
     /// Runs a command inside a running machine and waits for it.
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError>;
     /// Starts `sh -c command` inside running machine `id` and leaves it running, its standard

@@ -322,6 +322,14 @@ pub enum FaultError {
         #[source]
         source: ShutdownError,
     },
+    #[error("the host cannot reach machine {machine}'s data directory to corrupt it (the fake backend; qemu with a file system of the machine's own)")]
+    NoCorruption { machine: String },
+    #[error("failed to corrupt a file of machine {machine}'s data directory")]
+    Corrupt {
+        machine: String,
+        #[source]
+        source: io::Error,
+    },
     #[error(
         "failed to bring back the durable state of machine {machine}'s disk, or to make it fail"
     )]

@@ -52,6 +52,7 @@
 
 pub mod agent;
 mod backend;
+pub mod corrupt;
 mod error;
 pub mod fake;
 mod faults;
@@ -64,6 +65,7 @@ mod spec;
 mod switched;
 
 pub use backend::{Backend, Network};
+pub use corrupt::Corruption;
 pub use error::{
     BootError, CreateError, ExecError, FaultError, HostError, PingError, ServiceError,
     ShutdownError, SweepError, TeardownError,

@@ -32,6 +32,7 @@ commands (one per line; machines by id):
   resume MACHINE          thaw it
   disk-fail MACHINE KIND  its disk fails: write, fsync, read (EIO) or full (ENOSPC); lose_unsynced
   disk-recover MACHINE    its disk works again
+  corrupt MACHINE HOW [N] corrupt a file of an off machine's data: bit-flip or truncate (N picks)
   partition A,B | C       cut the network between groups (unnamed machines: one more group)
   block A B               drop packets from A to B, one way
   loss MACHINE PERCENT    drop PERCENT of its packets (0 removes the loss)
@@ -375,6 +376,9 @@ fn execute(net: &dyn Network, line: &str, faults: &mut Faults) -> Result<Flow, S
                 format!("{machine}'s disk fails ({error}) until `disk-recover {machine}`")
             }
             ClusterCmd::DiskRecover { machine } => format!("{machine}'s disk works again"),
+            ClusterCmd::Corrupt { machine, how, .. } => {
+                format!("{machine}'s data has a {how} (its corrupt.log says where)")
+            }
             ClusterCmd::Resume { machine } => format!("{machine} runs again"),
             ClusterCmd::Upgrade { .. } => unreachable!("refused above"),
         }));

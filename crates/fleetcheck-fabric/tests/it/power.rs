@@ -556,3 +556,63 @@ fn disk_errors_reach_the_programs_of_the_machine() {
     ));
     owned.teardown().unwrap();
 }
+
+/// A file of an off machine's data directory corrupted: a bit flip keeps its length and
+/// changes one bit, a truncation cuts it short, both seen by the machine's next boot, through
+/// the disk layer (m1) and on a plain directory (m2); what was done is in `corrupt.log`, the
+/// logs at the top are never hit, a running machine is refused.
+#[test]
+fn corruption_of_an_off_machine_is_what_its_next_boot_reads() {
+    if !require_root("corruption_of_an_off_machine_is_what_its_next_boot_reads") {
+        return;
+    }
+    use fleetcheck_fabric::Corruption;
+    let backend = backend();
+    let owned = backend.create(&machines(2, 1)).unwrap();
+    let net = owned.as_ref();
+    boot(net, &["m1", "m2"]);
+    let original = "0123456789abcdef".repeat(8);
+    for id in ["m1", "m2"] {
+        sh(
+            net,
+            id,
+            &format!("printf {original} > d && sync d && echo x > keep.log"),
+        );
+        assert!(matches!(
+            net.corrupt(id, Corruption::BitFlip, 1),
+            Err(FaultError::WrongStatus { .. })
+        ));
+        net.crash(id).unwrap();
+        let done = net.corrupt(id, Corruption::BitFlip, 7).unwrap().unwrap();
+        assert!(
+            done.starts_with("flipped bit ") && done.contains(" of d (128 bytes)"),
+            "{done}"
+        );
+        boot(net, &[id]);
+        let now = sh(net, id, "cat d");
+        assert_eq!(now.len(), original.len(), "{id}: {now}");
+        let differing: u32 = now
+            .bytes()
+            .zip(original.bytes())
+            .map(|(a, b)| (a ^ b).count_ones())
+            .sum();
+        assert_eq!(differing, 1, "{id}: {now}");
+        net.shutdown(id).unwrap();
+        let done = net.corrupt(id, Corruption::Truncate, 7).unwrap().unwrap();
+        assert!(done.starts_with("cut d from 128 to "), "{done}");
+        boot(net, &[id]);
+        let now = sh(net, id, "cat d");
+        assert!(
+            now.len() < original.len() && original.starts_with(&now),
+            "{id}: {now}"
+        );
+        assert_eq!(sh(net, id, "cat keep.log"), "x\n");
+        let log = sh(net, id, "cat corrupt.log");
+        assert_eq!(log.lines().count(), 2, "{id}: {log}");
+    }
+    assert!(matches!(
+        net.corrupt("nope", Corruption::Truncate, 0),
+        Err(FaultError::UnknownMachine { .. })
+    ));
+    owned.teardown().unwrap();
+}

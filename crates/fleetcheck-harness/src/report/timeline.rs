@@ -311,6 +311,10 @@ pub fn cluster_timeline<M: Model>(
                 format!("disk {machine}"),
                 band(vec![machine], "disk", format!("disk fails: {error}")),
             ),
+            Effect::Corrupt { machine, how } => bands.open(
+                format!("corrupt {machine}"),
+                band(vec![machine], "corrupt", format!("data corrupted: {how}")),
+            ),
             Effect::DiskRecover { machine } => {
                 bands.close(|k| k != format!("disk {machine}"), from)
             }

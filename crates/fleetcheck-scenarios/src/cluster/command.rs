@@ -111,6 +111,16 @@ pub enum ClusterCmd {
         /// The machine.
         machine: String,
     },
+    /// One file of the machine's data directory corrupted while it is off (see
+    /// [`fleetcheck_fabric::corrupt`]): `how`, the file and the place chosen by `pick`.
+    Corrupt {
+        /// The machine (off).
+        machine: String,
+        /// A bit flipped, or the file cut short.
+        how: fleetcheck_fabric::Corruption,
+        /// Which file, and where in it.
+        pick: u64,
+    },
     /// A rolling upgrade: the machine gets `version` of `service` (shut down first if
     /// running, booted again afterwards, its data kept; a machine that is off only gets it).
     Upgrade {
@@ -203,6 +213,13 @@ pub enum Effect {
     DiskRecover {
         /// The machine.
         machine: String,
+    },
+    /// A file of the machine's data is corrupt from the bar on.
+    Corrupt {
+        /// The machine.
+        machine: String,
+        /// How.
+        how: fleetcheck_fabric::Corruption,
     },
     /// Directed cuts between machines that no partition into groups describes (a ring, a
     /// bridge), from the bar until a heal.
@@ -374,6 +391,20 @@ impl ClusterCmd {
             "disk-recover" => ClusterCmd::DiskRecover {
                 machine: machine()?,
             },
+            "corrupt" => {
+                let what =
+                    "a machine that is off and how (bit-flip, truncate), then optionally a number";
+                let machine = arg(1, what)?;
+                let how = fleetcheck_fabric::Corruption::from_name(&arg(2, what)?)
+                    .ok_or("a file is corrupted by a `bit-flip` or a `truncate`")?;
+                let pick = match words.get(3) {
+                    Some(w) => w
+                        .parse()
+                        .map_err(|_| "the corruption's number is a whole number")?,
+                    None => 0,
+                };
+                ClusterCmd::Corrupt { machine, how, pick }
+            }
             "upgrade" => {
                 let what = "a machine, a service and a version";
                 ClusterCmd::Upgrade {
@@ -398,6 +429,7 @@ impl ClusterCmd {
             | ClusterCmd::Loss { machine, .. }
             | ClusterCmd::DiskFail { machine, .. }
             | ClusterCmd::DiskRecover { machine }
+            | ClusterCmd::Corrupt { machine, .. }
             | ClusterCmd::Upgrade { machine, .. } => Some(machine),
             ClusterCmd::Partition { .. }
             | ClusterCmd::Block { .. }
@@ -427,6 +459,7 @@ impl ClusterCmd {
             ClusterCmd::Upgrade { .. } => "Upgrade",
             ClusterCmd::DiskFail { .. } => "DiskFail",
             ClusterCmd::DiskRecover { .. } => "DiskRecover",
+            ClusterCmd::Corrupt { .. } => "Corrupt",
         }
     }
 
@@ -465,6 +498,9 @@ impl ClusterCmd {
             } => format!("Upgrade({machine}: {service} -> {version})"),
             ClusterCmd::DiskFail { machine, error } => format!("DiskFail({machine}, {error})"),
             ClusterCmd::DiskRecover { machine } => format!("DiskRecover({machine})"),
+            ClusterCmd::Corrupt { machine, how, pick } => {
+                format!("Corrupt({machine}, {how} #{pick})")
+            }
         }
     }
 
@@ -483,6 +519,7 @@ impl ClusterCmd {
             ClusterCmd::DiskRecover { machine: id } => {
                 machine(id).is_some_and(|m| m.disk_error.is_some())
             }
+            ClusterCmd::Corrupt { machine: id, .. } => machine(id).is_some_and(|m| !m.running),
             ClusterCmd::Shutdown { machine: id } | ClusterCmd::Crash { machine: id } => {
                 machine(id).is_some_and(|m| m.running)
             }
@@ -626,6 +663,10 @@ impl ClusterCmd {
             ClusterCmd::Heal => net.heal()?,
             ClusterCmd::DiskFail { machine, error } => net.disk_error(machine, Some(*error))?,
             ClusterCmd::DiskRecover { machine } => net.disk_error(machine, None)?,
+            // What it hit is in the machine's `corrupt.log`; none to hit corrupts nothing.
+            ClusterCmd::Corrupt { machine, how, pick } => {
+                net.corrupt(machine, *how, *pick)?;
+            }
             ClusterCmd::PowerCut { machines } => {
                 let ids: Vec<&str> = machines.iter().map(String::as_str).collect();
                 net.power_cut(&ids)?
@@ -696,6 +737,10 @@ impl ClusterCmd {
             },
             ClusterCmd::DiskRecover { machine } => Effect::DiskRecover {
                 machine: m(machine),
+            },
+            ClusterCmd::Corrupt { machine, how, .. } => Effect::Corrupt {
+                machine: m(machine),
+                how: *how,
             },
             ClusterCmd::PowerCut { machines } => Effect::PowerCut {
                 machines: machines.clone(),

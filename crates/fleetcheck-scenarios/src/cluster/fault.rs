@@ -35,11 +35,14 @@ pub enum Fault {
     /// A machine's disk fails (EIO on writes, flushes or reads, or full), and recovers
     /// (`"disk"`; machines need `[machine] lose_unsynced = true`).
     Disk,
+    /// A file of a stopped machine's data directory corrupted: a bit flipped, or its tail
+    /// cut off (`"corrupt"`).
+    Corrupt,
 }
 
 impl Fault {
     /// Every kind, in the order they are listed.
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
         Fault::Crash,
         Fault::Pause,
         Fault::Partition,
@@ -51,6 +54,7 @@ impl Fault {
         Fault::Bridge,
         Fault::Isolate,
         Fault::Disk,
+        Fault::Corrupt,
     ];
 
     /// Its name in a configuration file.
@@ -67,6 +71,7 @@ impl Fault {
             Fault::Bridge => "bridge",
             Fault::Isolate => "isolate",
             Fault::Disk => "disk",
+            Fault::Corrupt => "corrupt",
         }
     }
 

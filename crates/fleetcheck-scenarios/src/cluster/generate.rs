@@ -70,6 +70,8 @@ pub enum Kind {
     DiskFail,
     /// A failing disk recovers.
     DiskRecover,
+    /// A file of a stopped machine corrupted.
+    Corrupt,
 }
 
 /// The weight of each generated fault kind (against, e.g., kv's client batches at 6 and
@@ -77,7 +79,7 @@ pub enum Kind {
 /// (restart, resume, heal) twice as likely as causing it, so cases spend time both in and
 /// out of faults.
 /// New kinds go at the end, so every seed of a configuration without them keeps its case.
-const WEIGHTS: [(Kind, u32); 15] = [
+const WEIGHTS: [(Kind, u32); 16] = [
     (Kind::Crash, 1),
     (Kind::Restart, 2),
     (Kind::Pause, 1),
@@ -93,7 +95,13 @@ const WEIGHTS: [(Kind, u32); 15] = [
     (Kind::Isolate, 1),
     (Kind::DiskFail, 1),
     (Kind::DiskRecover, 2),
+    (Kind::Corrupt, 1),
 ];
+
+/// Whether machine `m`'s data may be corrupted: it is off.
+fn corruptible(m: &Machine) -> bool {
+    !m.running
+}
 
 impl Plan {
     /// Whether it generates faults of `kind`.
@@ -154,6 +162,7 @@ impl ClusterState {
                 }
                 Kind::DiskFail => plan.has(Fault::Disk) && !self.disk_failable().is_empty(),
                 Kind::DiskRecover => self.machines.iter().any(|m| m.disk_error.is_some()),
+                Kind::Corrupt => plan.has(Fault::Corrupt) && !self.ids(corruptible).is_empty(),
                 Kind::Pause => plan.has(Fault::Pause) && self.machines.iter().any(Machine::awake),
                 Kind::Resume => plan.has(Fault::Pause) && self.machines.iter().any(|m| m.paused),
                 Kind::Partition => {
@@ -229,6 +238,11 @@ impl ClusterState {
             },
             Kind::DiskRecover => ClusterCmd::DiskRecover {
                 machine: pick(g, self.ids(|m| m.disk_error.is_some()))?,
+            },
+            Kind::Corrupt => ClusterCmd::Corrupt {
+                machine: pick(g, self.ids(corruptible))?,
+                how: *g.choose(&fleetcheck_fabric::Corruption::ALL)?,
+                pick: g.range(0..=u64::from(u32::MAX)),
             },
             Kind::Pause => ClusterCmd::Pause {
                 machine: pick(g, self.awake())?,

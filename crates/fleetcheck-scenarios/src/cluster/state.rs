@@ -222,6 +222,8 @@ impl ClusterState {
                     m.disk_error = None;
                 }
             }
+            // The model knows no file's contents: the system's next boot judges it.
+            ClusterCmd::Corrupt { .. } => {}
             ClusterCmd::Ring { .. } | ClusterCmd::Bridge { .. } => {
                 next.cuts.extend(c.shape_cuts());
                 next.partitioned = true;

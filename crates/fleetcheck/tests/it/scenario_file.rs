@@ -582,3 +582,42 @@ fn nats_jetstream_loses_acknowledged_messages_on_power_cuts_but_not_on_crashes()
     let j = last_json(&out);
     assert!(j["labels"]["command"]["Crash"].as_u64() > Some(5), "{j}");
 }
+
+/// Corruption of a node that is off: a store that trusts its disk reads a truncated value as
+/// nothing, found and shrunk to the put, the crash, the corruption, the restart and the get;
+/// the same store checking a checksum beside each value refuses what does not match, and
+/// passes.
+#[test]
+fn a_store_that_trusts_its_disk_returns_what_corruption_made_of_it() {
+    if !require_root() {
+        return;
+    }
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(example("fsynced-files.toml"))
+            .args([
+                "--seed",
+                "1",
+                "--tests",
+                "400",
+                "--json",
+                "--set",
+                r#"kv.faults=["crash","corrupt"]"#,
+            ]),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let j = last_json(&out);
+    let names = command_names(&j);
+    assert!(names.contains(&"Corrupt"), "{j}");
+    assert!(names.len() <= 5, "{j}");
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(example("checksummed-files.toml"))
+            .args(["--seed", "1", "--tests", "100", "--json"]),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let j = last_json(&out);
+    assert!(j["labels"]["command"]["Corrupt"].as_u64() > Some(5), "{j}");
+}
