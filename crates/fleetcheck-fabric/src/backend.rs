@@ -80,6 +80,15 @@ pub trait Network: Send + Sync {
     ) -> Result<(), FaultError> {
         Err(FaultError::NoDiskErrors { backend: "this" })
     }
+    /// Sets machine `id`'s wall clock `offset_s` seconds from the host's (0: the host's again);
+    /// the machine must be running and have [`crate::MachineSpec::clock`]. Its programs see
+    /// the new time within a second; an offset lasts until the machine loses power (its next
+    /// boot reads the host's clock). On `netns` it is refused while a program of the machine
+    /// reads the clock without libc (statically linked, Go). The default: refused.
+    fn set_clock(&self, id: &str, offset_s: i64) -> Result<(), FaultError> {
+        let _ = offset_s;
+        Err(FaultError::NoClock { machine: id.into() })
+    }
     /// Corrupts one file of machine `id`'s data directory, which must be off (see
     /// [`crate::corrupt`]: `how`, the file and the place chosen by `pick`): what was done, or
     /// `None` when it has no file to corrupt. Backends whose host cannot reach the data

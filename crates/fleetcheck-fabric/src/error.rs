@@ -124,6 +124,8 @@ pub enum CreateError {
         memory_mb: u32,
         min: u32,
     },
+    #[error("machine {machine}'s clock may be moved, which on netns needs libfaketime ({path}): apt-get install faketime")]
+    NoFaketime { machine: String, path: &'static str },
     #[error("failed to create {path}")]
     RunFile {
         path: PathBuf,
@@ -321,6 +323,20 @@ pub enum FaultError {
         machine: String,
         #[source]
         source: ShutdownError,
+    },
+    #[error("machine {machine}'s clock cannot be moved: clock faults need `clock` in its spec ([machine] clock = true)")]
+    NoClock { machine: String },
+    #[error("the clock fault cannot move the clock {program} on machine {machine} reads: it is {why}; run this scenario on the qemu backend, whose guests have clocks of their own")]
+    ClockOutOfReach {
+        machine: String,
+        program: String,
+        why: &'static str,
+    },
+    #[error("failed to move machine {machine}'s clock")]
+    Clock {
+        machine: String,
+        #[source]
+        source: io::Error,
     },
     #[error("the host cannot reach machine {machine}'s data directory to corrupt it (the fake backend; qemu with a file system of the machine's own)")]
     NoCorruption { machine: String },

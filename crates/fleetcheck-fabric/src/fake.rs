@@ -423,6 +423,25 @@ impl Network for FakeNetwork {
         Ok(())
     }
 
+    /// As on netns: the machine known, with a clock to move, running (no program in memory
+    /// reads a clock).
+    fn set_clock(&self, id: &str, _offset_s: i64) -> Result<(), FaultError> {
+        let status = self
+            .status(id)
+            .ok_or_else(|| FaultError::UnknownMachine { machine: id.into() })?;
+        if !self.spec.machine(id).is_some_and(|m| m.clock) {
+            return Err(FaultError::NoClock { machine: id.into() });
+        }
+        if status != MachineStatus::Running {
+            return Err(FaultError::WrongStatus {
+                machine: id.into(),
+                status,
+                operation: "have its clock moved",
+            });
+        }
+        Ok(())
+    }
+
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError> {
         self.counters.execs.fetch_add(1, Ordering::Relaxed);
         let status = self

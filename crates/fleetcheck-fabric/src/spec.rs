@@ -220,6 +220,12 @@ pub struct MachineSpec {
     /// power cuts are refused, and crashes keep every write, as before.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lose_unsynced: bool,
+    /// Whether its wall clock can be moved ([`crate::Network::set_clock`]): on `qemu` the
+    /// guest's clock; on `netns` the clock its programs read through libc, with libfaketime
+    /// preloaded into every one of them (Debian's `faketime`; monotonic clocks are left
+    /// alone). `false` (the default): clock faults are refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clock: bool,
 }
 
 impl MachineSpec {
@@ -258,6 +264,7 @@ impl Default for MachineSpec {
             filesystem: None,
             services: BTreeMap::new(),
             lose_unsynced: false,
+            clock: false,
         }
     }
 }

@@ -53,6 +53,8 @@ pub(crate) struct Machine<X> {
     pub log: PathBuf,
     /// `m<i>.data`: the machine's disk (see [`Network::data_dir`]), kept across reboots.
     pub data: PathBuf,
+    /// Its wall clock's offset from the host's, in seconds ([`Network::set_clock`]).
+    pub clock: std::sync::atomic::AtomicI64,
     pub own: X,
 }
 
@@ -70,6 +72,7 @@ impl<X> Machine<X> {
             }),
             log: dir.join(format!("m{index}.log")),
             data: dir.join(format!("m{index}.data")),
+            clock: std::sync::atomic::AtomicI64::new(0),
             own,
         }
     }
@@ -169,6 +172,48 @@ pub(crate) trait Switched: Send + Sync + Sized {
     /// After a power cut stopped machine `m`: its disk forgets what was not flushed, and the
     /// durable rest is what its next boot finds.
     fn lose_unsynced(&self, m: &Machine<Self::Own>) -> Result<(), FaultError>;
+
+    /// Moves running machine `m`'s wall clock (`conn`: its agent) from `from` to `to` seconds
+    /// off the host's.
+    fn move_clock(
+        &self,
+        m: &Machine<Self::Own>,
+        conn: &AgentConn,
+        from: i64,
+        to: i64,
+    ) -> Result<(), FaultError>;
+
+    /// After machine `m` lost power: its clock is the host's again at its next boot.
+    fn clock_lost(&self, _m: &Machine<Self::Own>) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// [`Network::set_clock`]: the machine known, with a clock to move, running.
+    fn set_clock(&self, id: &str, offset_s: i64) -> Result<(), FaultError> {
+        use std::sync::atomic::Ordering;
+        let m = self
+            .machine(id)
+            .ok_or_else(|| FaultError::UnknownMachine { machine: id.into() })?;
+        if !m.spec.clock {
+            return Err(FaultError::NoClock { machine: id.into() });
+        }
+        let conn = {
+            let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
+            match (&st.agent, st.status, st.booting) {
+                (Some(conn), MachineStatus::Running, false) => conn.clone(),
+                _ => {
+                    return Err(FaultError::WrongStatus {
+                        machine: id.into(),
+                        status: st.status,
+                        operation: "have its clock moved",
+                    })
+                }
+            }
+        };
+        self.move_clock(m, &conn, m.clock.load(Ordering::SeqCst), offset_s)?;
+        m.clock.store(offset_s, Ordering::SeqCst);
+        Ok(())
+    }
 
     /// Machine `m`'s disk fails with `error` from now on (`None`: works again).
     fn set_disk_error(
@@ -324,6 +369,8 @@ pub(crate) trait Switched: Send + Sync + Sized {
         st.status = MachineStatus::Off;
         let killed = self.stop(m, conn);
         let mut link = self.unplug(m);
+        m.clock.store(0, std::sync::atomic::Ordering::SeqCst);
+        link = link.and(self.clock_lost(m));
         if was_paused {
             if let Err(e) = self.mark_paused(m.index, false) {
                 link = link.and(Err(io::Error::other(e)));
@@ -515,6 +562,10 @@ impl<H: Handle> Network for H {
 
     fn disk_error(&self, id: &str, error: Option<DiskError>) -> Result<(), FaultError> {
         self.shared().disk_error(id, error)
+    }
+
+    fn set_clock(&self, id: &str, offset_s: i64) -> Result<(), FaultError> {
+        self.shared().set_clock(id, offset_s)
     }
 
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError> {

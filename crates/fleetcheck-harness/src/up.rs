@@ -32,6 +32,8 @@ commands (one per line; machines by id):
   resume MACHINE          thaw it
   disk-fail MACHINE KIND  its disk fails: write, fsync, read (EIO) or full (ENOSPC); lose_unsynced
   disk-recover MACHINE    its disk works again
+  clock MACHINE SECONDS   move its wall clock SECONDS off (+30, -120); on netns through libfaketime
+  clock-reset MACHINE     its clock is the host's again
   corrupt MACHINE HOW [N] corrupt a file of an off machine's data: bit-flip or truncate (N picks)
   partition A,B | C       cut the network between groups (unnamed machines: one more group)
   block A B               drop packets from A to B, one way
@@ -190,6 +192,8 @@ fn plan_machines(
                     .map(|(name, versions)| (name.clone(), versions[0].clone()))
                     .collect(),
                 lose_unsynced: false,
+                // Clock faults at the prompt where netns machines can have them.
+                clock: std::path::Path::new(fleetcheck_fabric::netns::FAKETIME).is_file(),
             };
             (domain.role.clone(), machine)
         })
@@ -376,6 +380,10 @@ fn execute(net: &dyn Network, line: &str, faults: &mut Faults) -> Result<Flow, S
                 format!("{machine}'s disk fails ({error}) until `disk-recover {machine}`")
             }
             ClusterCmd::DiskRecover { machine } => format!("{machine}'s disk works again"),
+            ClusterCmd::ClockBump { machine, offset_s } => {
+                format!("{machine}'s clock is {offset_s:+} s off until `clock-reset {machine}`")
+            }
+            ClusterCmd::ClockReset { machine } => format!("{machine}'s clock is right again"),
             ClusterCmd::Corrupt { machine, how, .. } => {
                 format!("{machine}'s data has a {how} (its corrupt.log says where)")
             }

@@ -14,11 +14,13 @@
 //!   FUSE disk with a volatile write cache under machines that lose unsynced writes;
 //! - `gate`, `live`: the creation gate and the live networks and runs of this process, which
 //!   [`cleanup_process_resources`] removes on a signal;
-//! - `sys`: syscall wrappers.
+//! - `sys`: syscall wrappers;
+//! - `elf`: whether a program's clock can be moved by a preloaded library.
 
 pub(crate) mod cgroup;
 pub(crate) mod conn;
 pub mod disk;
+pub(crate) mod elf;
 pub(crate) mod gate;
 pub mod guard;
 mod live;

@@ -36,7 +36,7 @@ use crate::host::{AgentCommand, Cgroups, GATE};
 use crate::spec::NetworkSpec;
 
 pub use enter::end as end_spawned;
-pub use network::NetnsNetwork;
+pub use network::{NetnsNetwork, FAKETIME};
 
 /// Settings of the `netns` backend.
 #[derive(Clone, Debug)]

@@ -8,7 +8,7 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{mpsc::RecvTimeoutError, Arc, Mutex};
 use std::time::Duration;
@@ -234,6 +234,15 @@ impl NetShared {
                 source,
             };
             install_services(&m.own.bin, &m.services.get()).map_err(err)?;
+            if m.spec.clock {
+                if !Path::new(FAKETIME).is_file() {
+                    return Err(CreateError::NoFaketime {
+                        machine: m.spec.id.clone(),
+                        path: FAKETIME,
+                    });
+                }
+                write_clock(&m.own.bin, 0).map_err(err)?;
+            }
             fs::create_dir_all(&m.data).map_err(err)?;
             make_root_layers(&m.own.root).map_err(err)?;
         }
@@ -312,6 +321,13 @@ impl NetShared {
         ]
         .into_iter()
         .chain(crate::backend::machine_env(&m.data, &m.services.get()))
+        .chain(
+            m.spec
+                .clock
+                .then(|| clock_env(&m.own.bin))
+                .into_iter()
+                .flatten(),
+        )
         .collect()
     }
 
@@ -465,6 +481,37 @@ fn make_root_layers(root: &std::path::Path) -> io::Result<()> {
 /// How long teardown waits for a machine's loop device to detach.
 const DISK_RELEASE: Duration = Duration::from_secs(5);
 
+/// libfaketime, preloaded into every program of a netns machine whose clock may be moved.
+pub const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The file in a machine's bin directory (read-only inside it) that holds its clock's offset
+/// as libfaketime reads it (`+30`, `-5`).
+const CLOCK_FILE: &str = ".clock";
+
+/// The variables that make a machine's programs read their wall clock `bin`'s clock file off
+/// (re-read every second; monotonic clocks untouched).
+fn clock_env(bin: &Path) -> Vec<(String, String)> {
+    [
+        ("LD_PRELOAD", FAKETIME.to_string()),
+        (
+            "FAKETIME_TIMESTAMP_FILE",
+            bin.join(CLOCK_FILE).display().to_string(),
+        ),
+        ("FAKETIME_CACHE_DURATION", "1".to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Writes offset `seconds` into `bin`'s clock file, atomically (libfaketime reads it whole).
+fn write_clock(bin: &Path, seconds: i64) -> io::Result<()> {
+    let tmp = bin.join(".fleetcheck-clock.new");
+    fs::write(&tmp, format!("{seconds:+}\n"))?;
+    fs::rename(&tmp, bin.join(CLOCK_FILE))
+}
+
 /// Fills `bin` with one symlink per service, to the version's program (atomically replacing
 /// what was there), and removes links of services no longer named. A link names the program
 /// by its canonical path: a machine sees only the program's own directory of a path the
@@ -476,7 +523,7 @@ fn install_services(
     fs::create_dir_all(bin)?;
     for entry in fs::read_dir(bin)?.flatten() {
         let name = entry.file_name();
-        if !services.contains_key(&*name.to_string_lossy()) {
+        if name != CLOCK_FILE && !services.contains_key(&*name.to_string_lossy()) {
             fs::remove_file(entry.path())?;
         }
     }
@@ -697,6 +744,47 @@ impl Switched for NetShared {
     /// Its port goes down: an off machine is unplugged.
     fn unplug(&self, m: &Machine) -> io::Result<()> {
         self.set_port(m, false)
+    }
+
+    /// Refused while a program of the machine reads the clock out of libfaketime's reach;
+    /// otherwise the clock file says the new offset.
+    fn move_clock(
+        &self,
+        m: &Machine,
+        _conn: &AgentConn,
+        _from: i64,
+        to: i64,
+    ) -> Result<(), FaultError> {
+        let agent = m.own.agent_pid.load(Ordering::SeqCst);
+        for pid in crate::host::cgroup::pids(&m.own.cgroup) {
+            if pid == agent {
+                continue;
+            }
+            let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+            // A process gone meanwhile, or a kernel thread: nothing to move.
+            if let Ok(Some(why)) = crate::host::elf::clock_out_of_reach(&exe) {
+                let program = fs::read_link(&exe).map_or_else(
+                    |_| format!("pid {pid}"),
+                    |p| format!("{} (pid {pid})", p.display()),
+                );
+                return Err(FaultError::ClockOutOfReach {
+                    machine: m.spec.id.clone(),
+                    program,
+                    why,
+                });
+            }
+        }
+        write_clock(&m.own.bin, to).map_err(|source| FaultError::Clock {
+            machine: m.spec.id.clone(),
+            source,
+        })
+    }
+
+    fn clock_lost(&self, m: &Machine) -> io::Result<()> {
+        if m.spec.clock {
+            write_clock(&m.own.bin, 0)?;
+        }
+        Ok(())
     }
 
     fn set_disk_error(

@@ -586,6 +586,31 @@ impl Switched for NetShared {
         result
     }
 
+    /// The guest's own clock, set by busybox `date` as root.
+    fn move_clock(
+        &self,
+        m: &Machine,
+        conn: &AgentConn,
+        from: i64,
+        to: i64,
+    ) -> Result<(), FaultError> {
+        let step = to - from;
+        let req =
+            crate::ExecRequest::shell(format!("date -s @$(( $(date +%s) + ({step}) )) >/dev/null"))
+                .with_timeout(Duration::from_secs(10));
+        let err = |e: String| FaultError::Clock {
+            machine: m.spec.id.clone(),
+            source: io::Error::other(e),
+        };
+        let out = self
+            .exec_on(&m.spec.id, conn, &req)
+            .map_err(|e| err(e.to_string()))?;
+        if !out.success() {
+            return Err(err(format!("date -s: {}", out.stderr_str().trim())));
+        }
+        Ok(())
+    }
+
     fn set_disk_error(
         &self,
         m: &Machine,

@@ -2,6 +2,7 @@
 //! a reason when not root, and fail instead when `CI=true`.
 
 mod cleanup;
+mod clock;
 mod faults;
 mod filesystem;
 mod host;

@@ -109,6 +109,7 @@ fn qemu_kernels_and_memory_are_what_the_spec_says() {
         machine(2, k2, 256),
         machine(3, k2, 128),
     ]);
+    spec.machines[0].clock = true;
     // A setup command that needs a module of the guest's own kernel (nf_tables).
     spec.machines[1].setup = vec!["nft add table inet t".into()];
     let net = backend.create_qemu(&spec).unwrap();
@@ -141,6 +142,24 @@ fn qemu_kernels_and_memory_are_what_the_spec_says() {
     assert!(sh(&net, "m2", "nft list tables").contains("table inet t"));
     // Host files are shared: the host's own programs run inside.
     assert!(sh(&net, "m1", "ls /usr/bin").contains("awk"));
+    // The guest's own clock moves (m1 may, m2 may not), and back.
+    let ahead = |id: &str| {
+        let guest: i64 = sh(&net, id, "date +%s").trim().parse().unwrap();
+        let host = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        guest - host
+    };
+    net.set_clock("m1", 3600).unwrap();
+    let seen = ahead("m1");
+    assert!((3598..=3602).contains(&seen), "m1 is {seen} s ahead");
+    net.set_clock("m1", 0).unwrap();
+    assert!(ahead("m1").abs() <= 2, "m1 is {} s ahead", ahead("m1"));
+    assert!(matches!(
+        net.set_clock("m2", 5),
+        Err(fleetcheck_fabric::FaultError::NoClock { .. })
+    ));
     Box::new(net).teardown().unwrap();
 }
 

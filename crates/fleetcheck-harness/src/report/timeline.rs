@@ -294,6 +294,7 @@ pub fn cluster_timeline<M: Model>(
             Effect::Down { machine } => {
                 states.set(&machine, "down", to);
                 bands.close(|k| k != format!("pause {machine}"), to);
+                bands.close(|k| k != format!("clock {machine}"), to);
             }
             Effect::Cuts {
                 shape,
@@ -305,12 +306,20 @@ pub fn cluster_timeline<M: Model>(
                     states.set(&machine, "down", to);
                     bands.close(|k| k != format!("pause {machine}"), to);
                     bands.close(|k| k != format!("disk {machine}"), to);
+                    bands.close(|k| k != format!("clock {machine}"), to);
                 }
             }
             Effect::DiskFail { machine, error } => bands.open(
                 format!("disk {machine}"),
                 band(vec![machine], "disk", format!("disk fails: {error}")),
             ),
+            Effect::Clock { machine, offset_s } => bands.open(
+                format!("clock {machine}"),
+                band(vec![machine], "clock", format!("clock {offset_s:+} s")),
+            ),
+            Effect::ClockReset { machine } => {
+                bands.close(|k| k != format!("clock {machine}"), from)
+            }
             Effect::Corrupt { machine, how } => bands.open(
                 format!("corrupt {machine}"),
                 band(vec![machine], "corrupt", format!("data corrupted: {how}")),

@@ -111,6 +111,20 @@ pub enum ClusterCmd {
         /// The machine.
         machine: String,
     },
+    /// The machine's wall clock set `offset_s` seconds off the host's (it must be running,
+    /// with a clock that can move); it stays so until a `ClockReset` or until the machine
+    /// loses power.
+    ClockBump {
+        /// The machine.
+        machine: String,
+        /// The offset, in seconds (negative: behind).
+        offset_s: i64,
+    },
+    /// The machine's clock is the host's again.
+    ClockReset {
+        /// The machine.
+        machine: String,
+    },
     /// One file of the machine's data directory corrupted while it is off (see
     /// [`fleetcheck_fabric::corrupt`]): `how`, the file and the place chosen by `pick`.
     Corrupt {
@@ -211,6 +225,18 @@ pub enum Effect {
     },
     /// The machine's disk works again when the bar begins.
     DiskRecover {
+        /// The machine.
+        machine: String,
+    },
+    /// The machine's clock is off from the bar on (until a reset or a power-off).
+    Clock {
+        /// The machine.
+        machine: String,
+        /// By how many seconds.
+        offset_s: i64,
+    },
+    /// The machine's clock is right again when the bar begins.
+    ClockReset {
         /// The machine.
         machine: String,
     },
@@ -391,6 +417,19 @@ impl ClusterCmd {
             "disk-recover" => ClusterCmd::DiskRecover {
                 machine: machine()?,
             },
+            "clock" => {
+                let what = "a machine and an offset in seconds (`+30`, `-120`)";
+                let machine = arg(1, what)?;
+                let offset = arg(2, what)?;
+                let offset_s = offset
+                    .trim_start_matches('+')
+                    .parse()
+                    .map_err(|_| format!("`{offset}` is not a whole number of seconds"))?;
+                ClusterCmd::ClockBump { machine, offset_s }
+            }
+            "clock-reset" => ClusterCmd::ClockReset {
+                machine: machine()?,
+            },
             "corrupt" => {
                 let what =
                     "a machine that is off and how (bit-flip, truncate), then optionally a number";
@@ -430,6 +469,8 @@ impl ClusterCmd {
             | ClusterCmd::DiskFail { machine, .. }
             | ClusterCmd::DiskRecover { machine }
             | ClusterCmd::Corrupt { machine, .. }
+            | ClusterCmd::ClockBump { machine, .. }
+            | ClusterCmd::ClockReset { machine }
             | ClusterCmd::Upgrade { machine, .. } => Some(machine),
             ClusterCmd::Partition { .. }
             | ClusterCmd::Block { .. }
@@ -460,6 +501,8 @@ impl ClusterCmd {
             ClusterCmd::DiskFail { .. } => "DiskFail",
             ClusterCmd::DiskRecover { .. } => "DiskRecover",
             ClusterCmd::Corrupt { .. } => "Corrupt",
+            ClusterCmd::ClockBump { .. } => "ClockBump",
+            ClusterCmd::ClockReset { .. } => "ClockReset",
         }
     }
 
@@ -501,6 +544,10 @@ impl ClusterCmd {
             ClusterCmd::Corrupt { machine, how, pick } => {
                 format!("Corrupt({machine}, {how} #{pick})")
             }
+            ClusterCmd::ClockBump { machine, offset_s } => {
+                format!("ClockBump({machine}, {offset_s:+}s)")
+            }
+            ClusterCmd::ClockReset { machine } => format!("ClockReset({machine})"),
         }
     }
 
@@ -520,6 +567,15 @@ impl ClusterCmd {
                 machine(id).is_some_and(|m| m.disk_error.is_some())
             }
             ClusterCmd::Corrupt { machine: id, .. } => machine(id).is_some_and(|m| !m.running),
+            ClusterCmd::ClockBump {
+                machine: id,
+                offset_s,
+            } => machine(id).is_some_and(|m| {
+                m.running && m.clock && *offset_s != 0 && m.clock_offset != *offset_s
+            }),
+            ClusterCmd::ClockReset { machine: id } => {
+                machine(id).is_some_and(|m| m.running && m.clock_offset != 0)
+            }
             ClusterCmd::Shutdown { machine: id } | ClusterCmd::Crash { machine: id } => {
                 machine(id).is_some_and(|m| m.running)
             }
@@ -591,6 +647,15 @@ impl ClusterCmd {
                     let mut fewer = machines.clone();
                     fewer.remove(i);
                     ClusterCmd::PowerCut { machines: fewer }
+                })
+                .collect(),
+            // Smaller offsets, the same way.
+            ClusterCmd::ClockBump { machine, offset_s } => super::generate::CLOCK_OFFSETS
+                .iter()
+                .take_while(|&&size| size < offset_s.abs())
+                .map(|&size| ClusterCmd::ClockBump {
+                    machine: machine.clone(),
+                    offset_s: size * offset_s.signum(),
                 })
                 .collect(),
             ClusterCmd::Loss { machine, percent } if *percent > 20 => vec![ClusterCmd::Loss {
@@ -667,6 +732,8 @@ impl ClusterCmd {
             ClusterCmd::Corrupt { machine, how, pick } => {
                 net.corrupt(machine, *how, *pick)?;
             }
+            ClusterCmd::ClockBump { machine, offset_s } => net.set_clock(machine, *offset_s)?,
+            ClusterCmd::ClockReset { machine } => net.set_clock(machine, 0)?,
             ClusterCmd::PowerCut { machines } => {
                 let ids: Vec<&str> = machines.iter().map(String::as_str).collect();
                 net.power_cut(&ids)?
@@ -736,6 +803,13 @@ impl ClusterCmd {
                 error: *error,
             },
             ClusterCmd::DiskRecover { machine } => Effect::DiskRecover {
+                machine: m(machine),
+            },
+            ClusterCmd::ClockBump { machine, offset_s } => Effect::Clock {
+                machine: m(machine),
+                offset_s: *offset_s,
+            },
+            ClusterCmd::ClockReset { machine } => Effect::ClockReset {
                 machine: m(machine),
             },
             ClusterCmd::Corrupt { machine, how, .. } => Effect::Corrupt {

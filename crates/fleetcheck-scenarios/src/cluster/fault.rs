@@ -38,11 +38,14 @@ pub enum Fault {
     /// A file of a stopped machine's data directory corrupted: a bit flipped, or its tail
     /// cut off (`"corrupt"`).
     Corrupt,
+    /// A machine's wall clock moved off the host's by seconds to minutes, and back
+    /// (`"clock"`; on netns only programs that read it through libc).
+    Clock,
 }
 
 impl Fault {
     /// Every kind, in the order they are listed.
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 13] = [
         Fault::Crash,
         Fault::Pause,
         Fault::Partition,
@@ -55,6 +58,7 @@ impl Fault {
         Fault::Isolate,
         Fault::Disk,
         Fault::Corrupt,
+        Fault::Clock,
     ];
 
     /// Its name in a configuration file.
@@ -72,6 +76,7 @@ impl Fault {
             Fault::Isolate => "isolate",
             Fault::Disk => "disk",
             Fault::Corrupt => "corrupt",
+            Fault::Clock => "clock",
         }
     }
 

@@ -72,6 +72,10 @@ pub enum Kind {
     DiskRecover,
     /// A file of a stopped machine corrupted.
     Corrupt,
+    /// A machine's clock moved.
+    ClockBump,
+    /// A moved clock back to the host's.
+    ClockReset,
 }
 
 /// The weight of each generated fault kind (against, e.g., kv's client batches at 6 and
@@ -79,7 +83,7 @@ pub enum Kind {
 /// (restart, resume, heal) twice as likely as causing it, so cases spend time both in and
 /// out of faults.
 /// New kinds go at the end, so every seed of a configuration without them keeps its case.
-const WEIGHTS: [(Kind, u32); 16] = [
+const WEIGHTS: [(Kind, u32); 18] = [
     (Kind::Crash, 1),
     (Kind::Restart, 2),
     (Kind::Pause, 1),
@@ -96,7 +100,13 @@ const WEIGHTS: [(Kind, u32); 16] = [
     (Kind::DiskFail, 1),
     (Kind::DiskRecover, 2),
     (Kind::Corrupt, 1),
+    (Kind::ClockBump, 1),
+    (Kind::ClockReset, 2),
 ];
+
+/// The sizes of generated clock offsets, in seconds (either way): from a second, which only
+/// timestamps notice, to ten minutes, past most leases and TTLs.
+pub const CLOCK_OFFSETS: [i64; 6] = [1, 5, 30, 120, 300, 600];
 
 /// Whether machine `m`'s data may be corrupted: it is off.
 fn corruptible(m: &Machine) -> bool {
@@ -163,6 +173,10 @@ impl ClusterState {
                 Kind::DiskFail => plan.has(Fault::Disk) && !self.disk_failable().is_empty(),
                 Kind::DiskRecover => self.machines.iter().any(|m| m.disk_error.is_some()),
                 Kind::Corrupt => plan.has(Fault::Corrupt) && !self.ids(corruptible).is_empty(),
+                Kind::ClockBump => {
+                    plan.has(Fault::Clock) && !self.ids(|m| m.running && m.clock).is_empty()
+                }
+                Kind::ClockReset => self.machines.iter().any(|m| m.clock_offset != 0),
                 Kind::Pause => plan.has(Fault::Pause) && self.machines.iter().any(Machine::awake),
                 Kind::Resume => plan.has(Fault::Pause) && self.machines.iter().any(|m| m.paused),
                 Kind::Partition => {
@@ -238,6 +252,20 @@ impl ClusterState {
             },
             Kind::DiskRecover => ClusterCmd::DiskRecover {
                 machine: pick(g, self.ids(|m| m.disk_error.is_some()))?,
+            },
+            Kind::ClockBump => ClusterCmd::ClockBump {
+                machine: pick(g, self.ids(|m| m.running && m.clock))?,
+                offset_s: {
+                    let size = *g.choose(&CLOCK_OFFSETS)?;
+                    if g.bool(0.5) {
+                        size
+                    } else {
+                        -size
+                    }
+                },
+            },
+            Kind::ClockReset => ClusterCmd::ClockReset {
+                machine: pick(g, self.ids(|m| m.clock_offset != 0))?,
             },
             Kind::Corrupt => ClusterCmd::Corrupt {
                 machine: pick(g, self.ids(corruptible))?,

@@ -52,6 +52,13 @@ pub struct Machine {
     /// How its disk fails now (the `disk` fault), if it does; a power cut ends it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_error: Option<fleetcheck_fabric::DiskError>,
+    /// Whether its wall clock can be moved (the `clock` fault).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clock: bool,
+    /// Its wall clock's offset from the host's now, in seconds (`ClockBump`); it goes with
+    /// power (its next boot reads the host's clock).
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub clock_offset: i64,
     /// A kv node's `version` of replay files before the cluster layer, which named no
     /// service: refused on reading, in one sentence.
     #[serde(
@@ -72,6 +79,10 @@ fn refuse_unnamed_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), 
 }
 
 fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_i64(n: &i64) -> bool {
     *n == 0
 }
 
@@ -102,6 +113,8 @@ impl Machine {
             versions: BTreeMap::new(),
             lose_unsynced: false,
             disk_error: None,
+            clock: false,
+            clock_offset: 0,
             unnamed_version: (),
         }
     }
@@ -113,6 +126,9 @@ impl Machine {
 
     /// Sets its power state.
     pub fn set_power(&mut self, power: Power) {
+        if power == Power::Off {
+            self.clock_offset = 0;
+        }
         (self.running, self.paused) = match power {
             Power::On => (true, false),
             Power::Off => (false, false),
@@ -171,6 +187,7 @@ impl Machine {
             filesystem: self.filesystem,
             services,
             lose_unsynced: self.lose_unsynced,
+            clock: self.clock,
         })
     }
 }

@@ -163,6 +163,15 @@ impl ClusterState {
         if !failing.is_empty() {
             let _ = write!(out, "; disk failing: {}", failing.join(" "));
         }
+        let clocks: Vec<String> = self
+            .machines
+            .iter()
+            .filter(|m| m.clock_offset != 0)
+            .map(|m| format!("{} {:+}s", m.id, m.clock_offset))
+            .collect();
+        if !clocks.is_empty() {
+            let _ = write!(out, "; clock off: {}", clocks.join(" "));
+        }
         out
     }
 
@@ -224,6 +233,16 @@ impl ClusterState {
             }
             // The model knows no file's contents: the system's next boot judges it.
             ClusterCmd::Corrupt { .. } => {}
+            ClusterCmd::ClockBump { machine, offset_s } => {
+                if let Some(m) = next.machines.iter_mut().find(|m| m.id == *machine) {
+                    m.clock_offset = *offset_s;
+                }
+            }
+            ClusterCmd::ClockReset { machine } => {
+                if let Some(m) = next.machines.iter_mut().find(|m| m.id == *machine) {
+                    m.clock_offset = 0;
+                }
+            }
             ClusterCmd::Ring { .. } | ClusterCmd::Bridge { .. } => {
                 next.cuts.extend(c.shape_cuts());
                 next.partitioned = true;
@@ -241,6 +260,8 @@ impl ClusterState {
             } => {
                 if let Some(m) = next.machines.iter_mut().find(|m| m.id == *machine) {
                     m.versions.insert(service.clone(), version.clone());
+                    // A running machine is shut down and booted: its clock is the host's.
+                    m.clock_offset = 0;
                 }
             }
         }
@@ -259,6 +280,11 @@ impl ClusterState {
             self.ids(|m| m.disk_error.is_some())
                 .into_iter()
                 .map(|machine| ClusterCmd::DiskRecover { machine }),
+        );
+        out.extend(
+            self.ids(|m| m.clock_offset != 0 && m.running)
+                .into_iter()
+                .map(|machine| ClusterCmd::ClockReset { machine }),
         );
         if self.network_faulty() {
             out.push(ClusterCmd::Heal);

@@ -538,6 +538,7 @@ impl Model for KvModel {
             node.role = role;
             node.running = true;
             node.lose_unsynced = self.lose_unsynced;
+            node.clock = self.config.faults.contains(&Fault::Clock);
             // Drawn only when configured, so other configurations give the same cases.
             node.filesystem = g.choose(&self.filesystems).copied();
             if let Some(v) = g.choose(self.versions()) {

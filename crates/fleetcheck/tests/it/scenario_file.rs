@@ -621,3 +621,38 @@ fn a_store_that_trusts_its_disk_returns_what_corruption_made_of_it() {
     let j = last_json(&out);
     assert!(j["labels"]["command"]["Corrupt"].as_u64() > Some(5), "{j}");
 }
+
+/// Clock faults: last-writer-wins by wall-clock stamps drops an acknowledged write once the
+/// clock moves back, found and shrunk to the bump, a put, the reset, a put and the get; the
+/// same store stamping by a counter passes with as many clock faults.
+#[test]
+fn last_writer_wins_by_the_wall_clock_loses_writes_when_clocks_move() {
+    if !require_root() {
+        return;
+    }
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(example("lww-files.toml"))
+            .args(["--seed", "1", "--tests", "200", "--json"]),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let j = last_json(&out);
+    let names = command_names(&j);
+    assert!(names.contains(&"ClockBump"), "{j}");
+    assert!(names.len() <= 5, "{j}");
+    assert!(err.contains("acknowledged write lost"), "{err}");
+    let counter = r#"vars.stamp="n=$(( $(cat $FLEETCHECK_DATA/seq 2>/dev/null || echo 0) + 1 )); echo $n > $FLEETCHECK_DATA/seq; echo $n""#;
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(example("lww-files.toml"))
+            .args(["--seed", "1", "--tests", "60", "--json", "--set", counter]),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let j = last_json(&out);
+    assert!(
+        j["labels"]["command"]["ClockBump"].as_u64() > Some(5),
+        "{j}"
+    );
+}
