@@ -80,6 +80,18 @@ pub trait Network: Send + Sync {
     ) -> Result<(), FaultError> {
         Err(FaultError::NoDiskErrors { backend: "this" })
     }
+    /// Sets (`Some`) or removes (`None`) a netem link fault on machine `id`'s outgoing
+    /// packets ([`crate::Netem`]): delay, duplication, reordering, corruption. The machine must
+    /// be running; the fault goes with its power (a boot starts without it), and
+    /// [`Network::heal`] leaves it (remove it with `None`). Only backends whose kernels have
+    /// netem: qemu's guests. The default: refused.
+    fn netem(&self, id: &str, netem: Option<crate::Netem>) -> Result<(), FaultError> {
+        let _ = (id, netem);
+        Err(FaultError::NoNetem {
+            backend: "this backend",
+            why: "it has no netem",
+        })
+    }
     /// Sets machine `id`'s wall clock `offset_s` seconds from the host's (0: the host's again);
     /// the machine must be running and have [`crate::MachineSpec::clock`]. Its programs see
     /// the new time within a second; an offset lasts until the machine loses power (its next

@@ -324,6 +324,15 @@ pub enum FaultError {
         #[source]
         source: ShutdownError,
     },
+    #[error("{backend} cannot delay, duplicate, reorder or corrupt packets: {why}")]
+    NoNetem {
+        backend: &'static str,
+        why: &'static str,
+    },
+    #[error("netem rejects {netem} (shares are 1 to 100 %, delays at most a minute, jitter at most the delay)")]
+    BadNetem { netem: crate::Netem },
+    #[error("failed to set netem on machine {machine}: {why}")]
+    Netem { machine: String, why: String },
     #[error("machine {machine}'s clock cannot be moved: clock faults need `clock` in its spec ([machine] clock = true)")]
     NoClock { machine: String },
     #[error("the clock fault cannot move the clock {program} on machine {machine} reads: it is {why}; run this scenario on the qemu backend, whose guests have clocks of their own")]

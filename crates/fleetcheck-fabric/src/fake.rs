@@ -423,6 +423,25 @@ impl Network for FakeNetwork {
         Ok(())
     }
 
+    /// As on qemu: the machine known and running, the numbers valid (nothing is delayed in
+    /// memory).
+    fn netem(&self, id: &str, netem: Option<crate::Netem>) -> Result<(), FaultError> {
+        let status = self
+            .status(id)
+            .ok_or_else(|| FaultError::UnknownMachine { machine: id.into() })?;
+        if let Some(n) = netem.filter(|n| !n.valid()) {
+            return Err(FaultError::BadNetem { netem: n });
+        }
+        if status != MachineStatus::Running {
+            return Err(FaultError::WrongStatus {
+                machine: id.into(),
+                status,
+                operation: "have its link changed",
+            });
+        }
+        Ok(())
+    }
+
     /// As on netns: the machine known, with a clock to move, running (no program in memory
     /// reads a clock).
     fn set_clock(&self, id: &str, _offset_s: i64) -> Result<(), FaultError> {

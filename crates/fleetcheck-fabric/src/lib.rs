@@ -58,6 +58,7 @@ pub mod fake;
 mod faults;
 pub mod host;
 pub mod load;
+pub mod netem;
 pub mod netns;
 pub mod protocol;
 pub mod qemu;
@@ -71,6 +72,7 @@ pub use error::{
     ShutdownError, SweepError, TeardownError,
 };
 pub use host::volatile::DiskError;
+pub use netem::Netem;
 pub use spec::{
     version_variable, ExecOutput, ExecRequest, FileSystem, MachineSpec, MachineStatus, NetworkSpec,
     ParseFileSystemError, ParseSubnetError, ServiceVersion, SpecError, Subnet, MAX_MACHINES,

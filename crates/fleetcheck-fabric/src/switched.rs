@@ -188,6 +188,44 @@ pub(crate) trait Switched: Send + Sync + Sized {
         Ok(())
     }
 
+    /// Machine `id`'s agent, the machine running (not booting); else why not, for
+    /// `operation`.
+    fn agent_of_running(
+        &self,
+        m: &Machine<Self::Own>,
+        operation: &'static str,
+    ) -> Result<Arc<AgentConn>, FaultError> {
+        let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
+        match (&st.agent, st.status, st.booting) {
+            (Some(conn), MachineStatus::Running, false) => Ok(conn.clone()),
+            _ => Err(FaultError::WrongStatus {
+                machine: m.spec.id.clone(),
+                status: st.status,
+                operation,
+            }),
+        }
+    }
+
+    /// Sets or removes netem on running machine `m`'s link (`conn`: its agent).
+    fn set_netem(
+        &self,
+        m: &Machine<Self::Own>,
+        conn: &AgentConn,
+        netem: Option<crate::Netem>,
+    ) -> Result<(), FaultError>;
+
+    /// [`Network::netem`]: the machine known and running, the numbers valid.
+    fn netem(&self, id: &str, netem: Option<crate::Netem>) -> Result<(), FaultError> {
+        let m = self
+            .machine(id)
+            .ok_or_else(|| FaultError::UnknownMachine { machine: id.into() })?;
+        if let Some(n) = netem.filter(|n| !n.valid()) {
+            return Err(FaultError::BadNetem { netem: n });
+        }
+        let conn = self.agent_of_running(m, "have its link changed")?;
+        self.set_netem(m, &conn, netem)
+    }
+
     /// [`Network::set_clock`]: the machine known, with a clock to move, running.
     fn set_clock(&self, id: &str, offset_s: i64) -> Result<(), FaultError> {
         use std::sync::atomic::Ordering;
@@ -197,19 +235,7 @@ pub(crate) trait Switched: Send + Sync + Sized {
         if !m.spec.clock {
             return Err(FaultError::NoClock { machine: id.into() });
         }
-        let conn = {
-            let st = m.state.lock().unwrap_or_else(|e| e.into_inner());
-            match (&st.agent, st.status, st.booting) {
-                (Some(conn), MachineStatus::Running, false) => conn.clone(),
-                _ => {
-                    return Err(FaultError::WrongStatus {
-                        machine: id.into(),
-                        status: st.status,
-                        operation: "have its clock moved",
-                    })
-                }
-            }
-        };
+        let conn = self.agent_of_running(m, "have its clock moved")?;
         self.move_clock(m, &conn, m.clock.load(Ordering::SeqCst), offset_s)?;
         m.clock.store(offset_s, Ordering::SeqCst);
         Ok(())
@@ -566,6 +592,10 @@ impl<H: Handle> Network for H {
 
     fn set_clock(&self, id: &str, offset_s: i64) -> Result<(), FaultError> {
         self.shared().set_clock(id, offset_s)
+    }
+
+    fn netem(&self, id: &str, netem: Option<crate::Netem>) -> Result<(), FaultError> {
+        self.shared().netem(id, netem)
     }
 
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError> {

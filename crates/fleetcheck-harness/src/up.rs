@@ -32,6 +32,7 @@ commands (one per line; machines by id):
   resume MACHINE          thaw it
   disk-fail MACHINE KIND  its disk fails: write, fsync, read (EIO) or full (ENOSPC); lose_unsynced
   disk-recover MACHINE    its disk works again
+  netem MACHINE WHAT      its outgoing packets: delay MS, duplicate PCT, reorder PCT MS, corrupt PCT (qemu)
   clock MACHINE SECONDS   move its wall clock SECONDS off (+30, -120); on netns through libfaketime
   clock-reset MACHINE     its clock is the host's again
   corrupt MACHINE HOW [N] corrupt a file of an off machine's data: bit-flip or truncate (N picks)
@@ -60,6 +61,7 @@ fn applied(c: &ClusterCmd) -> String {
         ClusterCmd::Loss { machine, percent } => {
             format!("{percent}% of {machine}'s packets are dropped")
         }
+        ClusterCmd::Netem { machine, netem } => format!("{machine}'s packets: {netem}"),
         c => c.describe(),
     }
 }
@@ -346,18 +348,28 @@ fn execute(net: &dyn Network, line: &str, faults: &mut Faults) -> Result<Flow, S
         if matches!(c, ClusterCmd::Upgrade { .. }) {
             return Err("`upgrade` is not available at this prompt (see `help`)".into());
         }
-        // The cluster layer's command, applied as a scenario applies it.
+        // The cluster layer's command, applied as a scenario applies it, to the machines as
+        // they are with the netem faults this prompt set (a heal removes those too).
         let services = fleetcheck_scenarios::config::Services::new();
-        c.apply(net, &ClusterState::of(net), &services)
+        let mut state = ClusterState::of(net);
+        for f in faults.iter() {
+            if let ClusterCmd::Netem { machine, netem } = f {
+                if let Some(m) = state.machines.iter_mut().find(|m| m.id == *machine) {
+                    m.netem = Some(*netem);
+                }
+            }
+        }
+        c.apply(net, &state, &services)
             .map_err(|x| x.to_string())??;
         return Ok(Flow::Go(match &c {
             ClusterCmd::Heal => {
                 faults.clear();
-                "healed: no partition, block or loss".into()
+                "healed: no partition, block, loss or netem".into()
             }
             ClusterCmd::Partition { .. }
             | ClusterCmd::Block { .. }
             | ClusterCmd::Loss { .. }
+            | ClusterCmd::Netem { .. }
             | ClusterCmd::Ring { .. }
             | ClusterCmd::Bridge { .. } => {
                 let what = applied(&c);

@@ -780,6 +780,19 @@ impl Switched for NetShared {
         })
     }
 
+    /// The machines share the host's kernel, which has no netem here.
+    fn set_netem(
+        &self,
+        _m: &Machine,
+        _conn: &AgentConn,
+        _netem: Option<crate::Netem>,
+    ) -> Result<(), FaultError> {
+        Err(FaultError::NoNetem {
+            backend: "the netns backend",
+            why: crate::netem::netns_refusal(),
+        })
+    }
+
     fn clock_lost(&self, m: &Machine) -> io::Result<()> {
         if m.spec.clock {
             write_clock(&m.own.bin, 0)?;

@@ -586,6 +586,31 @@ impl Switched for NetShared {
         result
     }
 
+    /// The guest's own `tc` (the host's, shared) on its link; its kernel loads sch_netem.
+    fn set_netem(
+        &self,
+        m: &Machine,
+        conn: &AgentConn,
+        netem: Option<crate::Netem>,
+    ) -> Result<(), FaultError> {
+        let cmd = match netem {
+            Some(n) => format!("tc qdisc replace dev eth0 root netem {}", n.tc_args()),
+            None => "tc qdisc del dev eth0 root 2>/dev/null || true".to_string(),
+        };
+        let req = crate::ExecRequest::shell(cmd).with_timeout(Duration::from_secs(10));
+        let err = |why: String| FaultError::Netem {
+            machine: m.spec.id.clone(),
+            why,
+        };
+        let out = self
+            .exec_on(&m.spec.id, conn, &req)
+            .map_err(|e| err(e.to_string()))?;
+        if !out.success() {
+            return Err(err(format!("tc: {}", out.stderr_str().trim())));
+        }
+        Ok(())
+    }
+
     /// The guest's own clock, set by busybox `date` as root.
     fn move_clock(
         &self,

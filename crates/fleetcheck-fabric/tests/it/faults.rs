@@ -399,3 +399,35 @@ fn fault_rules_stay_in_the_switch_namespace() {
     }
     eprintln!("pause + resume: {:?} each", started.elapsed() / 10);
 }
+
+/// netem needs a kernel with sch_netem inside the machine: on netns the fault is refused in
+/// one sentence that names the module, and nothing changes.
+#[test]
+fn netem_is_refused_on_netns_naming_the_module() {
+    if !crate::support::require_root("netem_is_refused_on_netns_naming_the_module") {
+        return;
+    }
+    use fleetcheck_fabric::{Backend, FaultError, Netem};
+    let backend = crate::support::backend();
+    let owned = backend
+        .create(&crate::support::spec(1, |_| Vec::new()))
+        .unwrap();
+    let net = owned.as_ref();
+    for r in net.boot(&["m1"]) {
+        r.unwrap();
+    }
+    let e = net
+        .netem("m1", Some(Netem::Duplicate { percent: 10 }))
+        .unwrap_err();
+    assert!(matches!(e, FaultError::NoNetem { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("netem"), "{text}");
+    if !fleetcheck_fabric::netem::host_has_netem() {
+        assert!(text.contains("sch_netem"), "{text}");
+    }
+    assert!(matches!(
+        net.netem("m1", Some(Netem::Duplicate { percent: 0 })),
+        Err(FaultError::BadNetem { .. })
+    ));
+    owned.teardown().unwrap();
+}

@@ -191,6 +191,31 @@ fn qemu_machines_ping_each_other_and_faults_cut_them() {
     assert!(!net.ping("m1", ip(2), Duration::from_millis(300)).unwrap());
     net.resume("m2").unwrap();
     assert!(net.ping("m1", ip(2), t).unwrap());
+    // netem in the guest: m1's packets wait 400 ms, so an echo from m2 takes that long.
+    net.netem(
+        "m1",
+        Some(fleetcheck_fabric::Netem::Delay {
+            ms: 400,
+            jitter_ms: 0,
+        }),
+    )
+    .unwrap();
+    assert!(
+        !net.ping("m2", ip(1), Duration::from_millis(250)).unwrap(),
+        "delayed"
+    );
+    let started = std::time::Instant::now();
+    assert!(net.ping("m2", ip(1), t).unwrap());
+    assert!(
+        started.elapsed() >= Duration::from_millis(390),
+        "{:?}",
+        started.elapsed()
+    );
+    net.netem("m1", None).unwrap();
+    assert!(
+        net.ping("m2", ip(1), Duration::from_millis(250)).unwrap(),
+        "not delayed"
+    );
     // The disk: written inside, seen on the host, kept across a power cut.
     let disk = net.data_dir("m2").unwrap();
     sh(

@@ -266,6 +266,17 @@ impl Scenario for Kv {
 /// The nodes (`[kv] nodes` of `[kv] memory_mb`) must meet the backend's memory floor, and fit
 /// the host on qemu: for kv and scenario files of its workload.
 pub fn check_nodes_fit(config: &ScenarioConfig, backend: &dyn Backend) -> Result<(), Fail> {
+    if backend.name() == "netns"
+        && config
+            .kv
+            .faults
+            .contains(&fleetcheck_scenarios::cluster::Fault::Netem)
+    {
+        return Err(Fail::usage(anyhow::anyhow!(
+            "kv.faults names `netem`, which the netns backend cannot do: {} (--backend qemu)",
+            fleetcheck_fabric::netem::netns_refusal()
+        )));
+    }
     let floor = backend.min_memory_mb();
     if config.kv.memory_mb < floor {
         return Err(Fail::usage(anyhow::anyhow!(

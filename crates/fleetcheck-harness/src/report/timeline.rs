@@ -313,6 +313,10 @@ pub fn cluster_timeline<M: Model>(
                 format!("disk {machine}"),
                 band(vec![machine], "disk", format!("disk fails: {error}")),
             ),
+            Effect::Netem { machine, netem } => {
+                let label = format!("{netem} {machine}");
+                bands.open("cut".into(), band(vec![machine], "netem", label));
+            }
             Effect::Clock { machine, offset_s } => bands.open(
                 format!("clock {machine}"),
                 band(vec![machine], "clock", format!("clock {offset_s:+} s")),

@@ -111,6 +111,14 @@ pub enum ClusterCmd {
         /// The machine.
         machine: String,
     },
+    /// The machine's outgoing packets go through netem as `netem` says (it must be running;
+    /// until a `Heal` or until it loses power).
+    Netem {
+        /// The machine.
+        machine: String,
+        /// Delay, duplication, reordering or corruption.
+        netem: fleetcheck_fabric::Netem,
+    },
     /// The machine's wall clock set `offset_s` seconds off the host's (it must be running,
     /// with a clock that can move); it stays so until a `ClockReset` or until the machine
     /// loses power.
@@ -227,6 +235,13 @@ pub enum Effect {
     DiskRecover {
         /// The machine.
         machine: String,
+    },
+    /// The machine's packets go through netem from the bar on (until a heal).
+    Netem {
+        /// The machine.
+        machine: String,
+        /// What netem does.
+        netem: fleetcheck_fabric::Netem,
     },
     /// The machine's clock is off from the bar on (until a reset or a power-off).
     Clock {
@@ -427,6 +442,37 @@ impl ClusterCmd {
                     .map_err(|_| format!("`{offset}` is not a whole number of seconds"))?;
                 ClusterCmd::ClockBump { machine, offset_s }
             }
+            "netem" => {
+                let what = "a machine and `delay MS`, `duplicate PERCENT`, `reorder PERCENT MS` or `corrupt PERCENT`";
+                let machine = arg(1, what)?;
+                let number = |i: usize| -> Result<u32, String> {
+                    let w = arg(i, what)?;
+                    w.trim_end_matches(['%', 's', 'm'])
+                        .parse()
+                        .map_err(|_| format!("`{w}` is not a whole number"))
+                };
+                let share = |i: usize| -> Result<u8, String> {
+                    u8::try_from(number(i)?).map_err(|_| "a share is at most 100%".to_string())
+                };
+                let netem = match arg(2, what)?.as_str() {
+                    "delay" => fleetcheck_fabric::Netem::Delay {
+                        ms: number(3)?,
+                        jitter_ms: 0,
+                    },
+                    "duplicate" => fleetcheck_fabric::Netem::Duplicate { percent: share(3)? },
+                    "reorder" => fleetcheck_fabric::Netem::Reorder {
+                        percent: share(3)?,
+                        ms: number(4)?,
+                    },
+                    "corrupt" => fleetcheck_fabric::Netem::Corrupt { percent: share(3)? },
+                    other => {
+                        return Err(format!(
+                        "netem does `delay`, `duplicate`, `reorder` or `corrupt`, not `{other}`"
+                    ))
+                    }
+                };
+                ClusterCmd::Netem { machine, netem }
+            }
             "clock-reset" => ClusterCmd::ClockReset {
                 machine: machine()?,
             },
@@ -470,6 +516,7 @@ impl ClusterCmd {
             | ClusterCmd::DiskRecover { machine }
             | ClusterCmd::Corrupt { machine, .. }
             | ClusterCmd::ClockBump { machine, .. }
+            | ClusterCmd::Netem { machine, .. }
             | ClusterCmd::ClockReset { machine }
             | ClusterCmd::Upgrade { machine, .. } => Some(machine),
             ClusterCmd::Partition { .. }
@@ -502,6 +549,7 @@ impl ClusterCmd {
             ClusterCmd::DiskRecover { .. } => "DiskRecover",
             ClusterCmd::Corrupt { .. } => "Corrupt",
             ClusterCmd::ClockBump { .. } => "ClockBump",
+            ClusterCmd::Netem { .. } => "Netem",
             ClusterCmd::ClockReset { .. } => "ClockReset",
         }
     }
@@ -548,6 +596,7 @@ impl ClusterCmd {
                 format!("ClockBump({machine}, {offset_s:+}s)")
             }
             ClusterCmd::ClockReset { machine } => format!("ClockReset({machine})"),
+            ClusterCmd::Netem { machine, netem } => format!("Netem({machine}, {netem})"),
         }
     }
 
@@ -575,6 +624,9 @@ impl ClusterCmd {
             }),
             ClusterCmd::ClockReset { machine: id } => {
                 machine(id).is_some_and(|m| m.running && m.clock_offset != 0)
+            }
+            ClusterCmd::Netem { machine: id, netem } => {
+                netem.valid() && machine(id).is_some_and(|m| m.running && m.netem.is_none())
             }
             ClusterCmd::Shutdown { machine: id } | ClusterCmd::Crash { machine: id } => {
                 machine(id).is_some_and(|m| m.running)
@@ -649,6 +701,44 @@ impl ClusterCmd {
                     ClusterCmd::PowerCut { machines: fewer }
                 })
                 .collect(),
+            // Smaller numbers, the same kind.
+            ClusterCmd::Netem { machine, netem } => {
+                use fleetcheck_fabric::Netem;
+                let delays = super::generate::NETEM_DELAYS_MS;
+                let shares = super::generate::NETEM_SHARES;
+                let smaller: Vec<Netem> = match *netem {
+                    Netem::Delay { ms, .. } => delays
+                        .iter()
+                        .take_while(|&&d| d < ms)
+                        .map(|&d| Netem::Delay {
+                            ms: d,
+                            jitter_ms: d / 10,
+                        })
+                        .collect(),
+                    Netem::Duplicate { percent } => shares
+                        .iter()
+                        .take_while(|&&p| p < percent)
+                        .map(|&p| Netem::Duplicate { percent: p })
+                        .collect(),
+                    Netem::Reorder { percent, ms } => shares
+                        .iter()
+                        .take_while(|&&p| p < percent)
+                        .map(|&p| Netem::Reorder { percent: p, ms })
+                        .collect(),
+                    Netem::Corrupt { percent } => shares
+                        .iter()
+                        .take_while(|&&p| p < percent)
+                        .map(|&p| Netem::Corrupt { percent: p })
+                        .collect(),
+                };
+                smaller
+                    .into_iter()
+                    .map(|netem| ClusterCmd::Netem {
+                        machine: machine.clone(),
+                        netem,
+                    })
+                    .collect()
+            }
             // Smaller offsets, the same way.
             ClusterCmd::ClockBump { machine, offset_s } => super::generate::CLOCK_OFFSETS
                 .iter()
@@ -725,7 +815,14 @@ impl ClusterCmd {
             ClusterCmd::Partition { groups } => net.partition(groups)?,
             ClusterCmd::Block { from, to } => net.block(from, to)?,
             ClusterCmd::Loss { machine, percent } => net.loss(machine, *percent)?,
-            ClusterCmd::Heal => net.heal()?,
+            // netem is the machines' own (in their kernels): each running one is told.
+            ClusterCmd::Heal => {
+                for m in s.machines.iter().filter(|m| m.netem.is_some() && m.running) {
+                    net.netem(&m.id, None)?;
+                }
+                net.heal()?
+            }
+            ClusterCmd::Netem { machine, netem } => net.netem(machine, Some(*netem))?,
             ClusterCmd::DiskFail { machine, error } => net.disk_error(machine, Some(*error))?,
             ClusterCmd::DiskRecover { machine } => net.disk_error(machine, None)?,
             // What it hit is in the machine's `corrupt.log`; none to hit corrupts nothing.
@@ -804,6 +901,10 @@ impl ClusterCmd {
             },
             ClusterCmd::DiskRecover { machine } => Effect::DiskRecover {
                 machine: m(machine),
+            },
+            ClusterCmd::Netem { machine, netem } => Effect::Netem {
+                machine: m(machine),
+                netem: *netem,
             },
             ClusterCmd::ClockBump { machine, offset_s } => Effect::Clock {
                 machine: m(machine),

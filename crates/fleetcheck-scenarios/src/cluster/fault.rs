@@ -41,11 +41,14 @@ pub enum Fault {
     /// A machine's wall clock moved off the host's by seconds to minutes, and back
     /// (`"clock"`; on netns only programs that read it through libc).
     Clock,
+    /// A machine's outgoing packets delayed, duplicated, reordered or corrupted by the
+    /// kernel's netem, and heal (`"netem"`; the qemu backend: this host's kernel has none).
+    Netem,
 }
 
 impl Fault {
     /// Every kind, in the order they are listed.
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 14] = [
         Fault::Crash,
         Fault::Pause,
         Fault::Partition,
@@ -59,6 +62,7 @@ impl Fault {
         Fault::Disk,
         Fault::Corrupt,
         Fault::Clock,
+        Fault::Netem,
     ];
 
     /// Its name in a configuration file.
@@ -77,6 +81,7 @@ impl Fault {
             Fault::Disk => "disk",
             Fault::Corrupt => "corrupt",
             Fault::Clock => "clock",
+            Fault::Netem => "netem",
         }
     }
 

@@ -76,6 +76,8 @@ pub enum Kind {
     ClockBump,
     /// A moved clock back to the host's.
     ClockReset,
+    /// A machine's packets delayed, duplicated, reordered or corrupted.
+    Netem,
 }
 
 /// The weight of each generated fault kind (against, e.g., kv's client batches at 6 and
@@ -83,7 +85,7 @@ pub enum Kind {
 /// (restart, resume, heal) twice as likely as causing it, so cases spend time both in and
 /// out of faults.
 /// New kinds go at the end, so every seed of a configuration without them keeps its case.
-const WEIGHTS: [(Kind, u32); 18] = [
+const WEIGHTS: [(Kind, u32); 19] = [
     (Kind::Crash, 1),
     (Kind::Restart, 2),
     (Kind::Pause, 1),
@@ -102,7 +104,14 @@ const WEIGHTS: [(Kind, u32); 18] = [
     (Kind::Corrupt, 1),
     (Kind::ClockBump, 1),
     (Kind::ClockReset, 2),
+    (Kind::Netem, 1),
 ];
+
+/// Generated netem delays, in milliseconds (shrinking tries the smaller).
+pub const NETEM_DELAYS_MS: [u32; 4] = [50, 200, 500, 1000];
+
+/// Generated netem shares (duplicated, reordered, corrupted), in percent.
+pub const NETEM_SHARES: [u8; 3] = [5, 20, 50];
 
 /// The sizes of generated clock offsets, in seconds (either way): from a second, which only
 /// timestamps notice, to ten minutes, past most leases and TTLs.
@@ -177,6 +186,11 @@ impl ClusterState {
                     plan.has(Fault::Clock) && !self.ids(|m| m.running && m.clock).is_empty()
                 }
                 Kind::ClockReset => self.machines.iter().any(|m| m.clock_offset != 0),
+                Kind::Netem => {
+                    plan.has(Fault::Netem)
+                        && some_up
+                        && !self.ids(|m| m.running && m.netem.is_none()).is_empty()
+                }
                 Kind::Pause => plan.has(Fault::Pause) && self.machines.iter().any(Machine::awake),
                 Kind::Resume => plan.has(Fault::Pause) && self.machines.iter().any(|m| m.paused),
                 Kind::Partition => {
@@ -264,6 +278,30 @@ impl ClusterState {
                     }
                 },
             },
+            Kind::Netem => {
+                use fleetcheck_fabric::Netem;
+                let machine = pick(g, self.ids(|m| m.running && m.netem.is_none()))?;
+                let netem = match g.range(0..=3u8) {
+                    0 => {
+                        let ms = *g.choose(&NETEM_DELAYS_MS)?;
+                        Netem::Delay {
+                            ms,
+                            jitter_ms: ms / 10,
+                        }
+                    }
+                    1 => Netem::Duplicate {
+                        percent: *g.choose(&NETEM_SHARES)?,
+                    },
+                    2 => Netem::Reorder {
+                        percent: *g.choose(&NETEM_SHARES)?,
+                        ms: *g.choose(&NETEM_DELAYS_MS[..2])?,
+                    },
+                    _ => Netem::Corrupt {
+                        percent: *g.choose(&NETEM_SHARES)?,
+                    },
+                };
+                ClusterCmd::Netem { machine, netem }
+            }
             Kind::ClockReset => ClusterCmd::ClockReset {
                 machine: pick(g, self.ids(|m| m.clock_offset != 0))?,
             },

@@ -52,6 +52,10 @@ pub struct Machine {
     /// How its disk fails now (the `disk` fault), if it does; a power cut ends it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_error: Option<fleetcheck_fabric::DiskError>,
+    /// What netem does to its outgoing packets now (the `netem` fault), if anything; it goes
+    /// with power and with a heal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netem: Option<fleetcheck_fabric::Netem>,
     /// Whether its wall clock can be moved (the `clock` fault).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clock: bool,
@@ -113,6 +117,7 @@ impl Machine {
             versions: BTreeMap::new(),
             lose_unsynced: false,
             disk_error: None,
+            netem: None,
             clock: false,
             clock_offset: 0,
             unnamed_version: (),
@@ -128,6 +133,7 @@ impl Machine {
     pub fn set_power(&mut self, power: Power) {
         if power == Power::Off {
             self.clock_offset = 0;
+            self.netem = None;
         }
         (self.running, self.paused) = match power {
             Power::On => (true, false),

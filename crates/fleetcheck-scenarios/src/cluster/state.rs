@@ -120,7 +120,10 @@ impl ClusterState {
 
     /// Whether any network fault (partition, block, loss) is in force.
     pub fn network_faulty(&self) -> bool {
-        self.partitioned || !self.cuts.is_empty() || !self.loss.is_empty()
+        self.partitioned
+            || !self.cuts.is_empty()
+            || !self.loss.is_empty()
+            || self.machines.iter().any(|m| m.netem.is_some())
     }
 
     /// `up: a b; off: c; paused: b; partitioned; cut: a-/->c; loss: a 20%; disk failing: a
@@ -162,6 +165,14 @@ impl ClusterState {
             .collect();
         if !failing.is_empty() {
             let _ = write!(out, "; disk failing: {}", failing.join(" "));
+        }
+        let netem: Vec<String> = self
+            .machines
+            .iter()
+            .filter_map(|m| m.netem.map(|n| format!("{} {n}", m.id)))
+            .collect();
+        if !netem.is_empty() {
+            let _ = write!(out, "; netem: {}", netem.join(", "));
         }
         let clocks: Vec<String> = self
             .machines
@@ -251,6 +262,14 @@ impl ClusterState {
                 next.cuts.clear();
                 next.partitioned = false;
                 next.loss.clear();
+                for m in &mut next.machines {
+                    m.netem = None;
+                }
+            }
+            ClusterCmd::Netem { machine, netem } => {
+                if let Some(m) = next.machines.iter_mut().find(|m| m.id == *machine) {
+                    m.netem = Some(*netem);
+                }
             }
             // Up again afterwards if it was up; a machine that is off stays off.
             ClusterCmd::Upgrade {

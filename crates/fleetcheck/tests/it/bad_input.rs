@@ -326,6 +326,12 @@ fn table() -> Vec<Row> {
             "kv.faults names `upgrades`",
         ),
         row(
+            &["run", "kv", "--system", "etcd"],
+            config("[kv]\nfaults = [\"netem\"]"),
+            2,
+            "kv.faults names `netem`, which the netns backend cannot do",
+        ),
+        row(
             &["run", "ping"],
             config("[ping]\nfaults = [\"loss\"]"),
             2,
