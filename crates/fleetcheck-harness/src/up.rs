@@ -35,6 +35,7 @@ commands (one per line; machines by id):
   netem MACHINE WHAT      its outgoing packets: delay MS, duplicate PCT, reorder PCT MS, corrupt PCT (qemu)
   clock MACHINE SECONDS   move its wall clock SECONDS off (+30, -120); on netns through libfaketime
   clock-reset MACHINE     its clock is the host's again
+  clock-strobe M SECS N   its clock jumps SECS off and back N times, a second each
   corrupt MACHINE HOW [N] corrupt a file of an off machine's data: bit-flip or truncate (N picks)
   partition A,B | C       cut the network between groups (unnamed machines: one more group)
   block A B               drop packets from A to B, one way
@@ -396,6 +397,9 @@ fn execute(net: &dyn Network, line: &str, faults: &mut Faults) -> Result<Flow, S
                 format!("{machine}'s clock is {offset_s:+} s off until `clock-reset {machine}`")
             }
             ClusterCmd::ClockReset { machine } => format!("{machine}'s clock is right again"),
+            ClusterCmd::ClockStrobe { machine, flips, .. } => {
+                format!("{machine}'s clock jumped {flips} times and is right again")
+            }
             ClusterCmd::Corrupt { machine, how, .. } => {
                 format!("{machine}'s data has a {how} (its corrupt.log says where)")
             }

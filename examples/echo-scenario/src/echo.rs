@@ -203,7 +203,6 @@ impl System<EchoModel> for EchoSystem {
                         m.version
                     )],
                     filesystem: None,
-                    lose_unsynced: false,
                     // This binary is the service: installed as one, it is on the machine's
                     // PATH wherever it lives on the host (a machine does not see the host's
                     // /tmp or /home, where a checkout may be).
@@ -214,6 +213,7 @@ impl System<EchoModel> for EchoSystem {
                             path: exe.clone(),
                         },
                     )]),
+                    ..Default::default()
                 })
                 .collect(),
         };

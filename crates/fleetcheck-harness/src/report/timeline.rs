@@ -321,6 +321,12 @@ pub fn cluster_timeline<M: Model>(
                 format!("clock {machine}"),
                 band(vec![machine], "clock", format!("clock {offset_s:+} s")),
             ),
+            Effect::ClockStrobe { machine, offset_s } => {
+                let key = format!("strobe {machine}");
+                let label = format!("clock strobes {offset_s:+} s");
+                bands.open(key.clone(), band(vec![machine], "clock", label));
+                bands.close(|k| k != key, to);
+            }
             Effect::ClockReset { machine } => {
                 bands.close(|k| k != format!("clock {machine}"), from)
             }

@@ -133,6 +133,19 @@ pub enum ClusterCmd {
         /// The machine.
         machine: String,
     },
+    /// The machine's clock strobes: `flips` times, every `period_ms`, it jumps `offset_s` off
+    /// the host's and back, ending right (the command takes `flips × period_ms`).
+    ClockStrobe {
+        /// The machine (running, its clock right).
+        machine: String,
+        /// How far it jumps, in seconds.
+        offset_s: i64,
+        /// How long each position holds, in milliseconds (at least a second: netns machines
+        /// read their clock's offset once a second).
+        period_ms: u32,
+        /// How many jumps (an even number ends right).
+        flips: u32,
+    },
     /// One file of the machine's data directory corrupted while it is off (see
     /// [`fleetcheck_fabric::corrupt`]): `how`, the file and the place chosen by `pick`.
     Corrupt {
@@ -242,6 +255,13 @@ pub enum Effect {
         machine: String,
         /// What netem does.
         netem: fleetcheck_fabric::Netem,
+    },
+    /// The machine's clock jumps back and forth over the bar.
+    ClockStrobe {
+        /// The machine.
+        machine: String,
+        /// By how many seconds.
+        offset_s: i64,
     },
     /// The machine's clock is off from the bar on (until a reset or a power-off).
     Clock {
@@ -473,6 +493,24 @@ impl ClusterCmd {
                 };
                 ClusterCmd::Netem { machine, netem }
             }
+            "clock-strobe" => {
+                let what = "a machine, an offset in seconds and how many flips";
+                let machine = arg(1, what)?;
+                let offset = arg(2, what)?;
+                let offset_s = offset
+                    .trim_start_matches('+')
+                    .parse()
+                    .map_err(|_| format!("`{offset}` is not a whole number of seconds"))?;
+                let flips = arg(3, what)?
+                    .parse()
+                    .map_err(|_| "the flips are a whole number".to_string())?;
+                ClusterCmd::ClockStrobe {
+                    machine,
+                    offset_s,
+                    period_ms: 1000,
+                    flips,
+                }
+            }
             "clock-reset" => ClusterCmd::ClockReset {
                 machine: machine()?,
             },
@@ -517,6 +555,7 @@ impl ClusterCmd {
             | ClusterCmd::Corrupt { machine, .. }
             | ClusterCmd::ClockBump { machine, .. }
             | ClusterCmd::Netem { machine, .. }
+            | ClusterCmd::ClockStrobe { machine, .. }
             | ClusterCmd::ClockReset { machine }
             | ClusterCmd::Upgrade { machine, .. } => Some(machine),
             ClusterCmd::Partition { .. }
@@ -550,6 +589,7 @@ impl ClusterCmd {
             ClusterCmd::Corrupt { .. } => "Corrupt",
             ClusterCmd::ClockBump { .. } => "ClockBump",
             ClusterCmd::Netem { .. } => "Netem",
+            ClusterCmd::ClockStrobe { .. } => "ClockStrobe",
             ClusterCmd::ClockReset { .. } => "ClockReset",
         }
     }
@@ -597,6 +637,12 @@ impl ClusterCmd {
             }
             ClusterCmd::ClockReset { machine } => format!("ClockReset({machine})"),
             ClusterCmd::Netem { machine, netem } => format!("Netem({machine}, {netem})"),
+            ClusterCmd::ClockStrobe {
+                machine,
+                offset_s,
+                period_ms,
+                flips,
+            } => format!("ClockStrobe({machine}, {offset_s:+}s, {flips} x {period_ms}ms)"),
         }
     }
 
@@ -624,6 +670,17 @@ impl ClusterCmd {
             }),
             ClusterCmd::ClockReset { machine: id } => {
                 machine(id).is_some_and(|m| m.running && m.clock_offset != 0)
+            }
+            ClusterCmd::ClockStrobe {
+                machine: id,
+                offset_s,
+                period_ms,
+                flips,
+            } => {
+                *offset_s != 0
+                    && (1000..=5000).contains(period_ms)
+                    && (1..=16).contains(flips)
+                    && machine(id).is_some_and(|m| m.running && m.clock && m.clock_offset == 0)
             }
             ClusterCmd::Netem { machine: id, netem } => {
                 netem.valid() && machine(id).is_some_and(|m| m.running && m.netem.is_none())
@@ -739,6 +796,36 @@ impl ClusterCmd {
                     })
                     .collect()
             }
+            // Fewer flips (an even number), then a smaller jump.
+            ClusterCmd::ClockStrobe {
+                machine,
+                offset_s,
+                period_ms,
+                flips,
+            } => {
+                let mut out: Vec<ClusterCmd> = [2, 4]
+                    .into_iter()
+                    .filter(|f| f < flips)
+                    .map(|f| ClusterCmd::ClockStrobe {
+                        machine: machine.clone(),
+                        offset_s: *offset_s,
+                        period_ms: *period_ms,
+                        flips: f,
+                    })
+                    .collect();
+                out.extend(
+                    super::generate::CLOCK_OFFSETS
+                        .iter()
+                        .take_while(|&&size| size < offset_s.abs())
+                        .map(|&size| ClusterCmd::ClockStrobe {
+                            machine: machine.clone(),
+                            offset_s: size * offset_s.signum(),
+                            period_ms: *period_ms,
+                            flips: *flips,
+                        }),
+                );
+                out
+            }
             // Smaller offsets, the same way.
             ClusterCmd::ClockBump { machine, offset_s } => super::generate::CLOCK_OFFSETS
                 .iter()
@@ -783,6 +870,10 @@ impl ClusterCmd {
         match self {
             ClusterCmd::Boot { .. } => 3,
             ClusterCmd::Restart { .. } | ClusterCmd::PowerCut { .. } => 5,
+            // Its whole length.
+            ClusterCmd::ClockStrobe {
+                period_ms, flips, ..
+            } => flips * period_ms / 100,
             // A shutdown and a boot.
             ClusterCmd::Upgrade { .. } => 4,
             ClusterCmd::Shutdown { .. } | ClusterCmd::Heal | ClusterCmd::DiskRecover { .. } => 1,
@@ -831,6 +922,21 @@ impl ClusterCmd {
             }
             ClusterCmd::ClockBump { machine, offset_s } => net.set_clock(machine, *offset_s)?,
             ClusterCmd::ClockReset { machine } => net.set_clock(machine, 0)?,
+            // Bounded: at most 16 flips of at most 5 s; the clock is right at the end.
+            ClusterCmd::ClockStrobe {
+                machine,
+                offset_s,
+                period_ms,
+                flips,
+            } => {
+                let hold = std::time::Duration::from_millis(u64::from(*period_ms));
+                for flip in 0..*flips {
+                    let to = if flip % 2 == 0 { *offset_s } else { 0 };
+                    net.set_clock(machine, to)?;
+                    std::thread::sleep(hold);
+                }
+                net.set_clock(machine, 0)?;
+            }
             ClusterCmd::PowerCut { machines } => {
                 let ids: Vec<&str> = machines.iter().map(String::as_str).collect();
                 net.power_cut(&ids)?
@@ -912,6 +1018,12 @@ impl ClusterCmd {
             },
             ClusterCmd::ClockReset { machine } => Effect::ClockReset {
                 machine: m(machine),
+            },
+            ClusterCmd::ClockStrobe {
+                machine, offset_s, ..
+            } => Effect::ClockStrobe {
+                machine: m(machine),
+                offset_s: *offset_s,
             },
             ClusterCmd::Corrupt { machine, how, .. } => Effect::Corrupt {
                 machine: m(machine),

@@ -78,6 +78,8 @@ pub enum Kind {
     ClockReset,
     /// A machine's packets delayed, duplicated, reordered or corrupted.
     Netem,
+    /// A machine's clock jumping back and forth.
+    ClockStrobe,
 }
 
 /// The weight of each generated fault kind (against, e.g., kv's client batches at 6 and
@@ -85,7 +87,7 @@ pub enum Kind {
 /// (restart, resume, heal) twice as likely as causing it, so cases spend time both in and
 /// out of faults.
 /// New kinds go at the end, so every seed of a configuration without them keeps its case.
-const WEIGHTS: [(Kind, u32); 19] = [
+const WEIGHTS: [(Kind, u32); 20] = [
     (Kind::Crash, 1),
     (Kind::Restart, 2),
     (Kind::Pause, 1),
@@ -105,6 +107,7 @@ const WEIGHTS: [(Kind, u32); 19] = [
     (Kind::ClockBump, 1),
     (Kind::ClockReset, 2),
     (Kind::Netem, 1),
+    (Kind::ClockStrobe, 1),
 ];
 
 /// Generated netem delays, in milliseconds (shrinking tries the smaller).
@@ -186,6 +189,12 @@ impl ClusterState {
                     plan.has(Fault::Clock) && !self.ids(|m| m.running && m.clock).is_empty()
                 }
                 Kind::ClockReset => self.machines.iter().any(|m| m.clock_offset != 0),
+                Kind::ClockStrobe => {
+                    plan.has(Fault::Clock)
+                        && !self
+                            .ids(|m| m.running && m.clock && m.clock_offset == 0)
+                            .is_empty()
+                }
                 Kind::Netem => {
                     plan.has(Fault::Netem)
                         && some_up
@@ -302,6 +311,12 @@ impl ClusterState {
                 };
                 ClusterCmd::Netem { machine, netem }
             }
+            Kind::ClockStrobe => ClusterCmd::ClockStrobe {
+                machine: pick(g, self.ids(|m| m.running && m.clock && m.clock_offset == 0))?,
+                offset_s: *g.choose(&CLOCK_OFFSETS)? * if g.bool(0.5) { 1 } else { -1 },
+                period_ms: 1000,
+                flips: *g.choose(&[2, 4, 8])?,
+            },
             Kind::ClockReset => ClusterCmd::ClockReset {
                 machine: pick(g, self.ids(|m| m.clock_offset != 0))?,
             },

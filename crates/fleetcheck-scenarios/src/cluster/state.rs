@@ -254,6 +254,8 @@ impl ClusterState {
                     m.clock_offset = 0;
                 }
             }
+            // It ends with the clock right, as it began.
+            ClusterCmd::ClockStrobe { .. } => {}
             ClusterCmd::Ring { .. } | ClusterCmd::Bridge { .. } => {
                 next.cuts.extend(c.shape_cuts());
                 next.partitioned = true;
