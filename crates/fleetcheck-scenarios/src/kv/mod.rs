@@ -806,6 +806,9 @@ impl Model for KvModel {
         }
         parameters.finish(labels, "cluster");
         for c in commands {
+            if let KvCmd::Cluster(ClusterCmd::PowerCut { machines }) = c {
+                labels.add("nodes per power cut", machines.len());
+            }
             if let KvCmd::Ops { ops } = c {
                 let workers: BTreeSet<usize> = ops.iter().map(|o| o.worker).collect();
                 labels.add("workers per batch", workers.len());
