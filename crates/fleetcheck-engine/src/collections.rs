@@ -13,6 +13,9 @@
 //!   acknowledged before it began and the sum of those (acknowledged or unknown) begun before
 //!   it ended.
 //!
+//! - **Queue order** ([`check_queue_order`], for queues that promise it): of two acknowledged
+//!   enqueues, the one that ended before the other began comes out of a drain first.
+//!
 //! Losses are judged only when `final_read` says the history is complete (its last read or
 //! drain came after every fault was healed): before that, a value missing from a read may
 //! only be late, which a system that promises eventual delivery is allowed. What a read could
@@ -305,6 +308,41 @@ pub fn check_queue(history: &History<QueueOp, QueueRet>, final_read: bool) -> Re
         let _ = write!(why, " (lost: {})", listed(&all));
     }
     Err(why)
+}
+
+/// Checks that every drain of a queue's history gives acknowledged values in the order they
+/// were enqueued, where that order is known (one enqueue ended before the other began).
+pub fn check_queue_order(history: &History<QueueOp, QueueRet>) -> Result<(), String> {
+    let acked: Vec<(usize, &Operation<QueueOp, QueueRet>, u64)> = history
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match (&o.op, &o.outcome) {
+            (QueueOp::Enqueue(v), Outcome::Ok(_)) => Some((i, o, *v)),
+            _ => None,
+        })
+        .collect();
+    for (at, drain) in history.iter().enumerate() {
+        let Outcome::Ok(QueueRet::Items(items)) = &drain.outcome else {
+            continue;
+        };
+        let position = |v: u64| items.iter().position(|&x| x == v);
+        for (i, a, va) in &acked {
+            for (j, b, vb) in &acked {
+                let (Some(pa), Some(pb)) = (position(*va), position(*vb)) else {
+                    continue;
+                };
+                if before(a, b) && pb < pa {
+                    return Err(format!(
+                        "drain #{at} took {vb} (enqueued by #{j}, begun {}) before {va} \
+                         (enqueued by #{i}, acknowledged {}, before #{j} began): out of order",
+                        ms(b.invoke),
+                        ended(a)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks a history of a counter: see the module's docs.

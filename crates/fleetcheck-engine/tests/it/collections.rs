@@ -2,7 +2,8 @@
 //! histories that must pass (unknown outcomes either way, failed writes, reads that overlap).
 
 use fleetcheck_engine::collections::{
-    check_counter, check_queue, check_set, CounterOp, CounterRet, QueueOp, QueueRet, SetOp, SetRet,
+    check_counter, check_queue, check_queue_order, check_set, CounterOp, CounterRet, QueueOp,
+    QueueRet, SetOp, SetRet,
 };
 use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::history::Outcome::{Fail, Ok as Done, Unknown};
@@ -187,4 +188,36 @@ fn losses_wait_for_the_final_read_and_what_was_taken_unseen_is_allowed_for() {
         (QueueOp::Drain, 20, Some(30), Done(QueueRet::Items(vec![]))),
     ]);
     assert_eq!(check_queue(&drain_untold, true), Ok(()));
+}
+
+#[test]
+fn a_queue_that_promises_order_gives_acknowledged_values_in_it() {
+    let in_order = history(&[
+        (QueueOp::Enqueue(1), 0, Some(10), Done(QueueRet::Done)),
+        (QueueOp::Enqueue(2), 20, Some(30), Done(QueueRet::Done)),
+        // Concurrent with 2: either place.
+        (QueueOp::Enqueue(3), 25, Some(35), Done(QueueRet::Done)),
+        (
+            QueueOp::Drain,
+            40,
+            Some(50),
+            Done(QueueRet::Items(vec![1, 3, 2])),
+        ),
+    ]);
+    assert_eq!(check_queue_order(&in_order), Ok(()));
+    let swapped = history(&[
+        (QueueOp::Enqueue(1), 0, Some(10), Done(QueueRet::Done)),
+        (QueueOp::Enqueue(2), 20, Some(30), Done(QueueRet::Done)),
+        (
+            QueueOp::Drain,
+            40,
+            Some(50),
+            Done(QueueRet::Items(vec![2, 1])),
+        ),
+    ]);
+    let why = check_queue_order(&swapped).unwrap_err();
+    assert!(
+        why.contains("took 2") && why.contains("out of order"),
+        "{why}"
+    );
 }

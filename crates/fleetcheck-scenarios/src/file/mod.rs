@@ -474,6 +474,12 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
         return Ok(());
     }
     let workload = scenario.workload;
+    if config.kv.ordered && workload != Workload::Queue {
+        return err(format!(
+            "kv.ordered is a queue's promise, and this file's workload is {}",
+            workload.name()
+        ));
+    }
     let kinds: Vec<&'static str> = if config.kv.ops.is_empty() {
         workload.kinds().iter().map(|k| k.name()).collect()
     } else {

@@ -129,6 +129,8 @@ pub struct FileStore {
     /// Its eventually-checks, by name, with how long each may take.
     eventually: BTreeMap<String, (Template, Duration)>,
     workload: Workload,
+    /// `[kv] ordered`: the queue promises order.
+    ordered: bool,
 }
 
 /// A live cluster of a scenario file.
@@ -235,6 +237,7 @@ impl FileStore {
                 .scenario
                 .as_ref()
                 .map_or(Workload::Kv, |s| s.workload),
+            ordered: config.kv.ordered,
             commands: config
                 .commands
                 .iter()
@@ -660,6 +663,10 @@ impl Store for FileStore {
 
     fn workload(&self) -> Workload {
         self.workload
+    }
+
+    fn ordered(&self) -> bool {
+        self.ordered
     }
 
     /// The first node that is up of the role client operations go to.

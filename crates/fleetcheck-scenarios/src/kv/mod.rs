@@ -84,6 +84,10 @@ pub struct KvConfig {
     /// The role the `isolate` fault cuts off (a scenario file's `[roles]`, e.g. `primary`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
+    /// The queue workload's: the queue promises order (a value whose enqueue was acknowledged
+    /// before another's began comes out of a drain first), which is then checked too.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ordered: bool,
 }
 
 impl Default for KvConfig {
@@ -105,6 +109,7 @@ impl Default for KvConfig {
             ops: Vec::new(),
             filesystem: Vec::new(),
             leader: None,
+            ordered: false,
         }
     }
 }
@@ -982,6 +987,10 @@ pub trait Store: Send + Sync {
     fn workload(&self) -> Workload {
         Workload::Kv
     }
+    /// Whether its queue promises order (`[kv] ordered`).
+    fn ordered(&self) -> bool {
+        false
+    }
     /// The node a final read goes to in `state` (every fault healed): the first that is up.
     fn reader(&self, state: &KvState) -> Option<String> {
         state.awake().into_iter().next()
@@ -1200,7 +1209,7 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
         }
         let workload = self.store.workload();
         if workload != Workload::Kv {
-            return Ok(workload.check(&recorded, false));
+            return Ok(workload.check(&recorded, false, self.store.ordered()));
         }
         // Every operation is the kv workload's: indices are the recorded ones.
         let history: History<Op, Ret> = workload::kv_history(&recorded);
@@ -1275,7 +1284,7 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
         }
-        Ok(workload.check(&inst.recorder.history(), true))
+        Ok(workload.check(&inst.recorder.history(), true, self.store.ordered()))
     }
 
     fn finishes(&self) -> bool {

@@ -80,10 +80,15 @@ impl Workload {
     }
 
     /// Judges `history` (every operation of the case so far; `final_read`: it ends with the
-    /// final reads, so losses are judged too): the kv workload's linearizability is checked
-    /// elsewhere (it needs a budget and names anomalies); the collections by the engine's
-    /// checkers, key by key.
-    pub fn check(self, history: &History<Call, Answer>, final_read: bool) -> Result<(), String> {
+    /// final reads, so losses are judged too; `ordered`: a queue promises order): the kv
+    /// workload's linearizability is checked elsewhere (it needs a budget and names
+    /// anomalies); the collections by the engine's checkers, key by key.
+    pub fn check(
+        self,
+        history: &History<Call, Answer>,
+        final_read: bool,
+        ordered: bool,
+    ) -> Result<(), String> {
         let keys: BTreeSet<u64> = history.iter().filter_map(|o| o.op.key()).collect();
         match self {
             Workload::Kv => Ok(()),
@@ -96,8 +101,18 @@ impl Workload {
                 collections::check_counter(&h, final_read)
                     .map_err(|why| format!("counter k{k}: {why}"))
             }),
-            Workload::Queue => collections::check_queue(&project(history, queue_op), final_read)
-                .map_err(|why| format!("queue: {why}")),
+            Workload::Queue => {
+                let h = project(history, queue_op);
+                collections::check_queue(&h, final_read)
+                    .and_then(|()| {
+                        if ordered {
+                            collections::check_queue_order(&h)
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .map_err(|why| format!("queue: {why}"))
+            }
         }
     }
 }
