@@ -357,6 +357,13 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
                 "vars.{name} belongs to scenario files: add a [scenario] section with its name"
             ));
         }
+        if config.kv.ordered {
+            return err(
+                "kv.ordered is the promise of a scenario file's queue workload: add a \
+                 [scenario] section with its name and workload = \"queue\""
+                    .into(),
+            );
+        }
         if config.kv.leader.is_some() {
             return err(
                 "kv.leader names a role, which only a scenario file's machines have: add a \
