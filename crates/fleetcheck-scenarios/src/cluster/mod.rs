@@ -155,4 +155,92 @@ mod tests {
             .unwrap_err()
             .contains("four machines"));
     }
+
+    /// The faults of this layer's last additions: what people type, what the model makes of
+    /// them, how they shrink, what heals them.
+    #[test]
+    fn corruption_clocks_and_netem_as_the_model_sees_them() {
+        use fleetcheck_fabric::{Corruption, Netem};
+        let parse = |line: &str| ClusterCmd::parse(line).unwrap().unwrap();
+        assert_eq!(
+            parse("corrupt a truncate 7"),
+            ClusterCmd::Corrupt {
+                machine: "a".into(),
+                how: Corruption::Truncate,
+                pick: 7
+            }
+        );
+        assert_eq!(
+            parse("clock a -120"),
+            ClusterCmd::ClockBump {
+                machine: "a".into(),
+                offset_s: -120
+            }
+        );
+        assert_eq!(
+            parse("netem a reorder 20 50"),
+            ClusterCmd::Netem {
+                machine: "a".into(),
+                netem: Netem::Reorder {
+                    percent: 20,
+                    ms: 50
+                }
+            }
+        );
+        assert!(ClusterCmd::parse("netem a jitter 5")
+            .unwrap_err()
+            .contains("not `jitter`"));
+        let mut a = Machine::new("a".into(), "10.0.0.2".parse().unwrap());
+        a.running = true;
+        a.clock = true;
+        let s = ClusterState::new("10.0.0.0/24".parse().unwrap(), vec![a]);
+        let plan = Plan {
+            faults: vec![Fault::Clock, Fault::Netem, Fault::Corrupt],
+            ..Plan::default()
+        };
+        // A corruption waits for the machine to be off; a clock moves only while it runs.
+        let corrupt = parse("corrupt a bit-flip");
+        assert!(!corrupt.precondition(&s, &plan));
+        let bump = parse("clock a +300");
+        assert!(bump.precondition(&s, &plan));
+        let bumped = s.next_state(&bump);
+        assert_eq!(bumped.machines[0].clock_offset, 300);
+        assert_eq!(
+            bumped.heal_commands(),
+            vec![ClusterCmd::ClockReset {
+                machine: "a".into()
+            }]
+        );
+        let shrunk: Vec<i64> = bump
+            .shrink(&plan)
+            .into_iter()
+            .map(|c| match c {
+                ClusterCmd::ClockBump { offset_s, .. } => offset_s,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(shrunk, [1, 5, 30, 120]);
+        // Power takes the offset and netem with it; a heal takes netem.
+        let delayed = bumped.next_state(&parse("netem a delay 500"));
+        assert!(delayed.network_faulty());
+        let off = delayed.next_state(&parse("crash a"));
+        assert_eq!(off.machines[0].clock_offset, 0);
+        assert_eq!(off.machines[0].netem, None);
+        assert!(corrupt.precondition(&off, &plan));
+        assert!(!delayed.next_state(&ClusterCmd::Heal).network_faulty());
+        // A strobe starts and ends with the clock right, and shrinks to fewer flips.
+        let strobe = ClusterCmd::ClockStrobe {
+            machine: "a".into(),
+            offset_s: 30,
+            period_ms: 1000,
+            flips: 8,
+        };
+        assert!(strobe.precondition(&s, &plan));
+        assert!(!strobe.precondition(&bumped, &plan));
+        assert_eq!(s.next_state(&strobe), s);
+        assert!(strobe
+            .shrink(&plan)
+            .iter()
+            .any(|c| matches!(c, ClusterCmd::ClockStrobe { flips: 2, .. })));
+    }
 }
