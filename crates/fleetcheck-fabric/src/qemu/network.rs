@@ -215,6 +215,20 @@ pub fn create(
 }
 
 impl NetShared {
+    /// Runs `cmd` (`sh -c`) as root in running machine `m`'s guest through `conn`, within 10
+    /// s: `Err` with its error output (or why it did not run) unless it exits 0.
+    fn guest_sh(&self, m: &Machine, conn: &AgentConn, cmd: String) -> Result<(), String> {
+        let req = crate::ExecRequest::shell(cmd).with_timeout(Duration::from_secs(10));
+        let out = self
+            .exec_on(&m.spec.id, conn, &req)
+            .map_err(|e| e.to_string())?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(out.stderr_str().trim().to_string())
+        }
+    }
+
     /// A fresh file system image for every machine whose spec names one, made in parallel;
     /// attached to the VM at every boot, removed with the network directory.
     fn make_images(&self) -> Result<(), CreateError> {
@@ -597,18 +611,11 @@ impl Switched for NetShared {
             Some(n) => format!("tc qdisc replace dev eth0 root netem {}", n.tc_args()),
             None => "tc qdisc del dev eth0 root 2>/dev/null || true".to_string(),
         };
-        let req = crate::ExecRequest::shell(cmd).with_timeout(Duration::from_secs(10));
-        let err = |why: String| FaultError::Netem {
-            machine: m.spec.id.clone(),
-            why,
-        };
-        let out = self
-            .exec_on(&m.spec.id, conn, &req)
-            .map_err(|e| err(e.to_string()))?;
-        if !out.success() {
-            return Err(err(format!("tc: {}", out.stderr_str().trim())));
-        }
-        Ok(())
+        self.guest_sh(m, conn, cmd)
+            .map_err(|why| FaultError::Netem {
+                machine: m.spec.id.clone(),
+                why: format!("tc: {why}"),
+            })
     }
 
     /// The guest's own clock, set by busybox `date` as root.
@@ -620,20 +627,12 @@ impl Switched for NetShared {
         to: i64,
     ) -> Result<(), FaultError> {
         let step = to - from;
-        let req =
-            crate::ExecRequest::shell(format!("date -s @$(( $(date +%s) + ({step}) )) >/dev/null"))
-                .with_timeout(Duration::from_secs(10));
-        let err = |e: String| FaultError::Clock {
-            machine: m.spec.id.clone(),
-            source: io::Error::other(e),
-        };
-        let out = self
-            .exec_on(&m.spec.id, conn, &req)
-            .map_err(|e| err(e.to_string()))?;
-        if !out.success() {
-            return Err(err(format!("date -s: {}", out.stderr_str().trim())));
-        }
-        Ok(())
+        let cmd = format!("date -s @$(( $(date +%s) + ({step}) )) >/dev/null");
+        self.guest_sh(m, conn, cmd)
+            .map_err(|why| FaultError::Clock {
+                machine: m.spec.id.clone(),
+                source: io::Error::other(format!("date -s: {why}")),
+            })
     }
 
     fn set_disk_error(

@@ -454,13 +454,10 @@ impl ClusterCmd {
             },
             "clock" => {
                 let what = "a machine and an offset in seconds (`+30`, `-120`)";
-                let machine = arg(1, what)?;
-                let offset = arg(2, what)?;
-                let offset_s = offset
-                    .trim_start_matches('+')
-                    .parse()
-                    .map_err(|_| format!("`{offset}` is not a whole number of seconds"))?;
-                ClusterCmd::ClockBump { machine, offset_s }
+                ClusterCmd::ClockBump {
+                    machine: arg(1, what)?,
+                    offset_s: seconds(&arg(2, what)?)?,
+                }
             }
             "netem" => {
                 let what = "a machine and `delay MS`, `duplicate PERCENT`, `reorder PERCENT MS` or `corrupt PERCENT`";
@@ -496,11 +493,7 @@ impl ClusterCmd {
             "clock-strobe" => {
                 let what = "a machine, an offset in seconds and how many flips";
                 let machine = arg(1, what)?;
-                let offset = arg(2, what)?;
-                let offset_s = offset
-                    .trim_start_matches('+')
-                    .parse()
-                    .map_err(|_| format!("`{offset}` is not a whole number of seconds"))?;
+                let offset_s = seconds(&arg(2, what)?)?;
                 let flips = arg(3, what)?
                     .parse()
                     .map_err(|_| "the flips are a whole number".to_string())?;
@@ -1079,4 +1072,11 @@ impl ClusterCmd {
             _ => described.to_lowercase(),
         }
     }
+}
+
+/// A clock offset as people type it: `+30`, `-120`, `5` (seconds).
+fn seconds(word: &str) -> Result<i64, String> {
+    word.trim_start_matches('+')
+        .parse()
+        .map_err(|_| format!("`{word}` is not a whole number of seconds"))
 }

@@ -495,6 +495,18 @@ fn postgres_replication_loses_a_write_after_promotion_unless_synchronous() {
     assert!(format!("{out}{err}").contains("FAILED again"), "{out}{err}");
 }
 
+/// `fleetcheck run FILE --json ARGS…`, checked to leave nothing behind: (exit code, its last
+/// JSON line, standard error).
+fn run_file(file: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let (code, out, err) = run_clean(fleetcheck().arg("run").arg(file).arg("--json").args(args));
+    let j = if out.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        last_json(&out)
+    };
+    (code, j, err)
+}
+
 /// The collection workloads from scenario files, each with its planted bug found by its
 /// checker and the same store without the bug passing: a set that loses an add it did not
 /// fsync on a power cut (judged by the final read after the restart), a queue whose dequeues
@@ -513,32 +525,19 @@ fn set_queue_and_counter_workloads_find_their_planted_bugs_and_pass_without_them
         ("queue-files.toml", r#"vars.lock="""#, "queue: "),
         ("counter-files.toml", r#"vars.lock="""#, "counter k"),
     ] {
-        let (code, out, err) = run_clean(
-            fleetcheck()
-                .arg("run")
-                .arg(example(file))
-                .args(["--seed", "1", "--tests", "150", "--json", "--set", planted]),
-        );
-        assert_eq!(code, 1, "{file}: {out}{err}");
+        let args = ["--seed", "1", "--tests", "150", "--set", planted];
+        let (code, j, err) = run_file(&example(file), &args);
+        assert_eq!(code, 1, "{file}: {j}{err}");
         assert!(err.contains(expect), "{file}: {err}");
-        let (code, out, err) = run_clean(
-            fleetcheck()
-                .arg("run")
-                .arg(example(file))
-                .args(["--seed", "1", "--tests", "40", "--json"]),
-        );
-        assert_eq!(code, 0, "{file}: {out}{err}");
-        let j = last_json(&out);
+        let (code, j, err) = run_file(&example(file), &["--seed", "1", "--tests", "40"]);
+        assert_eq!(code, 0, "{file}: {j}{err}");
         assert_eq!(j["passed"], 40, "{file}: {j}");
     }
     // The set's loss is judged once every fault is healed: the add, the cut, the final read.
-    let (_, out, _) = run_clean(
-        fleetcheck()
-            .arg("run")
-            .arg(example("set-files.toml"))
-            .args(["--seed", "1", "--json", "--set", r#"vars.flush=":""#]),
+    let (_, j, _) = run_file(
+        &example("set-files.toml"),
+        &["--seed", "1", "--set", r#"vars.flush=":""#],
     );
-    let j = last_json(&out);
     assert_eq!(command_names(&j), ["Ops", "PowerCut"], "{j}");
 }
 
@@ -555,31 +554,24 @@ fn nats_jetstream_loses_acknowledged_messages_on_power_cuts_but_not_on_crashes()
     }
     let file =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/nats-jetstream/scenario.toml");
-    let (code, out, err) = run_clean(
-        fleetcheck()
-            .arg("run")
-            .arg(&file)
-            .args(["--seed", "1", "--tests", "100", "--json"]),
-    );
-    assert_eq!(code, 1, "{out}{err}");
-    let j = last_json(&out);
+    let (code, j, err) = run_file(&file, &["--seed", "1", "--tests", "100"]);
+    assert_eq!(code, 1, "{j}{err}");
     assert_eq!(command_names(&j), ["Ops", "PowerCut"], "{j}");
     assert!(err.contains("acknowledged enqueue lost"), "{err}");
     let replay = file.with_file_name("power-cut-loses-a-message.json");
     let (code, out, err) = run_clean(fleetcheck().arg("replay").arg(&replay));
     assert_eq!(code, 1, "{out}{err}");
     assert!(format!("{out}{err}").contains("FAILED again"), "{out}{err}");
-    let (code, out, err) = run_clean(fleetcheck().arg("run").arg(&file).args([
+    let crashes = [
         "--seed",
         "1",
         "--tests",
         "40",
-        "--json",
         "--set",
         r#"kv.faults=["crash"]"#,
-    ]));
-    assert_eq!(code, 0, "{out}{err}");
-    let j = last_json(&out);
+    ];
+    let (code, j, err) = run_file(&file, &crashes);
+    assert_eq!(code, 0, "{j}{err}");
     assert!(j["labels"]["command"]["Crash"].as_u64() > Some(5), "{j}");
 }
 
@@ -592,33 +584,15 @@ fn a_store_that_trusts_its_disk_returns_what_corruption_made_of_it() {
     if !require_root() {
         return;
     }
-    let (code, out, err) = run_clean(
-        fleetcheck()
-            .arg("run")
-            .arg(example("fsynced-files.toml"))
-            .args([
-                "--seed",
-                "1",
-                "--tests",
-                "400",
-                "--json",
-                "--set",
-                r#"kv.faults=["crash","corrupt"]"#,
-            ]),
-    );
-    assert_eq!(code, 1, "{out}{err}");
-    let j = last_json(&out);
+    let faults = r#"kv.faults=["crash","corrupt"]"#;
+    let args = ["--seed", "1", "--tests", "400", "--set", faults];
+    let (code, j, err) = run_file(&example("fsynced-files.toml"), &args);
+    assert_eq!(code, 1, "{j}{err}");
     let names = command_names(&j);
-    assert!(names.contains(&"Corrupt"), "{j}");
-    assert!(names.len() <= 5, "{j}");
-    let (code, out, err) = run_clean(
-        fleetcheck()
-            .arg("run")
-            .arg(example("checksummed-files.toml"))
-            .args(["--seed", "1", "--tests", "100", "--json"]),
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    let j = last_json(&out);
+    assert!(names.contains(&"Corrupt") && names.len() <= 5, "{j}");
+    let args = ["--seed", "1", "--tests", "100"];
+    let (code, j, err) = run_file(&example("checksummed-files.toml"), &args);
+    assert_eq!(code, 0, "{j}{err}");
     assert!(j["labels"]["command"]["Corrupt"].as_u64() > Some(5), "{j}");
 }
 
@@ -630,27 +604,16 @@ fn last_writer_wins_by_the_wall_clock_loses_writes_when_clocks_move() {
     if !require_root() {
         return;
     }
-    let (code, out, err) = run_clean(
-        fleetcheck()
-            .arg("run")
-            .arg(example("lww-files.toml"))
-            .args(["--seed", "1", "--tests", "200", "--json"]),
-    );
-    assert_eq!(code, 1, "{out}{err}");
-    let j = last_json(&out);
+    let file = example("lww-files.toml");
+    let (code, j, err) = run_file(&file, &["--seed", "1", "--tests", "200"]);
+    assert_eq!(code, 1, "{j}{err}");
     let names = command_names(&j);
-    assert!(names.contains(&"ClockBump"), "{j}");
-    assert!(names.len() <= 5, "{j}");
+    assert!(names.contains(&"ClockBump") && names.len() <= 5, "{j}");
     assert!(err.contains("acknowledged write lost"), "{err}");
     let counter = r#"vars.stamp="n=$(( $(cat $FLEETCHECK_DATA/seq 2>/dev/null || echo 0) + 1 )); echo $n > $FLEETCHECK_DATA/seq; echo $n""#;
-    let (code, out, err) = run_clean(
-        fleetcheck()
-            .arg("run")
-            .arg(example("lww-files.toml"))
-            .args(["--seed", "1", "--tests", "60", "--json", "--set", counter]),
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    let j = last_json(&out);
+    let args = ["--seed", "1", "--tests", "60", "--set", counter];
+    let (code, j, err) = run_file(&file, &args);
+    assert_eq!(code, 0, "{j}{err}");
     assert!(
         j["labels"]["command"]["ClockBump"].as_u64() > Some(5),
         "{j}"
