@@ -753,32 +753,24 @@ impl ClusterCmd {
                 .collect(),
             // Smaller numbers, the same kind.
             ClusterCmd::Netem { machine, netem } => {
+                use super::generate::{below, NETEM_DELAYS_MS, NETEM_SHARES};
                 use fleetcheck_fabric::Netem;
-                let delays = super::generate::NETEM_DELAYS_MS;
-                let shares = super::generate::NETEM_SHARES;
+                let shares = |p| below(&NETEM_SHARES, p);
                 let smaller: Vec<Netem> = match *netem {
-                    Netem::Delay { ms, .. } => delays
-                        .iter()
-                        .take_while(|&&d| d < ms)
-                        .map(|&d| Netem::Delay {
+                    Netem::Delay { ms, .. } => below(&NETEM_DELAYS_MS, ms)
+                        .map(|d| Netem::Delay {
                             ms: d,
                             jitter_ms: d / 10,
                         })
                         .collect(),
-                    Netem::Duplicate { percent } => shares
-                        .iter()
-                        .take_while(|&&p| p < percent)
-                        .map(|&p| Netem::Duplicate { percent: p })
+                    Netem::Duplicate { percent } => shares(percent)
+                        .map(|p| Netem::Duplicate { percent: p })
                         .collect(),
-                    Netem::Reorder { percent, ms } => shares
-                        .iter()
-                        .take_while(|&&p| p < percent)
-                        .map(|&p| Netem::Reorder { percent: p, ms })
+                    Netem::Reorder { percent, ms } => shares(percent)
+                        .map(|p| Netem::Reorder { percent: p, ms })
                         .collect(),
-                    Netem::Corrupt { percent } => shares
-                        .iter()
-                        .take_while(|&&p| p < percent)
-                        .map(|&p| Netem::Corrupt { percent: p })
+                    Netem::Corrupt { percent } => shares(percent)
+                        .map(|p| Netem::Corrupt { percent: p })
                         .collect(),
                 };
                 smaller
@@ -807,27 +799,26 @@ impl ClusterCmd {
                     })
                     .collect();
                 out.extend(
-                    super::generate::CLOCK_OFFSETS
-                        .iter()
-                        .take_while(|&&size| size < offset_s.abs())
-                        .map(|&size| ClusterCmd::ClockStrobe {
+                    super::generate::below(&super::generate::CLOCK_OFFSETS, offset_s.abs()).map(
+                        |size| ClusterCmd::ClockStrobe {
                             machine: machine.clone(),
                             offset_s: size * offset_s.signum(),
                             period_ms: *period_ms,
                             flips: *flips,
-                        }),
+                        },
+                    ),
                 );
                 out
             }
             // Smaller offsets, the same way.
-            ClusterCmd::ClockBump { machine, offset_s } => super::generate::CLOCK_OFFSETS
-                .iter()
-                .take_while(|&&size| size < offset_s.abs())
-                .map(|&size| ClusterCmd::ClockBump {
-                    machine: machine.clone(),
-                    offset_s: size * offset_s.signum(),
-                })
-                .collect(),
+            ClusterCmd::ClockBump { machine, offset_s } => {
+                super::generate::below(&super::generate::CLOCK_OFFSETS, offset_s.abs())
+                    .map(|size| ClusterCmd::ClockBump {
+                        machine: machine.clone(),
+                        offset_s: size * offset_s.signum(),
+                    })
+                    .collect()
+            }
             ClusterCmd::Loss { machine, percent } if *percent > 20 => vec![ClusterCmd::Loss {
                 machine: machine.clone(),
                 percent: 20,

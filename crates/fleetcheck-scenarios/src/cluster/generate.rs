@@ -110,6 +110,11 @@ const WEIGHTS: [(Kind, u32); 20] = [
     (Kind::ClockStrobe, 1),
 ];
 
+/// The steps of a generated size (in increasing order) below `than`: what shrinking tries.
+pub fn below<T: Copy + PartialOrd>(steps: &[T], than: T) -> impl Iterator<Item = T> + '_ {
+    steps.iter().copied().take_while(move |&s| s < than)
+}
+
 /// Generated netem delays, in milliseconds (shrinking tries the smaller).
 pub const NETEM_DELAYS_MS: [u32; 4] = [50, 200, 500, 1000];
 

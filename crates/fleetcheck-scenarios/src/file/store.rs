@@ -671,12 +671,9 @@ impl Store for FileStore {
 
     /// The first node that is up of the role client operations go to.
     fn reader(&self, state: &KvState) -> Option<String> {
-        let route = self.client.config.route.as_ref();
-        state
-            .machines
-            .iter()
-            .find(|m| m.awake() && route.is_none_or(|r| *r == m.role))
-            .map(|m| m.id.clone())
+        crate::kv::routed(state, self.client.config.route.as_deref())
+            .into_iter()
+            .next()
     }
 
     fn call(&self, c: &FileCluster, node: &str, call: &Call) -> Outcome<Answer> {

@@ -396,11 +396,7 @@ impl KvModel {
 
     /// The machines client operations may go to in `s`: those awake, of the route's role.
     fn targets(&self, s: &KvState) -> Vec<String> {
-        s.machines
-            .iter()
-            .filter(|m| m.awake() && self.route.as_ref().is_none_or(|r| *r == m.role))
-            .map(|m| m.id.clone())
-            .collect()
+        routed(s, self.route.as_deref())
     }
 
     /// Whether command `name` of the file's own may run on `node` in `s`: the node awake, of
@@ -955,6 +951,17 @@ pub fn restarts_service<'a>(state: &KvState, command: &'a ClusterCmd) -> Option<
         }
         _ => None,
     }
+}
+
+/// The machines of `state` client operations may go to: those awake, of role `route` if
+/// one is given (`[client] route`).
+pub fn routed(state: &KvState, route: Option<&str>) -> Vec<String> {
+    state
+        .machines
+        .iter()
+        .filter(|m| m.awake() && route.is_none_or(|r| r == m.role))
+        .map(|m| m.id.clone())
+        .collect()
 }
 
 /// How long a final read of a collection workload is retried (after every fault is healed)
