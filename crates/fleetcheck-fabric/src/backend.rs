@@ -7,6 +7,7 @@ use crate::error::{
     BootError, CreateError, ExecError, FaultError, PingError, ServiceError, ShutdownError,
     TeardownError,
 };
+use crate::spawned::Spawned;
 use crate::spec::{ExecOutput, ExecRequest, MachineStatus, NetworkSpec, ServiceVersion};
 
 /// Extra time the host waits for an agent's answer beyond the request's own timeout (an exec
@@ -135,19 +136,16 @@ pub trait Network: Send + Sync {
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError>;
     /// Starts `sh -c command` inside running machine `id` and leaves it running, its standard
     /// input and output piped to the caller and its standard error appended to `<name>` in
-    /// the machine's data directory: a long-lived client. It dies with the machine, freezes
-    /// with it. End it early with [`crate::netns::end_spawned`], not `Child::kill`. The
-    /// default (backends that cannot): [`ExecError::Spawn`].
-    fn spawn(
-        &self,
-        id: &str,
-        command: &str,
-        _stderr_log: &str,
-    ) -> Result<std::process::Child, ExecError> {
+    /// the machine's data directory: a long-lived client. It dies with the machine (its
+    /// output ends), freezes with it; [`Spawned::end`] or a drop ends it early. On qemu its
+    /// input and output travel as lines over the agent's channel (text: bytes that are not
+    /// UTF-8 are replaced). The default (backends that cannot): [`ExecError::Spawn`].
+    fn spawn(&self, id: &str, command: &str, _stderr_log: &str) -> Result<Spawned, ExecError> {
         Err(ExecError::Spawn {
             machine: id.to_string(),
             program: command.to_string(),
-            message: "this backend cannot keep a process with pipes in a machine (netns can)"
+            message: "this backend cannot keep a process with pipes in a machine (netns and \
+                      qemu can)"
                 .to_string(),
         })
     }

@@ -62,6 +62,7 @@ pub mod netem;
 pub mod netns;
 pub mod protocol;
 pub mod qemu;
+mod spawned;
 mod spec;
 mod switched;
 
@@ -73,6 +74,7 @@ pub use error::{
 };
 pub use host::volatile::DiskError;
 pub use netem::Netem;
+pub use spawned::Spawned;
 pub use spec::{
     version_variable, ExecOutput, ExecRequest, FileSystem, MachineSpec, MachineStatus, NetworkSpec,
     ParseFileSystemError, ParseSubnetError, ServiceVersion, SpecError, Subnet, MAX_MACHINES,

@@ -5,7 +5,9 @@
 //! as another machine). The host sends [`HostMsg::Init`] once, the agent answers [`AgentMsg::Ready`] or
 //! [`AgentMsg::SetupFailed`]; after `Ready` the host sends [`HostMsg::Request`]s, each with an id
 //! unique per boot, and the agent answers each with one [`AgentMsg::Response`] carrying that id,
-//! in any order (requests are served concurrently). When the host's end closes, the agent exits.
+//! in any order (requests are served concurrently). A [`Request::Spawn`] leaves a program
+//! running whose standard input and output then flow as lines under the request's id
+//! ([`HostMsg::Input`], [`AgentMsg::Output`]). When the host's end closes, the agent exits.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -28,6 +30,13 @@ pub enum HostMsg {
     },
     /// A request to answer with a [`AgentMsg::Response`] of the same id.
     Request { id: u64, request: Request },
+    /// A line (with its newline) for the standard input of the program
+    /// [`Request::Spawn`] `id` started.
+    Input { id: u64, line: String },
+    /// The end of that program's standard input.
+    CloseInput { id: u64 },
+    /// Kill that program's process group.
+    End { id: u64 },
 }
 
 /// What a guest agent configures itself before the setup commands (on `netns` the host does it).
@@ -100,6 +109,11 @@ pub enum Request {
     Exec { argv: Vec<String>, timeout_ms: u64 },
     /// Send ICMP echo requests to `dst` until a reply arrives or the timeout passes.
     Ping { dst: Ipv4Addr, timeout_ms: u64 },
+    /// Start `sh -c command` (its own process group) and leave it running: answered with
+    /// [`Response::Spawned`] once it runs; its standard output comes as [`AgentMsg::Output`]
+    /// lines and [`AgentMsg::Ended`] under the request's id, its input as [`HostMsg::Input`];
+    /// its standard error is appended to the file `stderr_log`.
+    Spawn { command: String, stderr_log: String },
 }
 
 /// Agent to host.
@@ -117,6 +131,11 @@ pub enum AgentMsg {
     },
     /// The answer to request `id`.
     Response { id: u64, response: Response },
+    /// A line (with its newline, if it had one) the program of [`Request::Spawn`] `id`
+    /// wrote on its standard output; bytes that are not UTF-8 are replaced.
+    Output { id: u64, line: String },
+    /// That program's standard output closed: it ended (or closed it).
+    Ended { id: u64 },
 }
 
 /// Answers to [`Request`]s.
@@ -124,6 +143,8 @@ pub enum AgentMsg {
 pub enum Response {
     Exec(ExecOutput),
     Ping(bool),
+    /// The program of a [`Request::Spawn`] runs.
+    Spawned,
     /// The program could not be started (not found, not executable, ...).
     SpawnFailed {
         message: String,

@@ -28,6 +28,7 @@ use crate::host::sweep::RunDir;
 use crate::host::switch::Switch;
 use crate::host::volatile::DiskError;
 use crate::host::Live;
+use crate::spawned::Spawned;
 use crate::spec::{
     ExecOutput, ExecRequest, MachineSpec, MachineStatus, NetworkSpec, ServiceVersion,
 };
@@ -271,19 +272,21 @@ pub(crate) trait Switched: Send + Sync + Sized {
         conn::exec(conn, id, req)
     }
 
-    /// See [`Network::spawn`]: `m` is running. The default: this backend cannot.
+    /// See [`Network::spawn`]: `m` is running, `conn` its agent's channel. The default: the
+    /// agent starts it and relays its input and output ([`conn::spawn`]).
     fn spawn_in(
         &self,
         m: &Machine<Self::Own>,
+        conn: &Arc<AgentConn>,
         command: &str,
-        _stderr_log: &str,
-    ) -> Result<std::process::Child, ExecError> {
-        Err(ExecError::Spawn {
-            machine: m.spec.id.clone(),
-            program: command.to_string(),
-            message: "this backend cannot keep a process with pipes in a machine (netns can)"
-                .to_string(),
-        })
+        stderr_log: &str,
+    ) -> Result<Spawned, ExecError> {
+        let id = &m.spec.id;
+        let dir = self.data_dir(id).ok_or_else(|| ExecError::UnknownMachine {
+            machine: id.clone(),
+        })?;
+        let log = dir.join(stderr_log);
+        conn::spawn(conn, id, command, &log.to_string_lossy())
     }
 
     /// Puts service set `next` in place for machine `m` (which is off).
@@ -616,14 +619,10 @@ impl<H: Handle> Network for H {
         self.shared().exec_on(id, &conn, req)
     }
 
-    fn spawn(
-        &self,
-        id: &str,
-        command: &str,
-        stderr_log: &str,
-    ) -> Result<std::process::Child, ExecError> {
+    fn spawn(&self, id: &str, command: &str, stderr_log: &str) -> Result<Spawned, ExecError> {
         let machine = || id.to_string();
-        self.shared()
+        let conn = self
+            .shared()
             .agent(id, MachineStatus::can_exec)
             .map_err(|e| match e {
                 Err(()) => ExecError::UnknownMachine { machine: machine() },
@@ -636,7 +635,7 @@ impl<H: Handle> Network for H {
             .shared()
             .machine(id)
             .ok_or_else(|| ExecError::UnknownMachine { machine: machine() })?;
-        self.shared().spawn_in(m, command, stderr_log)
+        self.shared().spawn_in(m, &conn, command, stderr_log)
     }
 
     fn ping(&self, from: &str, to: Ipv4Addr, timeout: Duration) -> Result<bool, PingError> {

@@ -7,7 +7,7 @@
 //! networks' namespaces), assembles the machine's own root file system and makes it `/`
 //! ([`root`]), sets the hostname, drops the capabilities that reach past its namespaces, runs
 //! the setup commands with `sh -c`, reports, then serves [`crate::protocol`] requests, one
-//! thread each. A reaper thread reaps every child including orphans. It exits when the host end
+//! thread each, and keeps the programs a spawn request starts ([`programs`]). A reaper thread reaps every child including orphans. It exits when the host end
 //! closes.
 //!
 //! With `--guest` it is instead init of a VM ([`crate::qemu`]): see [`guest`].
@@ -16,6 +16,7 @@ mod exec;
 pub mod guest;
 mod link;
 mod ping;
+mod programs;
 mod reaper;
 pub(crate) mod root;
 
@@ -236,6 +237,7 @@ fn serve(
     }
     log(&format!("machine {hostname} starting"));
     let reaper = Reaper::start();
+    let programs = programs::Programs::default();
     for command in &setup {
         log(&format!("setup `{command}`"));
         let argv = ["sh".to_string(), "-c".to_string(), command.clone()];
@@ -281,10 +283,36 @@ fn serve(
                 continue;
             }
         };
-        let HostMsg::Request { id, request } = msg else {
-            log("ignoring a second Init");
-            continue;
+        let (id, request) = match msg {
+            HostMsg::Request { id, request } => (id, request),
+            HostMsg::Input { id, line } => {
+                programs.input(id, line);
+                continue;
+            }
+            HostMsg::CloseInput { id } => {
+                programs.close_input(id);
+                continue;
+            }
+            HostMsg::End { id } => {
+                programs.end(id);
+                continue;
+            }
+            HostMsg::Init { .. } => {
+                log("ignoring a second Init");
+                continue;
+            }
         };
+        if let Request::Spawn {
+            command,
+            stderr_log,
+        } = &request
+        {
+            let response = programs.start(&reaper, &writer, id, command, stderr_log);
+            if let Err(e) = send(&writer, &AgentMsg::Response { id, response }) {
+                log(&format!("cannot answer request {id}: {e}"));
+            }
+            continue;
+        }
         let writer = writer.clone();
         let reaper = reaper.clone();
         std::thread::spawn(move || {
@@ -324,5 +352,8 @@ fn answer(reaper: &Reaper, request: Request) -> Response {
                 },
             }
         }
+        Request::Spawn { .. } => Response::Error {
+            message: "a spawn is served by the channel's loop".into(),
+        },
     }
 }

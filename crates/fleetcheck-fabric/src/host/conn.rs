@@ -1,11 +1,12 @@
-//! Host side of one agent's channel: a reader thread demultiplexes answers to waiters by id.
+//! Host side of one agent's channel: a reader thread demultiplexes answers to waiters by id,
+//! and the output of spawned programs to their readers.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ pub enum CallError {
 #[derive(Default)]
 struct Pending {
     waiters: HashMap<u64, Sender<Response>>,
+    /// The output of the programs spawned, by the id of their spawn request.
+    streams: HashMap<u64, Sender<Vec<u8>>>,
     closed: bool,
 }
 
@@ -66,6 +69,17 @@ impl AgentConn {
 
     /// Sends a request and waits for its answer for at most `wait`.
     pub fn call(&self, request: Request, wait: Duration) -> Result<Response, CallError> {
+        self.call_with(request, wait, None).map(|(_, r)| r)
+    }
+
+    /// [`AgentConn::call`], with the request's id; what the agent sends as `Output` under
+    /// that id goes to `stream` until `Ended`.
+    fn call_with(
+        &self,
+        request: Request,
+        wait: Duration,
+        stream: Option<Sender<Vec<u8>>>,
+    ) -> Result<(u64, Response), CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
         {
@@ -74,13 +88,17 @@ impl AgentConn {
                 return Err(CallError::Lost);
             }
             p.waiters.insert(id, tx);
+            if let Some(stream) = stream {
+                p.streams.insert(id, stream);
+            }
         }
+        let forget = || {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.waiters.remove(&id);
+            p.streams.remove(&id);
+        };
         if let Err(e) = self.send(&HostMsg::Request { id, request }) {
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .waiters
-                .remove(&id);
+            forget();
             return Err(if e.kind() == io::ErrorKind::BrokenPipe {
                 CallError::Lost
             } else {
@@ -88,14 +106,10 @@ impl AgentConn {
             });
         }
         match rx.recv_timeout(wait) {
-            Ok(r) => Ok(r),
+            Ok(r) => Ok((id, r)),
             Err(RecvTimeoutError::Disconnected) => Err(CallError::Lost),
             Err(RecvTimeoutError::Timeout) => {
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .waiters
-                    .remove(&id);
+                forget();
                 Err(CallError::Timeout)
             }
         }
@@ -131,6 +145,19 @@ fn read_loop(stream: UnixStream, pending: Arc<Mutex<Pending>>, boot_tx: Sender<A
                     let _ = w.send(response);
                 }
             }
+            AgentMsg::Output { id, line } => {
+                let p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(stream) = p.streams.get(&id) {
+                    let _ = stream.send(line.into_bytes());
+                }
+            }
+            AgentMsg::Ended { id } => {
+                pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .streams
+                    .remove(&id);
+            }
             other => {
                 let _ = boot_tx.send(other);
             }
@@ -139,6 +166,7 @@ fn read_loop(stream: UnixStream, pending: Arc<Mutex<Pending>>, boot_tx: Sender<A
     let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
     p.closed = true;
     p.waiters.clear();
+    p.streams.clear();
 }
 
 /// Runs `req` through the agent of machine `id` (shared by the netns and qemu backends).
@@ -175,6 +203,115 @@ pub fn exec(
             machine: machine(),
             source,
         }),
+    }
+}
+
+/// Starts `sh -c command` inside machine `id` through its agent (see [`Request::Spawn`]):
+/// its standard input and output as lines over the channel, its errors appended to
+/// `stderr_log` (a path inside the machine).
+pub fn spawn(
+    conn: &Arc<AgentConn>,
+    id: &str,
+    command: &str,
+    stderr_log: &str,
+) -> Result<crate::Spawned, crate::error::ExecError> {
+    use crate::error::ExecError;
+    let machine = || id.to_string();
+    let failed = |message: String| ExecError::Spawn {
+        machine: machine(),
+        program: command.to_string(),
+        message,
+    };
+    let (tx, rx) = mpsc::channel();
+    let request = Request::Spawn {
+        command: command.to_string(),
+        stderr_log: stderr_log.to_string(),
+    };
+    let wait = crate::backend::ANSWER_MARGIN;
+    let program = match conn.call_with(request, wait, Some(tx)) {
+        Ok((program, Response::Spawned)) => program,
+        Ok((_, Response::SpawnFailed { message })) => return Err(failed(message)),
+        Ok((_, other)) => return Err(failed(format!("{other:?}"))),
+        Err(CallError::Lost) => return Err(ExecError::AgentLost { machine: machine() }),
+        Err(CallError::Timeout) => {
+            return Err(ExecError::NoAnswer {
+                machine: machine(),
+                after: wait,
+            })
+        }
+        Err(CallError::Send(source)) => {
+            return Err(ExecError::Channel {
+                machine: machine(),
+                source,
+            })
+        }
+    };
+    let stdin = ProgramInput {
+        conn: Arc::downgrade(conn),
+        program,
+        partial: Vec::new(),
+    };
+    let ender = Arc::downgrade(conn);
+    Ok(crate::Spawned::new(
+        Box::new(stdin),
+        Box::new(crate::spawned::ChannelReader::new(rx)),
+        Box::new(move || {
+            if let Some(conn) = ender.upgrade() {
+                let _ = conn.send(&HostMsg::End { id: program });
+            }
+        }),
+        format!("program {program} of {id}'s agent"),
+    ))
+}
+
+/// The standard input of a program an agent spawned: whole lines go as [`HostMsg::Input`].
+struct ProgramInput {
+    conn: Weak<AgentConn>,
+    program: u64,
+    /// Bytes after the last newline, sent with the next one (or a flush).
+    partial: Vec<u8>,
+}
+
+impl ProgramInput {
+    fn send(&self, msg: &HostMsg) -> io::Result<()> {
+        match self.conn.upgrade() {
+            Some(conn) => conn.send(msg),
+            None => Err(io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    fn send_line(&self, bytes: &[u8]) -> io::Result<()> {
+        self.send(&HostMsg::Input {
+            id: self.program,
+            line: String::from_utf8_lossy(bytes).into_owned(),
+        })
+    }
+}
+
+impl Write for ProgramInput {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.partial.extend_from_slice(buf);
+        if let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') {
+            let rest = self.partial.split_off(end + 1);
+            let lines = std::mem::replace(&mut self.partial, rest);
+            self.send_line(&lines)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.partial.is_empty() {
+            let bytes = std::mem::take(&mut self.partial);
+            self.send_line(&bytes)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ProgramInput {
+    fn drop(&mut self) {
+        let _ = self.flush();
+        let _ = self.send(&HostMsg::CloseInput { id: self.program });
     }
 }
 

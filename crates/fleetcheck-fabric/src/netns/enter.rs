@@ -63,12 +63,16 @@ fn environment(agent: i32) -> io::Result<Vec<(String, String)>> {
 /// The program the middle process waits for (set in the middle process only).
 static PROGRAM: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-/// The middle process's SIGTERM handler: the program dies (and is reaped by the waiting loop).
+/// The middle process's SIGTERM handler: the program and its process group die (it is
+/// reaped by the waiting loop, the rest by the machine's init).
 extern "C" fn forward_term(_: libc::c_int) {
     let pid = PROGRAM.load(std::sync::atomic::Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+            libc::kill(pid, libc::SIGKILL);
+        }
     }
 }
 
@@ -123,6 +127,10 @@ fn enter(doors: &Doors) -> io::Result<()> {
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
+    // The program leads a process group of its own, so its end is also the end of what it
+    // started (set on both sides of the fork: whichever runs first).
+    // SAFETY: setpgid of ourselves or of our own child, not yet exec'd.
+    unsafe { libc::setpgid(pid.max(0), pid.max(0)) };
     if pid == 0 {
         // SAFETY: the program starts with SIGTERM deliverable again.
         check(unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &term, std::ptr::null_mut()) })?;

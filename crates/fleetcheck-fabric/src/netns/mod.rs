@@ -35,7 +35,6 @@ use crate::host::sweep::RunDir;
 use crate::host::{AgentCommand, Cgroups, GATE};
 use crate::spec::NetworkSpec;
 
-pub use enter::end as end_spawned;
 pub use network::{NetnsNetwork, FAKETIME};
 
 /// Settings of the `netns` backend.

@@ -25,6 +25,7 @@ use crate::host::sweep::RunDir;
 use crate::host::switch::{self, mac_of, Switch};
 use crate::host::sys;
 use crate::protocol::{AgentMsg, HostMsg};
+use crate::spawned::Spawned;
 use crate::spec::{ExecOutput, ExecRequest, FileSystem, NetworkSpec, ServiceVersion};
 use crate::switched::{self, BootFailure, Handle, Net, Switched};
 
@@ -924,12 +925,15 @@ impl Switched for NetShared {
         install_services(&m.own.bin, next)
     }
 
+    /// Through the machine's namespaces from the host (not the agent's channel): the
+    /// program's pipes are the caller's own.
     fn spawn_in(
         &self,
         m: &Machine,
+        _conn: &Arc<AgentConn>,
         command: &str,
         stderr_log: &str,
-    ) -> Result<std::process::Child, ExecError> {
+    ) -> Result<Spawned, ExecError> {
         let id = &m.spec.id;
         let failed = |message: String| ExecError::Spawn {
             machine: id.clone(),
@@ -946,8 +950,19 @@ impl Switched for NetShared {
         // Its errors in the data directory where the host sees it (an image of its own is
         // mounted only inside the machine: then they are dropped).
         let log = self.data_dir_on_host(id).map(|d| d.join(stderr_log));
-        super::enter::spawn_inside(agent, &cgroups, command, log.as_deref())
-            .map_err(|e| failed(e.to_string()))
+        let mut child = super::enter::spawn_inside(agent, &cgroups, command, log.as_deref())
+            .map_err(|e| failed(e.to_string()))?;
+        let stdin = child.stdin.take().expect("spawned with a piped stdin");
+        let stdout = child.stdout.take().expect("spawned with a piped stdout");
+        let what = format!("pid {} (on the host)", child.id());
+        Ok(Spawned::new(
+            Box::new(stdin),
+            Box::new(stdout),
+            Box::new(move || {
+                let _ = super::enter::end(&mut child);
+            }),
+            what,
+        ))
     }
 
     /// SIGKILL to the agent, which kills its pid namespace; a frozen machine is thawed to die.

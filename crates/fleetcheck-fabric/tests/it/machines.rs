@@ -334,80 +334,22 @@ fn data_dir_survives_reboot_and_teardown_removes_it() {
 
 /// A process spawned into a machine: piped both ways, in the machine's namespaces (its
 /// hostname, its pid namespace, its file system view) and cgroups (frozen with it), and dead
-/// with it when it crashes.
+/// with it when it crashes ([`crate::support::check_spawned`], shared with qemu).
 #[test]
 fn spawned_processes_live_inside_their_machine() {
     if !require_root("spawned_processes_live_inside_their_machine") {
         return;
     }
-    use std::io::{BufRead, BufReader, Write};
-    use std::sync::mpsc;
     let backend = backend();
     let net = backend.create_netns(&spec(1, |_| vec![])).unwrap();
     use fleetcheck_fabric::Network;
     net.boot(&["m1"]).into_iter().for_each(|r| r.unwrap());
-    let mut child = net
-        .spawn(
-            "m1",
-            r#"while read -r line; do echo "$line $(hostname) $$ $FLEETCHECK_DATA"; done"#,
-            "client.log",
-        )
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let ask = |stdin: &mut std::process::ChildStdin, word: &str| {
-        writeln!(stdin, "{word}").unwrap();
-    };
-    ask(&mut stdin, "one");
-    let answer = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    let parts: Vec<&str> = answer.split_whitespace().collect();
-    assert_eq!(parts[..2], ["one", "m1"], "{answer}");
-    let pid: i32 = parts[2].parse().unwrap();
-    assert!(pid < 100, "in the machine's pid namespace: {answer}");
-    assert!(
-        parts.get(3).is_some_and(|d| !d.is_empty()),
-        "its environment: {answer}"
-    );
-    // Frozen with the machine: no answer while paused, the answer after.
-    net.pause("m1").unwrap();
-    ask(&mut stdin, "two");
-    assert!(
-        rx.recv_timeout(Duration::from_millis(300)).is_err(),
-        "answered while paused"
-    );
-    net.resume("m1").unwrap();
-    let answer = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    assert!(answer.starts_with("two m1"), "{answer}");
-    // Dead with the machine.
-    net.crash("m1").unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "still running after the crash"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert!(!status.success(), "{status:?}");
-    // A machine that is off takes none.
-    let e = net.spawn("m1", "cat", "client.log").unwrap_err();
-    assert!(matches!(e, ExecError::WrongStatus { .. }), "{e}");
+    let pid = crate::support::check_spawned(&net, "m1", Duration::from_secs(5));
+    assert!(pid < 100, "in the machine's pid namespace: pid {pid}");
     Box::new(net).teardown().unwrap();
 }
 
-/// A spawned program ended early (`end_spawned`) is killed and reaped at once, not left
+/// A spawned program ended early (`Spawned::end`) is killed and reaped at once, not left
 /// running as an orphan of the host's init, which the machine's end would wait for.
 #[test]
 fn an_ended_spawned_program_leaves_no_orphan() {
@@ -419,7 +361,7 @@ fn an_ended_spawned_program_leaves_no_orphan() {
     let net = backend.create_netns(&spec(1, |_| vec![])).unwrap();
     net.boot(&["m1"]).into_iter().for_each(|r| r.unwrap());
     let marker = format!("{}", 900_000 + std::process::id() % 90_000);
-    let mut child = net
+    let mut program = net
         .spawn("m1", &format!("exec sleep {marker}"), "client.log")
         .unwrap();
     let running = || {
@@ -435,8 +377,7 @@ fn an_ended_spawned_program_leaves_no_orphan() {
         assert!(started.elapsed() < Duration::from_secs(5), "never started");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let status = fleetcheck_fabric::netns::end_spawned(&mut child).unwrap();
-    assert!(!status.success(), "{status:?}");
+    program.end();
     assert!(!running(), "the program outlived its end");
     Box::new(net).teardown().unwrap();
 }

@@ -628,3 +628,22 @@ fn qemu_power_cut_keeps_only_what_the_guest_flushed() {
     assert_eq!(sh(&net, "m1", files), "d: durable\nf: v1\nt: v2");
     Box::new(net).teardown().unwrap();
 }
+
+/// A program spawned into a VM: its input and output over the agent's channel, inside the
+/// guest, frozen with it, ended with what it started, gone with a crash
+/// ([`crate::support::check_spawned`], shared with netns).
+#[test]
+fn qemu_spawned_programs_live_inside_their_machine() {
+    if !require_qemu("qemu_spawned_programs_live_inside_their_machine") {
+        return;
+    }
+    let backend = backend(true);
+    let kernel = backend.installed_kernels()[0].release.clone();
+    let net = backend
+        .create_qemu(&net_of(vec![machine(1, &kernel, 128)]))
+        .unwrap();
+    net.boot(&["m1"]).pop().unwrap().unwrap();
+    let pid = crate::support::check_spawned(&net, "m1", Duration::from_secs(20));
+    assert!(pid > 1, "a process of the guest: pid {pid}");
+    Box::new(net).teardown().unwrap();
+}

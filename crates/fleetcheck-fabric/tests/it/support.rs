@@ -1,4 +1,5 @@
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use fleetcheck_fabric::host::AgentCommand;
 use fleetcheck_fabric::netns::{NetnsBackend, NetnsConfig};
@@ -153,4 +154,102 @@ pub fn wait_gone(pid: i32, limit: std::time::Duration) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     true
+}
+
+/// A program spawned into running machine `id` of `net`, on any backend that can: piped both
+/// ways (also a line written in pieces), inside the machine (its hostname, its environment),
+/// frozen with it, ended by `end` (also the processes it started), its output at its end once
+/// the machine crashed; a machine that is off takes none. `wait`: how long an answer may take.
+/// Returns the program's pid as the machine saw it.
+pub fn check_spawned(net: &dyn fleetcheck_fabric::Network, id: &str, wait: Duration) -> i32 {
+    use fleetcheck_fabric::{ExecError, ExecRequest};
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::mpsc;
+    // Not the marker of `an_ended_spawned_program_leaves_no_orphan`, which may run beside.
+    let marker = 800_000 + std::process::id() % 90_000;
+    let mut program = net
+        .spawn(
+            id,
+            &format!(
+                r#"sleep {marker} & while read -r line; do echo "$line $(hostname) $$ $FLEETCHECK_DATA"; done"#
+            ),
+            "client.log",
+        )
+        .unwrap();
+    let mut stdin = program.take_stdin().unwrap();
+    let stdout = program.take_stdout().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // In two writes: the line is whole only with its second half.
+    write!(stdin, "o").unwrap();
+    stdin.flush().unwrap();
+    writeln!(stdin, "ne").unwrap();
+    stdin.flush().unwrap();
+    let answer = rx.recv_timeout(wait).unwrap();
+    let parts: Vec<&str> = answer.split_whitespace().collect();
+    assert_eq!(parts[..2], ["one", id], "{answer}");
+    let pid: i32 = parts[2].parse().unwrap();
+    assert!(
+        parts.get(3).is_some_and(|d| !d.is_empty()),
+        "its environment: {answer}"
+    );
+    // Frozen with the machine: no answer while paused, the answer after.
+    net.pause(id).unwrap();
+    writeln!(stdin, "two").unwrap();
+    stdin.flush().unwrap();
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "answered while paused"
+    );
+    net.resume(id).unwrap();
+    let answer = rx.recv_timeout(wait).unwrap();
+    assert!(answer.starts_with(&format!("two {id}")), "{answer}");
+    // Ended with what it started.
+    let sleeping = || {
+        net.exec(
+            id,
+            &ExecRequest::shell(format!("pgrep -f '^sleep {marker}$'"))
+                .with_timeout(Duration::from_secs(20)),
+        )
+        .unwrap()
+        .success()
+    };
+    assert!(sleeping(), "its background sleep runs");
+    drop(stdin);
+    program.end();
+    assert!(
+        matches!(
+            rx.recv_timeout(wait),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        ),
+        "its output ends with it"
+    );
+    let started = std::time::Instant::now();
+    while sleeping() {
+        assert!(started.elapsed() < wait, "what it started outlived its end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Dead with the machine.
+    let mut program = net.spawn(id, "cat", "client.log").unwrap();
+    let stdout = program.take_stdout().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = std::io::Read::read_to_string(&mut { stdout }, &mut all);
+        let _ = tx.send(());
+    });
+    net.crash(id).unwrap();
+    rx.recv_timeout(wait)
+        .expect("a program's output ends when its machine crashes");
+    // A machine that is off takes none.
+    let e = net.spawn(id, "cat", "client.log").unwrap_err();
+    assert!(matches!(e, ExecError::WrongStatus { .. }), "{e}");
+    pid
 }

@@ -14,29 +14,31 @@
 //! `[kv] op_timeout_ms` is unknown (a read: a failure) and the session is replaced.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::{Abort, KvOp, KvRet};
+use fleetcheck_fabric::Spawned;
 use serde_json::{json, Value};
 
 use crate::kv::{Answer, Call, Workload};
 
 /// One running client program.
+#[derive(Debug)]
 pub struct Session {
-    child: Child,
-    stdin: ChildStdin,
+    program: Spawned,
+    stdin: StdinOf,
     lines: Receiver<String>,
     next_id: u64,
 }
 
-impl std::fmt::Debug for Session {
+/// A program's standard input.
+struct StdinOf(Box<dyn Write + Send>);
+
+impl std::fmt::Debug for StdinOf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
-            .field("pid", &self.child.id())
-            .finish_non_exhaustive()
+        f.write_str("StdinOf")
     }
 }
 
@@ -53,10 +55,10 @@ pub enum Answered {
 }
 
 impl Session {
-    /// A session over `child` (its stdin and stdout piped).
-    pub fn new(mut child: Child) -> Self {
-        let stdin = child.stdin.take().expect("spawned with a piped stdin");
-        let stdout = child.stdout.take().expect("spawned with a piped stdout");
+    /// A session over `program`, just spawned.
+    pub fn new(mut program: Spawned) -> Self {
+        let stdin = StdinOf(program.take_stdin().expect("a program just spawned"));
+        let stdout = program.take_stdout().expect("a program just spawned");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -67,7 +69,7 @@ impl Session {
             }
         });
         Self {
-            child,
+            program,
             stdin,
             lines,
             next_id: 0,
@@ -100,8 +102,8 @@ impl Session {
         if let (Some(m), Value::Object(f)) = (message.as_object_mut(), fields) {
             m.extend(f);
         }
-        if writeln!(self.stdin, "{message}")
-            .and_then(|()| self.stdin.flush())
+        if writeln!(self.stdin.0, "{message}")
+            .and_then(|()| self.stdin.0.flush())
             .is_err()
         {
             return Ok(Answered::NotSent);
@@ -118,9 +120,8 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        // Its stdin closes with it (the program's end of input); the process that holds it
-        // in the machine is reaped here, the program by the machine's teardown at the latest.
-        let _ = fleetcheck_fabric::netns::end_spawned(&mut self.child);
+        // Ended at once, not left to the machine's teardown.
+        self.program.end();
     }
 }
 
