@@ -35,6 +35,9 @@ pub enum Command {
     New {
         /// The scenario's name (letters, digits, `-`).
         name: String,
+        /// Its workload: kv, set, queue or counter.
+        #[arg(long, default_value = "kv")]
+        workload: String,
     },
     /// The in-machine agent (started by the netns backend as PID 1 of a machine).
     #[command(hide = true)]

@@ -129,8 +129,8 @@ fn dispatch(cli: &Cli, registry: &[Box<dyn Registered>]) -> Result<u8, Fail> {
             );
             Ok(exit::PASSED)
         }
-        Command::New { name } => {
-            let path = file::write_skeleton(name)?;
+        Command::New { name, workload } => {
+            let path = file::write_skeleton(name, workload)?;
             println!(
                 "wrote {}: edit its services and client, then `fleetcheck run {}`",
                 path.display(),

@@ -16,37 +16,14 @@ use serde_json::Value;
 use crate::exit::Fail;
 use crate::scenario::{ExportCode, Registered, Scenario};
 
+mod new;
+pub use new::write_skeleton;
+
 /// A scenario file, read and validated.
 #[derive(Debug, Clone)]
 pub struct FileScenario {
     name: &'static str,
     about: &'static str,
-}
-
-/// The skeleton `fleetcheck new NAME` writes: a scenario file that runs as it is.
-const SKELETON: &str = include_str!("skeleton.toml");
-
-/// `fleetcheck new NAME`: writes `NAME.toml`, a scenario file to edit, refusing to overwrite
-/// one; returns its path.
-pub fn write_skeleton(name: &str) -> Result<std::path::PathBuf, Fail> {
-    let plain = !name.is_empty()
-        && name.len() <= 40
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if !plain {
-        return Err(Fail::usage(anyhow!(
-            "the scenario's name `{name}` must be 1 to 40 letters, digits and `-`"
-        )));
-    }
-    let path = std::path::PathBuf::from(format!("{name}.toml"));
-    let text = SKELETON.replace("NAME", name);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| Fail::usage(anyhow!("cannot write {}: {e}", path.display())))?;
-    std::io::Write::write_all(&mut file, text.as_bytes())
-        .map_err(|e| Fail::host(anyhow!("cannot write {}: {e}", path.display())))?;
-    Ok(path)
 }
 
 /// Whether `run`'s scenario argument names a scenario file (`….toml`, or a path) rather than

@@ -42,6 +42,19 @@ pub enum Workload {
 }
 
 impl Workload {
+    /// Every workload.
+    pub const ALL: [Workload; 4] = [
+        Workload::Kv,
+        Workload::Set,
+        Workload::Queue,
+        Workload::Counter,
+    ];
+
+    /// The workload named `name` in `[scenario] workload`, if one is.
+    pub fn from_name(name: &str) -> Option<Workload> {
+        Workload::ALL.into_iter().find(|w| w.name() == name)
+    }
+
     /// Its name in `[scenario] workload`.
     pub fn name(self) -> &'static str {
         match self {

@@ -211,6 +211,52 @@ fn new_writes_a_skeleton_that_runs() {
     let (code, _, err) = run_clean(fleetcheck().current_dir(&dir).args(["new", "a/b"]));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("letters, digits and `-`"), "{err}");
+    let (code, _, err) =
+        run_clean(
+            fleetcheck()
+                .current_dir(&dir)
+                .args(["new", "bag", "--workload", "bag"]),
+        );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("there is no workload `bag`: the workloads are kv, set, queue, counter"),
+        "{err}"
+    );
+    // Every workload's skeleton passes as written and, as its comment says, is found out
+    // once its nodes (which keep their own files) are more than one.
+    for (workload, finding) in [
+        ("kv", "acknowledged write lost"),
+        ("set", "lost"),
+        ("queue", "lost"),
+        ("counter", "lost"),
+    ] {
+        let name = format!("my-{workload}");
+        let (code, out, err) =
+            run_clean(
+                fleetcheck()
+                    .current_dir(&dir)
+                    .args(["new", &name, "--workload", workload]),
+            );
+        assert_eq!(code, 0, "{out}{err}");
+        let file = format!("{name}.toml");
+        let (code, out, err) = run_clean(
+            fleetcheck()
+                .current_dir(&dir)
+                .args(["run", &file, "--tests", "20", "--seed", "2", "--json"]),
+        );
+        assert_eq!(code, 0, "{workload}: {out}{err}");
+        assert_eq!(last_json(&out)["scenario"], name.as_str());
+        let (code, out, err) = run_clean(fleetcheck().current_dir(&dir).args([
+            "run",
+            &file,
+            "--seed",
+            "2",
+            "--set",
+            "kv.nodes=[2,3]",
+        ]));
+        assert_eq!(code, 1, "{workload}: {out}{err}");
+        assert!(out.contains(finding), "{workload}: {out}{err}");
+    }
 }
 
 /// Power loss as a generated fault: a store that answers before its write is on disk loses an
