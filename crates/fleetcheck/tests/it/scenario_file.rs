@@ -380,6 +380,39 @@ fn a_client_program_speaks_json_lines() {
     );
 }
 
+/// The same client program inside qemu machines, its operations over the agent's channel:
+/// the planted bug found, shrunk and reproduced, one node passing.
+#[test]
+fn a_client_program_speaks_json_lines_inside_qemu_machines() {
+    if !crate::qemu::require_qemu() {
+        return;
+    }
+    let file = example("local-files-client.toml");
+    let (code, out, err) = run_clean(fleetcheck().arg("run").arg(&file).args([
+        "--backend",
+        "qemu",
+        "--seed",
+        "1",
+        "--tests",
+        "5",
+        "--json",
+    ]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("acknowledged write lost"), "{err}");
+    assert_eq!(last_json(&out)["status"], "failed", "{out}");
+    let (code, out, err) = run_clean(fleetcheck().arg("run").arg(&file).args([
+        "--backend",
+        "qemu",
+        "--seed",
+        "1",
+        "--tests",
+        "3",
+        "--set",
+        "kv.nodes=[1,1]",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 /// A scenario file's own commands and invariants: a maintenance command that loses a key is
 /// found and shrunk to the write, the command and the read; an invariant that stops holding
 /// fails the case naming it.
