@@ -97,6 +97,15 @@ impl Scenario for FileScenario {
         backend: &dyn Backend,
         _system: Option<&str>,
     ) -> Result<(), Fail> {
+        if backend.scratch_dir().is_none() {
+            if let Some((name, _)) = config.services.iter().find(|(_, s)| s.prepare.is_some()) {
+                return Err(Fail::usage(anyhow!(
+                    "services.{name}.prepare needs machines that see the host's files, which \
+                     the {} backend's do not (use netns)",
+                    backend.name()
+                )));
+            }
+        }
         crate::builtin::kv::check_nodes_fit(config, backend)
     }
     fn machines(&self, state: &KvState) -> Value {

@@ -411,6 +411,24 @@ fn a_client_program_speaks_json_lines_inside_qemu_machines() {
         "kv.nodes=[1,1]",
     ]));
     assert_eq!(code, 0, "{out}{err}");
+    // A service whose `prepare` leaves its work where every machine sees it: not in VMs,
+    // refused before anything runs.
+    let postgres = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/postgres-replication/scenario.toml");
+    let (code, out, err) = run_clean(
+        fleetcheck()
+            .arg("run")
+            .arg(&postgres)
+            .args(["--backend", "qemu", "--tests", "1"]),
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(
+            "services.postgres.prepare needs machines that see the host's files, which the qemu \
+             backend's do not (use netns)"
+        ),
+        "{err}"
+    );
 }
 
 /// A scenario file's own commands and invariants: a maintenance command that loses a key is
