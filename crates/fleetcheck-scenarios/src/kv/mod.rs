@@ -16,7 +16,6 @@
 //! (shut down if running, version replaced, booted and its service started again, data kept).
 
 mod anomaly;
-pub mod etcd;
 pub mod memory;
 pub mod redis;
 pub mod service;
@@ -1309,18 +1308,52 @@ impl<S: Store> System<KvModel> for KvSystem<S> {
     }
 }
 
+/// The scenario files behind built-in systems: `run kv --system etcd` runs
+/// `examples/scenarios/etcd.toml`'s services and client under the run's own configuration.
+const BUILT_IN_FILES: &[(&str, &str)] = &[(
+    "etcd",
+    include_str!("../../../../examples/scenarios/etcd.toml"),
+)];
+
+/// `config` (a `run kv` configuration) with the services, client and variables of the
+/// scenario file `text`: its `[kv]`, `[machine]` and `[network]` are the run's, the versions
+/// of a service the run's `[services.<name>] versions`.
+pub fn with_built_in_file(config: &ScenarioConfig, text: &str) -> ScenarioConfig {
+    let file = ScenarioConfig::from_toml(text).expect("a built-in scenario file is valid");
+    let mut c = config.clone();
+    for (name, service) in file.services {
+        let versions = c
+            .services
+            .get(&name)
+            .map(|s| s.versions.clone())
+            .unwrap_or_default();
+        c.services.insert(
+            name,
+            ServiceConfig {
+                versions,
+                ..service
+            },
+        );
+    }
+    c.client = file.client;
+    let mut vars = file.vars;
+    vars.append(&mut c.vars);
+    c.vars = vars;
+    c
+}
+
 /// Any of the built-in stores, chosen by name at run time.
 #[derive(Debug, Clone)]
 pub enum AnyStore {
-    /// etcd on the fabric.
-    Etcd(etcd::EtcdStore),
+    /// A built-in scenario file's (etcd's, see [`with_built_in_file`]).
+    File(Box<crate::file::store::FileStore>),
     /// Redis with Sentinel on the fabric.
     Redis(redis::RedisStore),
     /// An in-memory store.
     Memory(memory::MemoryStore),
 }
 
-/// The names [`AnyStore::named`] knows.
+/// The names [`AnyStore::for_config`] knows.
 pub const SYSTEMS: &[&str] = &["etcd", "redis", "memory", "memory-lossy"];
 
 impl AnyStore {
@@ -1331,33 +1364,18 @@ impl AnyStore {
         backend: Arc<dyn fleetcheck_fabric::Backend>,
         config: &ScenarioConfig,
     ) -> Option<Self> {
-        Some(
-            Self::named(name, backend, &config.kv)?
-                .with_service(KvService::for_system(config, name)),
-        )
-    }
-
-    /// The same store, its nodes' versions those of `service` (nothing for the in-memory
-    /// stores, which run no programs).
-    pub fn with_service(self, service: Option<KvService>) -> Self {
-        match self {
-            AnyStore::Etcd(s) => AnyStore::Etcd(s.with_service(service)),
-            AnyStore::Redis(s) => AnyStore::Redis(s.with_service(service)),
-            AnyStore::Memory(s) => AnyStore::Memory(s),
+        let service = KvService::for_system(config, name);
+        if let Some((_, text)) = BUILT_IN_FILES.iter().find(|(system, _)| *system == name) {
+            let config = with_built_in_file(config, text);
+            return Some(AnyStore::File(Box::new(
+                crate::file::store::FileStore::new(backend, &config, service),
+            )));
         }
-    }
-
-    /// The store called `name` (see [`SYSTEMS`]), its machines on `backend`, with no versions
-    /// of its service: its nodes run the host's program (see [`AnyStore::for_config`]).
-    pub fn named(
-        name: &str,
-        backend: Arc<dyn fleetcheck_fabric::Backend>,
-        config: &KvConfig,
-    ) -> Option<Self> {
-        let timeout = std::time::Duration::from_millis(config.op_timeout_ms);
+        let timeout = std::time::Duration::from_millis(config.kv.op_timeout_ms);
         Some(match name {
-            "etcd" => AnyStore::Etcd(etcd::EtcdStore::new(backend, config.memory_mb, timeout)),
-            "redis" => AnyStore::Redis(redis::RedisStore::new(backend, config.memory_mb, timeout)),
+            "redis" => AnyStore::Redis(
+                redis::RedisStore::new(backend, config.kv.memory_mb, timeout).with_service(service),
+            ),
             "memory" | "memory-lossy" => AnyStore::Memory(memory::MemoryStore {
                 lose_unreplicated_writes: name == "memory-lossy",
                 ..memory::MemoryStore::default()
@@ -1370,8 +1388,8 @@ impl AnyStore {
 /// The cluster of an [`AnyStore`].
 #[derive(Debug)]
 pub enum AnyCluster {
-    /// etcd's.
-    Etcd(etcd::EtcdCluster),
+    /// A built-in scenario file's.
+    File(crate::file::store::FileCluster),
     /// Redis'.
     Redis(redis::RedisCluster),
     /// In memory.
@@ -1382,20 +1400,32 @@ impl AnyCluster {
     /// The machines of the cluster; `None` for the in-memory stores, which have none.
     pub fn network(&self) -> Option<&dyn fleetcheck_fabric::Network> {
         match self {
-            AnyCluster::Etcd(c) => Some(c.network()),
+            AnyCluster::File(c) => Some(c.network()),
             AnyCluster::Redis(c) => Some(c.network()),
             AnyCluster::Memory(_) => None,
         }
     }
 }
 
+/// Runs `$body` with `$s` the store and `$c` its cluster, whichever kind they are.
 macro_rules! dispatch {
     ($store:expr, $cluster:expr, |$s:ident, $c:ident| $body:expr) => {
         match ($store, $cluster) {
-            (AnyStore::Etcd($s), AnyCluster::Etcd($c)) => $body,
+            (AnyStore::File($s), AnyCluster::File($c)) => $body,
             (AnyStore::Redis($s), AnyCluster::Redis($c)) => $body,
             (AnyStore::Memory($s), AnyCluster::Memory($c)) => $body,
             _ => unreachable!("a store only ever gets its own clusters"),
+        }
+    };
+}
+
+/// Runs `$body` with `$s` the store, whichever kind it is.
+macro_rules! each {
+    ($store:expr, |$s:ident| $body:expr) => {
+        match $store {
+            AnyStore::File($s) => $body,
+            AnyStore::Redis($s) => $body,
+            AnyStore::Memory($s) => $body,
         }
     };
 }
@@ -1405,7 +1435,7 @@ impl Store for AnyStore {
 
     fn start(&self, state: &KvState) -> Result<AnyCluster, Abort> {
         Ok(match self {
-            AnyStore::Etcd(s) => AnyCluster::Etcd(s.start(state)?),
+            AnyStore::File(s) => AnyCluster::File(s.start(state)?),
             AnyStore::Redis(s) => AnyCluster::Redis(s.start(state)?),
             AnyStore::Memory(s) => AnyCluster::Memory(s.start(state)?),
         })
@@ -1415,8 +1445,50 @@ impl Store for AnyStore {
         dispatch!(self, cluster, |s, c| s.op(c, node, op))
     }
 
+    fn call(&self, cluster: &AnyCluster, node: &str, call: &Call) -> Outcome<Answer> {
+        dispatch!(self, cluster, |s, c| s.call(c, node, call))
+    }
+
+    fn workload(&self) -> Workload {
+        each!(self, |s| s.workload())
+    }
+
+    fn ordered(&self) -> bool {
+        each!(self, |s| s.ordered())
+    }
+
+    fn reader(&self, state: &KvState) -> Option<String> {
+        each!(self, |s| s.reader(state))
+    }
+
     fn before_batch(&self, cluster: &AnyCluster) {
         dispatch!(self, cluster, |s, c| s.before_batch(c))
+    }
+
+    fn run(
+        &self,
+        cluster: &AnyCluster,
+        state: &KvState,
+        name: &str,
+        node: &str,
+    ) -> Result<Result<(), String>, Abort> {
+        dispatch!(self, cluster, |s, c| s.run(c, state, name, node))
+    }
+
+    fn finishes(&self) -> bool {
+        each!(self, |s| s.finishes())
+    }
+
+    fn finish(&self, cluster: &AnyCluster, state: &KvState) -> Result<(Check, KvState), Abort> {
+        dispatch!(self, cluster, |s, c| s.finish(c, state))
+    }
+
+    fn invariants(&self, cluster: &AnyCluster, state: &KvState) -> Result<Check, Abort> {
+        dispatch!(self, cluster, |s, c| s.invariants(c, state))
+    }
+
+    fn after_batch(&self, cluster: &AnyCluster) -> Result<(), Abort> {
+        dispatch!(self, cluster, |s, c| s.after_batch(c))
     }
 
     fn fault(
@@ -1438,7 +1510,7 @@ impl Store for AnyStore {
 
     fn stop(&self, cluster: AnyCluster) -> Result<(), Abort> {
         match (self, cluster) {
-            (AnyStore::Etcd(s), AnyCluster::Etcd(c)) => s.stop(c),
+            (AnyStore::File(s), AnyCluster::File(c)) => s.stop(c),
             (AnyStore::Redis(s), AnyCluster::Redis(c)) => s.stop(c),
             (AnyStore::Memory(s), AnyCluster::Memory(c)) => s.stop(c),
             _ => unreachable!("a store only ever gets its own clusters"),

@@ -415,12 +415,12 @@ fn a_client_program_speaks_json_lines_inside_qemu_machines() {
     // refused before anything runs.
     let postgres = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples/postgres-replication/scenario.toml");
-    let (code, out, err) = run_clean(
-        fleetcheck()
-            .arg("run")
-            .arg(&postgres)
-            .args(["--backend", "qemu", "--tests", "1"]),
-    );
+    let (code, out, err) = run_clean(fleetcheck().arg("run").arg(&postgres).args([
+        "--backend",
+        "qemu",
+        "--tests",
+        "1",
+    ]));
     assert_eq!(code, 2, "{out}{err}");
     assert!(
         err.contains(

@@ -135,7 +135,9 @@ fn find_and_replay(name: &str, config: &str, seed: &str) -> serde_json::Value {
         j["shrink"],
         j["reason"]
     );
-    let failed_again = (0..3).any(|_| {
+    // A replay fails 2–3 times in 3 on a quiet host (the two transactions must overlap
+    // again), less often beside the rest of the suite: up to 6 tries.
+    let failed_again = (0..6).any(|_| {
         let (code, _, _) = run(fleetcheck().arg("replay").arg(&replay));
         code == 1
     });
