@@ -1315,6 +1315,14 @@ const BUILT_IN_FILES: &[(&str, &str)] = &[(
     include_str!("../../../../examples/scenarios/etcd.toml"),
 )];
 
+/// The scenario file behind built-in system `system`, if one is.
+pub fn built_in_file(system: &str) -> Option<&'static str> {
+    BUILT_IN_FILES
+        .iter()
+        .find(|(name, _)| *name == system)
+        .map(|(_, text)| *text)
+}
+
 /// `config` (a `run kv` configuration) with the services, client and variables of the
 /// scenario file `text`: its `[kv]`, `[machine]` and `[network]` are the run's, the versions
 /// of a service the run's `[services.<name>] versions`.
@@ -1365,7 +1373,7 @@ impl AnyStore {
         config: &ScenarioConfig,
     ) -> Option<Self> {
         let service = KvService::for_system(config, name);
-        if let Some((_, text)) = BUILT_IN_FILES.iter().find(|(system, _)| *system == name) {
+        if let Some(text) = built_in_file(name) {
             let config = with_built_in_file(config, text);
             return Some(AnyStore::File(Box::new(
                 crate::file::store::FileStore::new(backend, &config, service),

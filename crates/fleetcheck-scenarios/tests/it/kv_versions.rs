@@ -360,3 +360,23 @@ fn kv_versions_nodes_without_one_read_and_write_as_before() {
     let e = serde_json::from_str::<Machine>(&unnamed).unwrap_err();
     assert!(e.to_string().contains("run the case's seed again"), "{e}");
 }
+
+/// `run kv --system etcd` is `examples/scenarios/etcd.toml` under the run's configuration:
+/// the file's services and client, the run's `[kv]` and versions, no `[scenario]` (it stays
+/// the kv scenario, so its cases are the kv model's: the fingerprints above).
+#[test]
+fn run_kv_etcd_is_the_etcd_file_under_the_run_s_configuration() {
+    let run = config(&format!("{VERSIONS}\n[machine]\nlose_unsynced = true\n"));
+    let text = kv::built_in_file("etcd").unwrap();
+    let file = config(text);
+    let merged = kv::with_built_in_file(&run, text);
+    assert_eq!(merged.kv, run.kv, "the run's [kv]");
+    assert!(merged.machine.lose_unsynced, "the run's [machine]");
+    assert!(merged.scenario.is_none());
+    let etcd = &merged.services["etcd"];
+    assert_eq!(etcd.versions, run.services["etcd"].versions);
+    assert_eq!(etcd.start, file.services["etcd"].start);
+    assert_eq!(etcd.serving, file.services["etcd"].serving);
+    assert_eq!(merged.client, file.client);
+    assert!(kv::built_in_file("redis").is_none());
+}
