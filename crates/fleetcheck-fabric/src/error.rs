@@ -347,7 +347,7 @@ pub enum FaultError {
         #[source]
         source: io::Error,
     },
-    #[error("the host cannot reach machine {machine}'s data directory to corrupt it (the fake backend; qemu with a file system of the machine's own)")]
+    #[error("the host cannot reach machine {machine}'s data directory to corrupt it (the fake backend has no files)")]
     NoCorruption { machine: String },
     #[error("failed to corrupt a file of machine {machine}'s data directory")]
     Corrupt {

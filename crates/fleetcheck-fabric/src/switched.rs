@@ -242,6 +242,17 @@ pub(crate) trait Switched: Send + Sync + Sized {
         Ok(())
     }
 
+    /// Corrupts a file of off machine `m`'s data directory ([`Network::corrupt`]). The
+    /// default: in the directory where the host sees it.
+    fn corrupt_off(
+        &self,
+        m: &Machine<Self::Own>,
+        how: crate::Corruption,
+        pick: u64,
+    ) -> Result<Option<String>, FaultError> {
+        corrupt_on_host(self.data_dir_on_host(&m.spec.id), &m.spec.id, how, pick)
+    }
+
     /// Machine `m`'s disk fails with `error` from now on (`None`: works again).
     fn set_disk_error(
         &self,
@@ -601,6 +612,20 @@ impl<H: Handle> Network for H {
         self.shared().netem(id, netem)
     }
 
+    fn corrupt(
+        &self,
+        id: &str,
+        how: crate::Corruption,
+        pick: u64,
+    ) -> Result<Option<String>, FaultError> {
+        crate::backend::check_off(self, id, "have its data corrupted")?;
+        let m = self
+            .shared()
+            .machine(id)
+            .ok_or_else(|| FaultError::UnknownMachine { machine: id.into() })?;
+        self.shared().corrupt_off(m, how, pick)
+    }
+
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecOutput, ExecError> {
         let machine = || id.to_string();
         if req.argv.is_empty() {
@@ -724,4 +749,19 @@ impl<H: Handle> Network for H {
     fn teardown(self: Box<Self>) -> Result<(), TeardownError> {
         Switched::teardown(self.shared())
     }
+}
+
+/// Corrupts a file of machine `id`'s data directory `dir` as the host sees it (`None`: it
+/// does not, refused).
+pub(crate) fn corrupt_on_host(
+    dir: Option<PathBuf>,
+    id: &str,
+    how: crate::Corruption,
+    pick: u64,
+) -> Result<Option<String>, FaultError> {
+    let dir = dir.ok_or_else(|| FaultError::NoCorruption { machine: id.into() })?;
+    crate::corrupt::corrupt_in(&dir, how, pick).map_err(|source| FaultError::Corrupt {
+        machine: id.into(),
+        source,
+    })
 }

@@ -326,6 +326,46 @@ impl Disk {
     }
 }
 
+/// Runs `work` on the file system (type `fs`) of `file`, an image or a volatile disk's FUSE
+/// file (named `name` in messages), mounted at `target` in a mount namespace of this thread's
+/// own that nobody else sees; then unmounts it and waits until its loop device let go (so a
+/// VM may use the image again). For the host's changes to a stopped VM's disk.
+pub fn with_mounted<T: Send>(
+    file: &OwnedFd,
+    name: &Path,
+    fs: FileSystem,
+    target: &Path,
+    work: impl FnOnce(&Path) -> io::Result<T> + Send,
+) -> io::Result<T> {
+    let (device, dev_fd) = attach_fd(file, name)?;
+    let fstype = fs.name();
+    let done = std::thread::scope(|s| {
+        s.spawn(|| -> io::Result<T> {
+            enter_private_ns()?;
+            mount_fs(&device, fstype, target, false)?;
+            let result = work(target);
+            let c = cpath(target)?;
+            // SAFETY: a valid C string; unmounts (and so writes back) what `work` changed.
+            check(unsafe { libc::umount2(c.as_ptr(), 0) })?;
+            result
+        })
+        .join()
+        .expect("the mount thread does not panic")
+    });
+    let attached = backing_file(&device).unwrap_or_else(|| name.to_path_buf());
+    drop(dev_fd);
+    let _ = fs::remove_dir(target);
+    let left = wait_detached(&[(device.clone(), attached)], Duration::from_secs(5));
+    if !left.is_empty() {
+        return Err(io::Error::other(format!(
+            "{} still holds {} after 5 s",
+            device.display(),
+            name.display()
+        )));
+    }
+    done
+}
+
 /// Serves `image` as the one file (`name`) of a FUSE file system with a volatile write cache
 /// ([`super::volatile`]) from a server process (`agent` with [`volatile::SERVE_FLAG`], in the
 /// cgroup whose `cgroup.procs` is `procs`); returns that file, open read-write, and the server.

@@ -635,6 +635,40 @@ impl Switched for NetShared {
             })
     }
 
+    /// A machine with a file system of its own: its disk mounted on the host (in a mount
+    /// namespace of its own) while the VM is off, through the volatile layer if it has one,
+    /// so the next boot reads what corruption made of it.
+    fn corrupt_off(
+        &self,
+        m: &Machine,
+        how: crate::Corruption,
+        pick: u64,
+    ) -> Result<Option<String>, FaultError> {
+        let id = &m.spec.id;
+        let Some(fs) = m.own.disk.as_ref().and(m.spec.disk_filesystem()) else {
+            return switched::corrupt_on_host(self.data_dir_on_host(id), id, how, pick);
+        };
+        let err = |source| FaultError::Corrupt {
+            machine: id.clone(),
+            source,
+        };
+        let target = self.net.dir.join(format!("m{}.corrupt", m.index));
+        let image = &m.own.paths.image;
+        let slot = m.own.volatile.lock().unwrap_or_else(|e| e.into_inner());
+        let opened;
+        let file = match slot.as_ref() {
+            Some((fuse, _)) => fuse,
+            None => {
+                opened = crate::host::sys::open(image, libc::O_RDWR).map_err(err)?;
+                &opened
+            }
+        };
+        disk::with_mounted(file, image, fs, &target, |dir| {
+            crate::corrupt::corrupt_in(dir, how, pick)
+        })
+        .map_err(err)
+    }
+
     fn set_disk_error(
         &self,
         m: &Machine,

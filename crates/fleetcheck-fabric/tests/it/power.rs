@@ -566,17 +566,24 @@ fn corruption_of_an_off_machine_is_what_its_next_boot_reads() {
     if !require_root("corruption_of_an_off_machine_is_what_its_next_boot_reads") {
         return;
     }
-    use fleetcheck_fabric::Corruption;
     let backend = backend();
     let owned = backend.create(&machines(2, 1)).unwrap();
-    let net = owned.as_ref();
-    boot(net, &["m1", "m2"]);
+    corruption_checks(owned.as_ref(), &["m1", "m2"]);
+    owned.teardown().unwrap();
+}
+
+/// [`corruption_of_an_off_machine_is_what_its_next_boot_reads`] on machines `ids` of `net`
+/// (also qemu's): a bit flip and a truncation of an off machine's file are what its next
+/// boot reads, its top-level logs untouched, `corrupt.log` saying what was done.
+pub(crate) fn corruption_checks(net: &dyn Network, ids: &[&str]) {
+    use fleetcheck_fabric::Corruption;
+    boot(net, ids);
     let original = "0123456789abcdef".repeat(8);
-    for id in ["m1", "m2"] {
+    for &id in ids {
         sh(
             net,
             id,
-            &format!("printf {original} > d && sync d && echo x > keep.log"),
+            &format!("printf {original} > d && sync d . && echo x > keep.log && sync keep.log"),
         );
         assert!(matches!(
             net.corrupt(id, Corruption::BitFlip, 1),
@@ -614,5 +621,4 @@ fn corruption_of_an_off_machine_is_what_its_next_boot_reads() {
         net.corrupt("nope", Corruption::Truncate, 0),
         Err(FaultError::UnknownMachine { .. })
     ));
-    owned.teardown().unwrap();
 }

@@ -647,3 +647,23 @@ fn qemu_spawned_programs_live_inside_their_machine() {
     assert!(pid > 1, "a process of the guest: pid {pid}");
     Box::new(net).teardown().unwrap();
 }
+
+/// Corruption of a VM's own file system while it is off, through the host (a mount of its
+/// disk in a namespace of its own), with and without the power-loss layer: what its next
+/// boot reads ([`crate::power::corruption_checks`], shared with netns).
+#[test]
+fn qemu_corruption_of_an_own_file_system_is_what_its_next_boot_reads() {
+    if !require_qemu("qemu_corruption_of_an_own_file_system_is_what_its_next_boot_reads") {
+        return;
+    }
+    let backend = backend(false);
+    let kernel = backend.installed_kernels()[0].release.clone();
+    let mut m1 = machine(1, &kernel, 128);
+    m1.filesystem = Some(fleetcheck_fabric::FileSystem::Ext4);
+    let mut m2 = machine(2, &kernel, 128);
+    m2.filesystem = Some(fleetcheck_fabric::FileSystem::Xfs);
+    m2.lose_unsynced = true;
+    let net = backend.create_qemu(&net_of(vec![m1, m2])).unwrap();
+    crate::power::corruption_checks(&net, &["m1", "m2"]);
+    Box::new(net).teardown().unwrap();
+}
