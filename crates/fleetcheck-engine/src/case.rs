@@ -162,6 +162,9 @@ pub enum Verdict {
         /// Nothing broke: the host was too loaded to judge a timed result.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         overloaded: bool,
+        /// Nothing broke: what the case asks cannot be done here ([`Abort::refused`](crate::Abort::refused)).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        refused: bool,
     },
 }
 
@@ -229,6 +232,7 @@ pub fn execute<M: Model, S: System<M>>(model: &M, system: &S, case: &Case<M>) ->
                     step: None,
                     message: format!("setup: {abort}"),
                     overloaded: abort.overloaded,
+                    refused: abort.refused,
                 },
                 started_at: start,
                 setup: start.elapsed(),
@@ -256,6 +260,7 @@ pub fn execute<M: Model, S: System<M>>(model: &M, system: &S, case: &Case<M>) ->
                     step: Some(index),
                     message: abort.message,
                     overloaded: abort.overloaded,
+                    refused: abort.refused,
                 }),
             ),
             Ok(out) => {
@@ -284,6 +289,7 @@ pub fn execute<M: Model, S: System<M>>(model: &M, system: &S, case: &Case<M>) ->
                                 step: Some(index),
                                 message: format!("invariant: {abort}"),
                                 overloaded: abort.overloaded,
+                                refused: abort.refused,
                             }),
                         ),
                     },
@@ -318,6 +324,7 @@ pub fn execute<M: Model, S: System<M>>(model: &M, system: &S, case: &Case<M>) ->
                     step: None,
                     message: format!("at the end: {abort}"),
                     overloaded: abort.overloaded,
+                    refused: abort.refused,
                 }
             }
         }
@@ -332,6 +339,7 @@ pub fn execute<M: Model, S: System<M>>(model: &M, system: &S, case: &Case<M>) ->
             step: None,
             message: format!("teardown: {abort}"),
             overloaded: false,
+            refused: false,
         };
     }
     Trace {

@@ -48,12 +48,15 @@ pub fn describe_trace<M: Model>(model: &M, case: &Case<M>, trace: &Trace<M>) -> 
             step,
             message,
             overloaded,
+            refused,
         } => {
             let at = step.map_or("outside a command".to_string(), |s| {
                 format!("at step {}", s + 1)
             });
             if *overloaded {
                 let _ = writeln!(out, "Too loaded to judge {at}: {message}");
+            } else if *refused {
+                let _ = writeln!(out, "Refused {at}: {message}");
             } else {
                 let _ = writeln!(out, "Aborted {at}: {message}");
             }

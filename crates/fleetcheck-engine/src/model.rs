@@ -30,15 +30,19 @@ pub fn check(cond: bool, why: impl FnOnce() -> String) -> Check {
 ///
 /// Any error converts into an `Abort` with `?`; the whole source chain is kept in the message.
 ///
-/// [`Abort::overloaded`] is the other kind: nothing broke, but the host was too loaded to
+/// [`Abort::overloaded`] is another kind: nothing broke, but the host was too loaded to
 /// judge a result that depends on time (a reply that may only have been late). It is reported
-/// as *too loaded*, never as a counterexample.
+/// as *too loaded*, never as a counterexample. [`Abort::refused`] is the third: nothing broke,
+/// but what the case asks cannot be done here (a fault this backend cannot apply to this
+/// program), which only a run found out; reported as *refused*, like bad input.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Abort {
     /// The error and its causes, joined with `: `.
     pub message: String,
     /// The host was too loaded to judge (see [`Abort::overloaded`]), rather than broken.
     pub overloaded: bool,
+    /// What the case asks cannot be done here (see [`Abort::refused`]), rather than broken.
+    pub refused: bool,
 }
 
 impl Abort {
@@ -47,6 +51,7 @@ impl Abort {
         Self {
             message: message.into(),
             overloaded: false,
+            refused: false,
         }
     }
 
@@ -56,6 +61,18 @@ impl Abort {
         Self {
             message: message.into(),
             overloaded: true,
+            refused: false,
+        }
+    }
+
+    /// What the case asks cannot be done on this backend or with these programs (e.g. a
+    /// clock fault for a Go program on netns): the configuration's fault, not the
+    /// infrastructure's, found only once the case ran.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            overloaded: false,
+            refused: true,
         }
     }
 }
@@ -72,6 +89,7 @@ impl<E: std::error::Error> From<E> for Abort {
         Self {
             message,
             overloaded: false,
+            refused: false,
         }
     }
 }
@@ -80,6 +98,8 @@ impl Debug for Abort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.overloaded {
             write!(f, "Abort(overloaded: {:?})", self.message)
+        } else if self.refused {
+            write!(f, "Abort(refused: {:?})", self.message)
         } else {
             write!(f, "Abort({:?})", self.message)
         }

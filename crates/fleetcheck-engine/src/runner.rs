@@ -173,6 +173,8 @@ pub enum Outcome<M: Model> {
         message: String,
         /// The host was too loaded to judge, rather than broken ([`Abort::overloaded`](crate::Abort::overloaded)).
         overloaded: bool,
+        /// What the case asks cannot be done here, rather than broken ([`Abort::refused`](crate::Abort::refused)).
+        refused: bool,
     },
     /// Too many commands were discarded by preconditions.
     GaveUp {
@@ -193,6 +195,7 @@ impl<M: Model> Outcome<M> {
             Outcome::Aborted {
                 overloaded: true, ..
             } => "too_loaded",
+            Outcome::Aborted { refused: true, .. } => "refused",
             Outcome::Aborted { .. } => "aborted",
             Outcome::GaveUp { .. } => "gave_up",
         }
@@ -400,12 +403,14 @@ pub fn run<M: Model, S: System<M>>(
                 step,
                 message,
                 overloaded,
+                refused,
             } => Outcome::Aborted {
                 index: bad,
                 case: Box::new(case),
                 step,
                 message,
                 overloaded,
+                refused,
             },
             Verdict::Failed { .. } => {
                 let mut failure = minimise(model, system, case, trace, config, observer);

@@ -365,6 +365,23 @@ pub enum FaultError {
     },
 }
 
+impl FaultError {
+    /// Whether the backend refuses what was asked (it cannot do it here: netem on netns, a
+    /// clock fault for a Go program, a disk layer the machine does not have), rather than
+    /// failing at it.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            FaultError::NoNetem { .. }
+                | FaultError::NoClock { .. }
+                | FaultError::ClockOutOfReach { .. }
+                | FaultError::NoCorruption { .. }
+                | FaultError::NoDiskErrors { .. }
+                | FaultError::NotVolatile { .. }
+        )
+    }
+}
+
 /// A machine's service version could not be replaced.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

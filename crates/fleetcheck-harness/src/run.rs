@@ -575,6 +575,7 @@ fn finish_run<T: Scenario>(
             step,
             message,
             overloaded: true,
+            ..
         } => {
             let at = step.map_or(String::new(), |s| format!(" at step {}", s + 1));
             let _ = writeln!(
@@ -599,10 +600,33 @@ fn finish_run<T: Scenario>(
         }
         Outcome::Aborted {
             index,
+            step,
+            message,
+            refused: true,
+            ..
+        } => {
+            let at = step.map_or(String::new(), |s| format!(" at step {}", s + 1));
+            let _ = writeln!(
+                text,
+                "REFUSED: case {index}{at} asked for what cannot be done here: {message}\n\
+                 This is not a counterexample; nothing broke. Change the configuration (or the \
+                 backend) and run again."
+            );
+            extra = json!({ "refused": { "case": index, "step": step, "message": message } });
+            summary.reason = Some(format!("refused{at}: {message}"));
+            junit_result = junit::Result::Error {
+                kind: "refused",
+                message: format!("refused{at}: {message}"),
+                text: format!("case {index}{at} asked for what cannot be done here: {message}"),
+            };
+            exit::USAGE
+        }
+        Outcome::Aborted {
+            index,
             case,
             step,
             message,
-            overloaded: false,
+            ..
         } => {
             let at = step.map_or(String::new(), |s| format!(" at step {}", s + 1));
             let _ = writeln!(
@@ -849,6 +873,7 @@ pub(crate) fn replay_case<T: Scenario>(
         Verdict::Aborted {
             overloaded: true, ..
         } => ("too_loaded", exit::TOO_LOADED),
+        Verdict::Aborted { refused: true, .. } => ("refused", exit::USAGE),
         Verdict::Aborted { .. } => ("aborted", exit::ABORTED),
     };
     let mut text = format!(
@@ -866,6 +891,7 @@ pub(crate) fn replay_case<T: Scenario>(
             exit::FAILED => "FAILED again: the counterexample reproduces",
             exit::PASSED => "PASSED: the case did not fail this time",
             exit::TOO_LOADED => "TOO LOADED: the host was too loaded to judge (not a failure)",
+            exit::USAGE => "REFUSED: the case asks for what cannot be done here (not a failure)",
             _ => "ABORTED: the infrastructure broke",
         }
     );
@@ -882,6 +908,11 @@ pub(crate) fn replay_case<T: Scenario>(
             overloaded: true,
             ..
         } => Some(format!("too loaded to judge: {message}")),
+        Verdict::Aborted {
+            message,
+            refused: true,
+            ..
+        } => Some(format!("refused: {message}")),
         Verdict::Aborted { message, .. } => Some(format!("aborted: {message}")),
     };
     let replay_command = format!("fleetcheck replay {}", args.file.display());
@@ -923,9 +954,16 @@ pub(crate) fn replay_case<T: Scenario>(
             Verdict::Aborted {
                 message,
                 overloaded,
+                refused,
                 ..
             } => junit::Result::Error {
-                kind: if *overloaded { "too_loaded" } else { "aborted" },
+                kind: if *overloaded {
+                    "too_loaded"
+                } else if *refused {
+                    "refused"
+                } else {
+                    "aborted"
+                },
                 message: message.clone(),
                 text: described.clone(),
             },

@@ -176,11 +176,14 @@ where
         Outcome::Aborted {
             message,
             overloaded,
+            refused,
             ..
         } => panic!(
             "fleetcheck: {name} {} (seed {seed}): {message}\nthe search again: {again}",
             if overloaded {
                 "TOO LOADED to judge"
+            } else if refused {
+                "REFUSED: what it asks cannot be done here"
             } else {
                 "ABORTED: the infrastructure broke"
             }

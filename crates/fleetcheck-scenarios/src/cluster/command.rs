@@ -885,27 +885,31 @@ impl ClusterCmd {
             ClusterCmd::Boot { machine } | ClusterCmd::Restart { machine } => return boot(machine),
             ClusterCmd::Shutdown { machine } => net.shutdown(machine)?,
             ClusterCmd::Crash { machine } => net.crash(machine)?,
-            ClusterCmd::Pause { machine } => net.pause(machine)?,
-            ClusterCmd::Resume { machine } => net.resume(machine)?,
-            ClusterCmd::Partition { groups } => net.partition(groups)?,
-            ClusterCmd::Block { from, to } => net.block(from, to)?,
-            ClusterCmd::Loss { machine, percent } => net.loss(machine, *percent)?,
+            ClusterCmd::Pause { machine } => fault(net.pause(machine))?,
+            ClusterCmd::Resume { machine } => fault(net.resume(machine))?,
+            ClusterCmd::Partition { groups } => fault(net.partition(groups))?,
+            ClusterCmd::Block { from, to } => fault(net.block(from, to))?,
+            ClusterCmd::Loss { machine, percent } => fault(net.loss(machine, *percent))?,
             // netem is the machines' own (in their kernels): each running one is told.
             ClusterCmd::Heal => {
                 for m in s.machines.iter().filter(|m| m.netem.is_some() && m.running) {
-                    net.netem(&m.id, None)?;
+                    fault(net.netem(&m.id, None))?;
                 }
-                net.heal()?
+                fault(net.heal())?
             }
-            ClusterCmd::Netem { machine, netem } => net.netem(machine, Some(*netem))?,
-            ClusterCmd::DiskFail { machine, error } => net.disk_error(machine, Some(*error))?,
-            ClusterCmd::DiskRecover { machine } => net.disk_error(machine, None)?,
+            ClusterCmd::Netem { machine, netem } => fault(net.netem(machine, Some(*netem)))?,
+            ClusterCmd::DiskFail { machine, error } => {
+                fault(net.disk_error(machine, Some(*error)))?
+            }
+            ClusterCmd::DiskRecover { machine } => fault(net.disk_error(machine, None))?,
             // What it hit is in the machine's `corrupt.log`; none to hit corrupts nothing.
             ClusterCmd::Corrupt { machine, how, pick } => {
-                net.corrupt(machine, *how, *pick)?;
+                fault(net.corrupt(machine, *how, *pick))?;
             }
-            ClusterCmd::ClockBump { machine, offset_s } => net.set_clock(machine, *offset_s)?,
-            ClusterCmd::ClockReset { machine } => net.set_clock(machine, 0)?,
+            ClusterCmd::ClockBump { machine, offset_s } => {
+                fault(net.set_clock(machine, *offset_s))?
+            }
+            ClusterCmd::ClockReset { machine } => fault(net.set_clock(machine, 0))?,
             // Bounded: at most 16 flips of at most 5 s; the clock is right at the end.
             ClusterCmd::ClockStrobe {
                 machine,
@@ -916,18 +920,18 @@ impl ClusterCmd {
                 let hold = std::time::Duration::from_millis(u64::from(*period_ms));
                 for flip in 0..*flips {
                     let to = if flip % 2 == 0 { *offset_s } else { 0 };
-                    net.set_clock(machine, to)?;
+                    fault(net.set_clock(machine, to))?;
                     std::thread::sleep(hold);
                 }
-                net.set_clock(machine, 0)?;
+                fault(net.set_clock(machine, 0))?;
             }
             ClusterCmd::PowerCut { machines } => {
                 let ids: Vec<&str> = machines.iter().map(String::as_str).collect();
-                net.power_cut(&ids)?
+                fault(net.power_cut(&ids))?
             }
             ClusterCmd::Ring { .. } | ClusterCmd::Bridge { .. } => {
                 for (from, to) in self.shape_cuts() {
-                    net.block(&from, &to)?;
+                    fault(net.block(&from, &to))?;
                 }
             }
             ClusterCmd::Upgrade {
@@ -1070,4 +1074,16 @@ fn seconds(word: &str) -> Result<i64, String> {
     word.trim_start_matches('+')
         .parse()
         .map_err(|_| format!("`{word}` is not a whole number of seconds"))
+}
+
+/// A fault's error as an abort: one the backend refuses (it cannot do this, here, to this
+/// program) is [`Abort::refused`], like bad input; any other, the infrastructure's.
+fn fault<T>(result: Result<T, fleetcheck_fabric::FaultError>) -> Result<T, Abort> {
+    result.map_err(|e| {
+        if e.is_refusal() {
+            Abort::refused(Abort::from(e).message)
+        } else {
+            Abort::from(e)
+        }
+    })
 }

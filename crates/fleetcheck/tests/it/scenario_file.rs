@@ -725,4 +725,22 @@ fn last_writer_wins_by_the_wall_clock_loses_writes_when_clocks_move() {
         j["labels"]["command"]["ClockBump"].as_u64() > Some(5),
         "{j}"
     );
+    // A clock fault libfaketime cannot reach (etcd is a Go program) is refused, not called
+    // an infrastructure failure: exit 2, status `refused`.
+    let args = [
+        "--seed",
+        "1",
+        "--tests",
+        "20",
+        "--set",
+        r#"kv.faults=["clock"]"#,
+    ];
+    let (code, j, err) = run_file(&example("etcd.toml"), &args);
+    assert_eq!(code, 2, "{j}{err}");
+    assert_eq!(j["status"], "refused", "{j}");
+    assert!(err.contains("REFUSED: case "), "{err}");
+    assert!(
+        err.contains("/usr/bin/etcd") && err.contains("a Go program"),
+        "{err}"
+    );
 }
