@@ -13,8 +13,10 @@
 //!   acknowledged before it began and the sum of those (acknowledged or unknown) begun before
 //!   it ended.
 //!
-//! - **Queue order** ([`check_queue_order`], for queues that promise it): of two acknowledged
-//!   enqueues, the one that ended before the other began comes out of a drain first.
+//! - **Queue order** ([`check_queue_order`], for queues that promise it, [`QueueOrder`]): of
+//!   two acknowledged enqueues, the one that ended before the other began comes out of a
+//!   drain first; per producer, only where both came from the same client worker (a queue
+//!   that keeps each producer's order, not the order between producers).
 //!
 //! Losses are judged only when `final_read` says the history is complete (its last read or
 //! drain came after every fault was healed): before that, a value missing from a read may
@@ -310,9 +312,76 @@ pub fn check_queue(history: &History<QueueOp, QueueRet>, final_read: bool) -> Re
     Err(why)
 }
 
+/// The order a queue promises to give its values back in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QueueOrder {
+    /// None: values may come out in any order.
+    #[default]
+    Any,
+    /// First in, first out: of two acknowledged enqueues, the one that ended before the other
+    /// began comes out first.
+    RealTime,
+    /// Each producer's (client worker's) values come out in the order it enqueued them; the
+    /// values of different producers in any order.
+    PerProducer,
+}
+
+impl QueueOrder {
+    /// Whether it promises anything.
+    pub fn promised(self) -> bool {
+        self != QueueOrder::Any
+    }
+
+    /// Whether it promises nothing (for `skip_serializing_if`).
+    pub fn is_any(&self) -> bool {
+        *self == QueueOrder::Any
+    }
+}
+
+/// In configuration files: `false` (any order), `true` (real-time order) or `"per-producer"`.
+impl Serialize for QueueOrder {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            QueueOrder::Any => s.serialize_bool(false),
+            QueueOrder::RealTime => s.serialize_bool(true),
+            QueueOrder::PerProducer => s.serialize_str("per-producer"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for QueueOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Flag(bool),
+            Name(String),
+        }
+        match Given::deserialize(d)? {
+            Given::Flag(false) => Ok(QueueOrder::Any),
+            Given::Flag(true) => Ok(QueueOrder::RealTime),
+            Given::Name(n) if n == "per-producer" => Ok(QueueOrder::PerProducer),
+            Given::Name(n) => Err(serde::de::Error::custom(format!(
+                "`{n}` is not a queue order: true (first in, first out), false or \
+                 \"per-producer\""
+            ))),
+        }
+    }
+}
+
 /// Checks that every drain of a queue's history gives acknowledged values in the order they
-/// were enqueued, where that order is known (one enqueue ended before the other began).
-pub fn check_queue_order(history: &History<QueueOp, QueueRet>) -> Result<(), String> {
+/// were enqueued, where that order is known (one enqueue ended before the other began; with
+/// [`QueueOrder::PerProducer`], both by the same worker). [`QueueOrder::Any`] checks nothing.
+pub fn check_queue_order(
+    history: &History<QueueOp, QueueRet>,
+    order: QueueOrder,
+) -> Result<(), String> {
+    if !order.promised() {
+        return Ok(());
+    }
+    let ordered = |a: &Operation<QueueOp, QueueRet>, b: &Operation<QueueOp, QueueRet>| {
+        before(a, b) && (order == QueueOrder::RealTime || a.worker == b.worker)
+    };
     let acked: Vec<(usize, &Operation<QueueOp, QueueRet>, u64)> = history
         .iter()
         .enumerate()
@@ -331,10 +400,16 @@ pub fn check_queue_order(history: &History<QueueOp, QueueRet>) -> Result<(), Str
                 let (Some(pa), Some(pb)) = (position(*va), position(*vb)) else {
                     continue;
                 };
-                if before(a, b) && pb < pa {
+                if ordered(a, b) && pb < pa {
+                    let whose = if order == QueueOrder::PerProducer {
+                        format!(", both by worker {}", a.worker)
+                    } else {
+                        String::new()
+                    };
                     return Err(format!(
                         "drain #{at} took {vb} (enqueued by #{j}, begun {}) before {va} \
-                         (enqueued by #{i}, acknowledged {}, before #{j} began): out of order",
+                         (enqueued by #{i}, acknowledged {}, before #{j} began{whose}): out \
+                         of order",
                         ms(b.invoke),
                         ended(a)
                     ));

@@ -3,7 +3,7 @@
 
 use fleetcheck_engine::collections::{
     check_counter, check_queue, check_queue_order, check_set, CounterOp, CounterRet, QueueOp,
-    QueueRet, SetOp, SetRet,
+    QueueOrder, QueueRet, SetOp, SetRet,
 };
 use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::history::Outcome::{Fail, Ok as Done, Unknown};
@@ -204,7 +204,7 @@ fn a_queue_that_promises_order_gives_acknowledged_values_in_it() {
             Done(QueueRet::Items(vec![1, 3, 2])),
         ),
     ]);
-    assert_eq!(check_queue_order(&in_order), Ok(()));
+    assert_eq!(check_queue_order(&in_order, QueueOrder::RealTime), Ok(()));
     let swapped = history(&[
         (QueueOp::Enqueue(1), 0, Some(10), Done(QueueRet::Done)),
         (QueueOp::Enqueue(2), 20, Some(30), Done(QueueRet::Done)),
@@ -215,9 +215,55 @@ fn a_queue_that_promises_order_gives_acknowledged_values_in_it() {
             Done(QueueRet::Items(vec![2, 1])),
         ),
     ]);
-    let why = check_queue_order(&swapped).unwrap_err();
+    let why = check_queue_order(&swapped, QueueOrder::RealTime).unwrap_err();
     assert!(
         why.contains("took 2") && why.contains("out of order"),
         "{why}"
+    );
+    assert_eq!(check_queue_order(&swapped, QueueOrder::Any), Ok(()));
+}
+
+/// Per producer: two workers' values may come out in either order, one worker's in its own.
+#[test]
+fn a_queue_that_keeps_each_producer_s_order_may_mix_producers() {
+    let mut h = History::new();
+    h.op(0, QueueOp::Enqueue(1), 0, Some(10), Done(QueueRet::Done));
+    h.op(1, QueueOp::Enqueue(2), 20, Some(30), Done(QueueRet::Done));
+    h.op(0, QueueOp::Enqueue(3), 40, Some(50), Done(QueueRet::Done));
+    let drained = |items: Vec<u64>| {
+        let mut h = h.clone();
+        h.op(
+            2,
+            QueueOp::Drain,
+            60,
+            Some(70),
+            Done(QueueRet::Items(items)),
+        );
+        h
+    };
+    // Worker 1's 2 before worker 0's 1: out of real-time order, not of any producer's.
+    let mixed = drained(vec![2, 1, 3]);
+    assert_eq!(check_queue_order(&mixed, QueueOrder::PerProducer), Ok(()));
+    assert!(check_queue_order(&mixed, QueueOrder::RealTime).is_err());
+    // Worker 0's 3 before its own 1.
+    let swapped = drained(vec![3, 2, 1]);
+    let why = check_queue_order(&swapped, QueueOrder::PerProducer).unwrap_err();
+    assert!(
+        why.contains("took 3") && why.contains("both by worker 0"),
+        "{why}"
+    );
+}
+
+#[test]
+fn queue_orders_read_from_configuration_files() {
+    let read = |text: &str| serde_json::from_str::<QueueOrder>(text);
+    assert_eq!(read("false").unwrap(), QueueOrder::Any);
+    assert_eq!(read("true").unwrap(), QueueOrder::RealTime);
+    assert_eq!(read("\"per-producer\"").unwrap(), QueueOrder::PerProducer);
+    let why = read("\"sorted\"").unwrap_err().to_string();
+    assert!(why.contains("`sorted` is not a queue order"), "{why}");
+    assert_eq!(
+        serde_json::to_string(&QueueOrder::PerProducer).unwrap(),
+        "\"per-producer\""
     );
 }

@@ -55,7 +55,8 @@ enqueue = '''flock "$FLEETCHECK_DATA/lock" sh -c 'echo {value} >> "$FLEETCHECK_D
 dequeue = '''flock "$FLEETCHECK_DATA/lock" sh -c 'q="$FLEETCHECK_DATA/q"; [ -s "$q" ] || exit 0; head -n 1 "$q"; sed -i 1d "$q"' '''
 drain = '''flock "$FLEETCHECK_DATA/lock" sh -c 'q="$FLEETCHECK_DATA/q"; [ ! -e "$q" ] || cat "$q"; : > "$q"' '''
 absent = ""                     # what a dequeue of an empty queue prints
-# ordered = true under [kv] if your queue promises first in, first out
+# Under [kv]: ordered = true if your queue promises first in, first out, "per-producer" if
+# it keeps each client's order only
 "#,
         ),
         Workload::Counter => (

@@ -357,7 +357,7 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
                 "vars.{name} belongs to scenario files: add a [scenario] section with its name"
             ));
         }
-        if config.kv.ordered {
+        if config.kv.ordered.promised() {
             return err(
                 "kv.ordered is the promise of a scenario file's queue workload: add a \
                  [scenario] section with its name and workload = \"queue\""
@@ -481,7 +481,7 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
         return Ok(());
     }
     let workload = scenario.workload;
-    if config.kv.ordered && workload != Workload::Queue {
+    if config.kv.ordered.promised() && workload != Workload::Queue {
         return err(format!(
             "kv.ordered is a queue's promise, and this file's workload is {}",
             workload.name()

@@ -129,8 +129,8 @@ pub struct FileStore {
     /// Its eventually-checks, by name, with how long each may take.
     eventually: BTreeMap<String, (Template, Duration)>,
     workload: Workload,
-    /// `[kv] ordered`: the queue promises order.
-    ordered: bool,
+    /// `[kv] ordered`: the order the queue promises.
+    ordered: fleetcheck_engine::collections::QueueOrder,
 }
 
 /// A live cluster of a scenario file.
@@ -665,7 +665,7 @@ impl Store for FileStore {
         self.workload
     }
 
-    fn ordered(&self) -> bool {
+    fn ordered(&self) -> fleetcheck_engine::collections::QueueOrder {
         self.ordered
     }
 

@@ -29,6 +29,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use fleetcheck_engine::collections::QueueOrder;
 use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::linearizability::{check_with, Limits};
 use fleetcheck_engine::{
@@ -83,10 +84,11 @@ pub struct KvConfig {
     /// The role the `isolate` fault cuts off (a scenario file's `[roles]`, e.g. `primary`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
-    /// The queue workload's: the queue promises order (a value whose enqueue was acknowledged
-    /// before another's began comes out of a drain first), which is then checked too.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub ordered: bool,
+    /// The queue workload's: the order the queue promises (`true`: a value whose enqueue was
+    /// acknowledged before another's began comes out of a drain first; `"per-producer"`: so
+    /// for the values of one client worker), which is then checked too.
+    #[serde(skip_serializing_if = "QueueOrder::is_any")]
+    pub ordered: QueueOrder,
 }
 
 impl Default for KvConfig {
@@ -108,7 +110,7 @@ impl Default for KvConfig {
             ops: Vec::new(),
             filesystem: Vec::new(),
             leader: None,
-            ordered: false,
+            ordered: QueueOrder::Any,
         }
     }
 }
@@ -993,9 +995,9 @@ pub trait Store: Send + Sync {
     fn workload(&self) -> Workload {
         Workload::Kv
     }
-    /// Whether its queue promises order (`[kv] ordered`).
-    fn ordered(&self) -> bool {
-        false
+    /// The order its queue promises (`[kv] ordered`).
+    fn ordered(&self) -> QueueOrder {
+        QueueOrder::Any
     }
     /// The node a final read goes to in `state` (every fault healed): the first that is up.
     fn reader(&self, state: &KvState) -> Option<String> {
@@ -1461,7 +1463,7 @@ impl Store for AnyStore {
         each!(self, |s| s.workload())
     }
 
-    fn ordered(&self) -> bool {
+    fn ordered(&self) -> QueueOrder {
         each!(self, |s| s.ordered())
     }
 

@@ -93,14 +93,14 @@ impl Workload {
     }
 
     /// Judges `history` (every operation of the case so far; `final_read`: it ends with the
-    /// final reads, so losses are judged too; `ordered`: a queue promises order): the kv
+    /// final reads, so losses are judged too; `ordered`: the order a queue promises): the kv
     /// workload's linearizability is checked elsewhere (it needs a budget and names
     /// anomalies); the collections by the engine's checkers, key by key.
     pub fn check(
         self,
         history: &History<Call, Answer>,
         final_read: bool,
-        ordered: bool,
+        ordered: collections::QueueOrder,
     ) -> Result<(), String> {
         let keys: BTreeSet<u64> = history.iter().filter_map(|o| o.op.key()).collect();
         match self {
@@ -117,13 +117,7 @@ impl Workload {
             Workload::Queue => {
                 let h = project(history, queue_op);
                 collections::check_queue(&h, final_read)
-                    .and_then(|()| {
-                        if ordered {
-                            collections::check_queue_order(&h)
-                        } else {
-                            Ok(())
-                        }
-                    })
+                    .and_then(|()| collections::check_queue_order(&h, ordered))
                     .map_err(|why| format!("queue: {why}"))
             }
         }
