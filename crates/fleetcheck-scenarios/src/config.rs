@@ -219,6 +219,17 @@ pub struct ServiceConfig {
     /// How long `settle` may take, in milliseconds (default 8000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settle_ms: Option<u64>,
+    /// In a scenario file: a command that stops the service gracefully, run on a machine
+    /// about to shut down (a `Shutdown`, an `Upgrade` of a running machine; not a crash),
+    /// services in the reverse of their start order, each within `ready_timeout_ms`; what it
+    /// leaves running is then stopped as by a crash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<String>,
+    /// In a scenario file: files (paths inside the machine, with the variables of
+    /// [`crate::file::LOG_VARIABLES`]) whose ends the report keeps beside `<name>.log`, such
+    /// as a server's own log in its data directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
 }
 
 /// Every service by name (`[services]`): what machines' versions name.

@@ -134,6 +134,10 @@ where
         self.store().network(instance.cluster())
     }
 
+    fn log_files(&self, instance: &Self::Instance, node: &str) -> Vec<String> {
+        self.store().log_files(instance.cluster(), node)
+    }
+
     fn history(&self, instance: &Self::Instance) -> Option<RecordedHistory> {
         let (history, origin) = instance.history();
         let ops = history

@@ -18,7 +18,8 @@ pub struct MachineLogs {
     /// The machine id.
     pub machine: String,
     /// `(file name, contents)`: `agent.log` (the agent and the setup commands over all boots),
-    /// then every `*.log` on the machine's disk (its services).
+    /// then every `*.log` on the machine's disk (its services), then the files the system
+    /// names ([`Inspect::log_files`]: a scenario file's `[services.<name>] logs`).
     pub files: Vec<(String, String)>,
 }
 
@@ -75,10 +76,15 @@ pub trait Inspect<M: Model>: System<M> {
     fn history(&self, _instance: &Self::Instance) -> Option<RecordedHistory> {
         None
     }
+    /// Files inside machine `node` to keep beside its `*.log` (paths inside the machine).
+    fn log_files(&self, _instance: &Self::Instance, _node: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
-/// Each machine's captured output: what the network says it printed, and its services' logs.
-pub fn machine_logs(net: &dyn Network) -> Vec<MachineLogs> {
+/// Each machine's captured output: what the network says it printed, its services' logs,
+/// and the files `extra` names for it (paths inside the machine).
+pub fn machine_logs(net: &dyn Network, extra: &dyn Fn(&str) -> Vec<String>) -> Vec<MachineLogs> {
     net.spec()
         .machines
         .iter()
@@ -89,12 +95,46 @@ pub fn machine_logs(net: &dyn Network) -> Vec<MachineLogs> {
                 // A disk only the machine mounts (a VM's own file system): read from inside.
                 None => files.extend(service_logs_inside(net, &m.id)),
             }
+            for path in extra(&m.id) {
+                let Some(name) = Path::new(&path).file_name() else {
+                    continue;
+                };
+                let name = name.to_string_lossy().into_owned();
+                if files.iter().any(|(n, _)| *n == name) {
+                    continue;
+                }
+                if let Some(text) = file_of(net, &m.id, &path) {
+                    files.push((name, tail(text)));
+                }
+            }
             MachineLogs {
                 machine: m.id.clone(),
                 files,
             }
         })
         .collect()
+}
+
+/// File `path` (inside machine `id`): read by a command inside it while it runs, else where
+/// the host sees its data directory, if the file is in it; `None` if neither can.
+fn file_of(net: &dyn Network, id: &str, path: &str) -> Option<String> {
+    use fleetcheck_fabric::{ExecRequest, MachineStatus};
+    if net.status(id) == Some(MachineStatus::Running) {
+        if path.contains('\'') {
+            return None;
+        }
+        let cmd = format!("tail -c {MAX_LOG} '{path}'");
+        let timeout = std::time::Duration::from_secs(5);
+        return net
+            .exec(id, &ExecRequest::shell(cmd).with_timeout(timeout))
+            .ok()
+            .filter(|out| out.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let inside = net.data_dir(id)?;
+    let rel = Path::new(path).strip_prefix(&inside).ok()?;
+    let bytes = std::fs::read(net.data_dir_on_host(id)?.join(rel)).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The `*.log` files directly in machine `id`'s data directory, read by commands inside it
@@ -201,7 +241,7 @@ impl<M: Model, S: Inspect<M>> System<M> for Capturing<'_, S> {
             machines: self
                 .inner
                 .network(&instance)
-                .map(machine_logs)
+                .map(|net| machine_logs(net, &|node| self.inner.log_files(&instance, node)))
                 .unwrap_or_default(),
             history: self.inner.history(&instance),
         };

@@ -44,11 +44,14 @@ pub enum Fault {
     /// A machine's outgoing packets delayed, duplicated, reordered or corrupted by the
     /// kernel's netem, and heal (`"netem"`; the qemu backend: this host's kernel has none).
     Netem,
+    /// A running machine shuts down gracefully (a scenario file's services run their `stop`
+    /// first), and boots again later with its data (`"shutdown"`).
+    Shutdown,
 }
 
 impl Fault {
     /// Every kind, in the order they are listed.
-    pub const ALL: [Fault; 14] = [
+    pub const ALL: [Fault; 15] = [
         Fault::Crash,
         Fault::Pause,
         Fault::Partition,
@@ -63,6 +66,7 @@ impl Fault {
         Fault::Corrupt,
         Fault::Clock,
         Fault::Netem,
+        Fault::Shutdown,
     ];
 
     /// Its name in a configuration file.
@@ -82,6 +86,7 @@ impl Fault {
             Fault::Corrupt => "corrupt",
             Fault::Clock => "clock",
             Fault::Netem => "netem",
+            Fault::Shutdown => "shutdown",
         }
     }
 

@@ -87,7 +87,7 @@ pub enum Kind {
 /// (restart, resume, heal) twice as likely as causing it, so cases spend time both in and
 /// out of faults.
 /// New kinds go at the end, so every seed of a configuration without them keeps its case.
-const WEIGHTS: [(Kind, u32); 20] = [
+const WEIGHTS: [(Kind, u32); 21] = [
     (Kind::Crash, 1),
     (Kind::Restart, 2),
     (Kind::Pause, 1),
@@ -108,6 +108,7 @@ const WEIGHTS: [(Kind, u32); 20] = [
     (Kind::ClockReset, 2),
     (Kind::Netem, 1),
     (Kind::ClockStrobe, 1),
+    (Kind::Shutdown, 1),
 ];
 
 /// The steps of a generated size (in increasing order) below `than`: what shrinking tries.
@@ -180,8 +181,13 @@ impl ClusterState {
             .into_iter()
             .filter(|(kind, _)| match kind {
                 Kind::Crash => plan.has(Fault::Crash) && self.machines.iter().any(|m| m.running),
+                Kind::Shutdown => {
+                    plan.has(Fault::Shutdown) && self.machines.iter().any(|m| m.running)
+                }
                 Kind::Restart => {
-                    (plan.has(Fault::Crash) || plan.has(Fault::PowerCut))
+                    (plan.has(Fault::Crash)
+                        || plan.has(Fault::PowerCut)
+                        || plan.has(Fault::Shutdown))
                         && self
                             .machines
                             .iter()
@@ -239,7 +245,7 @@ impl ClusterState {
                         && !self.leaders(plan).is_empty()
                         && (plan.partitions_stack || !self.partitioned)
                 }
-                Kind::Boot | Kind::Shutdown => false,
+                Kind::Boot => false,
             })
             .map(|(kind, weight)| (weight, kind))
             .collect()

@@ -199,6 +199,10 @@ fn two() -> u32 {
 pub const SERVICE_VARIABLES: &[&str] =
     &["id", "ip", "role", "data", "version", "token", "prepared"];
 
+/// The variables of a service's `logs`: the machine's `{id}`, `{ip}`, `{role}` and its data
+/// directory `{data}`.
+pub const LOG_VARIABLES: &[&str] = &["id", "ip", "role", "data"];
+
 /// The variables of a client operation: `{key}`, `{value}` (put), `{expected}` and `{new}`
 /// (cas), the machine it goes to (`{node}`, `{node_ip}`), `{timeout_ms}` (`[kv]
 /// op_timeout_ms`) and `{timeout_s}` (the same in seconds, as `timeout` takes it), `{token}`;
@@ -321,7 +325,12 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
         .services
         .iter()
         .filter(|(_, s)| {
-            s.start.is_some() || s.ready.is_some() || s.serving.is_some() || s.prepare.is_some()
+            s.start.is_some()
+                || s.ready.is_some()
+                || s.serving.is_some()
+                || s.prepare.is_some()
+                || s.stop.is_some()
+                || !s.logs.is_empty()
         })
         .map(|(name, _)| name)
         .collect();
@@ -395,9 +404,15 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
     }
     validate_roles(config)?;
     for (name, s) in &config.services {
-        if s.start.is_none() && (s.ready.is_some() || s.serving.is_some() || s.prepare.is_some()) {
+        let extra = s.ready.is_some()
+            || s.serving.is_some()
+            || s.prepare.is_some()
+            || s.stop.is_some()
+            || !s.logs.is_empty();
+        if s.start.is_none() && extra {
             return err(format!(
-                "services.{name} has `ready`, `serving` or `prepare` but no `start`"
+                "services.{name} has `ready`, `serving`, `prepare`, `stop` or `logs` but no \
+                 `start`"
             ));
         }
         for (key, text) in [
@@ -406,11 +421,16 @@ pub fn validate(config: &ScenarioConfig) -> Result<(), ConfigError> {
             ("serving", &s.serving),
             ("prepare", &s.prepare),
             ("settle", &s.settle),
+            ("stop", &s.stop),
         ] {
             if let Some(text) = text {
                 Template::parse_with(text, SERVICE_VARIABLES, true, &config.vars)
                     .map_err(|e| ConfigError(format!("services.{name}.{key} {e}")))?;
             }
+        }
+        for (i, text) in s.logs.iter().enumerate() {
+            Template::parse_with(text, LOG_VARIABLES, false, &config.vars)
+                .map_err(|e| ConfigError(format!("services.{name}.logs[{i}] {e}")))?;
         }
         if s.settle_ms == Some(0) || s.settle_ms > Some(600_000) {
             return err(format!(

@@ -99,6 +99,10 @@ struct Running {
     within: Duration,
     /// `settle` and how long it may take.
     settle: Option<(Template, Duration)>,
+    /// Its graceful `stop`, if it has one.
+    stop: Option<Template>,
+    /// The files of its `logs` (variables: [`crate::file::LOG_VARIABLES`]).
+    logs: Vec<Template>,
 }
 
 /// One client operation's command and how to read its answer.
@@ -170,6 +174,12 @@ fn checked(config: &ScenarioConfig, text: &str, known: &[&str]) -> Template {
     Template::parse_with(text, known, true, &config.vars).expect("validated when the file was read")
 }
 
+/// A template of `config` without `{peers…}`, already checked when the file was read.
+fn checked_plain(config: &ScenarioConfig, text: &str, known: &[&str]) -> Template {
+    Template::parse_with(text, known, false, &config.vars)
+        .expect("validated when the file was read")
+}
+
 /// Every machine of `state` as `{peers|…}` lists it, with its role in `state`.
 fn peers_of(state: &KvState) -> Vec<Peer> {
     state
@@ -206,6 +216,12 @@ impl FileStore {
                     serving: template(&s.serving),
                     settle: template(&s.settle)
                         .map(|t| (t, s.settle_ms.map_or(SETTLE, Duration::from_millis))),
+                    stop: template(&s.stop),
+                    logs: s
+                        .logs
+                        .iter()
+                        .map(|t| checked_plain(config, t, crate::file::LOG_VARIABLES))
+                        .collect(),
                     within: s.ready_timeout_ms.map_or(READY, Duration::from_millis),
                     name,
                 }
@@ -294,6 +310,48 @@ impl FileStore {
             ]),
             peers: peers_of(state).into(),
         })
+    }
+
+    /// Stops every service of `node` that has a `stop`, in the reverse of their start order,
+    /// each within its deadline; a stop that fails or hangs is left to the shutdown that
+    /// follows (which stops what is left as a crash would).
+    fn stop_services(&self, c: &FileCluster, state: &KvState, node: &str) -> Result<(), Abort> {
+        for s in self.services.iter().rev() {
+            let Some(stop) = &s.stop else { continue };
+            let vars = self.service_vars(c, state, node, &s.name)?;
+            let cmd = format!(
+                "( {} ) >>\"{}/{}.log\" 2>&1",
+                stop.render(&vars),
+                vars.values["data"],
+                s.name
+            );
+            let _ = c.net.exec(node, &service::shell(cmd, s.within));
+        }
+        Ok(())
+    }
+
+    /// The files of every service's `logs` on `node`, paths inside the machine.
+    fn log_files(&self, c: &FileCluster, node: &str) -> Vec<String> {
+        let peers = c.peers();
+        let Some(peer) = peers.iter().find(|p| p.id == node) else {
+            return Vec::new();
+        };
+        let Some(data) = c.net.data_dir(node) else {
+            return Vec::new();
+        };
+        let vars = Vars {
+            values: BTreeMap::from([
+                ("id", peer.id.clone()),
+                ("ip", peer.ip.clone()),
+                ("role", peer.role.clone()),
+                ("data", data.display().to_string()),
+            ]),
+            peers: Vec::new().into(),
+        };
+        self.services
+            .iter()
+            .flat_map(|s| s.logs.iter().map(|t| t.render(&vars)))
+            .collect()
     }
 
     /// Starts every service on `node` in order, each ready before the next starts.
@@ -797,6 +855,10 @@ impl Store for FileStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|node, _| next.machine(node).is_some_and(|m| m.running));
+        // A node about to shut down stops its services first, if they say how.
+        if let Some(node) = crate::kv::shuts_down(state, command) {
+            self.stop_services(c, state, node)?;
+        }
         crate::kv::apply_fault(c.net.as_ref(), state, self.service.as_ref(), command)?;
         // A restarted or upgraded node starts its services again on its kept data.
         if let Some(node) = crate::kv::restarts_service(state, command) {
@@ -810,6 +872,10 @@ impl Store for FileStore {
 
     fn network<'a>(&self, c: &'a FileCluster) -> Option<&'a dyn Network> {
         Some(c.net.as_ref())
+    }
+
+    fn log_files(&self, c: &FileCluster, node: &str) -> Vec<String> {
+        FileStore::log_files(self, c, node)
     }
 
     fn stop(&self, c: FileCluster) -> Result<(), Abort> {

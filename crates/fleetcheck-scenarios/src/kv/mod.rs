@@ -954,6 +954,19 @@ pub fn restarts_service<'a>(state: &KvState, command: &'a ClusterCmd) -> Option<
     }
 }
 
+/// The node that shuts down gracefully in `command` (applied in `state`) while it runs: a
+/// `Shutdown`, or the shutdown an `Upgrade` of a running node begins with; not a crash.
+pub fn shuts_down<'a>(state: &KvState, command: &'a ClusterCmd) -> Option<&'a str> {
+    match command {
+        ClusterCmd::Shutdown { machine } | ClusterCmd::Upgrade { machine, .. }
+            if state.machine(machine).is_some_and(|n| n.awake()) =>
+        {
+            Some(machine)
+        }
+        _ => None,
+    }
+}
+
 /// The machines of `state` client operations may go to: those awake, of role `route` if
 /// one is given (`[client] route`).
 pub fn routed(state: &KvState, route: Option<&str>) -> Vec<String> {
@@ -1062,6 +1075,11 @@ pub trait Store: Send + Sync {
         _cluster: &'a Self::Cluster,
     ) -> Option<&'a dyn fleetcheck_fabric::Network> {
         None
+    }
+    /// Files inside machine `node` whose ends a report keeps beside its `*.log` (a scenario
+    /// file's `[services.<name>] logs`); the default: none.
+    fn log_files(&self, _cluster: &Self::Cluster, _node: &str) -> Vec<String> {
+        Vec::new()
     }
 }
 
@@ -1516,6 +1534,10 @@ impl Store for AnyStore {
 
     fn network<'a>(&self, cluster: &'a AnyCluster) -> Option<&'a dyn fleetcheck_fabric::Network> {
         cluster.network()
+    }
+
+    fn log_files(&self, cluster: &AnyCluster, node: &str) -> Vec<String> {
+        dispatch!(self, cluster, |s, c| s.log_files(c, node))
     }
 
     fn stop(&self, cluster: AnyCluster) -> Result<(), Abort> {

@@ -648,6 +648,56 @@ fn set_queue_and_counter_workloads_find_their_planted_bugs_and_pass_without_them
     assert_eq!(command_names(&j), ["Ops", "PowerCut"], "{j}");
 }
 
+/// A service's `stop` runs before every graceful `Shutdown` (not a crash), and its `logs`
+/// go into the report: clean-stop-files keeps its data across clean stops only, so it passes
+/// under `shutdown`, loses a write under `crash` (shrunk to put, crash, restart, get), and
+/// under `shutdown` again once its stop does nothing.
+#[test]
+fn a_service_stops_gracefully_before_a_shutdown_and_its_logs_are_kept() {
+    if !require_root() {
+        return;
+    }
+    let file = example("clean-stop-files.toml");
+    let dir = temp_dir("file-clean-stop");
+    let report = dir.join("report");
+    let report_arg = report.to_string_lossy().into_owned();
+    let (code, j, err) = run_file(&file, &["--seed", "1", "--tests", "30"]);
+    assert_eq!(code, 0, "{j}{err}");
+    assert!(j["labels"]["command"]["Shutdown"].as_u64() > Some(5), "{j}");
+    let crash = [
+        "--seed",
+        "1",
+        "--tests",
+        "30",
+        "--set",
+        r#"kv.faults=["crash"]"#,
+        "--report",
+        &report_arg,
+    ];
+    let (code, j, err) = run_file(&file, &crash);
+    assert_eq!(code, 1, "{j}{err}");
+    assert_eq!(command_names(&j), ["Ops", "Crash", "Restart", "Ops"], "{j}");
+    // The service's own file, from below the data directory's top: two starts, no stop.
+    let machines: Vec<_> = std::fs::read_dir(report.join("machines"))
+        .unwrap()
+        .flatten()
+        .collect();
+    let events = std::fs::read_to_string(machines[0].path().join("events.txt")).unwrap();
+    assert_eq!(events.matches("started ").count(), 2, "{events}");
+    assert!(!events.contains("stopped "), "{events}");
+    let no_stop = [
+        "--seed",
+        "1",
+        "--tests",
+        "30",
+        "--set",
+        r#"services.store.stop="true""#,
+    ];
+    let (code, j, err) = run_file(&file, &no_stop);
+    assert_eq!(code, 1, "{j}{err}");
+    assert!(command_names(&j).contains(&"Shutdown"), "{j}");
+}
+
 /// examples/nats-jetstream: NATS JetStream acknowledges a message before it fsyncs it (every
 /// two minutes by default), so a power cut loses it: found and shrunk to the publish and the
 /// cut (the final drain after the restart misses it); the committed replay file reproduces
