@@ -32,7 +32,7 @@ fn index_of(spec: &NetworkSpec, id: &str) -> Result<usize, FaultError> {
 
 impl Faults {
     /// Cuts every pair of machines in different groups, both ways; machines named in no group
-    /// form one more group.
+    /// form one more group. An observer ([`crate::MachineSpec::observer`]) is cut from none.
     pub fn partition(
         &mut self,
         spec: &NetworkSpec,
@@ -54,9 +54,10 @@ impl Faults {
                 group[i] = g;
             }
         }
+        let observer = |i: usize| spec.machines[i].observer;
         for a in 0..n {
             for b in 0..n {
-                if group[a] != group[b] {
+                if group[a] != group[b] && !observer(a) && !observer(b) {
                     self.cuts.insert((a, b));
                 }
             }

@@ -226,6 +226,11 @@ pub struct MachineSpec {
     /// alone). `false` (the default): clock faults are refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clock: bool,
+    /// An observer (a scenario's own client machine) is in no partition: whatever groups
+    /// [`crate::Network::partition`] cuts, it still reaches every machine and every machine
+    /// reaches it. One-way blocks and loss name machines, and apply to it as to any.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub observer: bool,
 }
 
 impl MachineSpec {
@@ -265,6 +270,7 @@ impl Default for MachineSpec {
             services: BTreeMap::new(),
             lose_unsynced: false,
             clock: false,
+            observer: false,
         }
     }
 }

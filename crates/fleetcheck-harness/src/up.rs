@@ -197,6 +197,7 @@ fn plan_machines(
                 lose_unsynced: false,
                 // Clock faults at the prompt where netns machines can have them.
                 clock: std::path::Path::new(fleetcheck_fabric::netns::FAKETIME).is_file(),
+                observer: false,
             };
             (domain.role.clone(), machine)
         })

@@ -189,6 +189,31 @@ fn partition_separates_groups_until_heal() {
     }
 }
 
+/// An observer (a scenario's own client machine) is in no partition: it still reaches both
+/// sides, while a one-way block still applies to it.
+#[test]
+fn an_observer_is_cut_by_no_partition() {
+    if !require_root("an_observer_is_cut_by_no_partition") {
+        return;
+    }
+    let backend = backend();
+    let mut three_machines = spec(3, |_| vec![]);
+    three_machines.machines[2].observer = true;
+    let net = backend.create_netns(&three_machines).unwrap();
+    for r in net.boot(&["m1", "m2", "m3"]) {
+        r.unwrap();
+    }
+    net.partition(&groups(&[&["m1"]])).unwrap();
+    assert!(!net.ping("m1", ip(2), SILENT).unwrap(), "m1 | m2");
+    for (from, to) in [("m3", 1), ("m3", 2), ("m1", 3), ("m2", 3)] {
+        assert!(net.ping(from, ip(to), PING).unwrap(), "{from} -> m{to}");
+    }
+    net.block("m3", "m1").unwrap();
+    assert!(!net.ping("m3", ip(1), SILENT).unwrap(), "blocked m3 -> m1");
+    net.heal().unwrap();
+    assert!(net.ping("m1", ip(2), PING).unwrap(), "healed");
+}
+
 /// A ping needs both directions, so a one-way block fails pings both ways; what shows the
 /// block is one-way: m3's echo requests still reach m1 (m1's kernel counts them), and only
 /// the m1 -> m3 rule drops anything.

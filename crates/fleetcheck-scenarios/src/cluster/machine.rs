@@ -194,6 +194,7 @@ impl Machine {
             services,
             lose_unsynced: self.lose_unsynced,
             clock: self.clock,
+            observer: false,
         })
     }
 }

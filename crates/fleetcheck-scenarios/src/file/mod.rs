@@ -90,7 +90,15 @@ pub struct ClientConfig {
     /// (in the model, so after a `becomes`, the new one). Default: any node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    /// Client programs and commands run in a client machine of their own ([`CLIENT_MACHINE`]:
+    /// no services, no faults of its own, in no partition, so it reaches both sides) rather
+    /// than inside the node an operation goes to, which they reach at `{node_ip}`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_machine: bool,
 }
+
+/// The id of the client machine of `[client] own_machine` (node ids are 8 letters).
+pub const CLIENT_MACHINE: &str = "client";
 
 impl ClientConfig {
     /// Each operation's command, by its name in `[client]`.

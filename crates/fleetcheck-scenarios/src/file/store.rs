@@ -312,6 +312,35 @@ impl FileStore {
         })
     }
 
+    /// The network of `state` with the client machine of `[client] own_machine` added (the
+    /// highest free address, an observer: in no partition), every machine booted.
+    fn boot_with_client_machine(&self, state: &KvState) -> Result<Box<dyn Network>, Abort> {
+        let mut spec = crate::kv::network_spec(state, self.memory_mb, self.service.as_ref())?;
+        let subnet = spec.subnet;
+        let ip = (0..subnet.host_count())
+            .rev()
+            .filter_map(|n| subnet.host(n))
+            .find(|ip| spec.machines.iter().all(|m| m.ip != *ip))
+            .ok_or_else(|| Abort::new(format!("{subnet} has no address left for the client")))?;
+        spec.machines.push(fleetcheck_fabric::MachineSpec {
+            id: crate::file::CLIENT_MACHINE.into(),
+            ip,
+            memory_mb: self.memory_mb,
+            kernel: spec
+                .machines
+                .first()
+                .map_or_else(|| "host".into(), |m| m.kernel.clone()),
+            observer: true,
+            ..Default::default()
+        });
+        let net = self.backend.create(&spec)?;
+        let ids: Vec<&str> = spec.machines.iter().map(|m| m.id.as_str()).collect();
+        for r in net.boot(&ids) {
+            r?;
+        }
+        Ok(net)
+    }
+
     /// Stops every service of `node` that has a `stop`, in the reverse of their start order,
     /// each within its deadline; a stop that fails or hangs is left to the shutdown that
     /// follows (which stops what is left as a crash would).
@@ -492,6 +521,16 @@ impl FileStore {
         }
     }
 
+    /// The machine a client operation for `node` runs in: `node`, or the client machine of
+    /// `[client] own_machine`.
+    fn client_host<'a>(&self, node: &'a str) -> &'a str {
+        if self.client.config.own_machine {
+            crate::file::CLIENT_MACHINE
+        } else {
+            node
+        }
+    }
+
     /// Runs `op` through an idle session of the client `program` on `node`, or a new one; a
     /// session that had ended before the operation was sent is replaced once.
     fn op_through(
@@ -588,7 +627,9 @@ impl FileStore {
             values: self.client_values(c, node),
             peers: c.peers().into(),
         };
-        let child = c.net.spawn(node, &program.render(&vars), "client.log")?;
+        let child = c
+            .net
+            .spawn(self.client_host(node), &program.render(&vars), "client.log")?;
         Ok(Session::new(child))
     }
 
@@ -669,12 +710,16 @@ impl Store for FileStore {
     type Cluster = FileCluster;
 
     fn start(&self, state: &KvState) -> Result<FileCluster, Abort> {
-        let net = crate::kv::boot_cluster(
-            self.backend.as_ref(),
-            state,
-            self.memory_mb,
-            self.service.as_ref(),
-        )?;
+        let net = if self.client.config.own_machine {
+            self.boot_with_client_machine(state)?
+        } else {
+            crate::kv::boot_cluster(
+                self.backend.as_ref(),
+                state,
+                self.memory_mb,
+                self.service.as_ref(),
+            )?
+        };
         let peers = peers_of(state);
         // Unique to the case: its machines' ids (fresh per case) in a short hash.
         let mut h: u32 = 0x811c_9dc5;
@@ -745,7 +790,8 @@ impl Store for FileStore {
         let read = call.reads();
         let unsure = service::unsure(read);
         let deadline = self.op_timeout + Duration::from_secs(2);
-        let out = match service::client_command(c.net.as_ref(), node, cmd, deadline, read) {
+        let host = self.client_host(node);
+        let out = match service::client_command(c.net.as_ref(), host, cmd, deadline, read) {
             Ok(out) => out,
             Err(outcome) => return outcome,
         };

@@ -698,6 +698,34 @@ fn a_service_stops_gracefully_before_a_shutdown_and_its_logs_are_kept() {
     assert!(command_names(&j).contains(&"Shutdown"), "{j}");
 }
 
+/// `[client] own_machine`: the client commands run in a machine of their own (they refuse
+/// anywhere else), which reaches the nodes' servers over the network and is in no partition:
+/// one node passes, two (each keeping its own values) are found; run in the nodes instead,
+/// every operation is refused, so nothing is found.
+#[test]
+fn clients_in_a_machine_of_their_own_reach_the_nodes_over_the_network() {
+    if !require_root() {
+        return;
+    }
+    let file = example("client-machine.toml");
+    let one = ["--seed", "1", "--tests", "10", "--set", "kv.nodes=[1,1]"];
+    let (code, j, err) = run_file(&file, &one);
+    assert_eq!(code, 0, "{j}{err}");
+    let (code, j, err) = run_file(&file, &["--seed", "1", "--tests", "30"]);
+    assert_eq!(code, 1, "{j}{err}");
+    assert!(err.contains("acknowledged write lost"), "{err}");
+    let in_nodes = [
+        "--seed",
+        "1",
+        "--tests",
+        "10",
+        "--set",
+        "client.own_machine=false",
+    ];
+    let (code, j, err) = run_file(&file, &in_nodes);
+    assert_eq!(code, 0, "{j}{err}");
+}
+
 /// examples/nats-jetstream: NATS JetStream acknowledges a message before it fsyncs it (every
 /// two minutes by default), so a power cut loses it: found and shrunk to the publish and the
 /// cut (the final drain after the restart misses it); the committed replay file reproduces
