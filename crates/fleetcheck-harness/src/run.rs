@@ -574,77 +574,61 @@ fn finish_run<T: Scenario>(
             case,
             step,
             message,
-            overloaded: true,
-            ..
+            overloaded,
+            refused,
         } => {
             let at = step.map_or(String::new(), |s| format!(" at step {}", s + 1));
-            let _ = writeln!(
-                text,
-                "TOO LOADED: the host was too loaded to judge case {index}{at}: {message}\n\
-                 This is not a counterexample; it was not shrunk. Run it on a quieter host, \
-                 with fewer --workers, or with a longer [ping] timeout_ms.\n\
-                 Re-run: {}",
-                rerun_line(args, report.seed)
-            );
-            extra = json!({ "too_loaded": { "case": index, "step": step, "message": message } });
-            summary.reason = Some(format!("too loaded to judge{at}: {message}"));
-            junit_result = junit::Result::Error {
-                kind: "too_loaded",
-                message: format!("too loaded to judge{at}: {message}"),
-                text: format!(
-                    "the host was too loaded to judge case {index} ({} commands){at}: {message}",
-                    case.commands.len()
-                ),
+            let rerun = rerun_line(args, report.seed);
+            let commands = case.commands.len();
+            // (its JSON key, its JUnit kind, the reason's word, what happened, what to do, the
+            // exit code): never a counterexample, never shrunk.
+            let (key, kind, word, happened, advice, code) = if *overloaded {
+                (
+                    "too_loaded",
+                    "too_loaded",
+                    "too loaded to judge",
+                    format!("TOO LOADED: the host was too loaded to judge case {index}{at}"),
+                    format!(
+                        "This is not a counterexample; it was not shrunk. Run it on a quieter \
+                         host, with fewer --workers, or with a longer [ping] timeout_ms.\n\
+                         Re-run: {rerun}"
+                    ),
+                    exit::TOO_LOADED,
+                )
+            } else if *refused {
+                (
+                    "refused",
+                    "refused",
+                    "refused",
+                    format!("REFUSED: case {index}{at} asked for what cannot be done here"),
+                    "This is not a counterexample; nothing broke. Change the configuration (or \
+                     the backend) and run again."
+                        .to_string(),
+                    exit::USAGE,
+                )
+            } else {
+                (
+                    "abort",
+                    "aborted",
+                    "aborted",
+                    format!("ABORTED: case {index} broke the infrastructure{at}"),
+                    format!(
+                        "This is not a counterexample; it was not shrunk. The case had \
+                         {commands} commands.\nRe-run: {rerun}"
+                    ),
+                    exit::ABORTED,
+                )
             };
-            exit::TOO_LOADED
-        }
-        Outcome::Aborted {
-            index,
-            step,
-            message,
-            refused: true,
-            ..
-        } => {
-            let at = step.map_or(String::new(), |s| format!(" at step {}", s + 1));
-            let _ = writeln!(
-                text,
-                "REFUSED: case {index}{at} asked for what cannot be done here: {message}\n\
-                 This is not a counterexample; nothing broke. Change the configuration (or the \
-                 backend) and run again."
-            );
-            extra = json!({ "refused": { "case": index, "step": step, "message": message } });
-            summary.reason = Some(format!("refused{at}: {message}"));
+            let _ = writeln!(text, "{happened}: {message}\n{advice}");
+            extra = json!({ key: { "case": index, "step": step, "message": message } });
+            summary.reason = Some(format!("{word}{at}: {message}"));
+            let (_, said) = happened.split_once(": ").unwrap_or(("", &happened));
             junit_result = junit::Result::Error {
-                kind: "refused",
-                message: format!("refused{at}: {message}"),
-                text: format!("case {index}{at} asked for what cannot be done here: {message}"),
+                kind,
+                message: format!("{word}{at}: {message}"),
+                text: format!("{said} ({commands} commands): {message}"),
             };
-            exit::USAGE
-        }
-        Outcome::Aborted {
-            index,
-            case,
-            step,
-            message,
-            ..
-        } => {
-            let at = step.map_or(String::new(), |s| format!(" at step {}", s + 1));
-            let _ = writeln!(
-                text,
-                "ABORTED: case {index} broke the infrastructure{at}: {message}\n\
-                 This is not a counterexample; it was not shrunk. The case had {} commands.\n\
-                 Re-run: {}",
-                case.commands.len(),
-                rerun_line(args, report.seed)
-            );
-            extra = json!({ "abort": { "case": index, "step": step, "message": message } });
-            summary.reason = Some(format!("aborted{at}: {message}"));
-            junit_result = junit::Result::Error {
-                kind: "aborted",
-                message: format!("aborted{at}: {message}"),
-                text: format!("case {index} broke the infrastructure{at}: {message}"),
-            };
-            exit::ABORTED
+            code
         }
         Outcome::GaveUp { discarded, limit } => {
             let _ = writeln!(

@@ -230,8 +230,17 @@ pub fn spawn(
     let wait = crate::backend::ANSWER_MARGIN;
     let program = match conn.call_with(request, wait, Some(tx)) {
         Ok((program, Response::Spawned)) => program,
-        Ok((_, Response::SpawnFailed { message })) => return Err(failed(message)),
-        Ok((_, other)) => return Err(failed(format!("{other:?}"))),
+        Ok((program, not_spawned)) => {
+            conn.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .streams
+                .remove(&program);
+            return Err(match not_spawned {
+                Response::SpawnFailed { message } => failed(message),
+                other => failed(format!("{other:?}")),
+            });
+        }
         Err(CallError::Lost) => return Err(ExecError::AgentLost { machine: machine() }),
         Err(CallError::Timeout) => {
             return Err(ExecError::NoAnswer {

@@ -289,9 +289,11 @@ pub fn check_nodes_fit(config: &ScenarioConfig, backend: &dyn Backend) -> Result
             backend.name()
         )));
     }
+    // A scenario file's own client machine is one more.
+    let client_machine = config.client.as_ref().is_some_and(|c| c.own_machine);
     crate::run::check_vms_fit(
         backend,
-        config.kv.nodes.1,
+        config.kv.nodes.1 + u32::from(client_machine),
         config.kv.memory_mb,
         "kv.memory_mb",
     )
