@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod config;
 pub mod file;
 pub mod kv;
+pub mod lines;
 pub mod ping;
 pub mod rules;
 pub mod sql;

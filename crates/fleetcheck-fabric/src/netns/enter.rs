@@ -80,13 +80,29 @@ extern "C" fn forward_term(_: libc::c_int) {
 /// the program and reaps it, then waits for that process. (A SIGKILL to it would orphan the
 /// program to the host's init, and the machine's pid namespace could not end until that
 /// init reaped it: a crash of the machine then took seconds.)
-pub fn end(child: &mut Child) -> io::Result<std::process::ExitStatus> {
+///
+/// Never blocks for long: the middle process is in the machine's cgroups, so while the machine
+/// is paused it is frozen and takes the signal only when the machine thaws (or dies). It is
+/// reaped here if it ends within [`END_WAIT`], else by a thread of its own later.
+pub fn end(mut child: Child) {
     if let Ok(None) = child.try_wait() {
         // SAFETY: a signal to our own child, not yet reaped (so its pid is not reused).
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     }
-    child.wait()
+    let deadline = std::time::Instant::now() + END_WAIT;
+    while std::time::Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            _ => return,
+        }
+    }
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
 }
+
+/// How long [`end`] waits for a spawned program before it leaves the reaping to a thread.
+const END_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// In the forked child: join everything, fork into the pid namespace; only the grandchild
 /// returns (and goes on to `exec`). Async-signal-safe: system calls only.

@@ -952,15 +952,14 @@ impl Switched for NetShared {
         let log = self.data_dir_on_host(id).map(|d| d.join(stderr_log));
         let mut child = super::enter::spawn_inside(agent, &cgroups, command, log.as_deref())
             .map_err(|e| failed(e.to_string()))?;
+        // Ended through `enter::end`, which never blocks on a machine that is paused.
         let stdin = child.stdin.take().expect("spawned with a piped stdin");
         let stdout = child.stdout.take().expect("spawned with a piped stdout");
         let what = format!("pid {} (on the host)", child.id());
         Ok(Spawned::new(
             Box::new(stdin),
             Box::new(stdout),
-            Box::new(move || {
-                let _ = super::enter::end(&mut child);
-            }),
+            Box::new(move || super::enter::end(child)),
             what,
         ))
     }

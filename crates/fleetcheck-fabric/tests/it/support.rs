@@ -236,6 +236,32 @@ pub fn check_spawned(net: &dyn fleetcheck_fabric::Network, id: &str, wait: Durat
         assert!(started.elapsed() < wait, "what it started outlived its end");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Ended while the machine is paused: at once, not when it thaws; gone once it does.
+    let mut program = net
+        .spawn(id, &format!("exec sleep {marker}"), "client.log")
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !sleeping() {
+        assert!(started.elapsed() < wait, "never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    net.pause(id).unwrap();
+    let ending = std::time::Instant::now();
+    program.end();
+    assert!(
+        ending.elapsed() < Duration::from_secs(2),
+        "ending a program of a paused machine took {:?}",
+        ending.elapsed()
+    );
+    net.resume(id).unwrap();
+    let started = std::time::Instant::now();
+    while sleeping() {
+        assert!(
+            started.elapsed() < wait,
+            "it outlived its end after the thaw"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Dead with the machine.
     let mut program = net.spawn(id, "cat", "client.log").unwrap();
     let stdout = program.take_stdout().unwrap();

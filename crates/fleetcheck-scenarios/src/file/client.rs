@@ -13,13 +13,14 @@
 //! not happen, `{"id":7,"type":"unknown"}` when it may have. No answer within
 //! `[kv] op_timeout_ms` is unknown (a read: a failure) and the session is replaced.
 
-use std::io::{BufRead, BufReader, Write};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use fleetcheck_engine::history::Outcome;
 use fleetcheck_engine::{Abort, KvOp, KvRet};
 use fleetcheck_fabric::Spawned;
+
+use crate::lines::Lines;
 use serde_json::{json, Value};
 
 use crate::kv::{Answer, Call, Workload};
@@ -27,19 +28,8 @@ use crate::kv::{Answer, Call, Workload};
 /// One running client program.
 #[derive(Debug)]
 pub struct Session {
-    program: Spawned,
-    stdin: StdinOf,
-    lines: Receiver<String>,
+    program: Lines,
     next_id: u64,
-}
-
-/// A program's standard input.
-struct StdinOf(Box<dyn Write + Send>);
-
-impl std::fmt::Debug for StdinOf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StdinOf")
-    }
 }
 
 /// How one operation went over a session.
@@ -56,22 +46,9 @@ pub enum Answered {
 
 impl Session {
     /// A session over `program`, just spawned.
-    pub fn new(mut program: Spawned) -> Self {
-        let stdin = StdinOf(program.take_stdin().expect("a program just spawned"));
-        let stdout = program.take_stdout().expect("a program just spawned");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+    pub fn new(program: Spawned) -> Self {
         Self {
-            program,
-            stdin,
-            lines,
+            program: Lines::new(program),
             next_id: 0,
         }
     }
@@ -102,26 +79,16 @@ impl Session {
         if let (Some(m), Value::Object(f)) = (message.as_object_mut(), fields) {
             m.extend(f);
         }
-        if writeln!(self.stdin.0, "{message}")
-            .and_then(|()| self.stdin.0.flush())
-            .is_err()
-        {
+        if self.program.send(&format!("{message}\n")).is_err() {
             return Ok(Answered::NotSent);
         }
-        let line = match self.lines.recv_timeout(within) {
+        let line = match self.program.next(within) {
             Ok(line) => line,
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
                 return Ok(Answered::Lost)
             }
         };
         read_answer(&line, id, workload, call).map(Answered::Outcome)
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        // Ended at once, not left to the machine's teardown.
-        self.program.end();
     }
 }
 

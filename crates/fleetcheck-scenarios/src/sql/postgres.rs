@@ -11,8 +11,8 @@
 //! uncommitted would hold for them). After a `Restart` the node's server starts again on its
 //! data directory (crash recovery); the sessions of a crashed primary are closed. Power cuts
 //! (`[machine] lose_unsynced`) are not offered yet: they put a node's disk behind a FUSE write
-//! cache, where the server's Unix socket, through which the host's sessions connect, has not
-//! been tried.
+//! cache, where the server's Unix socket (through which the sessions, inside the primary's
+//! machine, connect) has not been tried.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -150,15 +150,17 @@ impl SqlInstance {
         self.why.lock().expect("no panics while locked").clone()
     }
 
-    /// Where the host reaches the socket of `node`'s server.
-    fn socket_dir(&self, node: &str) -> Result<PathBuf, Abort> {
-        let d = self.net.data_dir_on_host(node).ok_or_else(|| {
-            Abort::new(format!(
-                "the {} backend does not show the host {node}'s disk; the sql scenario needs the netns backend",
-                self.backend
-            ))
-        })?;
-        Ok(d.join("pg"))
+    /// A psql session inside `node` against its server (its socket in the node's data
+    /// directory), answering within `within`.
+    fn session(&self, node: &str, within: Duration) -> Result<Session, String> {
+        let d = service::disk(self.net.as_ref(), self.backend, node, "PostgreSQL")
+            .map_err(|e| e.to_string())?;
+        Session::open(
+            self.net.as_ref(),
+            node,
+            &format!("{}/pg", d.display()),
+            within,
+        )
     }
 }
 
@@ -339,8 +341,7 @@ impl SqlSystem {
     /// Opens the session of a slot that has none.
     fn open(&self, inst: &SqlInstance, slot: &mut Option<Session>) -> Result<(), String> {
         if slot.is_none() {
-            let dir = inst.socket_dir(&inst.primary).map_err(|e| e.to_string())?;
-            *slot = Some(Session::open(&dir, self.timeout())?);
+            *slot = Some(inst.session(&inst.primary, self.timeout())?);
         }
         Ok(())
     }
@@ -400,8 +401,7 @@ impl System<super::SqlModel> for SqlSystem {
             origin: Instant::now(),
             checking: Duration::ZERO,
         };
-        let dir = inst.socket_dir(&inst.primary)?;
-        let mut s = Session::open(&dir, READY).map_err(Abort::new)?;
+        let mut s = inst.session(&inst.primary, READY).map_err(Abort::new)?;
         s.exec(
             "CREATE TABLE lists (k bigint PRIMARY KEY, v text NOT NULL);",
             READY,

@@ -2,13 +2,11 @@
 //! after it is lost), one transaction a script on its standard input, the answers read from
 //! its standard output until the script's end marker.
 //!
-//! The fabric has no way to keep a process with piped stdio inside a machine, so the session
-//! runs on the host and connects through PostgreSQL's Unix socket, which the server keeps in its
-//! node's data directory (seen from the host through
-//! [`Network::data_dir_on_host`](fleetcheck_fabric::Network::data_dir_on_host)): no network
-//! traffic leaves the machines' namespaces, and like kv's clients (which run in the node they
-//! talk to) the sessions are not cut off by network faults; a paused or crashed server is
-//! felt as a timeout or a lost connection.
+//! The session runs inside the primary's machine ([`Network::spawn`], spoken to through
+//! [`crate::lines::Lines`]) and connects through PostgreSQL's Unix socket in the node's data
+//! directory: like kv's clients (which run in the node they talk to) the sessions are not cut
+//! off by network faults; a paused server freezes its sessions with it (a timeout), a crashed
+//! one ends them (a lost connection). Its errors go to `psql.log` in the data directory.
 //!
 //! Each statement of a script is followed by `\echo e :SQLSTATE` (psql's code of the last
 //! statement: `00000`, or the error), each read prints `r:` and the list, and the script ends
@@ -18,15 +16,14 @@
 //! commit; a timeout, a lost connection (psql exits: it never reconnects when its input is
 //! not a terminal) or any other `COMMIT` error is unknown.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use fleetcheck_engine::txn::{Mop, Txn};
+use fleetcheck_fabric::Network;
 
 use super::SqlLevel;
+use crate::lines::Lines;
 
 /// The psql of PostgreSQL 15.
 pub const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
@@ -43,20 +40,10 @@ pub enum Ended {
 }
 
 /// One psql process.
+#[derive(Debug)]
 pub struct Session {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
+    psql: Lines,
     scripts: u64,
-}
-
-impl std::fmt::Debug for Session {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
-            .field("pid", &self.child.id())
-            .field("scripts", &self.scripts)
-            .finish()
-    }
 }
 
 /// What reading a script's answer gave.
@@ -68,34 +55,25 @@ enum Answer {
 }
 
 impl Session {
-    /// Starts psql against the server whose socket is in `socket_dir` and waits (up to
-    /// `within`) until it answers; `Err` says why not (the server refused or did not answer).
-    pub fn open(socket_dir: &Path, within: Duration) -> Result<Session, String> {
-        let mut child = Command::new(PSQL)
-            .args(["-X", "-q", "-A", "-t", "-h"])
-            .arg(socket_dir)
-            .args(["-p", "5432", "-U", "postgres", "-d", "postgres"])
-            .env("PGCONNECT_TIMEOUT", within.as_secs().max(1).to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
+    /// Starts psql inside machine `node` of `net` against the server whose socket is in
+    /// `socket_dir` (a path inside the machine) and waits (up to `within`) until it answers;
+    /// `Err` says why not (it could not start, the server refused or did not answer).
+    pub fn open(
+        net: &dyn Network,
+        node: &str,
+        socket_dir: &str,
+        within: Duration,
+    ) -> Result<Session, String> {
+        let command = format!(
+            "PGCONNECT_TIMEOUT={} exec {PSQL} -X -q -A -t -h '{socket_dir}' -p 5432 -U postgres \
+             -d postgres",
+            within.as_secs().max(1)
+        );
+        let program = net
+            .spawn(node, &command, "psql.log")
             .map_err(|e| format!("cannot start {PSQL}: {e}"))?;
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         let mut s = Session {
-            child,
-            stdin,
-            lines,
+            psql: Lines::new(program),
             scripts: 0,
         };
         match s.send("", within) {
@@ -109,19 +87,14 @@ impl Session {
         self.scripts += 1;
         let marker = format!("@@end {}", self.scripts);
         let script = format!("{body}\\echo {marker}\n");
-        if self
-            .stdin
-            .write_all(script.as_bytes())
-            .and_then(|()| self.stdin.flush())
-            .is_err()
-        {
+        if self.psql.send(&script).is_err() {
             return Answer::Cut(Vec::new(), "ended");
         }
         let deadline = Instant::now() + within;
         let mut out = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
+            match self.psql.next(left) {
                 Ok(line) if line == marker => return Answer::Done(out),
                 Ok(line) => out.push(line),
                 Err(RecvTimeoutError::Timeout) => return Answer::Cut(out, "timed out"),
@@ -140,17 +113,10 @@ impl Session {
     }
 
     /// Runs `txn` at `level`, waiting up to `within`. After an unknown outcome the session
-    /// must not be used again (drop it: that kills psql).
+    /// must not be used again (drop it: that ends psql).
     pub fn run(&mut self, level: SqlLevel, txn: &Txn, within: Duration) -> Ended {
         let answer = self.send(&script(level, txn), within);
         judge(txn, answer)
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
