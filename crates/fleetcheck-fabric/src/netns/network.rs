@@ -749,10 +749,13 @@ impl Switched for NetShared {
 
     /// Refused while a program of the machine reads the clock out of libfaketime's reach;
     /// otherwise the clock file says the new offset.
+    /// Checks the machine's programs (see [`Network::set_clock`]), writes the offset, and
+    /// waits (up to 2 s) until a new program in the machine reads the moved clock, so the
+    /// commands after this one see it.
     fn move_clock(
         &self,
         m: &Machine,
-        _conn: &AgentConn,
+        conn: &AgentConn,
         _from: i64,
         to: i64,
     ) -> Result<(), FaultError> {
@@ -775,10 +778,32 @@ impl Switched for NetShared {
                 });
             }
         }
-        write_clock(&m.own.bin, to).map_err(|source| FaultError::Clock {
+        let failed = |source| FaultError::Clock {
             machine: m.spec.id.clone(),
             source,
-        })
+        };
+        write_clock(&m.own.bin, to).map_err(failed)?;
+        // In milliseconds: the clock a new program reads is within half a second of the
+        // host's moved by `to` (at least a second away from the host's unmoved one).
+        let now_ms = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        };
+        let req = ExecRequest::shell("date +%s%3N").with_timeout(Duration::from_secs(2));
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            let seen = conn::exec(conn, &m.spec.id, &req)
+                .ok()
+                .and_then(|out| out.stdout_str().trim().parse::<i64>().ok());
+            if seen.is_some_and(|t| (t - (now_ms() + to * 1000)).abs() < 500) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(failed(io::Error::other(format!(
+            "its programs did not read the clock {to:+} s off within 2 s"
+        ))))
     }
 
     /// The machines share the host's kernel, which has no netem here.
