@@ -118,9 +118,10 @@ fn find_and_replay(name: &str, config: &str, seed: &str) -> serde_json::Value {
         ])
         .args(["--workers", "4", "--json", "--config"])
         .arg(&config)
-        // A candidate fails if one of two runs does: the anomalies need two transactions to
-        // overlap, which a loaded host sometimes prevents.
-        .args(["--shrink-attempts", "2"])
+        // A candidate fails if one of three runs does, and the minimal case is a
+        // counterexample if one of 10 re-runs fails again: the anomalies need two transactions
+        // to overlap, which a loaded host (CI runs the whole suite at once) often prevents.
+        .args(["--shrink-attempts", "3", "--reproduce", "10"])
         .arg("--replay-file")
         .arg(&replay));
     assert_eq!(code, 1, "{err}");
