@@ -359,30 +359,6 @@ impl FileStore {
         Ok(())
     }
 
-    /// The files of every service's `logs` on `node`, paths inside the machine.
-    fn log_files(&self, c: &FileCluster, node: &str) -> Vec<String> {
-        let peers = c.peers();
-        let Some(peer) = peers.iter().find(|p| p.id == node) else {
-            return Vec::new();
-        };
-        let Some(data) = c.net.data_dir(node) else {
-            return Vec::new();
-        };
-        let vars = Vars {
-            values: BTreeMap::from([
-                ("id", peer.id.clone()),
-                ("ip", peer.ip.clone()),
-                ("role", peer.role.clone()),
-                ("data", data.display().to_string()),
-            ]),
-            peers: Vec::new().into(),
-        };
-        self.services
-            .iter()
-            .flat_map(|s| s.logs.iter().map(|t| t.render(&vars)))
-            .collect()
-    }
-
     /// Starts every service on `node` in order, each ready before the next starts.
     fn launch(&self, c: &FileCluster, state: &KvState, node: &str) -> Result<(), Abort> {
         for s in &self.services {
@@ -920,8 +896,28 @@ impl Store for FileStore {
         Some(c.net.as_ref())
     }
 
+    /// The files of every service's `logs` on `node`, paths inside the machine.
     fn log_files(&self, c: &FileCluster, node: &str) -> Vec<String> {
-        FileStore::log_files(self, c, node)
+        let peers = c.peers();
+        let Some(peer) = peers.iter().find(|p| p.id == node) else {
+            return Vec::new();
+        };
+        let Some(data) = c.net.data_dir(node) else {
+            return Vec::new();
+        };
+        let vars = Vars {
+            values: BTreeMap::from([
+                ("id", peer.id.clone()),
+                ("ip", peer.ip.clone()),
+                ("role", peer.role.clone()),
+                ("data", data.display().to_string()),
+            ]),
+            peers: Vec::new().into(),
+        };
+        self.services
+            .iter()
+            .flat_map(|s| s.logs.iter().map(|t| t.render(&vars)))
+            .collect()
     }
 
     fn stop(&self, c: FileCluster) -> Result<(), Abort> {
